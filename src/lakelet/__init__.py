@@ -1,0 +1,48 @@
+"""lakelet: a local-first data lake for Python pipelines.
+
+Every file is immutable and stored once under its content digest; names are
+bound once in the lake scope; user and pipeline scopes are scratch stores.
+"""
+
+from ._current import current_lake, use
+from ._errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidNameError,
+    LakeletError,
+    LakeNotFoundError,
+    NameExistsError,
+    NotFoundError,
+    RemoteError,
+    SourceError,
+)
+from ._file import File
+from ._lake import FsckReport, Lake, init
+from ._lake import open_lake as open
+from ._scoped import PipelineStore, ScopedStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "File",
+    "FsckReport",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "Lake",
+    "LakeNotFoundError",
+    "LakeletError",
+    "NameExistsError",
+    "NotFoundError",
+    "PipelineStore",
+    "RemoteError",
+    "ScopedStore",
+    "SourceError",
+    "__version__",
+    "current_lake",
+    "init",
+    "open",
+    "use",
+]

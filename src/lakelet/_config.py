@@ -1,0 +1,112 @@
+"""Where the lake is and how it is configured: ``lakelet.toml`` plus the environment.
+
+This is the only module that reads ``os.environ`` for lakelet settings; the
+rest receive a ``LakeConfig``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError, LakeNotFoundError
+
+CONFIG_FILE = "lakelet.toml"
+DEFAULT_DIR = ".lakelet"
+LAYOUT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: Path
+    remote: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+def find_root(path: str | os.PathLike[str] | None = None) -> Path:
+    """The lake root: ``path``, else $LAKELET_HOME, else the nearest lakelet.toml upwards,
+    else ./.lakelet (which may not exist yet)."""
+    if path is not None:
+        root = Path(path).expanduser()
+        return root.parent if root.name == CONFIG_FILE else root
+    home = os.environ.get("LAKELET_HOME")
+    if home:
+        return Path(home).expanduser()
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        for candidate in (directory, directory / DEFAULT_DIR):
+            if (candidate / CONFIG_FILE).is_file():
+                return candidate
+    return here / DEFAULT_DIR
+
+
+def load(root: Path) -> LakeConfig:
+    config_path = root / CONFIG_FILE
+    try:
+        raw = config_path.read_bytes()
+    except FileNotFoundError:
+        raise LakeNotFoundError(
+            f"no lake at {root}: create one with `lakelet init {root}` "
+            "(or lakelet.init() in Python)"
+        ) from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config_path} is not valid TOML: {e}") from None
+    lake = data.get("lake", {})
+    if lake.get("format", LAYOUT_FORMAT) > LAYOUT_FORMAT:
+        raise ConfigError(
+            f"{config_path} has format {lake['format']}, newer than this lakelet "
+            f"understands ({LAYOUT_FORMAT}): upgrade lakelet"
+        )
+    remote = lake.get("remote") or None
+    options = data.get("storage_options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{config_path}: [storage_options] must be a table")
+    return LakeConfig(root=root.resolve(), remote=remote, storage_options=options)
+
+
+def write_new(root: Path, remote: str | None) -> None:
+    """Create ``lakelet.toml`` at ``root``; a lake that exists already is left alone."""
+    lines = ["# lakelet lake configuration", "[lake]", f"format = {LAYOUT_FORMAT}"]
+    if remote:
+        lines.append(f"remote = {json.dumps(remote)}")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{CONFIG_FILE}.{os.getpid()}.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    try:
+        os.link(tmp, root / CONFIG_FILE)  # never overwrite an existing lake's config
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def current_user() -> str:
+    """$LAKELET_USER, else git's user.email, else $USER@host."""
+    return os.environ.get("LAKELET_USER") or _default_user()
+
+
+@cache
+def _default_user() -> str:
+    try:
+        email = subprocess.run(
+            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        email = ""
+    if email:
+        return email
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{name}@{socket.gethostname()}"

@@ -1,0 +1,124 @@
+"""``File``: a handle on a name in the lake; nothing is read until it is used."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ._errors import InvalidArgumentError
+from ._names import validate_name
+from ._refs import NameRecord
+from ._scopes import LAKE
+
+if TYPE_CHECKING:
+    from ._lake import Lake
+
+
+class File:
+    """A lake name and the object it is bound to.
+
+    ``File("raw/a.csv")`` refers to a name in the current lake (see
+    ``lakelet.use``); ``lake.file(name)`` to one in a given lake.
+    """
+
+    __slots__ = ("_lake", "_name", "_record", "_scope")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        lake: Lake | None = None,
+        record: NameRecord | None = None,
+        scope: str = LAKE,
+    ) -> None:
+        self._name = validate_name(name)
+        self._lake = lake
+        self._record = record
+        self._scope = record.scope if record is not None else scope
+
+    def __repr__(self) -> str:
+        return f"File({self._name!r})" if self._scope == LAKE else f"File({self._name!r}, {self._scope})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, File):
+            return NotImplemented
+        return (self._name, self._scope, self.lake.root) == (other._name, other._scope, other.lake.root)
+
+    def __hash__(self) -> int:
+        return hash((self._name, self._scope))
+
+    @property
+    def lake(self) -> Lake:
+        if self._lake is None:
+            from ._current import current_lake
+
+            self._lake = current_lake()
+        return self._lake
+
+    @property
+    def record(self) -> NameRecord:
+        """The name's record; raises NotFoundError if the name is not bound."""
+        if self._record is None:
+            self._record = self.lake._record(self._scope, self._name)
+        return self._record
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def digest(self) -> str:
+        return self.record.digest
+
+    @property
+    def size(self) -> int:
+        return self.record.size
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(self.record.created_at.replace("Z", "+00:00"))
+
+    @property
+    def creator(self) -> str:
+        return self.record.creator
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.record.meta)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the content is stored on this machine."""
+        return self.lake._blob_path(self.record).is_file()
+
+    @property
+    def path(self) -> Path:
+        """The read-only local file holding the content (verified first)."""
+        with self.lake._open_record(self.record):
+            pass
+        return self.lake._blob_path(self.record)
+
+    def open(self, mode: str = "r", encoding: str | None = "utf-8") -> IO[Any]:
+        """Open for reading ("r" or "rb"), verified against the digest."""
+        if mode not in ("r", "rb", "rt"):
+            raise InvalidArgumentError(
+                f"File.open mode {mode!r}: lake files are read-only ('r' or 'rb')"
+            )
+        binary = self.lake._open_record(self.record)
+        if mode == "rb":
+            return binary
+        return io.TextIOWrapper(binary, encoding=encoding)  # type: ignore[arg-type]
+
+    def read_bytes(self) -> bytes:
+        with self.open("rb") as f:
+            data: bytes = f.read()
+            return data
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)

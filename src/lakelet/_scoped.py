@@ -1,0 +1,191 @@
+"""Scoped object stores with Conducto's verbs: ``lake.user`` and ``lake.pipeline(run)``.
+
+Names here may be overwritten and deleted. Writers of one scope take an
+exclusive ``flock`` on the scope, so an overwrite or delete never frees a
+blob that a concurrent put just bound; readers take no lock and retry once
+if a blob was replaced under them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from . import _config
+from ._catalog import Catalog
+from ._digest import Digest
+from ._errors import InvalidArgumentError, NotFoundError, SourceError
+from ._names import validate_name, validate_prefix
+from ._objects import VerifiedReader, new_temp_path, write_blob
+from ._refs import NameRecord, utc_now
+from ._scopes import ScopeLayout
+
+
+class ScopedStore:
+    """A user's or a pipeline run's object store: put/puts/get/gets/list/size/exists/url/delete."""
+
+    def __init__(
+        self, layout: ScopeLayout, tmp_dir: Path, catalog: Catalog, reader: VerifiedReader
+    ) -> None:
+        self._layout = layout
+        self._tmp = tmp_dir
+        self._catalog = catalog
+        self._reader = reader
+
+    def __repr__(self) -> str:
+        return f"<ScopedStore {self.scope}>"
+
+    @property
+    def scope(self) -> str:
+        return self._layout.scope
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._layout.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._layout.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # writing
+
+    def put(self, name: str, file: str | os.PathLike[str]) -> None:
+        """Store the local file ``file`` under ``name``, replacing what was there."""
+        validate_name(name)
+        try:
+            reader = open(file, "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise NotFoundError(f"source {os.fspath(file)} does not exist") from None
+        except IsADirectoryError:
+            raise SourceError(f"{os.fspath(file)} is a directory, not a file") from None
+        with reader:
+            self._put_stream(name, reader)  # type: ignore[arg-type]
+
+    def puts(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name``, replacing what was there."""
+        validate_name(name)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"puts() takes bytes, not {type(data).__name__}")
+        self._put_stream(name, io.BytesIO(data))
+
+    def _put_stream(self, name: str, reader: BinaryIO) -> None:
+        layout = self._layout
+        with self._locked():
+            layout.directory.joinpath("blobs").mkdir(exist_ok=True)
+            blob = write_blob(reader, self._tmp, lambda d: layout.blob_path(name, d))
+            record = NameRecord(
+                self.scope, name, str(blob.digest), blob.size, utc_now(), _config.current_user()
+            )
+            previous = layout.refs.put(record)
+            if previous is not None and previous.digest != record.digest:
+                self._remove_blob(previous)
+            self._catalog.upsert([record])
+            self._reader.remember(blob)
+
+    def delete(self, name: str, recursive: bool = False) -> None:
+        """Delete ``name``; with ``recursive``, also every name under ``name/``."""
+        validate_name(name)
+        with self._locked():
+            names = [name] if self._catalog.get(self.scope, name) else []
+            if recursive:
+                names += self._catalog.names(self.scope, name + "/")
+            if not names:
+                raise NotFoundError(f"no name {name!r} in scope {self.scope}")
+            for n in names:
+                previous = self._layout.refs.delete(n)
+                if previous is not None:
+                    self._remove_blob(previous)
+            self._catalog.delete(self.scope, names)
+
+    def _remove_blob(self, record: NameRecord) -> None:
+        path = self._layout.blob_path(record.name, Digest.parse(record.digest))
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+    # reading
+
+    def _record(self, name: str) -> NameRecord:
+        validate_name(name)
+        record = self._catalog.get(self.scope, name)
+        if record is None:
+            raise NotFoundError(f"no name {name!r} in scope {self.scope}")
+        return record
+
+    def _open(self, name: str) -> tuple[BinaryIO, NameRecord]:
+        for _ in range(2):  # a concurrent put may replace the blob between lookup and open
+            record = self._record(name)
+            path = self._layout.blob_path(name, Digest.parse(record.digest))
+            try:
+                return self._reader.open(path, Digest.parse(record.digest), record.size), record
+            except FileNotFoundError:
+                continue
+        raise NotFoundError(f"the content of {name!r} in scope {self.scope} is missing")
+
+    def get(self, name: str, file: str | os.PathLike[str]) -> None:
+        """Write the content of ``name`` to the local file ``file``."""
+        reader, _ = self._open(name)
+        target = Path(file)
+        tmp = new_temp_path(target.parent) if target.parent.exists() else None
+        if tmp is None:
+            raise NotFoundError(f"directory {target.parent} does not exist")
+        with reader, open(tmp, "wb") as out:
+            shutil.copyfileobj(reader, out, 1 << 20)
+        os.replace(tmp, target)
+
+    def gets(self, name: str, byte_range: list[int] | tuple[int, int] | None = None) -> bytes:
+        """The content of ``name``, or only bytes ``[begin, end)`` of it."""
+        reader, record = self._open(name)
+        with reader:
+            if byte_range is None:
+                return reader.read()
+            begin, end = _check_range(byte_range, record.size)
+            reader.seek(begin)
+            return reader.read(end - begin)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every name starting with ``prefix``, sorted."""
+        return self._catalog.names(self.scope, validate_prefix(prefix))
+
+    def size(self, name: str) -> int:
+        return self._record(name).size
+
+    def exists(self, name: str) -> bool:
+        validate_name(name)
+        return self._catalog.get(self.scope, name) is not None
+
+    def url(self, name: str) -> str:
+        """A URL the content can be read from (``file://`` for a local lake)."""
+        record = self._record(name)
+        return self._layout.blob_path(name, Digest.parse(record.digest)).as_uri()
+
+
+class PipelineStore(ScopedStore):
+    """The store of one pipeline run; ``archive()`` deletes all of it."""
+
+    def archive(self) -> None:
+        """Delete every name and byte of this run."""
+        with self._locked():
+            self._catalog.drop_scope(self.scope)
+            trash = self._tmp / f"trash-{os.getpid()}-{os.urandom(4).hex()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._layout.directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _check_range(byte_range: list[int] | tuple[int, int], size: int) -> tuple[int, int]:
+    try:
+        begin, end = (int(x) for x in byte_range)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"byte_range must be [begin, end), got {byte_range!r}") from None
+    if not 0 <= begin <= end:
+        raise InvalidArgumentError(f"byte_range must satisfy 0 <= begin <= end, got {byte_range!r}")
+    return begin, min(end, size)

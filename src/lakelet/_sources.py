@@ -1,0 +1,109 @@
+"""What `add` can ingest: a local file or directory, an http(s) URL, or any fsspec URL."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ._errors import NotFoundError, SourceError
+
+_HTTP_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file to ingest. ``relative`` is '' for a single file, else its path under a directory."""
+
+    relative: str
+    open: Callable[[], BinaryIO]
+    local_path: Path | None
+    size: int | None
+
+
+def resolve(src: str | os.PathLike[str]) -> list[Source]:
+    """Every file that ``src`` names, sorted; raises NotFoundError or SourceError."""
+    text = os.fspath(src)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in ("http", "https"):
+            return [Source("", lambda: _open_http(text), None, None)]
+        if scheme != "file":
+            return _resolve_fsspec(text)
+        text = text[len("file://") :]
+    return _resolve_local(Path(text).expanduser())
+
+
+def _resolve_local(path: Path) -> list[Source]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [
+            Source(p.relative_to(path).as_posix(), _local_opener(p), p, p.stat().st_size)
+            for p in files
+        ]
+    if path.is_file():
+        return [Source("", _local_opener(path), path, path.stat().st_size)]
+    if path.exists():
+        raise SourceError(f"{path} is neither a file nor a directory")
+    raise NotFoundError(f"source {path} does not exist")
+
+
+def _local_opener(path: Path) -> Callable[[], BinaryIO]:
+    def opener() -> BinaryIO:
+        try:
+            return open(path, "rb", buffering=0)  # type: ignore[return-value]
+        except PermissionError:
+            raise SourceError(f"cannot read {path}: permission denied") from None
+
+    return opener
+
+
+def _open_http(url: str) -> BinaryIO:
+    try:
+        return urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S)  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise NotFoundError(f"source {url} does not exist (HTTP 404)") from None
+        raise SourceError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SourceError(f"cannot download {url}: {reason}") from None
+
+
+def _resolve_fsspec(url: str) -> list[Source]:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise SourceError(f"cannot read {url}: {e}") from None
+    try:
+        if fs.isdir(root):
+            infos = fs.find(root, detail=True)
+            prefix = root.rstrip("/") + "/"
+            return [
+                Source(
+                    path[len(prefix) :],
+                    _fsspec_opener(fs, path),
+                    None,
+                    info.get("size"),
+                )
+                for path, info in sorted(infos.items())
+                if info.get("type") == "file"
+            ]
+        if fs.isfile(root):
+            return [Source("", _fsspec_opener(fs, root), None, fs.size(root))]
+    except OSError as e:
+        raise SourceError(f"cannot read {url}: {e}") from None
+    raise NotFoundError(f"source {url} does not exist")
+
+
+def _fsspec_opener(fs: object, path: str) -> Callable[[], BinaryIO]:
+    def opener() -> BinaryIO:
+        return fs.open(path, "rb")  # type: ignore[attr-defined, no-any-return]
+
+    return opener

@@ -48,6 +48,14 @@ def find_root(path: str | os.PathLike[str] | None = None) -> Path:
     return here / DEFAULT_DIR
 
 
+def new_root(path: str | os.PathLike[str] | None) -> Path:
+    """Where ``init`` creates a lake: ``path``, else $LAKELET_HOME, else ./.lakelet."""
+    if path is not None:
+        return find_root(path)
+    home = os.environ.get("LAKELET_HOME")
+    return Path(home).expanduser() if home else Path.cwd() / DEFAULT_DIR
+
+
 def load(root: Path) -> LakeConfig:
     config_path = root / CONFIG_FILE
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +28,7 @@ from ._progress import SILENT, Progress
 from ._refs import NameRecord, check_same_content, utc_now
 from ._scoped import PipelineStore, ScopedStore
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
-from ._sources import Source, resolve
+from ._sources import Source, redact, resolve
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class Lake:
             validate_name(n)
         if len(set(names)) != len(names):
             raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
-        meta = {"source": _redact(os.fspath(src))}
+        meta = {"source": redact(os.fspath(src))}
         records = self._ingest(list(zip(names, sources, strict=True)), meta, move, progress)
         files = [File(r.name, lake=self, record=r) for r in records]
         return files[0] if single else files
@@ -357,17 +356,6 @@ def _scope_suffix(scope: str) -> str:
     return "" if scope == LAKE else f" (scope {scope})"
 
 
-def _redact(src: str) -> str:
-    """A source as recorded in metadata: no credentials, no query string (presigned tokens)."""
-    if "://" not in src:
-        return src
-    parts = urllib.parse.urlsplit(src)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -379,8 +367,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def init(path: str | os.PathLike[str] | None = None, remote: str | None = None) -> Lake:
-    """Create a lake at ``path`` (default: ./.lakelet) and return it opened. Idempotent."""
-    root = _config.find_root(path) if path is not None else Path.cwd() / _config.DEFAULT_DIR
+    """Create a lake at ``path`` ($LAKELET_HOME, else ./.lakelet) and return it opened.
+
+    Idempotent: an existing lake is opened as it is.
+    """
+    root = _config.new_root(path)
     _config.write_new(root, remote)
     return Lake(_config.load(root))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,16 +64,37 @@ def _local_opener(path: Path) -> Callable[[], BinaryIO]:
     return opener
 
 
+def redact(src: str) -> str:
+    """A source as it may be shown or recorded: no credentials, no query (presigned tokens)."""
+    if "://" not in src:
+        return src
+    parts = urllib.parse.urlsplit(src)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _open_http(url: str) -> BinaryIO:
+    parts = urllib.parse.urlsplit(url)
+    headers = {}
+    if parts.username is not None:
+        # urllib cannot take credentials inside the URL: send them as Basic auth.
+        userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    shown = redact(url)
     try:
-        return urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S)  # type: ignore[no-any-return]
+        request = urllib.request.Request(url, headers=headers)
+        return urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S)  # type: ignore[no-any-return]
     except urllib.error.HTTPError as e:
         if e.code == 404:
-            raise NotFoundError(f"source {url} does not exist (HTTP 404)") from None
-        raise SourceError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+            raise NotFoundError(f"source {shown} does not exist (HTTP 404)") from None
+        raise SourceError(f"cannot download {shown}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise SourceError(f"cannot download {url}: {reason}") from None
+        raise SourceError(f"cannot download {shown}: {reason}") from None
 
 
 def _resolve_fsspec(url: str) -> list[Source]:
@@ -80,7 +103,7 @@ def _resolve_fsspec(url: str) -> list[Source]:
     try:
         fs, root = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
-        raise SourceError(f"cannot read {url}: {e}") from None
+        raise SourceError(f"cannot read {redact(url)}: {e}") from None
     try:
         if fs.isdir(root):
             infos = fs.find(root, detail=True)
@@ -98,8 +121,8 @@ def _resolve_fsspec(url: str) -> list[Source]:
         if fs.isfile(root):
             return [Source("", _fsspec_opener(fs, root), None, fs.size(root))]
     except OSError as e:
-        raise SourceError(f"cannot read {url}: {e}") from None
-    raise NotFoundError(f"source {url} does not exist")
+        raise SourceError(f"cannot read {redact(url)}: {e}") from None
+    raise NotFoundError(f"source {redact(url)} does not exist")
 
 
 def _fsspec_opener(fs: object, path: str) -> Callable[[], BinaryIO]:

@@ -1,0 +1,3 @@
+from lakelet.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Terminal output: a progress bar that appears only for work longer than about a second."""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+_DELAY_S = 1.0
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+class DelayedBar:
+    """A ``lakelet.Progress`` that draws a rich bar once work has lasted ``_DELAY_S``.
+
+    Nothing is drawn when stdout or stderr is not a terminal (pipes, CI logs).
+    """
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+        self._enabled = sys.stdout.isatty() and sys.stderr.isatty()
+        self._started = time.monotonic()
+        self._total = 0
+        self._done = 0
+        self._bar: Progress | None = None
+        self._task = None
+
+    def add_total(self, nbytes: int, /) -> None:
+        self._total += nbytes
+        if self._bar is not None:
+            self._bar.update(self._task, total=self._total)  # type: ignore[arg-type]
+
+    def advance(self, nbytes: int, /) -> None:
+        self._done += nbytes
+        if self._bar is None:
+            if not self._enabled or time.monotonic() - self._started < _DELAY_S:
+                return
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self._description, total=self._total or None)
+        self._bar.update(self._task, completed=self._done)  # type: ignore[arg-type]
+
+    def __enter__(self) -> DelayedBar:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()

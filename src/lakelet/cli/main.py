@@ -1,0 +1,212 @@
+"""``lakelet`` subcommands. Each one is a call into the library plus rendering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+import lakelet
+from lakelet import File, Lake, LakeletError
+
+from ._render import DelayedBar, human_size, stderr, stdout
+
+
+class _Group(click.Group):
+    """Turns every expected error into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LakeletError as e:
+            stderr.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(1)
+
+
+def _lake(ctx: click.Context) -> Lake:
+    return lakelet.open(ctx.obj.get("lake"))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--lake", "lake_path", metavar="PATH", envvar=None,
+    help="The lake root (default: $LAKELET_HOME, the nearest lakelet.toml, ./.lakelet).",
+)
+@click.version_option(lakelet.__version__, prog_name="lakelet")
+@click.pass_context
+def cli(ctx: click.Context, lake_path: str | None) -> None:
+    """lakelet: a local-first data lake for Python pipelines."""
+    ctx.obj = {"lake": lake_path}
+
+
+@cli.command()
+@click.argument("path", required=False)
+@click.option("--remote", metavar="URL", help="An object store URL to share the lake through.")
+def init(path: str | None, remote: str | None) -> None:
+    """Create a lake at PATH (default ./.lakelet)."""
+    lake = lakelet.init(path, remote=remote)
+    stdout.print(f"lake ready at {lake.root}", highlight=False)
+
+
+def _file_json(f: File) -> dict[str, Any]:
+    r = f.record
+    return {
+        "name": r.name, "scope": r.scope, "digest": r.digest, "size": r.size,
+        "created_at": r.created_at, "creator": r.creator, "local": f.is_local, "meta": r.meta,
+    }
+
+
+@cli.command()
+@click.argument("prefix", default="")
+@click.option("--scope", default="lake", show_default=True,
+              help="'lake', 'user' or 'pipeline/<run id>'.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
+    """List names starting with PREFIX."""
+    files = _lake(ctx).ls(prefix, scope=scope)
+    if as_json:
+        click.echo(json.dumps([_file_json(f) for f in files], indent=2))
+        return
+    if not files:
+        stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "size", "created", "creator", "state"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for f in files:
+        state = "local" if f.is_local else "[yellow]missing[/yellow]"
+        table.add_row(f.name, human_size(f.size), f.record.created_at[:19].replace("T", " "),
+                      f.creator, state)
+    stdout.print(table)
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("name")
+@click.option("--copy/--move", "copy", default=True, help="Copy SRC (default) or move it into the lake.")
+@click.pass_context
+def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
+    """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
+    lake = _lake(ctx)
+    with DelayedBar(f"adding {name}") as bar:
+        result = lake.add(src, name, move=not copy, progress=bar)
+    files = result if isinstance(result, list) else [result]
+    total = sum(f.size for f in files)
+    what = files[0].name if len(files) == 1 else f"{len(files)} files under {name}/"
+    stdout.print(f"added {what} ({human_size(total)})", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--scope", default="lake", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
+    """Size, digest, creation, creator, scope and location of NAME."""
+    f = _scoped_file(_lake(ctx), name, scope)
+    data = _file_json(f)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("name", f.name), ("scope", f.scope), ("digest", f.digest),
+        ("size", f"{human_size(f.size)} ({f.size} bytes)"), ("created", f.record.created_at),
+        ("creator", f.creator),
+        ("where", "local" + (f" ({f.lake._blob_path(f.record)})" if f.is_local else ": missing")),
+    ]
+    rows += [(k, str(v)) for k, v in sorted(f.meta.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    stdout.print(table, highlight=False)
+
+
+def _scoped_file(lake: Lake, name: str, scope: str) -> File:
+    scope = lake._resolve_scope(scope)
+    return File(name, lake=lake, record=lake._record(scope, name))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--scope", default="lake", show_default=True)
+@click.pass_context
+def cat(ctx: click.Context, name: str, scope: str) -> None:
+    """Write the content of NAME to stdout."""
+    f = _scoped_file(_lake(ctx), name, scope)
+    with f.open("rb") as src:
+        shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--scope", default="lake", show_default=True)
+@click.pass_context
+def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
+    """Export NAME to the local path DEST (a directory keeps the name's last segment)."""
+    f = _scoped_file(_lake(ctx), name, scope)
+    target = dest / name.rsplit("/", 1)[-1] if dest.is_dir() else dest
+    if not target.parent.is_dir():
+        raise lakelet.NotFoundError(f"directory {target.parent} does not exist")
+    tmp = target.with_name(f".{target.name}.lakelet-tmp")
+    with DelayedBar(f"exporting {name}") as bar, f.open("rb") as src, open(tmp, "wb") as out:
+        bar.add_total(f.size)
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+            bar.advance(len(chunk))
+    tmp.replace(target)
+    stdout.print(f"wrote {target}", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--scope", default="lake", show_default=True)
+@click.option("--recursive", "-r", is_flag=True, help="Also remove every name under NAME/.")
+@click.option("--force", is_flag=True, help="Remove a write-once lake name (its lineage is kept).")
+@click.pass_context
+def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) -> None:
+    """Remove a scoped name, or a lake name with --force."""
+    lake = _lake(ctx)
+    scope = lake._resolve_scope(scope)
+    if scope == "lake":
+        lake.rm(name, force=force)
+    else:
+        lake._scoped(scope).delete(name, recursive=recursive)
+    stdout.print(f"removed {name}", highlight=False)
+
+
+@cli.command()
+@click.pass_context
+def fsck(ctx: click.Context) -> None:
+    """Verify every stored object against its digest and rebuild the local index."""
+    lake = _lake(ctx)
+    with DelayedBar("verifying") as bar:
+        report = lake.fsck(progress=bar)
+    stdout.print(
+        f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
+        highlight=False,
+    )
+    for digest in report.corrupt:
+        stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
+    for name in report.missing:
+        stderr.print(f"missing content: {name}", highlight=False)
+    if not report.ok:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="lakelet")

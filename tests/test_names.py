@@ -1,0 +1,84 @@
+"""Name validation at every entry point, and a rejected name changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+import lakelet
+from lakelet._names import validate_name
+
+from .conftest import snapshot
+
+BAD_NAMES = [
+    "",
+    "/etc/passwd",
+    "../escape",
+    "a/../../b",
+    "a/./b",
+    "a//b",
+    "trailing/",
+    "nul\x00byte",
+    "tab\tchar",
+    "newline\n",
+    "del\x7f",
+    "back\\slash",
+    "x" * 1025,
+    "é" * 513,  # 1026 bytes in UTF-8
+]
+GOOD_NAMES = ["a", "raw/orders.csv", "a b/ünïcode ✓.txt", "x" * 1024, ".hidden/file", "a..b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_invalid_names_are_rejected(name: str) -> None:
+    with pytest.raises(lakelet.InvalidNameError):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_valid_names_pass(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a//b", "nul\x00"])
+def test_every_entry_point_rejects_bad_names_and_changes_nothing(lake, make_file, name) -> None:
+    src = make_file("a.txt", "content")
+    lake.add(src, "ok.txt")
+    lake.pipeline("run").puts("kept", b"1")
+    before = snapshot(lake.root)
+    calls = [
+        lambda: lake.add(src, name),
+        lambda: lake.file(name),
+        lambda: lake.exists(name),
+        lambda: lake.ls(name),
+        lambda: lake.rm(name, force=True),
+        lambda: lake.pipeline("run").puts(name, b"x"),
+        lambda: lake.pipeline("run").put(name, src),
+        lambda: lake.pipeline("run").gets(name),
+        lambda: lake.pipeline("run").delete(name),
+        lambda: lake.user.puts(name, b"x"),
+        lambda: lake.pipeline(name),
+        lambda: lakelet.File(name),
+    ]
+    for call in calls:
+        with pytest.raises(lakelet.InvalidNameError):
+            call()
+    assert snapshot(lake.root) == before
+
+
+def test_a_directory_whose_file_would_make_a_bad_name_adds_nothing(lake, make_file) -> None:
+    make_file("dir/ok.txt", "1")
+    make_file("dir/bad\x01.txt", "2")
+    before = snapshot(lake.root)
+    with pytest.raises(lakelet.InvalidNameError):
+        lake.add(make_file("dir/ok.txt", "1").parent, "d")
+    assert snapshot(lake.root) == before
+    assert lake.ls() == []
+
+
+@pytest.mark.parametrize("run_id", ["a/b", "..", "", "x\ny"])
+def test_run_ids_and_users_are_single_safe_segments(lake, run_id, monkeypatch) -> None:
+    with pytest.raises(lakelet.InvalidNameError):
+        lake.pipeline(run_id)
+    monkeypatch.setenv("LAKELET_USER", run_id or "..")
+    with pytest.raises(lakelet.InvalidNameError):
+        lake.user.puts("x", b"1")

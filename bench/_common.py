@@ -35,11 +35,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for k, r in enumerate(cells):
-        lines.append(
-            "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
-        )
-        if k == 0:
-            lines.append("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
+        pairs = enumerate(zip(r, widths, strict=True))
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
+        lines.append("| " + " | ".join(padded) + " |")
+        if k == 0:  # first column left-aligned, the numbers right-aligned
+            rules = ["-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
+            lines.append("|" + "|".join(rules) + "|")
     return "\n".join(lines)
 
 
@@ -61,7 +62,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{platform.node()} | {os.cpu_count()} cpus ({cpu}) | Python {platform.python_version()} | {platform.platform()}"
+    python = f"Python {platform.python_version()}"
+    return f"{platform.node()} | {os.cpu_count()} cpus ({cpu}) | {python} | {platform.platform()}"
 
 
 @contextlib.contextmanager

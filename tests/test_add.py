@@ -47,7 +47,7 @@ def test_file_handle_is_lazy_and_reports_missing_names(lake) -> None:
     handle = lake.file("not/there.txt")  # no error: only a handle
     assert not lake.exists("not/there.txt")
     with pytest.raises(lakelet.NotFoundError, match="not/there.txt"):
-        handle.digest
+        _ = handle.digest
     with pytest.raises(KeyError):  # NotFoundError is also a KeyError
         handle.open()
 

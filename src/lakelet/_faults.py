@@ -15,5 +15,5 @@ _CRASH_AT = os.environ.get("LAKELET_CRASH_AT", "")
 
 
 def reached(point: str) -> None:
-    if _CRASH_AT and _CRASH_AT == point:
+    if _CRASH_AT and point == _CRASH_AT:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -65,9 +65,18 @@ class Lake:
 
     # lake-scope files
 
-    def file(self, name: str) -> File:
-        """A handle on a lake name; nothing is read until it is used."""
-        return File(validate_name(name), lake=self)
+    def file(self, name: str, scope: str = LAKE) -> File:
+        """A handle on a name; nothing is read until it is used.
+
+        ``scope`` is 'lake' (the default), 'user' or 'pipeline/<run>'. Lake
+        handles are lazy; a scoped name is looked up now, since it may be
+        overwritten later and the handle should keep what it saw.
+        """
+        name = validate_name(name)
+        scope = self._resolve_scope(scope)
+        if scope == LAKE:
+            return File(name, lake=self)
+        return File(name, lake=self, record=self._record(scope, name))
 
     def exists(self, name: str) -> bool:
         record = self._lookup(LAKE, validate_name(name))
@@ -213,12 +222,18 @@ class Lake:
                     parent.rmdir()
                 parent = parent.parent
 
-    def rm(self, name: str, *, force: bool = False) -> None:
-        """Remove a lake name; its record stays as a tombstone so lineage survives.
+    def rm(self, name: str, *, force: bool = False, scope: str = LAKE, recursive: bool = False) -> None:
+        """Remove a name.
 
-        Lake names are write-once, so this needs ``force=True``.
+        A lake name is write-once, so removing it needs ``force=True``; its
+        record stays as a tombstone so lineage survives. In a scoped store this
+        is ``delete(name, recursive)``.
         """
         validate_name(name)
+        scope = self._resolve_scope(scope)
+        if scope != LAKE:
+            self._scoped(scope).delete(name, recursive=recursive)
+            return
         if not force:
             raise NameExistsError(
                 f"{name!r} is a write-once lake name: removing it needs force=True "

@@ -18,8 +18,11 @@ from rich.progress import (
 
 _DELAY_S = 1.0
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+# Piped output must not be cut at rich's default 80 columns: a script reading
+# `lakelet ls | grep` needs whole names.
+_PIPE_WIDTH = 100_000
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 def human_size(n: int) -> str:

@@ -114,7 +114,7 @@ def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
 @click.pass_context
 def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
     """Size, digest, creation, creator, scope and location of NAME."""
-    f = _scoped_file(_lake(ctx), name, scope)
+    f = _lake(ctx).file(name, scope)
     data = _file_json(f)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -126,17 +126,12 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
         ("name", f.name), ("scope", f.scope), ("digest", f.digest),
         ("size", f"{human_size(f.size)} ({f.size} bytes)"), ("created", f.record.created_at),
         ("creator", f.creator),
-        ("where", "local" + (f" ({f.lake._blob_path(f.record)})" if f.is_local else ": missing")),
+        ("where", f"local ({f.path})" if f.is_local else "missing locally"),
     ]
     rows += [(k, str(v)) for k, v in sorted(f.meta.items())]
     for key, value in rows:
         table.add_row(key, value)
     stdout.print(table, highlight=False)
-
-
-def _scoped_file(lake: Lake, name: str, scope: str) -> File:
-    scope = lake._resolve_scope(scope)
-    return File(name, lake=lake, record=lake._record(scope, name))
 
 
 @cli.command()
@@ -145,7 +140,7 @@ def _scoped_file(lake: Lake, name: str, scope: str) -> File:
 @click.pass_context
 def cat(ctx: click.Context, name: str, scope: str) -> None:
     """Write the content of NAME to stdout."""
-    f = _scoped_file(_lake(ctx), name, scope)
+    f = _lake(ctx).file(name, scope)
     with f.open("rb") as src:
         shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
     sys.stdout.buffer.flush()
@@ -158,7 +153,7 @@ def cat(ctx: click.Context, name: str, scope: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
     """Export NAME to the local path DEST (a directory keeps the name's last segment)."""
-    f = _scoped_file(_lake(ctx), name, scope)
+    f = _lake(ctx).file(name, scope)
     target = dest / name.rsplit("/", 1)[-1] if dest.is_dir() else dest
     if not target.parent.is_dir():
         raise lakelet.NotFoundError(f"directory {target.parent} does not exist")
@@ -180,12 +175,7 @@ def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
 @click.pass_context
 def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) -> None:
     """Remove a scoped name, or a lake name with --force."""
-    lake = _lake(ctx)
-    scope = lake._resolve_scope(scope)
-    if scope == "lake":
-        lake.rm(name, force=force)
-    else:
-        lake._scoped(scope).delete(name, recursive=recursive)
+    _lake(ctx).rm(name, force=force, scope=scope, recursive=recursive)
     stdout.print(f"removed {name}", highlight=False)
 
 

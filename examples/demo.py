@@ -1,0 +1,142 @@
+"""lakelet in five minutes, on an embedded lake in a temporary folder.
+
+    ./scripts/demo            # sets everything up, then runs this file
+    .venv/bin/python examples/demo.py --keep   # keep the lake afterwards to poke at it
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import lakelet
+
+console = Console(highlight=False)
+
+
+def step(title: str) -> None:
+    console.print()
+    console.rule(f"[bold]{title}", align="left")
+
+
+def shell(lake_root: Path, *args: str) -> None:
+    """Run the real `lakelet` CLI on the same lake, showing the command."""
+    console.print(f"[dim]$ lakelet {' '.join(args)}[/dim]")
+    env = {**os.environ, "LAKELET_HOME": str(lake_root)}
+    out = subprocess.run([sys.executable, "-m", "lakelet", *args], env=env, capture_output=True, text=True)
+    sys.stdout.write(out.stdout)
+    sys.stdout.write(out.stderr)
+    sys.stdout.flush()
+
+
+def write_raw_orders(folder: Path) -> None:
+    rows = {
+        "2025-01-20": [(1, "alice", 9.50), (2, "bob", 12.00)],
+        "2025-01-21": [(3, "carol", 4.25), (4, "alice", 30.00), (5, "dave", 7.75)],
+        "2025-01-22": [(6, "bob", 18.40)],
+    }
+    folder.mkdir(parents=True)
+    for day, orders in rows.items():
+        with open(folder / f"{day}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["order_id", "customer", "amount"])
+            w.writerows(orders)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary lake and print where it is")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="lakelet-demo-"))
+    try:
+        tell(work)
+    finally:
+        if args.keep:
+            console.print(f"\nThe lake is kept at [bold]{work / 'lake'}[/bold]: "
+                          f"LAKELET_HOME={work / 'lake'} lakelet ls")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def tell(work: Path) -> None:
+    step("1. An embedded lake: one folder, nothing to run")
+    lake = lakelet.init(work / "lake")
+    console.print(f"lakelet.init({str(work / 'lake')!r}) → {lake!r}")
+
+    step("2. Add raw CSVs: each file is stored once, under its content digest")
+    incoming = work / "incoming"
+    write_raw_orders(incoming)
+    files = lake.add(incoming, "raw/orders")
+    console.print(f"lake.add('incoming/', 'raw/orders') bound {len(files)} names")
+    again = lake.add(incoming, "raw/orders")
+    console.print(f"adding the same content again is a no-op: still {len(again)} names, "
+                  f"{len(lake.ls())} in the lake")
+    (incoming / "2025-01-22.csv").write_text("order_id,customer,amount\n6,bob,99.99\n")
+    try:
+        lake.add(incoming / "2025-01-22.csv", "raw/orders/2025-01-22.csv")
+    except lakelet.NameExistsError as e:
+        console.print(f"rebinding a name to other content is refused: [red]{type(e).__name__}[/red]: {e}")
+
+    step("3. List and inspect")
+    table = Table("name", "size", "digest", "creator")
+    for f in lake.ls("raw/"):
+        table.add_row(f.name, f"{f.size} B", f.digest[:22] + "…", f.creator)
+    console.print(table)
+    shell(lake.root, "info", "raw/orders/2025-01-21.csv")
+
+    step("4. Read back: verified against the digest on every open")
+    total = 0.0
+    for f in lake.ls("raw/orders/"):
+        with f.open("r") as fh:
+            total += sum(float(row["amount"]) for row in csv.DictReader(fh))
+    console.print(f"revenue over {len(lake.ls('raw/orders/'))} days: {total:.2f}")
+
+    step("5. Scoped stores: a pipeline run's scratch space, and yours")
+    run = lake.pipeline("nightly-2025-01-22")
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["customer", "amount"], ["alice", "39.50"], ["bob", "30.40"]])
+    run.puts("by_customer.csv", buf.getvalue().encode())
+    run.put("inputs/2025-01-20.csv", incoming / "2025-01-20.csv")
+    console.print(f"run.list() → {run.list()}")
+    console.print(f"run.gets('by_customer.csv', byte_range=[0, 15]) → "
+                  f"{run.gets('by_customer.csv', byte_range=[0, 15])!r}  (reads only those bytes)")
+    lake.user.puts("notes/todo.txt", b"look at bob's orders\n")
+    lake.user.puts("notes/todo.txt", b"look at bob's and alice's orders\n")  # scoped names may change
+    console.print(f"lake.user.gets('notes/todo.txt') → {lake.user.gets('notes/todo.txt')!r}")
+    console.print(f"scopes never see each other: lake.exists('by_customer.csv') → "
+                  f"{lake.exists('by_customer.csv')}")
+    run.archive()
+    console.print(f"after run.archive(): run.list() → {run.list()}")
+
+    step("6. fsck: every object checked against its digest")
+    report = lake.fsck()
+    console.print(f"checked {report.objects_checked} objects, indexed {report.names_indexed} names, "
+                  f"corrupt: {report.corrupt or 'none'}")
+
+    step("7. Bit rot is caught, never served")
+    victim = lake.file("raw/orders/2025-01-20.csv")
+    os.chmod(victim.path, 0o644)  # objects are read-only on disk; a stray process changes one anyway
+    victim.path.write_bytes(b"order_id,customer,amount\n1,alice,9999.50\n")
+    try:
+        victim.read_text()
+    except lakelet.IntegrityError as e:
+        console.print(f"[red]{type(e).__name__}[/red]: {e}")
+    shell(lake.root, "fsck")
+
+    console.print("\n[bold green]That is the embedded lake.[/bold green] "
+                  "Next: remotes, stages, lineage and datasets (see ../shared/SPEC.md).")
+
+
+if __name__ == "__main__":
+    main()

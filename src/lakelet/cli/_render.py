@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from types import TracebackType
@@ -16,7 +17,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-_DELAY_S = 1.0
+# Bars appear only for work that lasts; the variable lets tests see one at once.
+_DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
 
 # Piped output must not be cut at rich's default 80 columns: a script reading
 # `lakelet ls | grep` needs whole names.

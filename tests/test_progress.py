@@ -1,0 +1,53 @@
+"""Progress bars: drawn on a terminal for work that lasts, never into pipes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import lakelet
+
+from .conftest import run_lakelet
+
+
+def _run_on_terminal(*args: str, env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, what the terminal got)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "lakelet", *args], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env={**os.environ, **env})
+    os.close(slave)
+    screen = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the terminal has closed it
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    return proc.wait(timeout=120), bytes(screen)
+
+
+def test_add_draws_a_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(64 << 20))
+    env = {"LAKELET_HOME": str(lakelet.init(tmp_path / "lake").root), "LAKELET_PROGRESS_DELAY": "0"}
+
+    code, screen = _run_on_terminal("add", str(big), "big.bin", env=env)
+    assert code == 0, screen
+    assert b"adding big.bin" in screen and b"MiB" in screen  # the bar: description and transfer size
+
+    piped = run_lakelet("add", str(big), "big-again.bin", env=env)
+    assert piped.returncode == 0
+    assert piped.stderr == b"" and b"adding" not in piped.stdout
+
+
+def test_no_bar_for_work_shorter_than_the_delay(tmp_path) -> None:
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"x")
+    env = {"LAKELET_HOME": str(lakelet.init(tmp_path / "lake").root), "LAKELET_PROGRESS_DELAY": "3600"}
+    code, screen = _run_on_terminal("add", str(small), "small.txt", env=env)
+    assert code == 0 and b"adding" not in screen and b"added small.txt" in screen

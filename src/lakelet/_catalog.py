@@ -18,7 +18,7 @@ from pathlib import Path
 from ._objects import Fingerprint
 from ._refs import NameRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     scope TEXT NOT NULL,
@@ -32,6 +32,16 @@ CREATE TABLE IF NOT EXISTS names (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS names_by_digest ON names (digest);
+-- names whose record the remote is known to hold (bound there by us or seen in its journal)
+CREATE TABLE IF NOT EXISTS on_remote (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+-- journal segments already applied, and small settings such as the last sync time
+CREATE TABLE IF NOT EXISTS journal_seen (segment TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
     key TEXT PRIMARY KEY,
     ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL
@@ -62,6 +72,14 @@ class Catalog:
         self._path = path
         self._local = threading.local()
         db = self._db()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        # The index is derived data: an index of another version is dropped and
+        # rebuilt from the records by the Lake (``fresh`` tells it to).
+        self.fresh = version != SCHEMA_VERSION
+        if self.fresh:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                db.execute(f'DROP TABLE "{table}"')
         db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -103,11 +121,11 @@ class Catalog:
         )
         return _row_to_record(row) if row else None
 
-    def records(self, scope: str, prefix: str = "") -> list[NameRecord]:
+    def records(self, scope: str, prefix: str = "", include_removed: bool = False) -> list[NameRecord]:
         low, high = _prefix_bounds(prefix)
+        live = "" if include_removed else "AND removed_at IS NULL "
         rows = self._db().execute(
-            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? "
-            "AND removed_at IS NULL ORDER BY name",
+            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? {live}ORDER BY name",
             (scope, low, high),
         )
         return [_row_to_record(row) for row in rows]
@@ -142,15 +160,76 @@ class Catalog:
             db.execute("DELETE FROM names WHERE scope = ?", (scope,))
 
     def rebuild(self, records: Iterable[NameRecord]) -> int:
-        """Replace every name row with ``records``; returns how many there are."""
+        """Re-index the local ``records``; returns how many names are indexed.
+
+        Names known only from the remote have no local record: they are kept
+        (the remote holds their record, and a sync re-reads it).
+        """
         with self._transaction() as db:
-            db.execute("DELETE FROM names")
+            db.execute(
+                "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)"
+            )
             db.execute("DELETE FROM verified")
-            cursor = db.executemany(
+            db.executemany(
                 f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (_record_to_row(r) for r in records),
             )
-            return cursor.rowcount
+            return db.execute("SELECT count(*) FROM names").fetchone()[0]
+
+    # what the remote holds (see _sync)
+
+    def mark_on_remote(self, records: Iterable[NameRecord]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
+                ((r.scope, r.name, r.digest) for r in records),
+            )
+
+    def remote_digests(self, scope: str, prefix: str = "") -> dict[str, str]:
+        low, high = _prefix_bounds(prefix)
+        rows = self._db().execute(
+            "SELECT name, digest FROM on_remote WHERE scope = ? AND name >= ? AND name < ?",
+            (scope, low, high),
+        )
+        return dict(rows.fetchall())
+
+    def not_on_remote(self, scope: str) -> list[NameRecord]:
+        """Live names whose record the remote is not known to hold: what ``push`` sends."""
+        rows = self._db().execute(
+            f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n "
+            "LEFT JOIN on_remote r ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest "
+            "WHERE n.scope = ? AND n.removed_at IS NULL AND r.name IS NULL ORDER BY n.name",
+            (scope,),
+        )
+        return [_row_to_record(row) for row in rows]
+
+    def seen_segments(self, keys: Iterable[str]) -> set[str]:
+        query = "SELECT 1 FROM journal_seen WHERE segment = ?"
+        db = self._db()
+        return {k for k in keys if db.execute(query, (k,)).fetchone()}
+
+    def apply_segments(self, keys: Iterable[str], records: Iterable[NameRecord]) -> None:
+        """Index records read from the remote and remember their segments, in one transaction."""
+        records = list(records)
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (_record_to_row(r) for r in records),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
+                ((r.scope, r.name, r.digest) for r in records),
+            )
+            db.executemany("INSERT OR IGNORE INTO journal_seen VALUES (?)", ((k,) for k in keys))
+
+    def get_state(self, key: str) -> str | None:
+        row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
 
     # verified blobs (see _objects.VerifiedReader)
 

@@ -22,6 +22,7 @@ from ._errors import ConfigError, LakeNotFoundError
 CONFIG_FILE = "lakelet.toml"
 DEFAULT_DIR = ".lakelet"
 LAYOUT_FORMAT = 1
+UPLOAD_MODES = ("write-through", "deferred")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class LakeConfig:
     root: Path
     remote: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # "write-through": add uploads before it returns; "deferred": `lakelet push` uploads
+    upload: str = "write-through"
 
 
 def find_root(path: str | os.PathLike[str] | None = None) -> Path:
@@ -79,14 +82,21 @@ def load(root: Path) -> LakeConfig:
     options = data.get("storage_options", {})
     if not isinstance(options, dict):
         raise ConfigError(f"{config_path}: [storage_options] must be a table")
-    return LakeConfig(root=root.resolve(), remote=remote, storage_options=options)
+    upload = lake.get("upload", "write-through")
+    if upload not in UPLOAD_MODES:
+        raise ConfigError(f"{config_path}: upload must be one of {', '.join(UPLOAD_MODES)}, not {upload!r}")
+    return LakeConfig(root=root.resolve(), remote=remote, storage_options=options, upload=upload)
 
 
-def write_new(root: Path, remote: str | None) -> None:
+def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None = None) -> None:
     """Create ``lakelet.toml`` at ``root``; a lake that exists already is left alone."""
     lines = ["# lakelet lake configuration", "[lake]", f"format = {LAYOUT_FORMAT}"]
     if remote:
         lines.append(f"remote = {json.dumps(remote)}")
+        lines.append('upload = "write-through"  # or "deferred": `lakelet push` uploads')
+    if storage_options:
+        lines += ["", "# passed to the remote's fsspec filesystem"]
+        lines += _toml_table("storage_options", storage_options)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{CONFIG_FILE}.{os.getpid()}.tmp"
     tmp.write_text("\n".join(lines) + "\n")
@@ -96,6 +106,18 @@ def write_new(root: Path, remote: str | None) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    # JSON scalars are valid TOML scalars; nested dicts become sub-tables.
+    lines = [f"[{name}]"]
+    nested = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            nested += ["", *_toml_table(f"{name}.{key}", value)]
+        else:
+            lines.append(f"{json.dumps(str(key))} = {json.dumps(value)}")
+    return lines + nested
 
 
 def current_user() -> str:

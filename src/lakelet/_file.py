@@ -98,6 +98,12 @@ class File:
         return self.lake._blob_path(self.record).is_file()
 
     @property
+    def state(self) -> str:
+        """'local' (content here), 'remote' (only on the remote: fetched on first open)
+        or 'unpushed' (bound here, not yet on the remote: run ``lake.push()``)."""
+        return self.lake.state(self.record)
+
+    @property
     def path(self) -> Path:
         """The read-only local file holding the content (verified first)."""
         with self.lake._open_record(self.record):

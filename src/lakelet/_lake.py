@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import _config, _faults
 from ._catalog import Catalog
 from ._digest import DEFAULT_ALGORITHM, Digest
-from ._errors import InvalidNameError, NameExistsError, NotFoundError, SourceError
+from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
 from ._file import File
 from ._names import validate_name, validate_prefix
 from ._objects import (
@@ -26,9 +27,11 @@ from ._objects import (
 )
 from ._progress import SILENT, Progress
 from ._refs import NameRecord, check_same_content, utc_now
+from ._remote import Remote
 from ._scoped import PipelineStore, ScopedStore
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
 from ._sources import Source, redact, resolve
+from ._sync import EvictReport, PushReport, Syncer, SyncReport
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,26 @@ class Lake:
         self._catalog = Catalog(self.root / "index.sqlite")
         self._reader = VerifiedReader(self.root, self._catalog)
         self._lake = ScopeLayout.of(self.root, LAKE, self._tmp)
+        if self._catalog.fresh:  # a new, lost or older-format index: rebuild it from the records
+            self._catalog.rebuild(r for layout in self._layouts() for r in layout.refs.records())
+        self._remote = Remote(config.remote, config.storage_options) if config.remote else None
+        self._syncer_checked: Syncer | None = None
+
+    @property
+    def remote(self) -> str | None:
+        """The remote's URL, or None for an embedded lake."""
+        return self._remote.url if self._remote else None
+
+    def _syncer(self) -> Syncer | None:
+        """The link to the remote, once its format is checked (not before it is needed:
+        an offline machine keeps reading what it has)."""
+        if self._remote is None:
+            return None
+        if self._syncer_checked is None:
+            self._remote.check_format(create=False)
+            assert self._lake.objects is not None
+            self._syncer_checked = Syncer(self._remote, self._catalog, self._lake.objects, self._tmp)
+        return self._syncer_checked
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
@@ -130,7 +153,7 @@ class Lake:
         # re-add costs no copy.
         existing: dict[str, NameRecord] = {}
         for n, source in items:
-            record = self._lookup(LAKE, n)
+            record = self._lookup(LAKE, n, ask_remote=False)  # the remote arbitrates below
             if record is None:
                 continue
             if record.removed_at is None:
@@ -153,11 +176,20 @@ class Lake:
         _faults.reached("objects-stored")
 
         now = utc_now()
+        wanted = [
+            NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
+        ]
+        syncer = self._syncer() if self.config.upload == "write-through" else None
+        if syncer is not None and wanted:
+            try:
+                wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+            except BaseException:
+                self._return_moved(stored, move)
+                raise
         created: list[NameRecord] = []
         try:
-            for n, _source, blob in stored:
-                wanted = NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta)
-                bound, is_new = self._lake.refs.bind_once(wanted, durable=durable)
+            for record in wanted:
+                bound, is_new = self._lake.refs.bind_once(record, durable=durable)
                 if is_new:
                     created.append(bound)
                 else:
@@ -243,8 +275,84 @@ class Lake:
         if record is None or record.removed_at is not None:
             raise NotFoundError(f"no lake name {name!r}")
         tomb = record.removed(utc_now())
+        syncer = self._syncer()
+        if syncer is not None:
+            syncer.tombstone(tomb)
         self._lake.refs.tombstone(tomb)
         self._catalog.upsert([tomb])
+
+    # the remote
+
+    def push(self, progress: Progress = SILENT) -> PushReport:
+        """Send names bound here but not yet on the remote (``upload = "deferred"``, or after
+        an interrupted push). Names another machine bound to other content meanwhile are
+        listed in ``conflicts`` and stay local-only."""
+        syncer = self._require_remote("push")
+        return syncer.push(self._catalog.not_on_remote(LAKE), progress)
+
+    def sync(self, progress: Progress = SILENT) -> SyncReport:
+        """Push what is pending, then learn every name bound elsewhere since the last sync.
+        Downloads no content: files are fetched when first opened (or by ``pull``)."""
+        syncer = self._require_remote("sync")
+        pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
+        names, segments = syncer.pull_metadata()
+        syncer.maybe_snapshot(lambda: self._catalog.records(LAKE, "", include_removed=True))
+        return SyncReport(pushed, names, segments)
+
+    def pull(self, prefix: str = "", progress: Progress = SILENT) -> list[File]:
+        """Sync, then download the content of every name under ``prefix`` not held locally."""
+        validate_prefix(prefix)
+        syncer = self._require_remote("pull")
+        syncer.pull_metadata()
+        records = self._catalog.records(LAKE, prefix)
+        syncer.fetch_many(records, progress)
+        return [File(r.name, lake=self, record=r) for r in records]
+
+    def evict(self, prefix: str = "") -> EvictReport:
+        """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
+        validate_prefix(prefix)
+        syncer = self._require_remote("evict")
+        return syncer.evict(self._catalog.records(LAKE, prefix))
+
+    def url(self, name: str, expires: int = 3600) -> str:
+        """A URL another tool can read ``name`` from: presigned on cloud stores, a file:// URL
+        of the local copy for an embedded lake."""
+        record = self._record(LAKE, validate_name(name))
+        syncer = self._syncer()
+        if syncer is None:
+            return File(name, lake=self, record=record).path.as_uri()
+        if self._catalog.remote_digests(LAKE, name).get(name) != record.digest:
+            raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`")
+        return syncer.remote.object_url(Digest.parse(record.digest), expires)
+
+    def state(self, record: NameRecord) -> str:
+        """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""
+        if self._remote is not None and record.scope == LAKE:
+            on_remote = self._catalog.remote_digests(LAKE, record.name).get(record.name) == record.digest
+            if not on_remote:
+                return "unpushed"
+        return "local" if self._blob_path(record).is_file() else "remote"
+
+    def status(self) -> dict[str, object]:
+        """Counts a listing warns about: unpushed names and when the last sync was."""
+        syncer = self._syncer_checked or (
+            Syncer(self._remote, self._catalog, self._lake.objects, self._tmp)  # type: ignore[arg-type]
+            if self._remote else None
+        )
+        return {
+            "remote": self.remote,
+            "unpushed": len(self._catalog.not_on_remote(LAKE)) if self._remote else 0,
+            "last_sync": syncer.last_sync() if syncer else None,
+        }
+
+    def _require_remote(self, doing: str) -> Syncer:
+        syncer = self._syncer()
+        if syncer is None:
+            raise ConfigError(
+                f"cannot {doing}: this lake has no remote (set `remote = \"s3://…\"` under [lake] in "
+                f"{self.root / _config.CONFIG_FILE})"
+            )
+        return syncer
 
     # scoped stores
 
@@ -272,15 +380,18 @@ class Lake:
 
     # reading
 
-    def _lookup(self, scope: str, name: str) -> NameRecord | None:
-        """The record of ``name``: from the index, else from the records (repairing the index)."""
+    def _lookup(self, scope: str, name: str, ask_remote: bool = True) -> NameRecord | None:
+        """The record of ``name``: from the index, else from the local records (repairing
+        the index), else, for a lake name, from the remote."""
         record = self._catalog.get(scope, name)
         if record is not None:
             return record
         record = ScopeLayout.of(self.root, scope, self._tmp).refs.read(name)
         if record is not None:
             self._catalog.upsert([record])
-        return record
+            return record
+        syncer = self._syncer() if ask_remote and scope == LAKE else None
+        return syncer.lookup(name) if syncer is not None else None
 
     def _record(self, scope: str, name: str) -> NameRecord:
         record = self._lookup(scope, name)
@@ -296,9 +407,15 @@ class Lake:
 
     def _open_record(self, record: NameRecord) -> BinaryIO:
         path = self._blob_path(record)
+        digest = Digest.parse(record.digest)
         try:
-            return self._reader.open(path, Digest.parse(record.digest), record.size)
+            return self._reader.open(path, digest, record.size)
         except FileNotFoundError:
+            syncer = self._syncer() if record.scope == LAKE else None
+            if syncer is not None:
+                blob = syncer.fetch(record)  # lazy fetch, verified before it is cached
+                self._reader.remember(blob)
+                return self._reader.open(path, digest, record.size)
             raise NotFoundError(
                 f"the content of {record.name!r} ({record.digest}) is not stored locally"
             ) from None
@@ -307,8 +424,7 @@ class Lake:
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Verify every stored blob, quarantine corrupt ones, rebuild the index from records."""
-        layouts = [self._lake, *self._scope_layouts()]
-        records = [r for layout in layouts for r in layout.refs.records()]
+        records = [r for layout in self._layouts() for r in layout.refs.records()]
         live = [r for r in records if r.removed_at is None]
         paths = {self._blob_path(r): r for r in live}
         if self._lake.objects is not None:
@@ -327,19 +443,24 @@ class Lake:
                 corrupt.append(str(digest))
                 self._quarantine(path)
         count = self._catalog.rebuild(records)
-        missing = [f"{r.scope}:{r.name}" for r in live if not self._blob_path(r).exists()]
+        on_remote = self._catalog.remote_digests(LAKE)
+        missing = [
+            f"{r.scope}:{r.name}" for r in live
+            if not self._blob_path(r).exists() and on_remote.get(r.name) != r.digest
+        ]
         self._clean_stale_temp_files()
         return FsckReport(checked, count, corrupt, missing)
 
-    def _scope_layouts(self) -> list[ScopeLayout]:
+    def _layouts(self) -> list[ScopeLayout]:
+        """The lake scope and every scoped store that has a directory."""
         scopes_dir = self.root / "scopes"
         if not scopes_dir.is_dir():
-            return []
-        return [
+            return [self._lake]
+        return [self._lake, *[
             ScopeLayout.of(self.root, f"{kind.name}/{ident.name}", self._tmp)
             for kind in sorted(scopes_dir.iterdir())
             for ident in sorted(kind.iterdir())
-        ]
+        ]]
 
     def _quarantine(self, path: Path) -> None:
         target = self.root / "quarantine" / path.relative_to(self.root)
@@ -381,13 +502,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def init(path: str | os.PathLike[str] | None = None, remote: str | None = None) -> Lake:
+def init(
+    path: str | os.PathLike[str] | None = None,
+    remote: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Lake:
     """Create a lake at ``path`` ($LAKELET_HOME, else ./.lakelet) and return it opened.
 
+    ``remote`` is any fsspec URL; ``storage_options`` go to its filesystem
+    (endpoint, profile…; credentials are better left to the store's own chain).
     Idempotent: an existing lake is opened as it is.
     """
     root = _config.new_root(path)
-    _config.write_new(root, remote)
+    if remote:
+        # Reach the remote before writing anything: a typo or bad credentials change nothing.
+        config_file = root / _config.CONFIG_FILE
+        options = _config.load(root).storage_options if config_file.is_file() else storage_options
+        Remote(remote, options).check_format(create=True)
+    _config.write_new(root, remote, storage_options)
     return Lake(_config.load(root))
 
 
@@ -395,5 +527,5 @@ def open_lake(path: str | os.PathLike[str] | None = None, remote: str | None = N
     """Open the lake at ``path``, $LAKELET_HOME, the nearest lakelet.toml upwards, or ./.lakelet."""
     config = _config.load(_config.find_root(path))
     if remote is not None and remote != config.remote:
-        config = _config.LakeConfig(config.root, remote, config.storage_options)
+        config = dataclasses.replace(config, remote=remote)
     return Lake(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ def _file_json(f: File) -> dict[str, Any]:
     r = f.record
     return {
         "name": r.name, "scope": r.scope, "digest": r.digest, "size": r.size,
-        "created_at": r.created_at, "creator": r.creator, "local": f.is_local, "meta": r.meta,
+        "created_at": r.created_at, "creator": r.creator, "local": f.is_local, "state": f.state,
+        "meta": r.meta,
     }
 
 
@@ -74,21 +76,42 @@ def _file_json(f: File) -> dict[str, Any]:
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
     """List names starting with PREFIX."""
-    files = _lake(ctx).ls(prefix, scope=scope)
+    lake = _lake(ctx)
+    files = lake.ls(prefix, scope=scope)
     if as_json:
         click.echo(json.dumps([_file_json(f) for f in files], indent=2))
-        return
-    if not files:
+    elif not files:
         stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("name", "size", "created", "creator", "state"):
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for f in files:
+            table.add_row(f.name, human_size(f.size), f.record.created_at[:19].replace("T", " "),
+                          f.creator, _STATE_STYLE[f.state])
+        stdout.print(table)
+    _warn_out_of_sync(lake)
+
+
+_STATE_STYLE = {
+    "local": "local", "remote": "[cyan]remote[/cyan]", "unpushed": "[yellow]unpushed[/yellow]",
+}
+
+
+def _warn_out_of_sync(lake: Lake) -> None:
+    status = lake.status()
+    if status["remote"] is None:
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "size", "created", "creator", "state"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for f in files:
-        state = "local" if f.is_local else "[yellow]missing[/yellow]"
-        table.add_row(f.name, human_size(f.size), f.record.created_at[:19].replace("T", " "),
-                      f.creator, state)
-    stdout.print(table)
+    if status["unpushed"]:
+        stderr.print(f"[yellow]warning:[/yellow] {status['unpushed']} names are not on "
+                     f"{status['remote']} yet: run `lakelet push`", highlight=False)
+    last = status["last_sync"]
+    if last is None:
+        stderr.print(f"[yellow]warning:[/yellow] never synced with {status['remote']}: names bound "
+                     "elsewhere are not listed; run `lakelet sync`", highlight=False)
+    elif isinstance(last, datetime) and datetime.now(UTC) - last > timedelta(days=1):
+        stderr.print(f"[yellow]warning:[/yellow] last sync with {status['remote']} was "
+                     f"{last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`", highlight=False)
 
 
 @cli.command()
@@ -177,6 +200,78 @@ def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) 
     """Remove a scoped name, or a lake name with --force."""
     _lake(ctx).rm(name, force=force, scope=scope, recursive=recursive)
     stdout.print(f"removed {name}", highlight=False)
+
+
+@cli.command()
+@click.pass_context
+def push(ctx: click.Context) -> None:
+    """Send names bound here but not yet on the remote."""
+    with DelayedBar("pushing") as bar:
+        report = _lake(ctx).push(progress=bar)
+    stdout.print(f"pushed {report.names} names, {report.objects} objects "
+                 f"({human_size(report.bytes)})", highlight=False)
+    _fail_on_conflicts(report.conflicts)
+
+
+def _fail_on_conflicts(conflicts: list[str]) -> None:
+    if conflicts:
+        shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+        stderr.print(f"[red]error:[/red] bound elsewhere to other content, kept local-only: {shown}",
+                     highlight=False)
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_context
+def sync(ctx: click.Context) -> None:
+    """Push pending names, then learn the names bound elsewhere (content is fetched lazily)."""
+    with DelayedBar("pushing") as bar:
+        report = _lake(ctx).sync(progress=bar)
+    stdout.print(f"pushed {report.pushed.names} names; {report.new_names} records from "
+                 f"{report.segments_read} new journal segments", highlight=False)
+    _fail_on_conflicts(report.pushed.conflicts)
+
+
+@cli.command()
+@click.argument("prefix", default="")
+@click.pass_context
+def pull(ctx: click.Context, prefix: str) -> None:
+    """Sync, then download the content of every name under PREFIX."""
+    with DelayedBar("pulling") as bar:
+        files = _lake(ctx).pull(prefix, progress=bar)
+    stdout.print(f"{len(files)} files under {prefix or 'the lake'} are local", highlight=False)
+
+
+@cli.command()
+@click.argument("prefix", default="")
+@click.pass_context
+def evict(ctx: click.Context, prefix: str) -> None:
+    """Free local space: drop local copies under PREFIX that are safely on the remote."""
+    report = _lake(ctx).evict(prefix)
+    stdout.print(f"evicted {report.files} files ({human_size(report.bytes)})", highlight=False)
+    if report.kept_unpushed:
+        stderr.print(f"kept {len(report.kept_unpushed)} files that are not on the remote: "
+                     "run `lakelet push` first", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--expires", default="1h", show_default=True, help="Lifetime of a presigned URL: 30m, 1h, 7d.")
+@click.pass_context
+def url(ctx: click.Context, name: str, expires: str) -> None:
+    """A URL another tool can read NAME from (presigned on cloud stores)."""
+    click.echo(_lake(ctx).url(name, expires=_seconds(expires)))
+
+
+def _seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (ValueError, IndexError, KeyError):
+        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: use e.g. 30m, 1h, 7d") from None
+    if value <= 0:
+        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: it must be positive")
+    return value
 
 
 @cli.command()

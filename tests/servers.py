@@ -1,0 +1,152 @@
+"""Real storage servers on 127.0.0.1 for the remote tests: moto (S3), Azurite, a GCS emulator.
+
+Each server starts once per test session on a free port and is stopped by
+its PID. Missing tools are an install failure (``./scripts/test`` installs
+them), never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = Path(__file__).resolve().parent / "services"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)  # the public, well-known development account of Azurite
+
+
+@dataclass
+class Store:
+    """One running store: how to reach it by URL, environment and storage options."""
+
+    kind: str
+    env: dict[str, str] = field(default_factory=dict)
+    storage_options: dict[str, object] = field(default_factory=dict)
+    bucket: str = ""
+
+    def url(self, prefix: str) -> str:
+        scheme = {"s3": "s3", "azure": "az", "gcs": "gs"}[self.kind]
+        return f"{scheme}://{self.bucket}/{prefix}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, process: subprocess.Popen | None, timeout: float = 60) -> None:
+    """Poll until the server answers anything over HTTP (readiness, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.05)  # polling interval of a readiness probe, not synchronization
+    raise RuntimeError(f"server at {url} did not come up in {timeout} s")
+
+
+@contextmanager
+def moto_s3() -> Iterator[Store]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    try:
+        _make_bucket_s3(env, "lakelet-tests")
+        yield Store("s3", env=env, bucket="lakelet-tests")
+    finally:
+        server.stop()
+
+
+def _make_bucket_s3(env: dict[str, str], bucket: str) -> None:
+    import boto3
+
+    client = boto3.client(
+        "s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"],
+    )
+    client.create_bucket(Bucket=bucket)
+
+
+@contextmanager
+def azurite(tmp: Path) -> Iterator[Store]:
+    binary = SERVICES / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: ./scripts/test installs Azurite with npm")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp),
+         "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    connection = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/devstoreaccount1?comp=list", process)
+        from azure.storage.blob import BlobServiceClient
+
+        BlobServiceClient.from_connection_string(connection).create_container("lakelet-tests")
+        yield Store("azure", env={"AZURE_STORAGE_CONNECTION_STRING": connection}, bucket="lakelet-tests")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def gcs_emulator() -> Iterator[Store]:
+    binary = Path(sys.executable).parent / "gcp-storage-emulator"
+    if not binary.exists():
+        binary = Path(shutil.which("gcp-storage-emulator") or binary)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+        # without this gcsfs probes every bucket over gRPC, which the emulator cannot answer
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    }
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/storage/v1/b", process)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/storage/v1/b?project=test", method="POST",
+            data=b'{"name": "lakelet-tests"}', headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10)
+        yield Store("gcs", env=env, storage_options={"token": "anon", "project": "test"},
+                    bucket="lakelet-tests")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def apply_env(store: Store) -> dict[str, str]:
+    """Set the store's variables in this process; returns what was there before."""
+    saved = {k: os.environ.get(k) for k in store.env}
+    os.environ.update(store.env)
+    return {k: v for k, v in saved.items() if v is not None}

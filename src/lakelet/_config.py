@@ -32,6 +32,7 @@ class LakeConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     # "write-through": add uploads before it returns; "deferred": `lakelet push` uploads
     upload: str = "write-through"
+    transfers: int = 16  # concurrent requests to the remote
 
 
 def find_root(path: str | os.PathLike[str] | None = None) -> Path:
@@ -85,7 +86,10 @@ def load(root: Path) -> LakeConfig:
     upload = lake.get("upload", "write-through")
     if upload not in UPLOAD_MODES:
         raise ConfigError(f"{config_path}: upload must be one of {', '.join(UPLOAD_MODES)}, not {upload!r}")
-    return LakeConfig(root=root.resolve(), remote=remote, storage_options=options, upload=upload)
+    transfers = lake.get("transfers", 16)
+    if not isinstance(transfers, int) or transfers < 1:
+        raise ConfigError(f"{config_path}: transfers must be a positive integer, not {transfers!r}")
+    return LakeConfig(root.resolve(), remote, options, upload, transfers)
 
 
 def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None = None) -> None:

@@ -61,7 +61,9 @@ class Lake:
         self._lake = ScopeLayout.of(self.root, LAKE, self._tmp)
         if self._catalog.fresh:  # a new, lost or older-format index: rebuild it from the records
             self._catalog.rebuild(r for layout in self._layouts() for r in layout.refs.records())
-        self._remote = Remote(config.remote, config.storage_options) if config.remote else None
+        self._remote = (
+            Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
+        )
         self._syncer_checked: Syncer | None = None
 
     @property

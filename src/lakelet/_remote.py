@@ -47,10 +47,17 @@ _EXPECTED = (FileExistsError, FileNotFoundError)
 class Remote:
     """One remote lake root, e.g. ``s3://bucket/team-lake``."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, transfers: int = 16
+    ) -> None:
         self.url = url.rstrip("/")
+        self.transfers = transfers  # concurrent requests; object stores reward parallel small transfers
         try:
-            self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+            # A private instance (fsspec's shared one would keep credentials and endpoints
+            # read from the environment of an earlier Remote) with no listing cache: a
+            # sync must see segments written since the last one.
+            options = {"skip_instance_cache": True, "use_listings_cache": False, **(storage_options or {})}
+            self.fs, root = fsspec.core.url_to_fs(self.url, **options)
         except (ImportError, ValueError) as e:
             raise ConfigError(f"remote {url}: {_first_line(e)}") from None
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -71,6 +78,20 @@ class Remote:
             raise
         except Exception as e:  # every backend has its own error classes
             raise RemoteError(f"remote {self.url}: {doing} failed: {_first_line(e)}") from e
+
+    @contextlib.contextmanager
+    def _no_bucket(self) -> Iterator[None]:
+        # A write that finds nothing to write into means the bucket (or container) is missing.
+        try:
+            yield
+        except FileNotFoundError as e:
+            raise RemoteError(
+                f"remote {self.url}: its bucket or container does not exist ({_first_line(e)})"
+            ) from None
+
+    def _batch(self) -> dict[str, int]:
+        # async filesystems (s3fs, gcsfs, adlfs) run batches concurrently
+        return {"batch_size": self.transfers} if getattr(self.fs, "async_impl", False) else {}
 
     def _path(self, relative: str) -> str:
         return f"{self.root}/{relative}" if self.root else relative
@@ -104,17 +125,17 @@ class Remote:
     def create(self, relative: str, data: bytes) -> None:
         """Write ``data`` at ``relative`` only if nothing is there; FileExistsError otherwise."""
         path = self._path(relative)
-        with self.errors(f"creating {relative}"):
+        with self.errors(f"creating {relative}"), self._no_bucket():
             if self.is_local:
                 _local_create(Path(path), data)
-            else:
-                # S3 If-None-Match: *, GCS ifGenerationMatch=0, Azure If-None-Match: *
-                self.fs.pipe_file(path, data, mode="create")
+                return
+            # S3 If-None-Match: *, GCS ifGenerationMatch=0, Azure If-None-Match: *
+            self.fs.pipe_file(path, data, mode="create")
 
     def upload(self, local: Path, relative: str) -> None:
         """Copy a local file to ``relative``, replacing it atomically if it exists."""
         path = self._path(relative)
-        with self.errors(f"uploading {relative}"):
+        with self.errors(f"uploading {relative}"), self._no_bucket():
             if self.is_local:
                 _local_put(local, Path(path))
             else:
@@ -182,18 +203,28 @@ class Remote:
         with contextlib.suppress(FileExistsError):
             self.create(key, record.to_json())
 
-    def all_name_records(self) -> Iterator[NameRecord]:
-        """Every name record, by listing ``names/``: the full, slow reconciliation."""
+    def name_record_keys(self) -> list[str]:
+        """The keys of every name record and tombstone (a paged listing of ``names/``)."""
         with self.errors("listing names"):
             try:
-                keys = sorted(self.fs.find(self._path("names")))
+                return sorted(self.fs.find(self._path("names")))
             except FileNotFoundError:
-                return
-            tombs = {k for k in keys if k.endswith(".removed.json")}
-            plain = [k for k in keys if k not in tombs and k.endswith(".json")]
-            for key in plain:
-                tomb = key.removesuffix(".json") + ".removed.json"
-                yield NameRecord.from_json(self.fs.cat_file(tomb if tomb in tombs else key))
+                return []
+
+    def all_name_records(self) -> Iterator[NameRecord]:
+        """Every name record: the full, slow reconciliation (one read per name)."""
+        keys = self.name_record_keys()
+        tombs = {k for k in keys if k.endswith(".removed.json")}
+        plain = [k for k in keys if k not in tombs and k.endswith(".json")]
+        for start in range(0, len(plain), 1000):
+            batch = [
+                tomb if (tomb := k.removesuffix(".json") + ".removed.json") in tombs else k
+                for k in plain[start : start + 1000]
+            ]
+            with self.errors("reading names"):
+                bodies = self.fs.cat(batch, on_error="raise", **self._batch())
+            for body in bodies.values():
+                yield NameRecord.from_json(body)
 
     # the journal
 
@@ -230,7 +261,7 @@ class Remote:
         if not keys:
             return {}
         with self.errors("reading the journal"):
-            raw = self.fs.cat([self._path(k) for k in keys], on_error="raise")
+            raw = self.fs.cat([self._path(k) for k in keys], on_error="raise", **self._batch())
         by_path = {self._path(k): k for k in keys}
         out: dict[str, list[NameRecord]] = {}
         for path, body in raw.items():

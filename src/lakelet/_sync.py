@@ -26,7 +26,6 @@ from ._refs import NameRecord, check_same_content
 from ._remote import JOURNAL_LOOKBACK, Remote, hour_of, parse_hour
 from ._scopes import LAKE
 
-_WORKERS = 16  # concurrent requests; object stores reward parallel small transfers
 _HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has an object before sending it
 _SNAPSHOT_EVERY_HOURS = 24
 _CURSOR = "journal_cursor"
@@ -58,11 +57,11 @@ class EvictReport:
     kept_unpushed: list[str] = field(default_factory=list)
 
 
-def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
     items = list(items)
-    if len(items) <= 1:
+    if len(items) <= 1 or workers <= 1:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(_WORKERS, len(items))) as pool:
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
 
 
@@ -92,7 +91,7 @@ class Syncer:
             progress.advance(size)
             return size
 
-        sent = [n for n in _parallel(send, by_digest.items()) if n]
+        sent = [n for n in _parallel(send, by_digest.items(), self.remote.transfers) if n]
         _faults.reached("objects-pushed")
         return len(sent), sum(sent)
 
@@ -117,7 +116,7 @@ class Syncer:
                 return "same", existing
 
         created, same, conflicts = [], [], []
-        for outcome, record in _parallel(bind, records):
+        for outcome, record in _parallel(bind, records, self.remote.transfers):
             if outcome == "created":
                 created.append(record)
             elif outcome == "same":
@@ -268,7 +267,7 @@ class Syncer:
     def fetch_many(self, records: list[NameRecord], progress: Progress = SILENT) -> int:
         missing = {r.digest: r for r in records if not self._objects.has(Digest.parse(r.digest))}
         progress.add_total(sum(r.size for r in missing.values()))
-        _parallel(lambda r: self.fetch(r, progress), missing.values())
+        _parallel(lambda r: self.fetch(r, progress), missing.values(), self.remote.transfers)
         return len(missing)
 
     def evict(self, records: list[NameRecord]) -> EvictReport:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +30,7 @@ from ._progress import SILENT, Progress
 from ._refs import NameRecord, check_same_content, utc_now
 from ._remote import Remote
 from ._scoped import PipelineStore, ScopedStore
+from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
 from ._sources import Source, redact, resolve
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
@@ -101,6 +103,8 @@ class Lake:
         scope = self._resolve_scope(scope)
         if scope == LAKE:
             return File(name, lake=self)
+        if self._remote is not None:
+            return File(name, lake=self, record=self._scoped(scope)._record(name))
         return File(name, lake=self, record=self._record(scope, name))
 
     def exists(self, name: str) -> bool:
@@ -110,7 +114,12 @@ class Lake:
     def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
         """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
         scope = self._resolve_scope(scope)
-        records = self._catalog.records(scope, validate_prefix(prefix))
+        validate_prefix(prefix)
+        if scope != LAKE and self._remote is not None:  # the remote holds every machine's puts
+            store = self._scoped(scope)
+            records = [store._record(n) for n in store.list(prefix)]
+        else:
+            records = self._catalog.records(scope, prefix)
         return [File(r.name, lake=self, record=r) for r in records]
 
     def add(
@@ -301,12 +310,19 @@ class Lake:
         syncer.maybe_snapshot(lambda: self._catalog.records(LAKE, "", include_removed=True))
         return SyncReport(pushed, names, segments)
 
-    def pull(self, prefix: str = "", progress: Progress = SILENT) -> list[File]:
-        """Sync, then download the content of every name under ``prefix`` not held locally."""
+    def pull(
+        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
+    ) -> list[File]:
+        """Sync, then download the content of ``names`` (default: every name under ``prefix``)
+        that is not held locally."""
         validate_prefix(prefix)
         syncer = self._require_remote("pull")
         syncer.pull_metadata()
-        records = self._catalog.records(LAKE, prefix)
+        if names is None:
+            records = self._catalog.records(LAKE, prefix)
+        else:
+            wanted = [names] if isinstance(names, str) else list(names)
+            records = [self._record(LAKE, validate_name(n)) for n in wanted]
         syncer.fetch_many(records, progress)
         return [File(r.name, lake=self, record=r) for r in records]
 
@@ -365,15 +381,13 @@ class Lake:
 
     def pipeline(self, run_id: str) -> PipelineStore:
         """The temporary store of one pipeline run."""
-        scope = scope_id("pipeline", run_id)
-        return PipelineStore(
-            ScopeLayout.of(self.root, scope, self._tmp), self._tmp, self._catalog, self._reader
-        )
+        return self._scoped(scope_id("pipeline", run_id), PipelineStore)  # type: ignore[return-value]
 
-    def _scoped(self, scope: str) -> ScopedStore:
-        return ScopedStore(
-            ScopeLayout.of(self.root, scope, self._tmp), self._tmp, self._catalog, self._reader
-        )
+    def _scoped(self, scope: str, kind: type[ScopedStore] = ScopedStore) -> ScopedStore:
+        syncer = self._syncer()
+        remote = RemoteScope(syncer.remote, scope) if syncer is not None else None
+        layout = ScopeLayout.of(self.root, scope, self._tmp)
+        return kind(layout, self._tmp, self._catalog, self._reader, remote)
 
     def _resolve_scope(self, scope: str) -> str:
         if scope == "user":
@@ -413,7 +427,10 @@ class Lake:
         try:
             return self._reader.open(path, digest, record.size)
         except FileNotFoundError:
-            syncer = self._syncer() if record.scope == LAKE else None
+            syncer = self._syncer()
+            if syncer is not None and record.scope != LAKE:
+                reader, _ = self._scoped(record.scope)._open(record.name)
+                return reader
             if syncer is not None:
                 blob = syncer.fetch(record)  # lazy fetch, verified before it is cached
                 self._reader.remember(blob)

@@ -141,6 +141,52 @@ class Remote:
             else:
                 self.fs.put_file(str(local), path)  # object stores publish on completion only
 
+    # plain files, for the scoped stores (see _scoped_remote)
+
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        """Write ``data`` at ``relative``, replacing it atomically."""
+        path = self._path(relative)
+        with self.errors(f"writing {relative}"), self._no_bucket():
+            if self.is_local:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                tmp = _local_tmp(Path(path))
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            else:
+                self.fs.pipe_file(path, data)
+
+    def read_bytes(self, relative: str, start: int | None = None, end: int | None = None) -> bytes | None:
+        """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
+        with self.errors(f"reading {relative}"):
+            try:
+                return self.fs.cat_file(self._path(relative), start=start, end=end)
+            except FileNotFoundError:
+                return None
+
+    def open_file(self, relative: str) -> BinaryIO:
+        with self.errors(f"reading {relative}"):
+            return self.fs.open(self._path(relative), "rb")
+
+    def find(self, prefix: str) -> list[str]:
+        """Keys (relative to the remote root) that start with ``prefix``."""
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        with self.errors(f"listing {directory or 'the remote'}"):
+            try:
+                found = self.fs.find(self._path(directory))
+            except FileNotFoundError:
+                return []
+        root = f"{self.root}/" if self.root else ""
+        keys = (self.fs._strip_protocol(k).removeprefix(root) for k in found)
+        return [k for k in keys if k.startswith(prefix)]
+
+    def remove(self, relative: str) -> None:
+        with self.errors(f"deleting {relative}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(relative))
+
+    def remove_tree(self, relative: str) -> None:
+        with self.errors(f"deleting {relative}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._path(relative), recursive=True)
+
     # objects
 
     def object_key(self, digest: Digest) -> str:

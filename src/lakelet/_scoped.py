@@ -20,10 +20,11 @@ from typing import BinaryIO
 from . import _config
 from ._catalog import Catalog
 from ._digest import Digest
-from ._errors import InvalidArgumentError, NotFoundError, SourceError
+from ._errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
 from ._names import validate_name, validate_prefix
-from ._objects import VerifiedReader, new_temp_path, write_blob
+from ._objects import StoredBlob, VerifiedReader, new_temp_path, write_blob
 from ._refs import NameRecord, utc_now
+from ._scoped_remote import RemoteScope
 from ._scopes import ScopeLayout
 
 
@@ -31,12 +32,20 @@ class ScopedStore:
     """A user's or a pipeline run's object store: put/puts/get/gets/list/size/exists/url/delete."""
 
     def __init__(
-        self, layout: ScopeLayout, tmp_dir: Path, catalog: Catalog, reader: VerifiedReader
+        self,
+        layout: ScopeLayout,
+        tmp_dir: Path,
+        catalog: Catalog,
+        reader: VerifiedReader,
+        remote: RemoteScope | None = None,
     ) -> None:
         self._layout = layout
         self._tmp = tmp_dir
         self._catalog = catalog
         self._reader = reader
+        # With a remote, the remote is the store (every machine sees the same names) and
+        # the local directory is a verified cache of what this machine wrote or read.
+        self._remote = remote
 
     def __repr__(self) -> str:
         return f"<ScopedStore {self.scope}>"
@@ -84,21 +93,34 @@ class ScopedStore:
             record = NameRecord(
                 self.scope, name, str(blob.digest), blob.size, utc_now(), _config.current_user()
             )
-            previous = layout.refs.put(record)
-            if previous is not None and previous.digest != record.digest:
-                self._remove_blob(previous)
-            self._catalog.upsert([record])
-            self._reader.remember(blob)
+            if self._remote is not None:
+                try:
+                    self._remote.put(blob.path, record)
+                except BaseException:
+                    current = layout.refs.read(name)
+                    if blob.created and (current is None or current.digest != record.digest):
+                        self._remove_blob(record)
+                    raise
+            self._bind_local(record, blob)
+
+    def _bind_local(self, record: NameRecord, blob: StoredBlob) -> None:
+        previous = self._layout.refs.put(record)
+        if previous is not None and previous.digest != record.digest:
+            self._remove_blob(previous)
+        self._catalog.upsert([record])
+        self._reader.remember(blob)
 
     def delete(self, name: str, recursive: bool = False) -> None:
         """Delete ``name``; with ``recursive``, also every name under ``name/``."""
         validate_name(name)
         with self._locked():
-            names = [name] if self._catalog.get(self.scope, name) else []
+            names = [name] if self.exists(name) else []
             if recursive:
-                names += self._catalog.names(self.scope, name + "/")
+                names += self.list(name + "/")
             if not names:
                 raise NotFoundError(f"no name {name!r} in scope {self.scope}")
+            if self._remote is not None:
+                self._remote.delete(names)
             for n in names:
                 previous = self._layout.refs.delete(n)
                 if previous is not None:
@@ -115,20 +137,52 @@ class ScopedStore:
 
     def _record(self, name: str) -> NameRecord:
         validate_name(name)
-        record = self._catalog.get(self.scope, name)
+        if self._remote is not None:
+            record = self._remote.record(name)
+        else:
+            record = self._catalog.get(self.scope, name)
         if record is None:
             raise NotFoundError(f"no name {name!r} in scope {self.scope}")
         return record
 
     def _open(self, name: str) -> tuple[BinaryIO, NameRecord]:
-        for _ in range(2):  # a concurrent put may replace the blob between lookup and open
+        for _ in range(2):  # a concurrent put may replace the content between lookup and open
             record = self._record(name)
             path = self._layout.blob_path(name, Digest.parse(record.digest))
             try:
                 return self._reader.open(path, Digest.parse(record.digest), record.size), record
             except FileNotFoundError:
-                continue
+                if self._remote is not None and self._fetch(record):
+                    return self._reader.open(path, Digest.parse(record.digest), record.size), record
         raise NotFoundError(f"the content of {name!r} in scope {self.scope} is missing")
+
+    def _fetch(self, record: NameRecord) -> bool:
+        """Cache the remote copy of ``record`` locally, verified; False if it changed meanwhile."""
+        assert self._remote is not None
+        expected = Digest.parse(record.digest)
+        layout = self._layout
+
+        def place(actual: Digest) -> Path:
+            return layout.blob_path(record.name, actual) if actual == expected else new_temp_path(self._tmp)
+
+        with self._locked():
+            layout.directory.joinpath("blobs").mkdir(exist_ok=True)
+            try:
+                reader = self._remote.open_file(record.name)
+            except FileNotFoundError:
+                return False
+            with reader:
+                blob = write_blob(reader, self._tmp, place)
+            if blob.digest != expected:
+                blob.path.unlink(missing_ok=True)
+                if self._remote.record(record.name) != record:
+                    return False  # overwritten while we read: the caller looks again
+                raise IntegrityError(
+                    f"{record.name!r} in scope {self.scope} on remote {self._remote.remote.url} "
+                    f"does not match its digest {record.digest}: nothing was cached"
+                )
+            self._bind_local(record, blob)
+        return True
 
     def get(self, name: str, file: str | os.PathLike[str]) -> None:
         """Write the content of ``name`` to the local file ``file``."""
@@ -143,6 +197,12 @@ class ScopedStore:
 
     def gets(self, name: str, byte_range: list[int] | tuple[int, int] | None = None) -> bytes:
         """The content of ``name``, or only bytes ``[begin, end)`` of it."""
+        if byte_range is not None and self._remote is not None:
+            record = self._record(name)
+            begin, end = _check_range(byte_range, record.size)
+            local = self._layout.blob_path(name, Digest.parse(record.digest))
+            if not local.is_file():  # one ranged request instead of fetching the whole file
+                return self._remote.read_range(record, begin, end) if end > begin else b""
         reader, record = self._open(name)
         with reader:
             if byte_range is None:
@@ -153,18 +213,25 @@ class ScopedStore:
 
     def list(self, prefix: str = "") -> list[str]:
         """Every name starting with ``prefix``, sorted."""
-        return self._catalog.names(self.scope, validate_prefix(prefix))
+        validate_prefix(prefix)
+        if self._remote is not None:
+            return self._remote.names(prefix)
+        return self._catalog.names(self.scope, prefix)
 
     def size(self, name: str) -> int:
         return self._record(name).size
 
     def exists(self, name: str) -> bool:
         validate_name(name)
+        if self._remote is not None:
+            return self._remote.record(name) is not None
         return self._catalog.get(self.scope, name) is not None
 
-    def url(self, name: str) -> str:
-        """A URL the content can be read from (``file://`` for a local lake)."""
+    def url(self, name: str, expires: int = 3600) -> str:
+        """A URL the content can be read from: presigned on cloud remotes, ``file://`` locally."""
         record = self._record(name)
+        if self._remote is not None:
+            return self._remote.url(name, expires)
         return self._layout.blob_path(name, Digest.parse(record.digest)).as_uri()
 
 
@@ -174,6 +241,8 @@ class PipelineStore(ScopedStore):
     def archive(self) -> None:
         """Delete every name and byte of this run."""
         with self._locked():
+            if self._remote is not None:
+                self._remote.delete_all()
             self._catalog.drop_scope(self.scope)
             trash = self._tmp / f"trash-{os.getpid()}-{os.urandom(4).hex()}"
             with contextlib.suppress(FileNotFoundError):

@@ -238,7 +238,7 @@ def sync(ctx: click.Context) -> None:
 def pull(ctx: click.Context, prefix: str) -> None:
     """Sync, then download the content of every name under PREFIX."""
     with DelayedBar("pulling") as bar:
-        files = _lake(ctx).pull(prefix, progress=bar)
+        files = _lake(ctx).pull(prefix=prefix, progress=bar)
     stdout.print(f"{len(files)} files under {prefix or 'the lake'} are local", highlight=False)
 
 

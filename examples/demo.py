@@ -134,8 +134,36 @@ def tell(work: Path) -> None:
         console.print(f"[red]{type(e).__name__}[/red]: {e}")
     shell(lake.root, "fsck")
 
-    console.print("\n[bold green]That is the embedded lake.[/bold green] "
-                  "Next: remotes, stages, lineage and datasets (see ../shared/SPEC.md).")
+    share(work, incoming)
+
+    console.print("\n[bold green]That is lakelet today.[/bold green] "
+                  "Next: stages, lineage and datasets (see ../shared/SPEC.md).")
+
+
+def share(work: Path, incoming: Path) -> None:
+    step("8. Share through a remote: a second machine sees every name, fetches lazily")
+    remote = (work / "bucket").as_uri()  # any fsspec URL: s3://…, gs://…, az://…
+    laptop = lakelet.init(work / "laptop", remote=remote)
+    server = lakelet.init(work / "server", remote=remote)
+    console.print(f"two lakes, two roots, one remote: {remote}")
+    laptop.add(incoming, "raw/orders")
+    console.print("laptop: lake.add('incoming/', 'raw/orders')  (uploaded before add returns)")
+    report = server.sync()
+    console.print(f"server: lake.sync() → {report.new_names} names from {report.segments_read} "
+                  "journal segment, no content downloaded")
+    shell(server.root, "ls", "raw/")
+    f = server.file("raw/orders/2025-01-21.csv")
+    console.print(f"server: first open downloads and verifies → {f.read_text().splitlines()[1]!r}, "
+                  f"now {f.state}")
+    (work / "mine.csv").write_text("order_id,customer,amount\n1,mallory,0.01\n")
+    try:
+        server.add(work / "mine.csv", "raw/orders/2025-01-20.csv")
+    except lakelet.NameExistsError as e:
+        console.print(f"server: binding a taken name → [red]{type(e).__name__}[/red]: {e}")
+    run = server.pipeline("nightly")
+    run.puts("report.txt", b"3 days, 6 orders\n")
+    console.print(f"laptop sees the server's run store: {laptop.pipeline('nightly').list()} → "
+                  f"{laptop.pipeline('nightly').gets('report.txt')!r}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from ._errors import (
     SourceError,
 )
 from ._file import File
-from ._lake import FsckReport, Lake, init
+from ._fsck import FsckReport
+from ._lake import Lake, init
 from ._lake import open_lake as open
 from ._scoped import PipelineStore, ScopedStore
 

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import _config, _faults
+from . import _config, _fsck, _ingest
 from ._catalog import Catalog
-from ._digest import DEFAULT_ALGORITHM, Digest
+from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
 from ._file import File
+from ._fsck import FsckReport
 from ._names import validate_name, validate_prefix
 from ._objects import (
-    StoredBlob,
     VerifiedReader,
-    adopt_file,
-    hash_stream,
-    is_cross_device,
-    sync_filesystem,
-    write_blob,
 )
 from ._progress import SILENT, Progress
-from ._refs import NameRecord, check_same_content, utc_now
+from ._refs import NameRecord, utc_now
 from ._remote import Remote
 from ._scoped import PipelineStore, ScopedStore
 from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
-from ._sources import Source, redact, resolve
+from ._sources import redact, resolve
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
-
-
-@dataclass(frozen=True)
-class FsckReport:
-    """What ``Lake.fsck`` checked and found."""
-
-    objects_checked: int
-    names_indexed: int
-    corrupt: list[str]  # blobs whose bytes no longer match their digest (moved to quarantine/)
-    missing: list[str]  # 'scope:name' whose object is not stored locally
-
-    @property
-    def ok(self) -> bool:
-        return not self.corrupt and not self.missing
 
 
 class Lake:
@@ -147,123 +125,9 @@ class Lake:
         if len(set(names)) != len(names):
             raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
         meta = {"source": redact(os.fspath(src))}
-        records = self._ingest(list(zip(names, sources, strict=True)), meta, move, progress)
+        records = _ingest.ingest(self, list(zip(names, sources, strict=True)), meta, move, progress)
         files = [File(r.name, lake=self, record=r) for r in records]
         return files[0] if single else files
-
-    def _ingest(
-        self,
-        items: list[tuple[str, Source]],
-        meta: dict[str, str],
-        move: bool,
-        progress: Progress,
-    ) -> list[NameRecord]:
-        progress.add_total(sum(s.size or 0 for _, s in items))
-        # Names already bound are compared by hash only, before anything is written,
-        # so a conflict anywhere in a directory changes nothing and an unchanged
-        # re-add costs no copy.
-        existing: dict[str, NameRecord] = {}
-        for n, source in items:
-            record = self._lookup(LAKE, n, ask_remote=False)  # the remote arbitrates below
-            if record is None:
-                continue
-            if record.removed_at is None:
-                with source.open() as reader:
-                    digest, _ = hash_stream(reader, _algorithm_of(record), progress)
-                record_check = NameRecord(LAKE, n, str(digest), 0, "", "")
-            else:
-                record_check = record
-            check_same_content(record, record_check)
-            existing[n] = record
-
-        durable = len(items) - len(existing) <= 1
-        creator = _config.current_user()
-        stored: list[tuple[str, Source, StoredBlob]] = []
-        for n, source in items:
-            if n not in existing:
-                stored.append((n, source, self._store_lake_object(source, move, durable, progress)))
-        if not durable:
-            sync_filesystem(self.root)
-        _faults.reached("objects-stored")
-
-        now = utc_now()
-        wanted = [
-            NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
-        ]
-        syncer = self._syncer() if self.config.upload == "write-through" else None
-        if syncer is not None and wanted:
-            try:
-                wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
-            except BaseException:
-                self._return_moved(stored, move)
-                raise
-        created: list[NameRecord] = []
-        try:
-            for record in wanted:
-                bound, is_new = self._lake.refs.bind_once(record, durable=durable)
-                if is_new:
-                    created.append(bound)
-                else:
-                    existing[n] = bound
-        except BaseException:
-            for record in created:
-                self._lake.refs.unbind_created(record.name)
-            self._return_moved(stored, move)
-            raise
-        if not durable:
-            sync_filesystem(self.root)
-        _faults.reached("names-bound")
-
-        self._catalog.upsert([*created, *existing.values()])
-        self._catalog.record_verified_many(
-            (blob.path.relative_to(self.root).as_posix(), blob.fingerprint)
-            for _, _, blob in stored
-        )
-        if move:
-            self._remove_moved_sources([s for _, s in items])
-        by_name = {r.name: r for r in [*created, *existing.values()]}
-        return [by_name[n] for n, _ in items]
-
-    def _store_lake_object(
-        self, source: Source, move: bool, durable: bool, progress: Progress
-    ) -> StoredBlob:
-        objects = self._lake.objects
-        assert objects is not None
-        if move and source.local_path is not None:
-            with source.open() as reader:
-                digest, size = hash_stream(reader, DEFAULT_ALGORITHM, progress)
-            try:
-                return adopt_file(source.local_path, digest, size, objects.path, durable=durable)
-            except OSError as e:
-                if not is_cross_device(e):
-                    raise
-        with source.open() as reader:
-            return write_blob(
-                reader, self._tmp, objects.path, durable=durable, progress=progress
-            )
-
-    def _return_moved(self, stored: list[tuple[str, Source, StoredBlob]], move: bool) -> None:
-        """After a failed move-add, put files that were renamed into the store back."""
-        if not move:
-            return
-        for _, source, blob in stored:
-            if blob.created and source.local_path is not None and not source.local_path.exists():
-                with contextlib.suppress(OSError):
-                    os.replace(blob.path, source.local_path)
-                    os.chmod(source.local_path, 0o644)
-
-    def _remove_moved_sources(self, sources: list[Source]) -> None:
-        for source in sources:
-            if source.local_path is not None:
-                source.local_path.unlink(missing_ok=True)
-        for source in sources:  # then the directories they leave empty
-            if source.local_path is None or not source.relative:
-                continue
-            parent = source.local_path.parent
-            for _ in source.relative.split("/"):
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
-                parent = parent.parent
 
     def rm(self, name: str, *, force: bool = False, scope: str = LAKE, recursive: bool = False) -> None:
         """Remove a name.
@@ -443,32 +307,7 @@ class Lake:
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Verify every stored blob, quarantine corrupt ones, rebuild the index from records."""
-        records = [r for layout in self._layouts() for r in layout.refs.records()]
-        live = [r for r in records if r.removed_at is None]
-        paths = {self._blob_path(r): r for r in live}
-        if self._lake.objects is not None:
-            paths.update({self._lake.objects.path(d): None for d in self._lake.objects.digests()})
-        progress.add_total(sum(p.stat().st_size for p in paths if p.exists()))
-        corrupt: list[str] = []
-        checked = 0
-        for path in sorted(paths):
-            if not path.exists():
-                continue
-            checked += 1
-            digest = _digest_from_path(path)
-            with open(path, "rb") as f:
-                actual, _ = hash_stream(f, digest.algorithm, progress)
-            if actual != digest:
-                corrupt.append(str(digest))
-                self._quarantine(path)
-        count = self._catalog.rebuild(records)
-        on_remote = self._catalog.remote_digests(LAKE)
-        missing = [
-            f"{r.scope}:{r.name}" for r in live
-            if not self._blob_path(r).exists() and on_remote.get(r.name) != r.digest
-        ]
-        self._clean_stale_temp_files()
-        return FsckReport(checked, count, corrupt, missing)
+        return _fsck.check(self, progress)
 
     def _layouts(self) -> list[ScopeLayout]:
         """The lake scope and every scoped store that has a directory."""
@@ -481,44 +320,9 @@ class Lake:
             for ident in sorted(kind.iterdir())
         ]]
 
-    def _quarantine(self, path: Path) -> None:
-        target = self.root / "quarantine" / path.relative_to(self.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-
-    def _clean_stale_temp_files(self) -> None:
-        for tmp in self._tmp.glob("*.tmp"):
-            pid = tmp.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-        for trash in self._tmp.glob("trash-*"):
-            shutil.rmtree(trash, ignore_errors=True)
-
-
-def _digest_from_path(path: Path) -> Digest:
-    # objects/<algo>/<hh>/<rest>  or  blobs/<hh>/<key>/<algo>-<hex>
-    if "-" in path.name and path.parent.parent.parent.name == "blobs":
-        algorithm, _, hexdigest = path.name.partition("-")
-        return Digest(algorithm, hexdigest)
-    return Digest(path.parent.parent.name, path.parent.name + path.name)
-
-
-def _algorithm_of(record: NameRecord) -> str:
-    return Digest.parse(record.digest).algorithm
-
 
 def _scope_suffix(scope: str) -> str:
     return "" if scope == LAKE else f" (scope {scope})"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def init(

@@ -1,0 +1,145 @@
+"""``Lake.add``'s batch ingest: hash and store the content, then bind the names.
+
+The order is what makes a crash harmless: every object is durable before any
+name points at it, names are compared with what is already bound before
+anything is written, and a failure while binding unbinds what this call bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+from . import _config, _faults
+from ._digest import DEFAULT_ALGORITHM, Digest
+from ._objects import StoredBlob, adopt_file, hash_stream, is_cross_device, sync_filesystem, write_blob
+from ._progress import Progress
+from ._refs import NameRecord, check_same_content, utc_now
+from ._scopes import LAKE
+from ._sources import Source
+
+if TYPE_CHECKING:
+    from ._lake import Lake
+
+
+def ingest(
+    lake: Lake,
+    items: list[tuple[str, Source]],
+    meta: dict[str, str],
+    move: bool,
+    progress: Progress,
+) -> list[NameRecord]:
+    progress.add_total(sum(s.size or 0 for _, s in items))
+    # Names already bound are compared by hash only, before anything is written,
+    # so a conflict anywhere in a directory changes nothing and an unchanged
+    # re-add costs no copy.
+    existing: dict[str, NameRecord] = {}
+    for n, source in items:
+        record = lake._lookup(LAKE, n, ask_remote=False)  # the remote arbitrates below
+        if record is None:
+            continue
+        if record.removed_at is None:
+            with source.open() as reader:
+                digest, _ = hash_stream(reader, _algorithm_of(record), progress)
+            record_check = NameRecord(LAKE, n, str(digest), 0, "", "")
+        else:
+            record_check = record
+        check_same_content(record, record_check)
+        existing[n] = record
+
+    durable = len(items) - len(existing) <= 1
+    creator = _config.current_user()
+    stored: list[tuple[str, Source, StoredBlob]] = []
+    for n, source in items:
+        if n not in existing:
+            stored.append((n, source, _store_lake_object(lake, source, move, durable, progress)))
+    if not durable:
+        sync_filesystem(lake.root)
+    _faults.reached("objects-stored")
+
+    now = utc_now()
+    wanted = [
+        NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
+    ]
+    syncer = lake._syncer() if lake.config.upload == "write-through" else None
+    if syncer is not None and wanted:
+        try:
+            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+        except BaseException:
+            _return_moved(stored, move)
+            raise
+    created: list[NameRecord] = []
+    try:
+        for record in wanted:
+            bound, is_new = lake._lake.refs.bind_once(record, durable=durable)
+            if is_new:
+                created.append(bound)
+            else:
+                existing[n] = bound
+    except BaseException:
+        for record in created:
+            lake._lake.refs.unbind_created(record.name)
+        _return_moved(stored, move)
+        raise
+    if not durable:
+        sync_filesystem(lake.root)
+    _faults.reached("names-bound")
+
+    lake._catalog.upsert([*created, *existing.values()])
+    lake._catalog.record_verified_many(
+        (blob.path.relative_to(lake.root).as_posix(), blob.fingerprint)
+        for _, _, blob in stored
+    )
+    if move:
+        _remove_moved_sources([s for _, s in items])
+    by_name = {r.name: r for r in [*created, *existing.values()]}
+    return [by_name[n] for n, _ in items]
+
+
+def _store_lake_object(
+    lake: Lake, source: Source, move: bool, durable: bool, progress: Progress
+) -> StoredBlob:
+    objects = lake._lake.objects
+    assert objects is not None
+    if move and source.local_path is not None:
+        with source.open() as reader:
+            digest, size = hash_stream(reader, DEFAULT_ALGORITHM, progress)
+        try:
+            return adopt_file(source.local_path, digest, size, objects.path, durable=durable)
+        except OSError as e:
+            if not is_cross_device(e):
+                raise
+    with source.open() as reader:
+        return write_blob(
+            reader, lake._tmp, objects.path, durable=durable, progress=progress
+        )
+
+
+def _return_moved(stored: list[tuple[str, Source, StoredBlob]], move: bool) -> None:
+    """After a failed move-add, put files that were renamed into the store back."""
+    if not move:
+        return
+    for _, source, blob in stored:
+        if blob.created and source.local_path is not None and not source.local_path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(blob.path, source.local_path)
+                os.chmod(source.local_path, 0o644)
+
+
+def _remove_moved_sources(sources: list[Source]) -> None:
+    for source in sources:
+        if source.local_path is not None:
+            source.local_path.unlink(missing_ok=True)
+    for source in sources:  # then the directories they leave empty
+        if source.local_path is None or not source.relative:
+            continue
+        parent = source.local_path.parent
+        for _ in source.relative.split("/"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            parent = parent.parent
+
+
+def _algorithm_of(record: NameRecord) -> str:
+    return Digest.parse(record.digest).algorithm

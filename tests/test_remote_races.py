@@ -108,3 +108,16 @@ def test_a_push_killed_at_each_step_is_finished_by_the_next(remote, machine, mak
     assert len(b.ls("batch/")) == 21
     assert b.file("batch/07.txt").read_text() == "content 7"
     assert all(f.state == "local" for f in lakelet.open(a.root).ls())
+
+
+def test_a_pull_killed_mid_download_leaves_no_partial_object(remote, machine, make_file) -> None:
+    a, b = machine("a"), machine("b")
+    payload = os.urandom(9 << 20)  # several 4 MiB chunks: the kill lands inside the download
+    a.add(make_file("big.bin", payload), "big.bin")
+    env = {**remote.env, "LAKELET_HOME": str(b.root)}
+    killed = run_lakelet("pull", env={**env, "LAKELET_CRASH_AT": "blob-partly-written"})
+    assert killed.returncode == -9, killed.stderr
+    assert not any(p.is_file() for p in (b.root / "objects").rglob("*"))  # only a temp file, if anything
+    assert lakelet.open(b.root).file("big.bin").state == "remote"
+    assert run_lakelet("pull", env=env).returncode == 0
+    assert lakelet.open(b.root).file("big.bin").read_bytes() == payload

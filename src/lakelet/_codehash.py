@@ -1,0 +1,199 @@
+"""The code part of a stage's cache key: what the function *does*, not how it is written.
+
+A function's code is its AST with docstrings removed (so whitespace, comments
+and docstrings don't count), plus, transitively, the project's own functions,
+classes and module-level constants it refers to. Code outside the project
+(the standard library, installed packages) counts by package version, not by
+source: upgrading pandas changes a key, editing a file in site-packages
+without a version bump does not. The rules and their cases are in
+docs/caching.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import inspect
+import sys
+import sysconfig
+import textwrap
+import types
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# Values of these types are hashed by value when a function refers to a module-level name.
+_CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, list, dict, set)
+
+
+@dataclass
+class CodeIdentity:
+    """The digest of a function's behaviour, and what went into it (for explaining a rerun)."""
+
+    digest: str
+    parts: dict[str, str] = field(default_factory=dict)  # 'module.qualname' or 'pkg==ver' -> digest
+
+
+def code_identity(func: Any) -> CodeIdentity:
+    """Digest ``func``'s normalized code and everything of the project it uses."""
+    parts: dict[str, str] = {}
+    _collect(_unwrap(func), parts, set())
+    h = hashlib.sha256()
+    for key in sorted(parts):
+        h.update(f"{key}\0{parts[key]}\n".encode())
+    return CodeIdentity(h.hexdigest(), parts)
+
+
+def _unwrap(obj: Any) -> Any:
+    while True:
+        inner = getattr(obj, "__lakelet_function__", None) or getattr(obj, "__wrapped__", None)
+        if inner is None or inner is obj:
+            return obj
+        obj = inner
+
+
+def qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+
+
+def _collect(obj: Any, parts: dict[str, str], seen: set[int]) -> None:
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if not isinstance(obj, types.FunctionType | type):
+        return
+    if not is_project_code(obj):
+        _add_package(obj, parts)
+        return
+    parts[qualified_name(obj)] = normalized_digest(obj)
+    functions = [obj] if isinstance(obj, types.FunctionType) else [
+        m.__func__ if isinstance(m, classmethod | staticmethod) else m for m in vars(obj).values()
+    ]
+    for function in functions:
+        if not isinstance(function, types.FunctionType):
+            continue
+        for label, value in _referenced(function):
+            if isinstance(value, _CONSTANT_TYPES):
+                parts[f"constant:{function.__module__}.{label}"] = _constant_digest(value)
+            elif isinstance(value, types.ModuleType):
+                _add_package(value, parts)
+            else:
+                _collect(_unwrap(value), parts, seen)
+
+
+def _referenced(func: types.FunctionType) -> list[tuple[str, Any]]:
+    """(name, value) of the globals, project-module attributes and closure cells the code uses."""
+    names = _code_names(func.__code__)
+    g = func.__globals__
+    found: list[tuple[str, Any]] = []
+    for name in sorted(names):
+        if name not in g:
+            continue  # a builtin, an attribute name, or a local
+        value = g[name]
+        if isinstance(value, types.ModuleType) and is_project_module(value):
+            # `helpers.clean(x)`: the attribute names are in co_names too
+            found += [(f"{name}.{n}", getattr(value, n)) for n in sorted(names) if n in vars(value)]
+        else:
+            found.append((name, value))
+    for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
+        try:
+            found.append((name, cell.cell_contents))
+        except ValueError:  # an empty cell
+            continue
+    return found
+
+
+def _constant_digest(value: Any) -> str:
+    try:
+        text = repr(_canonical(value))
+    except TypeError:
+        text = type(value).__qualname__
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((repr(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, set | frozenset):
+        return tuple(sorted(repr(_canonical(v)) for v in value))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, _CONSTANT_TYPES):
+        return value
+    raise TypeError(type(value))
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, lambdas, comprehensions
+            names |= _code_names(const)
+    return names
+
+
+def normalized_digest(obj: Any) -> str:
+    """sha256 of the AST of ``obj``'s source, without docstrings, comments or layout."""
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        # no source (a REPL, a C function): fall back to the bytecode, which ignores layout too
+        code = getattr(obj, "__code__", None)
+        raw = code.co_code + repr(code.co_consts).encode() if code else repr(obj).encode()
+        return hashlib.sha256(raw).hexdigest()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            node.decorator_list = []  # the stage's options are keyed separately
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def _add_package(obj: Any, parts: dict[str, str]) -> None:
+    module_name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
+    top = (module_name or "").split(".")[0]
+    if not top or top in sys.stdlib_module_names or top == "builtins":
+        return
+    dist = _distribution_of(top)
+    if dist:
+        parts[f"package:{dist[0]}"] = dist[1]
+
+
+@cache
+def _distribution_of(top_level: str) -> tuple[str, str] | None:
+    names = importlib.metadata.packages_distributions().get(top_level)
+    if not names:
+        return None
+    try:
+        return names[0], importlib.metadata.version(names[0])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(str(Path(r).resolve()) for r in roots)
+
+
+def is_project_module(module: types.ModuleType) -> bool:
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        return False
+    path = str(Path(filename).resolve())
+    return not path.startswith(_library_roots()) and not module.__name__.startswith("lakelet")
+
+
+def is_project_code(obj: Any) -> bool:
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None:
+        return True  # defined in a script or a REPL: treat as the user's own code
+    if module.__name__ == "__main__":
+        return True
+    return is_project_module(module)

@@ -70,7 +70,7 @@ def test_public_names_are_exactly_the_contract() -> None:
         "ConfigError", "File", "FsckReport", "IntegrityError", "InvalidArgumentError",
         "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError", "NameExistsError",
         "NotFoundError", "PipelineStore", "RemoteError", "ScopedStore", "SourceError",
-        "__version__", "current_lake", "init", "open", "use",
+        "Stage", "__version__", "current_lake", "init", "open", "raw", "stage", "use",
     }
     for name in lakelet.__all__:
         assert hasattr(lakelet, name)

@@ -22,6 +22,7 @@ from ._fsck import FsckReport
 from ._lake import Lake, init
 from ._lake import open_lake as open
 from ._scoped import PipelineStore, ScopedStore
+from ._stage import Stage, raw, stage
 
 __version__ = "0.1.0"
 
@@ -41,9 +42,12 @@ __all__ = [
     "RemoteError",
     "ScopedStore",
     "SourceError",
+    "Stage",
     "__version__",
     "current_lake",
     "init",
     "open",
+    "raw",
+    "stage",
     "use",
 ]

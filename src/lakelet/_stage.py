@@ -1,0 +1,320 @@
+"""``@lakelet.stage``: a function whose result is stored in the lake under a key of its code and inputs.
+
+The key (SPEC §1) is a digest of: a format version; the stage's code identity
+(``_codehash``) or its ``version=``; the content digests of its raw inputs;
+the keys of its upstream stages; its parameters, canonically encoded; its
+output format. A call first computes the key (cheap: no upstream runs), and
+only on a miss loads its inputs, which runs the upstream stages that miss.
+
+Each run binds two lake names, write-once like any other: the output
+(``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
+otherwise) and the run record beside it (``…/<key>.json``), which holds the
+lineage and is what a later call looks for. Two machines that run the same
+key bind the same run record name: one wins, the other adopts its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import _lineage
+from ._codehash import CodeIdentity, code_identity, qualified_name
+from ._current import current_lake
+from ._digest import DEFAULT_ALGORITHM
+from ._errors import InvalidArgumentError, NameExistsError
+from ._file import File
+from ._formats import Format, get_format, infer_format
+from ._lake import Lake
+from ._names import validate_name
+from ._objects import hash_stream, new_temp_path
+
+KEY_FORMAT = 1
+_OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A raw input: the lake name ``ref`` if the lake has it, else the local path ``ref``."""
+
+    ref: str
+
+
+def raw(ref: str | os.PathLike[str]) -> Raw:
+    return Raw(os.fspath(ref))
+
+
+@dataclass
+class _Resolved:
+    """One input as the key sees it (an identity) and as the function gets it (a value)."""
+
+    identity: dict[str, Any]
+    load: Any  # () -> value passed to the function
+
+
+def _canonical_params(params: dict[str, Any], stage: str) -> str:
+    try:
+        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        bad = {k: type(v).__name__ for k, v in params.items() if not _jsonable(v)}
+        raise InvalidArgumentError(
+            f"stage {stage}: parameters must be JSON-able values to enter the cache key; "
+            f"got {bad} (pass files as lakelet.raw(...) or lakelet.File)"
+        ) from None
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@functools.cache
+def _identity_of(func: Any) -> CodeIdentity:
+    # Functions are immutable once defined: an edit means a new import and a new object.
+    return code_identity(func)
+
+
+_file_digests: dict[tuple[str, int, int, int], str] = {}
+
+
+def _local_file_digest(path: Path) -> str:
+    st = path.stat()
+    fingerprint = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _file_digests.get(fingerprint)
+    if digest is None:  # touching a file re-hashes it; only a content change changes the key
+        with open(path, "rb") as f:
+            digest = str(hash_stream(f, DEFAULT_ALGORITHM)[0])
+        _file_digests[fingerprint] = digest
+    return digest
+
+
+class Stage:
+    """A decorated function. Calling it returns its (possibly cached) result."""
+
+    def __init__(self, func: Any, inputs: dict[str, Raw | Stage], options: dict[str, Any]) -> None:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise InvalidArgumentError(f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}")
+        self.func = func
+        self.inputs = inputs
+        self.options = options
+        self.qualname = qualified_name(func)
+        self.format: Format | None = get_format(options["format"]) if options.get("format") else None
+        if options.get("name") is not None:
+            validate_name(options["name"])
+        functools.update_wrapper(self, func)
+        self.__lakelet_function__ = func
+
+    def __repr__(self) -> str:
+        return f"<lakelet.stage {self.qualname}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(current_lake(), args, kwargs)
+
+    # the key
+
+    def key(self, lake: Lake, args: tuple = (), kwargs: dict[str, Any] | None = None) -> tuple[str, dict]:
+        """(key, parts): parts are what the key is made of, kept in the run record."""
+        params = self._params(args, kwargs or {})
+        resolved = self._resolve(lake)
+        version = self.options.get("version")
+        code = {"version": str(version)} if version is not None else _identity_of(self.func).parts
+        parts = {
+            "key_format": KEY_FORMAT,
+            "stage": self.qualname,
+            "code": code,
+            "inputs": {k: r.identity for k, r in resolved.items()},
+            "params": json.loads(_canonical_params(params, self.qualname)),
+            "format": self.format.name if self.format else None,
+        }
+        blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest(), parts
+
+    def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        signature = inspect.signature(self.func)
+        try:
+            bound = signature.bind_partial(*args, **kwargs)
+        except TypeError as e:
+            raise InvalidArgumentError(f"stage {self.qualname}: {e}") from None
+        clash = set(bound.arguments) & set(self.inputs)
+        if clash:
+            raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
+        return dict(bound.arguments)
+
+    def _resolve(self, lake: Lake) -> dict[str, _Resolved]:
+        out = {}
+        for arg, source in sorted(self.inputs.items()):
+            if isinstance(source, Stage):
+                key, _ = source.key(lake)
+                out[arg] = _Resolved({"stage": source.qualname, "key": key},
+                                     functools.partial(source.run, lake, (), {}))
+            elif isinstance(source, Raw):
+                out[arg] = self._resolve_raw(lake, source)
+            else:
+                raise InvalidArgumentError(
+                    f"stage {self.qualname}: input {arg!r} must be lakelet.raw(...) or another stage"
+                )
+        return out
+
+    def _resolve_raw(self, lake: Lake, source: Raw) -> _Resolved:
+        ref = source.ref
+        if not os.path.isabs(ref):
+            with contextlib.suppress(InvalidArgumentError):
+                if lake.exists(validate_name(ref)):
+                    f = lake.file(ref)
+                    return _Resolved({"name": ref, "digest": f.digest}, lambda: str(f.path))
+        path = Path(ref).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidArgumentError(
+                f"stage {self.qualname}: raw input {ref!r} is neither a lake name nor a local file"
+            )
+        return _Resolved({"path": str(path), "digest": _local_file_digest(path)}, lambda: str(path))
+
+    # running
+
+    def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
+        key, parts = self.key(lake, args, kwargs)
+        record_name = f"stages/{self.qualname}/{key[:40]}.json"
+        if self.options.get("cache", True):
+            hit = self._load_hit(lake, record_name)
+            if hit is not None:
+                _log(self, "skipped", lambda: "cached")
+                return hit
+        with _key_lock(lake, key):  # one process per machine computes a key; the others reuse
+            if self.options.get("cache", True):
+                hit = self._load_hit(lake, record_name)
+                if hit is not None:
+                    _log(self, "skipped", lambda: "computed meanwhile by another process")
+                    return hit
+            _log(self, "running", lambda: self._why(lake, parts))
+            return self._execute(lake, key, parts, record_name, args, kwargs)
+
+    def _load_hit(self, lake: Lake, record_name: str) -> Any:
+        if not lake.exists(record_name):
+            return None
+        record = json.loads(lake.file(record_name).read_bytes())
+        output = record["outputs"][0]
+        fmt = get_format(output["format"])
+        return fmt.load(lake.file(output["name"]).path)
+
+    def _execute(self, lake: Lake, key: str, parts: dict, record_name: str,
+                 args: tuple, kwargs: dict[str, Any]) -> Any:
+        resolved = self._resolve(lake)
+        inputs = {arg: r.load() for arg, r in resolved.items()}
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
+        duration = time.perf_counter() - t0
+        fmt = self.format or infer_format(value, self.qualname)
+        output_name = self.options.get("name") or f"stages/{self.qualname}/{key[:40]}/output.{fmt.extension}"
+        tmp = new_temp_path(lake.root / "tmp")
+        try:
+            fmt.dump(value, tmp)
+            try:
+                output = lake.add(tmp, output_name, move=True)
+            except NameExistsError:
+                if self.options.get("name"):
+                    raise
+                # another machine ran this key and its bytes differ (a non-deterministic stage):
+                # its result is the one bound; ours is discarded
+                return self._load_hit(lake, record_name) or fmt.load(lake.file(output_name).path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        assert isinstance(output, File)
+        record = {
+            "stage": self.qualname,
+            "key": key,
+            "parts": parts,
+            "outputs": [{"name": output.name, "digest": output.digest, "format": fmt.name}],
+            "source": _lineage.source_location(self.func),
+            "environment": _lineage.environment(),
+            "packages": {k.removeprefix("package:"): v for k, v in parts["code"].items()
+                         if k.startswith("package:")} if "version" not in parts["code"] else {},
+            "started_at": started.isoformat(),
+            "ended_at": datetime.now(UTC).isoformat(),
+            "duration_s": round(duration, 6),
+        }
+        tmp = new_temp_path(lake.root / "tmp")
+        try:
+            tmp.write_bytes(json.dumps(record, sort_keys=True, indent=1).encode())
+            with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
+                lake.add(tmp, record_name, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return value
+
+    def _why(self, lake: Lake, parts: dict) -> str:
+        """Which part of the key changed since the last run of this stage, if any ran."""
+        previous = [f for f in lake.ls(f"stages/{self.qualname}/") if f.name.endswith(".json")]
+        if not previous:
+            return "never ran"
+        latest = max(previous, key=lambda f: f.record.created_at)
+        old = json.loads(latest.read_bytes())["parts"]
+        changed = []
+        old_code, new_code = old.get("code", {}), parts["code"]
+        for name in sorted(set(old_code) | set(new_code)):
+            if old_code.get(name) != new_code.get(name):
+                what = "code" if name == self.qualname else "helper"
+                changed.append(f"{what} {name}" if not name.startswith("package:") else name)
+        for section in ("inputs", "params", "format"):
+            if old.get(section) != parts.get(section):
+                changed.append(section)
+        return "changed: " + ", ".join(changed) if changed else "no previous run with this key"
+
+
+def _explaining(stage: Stage) -> bool:
+    return bool(stage.options.get("explain")) or os.environ.get("LAKELET_EXPLAIN", "") not in ("", "0")
+
+
+_logger = logging.getLogger("lakelet.stage")
+
+
+def _log(stage: Stage, what: str, why: Callable[[], str]) -> None:
+    _logger.info("%s %s", what, stage.qualname)
+    if _explaining(stage):  # the reason costs a listing: only when asked
+        print(f"lakelet: {what} {stage.qualname} ({why()})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _key_lock(lake: Lake, key: str) -> Iterator[None]:
+    locks = lake.root / "locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(locks / f"{key[:40]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def stage(func: Any = None, /, **options: Any) -> Any:
+    """Decorate a function as a lakelet stage, with or without options.
+
+    Keyword arguments that are ``lakelet.raw(...)`` or other stages bind inputs
+    (LWDP style); the others are options: cache, format, name, version,
+    secrets, ttl, explain.
+    """
+    inputs = {k: v for k, v in options.items() if isinstance(v, Raw | Stage)}
+    settings = {k: v for k, v in options.items() if k not in inputs}
+
+    def decorate(f: Any) -> Stage:
+        return Stage(f, inputs, settings)
+
+    return decorate(func) if func is not None else decorate

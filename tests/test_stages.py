@@ -216,3 +216,128 @@ def test_explain_says_why(pipeline, capsys, monkeypatch) -> None:
     err = capsys.readouterr().err
     assert "running" in err and "enrich" in err and "RATE" in err
     assert "skipped" in err and "read_raw" in err
+
+
+RADOPS = '''
+import lakelet
+
+
+@lakelet.stage
+def process(f: lakelet.File, output_uid: str) -> lakelet.File:
+    out = lakelet.File(output_uid)
+    with f.open("r") as i, out.open("w") as o:
+        o.write(i.read() + " additional data")
+    return out
+
+
+@lakelet.stage
+def split(f: lakelet.File):
+    parts = []
+    for word in f.read_text().split():
+        part = lakelet.File()  # implicit name, derived from the key
+        with part.open("w") as o:
+            o.write(word)
+        parts.append(part)
+    return parts
+
+
+@lakelet.stage
+def broken(f: lakelet.File, output_uid: str):
+    with lakelet.File(output_uid).open("w") as o:
+        o.write("half")
+    raise RuntimeError("broken stage")
+'''
+
+
+def _module(tmp_path, monkeypatch, source, name):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    (tmp_path / f"{name}.py").write_text(source)
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def test_radops_style_files_in_files_out(lake, make_file, tmp_path, monkeypatch) -> None:
+    lakelet.use(lake)
+    m = _module(tmp_path, monkeypatch, RADOPS, f"radops_{uuid.uuid4().hex[:8]}")
+    f = lake.add(make_file("in.txt", "some data"), "name_in_lake.txt")
+    out = m.process(f=f, output_uid="processed_file.txt")
+    assert isinstance(out, lakelet.File) and out.read_text() == "some data additional data"
+    assert lake.file("processed_file.txt").digest == out.digest
+    again = m.process(f=lake.file("name_in_lake.txt"), output_uid="processed_file.txt")
+    assert again.name == "processed_file.txt"  # a hit: the same name, nothing rebound
+
+    parts = m.split(f=lake.file("processed_file.txt"))
+    assert [p.read_text() for p in parts] == ["some", "data", "additional", "data"]
+    names = [p.name for p in parts]
+    assert all(n.startswith("stages/") and "/file-" in n for n in names)
+    assert [p.name for p in m.split(f=lake.file("processed_file.txt"))] == names  # stable
+
+
+def test_radops_failing_stage_binds_none_of_its_files(lake, make_file, tmp_path, monkeypatch) -> None:
+    lakelet.use(lake)
+    m = _module(tmp_path, monkeypatch, RADOPS, f"radops_{uuid.uuid4().hex[:8]}")
+    f = lake.add(make_file("in.txt", "x"), "in.txt")
+    with pytest.raises(RuntimeError, match="broken stage"):
+        m.broken(f=f, output_uid="never.txt")
+    assert not lake.exists("never.txt")
+    assert not [p for p in (lake.root / "tmp").iterdir() if p.suffix == ".tmp"]
+
+
+def test_file_written_outside_a_stage_is_bound_on_close(lake) -> None:
+    lakelet.use(lake)
+    with lakelet.File("notes/today.txt").open("w") as o:
+        o.write("hello")
+    assert lake.file("notes/today.txt").read_text() == "hello"
+    with pytest.raises(ZeroDivisionError), lakelet.File("notes/bad.txt").open("w") as o:
+        o.write("partial")
+        1 / 0  # noqa: B018
+    assert not lake.exists("notes/bad.txt")
+    with pytest.raises(lakelet.InvalidNameError):
+        lakelet.File()  # an implicit name only exists inside a stage
+
+
+SHARED = '''
+import lakelet
+
+
+@lakelet.stage(raw=lakelet.raw("raw/numbers.txt"))
+def parse(raw):
+    with open(raw) as f:
+        return [int(x) for x in f.read().split()]
+
+
+@lakelet.stage(rows=parse)
+def double(rows):
+    return [r * 2 for r in rows]
+
+
+@lakelet.stage(rows=double)
+def total(rows):
+    return sum(rows)
+'''
+
+
+def test_a_second_machine_skips_and_downloads_only_what_it_reads(tmp_path, monkeypatch, make_file) -> None:
+    remote = (tmp_path / "remote").as_uri()
+    a = lakelet.init(tmp_path / "a", remote=remote)
+    b = lakelet.init(tmp_path / "b", remote=remote)
+    a.add(make_file("numbers.txt", "1 2 3 4"), "raw/numbers.txt")
+    m = _module(tmp_path, monkeypatch, SHARED, f"shared_{uuid.uuid4().hex[:8]}")
+    runs = Runs()
+    logging.getLogger("lakelet.stage").addHandler(runs)
+    logging.getLogger("lakelet.stage").setLevel(logging.INFO)
+    try:
+        with lakelet.use(a):
+            assert m.total() == 20
+        assert sorted(runs.ran) == ["double", "parse", "total"]
+        runs.ran.clear()
+        with lakelet.use(b):
+            assert m.total() == 20
+        assert runs.ran == []  # every stage was skipped on b
+    finally:
+        logging.getLogger("lakelet.stage").removeHandler(runs)
+    local = {f.name for f in b.ls() if f.is_local}
+    assert len(local) == 2 and all(n.startswith(f"stages/{m.__name__}.total/") for n in local)
+    assert not b.file("raw/numbers.txt").is_local  # its digest came from the record alone

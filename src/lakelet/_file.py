@@ -27,12 +27,16 @@ class File:
 
     def __init__(
         self,
-        name: str,
+        name: str | None = None,
         *,
         lake: Lake | None = None,
         record: NameRecord | None = None,
         scope: str = LAKE,
     ) -> None:
+        if name is None:  # an output of the running stage, named after its key
+            from ._outputs import implicit_name
+
+            name = implicit_name()
         self._name = validate_name(name)
         self._lake = lake
         self._record = record
@@ -111,10 +115,18 @@ class File:
         return self.lake._blob_path(self.record)
 
     def open(self, mode: str = "r", encoding: str | None = "utf-8") -> IO[Any]:
-        """Open for reading ("r" or "rb"), verified against the digest."""
+        """Open for reading ("r", "rb"; verified against the digest) or, for a name not bound
+        yet, for writing ("w", "wb"): the name is bound when the file is closed, or, inside a
+        stage, when the stage returns."""
+        if mode in ("w", "wb", "wt"):
+            from ._outputs import open_for_writing
+
+            if self._scope != LAKE:
+                raise InvalidArgumentError("write scoped names with put/puts")
+            return open_for_writing(self.lake, self._name, "wb" if mode == "wb" else "w", encoding)
         if mode not in ("r", "rb", "rt"):
             raise InvalidArgumentError(
-                f"File.open mode {mode!r}: lake files are read-only ('r' or 'rb')"
+                f"File.open mode {mode!r}: use 'r' or 'rb' to read, 'w' or 'wb' to create"
             )
         binary = self.lake._open_record(self.record)
         if mode == "rb":

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _lineage
+from . import _lineage, _outputs
 from ._codehash import CodeIdentity, code_identity, qualified_name
 from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
@@ -132,6 +132,10 @@ class Stage:
         """(key, parts): parts are what the key is made of, kept in the run record."""
         params = self._params(args, kwargs or {})
         resolved = self._resolve(lake)
+        for arg, value in list(params.items()):  # radops style: File arguments are inputs
+            if isinstance(value, File):
+                resolved[arg] = _Resolved({"name": value.name, "digest": value.digest}, lambda: None)
+                del params[arg]
         version = self.options.get("version")
         code = {"version": str(version)} if version is not None else _identity_of(self.func).parts
         parts = {
@@ -210,43 +214,39 @@ class Stage:
         if not lake.exists(record_name):
             return None
         record = json.loads(lake.file(record_name).read_bytes())
-        output = record["outputs"][0]
-        fmt = get_format(output["format"])
-        return fmt.load(lake.file(output["name"]).path)
+        returned = record["returned"]
+        if returned["kind"] == "files":
+            files = [lake.file(n) for n in returned["names"]]
+            return files[0] if returned.get("single") else files
+        if returned["kind"] == "path":
+            return lake.file(returned["names"][0]).path
+        return get_format(returned["kind"]).load(lake.file(returned["names"][0]).path)
 
     def _execute(self, lake: Lake, key: str, parts: dict, record_name: str,
                  args: tuple, kwargs: dict[str, Any]) -> Any:
-        resolved = self._resolve(lake)
-        inputs = {arg: r.load() for arg, r in resolved.items()}
+        inputs = {arg: r.load() for arg, r in self._resolve(lake).items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
+        prefix = f"stages/{self.qualname}/{key[:40]}/"
+        with _outputs.collecting(prefix) as pending:
+            value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
-        fmt = self.format or infer_format(value, self.qualname)
-        output_name = self.options.get("name") or f"stages/{self.qualname}/{key[:40]}/output.{fmt.extension}"
-        tmp = new_temp_path(lake.root / "tmp")
         try:
-            fmt.dump(value, tmp)
-            try:
-                output = lake.add(tmp, output_name, move=True)
-            except NameExistsError:
-                if self.options.get("name"):
-                    raise
-                # another machine ran this key and its bytes differ (a non-deterministic stage):
-                # its result is the one bound; ours is discarded
-                return self._load_hit(lake, record_name) or fmt.load(lake.file(output_name).path)
+            written = [lake.add(tmp, name, move=True) for name, tmp in pending.written.items()]
         finally:
-            tmp.unlink(missing_ok=True)
-        assert isinstance(output, File)
+            pending.discard()
+        returned, outputs = self._store_returned(lake, value, prefix)
         record = {
             "stage": self.qualname,
             "key": key,
             "parts": parts,
-            "outputs": [{"name": output.name, "digest": output.digest, "format": fmt.name}],
+            "returned": returned,
+            "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
+            "inputs": parts["inputs"],
             "source": _lineage.source_location(self.func),
             "environment": _lineage.environment(),
             "packages": {k.removeprefix("package:"): v for k, v in parts["code"].items()
-                         if k.startswith("package:")} if "version" not in parts["code"] else {},
+                         if k.startswith("package:")},
             "started_at": started.isoformat(),
             "ended_at": datetime.now(UTC).isoformat(),
             "duration_s": round(duration, 6),
@@ -259,6 +259,34 @@ class Stage:
         finally:
             tmp.unlink(missing_ok=True)
         return value
+
+    def _store_returned(self, lake: Lake, value: Any, prefix: str) -> tuple[dict, list[File]]:
+        """Bind the return value; returns (how to load it back, the files it is)."""
+        if isinstance(value, File):
+            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
+        if isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value):
+            return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
+        if isinstance(value, Path) and self.format is None:
+            name = self.options.get("name") or f"{prefix}{value.name}"
+            f = lake.add(value, name)
+            assert isinstance(f, File)
+            return {"kind": "path", "names": [f.name]}, [f]
+        fmt = self.format or infer_format(value, self.qualname)
+        name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
+        tmp = new_temp_path(lake.root / "tmp")
+        try:
+            fmt.dump(value, tmp)
+            f = lake.add(tmp, name, move=True)
+        except NameExistsError:
+            if self.options.get("name"):
+                raise
+            # another machine ran this key first and its bytes differ (a non-deterministic
+            # stage): its output is the one bound, ours is discarded
+            f = lake.file(name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        assert isinstance(f, File)
+        return {"kind": fmt.name, "names": [f.name]}, [f]
 
     def _why(self, lake: Lake, parts: dict) -> str:
         """Which part of the key changed since the last run of this stage, if any ran."""
@@ -277,6 +305,15 @@ class Stage:
             if old.get(section) != parts.get(section):
                 changed.append(section)
         return "changed: " + ", ".join(changed) if changed else "no previous run with this key"
+
+
+def _bound(f: File) -> File:
+    _ = f.digest  # NotFoundError if the stage returned a File it never wrote
+    return f
+
+
+def _unique(files: list[File]) -> list[File]:
+    return list({f.name: f for f in files}.values())
 
 
 def _explaining(stage: Stage) -> bool:

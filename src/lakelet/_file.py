@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -132,6 +133,29 @@ class File:
         if mode == "rb":
             return binary
         return io.TextIOWrapper(binary, encoding=encoding)  # type: ignore[arg-type]
+
+    def lineage(self) -> dict[str, Any]:
+        """How this file came to be: the run record of the stage that made it (inputs, code,
+        source location with git commit and URL, parameters, versions, times), or, for an
+        added file, where it was added from, by whom and when."""
+        meta = self.meta
+        if "run" in meta:
+            record: dict[str, Any] = json.loads(self.lake.file(meta["run"]).read_bytes())
+            return record
+        return {
+            "kind": "add",
+            "outputs": [{"name": self.name, "digest": self.digest}],
+            "source": meta.get("source"),
+            "user": self.creator,
+            "created_at": self.record.created_at,
+            "environment": {k: meta[k] for k in ("host", "lakelet", "python") if k in meta},
+        }
+
+    def downstream(self) -> list[File]:
+        """Every file made, directly or not, from this one (impact analysis)."""
+        from ._lineage import downstream
+
+        return downstream(self.lake, self.name)
 
     def read_bytes(self) -> bytes:
         with self.open("rb") as f:

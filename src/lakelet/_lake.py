@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import _config, _fsck, _ingest
+from . import _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
 from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
@@ -26,6 +27,8 @@ from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
 from ._sources import redact, resolve
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
+
+_RUN_RECORD = re.compile(r"^stages/[^/]+/[0-9a-f]{40}\.json$")
 
 
 class Lake:
@@ -124,10 +127,21 @@ class Lake:
             validate_name(n)
         if len(set(names)) != len(names):
             raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
-        meta = {"source": redact(os.fspath(src))}
+        # the lineage of an add: where it came from, and with what (user and time are in the record)
+        meta = {"source": redact(os.fspath(src)), **_lineage.add_environment()}
         records = _ingest.ingest(self, list(zip(names, sources, strict=True)), meta, move, progress)
         files = [File(r.name, lake=self, record=r) for r in records]
         return files[0] if single else files
+
+    def _bind_output(self, path: Path, name: str, meta: dict[str, Any], move: bool = True) -> File:
+        """Bind a stage output (a file this process wrote, moved in) under ``name``."""
+        (source,) = resolve(path)
+        (record,) = _ingest.ingest(self, [(validate_name(name), source)], meta, move, SILENT)
+        return File(record.name, lake=self, record=record)
+
+    def _run_records(self) -> list[NameRecord]:
+        """Every stage run record this lake knows (``stages/<stage>/<key>.json``)."""
+        return [r for r in self._catalog.records(LAKE, "stages/") if _RUN_RECORD.match(r.name)]
 
     def rm(self, name: str, *, force: bool = False, scope: str = LAKE, recursive: bool = False) -> None:
         """Remove a name.

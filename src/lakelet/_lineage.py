@@ -1,12 +1,13 @@
 """Where code lives: file, line, git commit, remote, a browsable URL, and whether the tree was dirty.
 
-Git is asked once per repository per process: a cached stage call must not
-pay for a subprocess.
+Git is asked only when a stage runs (a cached call pays for no subprocess),
+and for a repository's root and remote only once per process.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import platform
 import re
 import socket
@@ -14,9 +15,13 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config
+
+if TYPE_CHECKING:
+    from ._file import File
+    from ._lake import Lake
 
 _FORGES = {
     "github.com": "{base}/blob/{commit}/{path}#L{line}",
@@ -39,12 +44,7 @@ def _repository(directory: Path) -> dict[str, Any] | None:
     if not top:
         return None
     root = Path(top)
-    return {
-        "root": root,
-        "commit": _git(root, "rev-parse", "HEAD"),
-        "remote": _git(root, "remote", "get-url", "origin"),
-        "dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
-    }
+    return {"root": root, "remote": _git(root, "remote", "get-url", "origin")}
 
 
 def browsable_base(remote: str | None) -> str | None:
@@ -68,18 +68,34 @@ def source_location(func: Any) -> dict[str, Any]:
     if repo is None:
         return location
     path = filename.relative_to(repo["root"]).as_posix()
-    git = {"commit": repo["commit"], "remote": _redact(repo["remote"]), "path": path, "dirty": repo["dirty"]}
+    # commit and dirtiness are read at every run (not cached): a notebook commits and edits
+    commit = _git(repo["root"], "rev-parse", "HEAD")
+    dirty = bool(_git(repo["root"], "status", "--porcelain", "--untracked-files=no"))
+    git = {"commit": commit, "remote": _redact(repo["remote"]), "path": path, "dirty": dirty}
     base = browsable_base(repo["remote"])
-    if base and repo["commit"]:
+    if base and commit:
         host = base.split("/")[2]
-        git["url"] = _FORGES[host].format(base=base, commit=repo["commit"], path=path, line=line)
+        git["url"] = _FORGES[host].format(base=base, commit=commit, path=path, line=line)
     location["git"] = git
     return location
+
+
+def source_text(func: Any) -> str | None:
+    try:
+        return inspect.getsource(func)
+    except (OSError, TypeError):
+        return None
 
 
 def _redact(remote: str | None) -> str | None:
     # https://user:token@host/… must not reach a lineage record
     return re.sub(r"//[^@/]+@", "//", remote) if remote else remote
+
+
+def add_environment() -> dict[str, Any]:
+    from . import __version__
+
+    return {"host": socket.gethostname(), "lakelet": __version__, "python": platform.python_version()}
 
 
 def environment() -> dict[str, Any]:
@@ -92,3 +108,68 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "executable": sys.executable,
     }
+
+
+def downstream(lake: Lake, name: str, depth: int | None = None) -> list[File]:
+    """Files derived from ``name``, breadth first, up to ``depth`` stage runs away."""
+    consumers: dict[str, list[str]] = {}  # input name -> output names of runs that read it
+    for run in lake._run_records():
+        record = json.loads(lake.file(run.name).read_bytes())
+        outputs = [o["name"] for o in record.get("outputs", [])]
+        for input_name in lake_inputs(lake, record):
+            consumers.setdefault(input_name, []).extend(outputs)
+    seen: dict[str, None] = {}
+    frontier, level = [name], 0
+    while frontier and (depth is None or level < depth):
+        level += 1
+        frontier = [o for n in frontier for o in consumers.get(n, []) if o not in seen and o != name]
+        seen.update(dict.fromkeys(frontier))
+    return [lake.file(n) for n in seen]
+
+
+def upstream(lake: Lake, name: str, depth: int | None = None) -> list[dict[str, Any]]:
+    """The lineage records of ``name`` and of its inputs, recursively, up to ``depth`` levels."""
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    frontier, level = [name], 0
+    while frontier and (depth is None or level < depth):
+        level += 1
+        next_frontier = []
+        for n in frontier:
+            if n in seen:
+                continue
+            seen.add(n)
+            record = lake.file(n).lineage()
+            if any(r is not record and r.get("key") and r.get("key") == record.get("key") for r in records):
+                continue  # a second output of a run already listed
+            records.append(record)
+            next_frontier += lake_inputs(lake, record)
+        frontier = next_frontier
+    return records
+
+
+def lake_inputs(lake: Lake, record: dict[str, Any]) -> list[str]:
+    """The lake names a lineage record's run read (upstream stages: their outputs)."""
+    names = []
+    for identity in record.get("inputs", {}).values():
+        if "name" in identity:
+            names.append(identity["name"])
+        elif "stage" in identity:
+            names += _outputs_of_key(lake, identity["stage"], identity["key"])
+    return names
+
+
+def input_labels(lake: Lake, record: dict[str, Any]) -> list[str]:
+    """Every input of a lineage record: lake names, local paths, the source of an add."""
+    labels = lake_inputs(lake, record)
+    labels += [i["path"] for i in record.get("inputs", {}).values() if "path" in i]
+    if record.get("kind") == "add" and record.get("source"):
+        labels.append(str(record["source"]))
+    return labels
+
+
+def _outputs_of_key(lake: Lake, stage: str, key: str) -> list[str]:
+    run = f"stages/{stage}/{key[:40]}.json"
+    if not lake.exists(run):
+        return []
+    return [o["name"] for o in json.loads(lake.file(run).read_bytes()).get("outputs", [])]

@@ -231,18 +231,22 @@ class Stage:
         with _outputs.collecting(prefix) as pending:
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
+        meta = {"stage": self.qualname, "run": record_name}
         try:
-            written = [lake.add(tmp, name, move=True) for name, tmp in pending.written.items()]
+            written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
         finally:
             pending.discard()
-        returned, outputs = self._store_returned(lake, value, prefix)
+        returned, outputs = self._store_returned(lake, value, prefix, meta)
         record = {
+            "kind": "stage",
             "stage": self.qualname,
             "key": key,
             "parts": parts,
             "returned": returned,
             "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
             "inputs": parts["inputs"],
+            "code_digest": _identity_of(self.func).digest,
+            "code_source": _lineage.source_text(self.func),
             "source": _lineage.source_location(self.func),
             "environment": _lineage.environment(),
             "packages": {k.removeprefix("package:"): v for k, v in parts["code"].items()
@@ -260,7 +264,9 @@ class Stage:
             tmp.unlink(missing_ok=True)
         return value
 
-    def _store_returned(self, lake: Lake, value: Any, prefix: str) -> tuple[dict, list[File]]:
+    def _store_returned(
+        self, lake: Lake, value: Any, prefix: str, meta: dict[str, str]
+    ) -> tuple[dict, list[File]]:
         """Bind the return value; returns (how to load it back, the files it is)."""
         if isinstance(value, File):
             return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
@@ -268,15 +274,14 @@ class Stage:
             return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
         if isinstance(value, Path) and self.format is None:
             name = self.options.get("name") or f"{prefix}{value.name}"
-            f = lake.add(value, name)
-            assert isinstance(f, File)
+            f = lake._bind_output(value, name, meta, move=False)
             return {"kind": "path", "names": [f.name]}, [f]
         fmt = self.format or infer_format(value, self.qualname)
         name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
         tmp = new_temp_path(lake.root / "tmp")
         try:
             fmt.dump(value, tmp)
-            f = lake.add(tmp, name, move=True)
+            f = lake._bind_output(tmp, name, meta)
         except NameExistsError:
             if self.options.get("name"):
                 raise
@@ -285,7 +290,6 @@ class Stage:
             f = lake.file(name)
         finally:
             tmp.unlink(missing_ok=True)
-        assert isinstance(f, File)
         return {"kind": fmt.name, "names": [f.name]}, [f]
 
     def _why(self, lake: Lake, parts: dict) -> str:

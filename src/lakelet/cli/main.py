@@ -203,6 +203,44 @@ def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) 
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--upstream/--downstream", default=True,
+              help="Walk what NAME was made from (default), or list what was made from it.")
+@click.option("--depth", type=click.IntRange(min=1), default=None, help="How many steps to walk.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]), default="text",
+              show_default=True)
+@click.pass_context
+def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fmt: str) -> None:
+    """Inputs → creation method → outputs of NAME, with the code URL and versions."""
+    from lakelet._lineage import downstream as derived
+    from lakelet._lineage import upstream as ancestors
+
+    from . import _lineage_view as view
+
+    lake = _lake(ctx)
+    _ = lake.file(name).digest  # NotFoundError first, as one line
+    if not upstream:
+        files = derived(lake, name, depth)
+        if fmt == "json":
+            click.echo(json.dumps([{"name": f.name, "digest": f.digest} for f in files], indent=2))
+        else:
+            for f in files:
+                stdout.print(f.name, highlight=False)
+            if not files:
+                stderr.print(f"nothing in this lake was made from {name}")
+        return
+    records = ancestors(lake, name, depth)
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2, sort_keys=True))
+    elif fmt == "dot":
+        click.echo(view.as_dot(lake, records))
+    elif fmt == "mermaid":
+        click.echo(view.as_mermaid(lake, records))
+    else:
+        stdout.print(view.as_text(lake, records))
+
+
+@cli.command()
 @click.pass_context
 def push(ctx: click.Context) -> None:
     """Send names bound here but not yet on the remote."""

@@ -341,3 +341,53 @@ def test_a_second_machine_skips_and_downloads_only_what_it_reads(tmp_path, monke
     local = {f.name for f in b.ls() if f.is_local}
     assert len(local) == 2 and all(n.startswith(f"stages/{m.__name__}.total/") for n in local)
     assert not b.file("raw/numbers.txt").is_local  # its digest came from the record alone
+
+
+def test_table_and_array_outputs_come_back_as_the_same_kind(lake) -> None:
+    import numpy as np
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    lakelet.use(lake)
+    calls = []
+
+    @lakelet.stage
+    def frames(kind: str):
+        calls.append(kind)
+        data = {"id": [1, 2, 3], "amount": [9.5, 1.25, 3.0]}
+        return {"pandas": pd.DataFrame, "polars": pl.DataFrame, "arrow": pa.table}[kind](data)
+
+    @lakelet.stage
+    def array():
+        calls.append("numpy")
+        return np.arange(6, dtype=np.int32).reshape(2, 3)
+
+    @lakelet.stage(format="csv")
+    def as_csv():
+        calls.append("csv")
+        return pd.DataFrame({"a": [1, 2]})
+
+    for _ in range(2):  # first run stores, second loads from the lake
+        assert isinstance(frames("pandas"), pd.DataFrame)
+        assert frames("pandas")["amount"].tolist() == [9.5, 1.25, 3.0]
+        assert isinstance(frames("polars"), pl.DataFrame) and frames("polars")["id"].to_list() == [1, 2, 3]
+        assert isinstance(frames("arrow"), pa.Table) and frames("arrow").num_rows == 3
+        assert array().tolist() == [[0, 1, 2], [3, 4, 5]] and array().dtype == np.int32
+        assert as_csv()["a"].tolist() == [1, 2]
+    assert sorted(calls) == ["arrow", "csv", "numpy", "pandas", "polars"]
+    names = [f.name for f in lake.ls("stages/")]
+    assert sum(n.endswith(".parquet") for n in names) == 3 and any(n.endswith(".npy") for n in names)
+
+
+def test_pickle_only_when_asked(lake) -> None:
+    lakelet.use(lake)
+
+    @lakelet.stage(format="pickle")
+    def pickled():
+        return {"thing": (1, 2), "set": {1, 2}}
+
+    assert pickled() == {"thing": (1, 2), "set": {1, 2}}
+    assert pickled() == {"thing": (1, 2), "set": {1, 2}}  # loaded back: the stage asked for pickle
+    with pytest.raises(lakelet.InvalidArgumentError, match="unknown format"):
+        lakelet.stage(format="yaml")(lambda: 1)

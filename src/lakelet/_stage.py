@@ -36,7 +36,7 @@ from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._errors import InvalidArgumentError, NameExistsError
 from ._file import File
-from ._formats import Format, get_format, infer_format
+from ._formats import Format, get_format, infer_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
 from ._objects import hash_stream, new_temp_path
@@ -220,7 +220,8 @@ class Stage:
             return files[0] if returned.get("single") else files
         if returned["kind"] == "path":
             return lake.file(returned["names"][0]).path
-        return get_format(returned["kind"]).load(lake.file(returned["names"][0]).path)
+        path = lake.file(returned["names"][0]).path
+        return get_format(returned["kind"]).load(path, returned.get("type", "python"))
 
     def _execute(self, lake: Lake, key: str, parts: dict, record_name: str,
                  args: tuple, kwargs: dict[str, Any]) -> Any:
@@ -290,7 +291,7 @@ class Stage:
             f = lake.file(name)
         finally:
             tmp.unlink(missing_ok=True)
-        return {"kind": fmt.name, "names": [f.name]}, [f]
+        return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
 
     def _why(self, lake: Lake, parts: dict) -> str:
         """Which part of the key changed since the last run of this stage, if any ran."""

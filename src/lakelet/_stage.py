@@ -304,8 +304,12 @@ class Stage:
         old_code, new_code = old.get("code", {}), parts["code"]
         for name in sorted(set(old_code) | set(new_code)):
             if old_code.get(name) != new_code.get(name):
-                what = "code" if name == self.qualname else "helper"
-                changed.append(f"{what} {name}" if not name.startswith("package:") else name)
+                if name == self.qualname:
+                    changed.append("code")
+                elif name.startswith(("constant:", "package:")):
+                    changed.append(name.replace(":", " ", 1))
+                else:
+                    changed.append(f"helper {name}")
         for section in ("inputs", "params", "format"):
             if old.get(section) != parts.get(section):
                 changed.append(section)

@@ -135,9 +135,80 @@ def tell(work: Path) -> None:
     shell(lake.root, "fsck")
 
     share(work, incoming)
+    stages(work, lake)
 
     console.print("\n[bold green]That is lakelet today.[/bold green] "
-                  "Next: stages, lineage and datasets (see ../shared/SPEC.md).")
+                  "Next: datasets, secrets and Dask (see ../shared/SPEC.md).")
+
+
+PIPELINE = """\
+import csv
+import lakelet
+
+TAX = 0.2
+
+
+def with_tax(amount):
+    return round(amount * (1 + TAX), 2)
+
+
+@lakelet.stage(raw=lakelet.raw("raw/orders/2025-01-21.csv"))
+def parse(raw):
+    \"\"\"Read the day's orders.\"\"\"
+    with open(raw) as f:
+        return [dict(row, amount=float(row["amount"])) for row in csv.DictReader(f)]
+
+
+@lakelet.stage(orders=parse)
+def by_customer(orders):
+    totals = {}
+    for o in orders:
+        totals[o["customer"]] = totals.get(o["customer"], 0) + with_tax(o["amount"])
+    return totals
+
+
+@lakelet.stage(totals=by_customer)
+def report(totals):
+    return "\\n".join(f"{c}: {t:.2f}" for c, t in sorted(totals.items()))
+"""
+
+
+def stages(work: Path, lake: lakelet.Lake) -> None:
+    step("9. Stages skip themselves: code-aware keys, lineage to the line")
+    project = work / "project"
+    project.mkdir()
+    (project / "pipeline.py").write_text(PIPELINE)
+    git = ["git", "-c", "user.email=demo@example.com", "-c", "user.name=demo"]
+    for args in (["init", "-q"], ["remote", "add", "origin", "git@github.com:acme/orders.git"],
+                 ["add", "."], ["commit", "-qm", "pipeline"]):
+        subprocess.run([*git, *args], cwd=project, check=True, capture_output=True)
+    sys.path.insert(0, str(project))
+    sys.dont_write_bytecode = True
+    os.environ["LAKELET_EXPLAIN"] = "1"
+    lakelet.use(lake)
+
+    def run(title: str) -> None:
+        import importlib
+
+        sys.modules.pop("pipeline", None)
+        importlib.invalidate_caches()
+        console.print(f"[bold]{title}[/bold]")
+        sys.stderr.flush()
+        result = importlib.import_module("pipeline").report()
+        console.print(f"  report() → {result!r}")
+
+    run("first run: every stage runs")
+    run("second run: nothing runs")
+    source = project / "pipeline.py"
+    edited = source.read_text().replace('"""Read the day\'s orders."""', "# reformatted, re-documented")
+    source.write_text(edited)
+    run("a comment instead of the docstring: nothing runs")
+    source.write_text(source.read_text().replace("TAX = 0.2", "TAX = 0.25"))
+    run("TAX = 0.25: the stages that use it rerun, parse does not")
+    os.environ.pop("LAKELET_EXPLAIN")
+    final = [f for f in lake.ls("stages/pipeline.report/") if "/output." in f.name][-1]
+    os.environ["COLUMNS"] = "160"
+    shell(lake.root, "lineage", final.name, "--depth", "2")
 
 
 def share(work: Path, incoming: Path) -> None:

@@ -310,7 +310,12 @@ class Stage:
                     changed.append(name.replace(":", " ", 1))
                 else:
                     changed.append(f"helper {name}")
-        for section in ("inputs", "params", "format"):
+        old_inputs, new_inputs = old.get("inputs", {}), parts["inputs"]
+        for arg in sorted(set(old_inputs) | set(new_inputs)):
+            if old_inputs.get(arg) != new_inputs.get(arg):
+                stage = (new_inputs.get(arg) or {}).get("stage")
+                changed.append(f"upstream {stage}" if stage else f"input {arg}")
+        for section in ("params", "format"):
             if old.get(section) != parts.get(section):
                 changed.append(section)
         return "changed: " + ", ".join(changed) if changed else "no previous run with this key"

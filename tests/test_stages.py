@@ -391,3 +391,41 @@ def test_pickle_only_when_asked(lake) -> None:
     assert pickled() == {"thing": (1, 2), "set": {1, 2}}  # loaded back: the stage asked for pickle
     with pytest.raises(lakelet.InvalidArgumentError, match="unknown format"):
         lakelet.stage(format="yaml")(lambda: 1)
+
+
+RACE = '''
+import os, sys, lakelet
+lake = lakelet.open(sys.argv[1])
+lakelet.use(lake)
+
+@lakelet.stage
+def noisy(n: int):
+    return os.urandom(16).hex() + str(sum(range(n)))  # not deterministic
+
+print("ready", flush=True)
+sys.stdin.readline()
+print(noisy(200_000), flush=True)
+'''
+
+
+def test_two_machines_missing_together_both_succeed_one_result_wins(tmp_path) -> None:
+    remote = (tmp_path / "remote").as_uri()
+    roots = [lakelet.init(tmp_path / m, remote=remote).root for m in ("a", "b")]
+    script = tmp_path / "race_stage.py"
+    script.write_text(RACE)
+    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(out.strip())
+    c = lakelet.init(tmp_path / "c", remote=remote)
+    c.sync()
+    outputs = [f for f in c.ls("stages/") if "/output." in f.name]
+    assert len(outputs) == 1 and outputs[0].read_text() in results  # one result is bound

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from . import _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
+from ._datasets import Dataset, Datasets
 from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
 from ._file import File
@@ -249,6 +250,34 @@ class Lake:
                 f"{self.root / _config.CONFIG_FILE})"
             )
         return syncer
+
+    # datasets
+
+    def write_dataset(
+        self,
+        name: str,
+        data: Any,
+        partition_by: list[str] | tuple[str, ...] = (),
+        mode: str = "append",
+        compression: str = "zstd",
+    ) -> Dataset:
+        """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
+        the partitioned Parquet dataset ``name``; returns that version."""
+        return Datasets(self).write(name, data, list(partition_by), mode, compression)
+
+    def dataset(self, name: str, version: int | None = None) -> Dataset:
+        """The latest version of dataset ``name``, or ``version``."""
+        store = Datasets(self)
+        validate_name(name)
+        wanted = version if version is not None else store.latest_version(name)
+        manifest = store.read_manifest(name, wanted) if wanted else None
+        if manifest is None:
+            which = f"version {version} of " if version is not None else ""
+            raise NotFoundError(f"no {which}dataset {name!r} in this lake")
+        return Dataset(store, name, manifest)
+
+    def datasets(self) -> list[str]:
+        return Datasets(self).names()
 
     # scoped stores
 

@@ -1,0 +1,390 @@
+"""Datasets: versioned, partitioned Parquet that any engine can read straight from the folder.
+
+Layout, the same under the lake root and on the remote (docs/datasets.md):
+
+    datasets/<name>/<col>=<value>/…/part-<digest>.parquet   immutable, named by content
+    datasets/<name>/_manifests/<version>.json                one per version, written once
+
+A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
+temp folder (statistics are gathered on the way), renames each file under its
+digest, uploads the files, then commits the version by creating its manifest
+with a conditional create. Two writers that pick the same version number:
+one wins; the other re-reads the winner's manifest, re-checks the schema and
+commits the next number (an append keeps both writers' files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from . import _config, _stats
+from ._digest import Digest
+from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
+from ._formats import kind_of
+from ._names import validate_name
+from ._objects import write_blob
+
+if TYPE_CHECKING:
+    from ._lake import Lake
+
+MANIFEST_FORMAT = 1
+_MAX_COMMIT_ATTEMPTS = 50
+
+
+class SchemaConflictError(InvalidArgumentError):
+    """An append whose columns clash with the dataset's types."""
+
+
+def _reader(data: Any) -> pa.RecordBatchReader:
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    kind = kind_of(data)
+    if kind == "pandas":
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    elif kind == "polars":
+        table = data.to_arrow()
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif isinstance(data, pa.Table):
+        table = data
+    else:
+        raise InvalidArgumentError(
+            f"write_dataset takes a pandas or Polars DataFrame, a pyarrow Table or a "
+            f"RecordBatchReader, not {type(data).__module__}.{type(data).__qualname__}"
+        )
+    return table.to_reader()
+
+
+_LOGICAL = {pa.large_string(): pa.string(), pa.string_view(): pa.string(),
+            pa.large_binary(): pa.binary(), pa.binary_view(): pa.binary()}
+
+
+def _normalized(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """One physical type per logical type (Polars writes large_string, pandas string), so an
+    append from either library meets the same schema."""
+    fields = [f.with_type(_LOGICAL.get(f.type, f.type)) for f in reader.schema]
+    target = pa.schema(fields, metadata=reader.schema.metadata)
+    return reader if target.equals(reader.schema) else reader.cast(target)
+
+
+def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema:
+    """The schema after appending ``new``: new nullable columns are fine, type changes are not."""
+    if old is None:
+        return new
+    for field in new:
+        index = old.get_field_index(field.name)
+        if index >= 0 and not old.field(index).type.equals(field.type):
+            raise SchemaConflictError(
+                f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
+                f"but {field.type} in the new data; nothing was written (cast it, or write with "
+                'mode="overwrite")'
+            )
+        if index < 0 and not field.nullable:
+            raise SchemaConflictError(
+                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended"
+            )
+    missing = [f for f in old if new.get_field_index(f.name) < 0]
+    return pa.schema(list(new) + missing) if missing else pa.schema(list(old) + [
+        f for f in new if old.get_field_index(f.name) < 0])
+
+
+def _schema_json(schema: pa.Schema) -> str:
+    return schema.serialize().to_pybytes().hex()
+
+
+def _schema_from(hexed: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(hexed)))
+
+
+@dataclass
+class _Written:
+    relative: str  # path under datasets/<name>/
+    digest: str
+    size: int
+    rows: int
+    partition: dict[str, str]
+
+
+class Datasets:
+    """The dataset part of one lake: local folder, remote keys, manifests."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.root = lake.root / "datasets"
+
+    def _manifest_key(self, name: str, version: int) -> str:
+        return f"datasets/{name}/_manifests/{version:08d}.json"
+
+    def read_manifest(self, name: str, version: int) -> dict[str, Any] | None:
+        local = self.lake.root / self._manifest_key(name, version)
+        if local.is_file():
+            return json.loads(local.read_bytes())
+        syncer = self.lake._syncer()
+        if syncer is None:
+            return None
+        raw = syncer.remote.read_bytes(self._manifest_key(name, version))
+        if raw is None:
+            return None
+        _write_readonly(local, raw)
+        return json.loads(raw)
+
+    def latest_version(self, name: str) -> int:
+        """The newest committed version (0: none), asking the remote past what is local."""
+        folder = self.root / name / "_manifests"
+        local = sorted(int(p.stem) for p in folder.glob("*.json")) if folder.is_dir() else []
+        version = local[-1] if local else 0
+        while self.read_manifest(name, version + 1) is not None:
+            version += 1
+        return version
+
+    def names(self) -> list[str]:
+        found = {p.parent.parent.relative_to(self.root).as_posix()
+                 for p in self.root.glob("**/_manifests/*.json")} if self.root.is_dir() else set()
+        syncer = self.lake._syncer()
+        if syncer is not None:
+            for key in syncer.remote.find("datasets/"):
+                if "/_manifests/" in key:
+                    found.add(key.removeprefix("datasets/").split("/_manifests/")[0])
+        return sorted(found)
+
+    # writing
+
+    def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
+        validate_name(name)
+        if mode not in ("append", "overwrite"):
+            raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
+        reader = _normalized(_reader(data))
+        latest = self.latest_version(name)
+        previous = self.read_manifest(name, latest) if latest else None
+        if mode == "append":  # checked before a byte is written
+            _merged_schema(_schema_from(previous["schema"]) if previous else None, reader.schema, name)
+        for column in partition_by:
+            if reader.schema.get_field_index(column) < 0:
+                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        written, stats, rows = self._write_files(name, reader, partition_by, compression)
+        self._upload(name, written)
+        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
+
+    def _write_files(self, name: str, reader: pa.RecordBatchReader, partition_by: list[str],
+                     compression: str) -> tuple[list[_Written], dict[str, Any], int]:
+        columns = {f.name: _stats.ColumnStats(f.name, f.type) for f in reader.schema}
+        counted = [0]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                counted[0] += batch.num_rows
+                for i, column in enumerate(batch.schema.names):
+                    columns[column].update(batch.column(i))
+                yield batch
+
+        staging = self.lake.root / "tmp" / f"{os.getpid()}-dataset-{secrets.token_hex(6)}"
+        files: list[tuple[str, int]] = []
+        try:
+            pads.write_dataset(
+                pa.RecordBatchReader.from_batches(reader.schema, batches()), staging,
+                format="parquet", partitioning=partition_by or None, partitioning_flavor="hive",
+                file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
+                basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
+                existing_data_behavior="error", max_rows_per_group=1 << 20,
+                file_visitor=lambda wf: files.append((wf.path, wf.metadata.num_rows)),
+            )
+            written = [self._place(name, staging, Path(path), rows) for path, rows in files]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return written, {c: s.to_json() for c, s in columns.items()}, counted[0]
+
+    def _place(self, name: str, staging: Path, path: Path, rows: int) -> _Written:
+        relative_dir = path.parent.relative_to(staging).as_posix()
+        partition = dict(part.split("=", 1) for part in relative_dir.split("/") if "=" in part)
+        folder = self.root / name / relative_dir if relative_dir != "." else self.root / name
+        with open(path, "rb") as f:
+            blob = write_blob(f, self.lake.root / "tmp",
+                              lambda d: folder / f"part-{d.hexdigest[:32]}.parquet", durable=False)
+        relative = blob.path.relative_to(self.root / name).as_posix()
+        return _Written(relative, str(blob.digest), blob.size, rows, partition)
+
+    def _upload(self, name: str, written: list[_Written]) -> None:
+        from ._objects import sync_filesystem
+
+        sync_filesystem(self.lake.root)  # the files are durable before a manifest names them
+        syncer = self.lake._syncer()
+        if syncer is None:
+            return
+        from ._sync import _parallel
+
+        _parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
+                                                 f"datasets/{name}/{w.relative}"),
+                  written, syncer.remote.transfers)
+
+    def _commit(self, name: str, written: list[_Written], stats: dict[str, Any], rows: int,
+                schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:
+        new_files = [w.__dict__ for w in written]
+        for _ in range(_MAX_COMMIT_ATTEMPTS):
+            version = latest + 1
+            base = previous if (mode == "append" and previous) else None
+            merged = _merged_schema(_schema_from(base["schema"]) if base else None, schema, name)
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "dataset": name,
+                "version": version,
+                "parent": latest or None,
+                "mode": mode,
+                "created_at": datetime.now(UTC).isoformat(),
+                "creator": _config.current_user(),
+                "schema": _schema_json(merged),
+                "files": (base["files"] if base else []) + new_files,
+                "num_rows": (base["num_rows"] if base else 0) + rows,
+                "stats": {c: _stats.merge((base or {}).get("stats", {}).get(c), s)
+                          for c, s in stats.items()} | {
+                    c: s for c, s in ((base or {}).get("stats", {})).items() if c not in stats},
+                "write": {"rows": rows, "files": len(new_files)},
+            }
+            if self._create_manifest(name, version, manifest):
+                return Dataset(self, name, manifest)
+            latest = self.latest_version(name)  # another writer committed: rebase on theirs
+            previous = self.read_manifest(name, latest)
+        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+
+    def _create_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> bool:
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        key = self._manifest_key(name, version)
+        syncer = self.lake._syncer()
+        if syncer is not None:
+            try:
+                syncer.remote.create(key, body)
+            except FileExistsError:
+                return False
+        local = self.lake.root / key
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.lake.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        tmp.write_bytes(body)
+        os.chmod(tmp, 0o444)
+        try:
+            os.link(tmp, local)  # write-once locally too
+        except FileExistsError:
+            return syncer is not None and json.loads(local.read_bytes()) == manifest
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+
+def _write_readonly(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
+
+
+class Dataset:
+    """One version of a dataset."""
+
+    def __init__(self, store: Datasets, name: str, manifest: dict[str, Any]) -> None:
+        self._store = store
+        self.name = name
+        self.manifest = manifest
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.files)} files>"
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    def versions(self) -> list[int]:
+        return list(range(1, self._store.latest_version(self.name) + 1))
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """The version's files: path (under the dataset folder), digest, size, rows, partition."""
+        return [dict(f) for f in self.manifest["files"]]
+
+    @property
+    def folder(self) -> Path:
+        return self._store.root / self.name
+
+    @property
+    def schema(self) -> pa.Schema:
+        return _schema_from(self.manifest["schema"])
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.manifest["num_rows"])
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {c: _stats.summary(s) for c, s in self.manifest["stats"].items()}
+
+    def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
+        """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
+        partition_fields = _partition_fields(self.manifest, self.schema)
+        paths = [str(self.folder / f["relative"]) for f in self.manifest["files"]]
+        expressions = [_partition_expression(f["partition"], partition_fields)
+                       for f in self.manifest["files"]]
+        data_schema = self.schema
+        fragments = pads.FileSystemDataset.from_paths(
+            paths, schema=data_schema, format=pads.ParquetFileFormat(),
+            filesystem=pa.fs.LocalFileSystem(), partitions=expressions,
+        )
+        needed = {frag.path for frag in fragments.get_fragments(filter=filter)} if filter is not None \
+            else set(paths)
+        for f in self.manifest["files"]:
+            path = self.folder / f["relative"]
+            if str(path) in needed:
+                self._ensure_local(f, path)
+        if filter is not None:
+            kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
+            fragments = pads.FileSystemDataset.from_paths(
+                [p for p, _ in kept], schema=data_schema, format=pads.ParquetFileFormat(),
+                filesystem=pa.fs.LocalFileSystem(), partitions=[e for _, e in kept],
+            )
+        return fragments.scanner(filter=filter, columns=columns)
+
+    def to_arrow(self, filter: Any = None, columns: list[str] | None = None) -> pa.Table:  # noqa: A002
+        return self.scanner(filter=filter, columns=columns).to_table()
+
+    def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
+
+    def _ensure_local(self, entry: dict[str, Any], path: Path) -> None:
+        if path.is_file():
+            return
+        syncer = self._store.lake._syncer()
+        if syncer is None:
+            raise NotFoundError(f"dataset {self.name!r}: {entry['relative']} is missing locally")
+        expected = Digest.parse(entry["digest"])
+        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry['relative']}")) as r:
+            blob = write_blob(r, self._store.lake.root / "tmp",
+                              lambda d: path if d == expected else path.with_suffix(".corrupt"))
+        if blob.digest != expected:
+            blob.path.unlink(missing_ok=True)
+            raise IntegrityError(f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt")
+
+
+def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, pa.DataType]:
+    names = {k for f in manifest["files"] for k in f["partition"]}
+    return {n: schema.field(n).type for n in names if schema.get_field_index(n) >= 0}
+
+
+def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataType]) -> pads.Expression:
+    from urllib.parse import unquote
+
+    expression = pads.scalar(True)
+    for column, raw in partition.items():
+        value = unquote(raw)
+        typ = fields.get(column, pa.string())
+        scalar = None if value == "__HIVE_DEFAULT_PARTITION__" else pa.scalar(value).cast(typ)
+        expression = expression & (pads.field(column).is_null() if scalar is None
+                                   else pads.field(column) == scalar)
+    return expression

@@ -1,0 +1,148 @@
+"""Datasets: versioned, partitioned Parquet in a Hive layout that other engines read directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+import lakelet
+
+
+def _orders(day: str, ids: list[int]) -> pa.Table:
+    return pa.table({"dt": [day] * len(ids), "id": ids, "amount": [i * 1.5 for i in ids],
+                     "customer": [f"c{i % 3}" for i in ids]})
+
+
+def test_write_versions_and_read_back(lake) -> None:
+    v1 = lake.write_dataset("sales/orders", _orders("2025-01-20", [1, 2]), partition_by=["dt"])
+    v2 = lake.write_dataset("sales/orders", _orders("2025-01-21", [3]), partition_by=["dt"])
+    assert (v1.version, v2.version, v2.num_rows) == (1, 2, 3)
+    ds = lake.dataset("sales/orders")
+    assert ds.version == 2 and ds.versions() == [1, 2]
+    assert sorted(ds.to_arrow().column("id").to_pylist()) == [1, 2, 3]
+    assert lake.dataset("sales/orders", version=1).num_rows == 2
+    assert ds.schema.names == ["dt", "id", "amount", "customer"]
+    for f in ds.files:  # Hive layout, files named by their content digest
+        assert f["relative"].startswith("dt=2025-01-2") and f["relative"].split("/")[-1].startswith("part-")
+        assert f["digest"].startswith("blake3:") and f["digest"][7:39] in f["relative"]
+    with pytest.raises(lakelet.NotFoundError):
+        lake.dataset("sales/orders", version=3)
+    with pytest.raises(lakelet.NotFoundError):
+        lake.dataset("nope")
+
+
+def test_overwrite_starts_a_new_file_list(lake) -> None:
+    lake.write_dataset("d", _orders("2025-01-20", [1, 2]))
+    ds = lake.write_dataset("d", _orders("2025-01-21", [7]), mode="overwrite")
+    assert ds.to_arrow().column("id").to_pylist() == [7]
+    assert lake.dataset("d", version=1).to_arrow().column("id").to_pylist() == [1, 2]
+
+
+def test_every_kind_of_input(lake) -> None:
+    frame = pd.DataFrame({"k": ["a", "b"], "v": [1, 2]})
+    lake.write_dataset("kinds", frame)
+    lake.write_dataset("kinds", pl.DataFrame({"k": ["c"], "v": [3]}))
+    batches = (pa.record_batch({"k": [f"r{i}"], "v": [i]}) for i in range(5))
+    reader = pa.RecordBatchReader.from_batches(pa.schema({"k": pa.string(), "v": pa.int64()}), batches)
+    ds = lake.write_dataset("kinds", reader)
+    assert ds.num_rows == 8 and sorted(ds.to_pandas()["v"].tolist()) == [0, 1, 1, 2, 2, 3, 3, 4]
+    with pytest.raises(lakelet.InvalidArgumentError, match="DataFrame"):
+        lake.write_dataset("kinds", {"k": [1]})
+
+
+def test_schema_rules(lake) -> None:
+    lake.write_dataset("s", pa.table({"id": [1], "x": [1.0]}))
+    ds = lake.write_dataset("s", pa.table({"id": [2], "x": [2.0], "extra": ["new"]}))
+    assert ds.schema.names == ["id", "x", "extra"]
+    assert ds.to_arrow().sort_by("id").column("extra").to_pylist() == [None, "new"]
+    before = sorted(p.relative_to(lake.root) for p in (lake.root / "datasets").rglob("*"))
+    with pytest.raises(lakelet.InvalidArgumentError, match=r"column 'x' is double .* but string"):
+        lake.write_dataset("s", pa.table({"id": [3], "x": ["oops"]}))
+    assert sorted(p.relative_to(lake.root) for p in (lake.root / "datasets").rglob("*")) == before
+    assert lake.dataset("s").version == 2
+
+
+def test_filters_prune_partitions_and_other_engines_read_the_folder(lake) -> None:
+    for day, ids in [("2025-01-20", [1, 2]), ("2025-01-21", [3]), ("2025-01-22", [4, 5, 6])]:
+        lake.write_dataset("orders", _orders(day, ids), partition_by=["dt"])
+    ds = lake.dataset("orders")
+    one_day = ds.to_arrow(filter=pads.field("dt") == "2025-01-22")
+    assert sorted(one_day.column("id").to_pylist()) == [4, 5, 6]
+    assert ds.to_arrow(columns=["id"], filter=pads.field("amount") > 5).column("id").to_pylist() == [4, 5, 6]
+
+    folder = str(ds.folder)
+    assert pads.dataset(folder, partitioning="hive").count_rows() == 6
+    assert pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True).collect().height == 6
+    total = duckdb.sql(
+        f"SELECT dt, sum(amount) FROM read_parquet('{folder}/**/*.parquet', hive_partitioning = true) "
+        "GROUP BY dt ORDER BY dt").fetchall()
+    assert [(str(day), amount) for day, amount in total] == [
+        ("2025-01-20", 4.5), ("2025-01-21", 4.5), ("2025-01-22", 22.5)]  # DuckDB reads dt as a date
+
+
+def test_statistics(lake) -> None:
+    lake.write_dataset("st", pa.table({"x": [1.0, 2.0, None, 4.0], "s": ["a", "b", "c", None]}))
+    ds = lake.write_dataset("st", pa.table({"x": [10.0], "s": ["z"]}))
+    stats = ds.stats()
+    x = stats["x"]
+    assert (x["count"], x["nulls"], x["min"], x["max"]) == (4, 1, 1.0, 10.0)
+    assert stats["x"]["quantiles"]["0.5"] == 4.0 and sum(stats["x"]["histogram"]["counts"]) == 4
+    assert (stats["s"]["min"], stats["s"]["max"], stats["s"]["nulls"]) == ("a", "z", 1)
+
+
+def test_a_second_machine_fetches_only_the_partitions_it_reads(tmp_path) -> None:
+    remote = (tmp_path / "remote").as_uri()
+    a = lakelet.init(tmp_path / "a", remote=remote)
+    b = lakelet.init(tmp_path / "b", remote=remote)
+    for day in ("2025-01-20", "2025-01-21", "2025-01-22"):
+        a.write_dataset("orders", _orders(day, [1, 2]), partition_by=["dt"])
+    ds = b.dataset("orders")
+    assert ds.version == 3 and b.datasets() == ["orders"]
+    assert ds.to_arrow(filter=pads.field("dt") == "2025-01-21").num_rows == 2
+    local = [p for p in (b.root / "datasets").rglob("*.parquet")]
+    assert len(local) == 1 and "dt=2025-01-21" in str(local[0])
+
+
+APPEND = '''
+import sys, lakelet, pyarrow as pa
+lake = lakelet.open(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(5):
+    lake.write_dataset("shared", pa.table({"writer": [sys.argv[2]], "i": [i]}))
+print("done", flush=True)
+'''
+
+
+def test_concurrent_appends_from_two_machines_all_survive(tmp_path) -> None:
+    remote = (tmp_path / "remote").as_uri()
+    roots = [lakelet.init(tmp_path / m, remote=remote).root for m in ("a", "b")]
+    script = tmp_path / "append.py"
+    script.write_text(APPEND)
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), w], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for r, w in zip(roots, "ab", strict=True)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "done"
+    c = lakelet.init(tmp_path / "c", remote=remote)
+    ds = c.dataset("shared")
+    assert ds.version == 10 and ds.num_rows == 10
+    rows = sorted(zip(*ds.to_arrow().to_pydict().values(), strict=True))
+    assert rows == sorted([(w, i) for w in "ab" for i in range(5)])
+    manifests = sorted((tmp_path / "remote" / "datasets" / "shared" / "_manifests").iterdir())
+    assert [json.loads(m.read_bytes())["version"] for m in manifests] == list(range(1, 11))
+    assert os.access(manifests[0], os.R_OK)

@@ -63,6 +63,7 @@ def test_schema_rules(lake) -> None:
     lake.write_dataset("s", pa.table({"id": [1], "x": [1.0]}))
     ds = lake.write_dataset("s", pa.table({"id": [2], "x": [2.0], "extra": ["new"]}))
     assert ds.schema.names == ["id", "x", "extra"]
+    assert (ds.stats()["extra"]["count"], ds.stats()["extra"]["nulls"]) == (1, 1)
     assert ds.to_arrow().sort_by("id").column("extra").to_pylist() == [None, "new"]
     before = sorted(p.relative_to(lake.root) for p in (lake.root / "datasets").rglob("*"))
     with pytest.raises(lakelet.InvalidArgumentError, match=r"column 'x' is double .* but string"):
@@ -146,3 +147,18 @@ def test_concurrent_appends_from_two_machines_all_survive(tmp_path) -> None:
     manifests = sorted((tmp_path / "remote" / "datasets" / "shared" / "_manifests").iterdir())
     assert [json.loads(m.read_bytes())["version"] for m in manifests] == list(range(1, 11))
     assert os.access(manifests[0], os.R_OK)
+
+
+def test_cli_datasets_and_info(lake) -> None:
+    from .conftest import run_lakelet
+
+    lake.write_dataset("sales/orders", _orders("2025-01-20", [1, 2, 3]), partition_by=["dt"])
+    env = {"LAKELET_HOME": str(lake.root)}
+    listing = json.loads(run_lakelet("datasets", "--json", env=env).stdout)
+    assert [(d["name"], d["version"], d["rows"]) for d in listing] == [("sales/orders", 1, 3)]
+    info = run_lakelet("info", "datasets/sales/orders", env=env)
+    assert info.returncode == 0 and b"amount" in info.stdout and b"version 1 of 1" in info.stdout
+    data = json.loads(run_lakelet("info", "datasets/sales/orders", "--json", env=env).stdout)
+    assert data["stats"]["amount"]["max"] == 4.5
+    missing = run_lakelet("info", "datasets/nope", env=env)
+    assert missing.returncode == 1 and missing.stderr.decode().startswith("error: no dataset")

@@ -246,9 +246,8 @@ class Datasets:
                 "schema": _schema_json(merged),
                 "files": (base["files"] if base else []) + new_files,
                 "num_rows": (base["num_rows"] if base else 0) + rows,
-                "stats": {c: _stats.merge((base or {}).get("stats", {}).get(c), s)
-                          for c, s in stats.items()} | {
-                    c: s for c, s in ((base or {}).get("stats", {})).items() if c not in stats},
+                "stats": _merged_stats((base or {}).get("stats", {}), base["num_rows"] if base else 0,
+                                       stats, rows),
                 "write": {"rows": rows, "files": len(new_files)},
             }
             if self._create_manifest(name, version, manifest):
@@ -278,6 +277,19 @@ class Datasets:
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+
+def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_rows: int) -> dict[str, Any]:
+    """Column statistics after an append; a column absent from one side is null in its rows."""
+    out = {}
+    for column in [*new, *(c for c in old if c not in new)]:
+        if column not in old:
+            out[column] = {**new[column], "nulls": new[column]["nulls"] + old_rows}
+        elif column not in new:
+            out[column] = {**old[column], "nulls": old[column]["nulls"] + new_rows}
+        else:
+            out[column] = _stats.merge(old[column], new[column])
+    return out
 
 
 def _write_readonly(path: Path, data: bytes) -> None:

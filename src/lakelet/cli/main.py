@@ -15,6 +15,7 @@ from rich.table import Table
 import lakelet
 from lakelet import File, Lake, LakeletError
 
+from . import _datasets_view
 from ._render import DelayedBar, human_size, stderr, stdout
 
 
@@ -136,8 +137,13 @@ def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
-    """Size, digest, creation, creator, scope and location of NAME."""
-    f = _lake(ctx).file(name, scope)
+    """Size, digest, creation, creator, scope and location of NAME (for datasets/<name>: its
+    version, files and column statistics)."""
+    lake = _lake(ctx)
+    if scope == "lake" and name.startswith("datasets/") and not lake.exists(name):
+        _datasets_view.dataset_info(lake, name.removeprefix("datasets/"), as_json)
+        return
+    f = lake.file(name, scope)
     data = _file_json(f)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -238,6 +244,14 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
         click.echo(view.as_mermaid(lake, records))
     else:
         stdout.print(view.as_text(lake, records))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def datasets(ctx: click.Context, as_json: bool) -> None:
+    """List datasets with their version, rows, size and last write."""
+    _datasets_view.list_datasets(_lake(ctx), as_json)
 
 
 @cli.command()

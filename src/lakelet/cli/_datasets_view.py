@@ -1,0 +1,63 @@
+"""``lakelet datasets`` and ``lakelet info datasets/<name>``: versions, sizes, column statistics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from lakelet import Lake
+
+from ._render import human_size, stdout
+
+
+def _summary(lake: Lake, name: str) -> dict[str, Any]:
+    ds = lake.dataset(name)
+    return {
+        "name": name, "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
+        "bytes": sum(f["size"] for f in ds.files), "last_write": ds.manifest["created_at"],
+        "creator": ds.manifest["creator"],
+    }
+
+
+def list_datasets(lake: Lake, as_json: bool) -> None:
+    rows = [_summary(lake, n) for n in lake.datasets()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("dataset", "version", "rows", "files", "size", "last write"):
+        table.add_column(column, justify="left" if column in ("dataset", "last write") else "right")
+    for r in rows:
+        table.add_row(r["name"], str(r["version"]), f"{r['rows']:,}", str(r["files"]),
+                      human_size(r["bytes"]), r["last_write"][:19].replace("T", " "))
+    stdout.print(table, highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
+    ds = lake.dataset(name)
+    stats = ds.stats()
+    if as_json:
+        click.echo(json.dumps({**_summary(lake, name), "schema": str(ds.schema), "stats": stats},
+                              indent=2, default=str))
+        return
+    s = _summary(lake, name)
+    stdout.print(f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
+                 f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
+                 f"by {s['creator']}\nfolder: {ds.folder}", highlight=False)
+    table = Table(pad_edge=False)
+    for column in ("column", "type", "count", "nulls", "min", "max", "p50", "p95"):
+        table.add_column(column, justify="left" if column in ("column", "type") else "right")
+    for column, st in stats.items():
+        q = st.get("quantiles", {})
+        table.add_row(column, st["type"], f"{st['count']:,}", f"{st['nulls']:,}", _fmt(st["min"]),
+                      _fmt(st["max"]), _fmt(q.get("0.5")), _fmt(q.get("0.95")))
+    stdout.print(table, highlight=False)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,12 @@ class NameRecord:
     removed_at: str | None = None
 
     def to_json(self) -> bytes:
-        data = {"format": RECORD_FORMAT, **asdict(self)}
-        if self.removed_at is None:
-            del data["removed_at"]
+        data = {
+            "format": RECORD_FORMAT, "scope": self.scope, "name": self.name, "digest": self.digest,
+            "size": self.size, "created_at": self.created_at, "creator": self.creator, "meta": self.meta,
+        }
+        if self.removed_at is not None:
+            data["removed_at"] = self.removed_at
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

@@ -27,6 +27,7 @@ from ._scoped import PipelineStore, ScopedStore
 from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
 from ._sources import redact, resolve
+from ._state import State
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
 
 _RUN_RECORD = re.compile(r"^stages/[^/]+/[0-9a-f]{40}\.json$")
@@ -278,6 +279,10 @@ class Lake:
 
     def datasets(self) -> list[str]:
         return Datasets(self).names()
+
+    def state(self, pipeline: str) -> State:
+        """The incremental bookmark of ``pipeline``: ``.get()`` and ``.set(dict)``."""
+        return State(self, pipeline)
 
     # scoped stores
 

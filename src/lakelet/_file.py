@@ -106,7 +106,7 @@ class File:
     def state(self) -> str:
         """'local' (content here), 'remote' (only on the remote: fetched on first open)
         or 'unpushed' (bound here, not yet on the remote: run ``lake.push()``)."""
-        return self.lake.state(self.record)
+        return self.lake._state_of(self.record)
 
     @property
     def path(self) -> Path:

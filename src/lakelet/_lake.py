@@ -223,7 +223,7 @@ class Lake:
             raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`")
         return syncer.remote.object_url(Digest.parse(record.digest), expires)
 
-    def state(self, record: NameRecord) -> str:
+    def _state_of(self, record: NameRecord) -> str:
         """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""
         if self._remote is not None and record.scope == LAKE:
             on_remote = self._catalog.remote_digests(LAKE, record.name).get(record.name) == record.digest

@@ -8,6 +8,7 @@ them), never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -153,3 +154,35 @@ def apply_env(store: Store) -> dict[str, str]:
     saved = {k: os.environ.get(k) for k in store.env}
     os.environ.update(store.env)
     return {k: v for k, v in saved.items() if v is not None}
+
+
+@contextmanager
+def postgres() -> Iterator[int]:
+    """A throw-away PostgreSQL from Debian's binaries on 127.0.0.1; yields its port.
+
+    initdb refuses to run as root, so as root (CI) the server runs as the `postgres` user,
+    in a folder of its own under /tmp (pytest's folders are private to root)."""
+    import glob
+    import tempfile
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("PostgreSQL is missing: ./scripts/test installs it (apt-get install postgresql)")
+    bindir = Path(candidates[-1]).parent
+    as_user: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    tmp = Path(tempfile.mkdtemp(prefix="lakelet-pg-"))
+    if as_user:
+        shutil.chown(tmp, "postgres")
+    port = free_port()
+    data = tmp / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "--no-sync", "-D", str(data), "-A", "trust",
+                    "-U", "postgres"], check=True, capture_output=True)
+    options = f"-h 127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
+                    "-l", str(tmp / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)

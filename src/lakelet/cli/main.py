@@ -255,6 +255,18 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.pass_context
+def ingest(ctx: click.Context, pipeline: Path) -> None:
+    """Run the Singer tap of PIPELINE.yaml into partitioned Parquet datasets, incrementally."""
+    from lakelet._singer import run
+
+    log = run(_lake(ctx), pipeline)
+    rows = ", ".join(f"{stream}: {n:,}" for stream, n in log["rows"].items()) or "no streams"
+    stdout.print(f"ingested {rows} rows ({log['files_written']} files)", highlight=False)
+
+
+@cli.command()
 @click.pass_context
 def push(ctx: click.Context) -> None:
     """Send names bound here but not yet on the remote."""

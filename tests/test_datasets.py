@@ -181,3 +181,16 @@ def test_state_bookmarks_and_run_logs_are_shared(tmp_path) -> None:
         a.state("orders-pipeline").set({"when": object()})
     with pytest.raises(lakelet.InvalidNameError):
         a.state("../escape")
+
+
+def test_a_dataset_written_inside_a_stage_is_in_its_lineage(lake) -> None:
+    lakelet.use(lake)
+
+    @lakelet.stage
+    def load_orders(day: str):
+        ds = lake.write_dataset("orders", _orders(day, [1, 2]), partition_by=["dt"])
+        return {"rows": ds.num_rows}
+
+    assert load_orders("2025-01-20") == {"rows": 2}
+    output = next(f for f in lake.ls("stages/") if "/output." in f.name)
+    assert output.lineage()["datasets_written"] == [{"dataset": "orders", "version": 1, "rows": 2}]

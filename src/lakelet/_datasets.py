@@ -251,6 +251,7 @@ class Datasets:
                 "write": {"rows": rows, "files": len(new_files)},
             }
             if self._create_manifest(name, version, manifest):
+                _note_in_stage(name, version, rows)
                 return Dataset(self, name, manifest)
             latest = self.latest_version(name)  # another writer committed: rebase on theirs
             previous = self.read_manifest(name, latest)
@@ -277,6 +278,15 @@ class Datasets:
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+
+def _note_in_stage(name: str, version: int, rows: int) -> None:
+    """A dataset written inside a stage is one of its outputs, in its lineage record."""
+    from ._outputs import CURRENT
+
+    pending = CURRENT.get()
+    if pending is not None:
+        pending.datasets.append({"dataset": name, "version": version, "rows": rows})
 
 
 def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_rows: int) -> dict[str, Any]:

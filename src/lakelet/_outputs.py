@@ -28,6 +28,7 @@ class PendingOutputs:
 
     implicit_prefix: str  # where File() with no name goes: stages/<stage>/<key>/
     written: dict[str, Path] = field(default_factory=dict)
+    datasets: list[dict[str, object]] = field(default_factory=list)  # versions committed meanwhile
     count: int = 0
 
     def implicit_name(self) -> str:

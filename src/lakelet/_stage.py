@@ -246,6 +246,7 @@ class Stage:
             "returned": returned,
             "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
             "inputs": parts["inputs"],
+            "datasets_written": pending.datasets,
             "code_digest": _identity_of(self.func).digest,
             "code_source": _lineage.source_text(self.func),
             "source": _lineage.source_location(self.func),

@@ -136,9 +136,10 @@ def tell(work: Path) -> None:
 
     share(work, incoming)
     stages(work, lake)
+    datasets(incoming, lake)
 
     console.print("\n[bold green]That is lakelet today.[/bold green] "
-                  "Next: datasets, secrets and Dask (see ../shared/SPEC.md).")
+                  "Next: secrets and Dask (see ../shared/SPEC.md).")
 
 
 PIPELINE = """\
@@ -209,6 +210,28 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     final = [f for f in lake.ls("stages/pipeline.report/") if "/output." in f.name][-1]
     os.environ["COLUMNS"] = "160"
     shell(lake.root, "lineage", final.name, "--depth", "2")
+
+
+def datasets(incoming: Path, lake: lakelet.Lake) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.dataset as pads
+
+    step("10. Datasets: versioned, partitioned Parquet any engine reads")
+    for day_file in sorted(incoming.glob("*.csv")):
+        table = pacsv.read_csv(day_file)
+        table = table.append_column("dt", pa.array([day_file.stem] * table.num_rows))
+        ds = lake.write_dataset("sales/orders", table, partition_by=["dt"])
+        console.print(f"write_dataset('sales/orders', {day_file.name}) → version {ds.version}, "
+                      f"{ds.num_rows} rows")
+    shell(lake.root, "datasets")
+    shell(lake.root, "info", "datasets/sales/orders")
+    day = lake.dataset("sales/orders").to_arrow(filter=pads.field("dt") == "2025-01-21")
+    console.print(f"one partition, pruned before reading: {day.num_rows} rows, "
+                  f"customers {sorted(set(day.column('customer').to_pylist()))}")
+    folder = lake.dataset("sales/orders").folder
+    rows = pads.dataset(folder, partitioning="hive").count_rows()
+    console.print(f"plain pyarrow on the folder {folder.name}/: {rows} rows")
 
 
 def share(work: Path, incoming: Path) -> None:

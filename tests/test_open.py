@@ -69,7 +69,7 @@ def test_public_names_are_exactly_the_contract() -> None:
     assert set(lakelet.__all__) == {
         "ConfigError", "File", "FsckReport", "IntegrityError", "InvalidArgumentError",
         "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError", "NameExistsError",
-        "NotFoundError", "PipelineStore", "RemoteError", "ScopedStore", "SourceError",
+        "NotFoundError", "PipelineStore", "RemoteError", "ScopedStore", "SecretError", "SourceError",
         "Stage", "__version__", "current_lake", "init", "open", "raw", "stage", "use",
     }
     for name in lakelet.__all__:

@@ -15,6 +15,7 @@ from ._errors import (
     NameExistsError,
     NotFoundError,
     RemoteError,
+    SecretError,
     SourceError,
 )
 from ._file import File
@@ -41,6 +42,7 @@ __all__ = [
     "PipelineStore",
     "RemoteError",
     "ScopedStore",
+    "SecretError",
     "SourceError",
     "Stage",
     "__version__",

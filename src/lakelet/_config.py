@@ -33,6 +33,7 @@ class LakeConfig:
     # "write-through": add uploads before it returns; "deferred": `lakelet push` uploads
     upload: str = "write-through"
     transfers: int = 16  # concurrent requests to the remote
+    secrets: dict[str, Any] = field(default_factory=dict)  # the [secrets] table: backend, path…
 
 
 def find_root(path: str | os.PathLike[str] | None = None) -> Path:
@@ -89,7 +90,10 @@ def load(root: Path) -> LakeConfig:
     transfers = lake.get("transfers", 16)
     if not isinstance(transfers, int) or transfers < 1:
         raise ConfigError(f"{config_path}: transfers must be a positive integer, not {transfers!r}")
-    return LakeConfig(root.resolve(), remote, options, upload, transfers)
+    secrets = data.get("secrets", {})
+    if not isinstance(secrets, dict):
+        raise ConfigError(f"{config_path}: [secrets] must be a table")
+    return LakeConfig(root.resolve(), remote, options, upload, transfers, secrets)
 
 
 def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None = None) -> None:

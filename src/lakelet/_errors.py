@@ -59,3 +59,7 @@ class SourceError(LakeletError):
 
 class RemoteError(LakeletError):
     """The remote object store is unreachable or refused the request."""
+
+
+class SecretError(LakeletError):
+    """A secret cannot be read: wrong key, or its backend refused."""

@@ -26,6 +26,7 @@ from ._remote import Remote
 from ._scoped import PipelineStore, ScopedStore
 from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
+from ._secrets import Secrets
 from ._sources import redact, resolve
 from ._state import State
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
@@ -279,6 +280,11 @@ class Lake:
 
     def datasets(self) -> list[str]:
         return Datasets(self).names()
+
+    @property
+    def secrets(self) -> Secrets:
+        """Named values for stages: ``set(name, value, org=False)``, ``list()``, ``delete(name)``."""
+        return Secrets(self)
 
     def state(self, pipeline: str) -> State:
         """The incremental bookmark of ``pipeline``: ``.get()`` and ``.set(dict)``."""

@@ -229,7 +229,8 @@ class Stage:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         prefix = f"stages/{self.qualname}/{key[:40]}/"
-        with _outputs.collecting(prefix) as pending:
+        secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
+        with _outputs.collecting(prefix) as pending, _secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
         meta = {"stage": self.qualname, "run": record_name}
@@ -320,6 +321,48 @@ class Stage:
             if old.get(section) != parts.get(section):
                 changed.append(section)
         return "changed: " + ", ".join(changed) if changed else "no previous run with this key"
+
+
+class _Mask(logging.Filter):
+    """Replaces secret values in log records while a stage that holds them runs."""
+
+    def __init__(self, values: list[str]) -> None:
+        super().__init__()
+        self.values = sorted(values, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for value in self.values:
+            masked = masked.replace(value, "***")
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+@contextlib.contextmanager
+def _secret_environment(values: dict[str, str]) -> Iterator[None]:
+    """The stage's secrets in os.environ for its run only; the environment is restored after,
+    also when the stage raises."""
+    if not values:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in values}
+    mask = _Mask(list(values.values()))
+    handlers = [h for h in logging.getLogger().handlers]
+    for handler in handlers:
+        handler.addFilter(mask)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        for handler in handlers:
+            handler.removeFilter(mask)
 
 
 def _bound(f: File) -> File:

@@ -69,8 +69,9 @@ def test_public_names_are_exactly_the_contract() -> None:
     assert set(lakelet.__all__) == {
         "ConfigError", "File", "FsckReport", "IntegrityError", "InvalidArgumentError",
         "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError", "NameExistsError",
-        "NotFoundError", "PipelineStore", "RemoteError", "ScopedStore", "SecretError", "SourceError",
-        "Stage", "__version__", "current_lake", "init", "open", "raw", "stage", "use",
+        "NotFoundError", "PipelineStore", "RemoteError", "RunError", "ScopedStore", "SecretError",
+        "SourceError",
+        "Stage", "__version__", "current_lake", "init", "open", "raw", "run", "stage", "use",
     }
     for name in lakelet.__all__:
         assert hasattr(lakelet, name)

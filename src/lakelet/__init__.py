@@ -22,6 +22,7 @@ from ._file import File
 from ._fsck import FsckReport
 from ._lake import Lake, init
 from ._lake import open_lake as open
+from ._run import RunError, run
 from ._scoped import PipelineStore, ScopedStore
 from ._stage import Stage, raw, stage
 
@@ -41,6 +42,7 @@ __all__ = [
     "NotFoundError",
     "PipelineStore",
     "RemoteError",
+    "RunError",
     "ScopedStore",
     "SecretError",
     "SourceError",
@@ -50,6 +52,7 @@ __all__ = [
     "init",
     "open",
     "raw",
+    "run",
     "stage",
     "use",
 ]

@@ -1,0 +1,250 @@
+"""``lakelet.run``: the stage graph from the decorator bindings, run in parallel where it can be.
+
+The parent computes every stage's key (cheap), drops what is cached and what
+only cached stages need, then submits each remaining stage to the executor as
+soon as its upstream stages are done. A worker re-imports the stage by module
+and name, opens the same lake (the parent's root when it can see it, else a
+local cache root of its own on the shared remote) and calls the stage, which
+finds its inputs bound by the upstream workers. A failing stage stops its
+descendants only; everything else finishes, and running again resumes from
+the cache.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib
+import json
+import os
+import secrets
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._current import current_lake
+from ._errors import InvalidArgumentError, LakeletError
+from ._lake import Lake
+from ._stage import Stage
+
+
+class RunError(LakeletError):
+    """Stages failed; the others finished and their results are kept."""
+
+    def __init__(self, message: str, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failures = failures  # stage -> traceback text
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    started_at: str
+    ended_at: str = ""
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # descendants of a failure
+
+
+def _graph(targets: tuple[Stage, ...]) -> dict[str, Stage]:
+    nodes: dict[str, Stage] = {}
+    todo = list(targets)
+    while todo:
+        stage = todo.pop()
+        if stage.qualname in nodes:
+            continue
+        nodes[stage.qualname] = stage
+        todo += [s for s in stage.inputs.values() if isinstance(s, Stage)]
+    return nodes
+
+
+def _upstream(stage: Stage) -> list[str]:
+    return [s.qualname for s in stage.inputs.values() if isinstance(s, Stage)]
+
+
+def _lake_spec(lake: Lake) -> dict[str, Any]:
+    return {"root": str(lake.root), "remote": lake.config.remote,
+            "storage_options": lake.config.storage_options}
+
+
+def _worker_lake(spec: dict[str, Any]) -> Lake:
+    """The parent's lake when this worker shares its disk, else a cache root on the same remote."""
+    import lakelet
+
+    root = Path(spec["root"])
+    if (root / "lakelet.toml").is_file():
+        return lakelet.open(root)
+    if not spec["remote"]:
+        raise InvalidArgumentError(
+            f"a worker cannot see the lake at {root} and the lake has no remote to share results through"
+        )
+    digest = hashlib.sha256(spec["remote"].encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("LAKELET_WORKER_ROOT", Path.home() / ".cache" / "lakelet" / digest))
+    return lakelet.init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
+
+
+def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> str:
+    """Run one stage in a worker (a separate process or machine); returns the stage name."""
+    stage = importlib.import_module(module)
+    for part in qualname.split("."):
+        stage = getattr(stage, part)
+    if not isinstance(stage, Stage):
+        raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
+    previous = os.environ.get("LAKELET_RUN_ID")
+    os.environ["LAKELET_RUN_ID"] = run_id
+    try:
+        stage.run(_worker_lake(spec), (), {})
+    finally:
+        if previous is None:
+            os.environ.pop("LAKELET_RUN_ID", None)
+        else:
+            os.environ["LAKELET_RUN_ID"] = previous
+    return qualname
+
+
+def _executor(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
+    """(executor, whether we own it and must shut it down)."""
+    if executor is None:
+        return None, False
+    if executor == "processes":
+        return cf.ProcessPoolExecutor(max_workers=max_workers), True
+    if isinstance(executor, str) and executor.startswith("dask://"):
+        from distributed import Client
+
+        client = Client(executor.replace("dask://", "tcp://", 1))
+        return client.get_executor(), True
+    if isinstance(executor, cf.Executor):
+        return executor, False
+    if type(executor).__name__ == "Client" and hasattr(executor, "get_executor"):
+        return executor.get_executor(), False
+    raise InvalidArgumentError(
+        'executor must be None, "processes", a concurrent.futures.Executor, a dask Client '
+        f'or "dask://host:port", not {executor!r}'
+    )
+
+
+def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
+        run_id: str | None = None) -> Any:
+    """Run ``targets`` and whatever they need that is not cached; returns their outputs
+    (one value, or a tuple for several targets)."""
+    if not targets or not all(isinstance(t, Stage) for t in targets):
+        raise InvalidArgumentError("run() takes one or more @lakelet.stage functions")
+    lake = current_lake()
+    run_id = run_id or f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    report = RunReport(run_id, datetime.now(UTC).isoformat())
+    nodes = _graph(targets)
+    needed = _needed(lake, targets, nodes, report)
+    failures = _schedule(lake, nodes, needed, executor, max_workers, run_id, report)
+    report.ended_at = datetime.now(UTC).isoformat()
+    _save(lake, report)
+    if failures:
+        first = next(iter(failures))
+        raise RunError(
+            f"stage {first} failed ({failures[first].strip().splitlines()[-1]}); "
+            f"{len(report.not_run)} stages downstream of it did not run; the others finished "
+            f"(run {run_id})", failures)
+    values = tuple(t.run(lake, (), {}) for t in targets)  # all cached now
+    return values[0] if len(values) == 1 else values
+
+
+def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], report: RunReport) -> set[str]:
+    """Stages that must run: uncached ones a target needs, stopping at cached stages."""
+    needed: set[str] = set()
+    todo = [t.qualname for t in targets]
+    while todo:
+        name = todo.pop()
+        if name in needed or name in report.skipped:
+            continue
+        stage = nodes[name]
+        key, _ = stage.key(lake)
+        if lake.exists(f"stages/{name}/{key[:40]}.json"):
+            report.skipped.append(name)
+            continue
+        needed.add(name)
+        todo += _upstream(stage)
+    return needed
+
+
+def _schedule(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: Any,
+              max_workers: int | None, run_id: str, report: RunReport) -> dict[str, str]:
+    pool, owned = _executor(executor, max_workers)
+    spec = _lake_spec(lake)
+    waiting = {n: {u for u in _upstream(nodes[n]) if u in needed} for n in needed}
+    failures: dict[str, str] = {}
+    running: dict[cf.Future[str], str] = {}
+    try:
+        while waiting or running:
+            ready = [n for n, deps in waiting.items() if not deps]
+            for name in sorted(ready):
+                del waiting[name]
+                stage = nodes[name]
+                module, qualname = stage.func.__module__, stage.func.__qualname__
+                if pool is None:
+                    future: cf.Future[str] = cf.Future()
+                    try:
+                        future.set_result(run_stage(module, qualname, spec, run_id))
+                    except Exception as e:  # reported below, like a worker's failure
+                        future.set_exception(e)
+                else:
+                    future = pool.submit(run_stage, module, qualname, spec, run_id)
+                running[future] = name
+            if not running:
+                break
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    report.ran.append(name)
+                    for deps in waiting.values():
+                        deps.discard(name)
+                    continue
+                report.failed.append(name)
+                failures[name] = _traceback_text(error)
+                for lost in _descendants(name, waiting, nodes):
+                    waiting.pop(lost, None)
+                    report.not_run.append(lost)
+    finally:
+        if owned and pool is not None:
+            pool.shutdown(wait=True)
+    return failures
+
+
+def _traceback_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+def _descendants(name: str, waiting: dict[str, set[str]], nodes: dict[str, Stage]) -> list[str]:
+    out, frontier = [], {name}
+    while frontier:
+        children = {n for n in waiting if n not in out and set(_upstream(nodes[n])) & frontier}
+        out += sorted(children)
+        frontier = children
+    return out
+
+
+def _save(lake: Lake, report: RunReport) -> None:
+    body = json.dumps(report.__dict__, indent=1).encode()
+    path = lake.root / "runs" / f"{report.run_id}.json"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+    syncer = lake._syncer()
+    if syncer is not None:
+        syncer.remote.put_bytes(f"runs/{report.run_id}.json", body)
+
+
+def list_runs(lake: Lake) -> list[dict[str, Any]]:
+    folder = lake.root / "runs"
+    found = {p.stem: json.loads(p.read_bytes()) for p in folder.glob("*.json")} if folder.is_dir() else {}
+    syncer = lake._syncer()
+    if syncer is not None:
+        for key in syncer.remote.find("runs/"):
+            name = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if name not in found:
+                found[name] = json.loads(syncer.remote.read_bytes(key) or b"{}")
+    return sorted(found.values(), key=lambda r: r.get("started_at", ""))

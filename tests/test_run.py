@@ -1,0 +1,138 @@
+"""lakelet.run: a diamond of stages on in-process, process-pool and real Dask executors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import lakelet
+
+DIAMOND = '''
+import os, time, lakelet
+
+
+def busy(seconds):
+    """About `seconds` of CPU work (not a sleep), then the wall-clock interval it took."""
+    start = time.time()
+    x = 0
+    while time.time() - start < seconds:
+        x += 1
+    return [start, time.time()]
+
+
+@lakelet.stage
+def source():
+    return {"values": [1, 2, 3]}
+
+
+@lakelet.stage(src=source)
+def left(src):
+    return {"sum": sum(src["values"]), "when": busy(WORK), "pid": os.getpid()}
+
+
+@lakelet.stage(src=source)
+def right(src):
+    if os.environ.get("FAIL_RIGHT") == "1":
+        raise ValueError("right branch broke")
+    return {"max": max(src["values"]), "when": busy(WORK), "pid": os.getpid()}
+
+
+@lakelet.stage(a=left, b=right)
+def join(a, b):
+    return {"total": a["sum"] + b["max"], "run": os.environ.get("LAKELET_RUN_ID")}
+
+
+WORK = 1.0
+'''
+
+
+@pytest.fixture
+def diamond(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
+    name = f"diamond_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(DIAMOND)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    lake = lakelet.init(tmp_path / "lake", remote=(tmp_path / "remote").as_uri())
+    lakelet.use(lake)
+    yield module, lake
+    sys.modules.pop(name, None)
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    import dask
+    from distributed import Client, LocalCluster
+
+    # one task per worker thread: with the default 1.1 the scheduler may send both branches to
+    # one single-threaded worker (docs/running.md)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("executor", ["dask", "processes"])
+def test_independent_stages_run_in_parallel(diamond, executor, request) -> None:
+    module, lake = diamond
+    runner = "processes"
+    if executor == "dask":
+        runner = request.getfixturevalue("dask_client")
+        # the workers find the generated module, and import it before the clock starts:
+        # a worker's first import of lakelet and pyarrow takes longer than a stage here
+        runner.run(sys.path.insert, 0, str(Path(module.__file__).parent))
+        runner.run(importlib.import_module, module.__name__)
+    result = lakelet.run(module.join, executor=runner, max_workers=2, run_id=f"r-{executor}")
+    assert result == {"total": 9, "run": f"r-{executor}"}
+    left, right = module.left(), module.right()  # cached now
+    assert left["pid"] != right["pid"]
+    assert _overlap(left["when"], right["when"]), "independent stages on two workers ran one by one"
+    runs = [json.loads(p.read_bytes()) for p in (lake.root / "runs").glob("*.json")]
+    assert [sorted(r["ran"]) for r in runs] == [sorted([f"{module.__name__}.{s}" for s in
+                                                        ("source", "left", "right", "join")])]
+
+
+def test_cached_graph_runs_nothing(diamond) -> None:
+    module, lake = diamond
+    module.WORK = 0.01
+    lakelet.run(module.join)
+    report = lakelet.run(module.join, run_id="second") and json.loads(
+        (lake.root / "runs" / "second.json").read_bytes())
+    assert report["ran"] == [] and report["skipped"] == [f"{module.__name__}.join"]
+
+
+def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkeypatch) -> None:
+    module, lake = diamond
+    module.WORK = 0.01
+    monkeypatch.setenv("FAIL_RIGHT", "1")
+    with pytest.raises(lakelet.RunError, match=r"right failed \(ValueError: right branch broke\)") as info:
+        lakelet.run(module.join, executor="processes", max_workers=2, run_id="broken")
+    assert "Traceback" in info.value.failures[f"{module.__name__}.right"]
+    report = json.loads((lake.root / "runs" / "broken.json").read_bytes())
+    name = module.__name__
+    assert sorted(report["ran"]) == [f"{name}.left", f"{name}.source"]
+    assert report["failed"] == [f"{name}.right"] and report["not_run"] == [f"{name}.join"]
+    monkeypatch.setenv("FAIL_RIGHT", "0")
+    lakelet.run(module.join, executor="processes", run_id="fixed")
+    fixed = json.loads((lake.root / "runs" / "fixed.json").read_bytes())
+    assert sorted(fixed["ran"]) == [f"{name}.join", f"{name}.right"]  # left and source came from the cache
+
+
+def test_bad_arguments(diamond) -> None:
+    module, _ = diamond
+    with pytest.raises(lakelet.InvalidArgumentError):
+        lakelet.run(lambda: 1)
+    with pytest.raises(lakelet.InvalidArgumentError, match="executor"):
+        lakelet.run(module.join, executor="threads-please")

@@ -6,6 +6,7 @@ import importlib
 import json
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,61 @@ def test_bad_arguments(diamond) -> None:
         lakelet.run(lambda: 1)
     with pytest.raises(lakelet.InvalidArgumentError, match="executor"):
         lakelet.run(module.join, executor="threads-please")
+
+
+def test_runs_listing_and_the_run_store(diamond) -> None:
+    from .conftest import run_lakelet
+
+    module, lake = diamond
+    module.WORK = 0.01
+    lakelet.run(module.join, run_id="listed")
+    assert module.join()["run"] == "listed"  # stages see their run id (and lake.pipeline())
+    out = run_lakelet("runs", "--json", env={"LAKELET_HOME": str(lake.root)})
+    assert [r["run_id"] for r in json.loads(out.stdout)] == ["listed"]
+    with pytest.raises(lakelet.InvalidNameError):
+        lake.pipeline()  # outside a run there is no current run
+
+
+def test_gc_drops_expired_runs_and_unreferenced_objects(tmp_path, make_file) -> None:
+    import os as _os
+
+    from .conftest import run_lakelet
+
+    lake = lakelet.init(tmp_path / "gc-lake")
+    kept = lake.add(make_file("kept.txt", "kept"), "kept.txt")
+    lake.pipeline("old-run").puts("x", b"old")
+    lake.pipeline("new-run").puts("x", b"new")
+    old_dir = lake.root / "scopes" / "pipeline" / "old-run"
+    _os.utime(old_dir, (1, 1))
+    orphan = lake.root / "objects" / "blake3" / "ab" / ("c" * 62)  # bytes no name refers to
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"orphan")
+    env = {"LAKELET_HOME": str(lake.root)}
+    dry = run_lakelet("gc", "--ttl", "1d", "--dry-run", env=env)
+    assert dry.returncode == 0 and b"would remove 1 pipeline runs, 1 local objects" in dry.stdout
+    assert orphan.exists() and old_dir.exists()
+    real = run_lakelet("gc", "--ttl", "1d", env=env)
+    assert real.returncode == 0 and b"removed 1 pipeline runs, 1 local objects" in real.stdout
+    assert not orphan.exists() and not old_dir.exists()
+    assert lake.pipeline("new-run").gets("x") == b"new" and kept.read_text() == "kept"
+
+
+def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, make_file) -> None:
+    import os as _os
+
+    from lakelet._gc import collect
+
+    remote_dir = tmp_path / "remote"
+    lake = lakelet.init(tmp_path / "a", remote=remote_dir.as_uri())
+    named = lake.add(make_file("named.txt", "named"), "named.txt")
+    fresh = remote_dir / "objects" / "blake3" / "ab" / ("1" * 62)  # just uploaded, name not yet bound
+    stale = remote_dir / "objects" / "blake3" / "ab" / ("2" * 62)
+    for path in (fresh, stale):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"bytes")
+    _os.utime(stale, (1, 1))
+    report = collect(lake, ttl=timedelta(days=7), remote=True)
+    assert report.remote_objects == ["blake3:ab" + "2" * 62]
+    assert fresh.exists() and not stale.exists()
+    algo, hexdigest = named.digest.split(":")
+    assert (remote_dir / "objects" / algo / hexdigest[:2] / hexdigest[2:]).exists()

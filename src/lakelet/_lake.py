@@ -297,8 +297,12 @@ class Lake:
         """The current user's persistent scratch space."""
         return self._scoped(scope_id("user", _config.current_user()))
 
-    def pipeline(self, run_id: str) -> PipelineStore:
-        """The temporary store of one pipeline run."""
+    def pipeline(self, run_id: str | None = None) -> PipelineStore:
+        """The temporary store of one pipeline run (default: the run executing this stage)."""
+        if run_id is None:
+            run_id = os.environ.get("LAKELET_RUN_ID")
+            if not run_id:
+                raise InvalidNameError("pipeline() needs a run id outside a lakelet.run()")
         return self._scoped(scope_id("pipeline", run_id), PipelineStore)  # type: ignore[return-value]
 
     def _scoped(self, scope: str, kind: type[ScopedStore] = ScopedStore) -> ScopedStore:

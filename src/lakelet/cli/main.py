@@ -266,6 +266,48 @@ def ingest(ctx: click.Context, pipeline: Path) -> None:
     stdout.print(f"ingested {rows} rows ({log['files_written']} files)", highlight=False)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool) -> None:
+    """Pipeline runs: id, start, duration, stages run / skipped / failed."""
+    from lakelet._run import list_runs
+
+    found = list_runs(_lake(ctx))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "started", "duration", "ran", "skipped", "failed"):
+        table.add_column(column, justify="left" if column in ("run", "started") else "right")
+    for r in found:
+        start, end = datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["ended_at"])
+        table.add_row(r["run_id"], r["started_at"][:19].replace("T", " "),
+                      f"{(end - start).total_seconds():.1f} s", str(len(r["ran"])), str(len(r["skipped"])),
+                      str(len(r["failed"])))
+    stdout.print(table, highlight=False)
+
+
+@cli.command()
+@click.option("--ttl", default="7d", show_default=True, help="Pipeline runs older than this go.")
+@click.option("--dry-run", is_flag=True, help="Only list what would go.")
+@click.option("--remote", "on_remote", is_flag=True,
+              help="Also delete unreferenced objects on the remote (older than a day).")
+@click.pass_context
+def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool) -> None:
+    """Drop expired pipeline runs and objects that no name refers to."""
+    from lakelet._gc import collect
+
+    report = collect(_lake(ctx), timedelta(seconds=_seconds(ttl)), dry_run=dry_run, remote=on_remote)
+    verb = "would remove" if dry_run else "removed"
+    stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
+                 f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)})", highlight=False)
+    for run_id in report.runs:
+        stdout.print(f"  run {run_id}", highlight=False)
+    for digest in [*report.objects, *report.remote_objects]:
+        stdout.print(f"  {digest}", highlight=False)
+
+
 @cli.group()
 def secrets() -> None:
     """Named values for stages: set (from a hidden prompt or stdin), list, rm."""

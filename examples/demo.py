@@ -139,7 +139,7 @@ def tell(work: Path) -> None:
     datasets(incoming, lake)
 
     console.print("\n[bold green]That is lakelet today.[/bold green] "
-                  "Next: secrets and Dask (see ../shared/SPEC.md).")
+                  "Next: a web UI (see ../shared/SPEC.md).")
 
 
 PIPELINE = """\
@@ -206,6 +206,16 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     run("a comment instead of the docstring: nothing runs")
     source.write_text(source.read_text().replace("TAX = 0.2", "TAX = 0.25"))
     run("TAX = 0.25: the stages that use it rerun, parse does not")
+    source.write_text(source.read_text().replace("TAX = 0.25", "TAX = 0.3"))
+    sys.modules.pop("pipeline", None)
+    import importlib
+
+    pipeline = importlib.import_module("pipeline")
+    console.print("[bold]TAX = 0.3, run as a graph on a process pool: lakelet.run(report, "
+                  "executor=\"processes\")[/bold]")
+    result = lakelet.run(pipeline.report, executor="processes", max_workers=2, run_id="demo-run")
+    console.print(f"  → {result!r}")
+    shell(lake.root, "runs")
     os.environ.pop("LAKELET_EXPLAIN")
     final = [f for f in lake.ls("stages/pipeline.report/") if "/output." in f.name][-1]
     os.environ["COLUMNS"] = "160"

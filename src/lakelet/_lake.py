@@ -7,11 +7,10 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
-from ._datasets import Dataset, Datasets
 from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
 from ._file import File
@@ -30,6 +29,9 @@ from ._secrets import Secrets
 from ._sources import redact, resolve
 from ._state import State
 from ._sync import EvictReport, PushReport, Syncer, SyncReport
+
+if TYPE_CHECKING:  # pyarrow takes longer to import than most commands take to run
+    from ._datasets import Dataset
 
 _RUN_RECORD = re.compile(r"^stages/[^/]+/[0-9a-f]{40}\.json$")
 
@@ -265,10 +267,14 @@ class Lake:
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
         the partitioned Parquet dataset ``name``; returns that version."""
+        from ._datasets import Datasets
+
         return Datasets(self).write(name, data, list(partition_by), mode, compression)
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""
+        from ._datasets import Dataset, Datasets
+
         store = Datasets(self)
         validate_name(name)
         wanted = version if version is not None else store.latest_version(name)
@@ -279,6 +285,8 @@ class Lake:
         return Dataset(store, name, manifest)
 
     def datasets(self) -> list[str]:
+        from ._datasets import Datasets
+
         return Datasets(self).names()
 
     @property

@@ -12,11 +12,13 @@ import lakelet
 from .conftest import run_lakelet
 
 
-def _run_on_terminal(*args: str, env: dict[str, str]) -> tuple[int, bytes]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, what the terminal got)."""
+def _run_on_terminal(*args: str, env: dict[str, str] | None = None, argv: list[str] | None = None
+                     ) -> tuple[int, bytes]:
+    """Run the CLI (or ``argv``) with stdout and stderr on a pseudo-terminal; return (exit code,
+    what the terminal got)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "lakelet", *args], stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=slave, env={**os.environ, **env})
+    proc = subprocess.Popen(argv or [sys.executable, "-m", "lakelet", *args], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env={**os.environ, **(env or {})})
     os.close(slave)
     screen = bytearray()
     while True:
@@ -51,3 +53,27 @@ def test_no_bar_for_work_shorter_than_the_delay(tmp_path) -> None:
     env = {"LAKELET_HOME": str(lakelet.init(tmp_path / "lake").root), "LAKELET_PROGRESS_DELAY": "3600"}
     code, screen = _run_on_terminal("add", str(small), "small.txt", env=env)
     assert code == 0 and b"adding" not in screen and b"added small.txt" in screen
+
+
+RUN_SCRIPT = """
+import sys, lakelet
+lakelet.use(lakelet.init(sys.argv[1]))
+
+@lakelet.stage
+def one():
+    return 1
+
+@lakelet.stage(x=one)
+def two(x):
+    return x + 1
+
+print(lakelet.run(two, run_id="shown"))
+"""
+
+
+def test_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
+    script = tmp_path / "run_display.py"
+    script.write_text(RUN_SCRIPT)
+    code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
+    assert code == 0
+    assert b"run shown:" in screen and b"done" in screen and b"2" in screen

@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import secrets
+import sys
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -168,8 +169,50 @@ def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], rep
     return needed
 
 
+class _Display:
+    """Stages done / running / skipped / failed, redrawn in place on a terminal; silent elsewhere."""
+
+    def __init__(self, report: RunReport, total: int) -> None:
+        self.report = report
+        self.total = total
+        self.running: set[str] = set()
+        self.live = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=Console(stderr=True), transient=True,
+                             refresh_per_second=8)
+            self.live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        r = self.report
+        running = ", ".join(sorted(n.rsplit(".", 1)[-1] for n in self.running)) or "-"
+        return Text(f"run {r.run_id}: {len(r.ran)}/{self.total} done, {len(r.skipped)} skipped, "
+                    f"{len(r.failed)} failed; running: {running}")
+
+    def update(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
 def _schedule(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: Any,
               max_workers: int | None, run_id: str, report: RunReport) -> dict[str, str]:
+    display = _Display(report, len(needed))
+    try:
+        return _dispatch(lake, nodes, needed, executor, max_workers, run_id, report, display)
+    finally:
+        display.close()
+
+
+def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: Any, max_workers: int | None,
+              run_id: str, report: RunReport, display: _Display) -> dict[str, str]:
     pool, owned = _executor(executor, max_workers)
     spec = _lake_spec(lake)
     waiting = {n: {u for u in _upstream(nodes[n]) if u in needed} for n in needed}
@@ -191,11 +234,15 @@ def _schedule(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                 else:
                     future = pool.submit(run_stage, module, qualname, spec, run_id)
                 running[future] = name
+                display.running.add(name)
+                display.update()
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
                 name = running.pop(future)
+                display.running.discard(name)
+                display.update()
                 error = future.exception()
                 if error is None:
                     report.ran.append(name)

@@ -195,3 +195,27 @@ def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, 
     assert fresh.exists() and not stale.exists()
     algo, hexdigest = named.digest.split(":")
     assert (remote_dir / "objects" / algo / hexdigest[:2] / hexdigest[2:]).exists()
+
+
+def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path, monkeypatch) -> None:
+    """A worker on another machine: it opens its own cache root on the remote."""
+    from lakelet._run import run_stage
+
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"remote_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import lakelet\n\n@lakelet.stage\ndef answer():\n    return {'value': 42}\n")
+    module = importlib.import_module(name)
+    url = s3_server.url(f"run-{uuid.uuid4().hex[:8]}")
+    parent = lakelet.init(tmp_path / "parent", remote=url)
+    monkeypatch.setenv("LAKELET_WORKER_ROOT", str(tmp_path / "worker-cache"))
+    spec = {"root": str(tmp_path / "elsewhere"), "remote": url, "storage_options": {}}
+    assert run_stage(name, "answer", spec, "r1") == "answer"
+    assert (tmp_path / "worker-cache" / "lakelet.toml").is_file()
+    with lakelet.use(parent):
+        key, _ = module.answer.key(parent)
+        assert parent.exists(f"stages/{name}.answer/{key[:40]}.json")  # bound by the worker, via S3
+        assert module.answer() == {"value": 42}
+    sys.modules.pop(name, None)

@@ -98,3 +98,52 @@ def du_bytes(path: Path) -> tuple[int, int]:
             files += 1
             blocks += st.st_blocks * 512
     return files, blocks
+
+
+def load_note() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every timing."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cpus"
+
+
+def fs_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (ext4, xfs, btrfs…), from /proc/self/mountinfo."""
+    target = os.path.realpath(path)
+    best, kind = "", "?"
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mount_point = left.split()[4]
+            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, kind = mount_point, right.split()[0]
+    return kind
+
+
+class OtherLoad:
+    """CPU time other processes used while a benchmark ran: a timing is only as good as the idle
+    machine under it. Busy time comes from /proc/stat, this process's (and its reaped
+    children's) from os.times()."""
+
+    def __init__(self) -> None:
+        self._start = (self._busy(), self._own(), time.perf_counter())
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def note(self) -> str:
+        busy0, own0, wall0 = self._start
+        wall = time.perf_counter() - wall0
+        other = max(0.0, (self._busy() - busy0) - (self._own() - own0))
+        share = other / (wall * (os.cpu_count() or 1))
+        return (f"other processes used {other:.1f} CPU-s during the {wall:.0f} s run "
+                f"({share:.0%} of the machine; near 0% means the timings are clean)")

@@ -34,7 +34,10 @@ makes (and how cheaply the client issues them) far more than bandwidth.
 Targets (from the issue): small files, lakelet >= 3x faster than DVC for push and pull;
 large file, lakelet >= 0.9x the throughput of plain s3fs.
 
-    .venv/bin/python bench/remote.py             # 2,000 x 4 KiB and 512 MiB, 3 reps (~3 min)
+On a shared 2-core machine the 512 MiB rows vary by +-15% from rep to rep: use more
+repetitions (``--case large --reps 7``) before reading a 0.9x target off them.
+
+    .venv/bin/python bench/remote.py             # 2,000 x 4 KiB and 512 MiB, 3 reps (~10 min)
     .venv/bin/python bench/remote.py --quick     # 200 files, 64 MiB, 1 rep
     .venv/bin/python bench/remote.py --no-dvc    # without the DVC rows
     .venv/bin/python bench/remote.py --case large --reps 5   # one case only

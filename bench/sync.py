@@ -27,9 +27,16 @@ request per path, as s3fs would send); a listing counts one request per 1,000 en
 returned (S3's ListObjectsV2 page). Times are local-disk times, not S3 times: on S3 each
 request adds its latency, which is why the count is the figure that matters.
 
+The same first and second syncs are then run on moto S3 (bench/remote.py's server, in a
+child process) with small lakes (100 and 1,000 names by default), counting the requests
+the server logs: s3fs turns some calls into two requests (a whole-object ``cat_file`` is a
+HEAD and a GET; listing an empty prefix lists its parent too), so the S3 counts are higher
+than the file:// model, and must not depend on the lake's size either.
+
     .venv/bin/python bench/sync.py                      # 100,000 and 10,000 names (~5 min)
     .venv/bin/python bench/sync.py --quick              # 10,000 and 1,000 names
     .venv/bin/python bench/sync.py --sizes 20000 2000   # any sizes
+    .venv/bin/python bench/sync.py --no-moto            # without the moto S3 check
 """
 
 from __future__ import annotations
@@ -236,11 +243,61 @@ def run(n: int, work: Path, counter: RequestCounter, repeats: int) -> Result:
     )
 
 
+@dataclass
+class MotoResult:
+    names: int
+    first: int  # requests the server logged
+    second: int
+    second_s: float
+
+
+def run_moto(sizes: list[int]) -> list[MotoResult]:
+    """First and second sync on moto S3, requests counted from the server's log."""
+    from remote import BUCKET, MotoServer
+
+    out = []
+    with scratch("sync-moto") as work:
+        server = MotoServer(work)
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        try:
+            for n in sizes:
+                url = f"s3://{BUCKET}/sync-{n}-{os.getpid()}"
+                make_files(work / f"src-{n}", n, "base")
+                lakelet.init(work / f"a-{n}", remote=url).add(work / f"src-{n}", "set")
+                b = lakelet.init(work / f"b-{n}", remote=url)
+                mark = server.mark()
+                b.sync()
+                first = server.since(mark)[0]
+                b.close()
+                make_files(work / f"new-{n}", NEW_NAMES, "new")
+                lakelet.init(work / f"c-{n}", remote=url).add(work / f"new-{n}", "new")
+                b = lakelet.open(work / f"b-{n}")
+                mark = server.mark()
+                t0 = time.perf_counter()
+                report = b.sync()
+                seconds = time.perf_counter() - t0
+                assert report.new_names == NEW_NAMES, report
+                out.append(MotoResult(n, first, server.since(mark)[0], seconds))
+                b.close()
+        finally:
+            server.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10,000 and 1,000 names")
     ap.add_argument("--sizes", type=int, nargs="+", help="lake sizes (default 100000 10000)")
     ap.add_argument("--repeats", type=int, default=3, help="second syncs per size (default 3)")
+    ap.add_argument("--moto-sizes", type=int, nargs="+", default=[100, 1000],
+                    help="lake sizes of the moto S3 check (default 100 1000)")
+    ap.add_argument("--no-moto", action="store_true", help="skip the moto S3 check")
     args = ap.parse_args()
     sizes = args.sizes or ([10_000, 1_000] if args.quick else [100_000, 10_000])
 
@@ -259,6 +316,7 @@ def main() -> None:
                 results[n] = run(n, work, counter, args.repeats)
     finally:
         counter.uninstall()
+    moto = [] if args.no_moto else run_moto(args.moto_sizes)
 
     rows = []
     for n, res in results.items():
@@ -283,12 +341,24 @@ def main() -> None:
         ],
     ))
 
+    if moto:
+        print("\nOn moto S3, requests as the server logged them:")
+        print(table(
+            ["lake names", "B first sync requests", f"B second sync requests (after C adds {NEW_NAMES})",
+             "second sync s"],
+            [(f"{m.names:,}", m.first, m.second, f"{m.second_s:.3f}") for m in moto],
+        ))
+
     second = {n: r.steps[2] for n, r in results.items()}
     counts = {n: {sum(c.values()) for c in step.requests} for n, step in second.items()}
     every = set().union(*counts.values())
     print("\nTargets:")
     print(f"- {'PASS' if len(every) == 1 else 'MISS'} second-sync requests independent of lake size: "
           + "; ".join(f"{n:,} names -> {sorted(c)}" for n, c in counts.items()))
+    if moto:
+        same = len({m.second for m in moto}) == 1
+        print(f"- {'PASS' if same else 'MISS'} the same on moto S3 (server-logged requests): "
+              + "; ".join(f"{m.names:,} names -> {m.second}" for m in moto))
     biggest, smallest = max(sizes), min(sizes)
     print(f"  second-sync time: {median(second[biggest].seconds) * 1000:.0f} ms at {biggest:,} names vs "
           f"{median(second[smallest].seconds) * 1000:.0f} ms at {smallest:,} (local disk; "

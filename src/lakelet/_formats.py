@@ -142,7 +142,7 @@ _TABLE_TYPES = {("pandas", "DataFrame"), ("polars", "DataFrame"), ("pyarrow", "T
                 ("pyarrow", "RecordBatch")}
 
 
-def _is_jsonable(value: Any) -> bool:
+def is_jsonable(value: Any) -> bool:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -161,7 +161,7 @@ def infer_format(value: Any, stage: str) -> Format:
         return FORMATS["bytes"]
     if isinstance(value, str):
         return FORMATS["text"]
-    if (isinstance(value, dict | list | int | float | bool) or value is None) and _is_jsonable(value):
+    if (isinstance(value, dict | list | int | float | bool) or value is None) and is_jsonable(value):
         return FORMATS["json"]
     raise InvalidArgumentError(
         f"stage {stage} returned a {type(value).__module__}.{type(value).__qualname__}, which lakelet "

@@ -36,7 +36,7 @@ from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._errors import InvalidArgumentError, NameExistsError
 from ._file import File
-from ._formats import Format, get_format, infer_format, kind_of
+from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
 from ._lake import Lake
 from ._names import validate_name
 from ._objects import hash_stream, new_temp_path
@@ -68,19 +68,11 @@ def _canonical_params(params: dict[str, Any], stage: str) -> str:
     try:
         return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
-        bad = {k: type(v).__name__ for k, v in params.items() if not _jsonable(v)}
+        bad = {k: type(v).__name__ for k, v in params.items() if not is_jsonable(v)}
         raise InvalidArgumentError(
             f"stage {stage}: parameters must be JSON-able values to enter the cache key; "
             f"got {bad} (pass files as lakelet.raw(...) or lakelet.File)"
         ) from None
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 @functools.cache

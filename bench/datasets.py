@@ -7,8 +7,9 @@ once with numpy into an uncompressed Arrow IPC stream under bench/.work, and
 every measurement streams it back as a ``pyarrow.RecordBatchReader`` (plain
 file reads, not mmap, so the resident set is the writer's, not the file's).
 
-Each measurement runs in a fresh process, which reports its wall time and its
-peak RSS (``ru_maxrss``); "read the source only" is the baseline both writers
+Each measurement runs in a fresh process, which reports its wall time, its CPU
+time (user + system, all threads: steadier than wall time when other work shares the
+machine) and its peak RSS (``ru_maxrss``); "read the source only" is the baseline both writers
 pay on top.
 
 - write: ``lake.write_dataset(name, reader, partition_by=["dt"], compression="zstd")``
@@ -19,7 +20,8 @@ pay on top.
   syncfs" is shown for reference: lakelet makes the files durable, pyarrow alone does not.
 - filtered read of one dt partition: ``lake.dataset(name).to_arrow(filter=...)``
   against ``pyarrow.dataset.dataset(dir, partitioning="hive").to_table(filter=...)``
-  on the last rep's outputs; one warm-up then median of 7 reads (3 with --quick).
+  on the last rep's outputs; one process, one warm-up each, then lakelet and pyarrow
+  alternating, median of 15 reads each (4 with --quick).
 
 Targets: write <= 1.15x pyarrow's time; filtered read <= 1.1x pyarrow's.
 ``--profile`` also runs one lakelet write and read under cProfile and prints the hot spots.
@@ -131,6 +133,23 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
     elif kind == "read-pyarrow":
         def op():
             return pads.dataset(out / "plain", partitioning="hive").to_table(filter=flt)
+    elif kind == "read-both":  # alternating in one process: a load change hits both sides alike
+        lake = lakelet.open(out / "lake")
+        sides = {
+            "lakelet": lambda: lake.dataset(DATASET).to_arrow(filter=flt),
+            "pyarrow": lambda: pads.dataset(out / "plain", partitioning="hive").to_table(filter=flt),
+        }
+        for name, read in sides.items():
+            table = read()  # warm-up, and the same answer from both
+            result[name] = {"rows": table.num_rows, "id_sum": pc.sum(table["id"]).as_py(),
+                            "dt_values": sorted(set(table["dt"].unique().to_pylist())), "times": []}
+        for i in range(reps):
+            for name in (["lakelet", "pyarrow"] if i % 2 == 0 else ["pyarrow", "lakelet"]):
+                t0 = time.perf_counter()
+                sides[name]()
+                result[name]["times"].append(time.perf_counter() - t0)
+        result["peak_rss_mib"] = _peak_rss_mib()
+        return result
     else:
         raise SystemExit(f"unknown child {kind}")
 
@@ -155,11 +174,14 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
         result["profile"] = text.getvalue()
     else:
         times = []
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         for _ in range(reps):
             t0 = time.perf_counter()
             value = op()
             times.append(time.perf_counter() - t0)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         result["times"] = times
+        result["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / reps
         if kind in ("drain", "write-lakelet"):
             result["rows"] = value
     result["peak_rss_mib"] = _peak_rss_mib()
@@ -193,7 +215,7 @@ def main() -> None:
 
     rows = 1_000_000 if args.quick else 10_000_000
     write_reps = 2 if args.quick else 3
-    read_reps = 3 if args.quick else 7
+    read_reps = 4 if args.quick else 15
 
     import pyarrow as pa
 
@@ -231,8 +253,8 @@ def main() -> None:
                     assert r["rows"] == rows, r
                 files, allocated = du_bytes(out)
                 r["files"], r["bytes"] = files, allocated
-                print(f"  {kind} rep {rep + 1}: {r['times'][0]:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB, "
-                      f"{files} files, {allocated / 1e6:.0f} MB")
+                print(f"  {kind} rep {rep + 1}: {r['times'][0]:.2f} s, CPU {r['cpu_s']:.2f} s, "
+                      f"peak RSS {r['peak_rss_mib']:.0f} MiB, {files} files, {allocated / 1e6:.0f} MB")
                 if kind == "write-pyarrow-sync":
                     shutil.rmtree(out)
                     continue
@@ -242,6 +264,9 @@ def main() -> None:
 
         def wt(kind: str) -> float:
             return median([r["times"][0] for r in runs[kind]])
+
+        def cpu(kind: str) -> float:
+            return median([r["cpu_s"] for r in runs[kind]])
 
         def rss(kind: str) -> float:
             return median([r["peak_rss_mib"] for r in runs[kind]])
@@ -253,31 +278,33 @@ def main() -> None:
         }
         base = wt("write-pyarrow")
         write_rows = [("read the source only (baseline)", f"{median(drain['times']):.2f}", "-",
-                       f"{drain['rows'] / median(drain['times']) / 1e6:.1f}", f"{drain['peak_rss_mib']:.0f}")]
+                       f"{drain['cpu_s']:.2f}", "-", f"{drain['peak_rss_mib']:.0f}")]
         for kind in kinds:
-            write_rows.append((labels[kind], f"{wt(kind):.2f}", f"{wt(kind) / base:.2f}x",
-                               f"{rows / wt(kind) / 1e6:.2f}", f"{rss(kind):.0f}"))
+            write_rows.append((labels[kind], f"{wt(kind):.2f}", f"{wt(kind) / base:.2f}x", f"{cpu(kind):.2f}",
+                               f"{cpu(kind) / cpu('write-pyarrow'):.2f}x", f"{rss(kind):.0f}"))
         print()
-        print(table(["write", "median s", "vs pyarrow", "M rows/s", "peak RSS MiB"], write_rows))
+        headers = ["write", "median s", "vs pyarrow", "CPU s", "CPU vs pyarrow", "peak RSS MiB"]
+        print(table(headers, write_rows))
 
         # filtered read of one partition, on the last rep's outputs (both in the page cache: warm)
         lake_out, plain_out = outs["write-lakelet"], outs["write-pyarrow"]
         (plain_out / "plain").rename(lake_out / "plain")  # one --out for both children
-        reads = {k: run_child(k, src, lake_out, reps=read_reps) for k in ("read-lakelet", "read-pyarrow")}
-        a, b = reads["read-lakelet"], reads["read-pyarrow"]
+        both = run_child("read-both", src, lake_out, reps=read_reps)
+        a, b = both["lakelet"], both["pyarrow"]
         assert (a["rows"], a["id_sum"]) == (b["rows"], b["id_sum"]), (a, b)
         assert a["dt_values"] == [PICK], a["dt_values"]
-        for k, r in reads.items():
-            print(f"  {k}: {[round(t * 1e3, 1) for t in r['times']]} ms")
+        for k, r in (("lakelet", a), ("pyarrow", b)):
+            print(f"  read {k}: {[round(t * 1e3, 1) for t in r['times']]} ms")
         rbase = median(b["times"])
         read_rows = [
             (f"lakelet to_arrow(filter=dt=={PICK!r})", f"{median(a['times']) * 1e3:.1f}",
-             f"{median(a['times']) / rbase:.2f}x", f"{a['rows']:,}", f"{a['peak_rss_mib']:.0f}"),
-            ("pyarrow dataset(hive).to_table(filter=...)", f"{rbase * 1e3:.1f}", "1.00x", f"{b['rows']:,}",
-             f"{b['peak_rss_mib']:.0f}"),
+             f"{min(a['times']) * 1e3:.1f}", f"{median(a['times']) / rbase:.2f}x", f"{a['rows']:,}"),
+            ("pyarrow dataset(hive).to_table(filter=...)", f"{rbase * 1e3:.1f}",
+             f"{min(b['times']) * 1e3:.1f}", "1.00x", f"{b['rows']:,}"),
         ]
         print()
-        print(table(["filtered read (warm)", "median ms", "vs pyarrow", "rows", "peak RSS MiB"], read_rows))
+        headers = ["filtered read (warm, alternating)", "median ms", "min ms", "vs pyarrow", "rows"]
+        print(table(headers, read_rows))
 
         write_ratio = wt("write-lakelet") / base
         read_ratio = median(a["times"]) / rbase

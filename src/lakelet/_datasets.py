@@ -34,7 +34,7 @@ from ._digest import Digest
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
 from ._names import validate_name
-from ._objects import write_blob
+from ._objects import adopt_file, hash_stream, write_blob
 
 if TYPE_CHECKING:
     from ._lake import Lake
@@ -197,7 +197,7 @@ class Datasets:
                 format="parquet", partitioning=partition_by or None, partitioning_flavor="hive",
                 file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
                 basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
-                existing_data_behavior="error", max_rows_per_group=1 << 20,
+                existing_data_behavior="error", min_rows_per_group=1 << 17, max_rows_per_group=1 << 20,
                 file_visitor=lambda wf: files.append((wf.path, wf.metadata.num_rows)),
             )
             written = [self._place(name, staging, Path(path), rows) for path, rows in files]
@@ -209,9 +209,10 @@ class Datasets:
         relative_dir = path.parent.relative_to(staging).as_posix()
         partition = dict(part.split("=", 1) for part in relative_dir.split("/") if "=" in part)
         folder = self.root / name / relative_dir if relative_dir != "." else self.root / name
-        with open(path, "rb") as f:
-            blob = write_blob(f, self.lake.root / "tmp",
-                              lambda d: folder / f"part-{d.hexdigest[:32]}.parquet", durable=False)
+        with open(path, "rb") as f:  # hash in place, then rename: the staging dir is on the same disk
+            digest, size = hash_stream(f)
+        blob = adopt_file(path, digest, size, lambda d: folder / f"part-{d.hexdigest[:32]}.parquet",
+                          durable=False)
         relative = blob.path.relative_to(self.root / name).as_posix()
         return _Written(relative, str(blob.digest), blob.size, rows, partition)
 

@@ -7,10 +7,12 @@ inner code can assume a name is safe to join under a root.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from ._errors import InvalidNameError
 
 MAX_NAME_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MAX_SEGMENT_BYTES = 255
 
 
@@ -21,7 +23,7 @@ def _problem(name: str) -> str | None:
         return "a name cannot be empty"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"a name is at most {MAX_NAME_BYTES} bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL.search(name):
         return "a name cannot contain NUL or control characters"
     if "\\" in name:
         return "a name uses '/' as separator, not '\\'"

@@ -204,8 +204,10 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     edited = source.read_text().replace('"""Read the day\'s orders."""', "# reformatted, re-documented")
     source.write_text(edited)
     run("a comment instead of the docstring: nothing runs")
+    source.write_text(source.read_text().replace('f"{c}: {t:.2f}"', 'f"{c}: {t:.2f} EUR"'))
+    run("an edit to report's body: only report reruns")
     source.write_text(source.read_text().replace("TAX = 0.2", "TAX = 0.25"))
-    run("TAX = 0.25: the stages that use it rerun, parse does not")
+    run("TAX = 0.25: the stage that uses it reruns, and report after it; parse does not")
     source.write_text(source.read_text().replace("TAX = 0.25", "TAX = 0.3"))
     sys.modules.pop("pipeline", None)
     import importlib

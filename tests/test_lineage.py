@@ -17,6 +17,7 @@ from .conftest import run_lakelet
 
 PIPE = '''
 import lakelet
+import pyarrow  # imported by the module: its version is in the lineage
 
 
 @lakelet.stage(raw=lakelet.raw("raw/in.txt"))
@@ -64,8 +65,9 @@ def test_stage_output_lineage_has_every_field(project) -> None:
     assert "def total(rows, offset: int = 0):" in record["code_source"] and record["code_digest"]
     git = record["source"]["git"]
     assert git["commit"] == project["commit"] and git["dirty"] is False
-    assert git["url"] == f"https://github.com/acme/pipes/blob/{project['commit']}/{project['name']}.py#L10"
+    assert git["url"] == f"https://github.com/acme/pipes/blob/{project['commit']}/{project['name']}.py#L11"
     assert "token123" not in json.dumps(record)  # credentials in a remote URL never reach lineage
+    assert record["packages"]["pyarrow"] == __import__("pyarrow").__version__
     env = record["environment"]
     assert env["user"] == "tester@example.com" and env["python"] and env["lakelet"] and env["host"]
     assert record["started_at"] <= record["ended_at"] and record["duration_s"] >= 0

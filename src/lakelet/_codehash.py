@@ -197,3 +197,20 @@ def is_project_code(obj: Any) -> bool:
     if module.__name__ == "__main__":
         return True
     return is_project_module(module)
+
+
+def module_packages(func: Any) -> dict[str, str]:
+    """Versions of the installed packages the function's module imports (for lineage)."""
+    out: dict[str, str] = {}
+    for value in list(getattr(_unwrap(func), "__globals__", {}).values()):
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        top = (name or "").split(".")[0] if isinstance(name, str) else ""
+        if not top or top in sys.stdlib_module_names or top in ("builtins", "lakelet"):
+            continue
+        module = sys.modules.get(top)
+        if module is None or is_project_module(module):
+            continue
+        dist = _distribution_of(top)
+        if dist:
+            out[dist[0]] = dist[1]
+    return out

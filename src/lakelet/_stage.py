@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _lineage, _outputs
-from ._codehash import CodeIdentity, code_identity, qualified_name
+from ._codehash import CodeIdentity, code_identity, module_packages, qualified_name
 from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._errors import InvalidArgumentError, NameExistsError
@@ -244,8 +244,8 @@ class Stage:
             "code_source": _lineage.source_text(self.func),
             "source": _lineage.source_location(self.func),
             "environment": _lineage.environment(),
-            "packages": {k.removeprefix("package:"): v for k, v in parts["code"].items()
-                         if k.startswith("package:")},
+            "packages": module_packages(self.func) | {
+                k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
             "started_at": started.isoformat(),
             "ended_at": datetime.now(UTC).isoformat(),
             "duration_s": round(duration, 6),

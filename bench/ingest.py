@@ -23,7 +23,7 @@ the scratch directory (the same filesystem), and ``cache.type copy``, so that it
 real copy as lakelet does. Its input must sit inside its workspace, so each rep first
 copies the source there (untimed, then synced).
 
-    .venv/bin/python bench/ingest.py            # 1 GiB, 10,000 files, 3 reps (~5 min)
+    .venv/bin/python bench/ingest.py            # 1 GiB, 10,000 files, 3 reps (6-9 min here)
     .venv/bin/python bench/ingest.py --quick    # 128 MiB, 2,000 files, 1 rep
     .venv/bin/python bench/ingest.py --no-dvc   # without the DVC rows
 """

@@ -15,7 +15,7 @@ Both the object and the plain files were just written, so they are in the page c
 alike. Targets: ``list("")`` of 100,000 names in < 0.2 s; a 1 KiB ``gets`` reads far less
 than the object (< 1 MiB through read syscalls per call).
 
-    .venv/bin/python bench/scoped.py            # 1 GiB object, 100,000 names
+    .venv/bin/python bench/scoped.py            # 1 GiB object, 100,000 names (~8 min here)
     .venv/bin/python bench/scoped.py --quick    # 128 MiB object, 2,000 names
 """
 

@@ -62,6 +62,7 @@ from pathlib import Path
 from _common import BENCH_DIR, MB, REPO, MiB, load_note, machine, median, scratch, table, write_random_file
 
 import lakelet
+from lakelet._environ import patched_environ
 
 DVC = BENCH_DIR / ".venv-dvc" / "bin" / "dvc"
 BUCKET = "lakelet-tests"
@@ -339,22 +340,16 @@ def main() -> None:
         os.sync()
 
         server = MotoServer(work)
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
         try:
-            bench = Bench(server, work, reps, use_dvc)
-            rows = []
-            if args.case in ("small", "both"):
-                rows += bench.run_case(small_case, src_small)
-            if args.case in ("large", "both"):
-                rows += bench.run_case(big_case, src_big)
+            with patched_environ(server.env):
+                bench = Bench(server, work, reps, use_dvc)
+                rows = []
+                if args.case in ("small", "both"):
+                    rows += bench.run_case(small_case, src_small)
+                if args.case in ("large", "both"):
+                    rows += bench.run_case(big_case, src_big)
         finally:
             server.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     by = {(r.case, r.tool, r.op): r for r in rows}
     print()

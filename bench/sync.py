@@ -58,6 +58,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 import lakelet
 from lakelet import _remote
+from lakelet._environ import patched_environ
 
 NEW_NAMES = 10
 
@@ -258,35 +259,29 @@ def run_moto(sizes: list[int]) -> list[MotoResult]:
     out = []
     with scratch("sync-moto") as work:
         server = MotoServer(work)
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
         try:
-            for n in sizes:
-                url = f"s3://{BUCKET}/sync-{n}-{os.getpid()}"
-                make_files(work / f"src-{n}", n, "base")
-                lakelet.init(work / f"a-{n}", remote=url).add(work / f"src-{n}", "set")
-                b = lakelet.init(work / f"b-{n}", remote=url)
-                mark = server.mark()
-                b.sync()
-                first = server.since(mark)[0]
-                b.close()
-                make_files(work / f"new-{n}", NEW_NAMES, "new")
-                lakelet.init(work / f"c-{n}", remote=url).add(work / f"new-{n}", "new")
-                b = lakelet.open(work / f"b-{n}")
-                mark = server.mark()
-                t0 = time.perf_counter()
-                report = b.sync()
-                seconds = time.perf_counter() - t0
-                assert report.new_names == NEW_NAMES, report
-                out.append(MotoResult(n, first, server.since(mark)[0], seconds))
-                b.close()
+            with patched_environ(server.env):
+                for n in sizes:
+                    url = f"s3://{BUCKET}/sync-{n}-{os.getpid()}"
+                    make_files(work / f"src-{n}", n, "base")
+                    lakelet.init(work / f"a-{n}", remote=url).add(work / f"src-{n}", "set")
+                    b = lakelet.init(work / f"b-{n}", remote=url)
+                    mark = server.mark()
+                    b.sync()
+                    first = server.since(mark)[0]
+                    b.close()
+                    make_files(work / f"new-{n}", NEW_NAMES, "new")
+                    lakelet.init(work / f"c-{n}", remote=url).add(work / f"new-{n}", "new")
+                    b = lakelet.open(work / f"b-{n}")
+                    mark = server.mark()
+                    t0 = time.perf_counter()
+                    report = b.sync()
+                    seconds = time.perf_counter() - t0
+                    assert report.new_names == NEW_NAMES, report
+                    out.append(MotoResult(n, first, server.since(mark)[0], seconds))
+                    b.close()
         finally:
             server.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     return out
 
 

@@ -34,7 +34,8 @@ from ._digest import Digest
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
 from ._names import validate_name
-from ._objects import adopt_file, hash_stream, write_blob
+from ._objects import adopt_file, hash_stream, sync_filesystem, write_blob
+from ._sync import _parallel
 
 if TYPE_CHECKING:
     from ._lake import Lake
@@ -217,14 +218,10 @@ class Datasets:
         return _Written(relative, str(blob.digest), blob.size, rows, partition)
 
     def _upload(self, name: str, written: list[_Written]) -> None:
-        from ._objects import sync_filesystem
-
         sync_filesystem(self.lake.root)  # the files are durable before a manifest names them
         syncer = self.lake._syncer()
         if syncer is None:
             return
-        from ._sync import _parallel
-
         _parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
                                                  f"datasets/{name}/{w.relative}"),
                   written, syncer.remote.transfers)

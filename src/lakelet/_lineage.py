@@ -99,15 +99,7 @@ def add_environment() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    from . import __version__
-
-    return {
-        "user": _config.current_user(),
-        "host": socket.gethostname(),
-        "lakelet": __version__,
-        "python": platform.python_version(),
-        "executable": sys.executable,
-    }
+    return {"user": _config.current_user(), **add_environment(), "executable": sys.executable}
 
 
 def downstream(lake: Lake, name: str, depth: int | None = None) -> list[File]:

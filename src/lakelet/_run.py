@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._current import current_lake
+from ._environ import patched_environ
 from ._errors import InvalidArgumentError, LakeletError
 from ._lake import Lake
 from ._stage import Stage
@@ -94,15 +95,8 @@ def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> 
         stage = getattr(stage, part)
     if not isinstance(stage, Stage):
         raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
-    previous = os.environ.get("LAKELET_RUN_ID")
-    os.environ["LAKELET_RUN_ID"] = run_id
-    try:
+    with patched_environ({"LAKELET_RUN_ID": run_id}):
         stage.run(_worker_lake(spec), (), {})
-    finally:
-        if previous is None:
-            os.environ.pop("LAKELET_RUN_ID", None)
-        else:
-            os.environ["LAKELET_RUN_ID"] = previous
     return qualname
 
 

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -34,7 +35,8 @@ from . import _lineage, _outputs
 from ._codehash import CodeIdentity, code_identity, module_packages, qualified_name
 from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
-from ._errors import InvalidArgumentError, NameExistsError
+from ._environ import patched_environ
+from ._errors import InvalidArgumentError, NameExistsError, NotFoundError
 from ._file import File
 from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
 from ._lake import Lake
@@ -109,6 +111,7 @@ class Stage:
         self.format: Format | None = get_format(options["format"]) if options.get("format") else None
         if options.get("name") is not None:
             validate_name(options["name"])
+        self._signature = inspect.signature(func)  # built once: key() runs on every call
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
 
@@ -142,11 +145,8 @@ class Stage:
         return hashlib.sha256(blob).hexdigest(), parts
 
     def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-        import inspect
-
-        signature = inspect.signature(self.func)
         try:
-            bound = signature.bind_partial(*args, **kwargs)
+            bound = self._signature.bind_partial(*args, **kwargs)
         except TypeError as e:
             raise InvalidArgumentError(f"stage {self.qualname}: {e}") from None
         clash = set(bound.arguments) & set(self.inputs)
@@ -203,9 +203,10 @@ class Stage:
             return self._execute(lake, key, parts, record_name, args, kwargs)
 
     def _load_hit(self, lake: Lake, record_name: str) -> Any:
-        if not lake.exists(record_name):
+        try:  # one lookup: the run record is the cache entry
+            record = json.loads(lake.file(record_name).read_bytes())
+        except NotFoundError:
             return None
-        record = json.loads(lake.file(record_name).read_bytes())
         returned = record["returned"]
         if returned["kind"] == "files":
             files = [lake.file(n) for n in returned["names"]]
@@ -334,25 +335,18 @@ class _Mask(logging.Filter):
 
 @contextlib.contextmanager
 def _secret_environment(values: dict[str, str]) -> Iterator[None]:
-    """The stage's secrets in os.environ for its run only; the environment is restored after,
-    also when the stage raises."""
+    """The stage's secrets in os.environ for its run only, with log records masked."""
     if not values:
         yield
         return
-    saved = {k: os.environ.get(k) for k in values}
     mask = _Mask(list(values.values()))
-    handlers = [h for h in logging.getLogger().handlers]
+    handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(mask)
-    os.environ.update(values)
     try:
-        yield
+        with patched_environ(values):
+            yield
     finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
         for handler in handlers:
             handler.removeFilter(mask)
 

@@ -61,8 +61,8 @@ def build(lake: Lake, records: list[dict[str, Any]]) -> Graph:
         for name in outputs:
             edge(run, node(f"file:{name}", "file", name))
         for written in record.get("datasets_written") or []:
-            dataset = written["name"] if isinstance(written, dict) else str(written)
-            edge(run, node(f"dataset:{dataset}", "dataset", dataset))
+            dataset = written["dataset"]
+            edge(run, node(f"dataset:{dataset}", "dataset", dataset, version=written.get("version")))
     return graph
 
 

@@ -445,5 +445,20 @@ def fsck(ctx: click.Context) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires the token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, help="Token every request must carry (made up when --host is not "
+                                            "loopback and none is given).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@click.pass_context
+def ui(ctx: click.Context, host: str, port: int, token: str | None, open_browser: bool) -> None:
+    """Serve a read-only web page on the lake: names, lineage graph, datasets, runs."""
+    from lakelet.ui import serve
+
+    serve(_lake(ctx), host, port, token, open_browser, announce=click.echo)
+
+
 def main() -> None:
     cli(prog_name="lakelet")

@@ -201,6 +201,30 @@ def test_cli_refuses_a_port_in_use_in_one_line(built) -> None:
     assert b"Traceback" not in out.stderr
 
 
+def test_cli_serves_off_loopback_only_with_a_token(built) -> None:
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "lakelet", "--lake", str(built[0].root), "ui",
+                               "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # printed once the socket listens
+        url = re.search(r"http://0\.0\.0\.0:(\d+)/\?token=(\S+)", line)
+        assert url, line
+        port, token = url.groups()
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/lake").status_code == 401
+        assert httpx.get(f"{base}/api/lake", params={"token": "guess"}).status_code == 401
+        response = httpx.get(f"{base}/api/lake", params={"token": token})
+        assert response.status_code == 200 and response.json()["root"] == str(built[0].root)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # --- the page in a real browser -----------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -457,7 +457,11 @@ def ui(ctx: click.Context, host: str, port: int, token: str | None, open_browser
     """Serve a read-only web page on the lake: names, lineage graph, datasets, runs."""
     from lakelet.ui import serve
 
-    serve(_lake(ctx), host, port, token, open_browser, announce=click.echo)
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()  # the URL must show now, also through a pipe, while the server runs on
+
+    serve(_lake(ctx), host, port, token, open_browser, announce=announce)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import lakelet
+from lakelet._environ import patched_environ
 from lakelet.ui import create_app, listen
 
 from . import ui_fixture
@@ -26,18 +27,10 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Iterator[tuple[lakelet.Lake, str]]:
     root = tmp_path_factory.mktemp("ui")
-    saved = {k: os.environ.get(k) for k in ("LAKELET_SECRET_KEY", "LAKELET_USER")}
-    os.environ["LAKELET_SECRET_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    os.environ["LAKELET_USER"] = "tester@example.com"
-    try:
+    key = base64.b64encode(os.urandom(32)).decode()
+    with patched_environ({"LAKELET_SECRET_KEY": key, "LAKELET_USER": "tester@example.com"}):
         lake, module = ui_fixture.build(root)
         yield lake, module.__name__
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from rich.table import Table
 
 import lakelet
 from lakelet import File, Lake, LakeletError
+from lakelet._expiry import parse_duration
 
 from . import _datasets_view
 from ._render import DelayedBar, human_size, stderr, stdout
@@ -298,7 +299,7 @@ def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool) -> None:
     """Drop expired pipeline runs and objects that no name refers to."""
     from lakelet._gc import collect
 
-    report = collect(_lake(ctx), timedelta(seconds=_seconds(ttl)), dry_run=dry_run, remote=on_remote)
+    report = collect(_lake(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
     verb = "would remove" if dry_run else "removed"
     stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
                  f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)})", highlight=False)
@@ -412,18 +413,8 @@ def evict(ctx: click.Context, prefix: str) -> None:
 @click.pass_context
 def url(ctx: click.Context, name: str, expires: str) -> None:
     """A URL another tool can read NAME from (presigned on cloud stores)."""
-    click.echo(_lake(ctx).url(name, expires=_seconds(expires)))
-
-
-def _seconds(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
-    except (ValueError, IndexError, KeyError):
-        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: use e.g. 30m, 1h, 7d") from None
-    if value <= 0:
-        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: it must be positive")
-    return value
+    seconds = parse_duration(expires, "--expires").total_seconds()
+    click.echo(_lake(ctx).url(name, expires=max(1, int(seconds))))
 
 
 @cli.command()

@@ -1,10 +1,16 @@
-"""Lifetimes: durations (``ttl=``, ``gc --ttl``, ``url --expires``)."""
+"""Lifetimes: durations (``ttl=``, ``gc --ttl``, ``url --expires``) and the expiry of stage runs.
+
+A stage declared with ``ttl=`` writes ``ttl_s`` and ``expires_at`` into its run
+record (and ``expires_at`` into its outputs' metadata), so every machine
+sharing the lake knows when its outputs may go.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ._errors import InvalidArgumentError
 
@@ -35,3 +41,22 @@ def parse_duration(value: object, what: str = "duration") -> timedelta:
         raise InvalidArgumentError(f"invalid {what} {value!r}: it must be at most 100 years "
                                    "(a stage whose output never expires has no ttl=)")
     return timedelta(seconds=seconds)
+
+
+def stage_ttl(stage: str, options: dict[str, Any]) -> timedelta | None:
+    """The ``ttl=`` option of a stage, checked when it is decorated."""
+    if options.get("ttl") is None:
+        return None
+    ttl = parse_duration(options["ttl"], f"ttl of stage {stage}")
+    if options.get("name") is not None:  # an expired name could never be bound again
+        raise InvalidArgumentError(
+            f"stage {stage}: ttl= cannot go with name= (a lake name is never rebound, so an expired "
+            "output could not be recomputed under it): drop one of them")
+    return ttl
+
+
+def expiry_fields(ttl: timedelta | None) -> dict[str, Any]:
+    """What a run record says of its lifetime: counted from the end of the run."""
+    if ttl is None:
+        return {}
+    return {"ttl_s": ttl.total_seconds(), "expires_at": (datetime.now(UTC) + ttl).isoformat()}

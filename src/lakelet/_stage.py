@@ -37,6 +37,7 @@ from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError, NotFoundError
+from ._expiry import expiry_fields, stage_ttl
 from ._file import File
 from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
 from ._lake import Lake
@@ -111,6 +112,7 @@ class Stage:
         self.format: Format | None = get_format(options["format"]) if options.get("format") else None
         if options.get("name") is not None:
             validate_name(options["name"])
+        self.ttl = stage_ttl(self.qualname, options)
         self._signature = inspect.signature(func)  # built once: key() runs on every call
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
@@ -227,6 +229,9 @@ class Stage:
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
         meta = {"stage": self.qualname, "run": record_name}
+        expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
+        if expiry:
+            meta["expires_at"] = expiry["expires_at"]
         try:
             written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
         finally:
@@ -250,6 +255,7 @@ class Stage:
             "started_at": started.isoformat(),
             "ended_at": datetime.now(UTC).isoformat(),
             "duration_s": round(duration, 6),
+            **expiry,
         }
         tmp = new_temp_path(lake.root / "tmp")
         try:

@@ -29,6 +29,7 @@ from typing import Any
 from ._current import current_lake
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, LakeletError
+from ._expiry import current_run_record
 from ._lake import Lake
 from ._stage import Stage
 
@@ -160,7 +161,7 @@ def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], rep
             continue
         stage = nodes[name]
         key, _ = stage.key(lake)
-        if lake.exists(f"stages/{name}/{key[:40]}.json"):
+        if current_run_record(lake, name, key)[1] is not None:
             report.skipped.append(name)
             report.stages[name] = {"status": "skipped", "duration_s": None, "why": "cached"}
             continue

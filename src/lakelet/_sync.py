@@ -157,9 +157,10 @@ class Syncer:
         report.names = len(created) + len(same)
         return report
 
-    def tombstone(self, record: NameRecord) -> None:
-        self.remote.tombstone(record)
-        self.remote.append_journal([record])
+    def tombstone(self, records: list[NameRecord]) -> None:
+        for record in records:
+            self.remote.tombstone(record)
+        self.remote.append_journal(records)
 
     # reading from the remote
 

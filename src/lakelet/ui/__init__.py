@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .._lake import Lake
 
 LOOPBACK = "127.0.0.1"
+_EXTRA = {"fastapi", "starlette", "pydantic", "uvicorn"}  # what `pip install 'lakelet[ui]'` brings
 
 
 def is_loopback(host: str) -> bool:
@@ -31,7 +32,9 @@ def is_loopback(host: str) -> bool:
 def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
     try:
         from ._app import create_app as make
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name not in _EXTRA:
+            raise
         raise InvalidArgumentError(
             f"lakelet ui needs the ui extra ({e.name} is missing): pip install 'lakelet[ui]'") from None
     return make(lake, token)

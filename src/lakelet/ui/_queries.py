@@ -13,8 +13,9 @@ from typing import Any
 
 from .. import _config
 from .._errors import NotFoundError
+from .._expiry import is_run_record
 from .._file import File
-from .._lake import _RUN_RECORD, Lake
+from .._lake import Lake
 from .._lineage import input_labels
 from .._lineage_graph import around, whole
 from .._names import validate_name
@@ -31,7 +32,7 @@ def _file_row(f: File) -> dict[str, Any]:
 
 
 def _kind(name: str, meta: dict[str, Any]) -> str:
-    if _RUN_RECORD.match(name):
+    if is_run_record(name):
         return "run record"
     return "stage output" if "stage" in meta else "added"
 

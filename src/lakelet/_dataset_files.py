@@ -1,6 +1,9 @@
 """A dataset write's Parquet files: streamed through pyarrow's dataset writer into a staging
-folder, hashed in place, renamed under their digest, with the column statistics of the write
-(gathered as the batches stream past, ``_stats``).
+folder, hashed in place, renamed under their digest, with the column statistics of the write.
+
+The statistics cost almost nothing beside the writer (``_stats``): counts come from the
+batches' null counts, min and max from the Parquet metadata the writer hands back for each
+file it closes, the numeric samples from a reservoir that touches a few thousand values.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from . import _stats
 from ._objects import adopt_file, hash_stream
@@ -38,6 +42,12 @@ def partition_value(raw: str, type_: pa.DataType) -> pa.Scalar | None:
     return None if value == NULL_PARTITION else pa.scalar(value).cast(type_)
 
 
+def _min_max_from_path(type_: pa.DataType) -> bool:
+    """Types whose Hive path segment spells the value exactly (a float or a timestamp is
+    printed, and might not parse back to the same value)."""
+    return pa.types.is_string(type_) or pa.types.is_integer(type_) or pa.types.is_date(type_)
+
+
 def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, partition_by: list[str],
                 compression: str) -> tuple[list[Written], dict[str, Any], int]:
     """Write ``reader`` as Parquet under ``folder`` (content-named files, Hive folders), via
@@ -45,7 +55,11 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
 
     The files are not yet durable: the caller syncs before a manifest names them.
     """
-    columns = {f.name: _stats.ColumnStats(f.name, f.type) for f in reader.schema}
+    types = {f.name: f.type for f in reader.schema}
+    by_path = {c for c in partition_by if _min_max_from_path(types[c])}
+    scanned = set(partition_by) - by_path  # partition columns are not in the files' metadata
+    columns = {name: _stats.ColumnStats(name, t, min_max_from_data=name in scanned)
+               for name, t in types.items()}
     counted = [0]
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -55,7 +69,7 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
                 columns[column].update(batch.column(i))
             yield batch
 
-    files: list[tuple[str, int]] = []
+    files: list[tuple[str, pq.FileMetaData]] = []
     try:
         pads.write_dataset(
             pa.RecordBatchReader.from_batches(reader.schema, batches()), staging,
@@ -63,9 +77,24 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
             file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
             basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
             existing_data_behavior="error", min_rows_per_group=1 << 17, max_rows_per_group=1 << 20,
-            file_visitor=lambda wf: files.append((wf.path, wf.metadata.num_rows)),
+            file_visitor=lambda wf: files.append((wf.path, wf.metadata)),
         )
-        written = [_place(staging, folder, Path(path), rows) for path, rows in files]
+        data_types = {n: t for n, t in types.items() if n not in partition_by}
+        written = []
+        for path, metadata in files:
+            staged = Path(path)
+
+            def read_back(row_group: int, column: str, staged: Path = staged) -> pa.ChunkedArray:
+                return pq.ParquetFile(staged).read_row_group(row_group, columns=[column]).column(0)
+
+            for name, lo, hi in _stats.parquet_min_max(metadata, data_types, read_back):
+                columns[name].observe(lo, hi)
+            w = _place(staging, folder, staged, metadata.num_rows)
+            for name in by_path & w.partition.keys():
+                value = partition_value(w.partition[name], types[name])
+                if value is not None:
+                    columns[name].observe(value.as_py(), value.as_py())
+            written.append(w)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written, {c: s.to_json() for c, s in columns.items()}, counted[0]

@@ -6,9 +6,10 @@ Layout, the same under the lake root and on the remote (docs/datasets.md):
     datasets/<name>/_manifests/<version>.json                one per version, written once
 
 A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
-temp folder (``_dataset_files``; statistics are gathered on the way), renames
-each file under its digest, uploads the files, then commits the version by
-creating its manifest with a conditional create. Two writers that pick the
+temp folder (``_dataset_files``: statistics from the batches' null counts and
+the writer's Parquet metadata), renames each file under its digest, uploads
+the files, then commits the version by creating its manifest with a
+conditional create. Two writers that pick the
 same version number: one wins; the other re-reads the winner's manifest,
 re-checks the schema and commits the next number (an append keeps both
 writers' files).

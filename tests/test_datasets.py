@@ -119,11 +119,12 @@ def test_min_max_from_parquet_metadata_and_folders_are_the_data_s(lake) -> None:
         "ns": pa.array([1, 1_700_000_000_123_456_789, None, 2, 3], pa.timestamp("ns")),
         "u64": pa.array([1, 2**64 - 1, 3, None, 2], pa.uint64()),
         "zero": [0.0, 0.0, None, 0.0, 0.0],  # Parquet records the min of zeros as -0.0
+        "nan": [float("nan"), 2.0, None, -1.5, float("nan")],  # Parquet skips NaN
     })
     stats = lake.write_dataset("edge", table, partition_by=["part", "year"]).stats()
     for name in table.column_names:
         column = table[name]
-        mm = pc.min_max(column)
+        mm = pc.min_max(column)  # also skips NaN (all NaN: it gives NaN, lakelet None)
         lo, hi = (_iso(mm["min"].as_py()), _iso(mm["max"].as_py()))
         assert (stats[name]["min"], stats[name]["max"]) == (lo, hi), name
         assert (stats[name]["count"], stats[name]["nulls"]) == (5 - column.null_count, column.null_count)
@@ -134,6 +135,7 @@ def test_min_max_from_parquet_metadata_and_folders_are_the_data_s(lake) -> None:
     assert stats["ns"]["max"] == "2023-11-14T22:13:20.123456789"
     assert stats["u64"]["max"] == 2**64 - 1
     assert stats["zero"]["min"] == 0.0 and math.copysign(1.0, stats["zero"]["min"]) == 1.0
+    assert stats["nan"]["quantiles"]["0.5"] == 2.0 and stats["nan"]["histogram"]["counts"][0] == 1
 
 
 def test_a_second_machine_fetches_only_the_partitions_it_reads(tmp_path) -> None:

@@ -190,7 +190,8 @@ def merge(older: dict[str, Any] | None, newer: dict[str, Any], rng_seed: int = 0
 def summary(stats: dict[str, Any]) -> dict[str, Any]:
     """What ``Dataset.stats()`` shows: the sample turned into quantiles and a histogram."""
     out = {k: v for k, v in stats.items() if k != "sample"}
-    sample = sorted(stats.get("sample", {}).get("values", []))
+    values = stats.get("sample", {}).get("values", [])
+    sample = sorted(v for v in values if v == v)  # NaN has no rank and no bin
     if sample and stats.get("min") is not None:
         n = len(sample)
         out["quantiles"] = {str(q): sample[min(n - 1, int(q * n))] for q in QUANTILES}
@@ -199,7 +200,7 @@ def summary(stats: dict[str, Any]) -> dict[str, Any]:
         counts = [0] * HISTOGRAM_BINS
         for v in sample:
             counts[min(HISTOGRAM_BINS - 1, int((v - lo) / width))] += 1
-        scale = stats["count"] / n
+        scale = stats["count"] / len(values)  # so the bins estimate rows; NaN rows are in none
         out["histogram"] = {
             "edges": [lo + i * width for i in range(HISTOGRAM_BINS + 1)],
             "counts": [round(c * scale) for c in counts],

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import blake3
 import duckdb
 import pandas as pd
 import polars as pl
@@ -36,6 +37,8 @@ def test_write_versions_and_read_back(lake) -> None:
     for f in ds.files:  # Hive layout, files named by their content digest
         assert f["relative"].startswith("dt=2025-01-2") and f["relative"].split("/")[-1].startswith("part-")
         assert f["digest"].startswith("blake3:") and f["digest"][7:39] in f["relative"]
+        content = (ds.folder / f["relative"]).read_bytes()
+        assert f["digest"] == f"blake3:{blake3.blake3(content).hexdigest()}" and f["size"] == len(content)
     with pytest.raises(lakelet.NotFoundError):
         lake.dataset("sales/orders", version=3)
     with pytest.raises(lakelet.NotFoundError):

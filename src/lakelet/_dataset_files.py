@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import _stats
-from ._objects import adopt_file, hash_stream
+from ._objects import adopt_file, hash_file, start_writeback
 
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
@@ -70,6 +70,13 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
             yield batch
 
     files: list[tuple[str, pq.FileMetaData]] = []
+
+    def visit(written: pads.WrittenFile) -> None:
+        files.append((written.path, written.metadata))
+        # The writer closes most files at the very end; their writeback starts now, while the
+        # others close and these are hashed, instead of at the sync before the manifest.
+        start_writeback(written.path)
+
     try:
         pads.write_dataset(
             pa.RecordBatchReader.from_batches(reader.schema, batches()), staging,
@@ -77,7 +84,7 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
             file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
             basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
             existing_data_behavior="error", min_rows_per_group=1 << 17, max_rows_per_group=1 << 20,
-            file_visitor=lambda wf: files.append((wf.path, wf.metadata)),
+            file_visitor=visit,
         )
         data_types = {n: t for n, t in types.items() if n not in partition_by}
         written = []
@@ -104,8 +111,7 @@ def _place(staging: Path, folder: Path, path: Path, rows: int) -> Written:
     relative_dir = path.parent.relative_to(staging).as_posix()
     partition = dict(part.split("=", 1) for part in relative_dir.split("/") if "=" in part)
     target = folder / relative_dir if relative_dir != "." else folder
-    with open(path, "rb") as f:  # hash in place, then rename: the staging dir is on the same disk
-        digest, size = hash_stream(f)
+    digest, size = hash_file(path)  # in place, then a rename: the staging dir is on the same disk
     blob = adopt_file(path, digest, size, lambda d: target / f"part-{d.hexdigest[:32]}.parquet",
                       durable=False)
     return Written(blob.path.relative_to(folder).as_posix(), str(blob.digest), blob.size, rows, partition)

@@ -105,6 +105,17 @@ def test_statistics(lake) -> None:
     assert (stats["s"]["min"], stats["s"]["max"], stats["s"]["nulls"]) == ("a", "z", 1)
 
 
+def test_quantiles_of_a_large_write_come_from_a_uniform_sample(lake) -> None:
+    n = 300_000  # streamed in six batches: the reservoir keeps 4,096 of them
+    batches = (pa.record_batch({"v": pa.array(range(i, i + 50_000))}) for i in range(0, n, 50_000))
+    reader = pa.RecordBatchReader.from_batches(pa.schema({"v": pa.int64()}), batches)
+    stats = lake.write_dataset("big", reader).stats()["v"]
+    assert (stats["count"], stats["min"], stats["max"], stats["exact"]) == (n, 0, n - 1, False)
+    for q, value in stats["quantiles"].items():  # rank error ~1/sqrt(4096) = 1.6 % of the rows
+        assert abs(value - float(q) * n) < 0.05 * n, (q, value)
+    assert all(abs(c - n / 10) < 0.25 * n / 10 for c in stats["histogram"]["counts"]), stats["histogram"]
+
+
 def _iso(value: object) -> object:
     return value.isoformat() if hasattr(value, "isoformat") else value
 

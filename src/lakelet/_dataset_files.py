@@ -64,10 +64,10 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
+            yield batch  # first: the writer encodes it while its statistics are gathered
             counted[0] += batch.num_rows
             for i, column in enumerate(batch.schema.names):
                 columns[column].update(batch.column(i))
-            yield batch
 
     files: list[tuple[str, pq.FileMetaData]] = []
 

@@ -85,7 +85,7 @@ class ColumnStats:
             self.max = hi
 
     def _offer(self, values: pa.Array) -> None:
-        """Reservoir sampling with Li's Algorithm L: the skips between replacements are drawn,
+        """Reservoir sampling with Li's Algorithm L: the gaps between replacements are drawn,
         so a batch costs O(replacements), about SAMPLE_SIZE·ln(rows/SAMPLE_SIZE) in all; the
         values replaced in a batch are fetched with one ``take``, not one boxed scalar each."""
         start, n = self.seen, len(values)
@@ -94,22 +94,27 @@ class ColumnStats:
         if fill > 0:
             self.sample += [float(v) for v in values.slice(0, fill).to_pylist()]
             if len(self.sample) == SAMPLE_SIZE:
-                self._w = math.exp(math.log(self._rng.random()) / SAMPLE_SIZE)
-                self._next = SAMPLE_SIZE - 1 + self._skip()
+                # W = U^(1/k) with U in (0, 1]; W must stay below 1 for log(1 - W)
+                w = min((1.0 - self._rng.random()) ** (1.0 / SAMPLE_SIZE), math.nextafter(1.0, 0.0))
+                self._w = w
+                self._next = SAMPLE_SIZE + int(math.log(1.0 - self._rng.random()) / math.log(1.0 - w))
         if len(self.sample) < SAMPLE_SIZE:
             return
-        slots, picks = [], []
-        while self._next < start + n:
-            slots.append(self._rng.randrange(SAMPLE_SIZE))
-            picks.append(self._next - start)
-            self._w *= math.exp(math.log(self._rng.random()) / SAMPLE_SIZE)
-            self._next += self._skip()
+        # The loop runs ~20,000 times for the first million rows: locals, inlined steps and
+        # a power for W instead of exp(log(u)/k) halve its cost. 1 - rand() is in (0, 1]: its
+        # log is finite.
+        rand, w, taken, end = self._rng.random, self._w, self._next, start + n
+        slots: list[int] = []
+        picks: list[int] = []
+        while taken < end:
+            slots.append(int(rand() * SAMPLE_SIZE))
+            picks.append(taken - start)
+            w *= (1.0 - rand()) ** (1.0 / SAMPLE_SIZE)
+            taken += int(math.log(1.0 - rand()) / math.log(1.0 - w)) + 1
+        self._w, self._next = w, taken
         if picks:
             for slot, value in zip(slots, values.take(pa.array(picks, pa.int64())).to_pylist(), strict=True):
                 self.sample[slot] = float(value)  # in draw order: a slot drawn twice keeps the later
-
-    def _skip(self) -> int:
-        return int(math.log(self._rng.random()) / math.log(1 - self._w)) + 1
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type), "count": self.count, "nulls": self.nulls,
@@ -117,7 +122,6 @@ class ColumnStats:
         if _numeric(self.type):
             out["sample"] = {"seen": self.seen, "values": self.sample}
         return out
-
 
 
 def parquet_min_max(metadata: pq.FileMetaData, types: dict[str, pa.DataType],

@@ -246,3 +246,14 @@ def test_a_dataset_written_inside_a_stage_is_in_its_lineage(lake) -> None:
     assert load_orders("2025-01-20") == {"rows": 2}
     output = next(f for f in lake.ls("stages/") if "/output." in f.name)
     assert output.lineage()["datasets_written"] == [{"dataset": "orders", "version": 1, "rows": 2}]
+
+
+def test_a_dataset_name_longer_than_a_file_name_is_refused_in_one_line(lake) -> None:
+    import pyarrow as pa
+
+    long_name = "sales/" + "a" * 300  # a valid lake name, but a dataset's name is a folder path
+    write = lambda: lake.write_dataset(long_name, pa.table({"x": [1]}))  # noqa: E731
+    for attempt in (write, lambda: lake.dataset(long_name)):
+        with pytest.raises(lakelet.InvalidNameError, match="a segment is at most 255 bytes"):
+            attempt()
+    assert lake.datasets() == []

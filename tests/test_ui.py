@@ -110,6 +110,7 @@ def test_runs_say_what_ran_and_why(client, built) -> None:
 @pytest.mark.parametrize("path", [
     "/api/files/no/such.csv", "/api/files/a/../../etc/passwd", "/api/files/%2E%2E/x", "/api/datasets/nope",
     "/api/runs/nope", "/api/rows/nope", "/api/lineage?name=..%2Fsecret",
+    "/api/datasets/" + "a" * 300, "/api/rows/x/" + "é" * 200,  # longer than a file name may be: schemathesis
 ])
 def test_bad_names_are_a_404_with_one_clear_line(client, path) -> None:
     response = client.get(path)

@@ -33,7 +33,7 @@ from ._dataset_files import Written, partition_value, staging_dir, write_files
 from ._digest import Digest
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
-from ._names import validate_name
+from ._names import validate_path_name
 from ._objects import sync_filesystem, write_blob
 from ._sync import _parallel
 
@@ -154,7 +154,7 @@ class Datasets:
     # writing
 
     def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
-        validate_name(name)
+        validate_path_name(name, "dataset name")
         if mode not in ("append", "overwrite"):
             raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
         reader = _normalized(_reader(data))

@@ -15,7 +15,7 @@ from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundErr
 from ._expiry import is_run_record
 from ._file import File
 from ._fsck import FsckReport
-from ._names import validate_name, validate_prefix
+from ._names import validate_name, validate_path_name, validate_prefix
 from ._objects import (
     VerifiedReader,
 )
@@ -279,7 +279,7 @@ class Lake:
         from ._datasets import Dataset, Datasets
 
         store = Datasets(self)
-        validate_name(name)
+        validate_path_name(name, "dataset name")
         wanted = version if version is not None else store.latest_version(name)
         manifest = store.read_manifest(name, wanted) if wanted else None
         if manifest is None:

@@ -23,9 +23,9 @@ print("done", flush=True)
 
 # Every step of an add, in order (see _faults.reached calls).
 SINGLE_FILE_POINTS = ["blob-partly-written", "blob-before-rename", "blob-after-rename",
-                      "objects-stored", "ref-bound", "names-bound"]
+                      "objects-stored", "segment-written", "names-bound"]
 DIRECTORY_POINTS = ["blob-partly-written", "blob-after-rename", "objects-stored",
-                    "ref-bound", "names-bound"]
+                    "segment-written", "names-bound"]
 
 
 def _add_in_subprocess(lake_root: Path, src: Path, name: str, crash_at: str | None):

@@ -2,7 +2,8 @@
 
 The order is what makes a crash harmless: every object is durable before any
 name points at it, names are compared with what is already bound before
-anything is written, and a failure while binding unbinds what this call bound.
+anything is written, and all the names of one call are bound by one segment
+(``_bind``): all of them or none.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from . import _config, _faults
+from . import _bind, _config, _faults
 from ._digest import DEFAULT_ALGORITHM, Digest
 from ._objects import StoredBlob, adopt_file, hash_stream, is_cross_device, sync_filesystem, write_blob
 from ._progress import Progress
@@ -31,12 +32,15 @@ def ingest(
     progress: Progress,
 ) -> list[NameRecord]:
     progress.add_total(sum(s.size or 0 for _, s in items))
+    catalog, refs = lake._catalog, lake._lake.refs
     # Names already bound are compared by hash only, before anything is written,
     # so a conflict anywhere in a directory changes nothing and an unchanged
     # re-add costs no copy.
+    _bind.catch_up(catalog, refs)
+    bound = catalog.get_many(LAKE, [n for n, _ in items])
     existing: dict[str, NameRecord] = {}
     for n, source in items:
-        record = lake._lookup(LAKE, n, ask_remote=False)  # the remote arbitrates below
+        record = bound.get(n)
         if record is None:
             continue
         if record.removed_at is None:
@@ -63,34 +67,16 @@ def ingest(
         NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
     ]
     syncer = lake._syncer() if lake.config.upload == "write-through" else None
-    if syncer is not None and wanted:
-        try:
-            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
-        except BaseException:
-            _return_moved(stored, move)
-            raise
-    created: list[NameRecord] = []
     try:
-        for record in wanted:
-            bound, is_new = lake._lake.refs.bind_once(record, durable=durable)
-            if is_new:
-                created.append(bound)
-            else:
-                existing[n] = bound
+        if syncer is not None and wanted:
+            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+        root = lake.root
+        verified = [(blob.path.relative_to(root).as_posix(), blob.fingerprint) for _, _, blob in stored]
+        created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
-        for record in created:
-            lake._lake.refs.unbind_created(record.name)
         _return_moved(stored, move)
         raise
-    if not durable:
-        sync_filesystem(lake.root)
-    _faults.reached("names-bound")
-
-    lake._catalog.upsert([*created, *existing.values()])
-    lake._catalog.record_verified_many(
-        (blob.path.relative_to(lake.root).as_posix(), blob.fingerprint)
-        for _, _, blob in stored
-    )
+    existing.update((r.name, r) for r in same)
     if move:
         _remove_moved_sources([s for _, s in items])
     by_name = {r.name: r for r in [*created, *existing.values()]}

@@ -51,7 +51,7 @@ def fingerprint_of(st: os.stat_result) -> Fingerprint:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
     while data:
         written = os.write(fd, data)
         data = data[written:]
@@ -150,7 +150,7 @@ def write_blob(
         while n := reader.readinto(buffer):
             chunk = view[:n]
             hasher.update(chunk)
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
             size += n
             progress.advance(n)
             if durable and size - flushed >= _WRITEBACK_AFTER:

@@ -13,8 +13,17 @@ import os
 from typing import TYPE_CHECKING
 
 from . import _bind, _config, _faults
-from ._digest import DEFAULT_ALGORITHM, Digest
-from ._objects import StoredBlob, adopt_file, hash_stream, is_cross_device, sync_filesystem, write_blob
+from ._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
+from ._objects import (
+    ObjectStore,
+    StoredBlob,
+    adopt_file,
+    hash_stream,
+    is_cross_device,
+    sync_filesystem,
+    write_blob,
+    write_small_blob,
+)
 from ._progress import Progress
 from ._refs import NameRecord, check_same_content, utc_now
 from ._scopes import LAKE
@@ -54,10 +63,7 @@ def ingest(
 
     durable = len(items) - len(existing) <= 1
     creator = _config.current_user()
-    stored: list[tuple[str, Source, StoredBlob]] = []
-    for n, source in items:
-        if n not in existing:
-            stored.append((n, source, _store_lake_object(lake, source, move, durable, progress)))
+    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], move, durable, progress)
     if not durable:
         sync_filesystem(lake.root)
     _faults.reached("objects-stored")
@@ -70,8 +76,8 @@ def ingest(
     try:
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
-        root = lake.root
-        verified = [(blob.path.relative_to(root).as_posix(), blob.fingerprint) for _, _, blob in stored]
+        root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
+        verified = [(os.fspath(blob.path)[root:], blob.fingerprint) for _, _, blob in stored]
         created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
         _return_moved(stored, move)
@@ -81,6 +87,33 @@ def ingest(
         _remove_moved_sources([s for _, s in items])
     by_name = {r.name: r for r in [*created, *existing.values()]}
     return [by_name[n] for n, _ in items]
+
+
+def _store_objects(
+    lake: Lake, items: list[tuple[str, Source]], move: bool, durable: bool, progress: Progress
+) -> list[tuple[str, Source, StoredBlob]]:
+    """Store the content of ``items``; durable only if ``durable``."""
+    objects = lake._lake.objects
+    assert objects is not None
+    stored = []
+    for n, source in items:
+        if durable or move or source.local_path is None or (source.size or 0) >= CHUNK_SIZE:
+            blob = _store_lake_object(lake, source, move, durable, progress)
+        else:
+            # Most of a directory is small files, where per-file overhead, not bytes, is the cost.
+            blob = _store_small(lake, source, objects)
+            progress.advance(blob.size)
+        stored.append((n, source, blob))
+    return stored
+
+
+def _store_small(lake: Lake, source: Source, objects: ObjectStore) -> StoredBlob:
+    with source.open() as reader:
+        blob = write_small_blob(reader, os.fspath(lake._tmp), objects)
+        if blob is not None:
+            return blob
+        reader.seek(0)  # it grew since it was listed: stream it
+        return write_blob(reader, lake._tmp, objects.path, durable=False)
 
 
 def _store_lake_object(

@@ -110,7 +110,12 @@ def _chunk_buffer() -> tuple[bytearray, memoryview]:
 
 
 def new_temp_path(tmp_dir: Path) -> Path:
-    return tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    return Path(new_temp_name(os.fspath(tmp_dir)))
+
+
+def new_temp_name(tmp_dir: str) -> str:
+    # the pid first: fsck removes the temp files of processes that are gone
+    return f"{tmp_dir}/{os.getpid()}-{secrets.token_hex(8)}.tmp"
 
 
 def hash_stream(
@@ -167,6 +172,57 @@ def write_blob(
     return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
 
 
+def write_small_blob(
+    reader: BinaryIO, tmp_dir: str, store: ObjectStore, *, algorithm: str = DEFAULT_ALGORITHM
+) -> StoredBlob | None:
+    """Store what ``reader`` yields if it fits in one chunk; None (``reader`` partly read)
+    if it does not.
+
+    The bytes are hashed before anything is written, so content already stored
+    costs no write at all, and the temp file is written in one call. Not durable:
+    the caller owes one ``sync_filesystem`` before it publishes a name pointing
+    at the blob. Paths are strings here: at 10,000 small files, building ``Path``
+    objects cost as much CPU as the system calls.
+    """
+    buffer, view = _chunk_buffer()
+    size = 0
+    while n := reader.readinto(view[size:]):
+        size += n
+        if size == len(buffer):
+            return None
+    data = view[:size]
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    digest = Digest(algorithm, hasher.hexdigest())
+    final = store.path_name(digest)
+    # access(2) answers "not there", the common case, without raising FileNotFoundError
+    if os.access(final, os.F_OK) and (st := os.stat(final)).st_size == size:
+        return StoredBlob(digest, size, Path(final), fingerprint_of(st), created=False)
+    tmp = new_temp_name(tmp_dir)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    _faults.reached("blob-before-rename")
+    _replace_creating_parent(tmp, final)
+    _faults.reached("blob-after-rename")
+    return StoredBlob(digest, size, Path(final), fingerprint_of(os.stat(final)), created=True)
+
+
+def _replace_creating_parent(tmp: str | Path, final: str | Path) -> None:
+    # The fan-out directories exist after the first few hundred objects: try the rename
+    # first rather than pay a mkdir (and, with exist_ok, a stat) for every object.
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+
+
 def adopt_file(
     path: Path,
     digest: Digest,
@@ -203,9 +259,8 @@ def _place(
             # Same content is already stored: keep the existing blob.
             tmp.unlink(missing_ok=True)
             return StoredBlob(digest, size, final, fingerprint_of(st), created=False)
-    final.parent.mkdir(parents=True, exist_ok=True)
     _faults.reached("blob-before-rename")
-    os.replace(tmp, final)
+    _replace_creating_parent(tmp, final)
     if durable:
         fsync_dir(final.parent)
     _faults.reached("blob-after-rename")
@@ -261,10 +316,15 @@ class ObjectStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._prefix = os.path.join(directory, "")
 
     def path(self, digest: Digest) -> Path:
+        return Path(self.path_name(digest))
+
+    def path_name(self, digest: Digest) -> str:
+        """``path`` as a string, for the small-file path of a directory add."""
         h = digest.hexdigest
-        return self.directory / digest.algorithm / h[:2] / h[2:]
+        return f"{self._prefix}{digest.algorithm}/{h[:2]}/{h[2:]}"
 
     def has(self, digest: Digest) -> bool:
         return self.path(digest).is_file()

@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,16 +42,27 @@ def resolve(src: str | os.PathLike[str]) -> list[Source]:
 
 def _resolve_local(path: Path) -> list[Source]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return [
-            Source(p.relative_to(path).as_posix(), _local_opener(p), p, p.stat().st_size)
-            for p in files
-        ]
+        found = sorted(_walk(os.fspath(path), ""), key=lambda item: item[0].split("/"))
+        paths = [(rel, Path(p), size) for rel, p, size in found]
+        return [Source(rel, _local_opener(p), p, size) for rel, p, size in paths]
     if path.is_file():
         return [Source("", _local_opener(path), path, path.stat().st_size)]
     if path.exists():
         raise SourceError(f"{path} is neither a file nor a directory")
     raise NotFoundError(f"source {path} does not exist")
+
+
+def _walk(directory: str, relative: str) -> Iterator[tuple[str, str, int]]:
+    """(relative path, path, size) of every regular file under ``directory``, symlinks to files
+    included, symlinked directories not entered (as ``Path.rglob``). ``scandir`` knows most
+    entry types without a stat, which matters at 10,000 files."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            rel = f"{relative}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, rel + "/")
+            elif entry.is_file():
+                yield rel, entry.path, entry.stat().st_size
 
 
 def _local_opener(path: Path) -> Callable[[], BinaryIO]:

@@ -64,9 +64,15 @@ def _row_to_record(row: tuple) -> NameRecord:
     return NameRecord(scope, name, digest, size, created_at, creator, json.loads(meta), removed_at)
 
 
-def _record_to_row(r: NameRecord) -> tuple:
-    meta = json.dumps(r.meta, sort_keys=True)
-    return (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, meta, r.removed_at)
+def _rows(records: Iterable[NameRecord]) -> Iterator[tuple]:
+    # The records of one add share one meta dict: encode it once, not once per name
+    # (the entry keeps the dict alive, so its id cannot be reused meanwhile).
+    encoded: dict[int, tuple[dict, str]] = {}
+    for r in records:
+        hit = encoded.get(id(r.meta))
+        if hit is None:
+            hit = encoded[id(r.meta)] = (r.meta, json.dumps(r.meta, sort_keys=True))
+        yield (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, hit[1], r.removed_at)
 
 
 class Catalog:
@@ -162,7 +168,7 @@ class Catalog:
 
     def upsert(self, records: Iterable[NameRecord]) -> None:
         with self._transaction() as db:
-            db.executemany(_INSERT, (_record_to_row(r) for r in records))
+            db.executemany(_INSERT, _rows(records))
 
     # lake-name segments (see _bind)
 
@@ -184,7 +190,7 @@ class Catalog:
         with self._transaction() as db:
             db.executemany(
                 f"INSERT OR IGNORE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_record_to_row(r) for r in records),
+                _rows(records),
             )
             db.executemany(
                 "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
@@ -217,7 +223,7 @@ class Catalog:
                 "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)"
             )
             db.execute("DELETE FROM verified")
-            db.executemany(_INSERT, (_record_to_row(r) for r in records))
+            db.executemany(_INSERT, _rows(records))
             db.execute(
                 "INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(segments_applied))
             )
@@ -259,7 +265,7 @@ class Catalog:
         """Index records read from the remote and remember their segments, in one transaction."""
         records = list(records)
         with self._transaction() as db:
-            db.executemany(_INSERT, (_record_to_row(r) for r in records))
+            db.executemany(_INSERT, _rows(records))
             db.executemany(
                 "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
                 ((r.scope, r.name, r.digest) for r in records),

@@ -202,15 +202,17 @@ def write_small_blob(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         write_all(fd, data)
+        _faults.reached("blob-before-rename")
+        _replace_creating_parent(tmp, final)
+        st = os.fstat(fd)  # after the rename, which sets the ctime a reader will see
     except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
-    os.close(fd)
-    _faults.reached("blob-before-rename")
-    _replace_creating_parent(tmp, final)
+    finally:
+        os.close(fd)
     _faults.reached("blob-after-rename")
-    return StoredBlob(digest, size, Path(final), fingerprint_of(os.stat(final)), created=True)
+    return StoredBlob(digest, size, Path(final), fingerprint_of(st), created=True)
 
 
 def _replace_creating_parent(tmp: str | Path, final: str | Path) -> None:

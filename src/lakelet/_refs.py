@@ -33,6 +33,7 @@ from ._objects import fsync_dir, new_temp_path, write_all
 
 RECORD_FORMAT = 1
 SEGMENTS = "segments"
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per record
 _SEGMENT_SUFFIX = ".jsonl"
 
 
@@ -60,7 +61,7 @@ class NameRecord:
         }
         if self.removed_at is not None:
             data["removed_at"] = self.removed_at
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return _ENCODER.encode(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> NameRecord:
@@ -139,7 +140,10 @@ class RefStore:
         """Publish ``records`` as segment ``seq``, durably. Raises FileExistsError if ``seq``
         is taken. Callers hold the bind lock (see ``_bind``)."""
         final = self.segment_path(seq)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.is_dir():  # the lake's first segment
+            final.parent.mkdir(parents=True, exist_ok=True)
+            for directory in (self.directory, self.directory.parent):  # their new entries, durable
+                fsync_dir(directory)
         # One fsync of the whole batch, before it can be seen: the objects it names were
         # synced before this is called, so once linked every name in it is durable.
         tmp = self._write_temp_bytes(b"".join(r.to_json() + b"\n" for r in records), durable=True)

@@ -27,7 +27,7 @@ from ._objects import (
 from ._progress import Progress
 from ._refs import NameRecord, check_same_content, utc_now
 from ._scopes import LAKE
-from ._sources import Source
+from ._sources import Source, read_small
 
 if TYPE_CHECKING:
     from ._lake import Lake
@@ -108,11 +108,10 @@ def _store_objects(
 
 
 def _store_small(lake: Lake, source: Source, objects: ObjectStore) -> StoredBlob:
-    with source.open() as reader:
-        blob = write_small_blob(reader, os.fspath(lake._tmp), objects)
-        if blob is not None:
-            return blob
-        reader.seek(0)  # it grew since it was listed: stream it
+    data = read_small(source, CHUNK_SIZE)
+    if data is not None:
+        return write_small_blob(data, os.fspath(lake._tmp), objects)
+    with source.open() as reader:  # it grew past a chunk since it was listed: stream it
         return write_blob(reader, lake._tmp, objects.path, durable=False)
 
 

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from ._objects import fsync_dir, new_temp_path, write_all
 RECORD_FORMAT = 1
 SEGMENTS = "segments"
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per record
+_quote = encode_basestring_ascii  # how _ENCODER writes a str (ensure_ascii)
 _SEGMENT_SUFFIX = ".jsonl"
 
 
@@ -62,6 +64,26 @@ class NameRecord:
         if self.removed_at is not None:
             data["removed_at"] = self.removed_at
         return _ENCODER.encode(data).encode()
+
+    @staticmethod
+    def lines(records: list[NameRecord]) -> bytes:
+        """``to_json`` of each record, one a line, byte for byte: a segment of 10,000 names
+        spent more time in the general encoder than in writing, so the fixed fields are
+        placed by hand (sorted, as ``to_json`` sorts them) and a meta dict that the
+        records of a batch share is encoded once."""
+        metas: dict[int, tuple[dict[str, Any], str]] = {}  # holding the dict keeps its id unique
+        out = []
+        for r in records:
+            meta = metas.get(id(r.meta))
+            if meta is None:
+                meta = metas[id(r.meta)] = (r.meta, _ENCODER.encode(r.meta))
+            removed = "" if r.removed_at is None else f',"removed_at":{_quote(r.removed_at)}'
+            out.append(
+                f'{{"created_at":{_quote(r.created_at)},"creator":{_quote(r.creator)},'
+                f'"digest":{_quote(r.digest)},"format":{RECORD_FORMAT},"meta":{meta[1]},'
+                f'"name":{_quote(r.name)}{removed},"scope":{_quote(r.scope)},"size":{int(r.size)}}}\n'
+            )
+        return "".join(out).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> NameRecord:
@@ -146,7 +168,7 @@ class RefStore:
                 fsync_dir(directory)
         # One fsync of the whole batch, before it can be seen: the objects it names were
         # synced before this is called, so once linked every name in it is durable.
-        tmp = self._write_temp_bytes(b"".join(r.to_json() + b"\n" for r in records), durable=True)
+        tmp = self._write_temp_bytes(NameRecord.lines(records), durable=True)
         try:
             _faults.reached("segment-written")
             os.link(tmp, final)

@@ -237,6 +237,22 @@ def stored_files(path: Path) -> set[tuple[int, int]]:
     return {(st.st_ino, st.st_size) for st in map(os.lstat, files_under(path))}
 
 
+def create_cost(directory: Path, n: int = 1_000) -> float:
+    """Microseconds to create and write one 4 KiB file in ``directory`` (median of ``n``): what
+    a small-file add pays per file before any tool does anything, and it varies with what the
+    machine's other processes created and deleted on this filesystem lately."""
+    directory.mkdir()
+    data = os.urandom(4096)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fd = os.open(directory / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        times.append(time.perf_counter() - t0)
+    return median(times) * 1e6  # the files stay until the scratch directory goes: see main()
+
+
 def read_once(src: Path) -> None:
     for path in files_under(src):
         with open(path, "rb", buffering=0) as f:
@@ -304,7 +320,8 @@ def main() -> None:
     with scratch("ingest") as work:
         print(f"# ingest: median of {reps} rep(s), fresh destinations each rep")
         print(f"# {machine()}")
-        print(f"# {fs_type(work)} at {work}; {load_note()} at start")
+        print(f"# {fs_type(work)} at {work}; {load_note()} at start; "
+              f"creating a 4 KiB file here: {create_cost(work / 'probe-start'):.0f} us")
         print(f"# lakelet {lakelet.__version__}, blake3 {blake3.__version__}", end="")
         if use_dvc:
             out = subprocess.run([DVC, "--version"], capture_output=True, text=True).stdout.strip()
@@ -343,11 +360,21 @@ def main() -> None:
         ]:
             case_rows = [Row(case, label, nbytes) for label, _ in tools]
             rows += case_rows
+            done: list[Path] = []
             for rep in range(reps):
                 for k, (row, (_, setup)) in enumerate(zip(case_rows, tools, strict=True)):
-                    dest = fresh(runs, f"{k}-{rep}")
+                    dest = fresh(runs, f"{case[0]}{k}-{rep}")
                     measure(row, setup(source, dest, name))
-                    shutil.rmtree(dest)
+                    done.append(dest)
+                    if source.is_file():
+                        shutil.rmtree(dest)
+            # Many files are removed only once the case is over: ext4 without a journal (this
+            # VM's) passes over every inode freed in the last minute when it allocates one, so
+            # deleting 10,000 files right before the next tool made each of its creates cost up
+            # to ~1 ms (perf: recently_deleted() under __ext4_new_inode): that tool measured
+            # the previous one's clean-up.
+            for dest in done:
+                shutil.rmtree(dest, ignore_errors=True)
 
         # c: the same file again under the same name
         readd = Row(case_c, LAKELET, size)
@@ -391,7 +418,8 @@ def main() -> None:
             dvc_startup = dvc.startup(probe)
         shutil.rmtree(probe)
         print()
-        print(f"# {load_note()} at end; {other.note()}")
+        print(f"# {load_note()} at end; {other.note()}; "
+              f"creating a 4 KiB file here: {create_cost(work / 'probe-end'):.0f} us")
         print()
         print_table(rows)
 

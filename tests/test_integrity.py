@@ -85,15 +85,6 @@ def test_fsck_rebuilds_a_lost_index_from_the_records(lake, make_file) -> None:
     assert not reopened.exists("gone.txt")
 
 
-def test_an_unindexed_record_is_found_and_the_index_repaired(lake, make_file) -> None:
-    """A crash between binding the record and indexing it must not lose the name."""
-    lake.add(make_file("a.txt", "a"), "a.txt")
-    lake._catalog.delete("lake", ["a.txt"])
-    assert lake.ls() == []
-    assert lake.exists("a.txt")  # consults the records, then repairs the index
-    assert [f.name for f in lake.ls()] == ["a.txt"]
-
-
 def test_fsck_removes_temp_files_of_dead_processes(lake) -> None:
     stale = lake.root / "tmp" / "999999999-deadbeef.tmp"
     stale.write_bytes(b"partial")

@@ -3,7 +3,8 @@
 The index is derived data. The records under ``names/`` are the truth and
 ``rebuild`` recreates the index from them, so the index may lag a crash by
 one operation (the next write or ``fsck`` repairs it) but never disagrees in
-a way that loses a name.
+a way that loses a name. For lake names it also remembers the last segment
+it applied, so that a lag is found with one ``stat`` (see ``_bind``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS verified (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
+_INSERT = f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
+_IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
@@ -60,9 +64,15 @@ def _row_to_record(row: tuple) -> NameRecord:
     return NameRecord(scope, name, digest, size, created_at, creator, json.loads(meta), removed_at)
 
 
-def _record_to_row(r: NameRecord) -> tuple:
-    meta = json.dumps(r.meta, sort_keys=True)
-    return (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, meta, r.removed_at)
+def _rows(records: Iterable[NameRecord]) -> Iterator[tuple]:
+    # The records of one add share one meta dict: encode it once, not once per name
+    # (the entry keeps the dict alive, so its id cannot be reused meanwhile).
+    encoded: dict[int, tuple[dict, str]] = {}
+    for r in records:
+        hit = encoded.get(id(r.meta))
+        if hit is None:
+            hit = encoded[id(r.meta)] = (r.meta, json.dumps(r.meta, sort_keys=True))
+        yield (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, hit[1], r.removed_at)
 
 
 class Catalog:
@@ -142,12 +152,53 @@ class Catalog:
     def scopes(self) -> list[str]:
         return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM names")]
 
+    def get_many(self, scope: str, names: Iterable[str]) -> dict[str, NameRecord]:
+        """The records of those ``names`` that the index holds, by name."""
+        names = list(names)
+        db = self._db()
+        found: dict[str, NameRecord] = {}
+        for i in range(0, len(names), _IN_CHUNK):
+            chunk = names[i : i + _IN_CHUNK]
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name IN ({','.join('?' * len(chunk))})",
+                (scope, *chunk),
+            )
+            found.update((row[1], _row_to_record(row)) for row in rows)
+        return found
+
     def upsert(self, records: Iterable[NameRecord]) -> None:
         with self._transaction() as db:
+            db.executemany(_INSERT, _rows(records))
+
+    # lake-name segments (see _bind)
+
+    def segments_applied(self) -> int | None:
+        """The last segment applied; None for an index built before segments existed."""
+        value = self.get_state(_SEGMENTS_APPLIED)
+        return int(value) if value is not None else None
+
+    def apply_segment(
+        self, seq: int, records: Iterable[NameRecord], verified: Iterable[tuple[str, Fingerprint]] = ()
+    ) -> None:
+        """Index the records of segment ``seq`` (and blobs just written and verified), in one
+        transaction.
+
+        Applying is idempotent and may race another process applying the same segment: a
+        segment only ever holds first bindings, so an existing row for one of its names is
+        that record already applied, or its tombstone, and is kept.
+        """
+        with self._transaction() as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_record_to_row(r) for r in records),
+                f"INSERT OR IGNORE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _rows(records),
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
+                ((key, *fp) for key, fp in verified),
+            )
+            row = db.execute("SELECT value FROM state WHERE key = ?", (_SEGMENTS_APPLIED,)).fetchone()
+            if row is None or int(row[0]) < seq:
+                db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(seq)))
 
     def delete(self, scope: str, names: Iterable[str]) -> None:
         with self._transaction() as db:
@@ -159,8 +210,9 @@ class Catalog:
         with self._transaction() as db:
             db.execute("DELETE FROM names WHERE scope = ?", (scope,))
 
-    def rebuild(self, records: Iterable[NameRecord]) -> int:
-        """Re-index the local ``records``; returns how many names are indexed.
+    def rebuild(self, records: Iterable[NameRecord], segments_applied: int) -> int:
+        """Re-index the local ``records``, which include lake segments up to at least
+        ``segments_applied``; returns how many names are indexed.
 
         Names known only from the remote have no local record: they are kept
         (the remote holds their record, and a sync re-reads it).
@@ -171,9 +223,9 @@ class Catalog:
                 "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)"
             )
             db.execute("DELETE FROM verified")
-            db.executemany(
-                f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_record_to_row(r) for r in records),
+            db.executemany(_INSERT, _rows(records))
+            db.execute(
+                "INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(segments_applied))
             )
             return db.execute("SELECT count(*) FROM names").fetchone()[0]
 
@@ -213,10 +265,7 @@ class Catalog:
         """Index records read from the remote and remember their segments, in one transaction."""
         records = list(records)
         with self._transaction() as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (_record_to_row(r) for r in records),
-            )
+            db.executemany(_INSERT, _rows(records))
             db.executemany(
                 "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
                 ((r.scope, r.name, r.digest) for r in records),

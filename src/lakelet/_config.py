@@ -21,7 +21,9 @@ from ._errors import ConfigError, LakeNotFoundError
 
 CONFIG_FILE = "lakelet.toml"
 DEFAULT_DIR = ".lakelet"
-LAYOUT_FORMAT = 1
+# 2: lake names are bound in segments (names/segments/), which a format-1 lakelet would not
+# see; this lakelet still reads format-1 lakes (one record file per name).
+LAYOUT_FORMAT = 2
 UPLOAD_MODES = ("write-through", "deferred")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _bind
 from ._digest import Digest
 from ._objects import hash_stream
 from ._progress import SILENT, Progress
@@ -32,7 +33,7 @@ class FsckReport:
 
 
 def check(lake: Lake, progress: Progress = SILENT) -> FsckReport:
-    records = [r for layout in lake._layouts() for r in layout.refs.records()]
+    records, last_segment = _bind.all_records(lake._lake.refs, [x.refs for x in lake._layouts()])
     live = [r for r in records if r.removed_at is None]
     paths = {lake._blob_path(r): r for r in live}
     objects = lake._lake.objects
@@ -51,7 +52,7 @@ def check(lake: Lake, progress: Progress = SILENT) -> FsckReport:
         if actual != digest:
             corrupt.append(str(digest))
             _quarantine(lake.root, path)
-    count = lake._catalog.rebuild(records)
+    count = lake._catalog.rebuild(records, segments_applied=last_segment)
     on_remote = lake._catalog.remote_digests(LAKE)
     missing = [
         f"{r.scope}:{r.name}" for r in live

@@ -2,7 +2,8 @@
 
 The order is what makes a crash harmless: every object is durable before any
 name points at it, names are compared with what is already bound before
-anything is written, and a failure while binding unbinds what this call bound.
+anything is written, and all the names of one call are bound by one segment
+(``_bind``): all of them or none.
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from . import _config, _faults
-from ._digest import DEFAULT_ALGORITHM, Digest
-from ._objects import StoredBlob, adopt_file, hash_stream, is_cross_device, sync_filesystem, write_blob
+from . import _bind, _config, _faults
+from ._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
+from ._objects import (
+    ObjectStore,
+    StoredBlob,
+    adopt_file,
+    hash_stream,
+    is_cross_device,
+    sync_filesystem,
+    write_blob,
+    write_small_blob,
+)
 from ._progress import Progress
 from ._refs import NameRecord, check_same_content, utc_now
 from ._scopes import LAKE
-from ._sources import Source
+from ._sources import Source, read_small
 
 if TYPE_CHECKING:
     from ._lake import Lake
@@ -31,12 +41,15 @@ def ingest(
     progress: Progress,
 ) -> list[NameRecord]:
     progress.add_total(sum(s.size or 0 for _, s in items))
+    catalog, refs = lake._catalog, lake._lake.refs
     # Names already bound are compared by hash only, before anything is written,
     # so a conflict anywhere in a directory changes nothing and an unchanged
     # re-add costs no copy.
+    _bind.catch_up(catalog, refs)
+    bound = catalog.get_many(LAKE, [n for n, _ in items])
     existing: dict[str, NameRecord] = {}
     for n, source in items:
-        record = lake._lookup(LAKE, n, ask_remote=False)  # the remote arbitrates below
+        record = bound.get(n)
         if record is None:
             continue
         if record.removed_at is None:
@@ -50,10 +63,7 @@ def ingest(
 
     durable = len(items) - len(existing) <= 1
     creator = _config.current_user()
-    stored: list[tuple[str, Source, StoredBlob]] = []
-    for n, source in items:
-        if n not in existing:
-            stored.append((n, source, _store_lake_object(lake, source, move, durable, progress)))
+    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], move, durable, progress)
     if not durable:
         sync_filesystem(lake.root)
     _faults.reached("objects-stored")
@@ -63,38 +73,46 @@ def ingest(
         NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
     ]
     syncer = lake._syncer() if lake.config.upload == "write-through" else None
-    if syncer is not None and wanted:
-        try:
-            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
-        except BaseException:
-            _return_moved(stored, move)
-            raise
-    created: list[NameRecord] = []
     try:
-        for record in wanted:
-            bound, is_new = lake._lake.refs.bind_once(record, durable=durable)
-            if is_new:
-                created.append(bound)
-            else:
-                existing[n] = bound
+        if syncer is not None and wanted:
+            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+        root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
+        verified = [(os.fspath(blob.path)[root:], blob.fingerprint) for _, _, blob in stored]
+        created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
-        for record in created:
-            lake._lake.refs.unbind_created(record.name)
         _return_moved(stored, move)
         raise
-    if not durable:
-        sync_filesystem(lake.root)
-    _faults.reached("names-bound")
-
-    lake._catalog.upsert([*created, *existing.values()])
-    lake._catalog.record_verified_many(
-        (blob.path.relative_to(lake.root).as_posix(), blob.fingerprint)
-        for _, _, blob in stored
-    )
+    existing.update((r.name, r) for r in same)
     if move:
         _remove_moved_sources([s for _, s in items])
     by_name = {r.name: r for r in [*created, *existing.values()]}
     return [by_name[n] for n, _ in items]
+
+
+def _store_objects(
+    lake: Lake, items: list[tuple[str, Source]], move: bool, durable: bool, progress: Progress
+) -> list[tuple[str, Source, StoredBlob]]:
+    """Store the content of ``items``; durable only if ``durable``."""
+    objects = lake._lake.objects
+    assert objects is not None
+    stored = []
+    for n, source in items:
+        if durable or move or source.local_path is None or (source.size or 0) >= CHUNK_SIZE:
+            blob = _store_lake_object(lake, source, move, durable, progress)
+        else:
+            # Most of a directory is small files, where per-file overhead, not bytes, is the cost.
+            blob = _store_small(lake, source, objects)
+            progress.advance(blob.size)
+        stored.append((n, source, blob))
+    return stored
+
+
+def _store_small(lake: Lake, source: Source, objects: ObjectStore) -> StoredBlob:
+    data = read_small(source, CHUNK_SIZE)
+    if data is not None:
+        return write_small_blob(data, os.fspath(lake._tmp), objects)
+    with source.open() as reader:  # it grew past a chunk since it was listed: stream it
+        return write_blob(reader, lake._tmp, objects.path, durable=False)
 
 
 def _store_lake_object(

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import _config, _fsck, _ingest, _lineage
+from . import _bind, _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
 from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
@@ -45,8 +45,11 @@ class Lake:
         self._catalog = Catalog(self.root / "index.sqlite")
         self._reader = VerifiedReader(self.root, self._catalog)
         self._lake = ScopeLayout.of(self.root, LAKE, self._tmp)
-        if self._catalog.fresh:  # a new, lost or older-format index: rebuild it from the records
-            self._catalog.rebuild(r for layout in self._layouts() for r in layout.refs.records())
+        # A new, lost or older-format index is rebuilt from the records; so is an index from
+        # before segments, which trusted per-name files a lookup could still find on a miss.
+        if self._catalog.fresh or self._catalog.segments_applied() is None:
+            records, last = _bind.all_records(self._lake.refs, [x.refs for x in self._layouts()])
+            self._catalog.rebuild(records, segments_applied=last)
         self._remote = (
             Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
         )
@@ -103,6 +106,8 @@ class Lake:
             store = self._scoped(scope)
             records = [store._record(n) for n in store.list(prefix)]
         else:
+            if scope == LAKE:
+                _bind.catch_up(self._catalog, self._lake.refs)
             records = self._catalog.records(scope, prefix)
         return [File(r.name, lake=self, record=r) for r in records]
 
@@ -333,6 +338,9 @@ class Lake:
         """The record of ``name``: from the index, else from the local records (repairing
         the index), else, for a lake name, from the remote."""
         record = self._catalog.get(scope, name)
+        if record is None and scope == LAKE:  # maybe bound by a process killed before it indexed it
+            _bind.catch_up(self._catalog, self._lake.refs)
+            record = self._catalog.get(scope, name)
         if record is not None:
             return record
         record = ScopeLayout.of(self.root, scope, self._tmp).refs.read(name)

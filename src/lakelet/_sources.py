@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,16 +42,50 @@ def resolve(src: str | os.PathLike[str]) -> list[Source]:
 
 def _resolve_local(path: Path) -> list[Source]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return [
-            Source(p.relative_to(path).as_posix(), _local_opener(p), p, p.stat().st_size)
-            for p in files
-        ]
+        try:
+            found = sorted(_walk(os.fspath(path), ""), key=lambda item: item[0].split("/"))
+        except OSError as e:  # an unreadable subdirectory: refuse rather than add part of it
+            raise SourceError(f"cannot read {e.filename or path}: {e.strerror}") from None
+        paths = [(rel, Path(p), size) for rel, p, size in found]
+        return [Source(rel, _local_opener(p), p, size) for rel, p, size in paths]
     if path.is_file():
         return [Source("", _local_opener(path), path, path.stat().st_size)]
     if path.exists():
         raise SourceError(f"{path} is neither a file nor a directory")
     raise NotFoundError(f"source {path} does not exist")
+
+
+def _walk(directory: str, relative: str) -> Iterator[tuple[str, str, int]]:
+    """(relative path, path, size) of every regular file under ``directory``, symlinks to files
+    included, symlinked directories not entered (as ``Path.rglob``). ``scandir`` knows most
+    entry types without a stat, which matters at 10,000 files."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            rel = f"{relative}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, rel + "/")
+            elif entry.is_file():
+                yield rel, entry.path, entry.stat().st_size
+
+
+def read_small(source: Source, limit: int) -> bytes | None:
+    """The whole content of a local ``source`` if it is at most ``limit`` bytes, else None.
+
+    Two ``read`` calls on a plain descriptor: for a small file, a buffered file
+    object and a reusable buffer cost more CPU than the read itself.
+    """
+    assert source.local_path is not None
+    try:
+        fd = os.open(source.local_path, os.O_RDONLY)
+    except PermissionError:
+        raise SourceError(f"cannot read {source.local_path}: permission denied") from None
+    try:
+        data = os.read(fd, (source.size or 0) + 1)  # all of it, unless it changed since listed
+        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
 
 
 def _local_opener(path: Path) -> Callable[[], BinaryIO]:

@@ -55,7 +55,11 @@ class NameRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> NameRecord:
-        data = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NameRecord:
+        data = dict(data)
         data.pop("format", None)
         return cls(**data)
 

@@ -19,16 +19,17 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 
 from . import _faults
 from ._digest import Digest
-from ._errors import ConfigError, RemoteError
+from ._errors import ConfigError, LakeletError, RemoteError
 from ._names import name_key
 from ._refs import NameRecord
 
@@ -41,6 +42,8 @@ _HOUR = "%Y-%m-%dT%H"
 JOURNAL_LOOKBACK = timedelta(hours=1)
 
 _LOCAL_PROTOCOLS = {"file", "local"}
+T = TypeVar("T")
+R = TypeVar("R")
 _EXPECTED = (FileExistsError, FileNotFoundError)
 
 
@@ -74,7 +77,7 @@ class Remote:
             yield
         except _EXPECTED:
             raise
-        except RemoteError:
+        except LakeletError:  # ours (a failed digest check, a missing local object): not the store's
             raise
         except Exception as e:  # every backend has its own error classes
             raise RemoteError(f"remote {self.url}: {doing} failed: {_first_line(e)}") from e
@@ -167,6 +170,32 @@ class Remote:
         with self.errors(f"reading {relative}"):
             return self.fs.open(self._path(relative), "rb")
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The bytes of each key, fetched concurrently (one request each)."""
+        if not keys:
+            return {}
+        with self.errors(f"reading {keys[0].rsplit('/', 1)[0]}"):
+            raw = self.fs.cat([self._path(k) for k in keys], on_error="raise", **self._batch())
+        by_path = {self._path(k): k for k in keys}
+        return {by_path.get(p) or by_path[self.fs._strip_protocol(p)]: body for p, body in raw.items()}
+
+    def size(self, relative: str) -> int | None:
+        """The size of the key at ``relative``; None if there is nothing."""
+        with self.errors(f"checking {relative}"):
+            try:
+                return int(self.fs.size(self._path(relative)))
+            except FileNotFoundError:
+                return None
+
+    def list_dir(self, relative: str) -> list[str]:
+        """The names of the entries directly under ``relative`` (one listing page per 1,000)."""
+        with self.errors(f"listing {relative}"):
+            try:
+                entries = self.fs.ls(self._path(relative), detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
     def find(self, prefix: str) -> list[str]:
         """Keys (relative to the remote root) that start with ``prefix``."""
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -194,11 +223,7 @@ class Remote:
         return f"objects/{digest.algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
 
     def object_size(self, digest: Digest) -> int | None:
-        with self.errors("checking an object"):
-            try:
-                return int(self.fs.size(self._path(self.object_key(digest))))
-            except FileNotFoundError:
-                return None
+        return self.size(self.object_key(digest))
 
     def open_object(self, digest: Digest) -> BinaryIO:
         with self.errors(f"reading object {digest}"):
@@ -343,6 +368,15 @@ def hour_of(moment: datetime) -> str:
 
 def parse_hour(hour: str) -> datetime:
     return datetime.strptime(hour, _HOUR).replace(tzinfo=UTC)
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """``fn`` over ``items`` on up to ``workers`` threads (a remote's ``transfers``), in order."""
+    items = list(items)
+    if len(items) <= 1 or workers <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _writer_id() -> str:

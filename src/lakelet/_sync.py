@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 from . import _faults
 from ._catalog import Catalog
@@ -25,6 +24,7 @@ from ._objects import ObjectStore, StoredBlob, new_temp_path, write_blob
 from ._progress import SILENT, Progress
 from ._refs import NameRecord, check_same_content
 from ._remote import JOURNAL_LOOKBACK, Remote, hour_of, parse_hour
+from ._remote import parallel as _parallel  # _datasets imports it from here too
 from ._scopes import LAKE
 
 _HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has an object before sending it
@@ -32,10 +32,6 @@ _WHOLE_READ = 8 << 20  # objects up to this size are fetched in one request, int
 _SNAPSHOT_EVERY_HOURS = 24
 _CURSOR = "journal_cursor"
 _LAST_SYNC = "last_sync"
-
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 @dataclass
 class PushReport:
@@ -57,14 +53,6 @@ class EvictReport:
     files: int = 0
     bytes: int = 0
     kept_unpushed: list[str] = field(default_factory=list)
-
-
-def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
-    items = list(items)
-    if len(items) <= 1 or workers <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 class Syncer:

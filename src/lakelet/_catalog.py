@@ -18,7 +18,7 @@ from pathlib import Path
 from ._objects import Fingerprint
 from ._refs import NameRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     scope TEXT NOT NULL,
@@ -32,15 +32,15 @@ CREATE TABLE IF NOT EXISTS names (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS names_by_digest ON names (digest);
--- names whose record the remote is known to hold (bound there by us or seen in its journal)
+-- what the remote binds each name to (learned from its log, or bound there by us)
 CREATE TABLE IF NOT EXISTS on_remote (
     scope TEXT NOT NULL,
     name TEXT NOT NULL,
     digest TEXT NOT NULL,
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
--- journal segments already applied, and small settings such as the last sync time
-CREATE TABLE IF NOT EXISTS journal_seen (segment TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS on_remote_by_digest ON on_remote (digest);
+-- small settings: the last log entry applied, the last sync time
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
     key TEXT PRIMARY KEY,
@@ -179,13 +179,6 @@ class Catalog:
 
     # what the remote holds (see _sync)
 
-    def mark_on_remote(self, records: Iterable[NameRecord]) -> None:
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
-                ((r.scope, r.name, r.digest) for r in records),
-            )
-
     def remote_digests(self, scope: str, prefix: str = "") -> dict[str, str]:
         low, high = _prefix_bounds(prefix)
         rows = self._db().execute(
@@ -204,24 +197,68 @@ class Catalog:
         )
         return [_row_to_record(row) for row in rows]
 
-    def seen_segments(self, keys: Iterable[str]) -> set[str]:
-        query = "SELECT 1 FROM journal_seen WHERE segment = ?"
-        db = self._db()
-        return {k for k in keys if db.execute(query, (k,)).fetchone()}
+    def apply_remote(self, seq: int, records: Iterable[NameRecord]) -> None:
+        """Index the records of the remote's log up to entry ``seq``, in one transaction.
 
-    def apply_segments(self, keys: Iterable[str], records: Iterable[NameRecord]) -> None:
-        """Index records read from the remote and remember their segments, in one transaction."""
+        A name bound here but not on the remote (a deferred push that lost a race) keeps its
+        local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
+        """
         records = list(records)
         with self._transaction() as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
+                "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
+                "meta = excluded.meta, removed_at = excluded.removed_at "
+                "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
                 (_record_to_row(r) for r in records),
             )
             db.executemany(
                 "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
                 ((r.scope, r.name, r.digest) for r in records),
             )
-            db.executemany("INSERT OR IGNORE INTO journal_seen VALUES (?)", ((k,) for k in keys))
+            db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
+
+    def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """name -> (digest, removed) as the remote binds it, for the names it binds."""
+        db = self._db()
+        query = (
+            "SELECT r.digest, n.removed_at IS NOT NULL FROM on_remote r LEFT JOIN names n "
+            "ON n.scope = r.scope AND n.name = r.name AND n.digest = r.digest "
+            "WHERE r.scope = ? AND r.name = ?"
+        )
+        out = {}
+        for name in names:
+            row = db.execute(query, (scope, name)).fetchone()
+            if row is not None:
+                out[name] = (row[0], bool(row[1]))
+        return out
+
+    def remote_has(self, digests: Iterable[str]) -> set[str]:
+        """The digests the remote is known to hold: named by a record it binds."""
+        query = "SELECT 1 FROM on_remote WHERE digest = ? LIMIT 1"
+        db = self._db()
+        return {d for d in digests if db.execute(query, (d,)).fetchone()}
+
+    def remote_records(self, scope: str) -> list[NameRecord] | None:
+        """The records the remote binds, as this index knows them; None when a name bound
+        here differs from the remote's (its record here is not the remote's)."""
+        db = self._db()
+        differing = db.execute(
+            "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
+            "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
+            (scope,),
+        ).fetchone()
+        if differing:
+            return None
+        rows = db.execute(
+            f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n JOIN on_remote r "
+            "ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest WHERE n.scope = ? "
+            "ORDER BY n.name",
+            (scope,),
+        )
+        return [_row_to_record(row) for row in rows]
 
     def get_state(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

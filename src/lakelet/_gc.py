@@ -64,7 +64,8 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
 def _collect_remote(lake: Lake, referenced: set[str], now: datetime, report: GcReport) -> None:
     syncer = lake._require_remote("gc --remote")
     remote = syncer.remote
-    referenced = referenced | {r.digest for r in remote.all_name_records()}
+    syncer.pull_metadata()  # the log names every record: the index now knows them all
+    referenced = referenced | {r.digest for r in lake._catalog.records(LAKE, "", include_removed=True)}
     for key in remote.find("objects/"):
         _, algorithm, prefix, rest = key.split("/", 3)
         digest = str(Digest(algorithm, prefix + rest))

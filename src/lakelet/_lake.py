@@ -189,9 +189,9 @@ class Lake:
         Downloads no content: files are fetched when first opened (or by ``pull``)."""
         syncer = self._require_remote("sync")
         pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
-        names, segments = syncer.pull_metadata()
-        syncer.maybe_snapshot(lambda: self._catalog.records(LAKE, "", include_removed=True))
-        return SyncReport(pushed, names, segments)
+        names, entries = syncer.pull_metadata()
+        syncer.maybe_snapshot()
+        return SyncReport(pushed, names, entries)
 
     def pull(
         self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT

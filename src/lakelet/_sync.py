@@ -1,16 +1,15 @@
 """Moving a lake between its local root and its remote: publish, push, sync, fetch, evict.
 
 Order is what keeps every machine consistent: objects are uploaded before the
-name that points at them is created, a name is created on the remote (the
-arbiter, by conditional create) before it is bound locally or journaled, and
-a downloaded object is verified before it is renamed into the local store.
+log entry that binds names to them is appended, that entry is appended (the
+arbiter, by conditional create) before the names are bound locally, and a
+downloaded object is verified before it is renamed into the local store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,19 +18,22 @@ from typing import BinaryIO
 from . import _faults
 from ._catalog import Catalog
 from ._digest import Digest
-from ._errors import IntegrityError, NameExistsError, NotFoundError
+from ._errors import IntegrityError, NameExistsError, NotFoundError, RemoteError
+from ._log import SNAPSHOT_EVERY, Log
 from ._objects import ObjectStore, StoredBlob, new_temp_path, write_blob
 from ._progress import SILENT, Progress
-from ._refs import NameRecord, check_same_content
-from ._remote import JOURNAL_LOOKBACK, Remote, hour_of, parse_hour
+from ._refs import NameRecord
+from ._remote import Remote
 from ._remote import parallel as _parallel  # _datasets imports it from here too
 from ._scopes import LAKE
 
 _HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has an object before sending it
 _WHOLE_READ = 8 << 20  # objects up to this size are fetched in one request, into memory
-_SNAPSHOT_EVERY_HOURS = 24
-_CURSOR = "journal_cursor"
+_MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
+_CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
 _LAST_SYNC = "last_sync"
+_SNAPSHOT_SEEN = "snapshot_seq"
+
 
 @dataclass
 class PushReport:
@@ -45,7 +47,7 @@ class PushReport:
 class SyncReport:
     pushed: PushReport
     new_names: int = 0
-    segments_read: int = 0
+    entries_read: int = 0
 
 
 @dataclass
@@ -58,15 +60,48 @@ class EvictReport:
 class Syncer:
     def __init__(self, remote: Remote, catalog: Catalog, objects: ObjectStore, tmp: Path) -> None:
         self.remote = remote
+        self.log = Log(remote)
         self._catalog = catalog
         self._objects = objects
         self._tmp = tmp
 
     # writing to the remote
 
+    def publish(self, records: list[NameRecord], progress: Progress = SILENT) -> list[NameRecord]:
+        """Write-through for a new batch: all names bound on the remote, or none.
+
+        Returns the records as bound on the remote; raises NameExistsError when
+        any name is bound there to other content (nothing of the batch is bound).
+        """
+        self.pull_metadata()
+        new, _, conflicts = self._classify(records)
+        if conflicts:  # known before sending a byte
+            raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+        self.upload_objects(new, progress)
+        bound, _ = self._commit(records, all_or_nothing=True)
+        by_name = {r.name: r for r in bound}
+        return [by_name[r.name] for r in records]
+
+    def push(self, pending: list[NameRecord], progress: Progress = SILENT) -> PushReport:
+        """Send names bound locally but not yet on the remote. Conflicts are reported, not raised."""
+        report = PushReport()
+        if not pending:
+            return report
+        self.pull_metadata()
+        new, _, _ = self._classify(pending)
+        report.objects, report.bytes = self.upload_objects(new, progress)
+        bound, report.conflicts = self._commit(pending, all_or_nothing=False)
+        report.names = len(bound)
+        return report
+
+    def tombstone(self, record: NameRecord) -> None:
+        self._commit([record], all_or_nothing=True)
+
     def upload_objects(self, records: list[NameRecord], progress: Progress = SILENT) -> tuple[int, int]:
         """Send the objects of ``records`` the remote lacks; returns (objects sent, bytes sent)."""
         by_digest = {r.digest: r.size for r in records}
+        for digest in self._catalog.remote_has(by_digest):  # the log names them: they are there
+            del by_digest[digest]
         progress.add_total(sum(by_digest.values()))
 
         def send(item: tuple[str, int]) -> int:
@@ -85,148 +120,111 @@ class Syncer:
         _faults.reached("objects-pushed")
         return len(sent), sum(sent)
 
-    def bind_names(self, records: list[NameRecord]) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
-        """Create lake names on the remote.
-
-        Returns (created by this call, already bound there to the same content, conflicts).
-        """
-
-        def bind(record: NameRecord) -> tuple[str, NameRecord]:
-            try:
-                self.remote.create_name(record)
-                return "created", record
-            except FileExistsError:
-                existing = self.remote.read_name(record.name)
-                if existing is None:  # removed between the two requests: cannot happen for lake names
-                    return "conflict", record
-                try:
-                    check_same_content(existing, record)
-                except NameExistsError:
-                    return "conflict", existing
-                return "same", existing
-
-        created, same, conflicts = [], [], []
-        for outcome, record in _parallel(bind, records, self.remote.transfers):
-            if outcome == "created":
-                created.append(record)
-            elif outcome == "same":
-                same.append(record)
-            else:
+    def _classify(
+        self, records: list[NameRecord]
+    ) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
+        """Split ``records`` by what the remote binds, as far as this machine has read its log:
+        (to bind, already bound there as asked, conflicting names)."""
+        known = self._catalog.remote_bindings(LAKE, (r.name for r in records))
+        new, bound, conflicts = [], [], []
+        for record in records:
+            there = known.get(record.name)
+            removing = record.removed_at is not None
+            if there is None:
+                new.append(record)
+            elif there[0] != record.digest or (there[1] and not removing):
                 conflicts.append(record.name)
-        _faults.reached("names-pushed")
-        return created, same, conflicts
+            elif removing and not there[1]:
+                new.append(record)  # a tombstone of a name bound there
+            else:
+                bound.append(self._catalog.get(LAKE, record.name) or record)
+        return new, bound, conflicts
 
-    def publish(self, records: list[NameRecord], progress: Progress = SILENT) -> list[NameRecord]:
-        """Write-through for a new batch: objects, then names; all or nothing.
+    def _commit(
+        self, records: list[NameRecord], all_or_nothing: bool
+    ) -> tuple[list[NameRecord], list[str]]:
+        """Bind ``records`` by appending one log entry. Returns (records as bound, conflicts).
 
-        Returns the records as bound on the remote. On a conflict, undoes the
-        names this call created (they were never journaled) and raises.
+        The entry goes after the last one this machine has applied; if another
+        writer took that number, its entry is read and the names checked again.
         """
-        self.upload_objects(records, progress)
-        created, same, conflicts = self.bind_names(records)
-        if conflicts:
-            for record in created:
-                self.remote.delete_name(record.name)
-            raise NameExistsError(_conflict_message(conflicts, self.remote.url))
-        self.remote.append_journal([*created, *same])
-        self._catalog.mark_on_remote([*created, *same])
-        by_name = {r.name: r for r in [*created, *same]}
-        return [by_name[r.name] for r in records]
-
-    def push(self, pending: list[NameRecord], progress: Progress = SILENT) -> PushReport:
-        """Send names bound locally but not yet on the remote. Conflicts are reported, not raised."""
-        report = PushReport()
-        if not pending:
-            return report
-        report.objects, report.bytes = self.upload_objects(pending, progress)
-        created, same, report.conflicts = self.bind_names(pending)
-        self.remote.append_journal([*created, *same])
-        self._catalog.mark_on_remote([*created, *same])
-        report.names = len(created) + len(same)
-        return report
-
-    def tombstone(self, record: NameRecord) -> None:
-        self.remote.tombstone(record)
-        self.remote.append_journal([record])
+        for _ in range(_MAX_ATTEMPTS):
+            new, bound, conflicts = self._classify(records)
+            if conflicts and all_or_nothing:
+                raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+            if not new:
+                return bound, conflicts
+            seq = self._cursor() + 1
+            try:
+                self.log.append(seq, new)
+            except FileExistsError:
+                self.pull_metadata()
+                continue
+            _faults.reached("log-appended")
+            self._catalog.apply_remote(seq, new)
+            return [*bound, *new], conflicts
+        raise RemoteError(
+            f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
+            "writers while binding names; try again"
+        )
 
     # reading from the remote
 
+    def _cursor(self) -> int:
+        return int(self._catalog.get_state(_CURSOR) or 0)
+
     def lookup(self, name: str) -> NameRecord | None:
-        """The remote's record of a lake name this machine has not seen yet."""
-        record = self.remote.read_name(name)
-        if record is not None:
-            self._catalog.apply_segments([], [record])
-        return record
+        """The remote's record of a lake name this machine has not seen yet (read from the
+        log entries it has not applied: no request per name)."""
+        self.pull_metadata()
+        return self._catalog.get(LAKE, name)
 
     def pull_metadata(self) -> tuple[int, int]:
-        """Apply the journal segments this machine has not read; returns (names, segments).
+        """Apply the log entries this machine has not read; returns (names, entries).
 
-        The cost is one listing per journal hour since the last sync (plus one
-        hour of look-back) and one read per new segment: it does not grow with
-        the number of names in the lake.
+        The cost is one listing (one more per 1,000 entries) and one read per new
+        entry: it does not grow with the number of names in the lake. A machine
+        that has read nothing yet starts from the latest snapshot.
         """
-        now = datetime.now(UTC)
-        cursor = self._catalog.get_state(_CURSOR)
+        cursor = self._cursor()
         names = 0
-        if cursor is None:
-            snapshot = self.remote.latest_snapshot()
-            if snapshot is not None:
-                cutoff, records = snapshot
-                self._catalog.apply_segments([f"snapshots/{cutoff}"], records)
-                names += len(records)
-                cursor = cutoff
-        hours = self._hours_to_read(cursor, now)
-        segments_read = 0
-        for hour in hours:
-            keys = self.remote.journal_segments(hour)
-            new = [k for k in keys if k not in self._catalog.seen_segments(keys)]
-            for key, records in self.remote.read_segments(new).items():
-                self._catalog.apply_segments([key], records)
-                names += len(records)
-                segments_read += 1
-        self._catalog.set_state(_CURSOR, hour_of(now))
-        self._catalog.set_state(_LAST_SYNC, now.isoformat())
-        return names, segments_read
+        if cursor == 0:
+            taken = self.log.snapshots()
+            if taken:
+                records = self.log.read_snapshot(taken[-1])
+                self._catalog.apply_remote(taken[-1], records)
+                self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
+                names, cursor = len(records), taken[-1]
+        entries = self.log.entries_after(cursor)
+        if entries:
+            self._catalog.apply_remote(entries[-1].seq, (r for e in entries for r in e.records))
+            names += sum(len(e.records) for e in entries)
+        self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
+        return names, len(entries)
 
-    def _hours_to_read(self, cursor: str | None, now: datetime) -> list[str]:
-        if cursor is not None:
-            start = parse_hour(cursor) - JOURNAL_LOOKBACK
-            span = now - start
-            if span.total_seconds() <= 48 * 3600:
-                # enumerate the hours instead of listing journal/: a recent sync costs 2-3 listings
-                hours, t = [], start
-                while t <= now + JOURNAL_LOOKBACK:
-                    hours.append(hour_of(t))
-                    t = t.replace(minute=0, second=0, microsecond=0) + JOURNAL_LOOKBACK
-                return sorted(set(hours))
-            return [h for h in self.remote.journal_hours() if h >= hour_of(start)]
-        return self.remote.journal_hours()
-
-    def maybe_snapshot(self, records: Callable[[], list[NameRecord]]) -> bool:
-        """Compact the journal into a snapshot once a day, so new machines start fast."""
-        cursor = self._catalog.get_state(_CURSOR)
-        latest = self._catalog.get_state("snapshot_seen")
-        now = datetime.now(UTC)
-        cutoff = hour_of(now - 2 * JOURNAL_LOOKBACK)
-        if cursor is None or cutoff > cursor:
+    def maybe_snapshot(self) -> bool:
+        """Write a snapshot once SNAPSHOT_EVERY entries have followed the latest, so that a new
+        machine reads one file and at most a few folders of entries."""
+        cursor = self._cursor()
+        seen = int(self._catalog.get_state(_SNAPSHOT_SEEN) or 0)
+        if cursor - seen < SNAPSHOT_EVERY:
             return False
-        if latest is not None and (parse_hour(cutoff) - parse_hour(latest)).total_seconds() < (
-            _SNAPSHOT_EVERY_HOURS * 3600
-        ):
+        latest = max(self.log.snapshots(), default=0)
+        if cursor - latest < SNAPSHOT_EVERY:
+            self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
             return False
-        existing = self.remote.latest_snapshot()
-        if existing is not None and (parse_hour(cutoff) - parse_hour(existing[0])).total_seconds() < (
-            _SNAPSHOT_EVERY_HOURS * 3600
-        ):
-            self._catalog.set_state("snapshot_seen", existing[0])
+        records = self._catalog.remote_records(LAKE)
+        if records is None:  # a name here lost a race: leave the snapshot to another machine
             return False
-        self.remote.write_snapshot(cutoff, records())
-        self._catalog.set_state("snapshot_seen", cutoff)
+        self.log.write_snapshot(cursor, records)
+        self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 
     def last_sync(self) -> datetime | None:
         value = self._catalog.get_state(_LAST_SYNC)
         return datetime.fromisoformat(value) if value else None
+
+    # content
 
     def fetch(self, record: NameRecord, progress: Progress = SILENT) -> StoredBlob:
         """Download the object of ``record`` into the local store, verified on the way."""

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._objects import Fingerprint
+from ._packs import Member, Pack
 from ._refs import NameRecord
 
 SCHEMA_VERSION = 3
@@ -40,6 +41,14 @@ CREATE TABLE IF NOT EXISTS on_remote (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS on_remote_by_digest ON on_remote (digest);
+-- where the remote keeps small objects: inside which pack, at which offset (see _packs)
+CREATE TABLE IF NOT EXISTS packed (
+    digest TEXT PRIMARY KEY,
+    pack TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack);
 -- small settings: the last log entry applied, the last sync time
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
@@ -197,8 +206,8 @@ class Catalog:
         )
         return [_row_to_record(row) for row in rows]
 
-    def apply_remote(self, seq: int, records: Iterable[NameRecord]) -> None:
-        """Index the records of the remote's log up to entry ``seq``, in one transaction.
+    def apply_remote(self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack]) -> None:
+        """Index records and pack lines of the remote's log up to entry ``seq``, in one transaction.
 
         A name bound here but not on the remote (a deferred push that lost a race) keeps its
         local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
@@ -218,6 +227,10 @@ class Catalog:
                 "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
                 ((r.scope, r.name, r.digest) for r in records),
             )
+            db.executemany(
+                "INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?)",
+                ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
+            )
             db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
@@ -236,10 +249,32 @@ class Catalog:
         return out
 
     def remote_has(self, digests: Iterable[str]) -> set[str]:
-        """The digests the remote is known to hold: named by a record it binds."""
-        query = "SELECT 1 FROM on_remote WHERE digest = ? LIMIT 1"
+        """The digests the remote is known to hold: named by a record it binds, or packed."""
         db = self._db()
-        return {d for d in digests if db.execute(query, (d,)).fetchone()}
+        return {
+            d for d in digests
+            if db.execute("SELECT 1 FROM on_remote WHERE digest = ? LIMIT 1", (d,)).fetchone()
+            or db.execute("SELECT 1 FROM packed WHERE digest = ?", (d,)).fetchone()
+        }
+
+    def pack_locations(self, digests: Iterable[str]) -> dict[str, tuple[str, Member]]:
+        """digest -> (pack digest, where in it) for the digests the remote keeps in packs."""
+        db = self._db()
+        out = {}
+        for d in digests:
+            row = db.execute("SELECT pack, offset, size FROM packed WHERE digest = ?", (d,)).fetchone()
+            if row is not None:
+                out[d] = (row[0], Member(d, row[1], row[2]))
+        return out
+
+    def packs(self) -> list[Pack]:
+        """Every pack the remote's log mentions, with its members."""
+        members: dict[str, list[Member]] = {}
+        for digest, pack, offset, size in self._db().execute(
+            "SELECT digest, pack, offset, size FROM packed ORDER BY pack, offset"
+        ):
+            members.setdefault(pack, []).append(Member(digest, offset, size))
+        return [Pack(pack, tuple(ms)) for pack, ms in members.items()]
 
     def remote_records(self, scope: str) -> list[NameRecord] | None:
         """The records the remote binds, as this index knows them; None when a name bound

@@ -224,7 +224,7 @@ class Lake:
             return File(name, lake=self, record=record).path.as_uri()
         if self._catalog.remote_digests(LAKE, name).get(name) != record.digest:
             raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`")
-        return syncer.remote.object_url(Digest.parse(record.digest), expires)
+        return syncer.url(record, expires)
 
     def _state_of(self, record: NameRecord) -> str:
         """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""

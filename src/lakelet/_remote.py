@@ -1,9 +1,10 @@
 """The remote: a lake's shared, authoritative copy in any fsspec store.
 
 This module only moves bytes: the format marker, conditional creates, uploads,
-ranged reads and listings, and where objects live (``objects/``). What the keys
-mean is ``_log``'s (names) and ``_sync``'s (what to move) business; the layout
-is documented in docs/remote-layout.md.
+ranged reads and listings, and where objects live (``objects/`` for loose ones,
+``packs/`` for small ones sent together, see ``_packs``). What the keys mean is
+``_log``'s (names) and ``_sync``'s (what to move) business; the layout is
+documented in docs/remote-layout.md.
 
 Every store error surfaces as ``RemoteError`` naming the remote and the
 cause, except the two outcomes callers act on: ``FileExistsError`` from a
@@ -27,8 +28,8 @@ import fsspec
 from ._digest import Digest
 from ._errors import ConfigError, LakeletError, RemoteError
 
-# 2: names are bound by a numbered commit log (format 1 had one record per name
-# under names/ and a journal stamped by the writers' clocks).
+# 2: names are bound by a numbered commit log, small objects travel in packs (format 1
+# had one record per name under names/ and a journal stamped by the writers' clocks).
 REMOTE_FORMAT = 2
 MARKER = "lakelet-remote.json"
 

@@ -1,34 +1,33 @@
 """Moving a lake between its local root and its remote: publish, push, sync, fetch, evict.
 
-Order is what keeps every machine consistent: objects are uploaded before the
-log entry that binds names to them is appended, that entry is appended (the
-arbiter, by conditional create) before the names are bound locally, and a
-downloaded object is verified before it is renamed into the local store.
+Order is what keeps every machine consistent: objects (loose or in packs) are
+uploaded before the log entry that binds names to them is appended, that
+entry is appended (the arbiter, by conditional create) before the names are
+bound locally, and a downloaded object is verified before it is renamed into
+the local store (``_fetch``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
-from . import _faults
+from . import _faults, _packs
 from ._catalog import Catalog
 from ._digest import Digest
-from ._errors import IntegrityError, NameExistsError, NotFoundError, RemoteError
+from ._errors import NameExistsError, NotFoundError, RemoteError
+from ._fetch import Fetcher
 from ._log import SNAPSHOT_EVERY, Log
-from ._objects import ObjectStore, StoredBlob, new_temp_path, write_blob
+from ._objects import ObjectStore, StoredBlob
+from ._packs import Pack
 from ._progress import SILENT, Progress
 from ._refs import NameRecord
 from ._remote import Remote
-from ._remote import parallel as _parallel  # _datasets imports it from here too
+from ._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
 from ._scopes import LAKE
 
-_HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has an object before sending it
-_WHOLE_READ = 8 << 20  # objects up to this size are fetched in one request, into memory
+_HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has a loose object before sending it
 _MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
 _CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
 _LAST_SYNC = "last_sync"
@@ -64,6 +63,7 @@ class Syncer:
         self._catalog = catalog
         self._objects = objects
         self._tmp = tmp
+        self._fetcher = Fetcher(remote, catalog, objects, tmp)
 
     # writing to the remote
 
@@ -77,8 +77,8 @@ class Syncer:
         new, _, conflicts = self._classify(records)
         if conflicts:  # known before sending a byte
             raise NameExistsError(_conflict_message(conflicts, self.remote.url))
-        self.upload_objects(new, progress)
-        bound, _ = self._commit(records, all_or_nothing=True)
+        packs, _, _ = self.upload_objects(new, progress)
+        bound, _ = self._commit(records, packs, all_or_nothing=True)
         by_name = {r.name: r for r in bound}
         return [by_name[r.name] for r in records]
 
@@ -89,36 +89,66 @@ class Syncer:
             return report
         self.pull_metadata()
         new, _, _ = self._classify(pending)
-        report.objects, report.bytes = self.upload_objects(new, progress)
-        bound, report.conflicts = self._commit(pending, all_or_nothing=False)
+        packs, report.objects, report.bytes = self.upload_objects(new, progress)
+        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False)
         report.names = len(bound)
         return report
 
     def tombstone(self, record: NameRecord) -> None:
-        self._commit([record], all_or_nothing=True)
+        self._commit([record], [], all_or_nothing=True)
 
-    def upload_objects(self, records: list[NameRecord], progress: Progress = SILENT) -> tuple[int, int]:
-        """Send the objects of ``records`` the remote lacks; returns (objects sent, bytes sent)."""
-        by_digest = {r.digest: r.size for r in records}
-        for digest in self._catalog.remote_has(by_digest):  # the log names them: they are there
-            del by_digest[digest]
-        progress.add_total(sum(by_digest.values()))
+    def upload_objects(
+        self, records: list[NameRecord], progress: Progress = SILENT
+    ) -> tuple[list[Pack], int, int]:
+        """Send the objects of ``records`` the remote lacks: small ones in packs.
 
-        def send(item: tuple[str, int]) -> int:
-            digest, size = Digest.parse(item[0]), item[1]
-            if size >= _HEAD_FIRST and self.remote.object_size(digest) == size:
-                progress.advance(size)
-                return 0
-            local = self._objects.path(digest)
-            if not local.is_file():
-                raise NotFoundError(f"object {digest} is not stored locally, so it cannot be pushed")
-            self.remote.upload(local, self.remote.object_key(digest))
-            progress.advance(size)
-            return size
+        Returns (the packs sent, objects sent, bytes sent).
+        """
+        sizes = {r.digest: r.size for r in records}
+        for digest in self._catalog.remote_has(sizes):
+            del sizes[digest]
+        # (an empty object has no range to read back: it goes alone)
+        small = {d: s for d, s in sizes.items() if 0 < s <= _packs.MEMBER_MAX}
+        if len(small) < 2:  # a pack of one is a loose object with extra steps
+            small = {}
+        groups = _packs.plan(small)
+        loose = [(d, s) for d, s in sizes.items() if d not in small]
+        progress.add_total(sum(sizes.values()))
 
-        sent = [n for n in _parallel(send, by_digest.items(), self.remote.transfers) if n]
+        def send(job: tuple[str, list[tuple[str, int]]]) -> tuple[Pack | None, int, int]:
+            kind, items = job
+            if kind == "pack":
+                return self._send_pack(items, progress)
+            ((digest, size),) = items
+            return None, *self._send_loose(Digest.parse(digest), size, progress)
+
+        jobs = [("pack", g) for g in groups] + [("loose", [item]) for item in loose]
+        sent = _parallel(send, jobs, self.remote.transfers)
         _faults.reached("objects-pushed")
-        return len(sent), sum(sent)
+        packs = [p for p, _, _ in sent if p is not None]
+        return packs, sum(n for _, n, _ in sent), sum(b for _, _, b in sent)
+
+    def _send_pack(self, group: list[tuple[str, int]], progress: Progress) -> tuple[Pack, int, int]:
+        path, pack = _packs.write(group, self._objects.path, self._tmp)
+        try:
+            # content-addressed: a second upload of the same pack writes the same bytes
+            self.remote.upload(path, _packs.key_of(pack.digest))
+        finally:
+            path.unlink(missing_ok=True)
+        size = sum(s for _, s in group)
+        progress.advance(size)
+        return pack, len(group), size
+
+    def _send_loose(self, digest: Digest, size: int, progress: Progress) -> tuple[int, int]:
+        if size >= _HEAD_FIRST and self.remote.object_size(digest) == size:
+            progress.advance(size)
+            return 0, 0
+        local = self._objects.path(digest)
+        if not local.is_file():
+            raise NotFoundError(f"object {digest} is not stored locally, so it cannot be pushed")
+        self.remote.upload(local, self.remote.object_key(digest))
+        progress.advance(size)
+        return 1, size
 
     def _classify(
         self, records: list[NameRecord]
@@ -141,7 +171,7 @@ class Syncer:
         return new, bound, conflicts
 
     def _commit(
-        self, records: list[NameRecord], all_or_nothing: bool
+        self, records: list[NameRecord], packs: list[Pack], all_or_nothing: bool
     ) -> tuple[list[NameRecord], list[str]]:
         """Bind ``records`` by appending one log entry. Returns (records as bound, conflicts).
 
@@ -154,14 +184,17 @@ class Syncer:
                 raise NameExistsError(_conflict_message(conflicts, self.remote.url))
             if not new:
                 return bound, conflicts
+            used = {r.digest for r in new}
+            # only packs holding an object of this entry: the others hold nothing it names
+            entry_packs = [p for p in packs if any(m.digest in used for m in p.members)]
             seq = self._cursor() + 1
             try:
-                self.log.append(seq, new)
+                self.log.append(seq, new, entry_packs)
             except FileExistsError:
                 self.pull_metadata()
                 continue
             _faults.reached("log-appended")
-            self._catalog.apply_remote(seq, new)
+            self._catalog.apply_remote(seq, new, entry_packs)
             return [*bound, *new], conflicts
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
@@ -191,13 +224,17 @@ class Syncer:
         if cursor == 0:
             taken = self.log.snapshots()
             if taken:
-                records = self.log.read_snapshot(taken[-1])
-                self._catalog.apply_remote(taken[-1], records)
+                records, packs = self.log.read_snapshot(taken[-1])
+                self._catalog.apply_remote(taken[-1], records, packs)
                 self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
                 names, cursor = len(records), taken[-1]
         entries = self.log.entries_after(cursor)
         if entries:
-            self._catalog.apply_remote(entries[-1].seq, (r for e in entries for r in e.records))
+            self._catalog.apply_remote(
+                entries[-1].seq,
+                (r for e in entries for r in e.records),
+                [p for e in entries for p in e.packs],
+            )
             names += sum(len(e.records) for e in entries)
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
         return names, len(entries)
@@ -216,7 +253,7 @@ class Syncer:
         records = self._catalog.remote_records(LAKE)
         if records is None:  # a name here lost a race: leave the snapshot to another machine
             return False
-        self.log.write_snapshot(cursor, records)
+        self.log.write_snapshot(cursor, records, self._catalog.packs())
         self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 
@@ -228,64 +265,34 @@ class Syncer:
 
     def fetch(self, record: NameRecord, progress: Progress = SILENT) -> StoredBlob:
         """Download the object of ``record`` into the local store, verified on the way."""
-        expected = Digest.parse(record.digest)
-        try:
-            if 0 < record.size <= _WHOLE_READ:
-                # one ranged GET: opening a file object costs a HEAD first on s3fs
-                data = self.remote.read_bytes(self.remote.object_key(expected), 0, record.size)
-                if data is None:
-                    raise FileNotFoundError(record.digest)
-                reader: BinaryIO = io.BytesIO(data)
-            else:
-                reader = self.remote.open_object(expected)
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"the content of {record.name!r} ({record.digest}) is neither local nor on "
-                f"remote {self.remote.url}"
-            ) from None
-        # Only bytes that hash to the expected digest are placed in objects/;
-        # anything else lands in a throwaway temp path and is deleted.
-        def place(actual: Digest) -> Path:
-            return self._objects.path(actual) if actual == expected else new_temp_path(self._tmp)
-
-        with reader, self.remote.errors(f"downloading {record.digest}"):
-            blob = write_blob(reader, self._tmp, place, durable=True, progress=progress)
-        if blob.digest != expected:
-            blob.path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"the copy of {record.digest} on remote {self.remote.url} is corrupt "
-                f"(its bytes hash to {blob.digest}): nothing was cached; repair the remote "
-                "with `lakelet push` from a machine that holds the file"
-            )
-        return blob
+        return self._fetcher.fetch(record, progress)
 
     def fetch_many(self, records: list[NameRecord], progress: Progress = SILENT) -> int:
-        missing = {r.digest: r for r in records if not self._objects.has(Digest.parse(r.digest))}
-        progress.add_total(sum(r.size for r in missing.values()))
-        _parallel(lambda r: self.fetch(r, progress), missing.values(), self.remote.transfers)
-        return len(missing)
+        return self._fetcher.fetch_many(records, progress)
 
     def evict(self, records: list[NameRecord]) -> EvictReport:
         report = EvictReport()
         on_remote = self._catalog.remote_digests(LAKE)
         keep = {r.digest for r in self._catalog.not_on_remote(LAKE)}
+        sizes: dict[str, int | None] = {}  # one size request per pack or loose object
         for record in records:
-            digest = Digest.parse(record.digest)
-            path = self._objects.path(digest)
+            path = self._objects.path(Digest.parse(record.digest))
             if not path.is_file():
                 continue
             if on_remote.get(record.name) != record.digest or record.digest in keep:
                 report.kept_unpushed.append(record.name)
                 continue
-            if self.remote.object_size(digest) != record.size:  # trust, but check the bytes are there
+            if not self._fetcher.is_on_remote(record, sizes):  # trust, but check the bytes are there
                 report.kept_unpushed.append(record.name)
                 continue
             size = path.stat().st_size
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                report.files += 1
-                report.bytes += size
+            path.unlink(missing_ok=True)
+            report.files += 1
+            report.bytes += size
         return report
+
+    def url(self, record: NameRecord, expires_s: int) -> str:
+        return self._fetcher.url(record, expires_s)
 
 
 def _conflict_message(conflicts: list[str], url: str) -> str:

@@ -16,8 +16,11 @@ pay on top.
   (statistics, content-named files, one syncfs, manifest) against
   ``pyarrow.dataset.write_dataset(reader, dir, format="parquet", partitioning=["dt"],
   partitioning_flavor="hive", file_options=zstd)``; fresh output dir per rep,
-  lakelet and pyarrow alternating, median of 3 (2 with --quick). "pyarrow +
-  syncfs" is shown for reference: lakelet makes the files durable, pyarrow alone does not.
+  lakelet and pyarrow alternating, median of 3 (2 with --quick, N with --write-reps N).
+  "pyarrow + syncfs" is shown for reference: lakelet makes the files durable, pyarrow
+  alone does not. Between runs (untimed) the parent syncs, so that no run's flush
+  pays for the unsynced output of the run before it (syncfs writes back the whole
+  filesystem).
 - filtered read of one dt partition: ``lake.dataset(name).to_arrow(filter=...)``
   against ``pyarrow.dataset.dataset(dir, partitioning="hive").to_table(filter=...)``
   on the last rep's outputs; one process, one warm-up each, then lakelet and pyarrow
@@ -26,13 +29,14 @@ pay on top.
 Targets: write <= 1.15x pyarrow's time; filtered read <= 1.1x pyarrow's.
 ``--profile`` also runs one lakelet write and read under cProfile and prints the hot spots.
 
-    .venv/bin/python bench/datasets.py [--quick] [--profile]
+    .venv/bin/python bench/datasets.py [--quick] [--profile] [--write-reps N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -204,6 +208,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 million rows, 2 write reps, 3 reads")
     ap.add_argument("--profile", action="store_true", help="also profile one lakelet write and read")
+    ap.add_argument("--write-reps", type=int, help="write runs of each kind (default 3, 2 with --quick)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -214,7 +219,7 @@ def main() -> None:
         return
 
     rows = 1_000_000 if args.quick else 10_000_000
-    write_reps = 2 if args.quick else 3
+    write_reps = args.write_reps or (2 if args.quick else 3)
     read_reps = 4 if args.quick else 15
 
     import pyarrow as pa
@@ -248,6 +253,7 @@ def main() -> None:
                 out = work / f"{kind}-{rep}"
                 out.mkdir()
                 r = run_child(kind, src, out)
+                os.sync()  # untimed: the next run starts with nothing of this one left to write back
                 runs[kind].append(r)
                 if kind == "write-lakelet":
                     assert r["rows"] == rows, r

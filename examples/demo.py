@@ -1,7 +1,7 @@
 """lakelet in five minutes, on an embedded lake in a temporary folder.
 
-    ./scripts/demo            # sets everything up, then runs this file
-    .venv/bin/python examples/demo.py --keep   # keep the lake afterwards to poke at it
+    ./scripts/demo            # sets everything up, then runs this file; ends with the `lakelet ui` command
+    .venv/bin/python examples/demo.py --clean  # remove the temporary lake at the end
 """
 
 from __future__ import annotations
@@ -55,18 +55,21 @@ def write_raw_orders(folder: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary lake and print where it is")
+    ap.add_argument("--clean", action="store_true", help="remove the temporary lake at the end")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lakelet-demo-"))
     try:
         tell(work)
     finally:
-        if args.keep:
-            console.print(f"\nThe lake is kept at [bold]{work / 'lake'}[/bold]: "
-                          f"LAKELET_HOME={work / 'lake'} lakelet ls")
-        else:
+        if args.clean:
             shutil.rmtree(work, ignore_errors=True)
+    if not args.clean:
+        lakelet_cli = Path(sys.executable).parent / "lakelet"
+        step("Look at what it built: names, the lineage graph, the dataset's histograms, the runs")
+        console.print(f"  [bold]{lakelet_cli} --lake {work / 'lake'} ui --open[/bold]\n"
+                      f"(a page on http://127.0.0.1:8765/; Ctrl-C stops it; `rm -r {work}` removes the demo)",
+                      highlight=False)
 
 
 def tell(work: Path) -> None:
@@ -138,8 +141,7 @@ def tell(work: Path) -> None:
     stages(work, lake)
     datasets(incoming, lake)
 
-    console.print("\n[bold green]That is lakelet today.[/bold green] "
-                  "Next: a web UI (see ../shared/SPEC.md).")
+    console.print("\n[bold green]That is lakelet today.[/bold green]")
 
 
 PIPELINE = """\

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 
+import blake3
 import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pytest
 
@@ -34,6 +37,8 @@ def test_write_versions_and_read_back(lake) -> None:
     for f in ds.files:  # Hive layout, files named by their content digest
         assert f["relative"].startswith("dt=2025-01-2") and f["relative"].split("/")[-1].startswith("part-")
         assert f["digest"].startswith("blake3:") and f["digest"][7:39] in f["relative"]
+        content = (ds.folder / f["relative"]).read_bytes()
+        assert f["digest"] == f"blake3:{blake3.blake3(content).hexdigest()}" and f["size"] == len(content)
     with pytest.raises(lakelet.NotFoundError):
         lake.dataset("sales/orders", version=3)
     with pytest.raises(lakelet.NotFoundError):
@@ -98,6 +103,53 @@ def test_statistics(lake) -> None:
     assert (x["count"], x["nulls"], x["min"], x["max"]) == (4, 1, 1.0, 10.0)
     assert stats["x"]["quantiles"]["0.5"] == 4.0 and sum(stats["x"]["histogram"]["counts"]) == 4
     assert (stats["s"]["min"], stats["s"]["max"], stats["s"]["nulls"]) == ("a", "z", 1)
+
+
+def test_quantiles_of_a_large_write_come_from_a_uniform_sample(lake) -> None:
+    n = 300_000  # streamed in six batches: the reservoir keeps 4,096 of them
+    batches = (pa.record_batch({"v": pa.array(range(i, i + 50_000))}) for i in range(0, n, 50_000))
+    reader = pa.RecordBatchReader.from_batches(pa.schema({"v": pa.int64()}), batches)
+    stats = lake.write_dataset("big", reader).stats()["v"]
+    assert (stats["count"], stats["min"], stats["max"], stats["exact"]) == (n, 0, n - 1, False)
+    for q, value in stats["quantiles"].items():  # rank error ~1/sqrt(4096) = 1.6 % of the rows
+        assert abs(value - float(q) * n) < 0.05 * n, (q, value)
+    assert all(abs(c - n / 10) < 0.25 * n / 10 for c in stats["histogram"]["counts"]), stats["histogram"]
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def test_min_max_from_parquet_metadata_and_folders_are_the_data_s(lake) -> None:
+    # min/max come from the writer's Parquet statistics and, for partition columns, from the
+    # folder names: each case where those could differ from the data, checked against it.
+    paris = pa.timestamp("us", tz="Europe/Paris")
+    table = pa.table({
+        "part": ["a/b c%", "", None, "é", "a/b c%"],  # escaped in the path, empty, null
+        "year": [2024, -1, 2024, None, 2023],  # an int partition compares as an int
+        "long": ["x" * 5000, "y" * 5000, None, "a", "b"],  # > 4 KiB: Parquet keeps no min/max
+        "none": pa.array([None] * 5, pa.string()),
+        "when": pa.array([1_700_000_000_123_456, 5, None, 7, 8], paris),  # written as UTC
+        "ns": pa.array([1, 1_700_000_000_123_456_789, None, 2, 3], pa.timestamp("ns")),
+        "u64": pa.array([1, 2**64 - 1, 3, None, 2], pa.uint64()),
+        "zero": [0.0, 0.0, None, 0.0, 0.0],  # Parquet records the min of zeros as -0.0
+        "nan": [float("nan"), 2.0, None, -1.5, float("nan")],  # Parquet skips NaN
+    })
+    stats = lake.write_dataset("edge", table, partition_by=["part", "year"]).stats()
+    for name in table.column_names:
+        column = table[name]
+        mm = pc.min_max(column)  # also skips NaN (all NaN: it gives NaN, lakelet None)
+        lo, hi = (_iso(mm["min"].as_py()), _iso(mm["max"].as_py()))
+        assert (stats[name]["min"], stats[name]["max"]) == (lo, hi), name
+        assert (stats[name]["count"], stats[name]["nulls"]) == (5 - column.null_count, column.null_count)
+    assert (stats["part"]["min"], stats["part"]["max"]) == ("", "é")
+    assert (stats["year"]["min"], stats["year"]["max"]) == (-1, 2024)
+    assert stats["long"]["max"] == "y" * 5000 and stats["none"]["min"] is None
+    assert stats["when"]["max"] == "2023-11-14T23:13:20.123456+01:00"  # in the column's zone
+    assert stats["ns"]["max"] == "2023-11-14T22:13:20.123456789"
+    assert stats["u64"]["max"] == 2**64 - 1
+    assert stats["zero"]["min"] == 0.0 and math.copysign(1.0, stats["zero"]["min"]) == 1.0
+    assert stats["nan"]["quantiles"]["0.5"] == 2.0 and stats["nan"]["histogram"]["counts"][0] == 1
 
 
 def test_a_second_machine_fetches_only_the_partitions_it_reads(tmp_path) -> None:
@@ -194,3 +246,14 @@ def test_a_dataset_written_inside_a_stage_is_in_its_lineage(lake) -> None:
     assert load_orders("2025-01-20") == {"rows": 2}
     output = next(f for f in lake.ls("stages/") if "/output." in f.name)
     assert output.lineage()["datasets_written"] == [{"dataset": "orders", "version": 1, "rows": 2}]
+
+
+def test_a_dataset_name_longer_than_a_file_name_is_refused_in_one_line(lake) -> None:
+    import pyarrow as pa
+
+    long_name = "sales/" + "a" * 300  # a valid lake name, but a dataset's name is a folder path
+    write = lambda: lake.write_dataset(long_name, pa.table({"x": [1]}))  # noqa: E731
+    for attempt in (write, lambda: lake.dataset(long_name)):
+        with pytest.raises(lakelet.InvalidNameError, match="a segment is at most 255 bytes"):
+            attempt()
+    assert lake.datasets() == []

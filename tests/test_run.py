@@ -112,6 +112,8 @@ def test_cached_graph_runs_nothing(diamond) -> None:
     report = lakelet.run(module.join, run_id="second") and json.loads(
         (lake.root / "runs" / "second.json").read_bytes())
     assert report["ran"] == [] and report["skipped"] == [f"{module.__name__}.join"]
+    skipped = {"status": "skipped", "duration_s": None, "why": "cached"}
+    assert report["stages"] == {f"{module.__name__}.join": skipped}
 
 
 def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkeypatch) -> None:
@@ -125,6 +127,11 @@ def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkey
     name = module.__name__
     assert sorted(report["ran"]) == [f"{name}.left", f"{name}.source"]
     assert report["failed"] == [f"{name}.right"] and report["not_run"] == [f"{name}.join"]
+    stages = report["stages"]
+    right = stages[f"{name}.right"]
+    assert right["status"] == "failed" and "right branch broke" in right["why"]
+    assert stages[f"{name}.join"] == {"status": "not run", "duration_s": None, "why": f"{name}.right failed"}
+    assert stages[f"{name}.left"]["why"] == "never ran" and stages[f"{name}.left"]["duration_s"] > 0
     monkeypatch.setenv("FAIL_RIGHT", "0")
     lakelet.run(module.join, executor="processes", run_id="fixed")
     fixed = json.loads((lake.root / "runs" / "fixed.json").read_bytes())
@@ -212,7 +219,8 @@ def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path
     parent = lakelet.init(tmp_path / "parent", remote=url)
     monkeypatch.setenv("LAKELET_WORKER_ROOT", str(tmp_path / "worker-cache"))
     spec = {"root": str(tmp_path / "elsewhere"), "remote": url, "storage_options": {}}
-    assert run_stage(name, "answer", spec, "r1") == "answer"
+    ran = run_stage(name, "answer", spec, "r1")
+    assert ran["status"] == "ran" and ran["why"] == "never ran"
     assert (tmp_path / "worker-cache" / "lakelet.toml").is_file()
     with lakelet.use(parent):
         key, _ = module.answer.key(parent)

@@ -6,11 +6,13 @@ Layout, the same under the lake root and on the remote (docs/datasets.md):
     datasets/<name>/_manifests/<version>.json                one per version, written once
 
 A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
-temp folder (statistics are gathered on the way), renames each file under its
-digest, uploads the files, then commits the version by creating its manifest
-with a conditional create. Two writers that pick the same version number:
-one wins; the other re-reads the winner's manifest, re-checks the schema and
-commits the next number (an append keeps both writers' files).
+temp folder (``_dataset_files``: statistics from the batches' null counts and
+the writer's Parquet metadata), renames each file under its digest, uploads
+the files, then commits the version by creating its manifest with a
+conditional create. Two writers that pick the
+same version number: one wins; the other re-reads the winner's manifest,
+re-checks the schema and commits the next number (an append keeps both
+writers' files).
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +29,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from . import _config, _stats
+from ._dataset_files import Written, partition_value, staging_dir, write_files
 from ._digest import Digest
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
-from ._names import validate_name
-from ._objects import adopt_file, hash_stream, sync_filesystem, write_blob
+from ._names import validate_path_name
+from ._objects import sync_filesystem, write_blob
 from ._sync import _parallel
 
 if TYPE_CHECKING:
@@ -109,15 +109,6 @@ def _schema_from(hexed: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(hexed)))
 
 
-@dataclass
-class _Written:
-    relative: str  # path under datasets/<name>/
-    digest: str
-    size: int
-    rows: int
-    partition: dict[str, str]
-
-
 class Datasets:
     """The dataset part of one lake: local folder, remote keys, manifests."""
 
@@ -163,7 +154,7 @@ class Datasets:
     # writing
 
     def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
-        validate_name(name)
+        validate_path_name(name, "dataset name")
         if mode not in ("append", "overwrite"):
             raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
         reader = _normalized(_reader(data))
@@ -174,50 +165,12 @@ class Datasets:
         for column in partition_by:
             if reader.schema.get_field_index(column) < 0:
                 raise InvalidArgumentError(f"partition column {column!r} is not in the data")
-        written, stats, rows = self._write_files(name, reader, partition_by, compression)
+        written, stats, rows = write_files(reader, staging_dir(self.lake.root), self.root / name,
+                                           partition_by, compression)
         self._upload(name, written)
         return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
 
-    def _write_files(self, name: str, reader: pa.RecordBatchReader, partition_by: list[str],
-                     compression: str) -> tuple[list[_Written], dict[str, Any], int]:
-        columns = {f.name: _stats.ColumnStats(f.name, f.type) for f in reader.schema}
-        counted = [0]
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in reader:
-                counted[0] += batch.num_rows
-                for i, column in enumerate(batch.schema.names):
-                    columns[column].update(batch.column(i))
-                yield batch
-
-        staging = self.lake.root / "tmp" / f"{os.getpid()}-dataset-{secrets.token_hex(6)}"
-        files: list[tuple[str, int]] = []
-        try:
-            pads.write_dataset(
-                pa.RecordBatchReader.from_batches(reader.schema, batches()), staging,
-                format="parquet", partitioning=partition_by or None, partitioning_flavor="hive",
-                file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
-                basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
-                existing_data_behavior="error", min_rows_per_group=1 << 17, max_rows_per_group=1 << 20,
-                file_visitor=lambda wf: files.append((wf.path, wf.metadata.num_rows)),
-            )
-            written = [self._place(name, staging, Path(path), rows) for path, rows in files]
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return written, {c: s.to_json() for c, s in columns.items()}, counted[0]
-
-    def _place(self, name: str, staging: Path, path: Path, rows: int) -> _Written:
-        relative_dir = path.parent.relative_to(staging).as_posix()
-        partition = dict(part.split("=", 1) for part in relative_dir.split("/") if "=" in part)
-        folder = self.root / name / relative_dir if relative_dir != "." else self.root / name
-        with open(path, "rb") as f:  # hash in place, then rename: the staging dir is on the same disk
-            digest, size = hash_stream(f)
-        blob = adopt_file(path, digest, size, lambda d: folder / f"part-{d.hexdigest[:32]}.parquet",
-                          durable=False)
-        relative = blob.path.relative_to(self.root / name).as_posix()
-        return _Written(relative, str(blob.digest), blob.size, rows, partition)
-
-    def _upload(self, name: str, written: list[_Written]) -> None:
+    def _upload(self, name: str, written: list[Written]) -> None:
         sync_filesystem(self.lake.root)  # the files are durable before a manifest names them
         syncer = self.lake._syncer()
         if syncer is None:
@@ -226,7 +179,7 @@ class Datasets:
                                                  f"datasets/{name}/{w.relative}"),
                   written, syncer.remote.transfers)
 
-    def _commit(self, name: str, written: list[_Written], stats: dict[str, Any], rows: int,
+    def _commit(self, name: str, written: list[Written], stats: dict[str, Any], rows: int,
                 schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:
         new_files = [w.__dict__ for w in written]
         for _ in range(_MAX_COMMIT_ATTEMPTS):
@@ -398,13 +351,9 @@ def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, 
 
 
 def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataType]) -> pads.Expression:
-    from urllib.parse import unquote
-
     expression = pads.scalar(True)
     for column, raw in partition.items():
-        value = unquote(raw)
-        typ = fields.get(column, pa.string())
-        scalar = None if value == "__HIVE_DEFAULT_PARTITION__" else pa.scalar(value).cast(typ)
+        scalar = partition_value(raw, fields.get(column, pa.string()))
         expression = expression & (pads.field(column).is_null() if scalar is None
                                    else pads.field(column) == scalar)
     return expression

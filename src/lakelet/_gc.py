@@ -1,21 +1,39 @@
-"""``lakelet gc``: drop expired pipeline runs and content that no name refers to.
+"""``lakelet gc``: drop expired pipeline runs, expired stage outputs, and content no name refers to.
 
-Objects are content-addressed, so "unreferenced" means no name record (live
-or removed) in this lake points at the digest. On the remote, another machine
-may have uploaded an object or a pack a moment ago and not yet appended the log
-entry that names it (objects go first, docs/remote-layout.md): remote objects
-and packs younger than the grace period are never deleted, and a pack goes only
-when none of its members is referenced.
+Stage outputs: a run of a stage declared with ``ttl=`` carries ``expires_at``
+in its run record. Once that has passed, gc retires the run — its run record
+first (so the next call of the stage misses and recomputes, under a new
+generation of names: ``_expiry``), then its outputs — with tombstones, as
+``rm --force`` does, so every machine sharing the remote learns it and the
+lineage stays: a tombstone keeps its record, and the run record's bytes (the
+lineage) are kept too. Only the outputs' bytes are released. An expired run
+stays while a run that stays read its output (by content digest, or as an
+upstream stage's key), directly or through other runs kept so: the lineage of
+everything live remains walkable. It also stays when it bound names chosen by
+the caller (they could never be bound again) or wrote datasets (a rerun would
+write them again).
+
+Objects are content-addressed, so "unreferenced" means no name record in this
+lake holds the digest: a live record, or a tombstone of ``rm --force``. On
+the remote, another machine may have uploaded an object or a pack a moment ago
+and not yet appended the log entry that names it (objects go first,
+docs/remote-layout.md): remote objects and packs younger than the grace period
+are never deleted, and a pack goes only when none of its members is
+referenced. The grace is measured on the real clock, whatever ``now`` says.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import _packs
+from . import _faults, _packs
 from ._digest import Digest
+from ._expiry import EXPIRED, holds_object, is_run_record
+from ._refs import NameRecord, utc_now
 from ._scopes import LAKE
 
 if TYPE_CHECKING:
@@ -28,14 +46,20 @@ GRACE = timedelta(hours=24)
 class GcReport:
     dry_run: bool
     runs: list[str] = field(default_factory=list)  # archived pipeline runs
+    stage_runs: list[str] = field(default_factory=list)  # run records of expired stage runs retired
+    stage_outputs: list[str] = field(default_factory=list)  # their output names, tombstoned
+    kept: dict[str, str] = field(default_factory=dict)  # expired stage runs that stay -> why
     objects: list[str] = field(default_factory=list)  # local objects deleted
     remote_objects: list[str] = field(default_factory=list)
     bytes: int = 0
 
 
-def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = False) -> GcReport:
+def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = False,
+            now: datetime | None = None) -> GcReport:
+    """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry is judged at
+    (default: the clock). Returns a GcReport; raises RemoteError when a needed remote is down."""
     report = GcReport(dry_run)
-    now = datetime.now(UTC)
+    now = _as_datetime(now) or datetime.now(UTC)
     scopes = lake.root / "scopes" / "pipeline"
     for run_dir in sorted(scopes.iterdir()) if scopes.is_dir() else []:
         age = now - datetime.fromtimestamp(run_dir.stat().st_mtime, UTC)
@@ -45,8 +69,10 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
             if not dry_run:
                 lake.pipeline(run_dir.name).archive()
 
-    referenced = {r.digest for layout in lake._layouts() for r in layout.refs.records()}
-    referenced |= {r.digest for r in lake._catalog.records(LAKE, "", include_removed=True)}
+    retiring = _expire_stage_runs(lake, now, report)
+    records = [r for layout in lake._layouts() for r in layout.refs.records()]
+    records += lake._catalog.records(LAKE, "", include_removed=True)
+    referenced = _referenced(records, retiring)
     objects = lake._lake.objects
     assert objects is not None
     for digest in list(objects.digests()):
@@ -59,15 +85,157 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
             path.unlink(missing_ok=True)
 
     if remote:
-        _collect_remote(lake, referenced, now, report)
+        _collect_remote(lake, referenced, retiring, report)
     return report
 
 
-def _collect_remote(lake: Lake, referenced: set[str], now: datetime, report: GcReport) -> None:
+def _referenced(records: Iterable[NameRecord], retiring: set[str]) -> set[str]:
+    """Digests some record holds. ``retiring``: output names this gc tombstones (or, in a dry
+    run, would), so that a dry run counts the bytes a real one frees."""
+    return {r.digest for r in records if holds_object(r) and r.name not in retiring}
+
+
+# expired stage runs
+
+
+@dataclass
+class _Run:
+    record: NameRecord  # of a live run record
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def folder(self) -> str:  # where its implicit outputs are: stages/<stage>/<key>[-g<n>]/
+        return self.name.removesuffix(".json") + "/"
+
+    def expired(self, now: datetime) -> bool:
+        expires = self.body.get("expires_at")
+        return expires is not None and datetime.fromisoformat(expires) <= now
+
+    def inputs(self) -> list[str]:
+        """What this run read, as comparable tokens: content digests and upstream stage keys."""
+        out = []
+        for identity in self.body.get("inputs", {}).values():
+            if "digest" in identity:
+                out.append(identity["digest"])
+            if "stage" in identity:
+                out.append(f"{identity['stage']}@{identity['key']}")
+        return out
+
+    def provides(self) -> list[str]:
+        """The tokens under which a later run may have read this run's outputs."""
+        digests = [o["digest"] for o in self.body.get("outputs", [])]
+        return [*digests, f"{self.body['stage']}@{self.body['key']}"]
+
+    def cannot_expire(self) -> str | None:
+        named = [o["name"] for o in self.body.get("outputs", []) if not o["name"].startswith(self.folder)]
+        if named:
+            return f"it bound names chosen by the caller, which are never bound again ({', '.join(named)})"
+        if self.body.get("datasets_written"):
+            return "it wrote datasets, which a rerun would write again"
+        return None
+
+
+def _stage_runs(lake: Lake) -> tuple[list[_Run], list[NameRecord]]:
+    """(the live stage runs, the outputs of runs gc retired that are still live: left by a gc
+    that stopped between its two steps)."""
+    runs, leftovers = [], []
+    for record in lake._catalog.records(LAKE, "stages/", include_removed=True):
+        if not is_run_record(record.name):
+            continue
+        if record.removed_at is None:
+            with lake._open_record(record) as f:
+                runs.append(_Run(record, json.loads(f.read())))
+        elif EXPIRED in record.meta:
+            leftovers += [_expired(r, record.meta[EXPIRED]) for r in _left_live(lake, record)]
+    return runs, leftovers
+
+
+def _left_live(lake: Lake, retired: NameRecord) -> list[NameRecord]:
+    """The outputs of a retired run that are still live. All its outputs are in its folder:
+    runs that bound other names never expire."""
+    return lake._catalog.records(LAKE, retired.name.removesuffix(".json") + "/")
+
+
+def _anything_to_retire(lake: Lake, now: datetime) -> bool:
+    """From the index alone: an expired output (its meta has the run's ``expires_at``), or one
+    left live by a gc that stopped between its two steps."""
+    for record in lake._catalog.records(LAKE, "stages/", include_removed=True):
+        if record.removed_at is None:
+            expires = record.meta.get("expires_at")
+            if expires is not None and datetime.fromisoformat(expires) <= now:
+                return True
+        elif EXPIRED in record.meta and is_run_record(record.name) and _left_live(lake, record):
+            return True
+    return False
+
+
+def _plan(runs: list[_Run], now: datetime, report: GcReport) -> list[_Run]:
+    """The live runs to retire now; fills ``report.kept`` with the expired ones that stay."""
+    expired = {r.name: r for r in runs if r.expired(now)}
+    for run in expired.values():
+        if why := run.cannot_expire():
+            report.kept[run.name] = why
+    used_by: dict[str, str] = {}  # token -> a run that stays and read it
+    staying = [r for r in runs if r.name not in expired or r.name in report.kept]
+    while staying:  # to a fixpoint: a kept run keeps what it read in turn
+        for run in staying:
+            for token in run.inputs():
+                used_by.setdefault(token, run.name)
+        staying = []
+        for run in expired.values():
+            if run.name in report.kept:
+                continue
+            user = next((used_by[t] for t in run.provides() if t in used_by), None)
+            if user is not None:
+                report.kept[run.name] = f"{user} read its output"
+                staying.append(run)
+    return [r for r in expired.values() if r.name not in report.kept]
+
+
+def _expire_stage_runs(lake: Lake, now: datetime, report: GcReport) -> set[str]:
+    """Retire expired stage runs (or list them in a dry run); returns the output names retired."""
+    if not _anything_to_retire(lake, now):  # the common case: read no run record, reach no remote
+        return set()
+    syncer = lake._syncer()
+    if syncer is not None:
+        # runs bound on other machines may read what expired here: learn them first
+        syncer.pull_metadata()
+    runs, leftovers = _stage_runs(lake)
+    retire = _plan(runs, now, report)
+    report.stage_runs = [r.name for r in retire]
+    outputs = list(leftovers)
+    for run in retire:
+        for output in run.body.get("outputs", []):
+            record = lake._lookup(LAKE, output["name"])  # the index, else the remote
+            if record is not None and record.removed_at is None:
+                outputs.append(_expired(record, run.body["expires_at"]))
+    report.stage_outputs = [r.name for r in outputs]
+    if not report.dry_run:
+        # the run records first: a crash in between leaves a miss (the stage recomputes) and
+        # outputs that the next gc retires, never a run record whose outputs are gone
+        lake._tombstone([_expired(r.record, r.body["expires_at"]) for r in retire])
+        _faults.reached("gc-runs-retired")
+        lake._tombstone(outputs)
+    return set(report.stage_outputs)
+
+
+def _expired(record: NameRecord, expires_at: str) -> NameRecord:
+    return replace(record, removed_at=utc_now(), meta={**record.meta, EXPIRED: expires_at})
+
+
+# the remote
+
+
+def _collect_remote(lake: Lake, referenced: set[str], retiring: set[str], report: GcReport) -> None:
     syncer = lake._require_remote("gc --remote")
     remote = syncer.remote
     syncer.pull_metadata()  # the log names every record: the index now knows them all
-    referenced = referenced | {r.digest for r in lake._catalog.records(LAKE, "", include_removed=True)}
+    referenced = referenced | _referenced(lake._catalog.records(LAKE, "", include_removed=True), retiring)
+    clock = datetime.now(UTC)
     # A pack goes only when none of its members is referenced: packs are never rewritten,
     # so a partly referenced one stays whole (docs/remote-layout.md).
     members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in lake._catalog.packs()}
@@ -85,7 +253,7 @@ def _collect_remote(lake: Lake, referenced: set[str], now: datetime, report: GcR
         modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
             "updated")
         when = _as_datetime(modified)
-        if when is None or now - when < GRACE:
+        if when is None or clock - when < GRACE:
             continue  # maybe another machine's upload whose names are on their way
         report.remote_objects.append(str(Digest(algorithm, prefix + rest)))
         report.bytes += int(info.get("size", 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -13,9 +12,10 @@ from . import _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
 from ._digest import Digest
 from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
+from ._expiry import is_run_record
 from ._file import File
 from ._fsck import FsckReport
-from ._names import validate_name, validate_prefix
+from ._names import validate_name, validate_path_name, validate_prefix
 from ._objects import (
     VerifiedReader,
 )
@@ -32,8 +32,6 @@ from ._sync import EvictReport, PushReport, Syncer, SyncReport
 
 if TYPE_CHECKING:  # pyarrow takes longer to import than most commands take to run
     from ._datasets import Dataset
-
-_RUN_RECORD = re.compile(r"^stages/[^/]+/[0-9a-f]{40}\.json$")
 
 
 class Lake:
@@ -145,8 +143,8 @@ class Lake:
         return File(record.name, lake=self, record=record)
 
     def _run_records(self) -> list[NameRecord]:
-        """Every stage run record this lake knows (``stages/<stage>/<key>.json``)."""
-        return [r for r in self._catalog.records(LAKE, "stages/") if _RUN_RECORD.match(r.name)]
+        """Every live stage run record this lake knows (``stages/<stage>/<key>[-g<n>].json``)."""
+        return [r for r in self._catalog.records(LAKE, "stages/") if is_run_record(r.name)]
 
     def rm(self, name: str, *, force: bool = False, scope: str = LAKE, recursive: bool = False) -> None:
         """Remove a name.
@@ -168,12 +166,17 @@ class Lake:
         record = self._lookup(LAKE, name)
         if record is None or record.removed_at is not None:
             raise NotFoundError(f"no lake name {name!r}")
-        tomb = record.removed(utc_now())
+        self._tombstone([record.removed(utc_now())])
+
+    def _tombstone(self, tombs: list[NameRecord]) -> None:
+        """Mark lake names removed, keeping their records: on the remote first (the source of
+        truth, one log entry for the batch), then here. Used by ``rm --force`` and gc."""
         syncer = self._syncer()
-        if syncer is not None:
-            syncer.tombstone(tomb)
-        self._lake.refs.tombstone(tomb)
-        self._catalog.upsert([tomb])
+        if syncer is not None and tombs:
+            syncer.tombstone(tombs)
+        for tomb in tombs:
+            self._lake.refs.tombstone(tomb)
+        self._catalog.upsert(tombs)
 
     # the remote
 
@@ -276,7 +279,7 @@ class Lake:
         from ._datasets import Dataset, Datasets
 
         store = Datasets(self)
-        validate_name(name)
+        validate_path_name(name, "dataset name")
         wanted = version if version is not None else store.latest_version(name)
         manifest = store.read_manifest(name, wanted) if wanted else None
         if manifest is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _config
+from ._expiry import current_run_record
 
 if TYPE_CHECKING:
     from ._file import File
@@ -161,7 +162,7 @@ def input_labels(lake: Lake, record: dict[str, Any]) -> list[str]:
 
 
 def _outputs_of_key(lake: Lake, stage: str, key: str) -> list[str]:
-    run = f"stages/{stage}/{key[:40]}.json"
-    if not lake.exists(run):
+    run, record = current_run_record(lake, stage, key)
+    if record is None:
         return []
     return [o["name"] for o in json.loads(lake.file(run).read_bytes()).get("outputs", [])]

@@ -45,6 +45,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_path_name(name: str, what: str) -> str:
+    """A name that becomes a folder path as it is (datasets, pipeline state): each segment must
+    also fit a local file system's 255-byte limit."""
+    validate_name(name)
+    if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in name.split("/")):
+        raise InvalidNameError(f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes")
+    return name
+
+
 def validate_prefix(prefix: str) -> str:
     """A listing prefix: empty, or a name optionally ending in '/'."""
     if prefix == "":

@@ -96,6 +96,16 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), _SYNC_FILE_RANGE_WRITE)
 
 
+def start_writeback(path: Path | str) -> None:
+    """Start writing a just-closed file to disk without waiting for it, so that the sync
+    which later makes it durable waits for less (or overlaps with work done meanwhile)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _start_writeback(fd, 0, 0)  # 0: to the end of the file
+    finally:
+        os.close(fd)
+
+
 _buffers = threading.local()
 
 
@@ -124,6 +134,20 @@ def hash_stream(
         hasher.update(view[:n])
         size += n
         progress.advance(n)
+    return Digest(algorithm, hasher.hexdigest()), size
+
+
+def hash_file(path: Path | str, algorithm: str = DEFAULT_ALGORITHM) -> tuple[Digest, int]:
+    """Digest and size of a local file nobody is writing. blake3 maps it into memory rather
+    than copying it through a buffer: for a file just written (in the page cache) that is
+    about half the time of ``hash_stream``."""
+    hasher = new_hasher(algorithm)
+    update_mmap = getattr(hasher, "update_mmap", None)
+    if update_mmap is None:
+        with open(path, "rb") as f:
+            return hash_stream(f, algorithm)
+    size = os.stat(path).st_size
+    update_mmap(path)
     return Digest(algorithm, hasher.hexdigest()), size
 
 

@@ -5,7 +5,7 @@ write-once name is bound by hard-linking a complete temporary file to that
 path: ``link`` fails if the path exists, so exactly one of two racing
 writers wins and nobody ever sees a partial record. Mutable (scoped) names
 are replaced with ``os.replace``. The SQLite index is rebuilt from these
-files; the remote keeps the same layout.
+files; the remote holds the same records in its commit log (``_log``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from typing import Any
 from ._current import current_lake
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, LakeletError
+from ._expiry import current_run_record
 from ._lake import Lake
 from ._stage import Stage
 
@@ -49,6 +51,7 @@ class RunReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # descendants of a failure
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> status, duration_s, why
 
 
 def _graph(targets: tuple[Stage, ...]) -> dict[str, Stage]:
@@ -88,16 +91,19 @@ def _worker_lake(spec: dict[str, Any]) -> Lake:
     return lakelet.init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
 
 
-def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> str:
-    """Run one stage in a worker (a separate process or machine); returns the stage name."""
+def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Run one stage in a worker (a separate process or machine); returns how long and why it ran."""
     stage = importlib.import_module(module)
     for part in qualname.split("."):
         stage = getattr(stage, part)
     if not isinstance(stage, Stage):
         raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
+    lake = _worker_lake(spec)
+    why = stage._why(lake, stage.key(lake)[1])  # before the run: afterwards its own record is the latest
+    t0 = time.perf_counter()
     with patched_environ({"LAKELET_RUN_ID": run_id}):
-        stage.run(_worker_lake(spec), (), {})
-    return qualname
+        stage.run(lake, (), {})
+    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": why}
 
 
 def _executor(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
@@ -155,8 +161,9 @@ def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], rep
             continue
         stage = nodes[name]
         key, _ = stage.key(lake)
-        if lake.exists(f"stages/{name}/{key[:40]}.json"):
+        if current_run_record(lake, name, key)[1] is not None:
             report.skipped.append(name)
+            report.stages[name] = {"status": "skipped", "duration_s": None, "why": "cached"}
             continue
         needed.add(name)
         todo += _upstream(stage)
@@ -211,7 +218,7 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
     spec = _lake_spec(lake)
     waiting = {n: {u for u in _upstream(nodes[n]) if u in needed} for n in needed}
     failures: dict[str, str] = {}
-    running: dict[cf.Future[str], str] = {}
+    running: dict[cf.Future[dict[str, Any]], str] = {}
     try:
         while waiting or running:
             ready = [n for n, deps in waiting.items() if not deps]
@@ -220,7 +227,7 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                 stage = nodes[name]
                 module, qualname = stage.func.__module__, stage.func.__qualname__
                 if pool is None:
-                    future: cf.Future[str] = cf.Future()
+                    future: cf.Future[dict[str, Any]] = cf.Future()
                     try:
                         future.set_result(run_stage(module, qualname, spec, run_id))
                     except Exception as e:  # reported below, like a worker's failure
@@ -240,14 +247,18 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                 error = future.exception()
                 if error is None:
                     report.ran.append(name)
+                    report.stages[name] = future.result()
                     for deps in waiting.values():
                         deps.discard(name)
                     continue
                 report.failed.append(name)
                 failures[name] = _traceback_text(error)
+                last_line = failures[name].strip().splitlines()[-1]
+                report.stages[name] = {"status": "failed", "duration_s": None, "why": last_line}
                 for lost in _descendants(name, waiting, nodes):
                     waiting.pop(lost, None)
                     report.not_run.append(lost)
+                    report.stages[lost] = {"status": "not run", "duration_s": None, "why": f"{name} failed"}
     finally:
         if owned and pool is not None:
             pool.shutdown(wait=True)

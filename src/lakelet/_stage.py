@@ -11,6 +11,8 @@ Each run binds two lake names, write-once like any other: the output
 otherwise) and the run record beside it (``…/<key>.json``), which holds the
 lineage and is what a later call looks for. Two machines that run the same
 key bind the same run record name: one wins, the other adopts its result.
+After ``gc`` retires an expired run (``ttl=``), the key binds a new
+generation of names (``_expiry``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from ._codehash import CodeIdentity, code_identity, module_packages, qualified_n
 from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._environ import patched_environ
-from ._errors import InvalidArgumentError, NameExistsError, NotFoundError
+from ._errors import InvalidArgumentError, NameExistsError
+from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
 from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
 from ._lake import Lake
@@ -111,6 +114,7 @@ class Stage:
         self.format: Format | None = get_format(options["format"]) if options.get("format") else None
         if options.get("name") is not None:
             validate_name(options["name"])
+        self.ttl = stage_ttl(self.qualname, options)
         self._signature = inspect.signature(func)  # built once: key() runs on every call
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
@@ -187,26 +191,28 @@ class Stage:
 
     def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
         key, parts = self.key(lake, args, kwargs)
-        record_name = f"stages/{self.qualname}/{key[:40]}.json"
-        if self.options.get("cache", True):
-            hit = self._load_hit(lake, record_name)
-            if hit is not None:
-                _log(self, "skipped", lambda: "cached")
-                return hit
+        cache = self.options.get("cache", True)
+        if cache and (hit := self._load_hit(lake, key)[1]) is not None:
+            _log(self, "skipped", lambda: "cached")
+            return hit
         with _key_lock(lake, key):  # one process per machine computes a key; the others reuse
-            if self.options.get("cache", True):
-                hit = self._load_hit(lake, record_name)
-                if hit is not None:
-                    _log(self, "skipped", lambda: "computed meanwhile by another process")
-                    return hit
+            record_name, hit = (self._load_hit(lake, key) if cache
+                                else (current_run_record(lake, self.qualname, key)[0], None))
+            if hit is not None:
+                _log(self, "skipped", lambda: "computed meanwhile by another process")
+                return hit
             _log(self, "running", lambda: self._why(lake, parts))
             return self._execute(lake, key, parts, record_name, args, kwargs)
 
-    def _load_hit(self, lake: Lake, record_name: str) -> Any:
-        try:  # one lookup: the run record is the cache entry
-            record = json.loads(lake.file(record_name).read_bytes())
-        except NotFoundError:
-            return None
+    def _load_hit(self, lake: Lake, key: str) -> tuple[str, Any]:
+        """(the run record name the key binds now, its stored result or None on a miss)."""
+        record_name, found = current_run_record(lake, self.qualname, key)  # the cache entry
+        if found is None:
+            return record_name, None
+        record = json.loads(File(record_name, lake=lake, record=found).read_bytes())
+        return record_name, self._load(lake, record)
+
+    def _load(self, lake: Lake, record: dict[str, Any]) -> Any:
         returned = record["returned"]
         if returned["kind"] == "files":
             files = [lake.file(n) for n in returned["names"]]
@@ -221,12 +227,15 @@ class Stage:
         inputs = {arg: r.load() for arg, r in self._resolve(lake).items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        prefix = f"stages/{self.qualname}/{key[:40]}/"
+        prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
         secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
         with _outputs.collecting(prefix) as pending, _secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
         meta = {"stage": self.qualname, "run": record_name}
+        expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
+        if expiry:
+            meta["expires_at"] = expiry["expires_at"]
         try:
             written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
         finally:
@@ -250,6 +259,7 @@ class Stage:
             "started_at": started.isoformat(),
             "ended_at": datetime.now(UTC).isoformat(),
             "duration_s": round(duration, 6),
+            **expiry,
         }
         tmp = new_temp_path(lake.root / "tmp")
         try:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidArgumentError
-from ._names import validate_name
+from ._names import validate_name, validate_path_name
 
 if TYPE_CHECKING:
     from ._lake import Lake
@@ -27,7 +27,7 @@ class State:
 
     def __init__(self, lake: Lake, pipeline: str) -> None:
         self._lake = lake
-        self.pipeline = validate_name(pipeline)
+        self.pipeline = validate_path_name(pipeline, "pipeline name")
         self._key = f"state/{pipeline}/state.json"
 
     def __repr__(self) -> str:

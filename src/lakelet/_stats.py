@@ -1,20 +1,27 @@
-"""Column statistics for dataset manifests, gathered while the batches stream past.
+"""Column statistics for dataset manifests.
 
-Count, nulls, min and max are exact and merge exactly across appends. For
-numeric columns a uniform reservoir sample (at most ``SAMPLE_SIZE`` values,
-merged across appends in proportion to rows) gives the quantiles and the
-histogram: exact up to that many rows, an estimate with a standard error of
-about 1/sqrt(SAMPLE_SIZE) of the rank beyond (docs/datasets.md).
+Count and nulls are counted as the batches stream past (Arrow keeps a null
+count per array: free). Min and max come from the statistics the Parquet
+writer records for every row group anyway (``parquet_min_max``), so the data
+is not scanned a second time; a partition column, absent from the files,
+takes them from its partition values. All four are exact and merge exactly
+across appends. For numeric columns a uniform reservoir sample (at most
+``SAMPLE_SIZE`` values, merged across appends in proportion to rows) gives the
+quantiles and the histogram: exact up to that many rows, an estimate with a
+standard error of about 1/sqrt(SAMPLE_SIZE) of the rank beyond
+(docs/datasets.md).
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 SAMPLE_SIZE = 4096
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -34,14 +41,23 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
+def orderable(t: pa.DataType) -> bool:
+    """Whether the column gets a min and max."""
+    return not (pa.types.is_nested(t) or pa.types.is_boolean(t) or pa.types.is_dictionary(t))
+
+
 class ColumnStats:
-    def __init__(self, name: str, type_: pa.DataType, seed: int = 0) -> None:
+    """One column's statistics for one write. ``update`` sees every batch; min and max are
+    folded in with ``observe`` unless ``min_max_from_data`` asks ``update`` to scan for them."""
+
+    def __init__(self, name: str, type_: pa.DataType, seed: int = 0, min_max_from_data: bool = False) -> None:
         self.name = name
         self.type = type_
         self.count = 0
         self.nulls = 0
         self.min: Any = None
         self.max: Any = None
+        self.min_max_from_data = min_max_from_data and orderable(type_)
         self.seen = 0  # non-null values offered to the sample
         self.sample: list[float] = []
         self._rng = random.Random(seed)
@@ -54,36 +70,51 @@ class ColumnStats:
         self.count += len(array) - nulls
         if len(array) == nulls:
             return
-        orderable = not (pa.types.is_nested(self.type) or pa.types.is_boolean(self.type)
-                         or pa.types.is_dictionary(self.type))
-        if orderable:
+        if self.min_max_from_data:
             mm = pc.min_max(array)
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            self.min = lo if self.min is None or lo < self.min else self.min
-            self.max = hi if self.max is None or hi > self.max else self.max
+            self.observe(mm["min"].as_py(), mm["max"].as_py())
         if _numeric(self.type):
-            self._offer(pc.drop_null(array))
+            self._offer(pc.drop_null(array) if nulls else array)
+
+    def observe(self, lo: Any, hi: Any) -> None:
+        """Fold in a min and max found elsewhere (Parquet statistics, a partition value).
+        NaN is skipped, as Parquet statistics skip it: min/max order the numbers."""
+        if lo is not None and lo == lo and (self.min is None or lo < self.min):
+            self.min = lo
+        if hi is not None and hi == hi and (self.max is None or hi > self.max):
+            self.max = hi
 
     def _offer(self, values: pa.Array) -> None:
-        """Reservoir sampling with Li's Algorithm L: the skips between replacements are drawn,
-        so a batch costs O(replacements), about SAMPLE_SIZE·ln(rows/SAMPLE_SIZE) in all."""
+        """Reservoir sampling with Li's Algorithm L: the gaps between replacements are drawn,
+        so a batch costs O(replacements), about SAMPLE_SIZE·ln(rows/SAMPLE_SIZE) in all; the
+        values replaced in a batch are fetched with one ``take``, not one boxed scalar each."""
         start, n = self.seen, len(values)
         self.seen += n
         fill = min(n, SAMPLE_SIZE - len(self.sample))
         if fill > 0:
             self.sample += [float(v) for v in values.slice(0, fill).to_pylist()]
             if len(self.sample) == SAMPLE_SIZE:
-                self._w = math.exp(math.log(self._rng.random()) / SAMPLE_SIZE)
-                self._next = SAMPLE_SIZE - 1 + self._skip()
+                # W = U^(1/k) with U in (0, 1]; W must stay below 1 for log(1 - W)
+                w = min((1.0 - self._rng.random()) ** (1.0 / SAMPLE_SIZE), math.nextafter(1.0, 0.0))
+                self._w = w
+                self._next = SAMPLE_SIZE + int(math.log(1.0 - self._rng.random()) / math.log(1.0 - w))
         if len(self.sample) < SAMPLE_SIZE:
             return
-        while self._next < start + n:
-            self.sample[self._rng.randrange(SAMPLE_SIZE)] = float(values[self._next - start].as_py())
-            self._w *= math.exp(math.log(self._rng.random()) / SAMPLE_SIZE)
-            self._next += self._skip()
-
-    def _skip(self) -> int:
-        return int(math.log(self._rng.random()) / math.log(1 - self._w)) + 1
+        # The loop runs ~20,000 times for the first million rows: locals, inlined steps and
+        # a power for W instead of exp(log(u)/k) halve its cost. 1 - rand() is in (0, 1]: its
+        # log is finite.
+        rand, w, taken, end = self._rng.random, self._w, self._next, start + n
+        slots: list[int] = []
+        picks: list[int] = []
+        while taken < end:
+            slots.append(int(rand() * SAMPLE_SIZE))
+            picks.append(taken - start)
+            w *= (1.0 - rand()) ** (1.0 / SAMPLE_SIZE)
+            taken += int(math.log(1.0 - rand()) / math.log(1.0 - w)) + 1
+        self._w, self._next = w, taken
+        if picks:
+            for slot, value in zip(slots, values.take(pa.array(picks, pa.int64())).to_pylist(), strict=True):
+                self.sample[slot] = float(value)  # in draw order: a slot drawn twice keeps the later
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type), "count": self.count, "nulls": self.nulls,
@@ -91,6 +122,49 @@ class ColumnStats:
         if _numeric(self.type):
             out["sample"] = {"seen": self.seen, "values": self.sample}
         return out
+
+
+def parquet_min_max(metadata: pq.FileMetaData, types: dict[str, pa.DataType],
+                    read_back: Callable[[int, str], pa.ChunkedArray]) -> Iterator[tuple[str, Any, Any]]:
+    """(column, min, max) for each row group of one written Parquet file and each orderable
+    column of ``types``, from the statistics the writer recorded: no pass over the data.
+
+    The Parquet writer leaves out min/max for a chunk whose extreme is longer than 4 KiB and
+    for an all-NaN float chunk; such a chunk, if it holds values, is read back
+    (``read_back(row_group, column)``, one column of one row group) and scanned.
+    """
+    index = {metadata.schema.column(j).path: j for j in range(metadata.num_columns)}
+    wanted = [(name, t, index[name]) for name, t in types.items() if orderable(t) and name in index]
+    for r in range(metadata.num_row_groups):
+        group = metadata.row_group(r)
+        for name, type_, j in wanted:
+            stats = group.column(j).statistics
+            if stats is not None and stats.null_count == group.num_rows:
+                continue  # nulls only: nothing to order
+            found = _recorded_min_max(stats, type_)
+            if found is None:
+                try:
+                    mm = pc.min_max(read_back(r, name))
+                except pa.ArrowNotImplementedError:  # no ordering kernel for this type
+                    continue
+                found = mm["min"].as_py(), mm["max"].as_py()
+            yield name, *found
+
+
+def _recorded_min_max(stats: pq.Statistics | None, type_: pa.DataType) -> tuple[Any, Any] | None:
+    if stats is None or not stats.has_min_max or not getattr(stats, "is_min_value_exact", True) \
+            or not getattr(stats, "is_max_value_exact", True):  # a truncated bound is no min
+        return None
+    try:
+        # Parquet statistics come back as Python values of the Parquet logical type (UTC for a
+        # zoned timestamp, a coerced unit); as the column's Arrow type they read as the data
+        # does (its zone, its unit), so both ways give the same min and max.
+        lo, hi = pa.scalar(stats.min, type=type_).as_py(), pa.scalar(stats.max, type=type_).as_py()
+    except (pa.ArrowException, TypeError, ValueError):  # a type pyarrow does not map back
+        return None
+    if pa.types.is_floating(type_):  # Parquet writes a zero min as -0.0 whatever the data held
+        lo, hi = lo + 0.0, hi + 0.0
+    return lo, hi
 
 
 def merge(older: dict[str, Any] | None, newer: dict[str, Any], rng_seed: int = 0) -> dict[str, Any]:
@@ -120,7 +194,8 @@ def merge(older: dict[str, Any] | None, newer: dict[str, Any], rng_seed: int = 0
 def summary(stats: dict[str, Any]) -> dict[str, Any]:
     """What ``Dataset.stats()`` shows: the sample turned into quantiles and a histogram."""
     out = {k: v for k, v in stats.items() if k != "sample"}
-    sample = sorted(stats.get("sample", {}).get("values", []))
+    values = stats.get("sample", {}).get("values", [])
+    sample = sorted(v for v in values if v == v)  # NaN has no rank and no bin
     if sample and stats.get("min") is not None:
         n = len(sample)
         out["quantiles"] = {str(q): sample[min(n - 1, int(q * n))] for q in QUANTILES}
@@ -129,7 +204,7 @@ def summary(stats: dict[str, Any]) -> dict[str, Any]:
         counts = [0] * HISTOGRAM_BINS
         for v in sample:
             counts[min(HISTOGRAM_BINS - 1, int((v - lo) / width))] += 1
-        scale = stats["count"] / n
+        scale = stats["count"] / len(values)  # so the bins estimate rows; NaN rows are in none
         out["histogram"] = {
             "edges": [lo + i * width for i in range(HISTOGRAM_BINS + 1)],
             "counts": [round(c * scale) for c in counts],

@@ -94,8 +94,9 @@ class Syncer:
         report.names = len(bound)
         return report
 
-    def tombstone(self, record: NameRecord) -> None:
-        self._commit([record], [], all_or_nothing=True)
+    def tombstone(self, records: list[NameRecord]) -> None:
+        """Mark lake names removed on the remote: one log entry for the batch."""
+        self._commit(records, [], all_or_nothing=True)
 
     def upload_objects(
         self, records: list[NameRecord], progress: Progress = SILENT

@@ -12,12 +12,7 @@ from rich.text import Text
 
 from lakelet import Lake
 from lakelet._lineage import input_labels
-
-
-def _method(record: dict[str, Any]) -> str:
-    if record.get("kind") == "stage":
-        return f"{record['stage']}  [{record['key'][:12]}]"
-    return "lakelet add"
+from lakelet._lineage_graph import build, method
 
 
 def _outputs(record: dict[str, Any]) -> list[str]:
@@ -31,7 +26,7 @@ def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
         boxes = Columns([
             Panel("\n".join(inputs), title="inputs", expand=False),
             Text("→", justify="center"),
-            Panel(_method(record), title="creation method", expand=False),
+            Panel(method(record), title="creation method", expand=False),
             Text("→", justify="center"),
             Panel("\n".join(_outputs(record)), title="outputs", expand=False),
         ], align="center")
@@ -56,41 +51,33 @@ def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
     return Group(*blocks)
 
 
-def _graph(lake: Lake, records: list[dict[str, Any]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    nodes: dict[str, str] = {}  # id -> label
-    edges: list[tuple[str, str]] = []
+def _short_ids(lake: Lake, records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The lineage graph with identifiers Graphviz and Mermaid accept (n0, n1, …)."""
+    graph = build(lake, records)
+    ids = {ident: f"n{i}" for i, ident in enumerate(graph.nodes)}
+    nodes = {ids[ident]: node for ident, node in graph.nodes.items()}
+    return nodes, [(ids[a], ids[b]) for a, b in graph.edges]
 
-    def node(label: str, prefix: str) -> str:
-        if prefix == "f":  # a file is one node however many runs touch it; each run is its own
-            for k, v in nodes.items():
-                if v == label and k.startswith(prefix):
-                    return k
-        ident = f"{prefix}{len(nodes)}"
-        nodes[ident] = label
-        return ident
 
-    for record in records:
-        run = node(_method(record), "r")
-        edges += [(node(i, "f"), run) for i in input_labels(lake, record)]
-        edges += [(run, node(o, "f")) for o in _outputs(record)]
-    return nodes, edges
+def _is_run(node: dict[str, Any]) -> bool:
+    return node["kind"] in ("stage", "add")
 
 
 def as_dot(lake: Lake, records: list[dict[str, Any]]) -> str:
-    nodes, edges = _graph(lake, records)
+    nodes, edges = _short_ids(lake, records)
     lines = ["digraph lineage {", "  rankdir=LR;"]
-    for ident, label in nodes.items():
-        shape = "box" if ident.startswith("r") else "note"
-        lines.append(f"  {ident} [label={json.dumps(label)}, shape={shape}];")
+    for ident, node in nodes.items():
+        shape = "box" if _is_run(node) else "note"
+        lines.append(f"  {ident} [label={json.dumps(node['label'])}, shape={shape}];")
     lines += [f"  {a} -> {b};" for a, b in edges]
     return "\n".join([*lines, "}"])
 
 
 def as_mermaid(lake: Lake, records: list[dict[str, Any]]) -> str:
-    nodes, edges = _graph(lake, records)
+    nodes, edges = _short_ids(lake, records)
     lines = ["flowchart LR"]
-    for ident, label in nodes.items():
-        text = label.replace('"', "'")
-        lines.append(f'  {ident}["{text}"]' if ident.startswith("r") else f'  {ident}[/"{text}"/]')
+    for ident, node in nodes.items():
+        text = node["label"].replace('"', "'")
+        lines.append(f'  {ident}["{text}"]' if _is_run(node) else f'  {ident}[/"{text}"/]')
     lines += [f"  {a} --> {b}" for a, b in edges]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 import lakelet
 from lakelet import File, Lake, LakeletError
+from lakelet._expiry import parse_duration
 
 from . import _datasets_view
 from ._render import DelayedBar, human_size, stderr, stdout
@@ -293,19 +294,30 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would go.")
 @click.option("--remote", "on_remote", is_flag=True,
               help="Also delete unreferenced objects on the remote (older than a day).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool) -> None:
-    """Drop expired pipeline runs and objects that no name refers to."""
+def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
+    """Drop expired pipeline runs, stage outputs whose ttl= has passed and that nothing live
+    read, and objects that no name refers to."""
     from lakelet._gc import collect
 
-    report = collect(_lake(ctx), timedelta(seconds=_seconds(ttl)), dry_run=dry_run, remote=on_remote)
+    report = collect(_lake(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2))
+        return
     verb = "would remove" if dry_run else "removed"
     stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
-                 f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)})", highlight=False)
+                 f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)}); "
+                 f"{len(report.stage_runs)} expired stage runs ({len(report.stage_outputs)} outputs)",
+                 highlight=False)
     for run_id in report.runs:
         stdout.print(f"  run {run_id}", highlight=False)
+    for name in [*report.stage_runs, *report.stage_outputs]:
+        stdout.print(f"  {name}", highlight=False)
     for digest in [*report.objects, *report.remote_objects]:
         stdout.print(f"  {digest}", highlight=False)
+    for name, why in report.kept.items():
+        stderr.print(f"kept expired {name}: {why}", highlight=False)
 
 
 @cli.group()
@@ -412,18 +424,8 @@ def evict(ctx: click.Context, prefix: str) -> None:
 @click.pass_context
 def url(ctx: click.Context, name: str, expires: str) -> None:
     """A URL another tool can read NAME from (presigned on cloud stores)."""
-    click.echo(_lake(ctx).url(name, expires=_seconds(expires)))
-
-
-def _seconds(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
-    except (ValueError, IndexError, KeyError):
-        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: use e.g. 30m, 1h, 7d") from None
-    if value <= 0:
-        raise lakelet.InvalidArgumentError(f"invalid duration {text!r}: it must be positive")
-    return value
+    seconds = parse_duration(expires, "--expires").total_seconds()
+    click.echo(_lake(ctx).url(name, expires=max(1, int(seconds))))
 
 
 @cli.command()
@@ -443,6 +445,25 @@ def fsck(ctx: click.Context) -> None:
         stderr.print(f"missing content: {name}", highlight=False)
     if not report.ok:
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires the token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, help="Token every request must carry (made up when --host is not "
+                                            "loopback and none is given).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@click.pass_context
+def ui(ctx: click.Context, host: str, port: int, token: str | None, open_browser: bool) -> None:
+    """Serve a read-only web page on the lake: names, lineage graph, datasets, runs."""
+    from lakelet.ui import serve
+
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()  # the URL must show now, also through a pipe, while the server runs on
+
+    serve(_lake(ctx), host, port, token, open_browser, announce=announce)
 
 
 def main() -> None:

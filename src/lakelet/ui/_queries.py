@@ -1,0 +1,138 @@
+"""What the page shows, as plain JSON-able values, read from the lake: no name, dataset or remote
+object is ever created, changed or removed here.
+
+Names come from the local catalog only (a name bound elsewhere shows after
+`lakelet sync`). Lineage records that are only on the remote are fetched into
+the local cache, verified, as `lakelet lineage` does: they are small and the
+graph needs them. Dataset files are never fetched for a preview.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _config
+from .._errors import NotFoundError
+from .._expiry import is_run_record
+from .._file import File
+from .._lake import Lake
+from .._lineage import input_labels
+from .._lineage_graph import around, whole
+from .._names import validate_name
+from .._run import list_runs
+from .._scopes import LAKE
+
+MAX_NAMES = 5000
+
+
+def _file_row(f: File) -> dict[str, Any]:
+    r = f.record
+    return {"name": r.name, "size": r.size, "digest": r.digest, "created_at": r.created_at,
+            "creator": r.creator, "state": f.state, "kind": _kind(r.name, r.meta)}
+
+
+def _kind(name: str, meta: dict[str, Any]) -> str:
+    if is_run_record(name):
+        return "run record"
+    return "stage output" if "stage" in meta else "added"
+
+
+def overview(lake: Lake) -> dict[str, Any]:
+    files = lake.ls("")
+    prefixes: dict[str, dict[str, Any]] = {}
+    for f in files:
+        top = f.name.split("/", 1)[0] + "/" if "/" in f.name else ""
+        group = prefixes.setdefault(top, {"prefix": top, "names": 0, "bytes": 0, "last_write": ""})
+        group["names"] += 1
+        group["bytes"] += f.size
+        group["last_write"] = max(group["last_write"], f.record.created_at)
+    status = lake.status()
+    last_sync = status["last_sync"]
+    return {
+        "root": str(lake.root), "remote": lake.remote, "user": _config.current_user(),
+        "names": len(files), "bytes": sum(f.size for f in files),
+        "prefixes": sorted(prefixes.values(), key=lambda g: g["prefix"]),
+        "datasets": len(lake.datasets()), "runs": len(list_runs(lake)),
+        "unpushed": status["unpushed"], "last_sync": last_sync.isoformat() if last_sync else None,
+    }
+
+
+def names(lake: Lake, prefix: str = "", query: str = "", limit: int = 500) -> dict[str, Any]:
+    """Names under ``prefix`` whose name contains ``query`` (case-insensitive)."""
+    files = lake.ls(prefix)
+    if query:
+        files = [f for f in files if query.lower() in f.name.lower()]
+    return {"total": len(files), "names": [_file_row(f) for f in files[:limit]]}
+
+
+def _known(lake: Lake, name: str) -> File:
+    """A lake name from the local catalog; unlike lake.file(), never asks the remote."""
+    record = lake._lookup(LAKE, validate_name(name), ask_remote=False)
+    if record is None:
+        raise NotFoundError(f"no name {name!r} in the lake at {lake.root}")
+    return File(record.name, lake=lake, record=record)
+
+
+def file_info(lake: Lake, name: str) -> dict[str, Any]:
+    f = _known(lake, name)
+    record = f.lineage()
+    return {
+        **_file_row(f), "meta": f.meta, "path": str(f.path) if f.is_local else None,
+        "lineage": record, "inputs": input_labels(lake, record),
+        "downstream": [o.name for o in f.downstream()],
+    }
+
+
+def lineage(lake: Lake, name: str | None, depth: int, direction: str) -> dict[str, Any]:
+    if name is None:
+        return whole(lake).to_json()
+    f = _known(lake, name)
+    return around(lake, f.name, depth, direction).to_json()
+
+
+def _summary(lake: Lake, name: str) -> dict[str, Any]:
+    ds = lake.dataset(name)
+    return {"name": name, "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
+            "bytes": sum(f["size"] for f in ds.files), "last_write": ds.manifest["created_at"],
+            "creator": ds.manifest["creator"]}
+
+
+def datasets(lake: Lake) -> list[dict[str, Any]]:
+    return [_summary(lake, n) for n in lake.datasets()]
+
+
+def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
+    ds = lake.dataset(validate_name(name), version)
+    partitions: dict[str, set[str]] = {}
+    for entry in ds.files:
+        for column, value in entry["partition"].items():
+            partitions.setdefault(column, set()).add(value)
+    return {
+        **_summary(lake, name), "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
+        "bytes": sum(f["size"] for f in ds.files),
+        "versions": ds.versions(), "mode": ds.manifest.get("mode"),
+        "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in ds.schema],
+        "partitions": {c: sorted(v) for c, v in partitions.items()},
+        "file_list": ds.files, "stats": ds.stats(),
+    }
+
+
+def rows(lake: Lake, name: str, version: int | None, limit: int) -> dict[str, Any]:
+    """The first rows of a version, when its files are on this machine (a preview never fetches)."""
+    ds = lake.dataset(validate_name(name), version)
+    if not all((ds.folder / f["relative"]).is_file() for f in ds.files):
+        return {"columns": [], "rows": [],
+                "note": f"the files are only on the remote: `lakelet pull datasets/{name}/` to preview them"}
+    table = ds.scanner().head(limit)
+    return {"columns": table.column_names, "rows": [list(r.values()) for r in table.to_pylist()]}
+
+
+def runs(lake: Lake) -> list[dict[str, Any]]:
+    return list(reversed(list_runs(lake)))  # newest first
+
+
+def run(lake: Lake, run_id: str) -> dict[str, Any]:
+    for r in list_runs(lake):
+        if r.get("run_id") == run_id:
+            return r
+    raise NotFoundError(f"no pipeline run {run_id!r} in the lake at {lake.root}")

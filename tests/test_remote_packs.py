@@ -13,7 +13,7 @@ import fsspec
 import pytest
 
 import lakelet
-from lakelet._gc import collect
+from lakelet._gc import _expired, collect
 
 from .conftest import run_lakelet
 
@@ -141,3 +141,26 @@ def test_gc_deletes_unreachable_packs_and_keeps_partly_referenced_ones(tmp_path,
     (gone,) = [p for p in packs if not p.exists()]
     assert report.remote_objects == ["blake3:" + gone.parent.name + gone.name.removesuffix(".pack")]
     assert c.file("partly/001.bin").read_bytes() and c.file("partly/002.bin").read_bytes()
+
+
+def test_objects_come_back_after_gc_freed_their_pack(tmp_path, make_file) -> None:
+    """gc deletes a pack once its members are released (as expired stage outputs are); the same
+    bytes pushed again later must be sent again, alone or in a new pack, and found there."""
+    remote_dir = tmp_path / "remote"
+    a = lakelet.init(tmp_path / "a", remote=remote_dir.as_uri())
+    contents = _small_files(make_file, 3, "gone")
+    files = a.add(tmp_path / "src" / "gone", "gone")
+    a._tombstone([_expired(f.record, "2000-01-01T00:00:00+00:00") for f in files])  # what gc writes
+    (first,) = list((remote_dir / "packs").rglob("*.pack"))
+    os.utime(first, (1, 1))
+    collect(a, ttl=timedelta(days=7), remote=True)
+    assert not first.exists()
+
+    a.add(make_file("back/alone.bin", contents["000.bin"]), "back/alone.bin")  # one object: loose
+    make_file("again/001.bin", contents["001.bin"])
+    a.add(make_file("again/new.bin", b"a new neighbour").parent, "again")  # a new pack
+    b = lakelet.init(tmp_path / "b", remote=remote_dir.as_uri())
+    b.sync()  # b's index places all three in the deleted pack first, then learns the rest
+    assert b.file("back/alone.bin").read_bytes() == contents["000.bin"]  # the pack is gone: loose
+    assert b.file("again/001.bin").read_bytes() == contents["001.bin"]  # the newest pack line
+    assert len(b.pull()) == 3

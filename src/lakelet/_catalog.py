@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS on_remote (
     digest TEXT NOT NULL,
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS on_remote_by_digest ON on_remote (digest);
--- where the remote keeps small objects: inside which pack, at which offset (see _packs)
+-- where the remote keeps small objects: inside which pack, at which offset (see _packs);
+-- the newest pack line for a digest wins (an older pack may have been deleted by gc)
 CREATE TABLE IF NOT EXISTS packed (
     digest TEXT PRIMARY KEY,
     pack TEXT NOT NULL,
@@ -228,7 +228,7 @@ class Catalog:
                 ((r.scope, r.name, r.digest) for r in records),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
                 ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
             )
             db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
@@ -247,15 +247,6 @@ class Catalog:
             if row is not None:
                 out[name] = (row[0], bool(row[1]))
         return out
-
-    def remote_has(self, digests: Iterable[str]) -> set[str]:
-        """The digests the remote is known to hold: named by a record it binds, or packed."""
-        db = self._db()
-        return {
-            d for d in digests
-            if db.execute("SELECT 1 FROM on_remote WHERE digest = ? LIMIT 1", (d,)).fetchone()
-            or db.execute("SELECT 1 FROM packed WHERE digest = ?", (d,)).fetchone()
-        }
 
     def pack_locations(self, digests: Iterable[str]) -> dict[str, tuple[str, Member]]:
         """digest -> (pack digest, where in it) for the digests the remote keeps in packs."""

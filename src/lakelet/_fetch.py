@@ -81,12 +81,15 @@ class Fetcher:
         self, pack: str, wanted: list[tuple[Member, NameRecord]], durable: bool, progress: Progress
     ) -> list[StoredBlob]:
         """Read the span of ``pack`` that holds the ``wanted`` members (one request), then
-        store each member that hashes right. Raises IntegrityError after storing the others."""
+        store each member that hashes right. Raises IntegrityError after storing the others.
+
+        A pack that is gone (gc deleted it once nothing referenced it; the object was sent
+        again later, loose) sends each member to its loose key instead."""
         wanted = sorted(wanted, key=lambda w: w[0].offset)
         start, end = wanted[0][0].offset, max(m.end for m, _ in wanted)
         data = self.remote.read_bytes(_packs.key_of(pack), start, end)
         if data is None:
-            raise self._missing(wanted[0][1])
+            return [self._loose(record, progress) for _, record in wanted]
         records = {m.digest: r for m, r in wanted}
         stored, corrupt = [], []
         for member, chunk in _packs.slices(data, start, [m for m, _ in wanted]):

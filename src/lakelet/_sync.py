@@ -105,9 +105,10 @@ class Syncer:
 
         Returns (the packs sent, objects sent, bytes sent).
         """
+        # Every object is sent, even one the log says the remote holds: gc may have deleted
+        # it since (the outputs of expired stage runs release theirs), and a fresh upload is
+        # what the grace period protects. Big ones are checked for first (_send_loose).
         sizes = {r.digest: r.size for r in records}
-        for digest in self._catalog.remote_has(sizes):
-            del sizes[digest]
         # (an empty object has no range to read back: it goes alone)
         small = {d: s for d, s in sizes.items() if 0 < s <= _packs.MEMBER_MAX}
         if len(small) < 2:  # a pack of one is a loose object with extra steps

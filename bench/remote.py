@@ -9,7 +9,7 @@ of the same moto S3 server (tests/servers.py ``moto_s3()``, bucket "lakelet-test
 Tools, on the same source directory:
 
   lakelet  push: ``upload = "deferred"``, ``Lake.add`` (not timed), then ``Lake.push()`` timed.
-           pull: a fresh second lake on the same remote, ``Lake.pull()`` timed (journal read,
+           pull: a fresh second lake on the same remote, ``Lake.pull()`` timed (log read,
            every object downloaded, hashed and fsynced into the local store).
   dvc      push: ``dvc add`` (not timed), then ``dvc push`` timed. pull: a fresh clone (a new
            directory with ``.dvc/config`` and the ``.dvc`` file, no cache), ``dvc pull`` timed

@@ -257,8 +257,8 @@ def share(work: Path, incoming: Path) -> None:
     laptop.add(incoming, "raw/orders")
     console.print("laptop: lake.add('incoming/', 'raw/orders')  (uploaded before add returns)")
     report = server.sync()
-    console.print(f"server: lake.sync() → {report.new_names} names from {report.segments_read} "
-                  "journal segment, no content downloaded")
+    console.print(f"server: lake.sync() → {report.new_names} names from {report.entries_read} "
+                  "log entry, no content downloaded")
     shell(server.root, "ls", "raw/")
     f = server.file("raw/orders/2025-01-21.csv")
     console.print(f"server: first open downloads and verifies → {f.read_text().splitlines()[1]!r}, "

@@ -160,19 +160,41 @@ def test_rm_force_is_seen_by_other_machines(machine, make_file) -> None:
         b.add(make_file("x2.txt", "x"), "x.txt")
 
 
-def test_many_names_page_through_listings(remote, machine, make_file) -> None:
-    """2,600 names: more than two pages (1,000 keys) of every listing the sync and fsck use."""
+def test_many_names_and_entries_across_log_folders(remote, machine, make_file) -> None:
+    """2,600 names in one batch (one log entry), then 1,000 entries written by other writers
+    in the documented format: the log crosses into its second folder of 1,000, and both a
+    reader and the next writer find their way past it."""
     a, b = machine("a"), machine("b")
     for i in range(2600):  # one content: the cost under test is names, not objects
         make_file(f"many/{i:05d}.txt", "same")
-    a.add(make_file("many/last.txt", "last").parent, "many")
+    digest = a.add(make_file("many/last.txt", "last").parent, "many")[0].digest
     b.sync()
     assert len(b.ls("many/")) == 2601
     assert b.file("many/02599.txt").read_text() == "same"
-    from lakelet._remote import Remote
 
-    keys = Remote(remote.url, remote.storage_options).name_record_keys()  # the full listing
-    assert len(keys) == 2601 and len(set(keys)) == 2601
+    fs, root = _remote_fs(remote)
+    record = {"format": 1, "scope": "lake", "digest": digest, "size": 4, "created_at": "2025-01-01T00:00:00Z",
+              "creator": "elsewhere@example.com", "meta": {}}
+    entries = {  # entry 1 is a's batch
+        f"{root}/log/{seq // 1000:09d}/{seq:012d}.jsonl":
+            json.dumps({**record, "name": f"far/{seq}"}).encode()
+        for seq in range(2, 1002)
+    }
+    if remote.kind == "file":  # a directory tree; object stores have no folders to make
+        fs.makedirs(f"{root}/log/000000001", exist_ok=True)
+    fs.pipe(entries)
+    report = b.sync()
+    assert (report.new_names, report.entries_read) == (1000, 1000)
+    assert b.file("far/1001").read_text() == "same" and len(b.ls("far/")) == 1000
+    assert fs.exists(f"{root}/snapshots/000000001001.jsonl.gz")  # b wrote one: 1,000 entries since none
+    a.add(make_file("after.txt", "after"), "after.txt")  # a appends entry 1002, in folder 1
+    assert fs.exists(f"{root}/log/000000001/000000001002.jsonl")
+    assert b.sync().new_names == 1 and b.file("after.txt").read_text() == "after"
+
+    c = machine("c")  # a new machine: the snapshot, then the one entry after it
+    report = c.sync()
+    assert (report.new_names, report.entries_read) == (2601 + 1000 + 1, 1)
+    assert c.file("many/00007.txt").read_text() == "same" and c.file("after.txt").read_text() == "after"
 
 
 def test_cli_ls_marks_states_and_warns(remote, machine, make_file, tmp_path) -> None:

@@ -78,11 +78,11 @@ def test_two_machines_binding_one_name(remote, machine, make_file) -> None:
 
 
 def _remote_objects_are_whole(remote) -> int:
-    """Every object on the remote hashes to its key; returns how many there are."""
+    """Every loose object and every pack on the remote hashes to its key; returns how many."""
     fs, root = fsspec.core.url_to_fs(remote.url, **remote.storage_options)
-    keys = [k for k in fs.find(f"{root.rstrip('/')}/objects")]
+    keys = [*fs.find(f"{root.rstrip('/')}/objects"), *fs.find(f"{root.rstrip('/')}/packs")]
     for key in keys:
-        algorithm, prefix, rest = key.rsplit("/", 3)[-3:]
+        algorithm, prefix, rest = key.removesuffix(".pack").rsplit("/", 3)[-3:]
         with fs.open(key, "rb") as f:
             assert hash_stream(f, algorithm)[0] == Digest(algorithm, prefix + rest), key
     return len(keys)
@@ -95,12 +95,13 @@ def test_a_push_killed_at_each_step_is_finished_by_the_next(remote, machine, mak
     a.add(make_file("batch/big.bin", os.urandom(3 << 20)).parent, "batch")
     env = {**remote.env, "LAKELET_HOME": str(a.root)}
 
-    for point in ("objects-pushed", "names-pushed"):
+    # killed after the uploads: nothing is bound; killed after the log entry: all of it is
+    for point, visible in (("objects-pushed", 0), ("log-appended", 21)):
         killed = run_lakelet("push", env={**env, "LAKELET_CRASH_AT": point})
         assert killed.returncode == -9, killed.stderr
-        assert _remote_objects_are_whole(remote) == 21
+        assert _remote_objects_are_whole(remote) == 2  # one pack of the 20 small files, the big one alone
         b.sync()
-        assert b.ls() == []  # nothing journaled yet: no machine lists a half-pushed batch
+        assert len(b.ls()) == visible  # no machine ever lists part of a batch
 
     finished = run_lakelet("push", env=env)
     assert finished.returncode == 0, finished.stderr
@@ -108,6 +109,8 @@ def test_a_push_killed_at_each_step_is_finished_by_the_next(remote, machine, mak
     assert len(b.ls("batch/")) == 21
     assert b.file("batch/07.txt").read_text() == "content 7"
     assert all(f.state == "local" for f in lakelet.open(a.root).ls())
+    fs, root = fsspec.core.url_to_fs(remote.url, **remote.storage_options)
+    assert len(fs.find(f"{root.rstrip('/')}/log")) == 1  # the re-push found its batch bound: no second entry
 
 
 def test_a_pull_killed_mid_download_leaves_no_partial_object(remote, machine, make_file) -> None:

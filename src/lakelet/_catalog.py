@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._objects import Fingerprint
+from ._packs import Member, Pack
 from ._refs import NameRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     scope TEXT NOT NULL,
@@ -33,15 +34,23 @@ CREATE TABLE IF NOT EXISTS names (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS names_by_digest ON names (digest);
--- names whose record the remote is known to hold (bound there by us or seen in its journal)
+-- what the remote binds each name to (learned from its log, or bound there by us)
 CREATE TABLE IF NOT EXISTS on_remote (
     scope TEXT NOT NULL,
     name TEXT NOT NULL,
     digest TEXT NOT NULL,
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
--- journal segments already applied, and small settings such as the last sync time
-CREATE TABLE IF NOT EXISTS journal_seen (segment TEXT PRIMARY KEY) WITHOUT ROWID;
+-- where the remote keeps small objects: inside which pack, at which offset (see _packs);
+-- the newest pack line for a digest wins (an older pack may have been deleted by gc)
+CREATE TABLE IF NOT EXISTS packed (
+    digest TEXT PRIMARY KEY,
+    pack TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack);
+-- small settings: the last log entry applied, the last sync time
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
     key TEXT PRIMARY KEY,
@@ -231,13 +240,6 @@ class Catalog:
 
     # what the remote holds (see _sync)
 
-    def mark_on_remote(self, records: Iterable[NameRecord]) -> None:
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
-                ((r.scope, r.name, r.digest) for r in records),
-            )
-
     def remote_digests(self, scope: str, prefix: str = "") -> dict[str, str]:
         low, high = _prefix_bounds(prefix)
         rows = self._db().execute(
@@ -256,21 +258,85 @@ class Catalog:
         )
         return [_row_to_record(row) for row in rows]
 
-    def seen_segments(self, keys: Iterable[str]) -> set[str]:
-        query = "SELECT 1 FROM journal_seen WHERE segment = ?"
-        db = self._db()
-        return {k for k in keys if db.execute(query, (k,)).fetchone()}
+    def apply_remote(self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack]) -> None:
+        """Index records and pack lines of the remote's log up to entry ``seq``, in one transaction.
 
-    def apply_segments(self, keys: Iterable[str], records: Iterable[NameRecord]) -> None:
-        """Index records read from the remote and remember their segments, in one transaction."""
+        A name bound here but not on the remote (a deferred push that lost a race) keeps its
+        local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
+        """
         records = list(records)
         with self._transaction() as db:
-            db.executemany(_INSERT, _rows(records))
+            db.executemany(
+                f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
+                "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
+                "meta = excluded.meta, removed_at = excluded.removed_at "
+                "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
+                _rows(records),
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
                 ((r.scope, r.name, r.digest) for r in records),
             )
-            db.executemany("INSERT OR IGNORE INTO journal_seen VALUES (?)", ((k,) for k in keys))
+            db.executemany(
+                "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+                ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
+            )
+            db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
+
+    def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """name -> (digest, removed) as the remote binds it, for the names it binds."""
+        db = self._db()
+        query = (
+            "SELECT r.digest, n.removed_at IS NOT NULL FROM on_remote r LEFT JOIN names n "
+            "ON n.scope = r.scope AND n.name = r.name AND n.digest = r.digest "
+            "WHERE r.scope = ? AND r.name = ?"
+        )
+        out = {}
+        for name in names:
+            row = db.execute(query, (scope, name)).fetchone()
+            if row is not None:
+                out[name] = (row[0], bool(row[1]))
+        return out
+
+    def pack_locations(self, digests: Iterable[str]) -> dict[str, tuple[str, Member]]:
+        """digest -> (pack digest, where in it) for the digests the remote keeps in packs."""
+        db = self._db()
+        out = {}
+        for d in digests:
+            row = db.execute("SELECT pack, offset, size FROM packed WHERE digest = ?", (d,)).fetchone()
+            if row is not None:
+                out[d] = (row[0], Member(d, row[1], row[2]))
+        return out
+
+    def packs(self) -> list[Pack]:
+        """Every pack the remote's log mentions, with its members."""
+        members: dict[str, list[Member]] = {}
+        for digest, pack, offset, size in self._db().execute(
+            "SELECT digest, pack, offset, size FROM packed ORDER BY pack, offset"
+        ):
+            members.setdefault(pack, []).append(Member(digest, offset, size))
+        return [Pack(pack, tuple(ms)) for pack, ms in members.items()]
+
+    def remote_records(self, scope: str) -> list[NameRecord] | None:
+        """The records the remote binds, as this index knows them; None when a name bound
+        here differs from the remote's (its record here is not the remote's)."""
+        db = self._db()
+        differing = db.execute(
+            "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
+            "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
+            (scope,),
+        ).fetchone()
+        if differing:
+            return None
+        rows = db.execute(
+            f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n JOIN on_remote r "
+            "ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest WHERE n.scope = ? "
+            "ORDER BY n.name",
+            (scope,),
+        )
+        return [_row_to_record(row) for row in rows]
 
     def get_state(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

@@ -15,10 +15,11 @@ write them again).
 
 Objects are content-addressed, so "unreferenced" means no name record in this
 lake holds the digest: a live record, or a tombstone of ``rm --force``. On
-the remote, another machine may have uploaded an object a moment ago and not
-yet created the name that points at it (objects go first,
-docs/remote-layout.md): remote objects younger than the grace period are never
-deleted. The grace is measured on the real clock, whatever ``now`` says.
+the remote, another machine may have uploaded an object or a pack a moment ago
+and not yet appended the log entry that names it (objects go first,
+docs/remote-layout.md): remote objects and packs younger than the grace period
+are never deleted, and a pack goes only when none of its members is
+referenced. The grace is measured on the real clock, whatever ``now`` says.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import _faults
+from . import _faults, _packs
 from ._digest import Digest
 from ._expiry import EXPIRED, holds_object, is_run_record
 from ._refs import NameRecord, utc_now
@@ -232,21 +233,29 @@ def _expired(record: NameRecord, expires_at: str) -> NameRecord:
 def _collect_remote(lake: Lake, referenced: set[str], retiring: set[str], report: GcReport) -> None:
     syncer = lake._require_remote("gc --remote")
     remote = syncer.remote
-    referenced = referenced | _referenced(remote.all_name_records(), retiring)
+    syncer.pull_metadata()  # the log names every record: the index now knows them all
+    referenced = referenced | _referenced(lake._catalog.records(LAKE, "", include_removed=True), retiring)
     clock = datetime.now(UTC)
-    for key in remote.find("objects/"):
-        _, algorithm, prefix, rest = key.split("/", 3)
-        digest = str(Digest(algorithm, prefix + rest))
-        if digest in referenced:
-            continue
+    # A pack goes only when none of its members is referenced: packs are never rewritten,
+    # so a partly referenced one stays whole (docs/remote-layout.md).
+    members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in lake._catalog.packs()}
+    for key in [*remote.find("objects/"), *remote.find("packs/")]:
+        if key.startswith("packs/"):
+            if not key.endswith(".pack") or any(d in referenced for d in members.get(key, [])):
+                continue
+            _, algorithm, prefix, rest = key.removesuffix(".pack").split("/", 3)
+        else:
+            _, algorithm, prefix, rest = key.split("/", 3)
+            if str(Digest(algorithm, prefix + rest)) in referenced:
+                continue
         with remote.errors(f"inspecting {key}"):
             info = remote.fs.info(remote._path(key))
         modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
             "updated")
         when = _as_datetime(modified)
         if when is None or clock - when < GRACE:
-            continue  # maybe another machine's upload whose name is on its way
-        report.remote_objects.append(digest)
+            continue  # maybe another machine's upload whose names are on their way
+        report.remote_objects.append(str(Digest(algorithm, prefix + rest)))
         report.bytes += int(info.get("size", 0))
         if not report.dry_run:
             remote.remove(key)

@@ -175,7 +175,7 @@ class Lake:
 
     def _tombstone(self, tombs: list[NameRecord]) -> None:
         """Mark lake names removed, keeping their records: on the remote first (the source of
-        truth, one journal segment for the batch), then here. Used by ``rm --force`` and gc."""
+        truth, one log entry for the batch), then here. Used by ``rm --force`` and gc."""
         syncer = self._syncer()
         if syncer is not None and tombs:
             syncer.tombstone(tombs)
@@ -197,9 +197,9 @@ class Lake:
         Downloads no content: files are fetched when first opened (or by ``pull``)."""
         syncer = self._require_remote("sync")
         pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
-        names, segments = syncer.pull_metadata()
-        syncer.maybe_snapshot(lambda: self._catalog.records(LAKE, "", include_removed=True))
-        return SyncReport(pushed, names, segments)
+        names, entries = syncer.pull_metadata()
+        syncer.maybe_snapshot()
+        return SyncReport(pushed, names, entries)
 
     def pull(
         self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
@@ -232,7 +232,7 @@ class Lake:
             return File(name, lake=self, record=record).path.as_uri()
         if self._catalog.remote_digests(LAKE, name).get(name) != record.digest:
             raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`")
-        return syncer.remote.object_url(Digest.parse(record.digest), expires)
+        return syncer.url(record, expires)
 
     def _state_of(self, record: NameRecord) -> str:
         """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""

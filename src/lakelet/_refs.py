@@ -12,7 +12,8 @@ segments. Lakes written before segments hold one file per name at
 
 Mutable (scoped) names keep one file per name, replaced with ``os.replace``.
 A removed lake name gets a tombstone file, ``names/<hh>/<key>.removed.json``.
-The SQLite index is rebuilt from all of these.
+The SQLite index is rebuilt from all of these; the remote holds the same records in its
+commit log (``_log``).
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ class NameRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> NameRecord:
-        data = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NameRecord:
+        data = dict(data)
         data.pop("format", None)
         return cls(**data)
 

@@ -1,40 +1,37 @@
 """Moving a lake between its local root and its remote: publish, push, sync, fetch, evict.
 
-Order is what keeps every machine consistent: objects are uploaded before the
-name that points at them is created, a name is created on the remote (the
-arbiter, by conditional create) before it is bound locally or journaled, and
-a downloaded object is verified before it is renamed into the local store.
+Order is what keeps every machine consistent: objects (loose or in packs) are
+uploaded before the log entry that binds names to them is appended, that
+entry is appended (the arbiter, by conditional create) before the names are
+bound locally, and a downloaded object is verified before it is renamed into
+the local store (``_fetch``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
 
-from . import _faults
+from . import _faults, _packs
 from ._catalog import Catalog
 from ._digest import Digest
-from ._errors import IntegrityError, NameExistsError, NotFoundError
-from ._objects import ObjectStore, StoredBlob, new_temp_path, write_blob
+from ._errors import NameExistsError, NotFoundError, RemoteError
+from ._fetch import Fetcher
+from ._log import SNAPSHOT_EVERY, Log
+from ._objects import ObjectStore, StoredBlob
+from ._packs import Pack
 from ._progress import SILENT, Progress
-from ._refs import NameRecord, check_same_content
-from ._remote import JOURNAL_LOOKBACK, Remote, hour_of, parse_hour
+from ._refs import NameRecord
+from ._remote import Remote
+from ._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
 from ._scopes import LAKE
 
-_HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has an object before sending it
-_WHOLE_READ = 8 << 20  # objects up to this size are fetched in one request, into memory
-_SNAPSHOT_EVERY_HOURS = 24
-_CURSOR = "journal_cursor"
+_HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has a loose object before sending it
+_MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
+_CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
 _LAST_SYNC = "last_sync"
-
-T = TypeVar("T")
-R = TypeVar("R")
+_SNAPSHOT_SEEN = "snapshot_seq"
 
 
 @dataclass
@@ -49,7 +46,7 @@ class PushReport:
 class SyncReport:
     pushed: PushReport
     new_names: int = 0
-    segments_read: int = 0
+    entries_read: int = 0
 
 
 @dataclass
@@ -59,90 +56,30 @@ class EvictReport:
     kept_unpushed: list[str] = field(default_factory=list)
 
 
-def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
-    items = list(items)
-    if len(items) <= 1 or workers <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 class Syncer:
     def __init__(self, remote: Remote, catalog: Catalog, objects: ObjectStore, tmp: Path) -> None:
         self.remote = remote
+        self.log = Log(remote)
         self._catalog = catalog
         self._objects = objects
         self._tmp = tmp
+        self._fetcher = Fetcher(remote, catalog, objects, tmp)
 
     # writing to the remote
 
-    def upload_objects(self, records: list[NameRecord], progress: Progress = SILENT) -> tuple[int, int]:
-        """Send the objects of ``records`` the remote lacks; returns (objects sent, bytes sent)."""
-        by_digest = {r.digest: r.size for r in records}
-        progress.add_total(sum(by_digest.values()))
-
-        def send(item: tuple[str, int]) -> int:
-            digest, size = Digest.parse(item[0]), item[1]
-            if size >= _HEAD_FIRST and self.remote.object_size(digest) == size:
-                progress.advance(size)
-                return 0
-            local = self._objects.path(digest)
-            if not local.is_file():
-                raise NotFoundError(f"object {digest} is not stored locally, so it cannot be pushed")
-            self.remote.upload(local, self.remote.object_key(digest))
-            progress.advance(size)
-            return size
-
-        sent = [n for n in _parallel(send, by_digest.items(), self.remote.transfers) if n]
-        _faults.reached("objects-pushed")
-        return len(sent), sum(sent)
-
-    def bind_names(self, records: list[NameRecord]) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
-        """Create lake names on the remote.
-
-        Returns (created by this call, already bound there to the same content, conflicts).
-        """
-
-        def bind(record: NameRecord) -> tuple[str, NameRecord]:
-            try:
-                self.remote.create_name(record)
-                return "created", record
-            except FileExistsError:
-                existing = self.remote.read_name(record.name)
-                if existing is None:  # removed between the two requests: cannot happen for lake names
-                    return "conflict", record
-                try:
-                    check_same_content(existing, record)
-                except NameExistsError:
-                    return "conflict", existing
-                return "same", existing
-
-        created, same, conflicts = [], [], []
-        for outcome, record in _parallel(bind, records, self.remote.transfers):
-            if outcome == "created":
-                created.append(record)
-            elif outcome == "same":
-                same.append(record)
-            else:
-                conflicts.append(record.name)
-        _faults.reached("names-pushed")
-        return created, same, conflicts
-
     def publish(self, records: list[NameRecord], progress: Progress = SILENT) -> list[NameRecord]:
-        """Write-through for a new batch: objects, then names; all or nothing.
+        """Write-through for a new batch: all names bound on the remote, or none.
 
-        Returns the records as bound on the remote. On a conflict, undoes the
-        names this call created (they were never journaled) and raises.
+        Returns the records as bound on the remote; raises NameExistsError when
+        any name is bound there to other content (nothing of the batch is bound).
         """
-        self.upload_objects(records, progress)
-        created, same, conflicts = self.bind_names(records)
-        if conflicts:
-            for record in created:
-                self.remote.delete_name(record.name)
+        self.pull_metadata()
+        new, _, conflicts = self._classify(records)
+        if conflicts:  # known before sending a byte
             raise NameExistsError(_conflict_message(conflicts, self.remote.url))
-        self.remote.append_journal([*created, *same])
-        self._catalog.mark_on_remote([*created, *same])
-        by_name = {r.name: r for r in [*created, *same]}
+        packs, _, _ = self.upload_objects(new, progress)
+        bound, _ = self._commit(records, packs, all_or_nothing=True)
+        by_name = {r.name: r for r in bound}
         return [by_name[r.name] for r in records]
 
     def push(self, pending: list[NameRecord], progress: Progress = SILENT) -> PushReport:
@@ -150,157 +87,214 @@ class Syncer:
         report = PushReport()
         if not pending:
             return report
-        report.objects, report.bytes = self.upload_objects(pending, progress)
-        created, same, report.conflicts = self.bind_names(pending)
-        self.remote.append_journal([*created, *same])
-        self._catalog.mark_on_remote([*created, *same])
-        report.names = len(created) + len(same)
+        self.pull_metadata()
+        new, _, _ = self._classify(pending)
+        packs, report.objects, report.bytes = self.upload_objects(new, progress)
+        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False)
+        report.names = len(bound)
         return report
 
     def tombstone(self, records: list[NameRecord]) -> None:
+        """Mark lake names removed on the remote: one log entry for the batch."""
+        self._commit(records, [], all_or_nothing=True)
+
+    def upload_objects(
+        self, records: list[NameRecord], progress: Progress = SILENT
+    ) -> tuple[list[Pack], int, int]:
+        """Send the objects of ``records`` the remote lacks: small ones in packs.
+
+        Returns (the packs sent, objects sent, bytes sent).
+        """
+        # Every object is sent, even one the log says the remote holds: gc may have deleted
+        # it since (the outputs of expired stage runs release theirs), and a fresh upload is
+        # what the grace period protects. Big ones are checked for first (_send_loose).
+        sizes = {r.digest: r.size for r in records}
+        # (an empty object has no range to read back: it goes alone)
+        small = {d: s for d, s in sizes.items() if 0 < s <= _packs.MEMBER_MAX}
+        if len(small) < 2:  # a pack of one is a loose object with extra steps
+            small = {}
+        groups = _packs.plan(small)
+        loose = [(d, s) for d, s in sizes.items() if d not in small]
+        progress.add_total(sum(sizes.values()))
+
+        def send(job: tuple[str, list[tuple[str, int]]]) -> tuple[Pack | None, int, int]:
+            kind, items = job
+            if kind == "pack":
+                return self._send_pack(items, progress)
+            ((digest, size),) = items
+            return None, *self._send_loose(Digest.parse(digest), size, progress)
+
+        jobs = [("pack", g) for g in groups] + [("loose", [item]) for item in loose]
+        sent = _parallel(send, jobs, self.remote.transfers)
+        _faults.reached("objects-pushed")
+        packs = [p for p, _, _ in sent if p is not None]
+        return packs, sum(n for _, n, _ in sent), sum(b for _, _, b in sent)
+
+    def _send_pack(self, group: list[tuple[str, int]], progress: Progress) -> tuple[Pack, int, int]:
+        path, pack = _packs.write(group, self._objects.path, self._tmp)
+        try:
+            # content-addressed: a second upload of the same pack writes the same bytes
+            self.remote.upload(path, _packs.key_of(pack.digest))
+        finally:
+            path.unlink(missing_ok=True)
+        size = sum(s for _, s in group)
+        progress.advance(size)
+        return pack, len(group), size
+
+    def _send_loose(self, digest: Digest, size: int, progress: Progress) -> tuple[int, int]:
+        if size >= _HEAD_FIRST and self.remote.object_size(digest) == size:
+            progress.advance(size)
+            return 0, 0
+        local = self._objects.path(digest)
+        if not local.is_file():
+            raise NotFoundError(f"object {digest} is not stored locally, so it cannot be pushed")
+        self.remote.upload(local, self.remote.object_key(digest))
+        progress.advance(size)
+        return 1, size
+
+    def _classify(
+        self, records: list[NameRecord]
+    ) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
+        """Split ``records`` by what the remote binds, as far as this machine has read its log:
+        (to bind, already bound there as asked, conflicting names)."""
+        known = self._catalog.remote_bindings(LAKE, (r.name for r in records))
+        new, bound, conflicts = [], [], []
         for record in records:
-            self.remote.tombstone(record)
-        self.remote.append_journal(records)
+            there = known.get(record.name)
+            removing = record.removed_at is not None
+            if there is None:
+                new.append(record)
+            elif there[0] != record.digest or (there[1] and not removing):
+                conflicts.append(record.name)
+            elif removing and not there[1]:
+                new.append(record)  # a tombstone of a name bound there
+            else:
+                bound.append(self._catalog.get(LAKE, record.name) or record)
+        return new, bound, conflicts
+
+    def _commit(
+        self, records: list[NameRecord], packs: list[Pack], all_or_nothing: bool
+    ) -> tuple[list[NameRecord], list[str]]:
+        """Bind ``records`` by appending one log entry. Returns (records as bound, conflicts).
+
+        The entry goes after the last one this machine has applied; if another
+        writer took that number, its entry is read and the names checked again.
+        """
+        for _ in range(_MAX_ATTEMPTS):
+            new, bound, conflicts = self._classify(records)
+            if conflicts and all_or_nothing:
+                raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+            if not new:
+                return bound, conflicts
+            used = {r.digest for r in new}
+            # only packs holding an object of this entry: the others hold nothing it names
+            entry_packs = [p for p in packs if any(m.digest in used for m in p.members)]
+            seq = self._cursor() + 1
+            try:
+                self.log.append(seq, new, entry_packs)
+            except FileExistsError:
+                self.pull_metadata()
+                continue
+            _faults.reached("log-appended")
+            self._catalog.apply_remote(seq, new, entry_packs)
+            return [*bound, *new], conflicts
+        raise RemoteError(
+            f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
+            "writers while binding names; try again"
+        )
 
     # reading from the remote
 
+    def _cursor(self) -> int:
+        return int(self._catalog.get_state(_CURSOR) or 0)
+
     def lookup(self, name: str) -> NameRecord | None:
-        """The remote's record of a lake name this machine has not seen yet."""
-        record = self.remote.read_name(name)
-        if record is not None:
-            self._catalog.apply_segments([], [record])
-        return record
+        """The remote's record of a lake name this machine has not seen yet (read from the
+        log entries it has not applied: no request per name)."""
+        self.pull_metadata()
+        return self._catalog.get(LAKE, name)
 
     def pull_metadata(self) -> tuple[int, int]:
-        """Apply the journal segments this machine has not read; returns (names, segments).
+        """Apply the log entries this machine has not read; returns (names, entries).
 
-        The cost is one listing per journal hour since the last sync (plus one
-        hour of look-back) and one read per new segment: it does not grow with
-        the number of names in the lake.
+        The cost is one listing (one more per 1,000 entries) and one read per new
+        entry: it does not grow with the number of names in the lake. A machine
+        that has read nothing yet starts from the latest snapshot.
         """
-        now = datetime.now(UTC)
-        cursor = self._catalog.get_state(_CURSOR)
+        cursor = self._cursor()
         names = 0
-        if cursor is None:
-            snapshot = self.remote.latest_snapshot()
-            if snapshot is not None:
-                cutoff, records = snapshot
-                self._catalog.apply_segments([f"snapshots/{cutoff}"], records)
-                names += len(records)
-                cursor = cutoff
-        hours = self._hours_to_read(cursor, now)
-        segments_read = 0
-        for hour in hours:
-            keys = self.remote.journal_segments(hour)
-            new = [k for k in keys if k not in self._catalog.seen_segments(keys)]
-            for key, records in self.remote.read_segments(new).items():
-                self._catalog.apply_segments([key], records)
-                names += len(records)
-                segments_read += 1
-        self._catalog.set_state(_CURSOR, hour_of(now))
-        self._catalog.set_state(_LAST_SYNC, now.isoformat())
-        return names, segments_read
+        if cursor == 0:
+            taken = self.log.snapshots()
+            if taken:
+                records, packs = self.log.read_snapshot(taken[-1])
+                self._catalog.apply_remote(taken[-1], records, packs)
+                self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
+                names, cursor = len(records), taken[-1]
+        entries = self.log.entries_after(cursor)
+        if entries:
+            self._catalog.apply_remote(
+                entries[-1].seq,
+                (r for e in entries for r in e.records),
+                [p for e in entries for p in e.packs],
+            )
+            names += sum(len(e.records) for e in entries)
+        self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
+        return names, len(entries)
 
-    def _hours_to_read(self, cursor: str | None, now: datetime) -> list[str]:
-        if cursor is not None:
-            start = parse_hour(cursor) - JOURNAL_LOOKBACK
-            span = now - start
-            if span.total_seconds() <= 48 * 3600:
-                # enumerate the hours instead of listing journal/: a recent sync costs 2-3 listings
-                hours, t = [], start
-                while t <= now + JOURNAL_LOOKBACK:
-                    hours.append(hour_of(t))
-                    t = t.replace(minute=0, second=0, microsecond=0) + JOURNAL_LOOKBACK
-                return sorted(set(hours))
-            return [h for h in self.remote.journal_hours() if h >= hour_of(start)]
-        return self.remote.journal_hours()
-
-    def maybe_snapshot(self, records: Callable[[], list[NameRecord]]) -> bool:
-        """Compact the journal into a snapshot once a day, so new machines start fast."""
-        cursor = self._catalog.get_state(_CURSOR)
-        latest = self._catalog.get_state("snapshot_seen")
-        now = datetime.now(UTC)
-        cutoff = hour_of(now - 2 * JOURNAL_LOOKBACK)
-        if cursor is None or cutoff > cursor:
+    def maybe_snapshot(self) -> bool:
+        """Write a snapshot once SNAPSHOT_EVERY entries have followed the latest, so that a new
+        machine reads one file and at most a few folders of entries."""
+        cursor = self._cursor()
+        seen = int(self._catalog.get_state(_SNAPSHOT_SEEN) or 0)
+        if cursor - seen < SNAPSHOT_EVERY:
             return False
-        if latest is not None and (parse_hour(cutoff) - parse_hour(latest)).total_seconds() < (
-            _SNAPSHOT_EVERY_HOURS * 3600
-        ):
+        latest = max(self.log.snapshots(), default=0)
+        if cursor - latest < SNAPSHOT_EVERY:
+            self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
             return False
-        existing = self.remote.latest_snapshot()
-        if existing is not None and (parse_hour(cutoff) - parse_hour(existing[0])).total_seconds() < (
-            _SNAPSHOT_EVERY_HOURS * 3600
-        ):
-            self._catalog.set_state("snapshot_seen", existing[0])
+        records = self._catalog.remote_records(LAKE)
+        if records is None:  # a name here lost a race: leave the snapshot to another machine
             return False
-        self.remote.write_snapshot(cutoff, records())
-        self._catalog.set_state("snapshot_seen", cutoff)
+        self.log.write_snapshot(cursor, records, self._catalog.packs())
+        self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 
     def last_sync(self) -> datetime | None:
         value = self._catalog.get_state(_LAST_SYNC)
         return datetime.fromisoformat(value) if value else None
 
+    # content
+
     def fetch(self, record: NameRecord, progress: Progress = SILENT) -> StoredBlob:
         """Download the object of ``record`` into the local store, verified on the way."""
-        expected = Digest.parse(record.digest)
-        try:
-            if 0 < record.size <= _WHOLE_READ:
-                # one ranged GET: opening a file object costs a HEAD first on s3fs
-                data = self.remote.read_bytes(self.remote.object_key(expected), 0, record.size)
-                if data is None:
-                    raise FileNotFoundError(record.digest)
-                reader: BinaryIO = io.BytesIO(data)
-            else:
-                reader = self.remote.open_object(expected)
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"the content of {record.name!r} ({record.digest}) is neither local nor on "
-                f"remote {self.remote.url}"
-            ) from None
-        # Only bytes that hash to the expected digest are placed in objects/;
-        # anything else lands in a throwaway temp path and is deleted.
-        def place(actual: Digest) -> Path:
-            return self._objects.path(actual) if actual == expected else new_temp_path(self._tmp)
-
-        with reader, self.remote.errors(f"downloading {record.digest}"):
-            blob = write_blob(reader, self._tmp, place, durable=True, progress=progress)
-        if blob.digest != expected:
-            blob.path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"the copy of {record.digest} on remote {self.remote.url} is corrupt "
-                f"(its bytes hash to {blob.digest}): nothing was cached; repair the remote "
-                "with `lakelet push` from a machine that holds the file"
-            )
-        return blob
+        return self._fetcher.fetch(record, progress)
 
     def fetch_many(self, records: list[NameRecord], progress: Progress = SILENT) -> int:
-        missing = {r.digest: r for r in records if not self._objects.has(Digest.parse(r.digest))}
-        progress.add_total(sum(r.size for r in missing.values()))
-        _parallel(lambda r: self.fetch(r, progress), missing.values(), self.remote.transfers)
-        return len(missing)
+        return self._fetcher.fetch_many(records, progress)
 
     def evict(self, records: list[NameRecord]) -> EvictReport:
         report = EvictReport()
         on_remote = self._catalog.remote_digests(LAKE)
         keep = {r.digest for r in self._catalog.not_on_remote(LAKE)}
+        sizes: dict[str, int | None] = {}  # one size request per pack or loose object
         for record in records:
-            digest = Digest.parse(record.digest)
-            path = self._objects.path(digest)
+            path = self._objects.path(Digest.parse(record.digest))
             if not path.is_file():
                 continue
             if on_remote.get(record.name) != record.digest or record.digest in keep:
                 report.kept_unpushed.append(record.name)
                 continue
-            if self.remote.object_size(digest) != record.size:  # trust, but check the bytes are there
+            if not self._fetcher.is_on_remote(record, sizes):  # trust, but check the bytes are there
                 report.kept_unpushed.append(record.name)
                 continue
             size = path.stat().st_size
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                report.files += 1
-                report.bytes += size
+            path.unlink(missing_ok=True)
+            report.files += 1
+            report.bytes += size
         return report
+
+    def url(self, record: NameRecord, expires_s: int) -> str:
+        return self._fetcher.url(record, expires_s)
 
 
 def _conflict_message(conflicts: list[str], url: str) -> str:

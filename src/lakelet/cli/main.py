@@ -392,7 +392,7 @@ def sync(ctx: click.Context) -> None:
     with DelayedBar("pushing") as bar:
         report = _lake(ctx).sync(progress=bar)
     stdout.print(f"pushed {report.pushed.names} names; {report.new_names} records from "
-                 f"{report.segments_read} new journal segments", highlight=False)
+                 f"{report.entries_read} new log entries", highlight=False)
     _fail_on_conflicts(report.pushed.conflicts)
 
 

@@ -20,6 +20,7 @@ from ._objects import (
     adopt_file,
     hash_stream,
     is_cross_device,
+    is_fingerprinted,
     sync_filesystem,
     write_blob,
     write_small_blob,
@@ -77,7 +78,8 @@ def ingest(
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
-        verified = [(os.fspath(blob.path)[root:], blob.fingerprint) for _, _, blob in stored]
+        verified = [(os.fspath(blob.path)[root:], blob.fingerprint)
+                    for _, _, blob in stored if is_fingerprinted(blob.size)]
         created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
         _return_moved(stored, move)

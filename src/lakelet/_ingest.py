@@ -78,8 +78,7 @@ def ingest(
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
-        verified = [(os.fspath(blob.path)[root:], blob.fingerprint)
-                    for _, _, blob in stored if is_fingerprinted(blob.size)]
+        verified = [(b.location[root:], b.fingerprint) for _, _, b in stored if is_fingerprinted(b.size)]
         created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
         _return_moved(stored, move)

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
 import secrets
 import threading
@@ -42,9 +43,13 @@ class VerifiedCache(Protocol):
 class StoredBlob:
     digest: Digest
     size: int
-    path: Path
+    location: str  # its path; a directory add stores 10,000 of these and reads few ``path``s
     fingerprint: Fingerprint
     created: bool  # False when identical content was already in place
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
 
 def fingerprint_of(st: os.stat_result) -> Fingerprint:
@@ -123,9 +128,14 @@ def new_temp_path(tmp_dir: Path) -> Path:
     return Path(new_temp_name(os.fspath(tmp_dir)))
 
 
+_TEMP_TAG = secrets.token_hex(4)  # with the pid, unique even if a dead process's pid comes back
+_temp_numbers = itertools.count()  # next() is atomic under the GIL, so threads share it
+
+
 def new_temp_name(tmp_dir: str) -> str:
-    # the pid first: fsck removes the temp files of processes that are gone
-    return f"{tmp_dir}/{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    # The pid first: fsck removes the temp files of processes that are gone. A counter, not
+    # random bytes per file: a getrandom call per object adds up over a directory add.
+    return f"{tmp_dir}/{os.getpid()}-{_TEMP_TAG}{next(_temp_numbers):x}.tmp"
 
 
 def hash_stream(
@@ -211,7 +221,7 @@ def write_small_blob(
     final = store.path_name(digest)
     # access(2) answers "not there", the common case, without raising FileNotFoundError
     if os.access(final, os.F_OK) and (st := os.stat(final)).st_size == len(data):
-        return StoredBlob(digest, len(data), Path(final), fingerprint_of(st), created=False)
+        return StoredBlob(digest, len(data), final, fingerprint_of(st), created=False)
     tmp = new_temp_name(tmp_dir)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
@@ -226,7 +236,7 @@ def write_small_blob(
     finally:
         os.close(fd)
     _faults.reached("blob-after-rename")
-    return StoredBlob(digest, len(data), Path(final), fingerprint_of(st), created=True)
+    return StoredBlob(digest, len(data), final, fingerprint_of(st), created=True)
 
 
 def _replace_creating_parent(tmp: str | Path, final: str | Path) -> None:
@@ -254,7 +264,7 @@ def adopt_file(
     """
     final = place(digest)
     if final.is_file() and final.stat().st_size == size:
-        return StoredBlob(digest, size, final, fingerprint_of(final.stat()), created=False)
+        return StoredBlob(digest, size, os.fspath(final), fingerprint_of(final.stat()), created=False)
     os.chmod(path, 0o444)
     if durable:
         with open(path, "rb") as f:
@@ -274,13 +284,13 @@ def _place(
         if st.st_size == size:
             # Same content is already stored: keep the existing blob.
             tmp.unlink(missing_ok=True)
-            return StoredBlob(digest, size, final, fingerprint_of(st), created=False)
+            return StoredBlob(digest, size, os.fspath(final), fingerprint_of(st), created=False)
     _faults.reached("blob-before-rename")
     _replace_creating_parent(tmp, final)
     if durable:
         fsync_dir(final.parent)
     _faults.reached("blob-after-rename")
-    return StoredBlob(digest, size, final, fingerprint_of(final.stat()), created=True)
+    return StoredBlob(digest, size, os.fspath(final), fingerprint_of(final.stat()), created=True)
 
 
 # Hashing a blob this small (~3 us for 4 KiB here) costs less than looking its fingerprint up

@@ -14,6 +14,7 @@ import pytest
 import lakelet
 from lakelet._digest import CHUNK_SIZE, digest_bytes
 from lakelet._ingest import ingest
+from lakelet._objects import _KERNEL_COPY_SPAN
 from lakelet._progress import SILENT
 from lakelet._sources import resolve
 
@@ -108,6 +109,22 @@ def test_a_file_that_grew_after_it_was_listed_is_stored_whole(lake, tmp_path) ->
     assert [r.size for r in records] == [CHUNK_SIZE + 123, 5]
     assert lake.file("d/grown.bin").read_bytes() == (directory / "grown.bin").read_bytes()
     assert lake.fsck().ok
+
+
+def test_a_large_file_is_copied_whole_and_stored_under_the_digest_of_its_bytes(lake, tmp_path) -> None:
+    """A local file is copied by the kernel span by span and hashed from the copy."""
+    content = os.urandom(_KERNEL_COPY_SPAN + 12_345)  # a full span, then a short one
+    (tmp_path / "big.bin").write_bytes(content)
+    f = lake.add(tmp_path / "big.bin", "big.bin")
+    assert f.size == len(content) and f.digest == str(digest_bytes(content))
+    assert f.read_bytes() == content
+
+
+def test_a_file_whose_size_stat_does_not_tell_is_read_whole(lake) -> None:
+    """/proc files stat as empty: the kernel copy gives way to reading them."""
+    f = lake.add("/proc/version", "version.txt")
+    content = Path("/proc/version").read_bytes()
+    assert content and f.size == len(content) and f.read_bytes() == content
 
 
 def test_missing_source_and_empty_directory(lake, tmp_path) -> None:

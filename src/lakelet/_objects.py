@@ -222,7 +222,9 @@ _KERNEL_COPY_SPAN = 32 << 20
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 
-def _copy_in_kernel(reader: BinaryIO, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int | None:
+def _copy_in_kernel(
+    reader: BinaryIO, fd: int, hasher: Hasher, durable: bool, progress: Progress
+) -> int | None:
     """Copy a local file with ``copy_file_range`` and hash what was written, span by span;
     None (nothing written) when the reader is not a plain file or the kernel cannot.
 
@@ -256,9 +258,11 @@ def _copy_in_kernel(reader: BinaryIO, fd: int, hasher: Hasher, durable: bool, pr
 
 def _hash_span(fd: int, offset: int, length: int, hasher: Hasher) -> None:
     base = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets are page-aligned
-    with mmap.mmap(fd, offset + length - base, offset=base, access=mmap.ACCESS_READ) as span:
-        with memoryview(span) as view:
-            hasher.update(view[offset - base :])
+    with (
+        mmap.mmap(fd, offset + length - base, offset=base, access=mmap.ACCESS_READ) as span,
+        memoryview(span) as view,
+    ):
+        hasher.update(view[offset - base :])
 
 
 def write_small_blob(

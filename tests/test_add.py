@@ -12,7 +12,7 @@ import fsspec
 import pytest
 
 import lakelet
-from lakelet._digest import CHUNK_SIZE, digest_bytes
+from lakelet._digest import CHUNK_SIZE, Digest, digest_bytes
 from lakelet._ingest import ingest
 from lakelet._objects import _KERNEL_COPY_SPAN
 from lakelet._progress import SILENT
@@ -95,6 +95,21 @@ def test_a_directory_of_stored_content_under_new_names_writes_no_object(lake, ma
     assert [f.name for f in files] == ["second/a.txt", "second/sub/b.txt"]
     assert sorted((lake.root / "objects").rglob("*")) == objects
     assert lake.file("second/sub/b.txt").read_bytes() == b"b"
+
+
+def test_a_damaged_small_object_is_replaced_when_its_content_is_added_again(lake, make_file) -> None:
+    make_file("d/a.txt", "alpha")
+    directory = make_file("d/b.txt", "beta").parent
+    lake.add(directory, "first")
+    damaged = lake._lake.objects.path(Digest.parse(lake.file("first/a.txt").digest))
+    os.chmod(damaged, 0o644)
+    damaged.write_bytes(b"alp")  # cut short behind lakelet's back
+    with pytest.raises(lakelet.IntegrityError):
+        lake.file("first/a.txt").read_bytes()
+    lake.add(directory, "second")
+    assert lake.file("first/a.txt").read_bytes() == b"alpha"
+    assert lake.file("second/a.txt").read_bytes() == b"alpha"
+    assert lake.fsck().ok
 
 
 def test_a_file_that_grew_after_it_was_listed_is_stored_whole(lake, tmp_path) -> None:

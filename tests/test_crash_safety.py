@@ -73,6 +73,16 @@ def test_kill_during_directory_add(lake, make_file, point) -> None:
     assert reopened.file("many/f07.txt").read_text() == "file 7"
 
 
+def test_a_directory_add_killed_before_linking_leaves_nothing_behind(lake, make_file) -> None:
+    """Small files are written unnamed (O_TMPFILE) and linked in whole: no temp file to clean."""
+    for i in range(5):
+        src = make_file(f"dir/f{i}.txt", f"file {i}")
+    crashed = _add_in_subprocess(lake.root, src.parent, "many", "blob-before-rename")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    assert list((lake.root / "tmp").iterdir()) == []
+    assert not any(p.is_file() for p in (lake.root / "objects").rglob("*"))
+
+
 def test_kill_at_arbitrary_moments_of_a_large_add(lake, tmp_path) -> None:
     """Not at named points: kill after the process has run for varying times."""
     src = tmp_path / "large.bin"

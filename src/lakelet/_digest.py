@@ -59,6 +59,10 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
 
 
 def digest_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> Digest:
+    if algorithm == "blake3" and len(data) < CHUNK_SIZE:
+        # one thread: a thread pool for a small buffer costs more than it saves, and a
+        # directory add hashes 10,000 of them
+        return Digest(algorithm, blake3.blake3(data).hexdigest())
     hasher = new_hasher(algorithm)
     hasher.update(data)
     return Digest(algorithm, hasher.hexdigest())

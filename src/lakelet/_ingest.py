@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _bind, _config, _faults
@@ -78,7 +79,11 @@ def ingest(
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
-        verified = [(b.location[root:], b.fingerprint) for _, _, b in stored if is_fingerprinted(b.size)]
+        verified = [
+            (b.location[root:], fp)
+            for _, _, b in stored
+            if (fp := b.fingerprint) is not None and is_fingerprinted(b.size)
+        ]
         created, same = _bind.bind_once(catalog, refs, wanted, verified)
     except BaseException:
         _return_moved(stored, move)
@@ -98,7 +103,7 @@ def _store_objects(
     assert objects is not None
     stored = []
     for n, source in items:
-        if durable or move or source.local_path is None or (source.size or 0) >= CHUNK_SIZE:
+        if durable or move or source.location is None or (source.size or 0) >= CHUNK_SIZE:
             blob = _store_lake_object(lake, source, move, durable, progress)
         else:
             # Most of a directory is small files, where per-file overhead, not bytes, is the cost.
@@ -121,11 +126,11 @@ def _store_lake_object(
 ) -> StoredBlob:
     objects = lake._lake.objects
     assert objects is not None
-    if move and source.local_path is not None:
+    if move and (path := source.local_path) is not None:
         with source.open() as reader:
             digest, size = hash_stream(reader, DEFAULT_ALGORITHM, progress)
         try:
-            return adopt_file(source.local_path, digest, size, objects.path, durable=durable)
+            return adopt_file(path, digest, size, objects.path, durable=durable)
         except OSError as e:
             if not is_cross_device(e):
                 raise
@@ -140,20 +145,21 @@ def _return_moved(stored: list[tuple[str, Source, StoredBlob]], move: bool) -> N
     if not move:
         return
     for _, source, blob in stored:
-        if blob.created and source.local_path is not None and not source.local_path.exists():
+        if blob.created and (path := source.local_path) is not None and not path.exists():
             with contextlib.suppress(OSError):
-                os.replace(blob.path, source.local_path)
-                os.chmod(source.local_path, 0o644)
+                os.replace(blob.path, path)
+                os.chmod(path, 0o644)
 
 
 def _remove_moved_sources(sources: list[Source]) -> None:
     for source in sources:
-        if source.local_path is not None:
-            source.local_path.unlink(missing_ok=True)
+        if source.location is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source.location)
     for source in sources:  # then the directories they leave empty
-        if source.local_path is None or not source.relative:
+        if source.location is None or not source.relative:
             continue
-        parent = source.local_path.parent
+        parent = Path(source.location).parent
         for _ in source.relative.split("/"):
             with contextlib.suppress(OSError):
                 parent.rmdir()

@@ -19,12 +19,29 @@ _HTTP_TIMEOUT_S = 60
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One file to ingest. ``relative`` is '' for a single file, else its path under a directory."""
+    """One file to ingest. ``relative`` is '' for a single file, else its path under a directory.
+
+    A local file is known by ``location``, its path as a string (a directory add lists
+    10,000 of these and builds a ``Path`` for few of them); any other source by ``opener``.
+    """
 
     relative: str
-    open: Callable[[], BinaryIO]
-    local_path: Path | None
+    location: str | None
     size: int | None
+    opener: Callable[[], BinaryIO] | None = None
+
+    @property
+    def local_path(self) -> Path | None:
+        return None if self.location is None else Path(self.location)
+
+    def open(self) -> BinaryIO:
+        if self.opener is not None:
+            return self.opener()
+        assert self.location is not None
+        try:
+            return open(self.location, "rb", buffering=0)  # type: ignore[return-value]
+        except PermissionError:
+            raise SourceError(f"cannot read {self.location}: permission denied") from None
 
 
 def resolve(src: str | os.PathLike[str]) -> list[Source]:
@@ -33,7 +50,7 @@ def resolve(src: str | os.PathLike[str]) -> list[Source]:
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         if scheme in ("http", "https"):
-            return [Source("", lambda: _open_http(text), None, None)]
+            return [Source("", None, None, lambda: _open_http(text))]
         if scheme != "file":
             return _resolve_fsspec(text)
         text = text[len("file://") :]
@@ -46,10 +63,9 @@ def _resolve_local(path: Path) -> list[Source]:
             found = sorted(_walk(os.fspath(path), ""), key=lambda item: item[0].split("/"))
         except OSError as e:  # an unreadable subdirectory: refuse rather than add part of it
             raise SourceError(f"cannot read {e.filename or path}: {e.strerror}") from None
-        paths = [(rel, Path(p), size) for rel, p, size in found]
-        return [Source(rel, _local_opener(p), p, size) for rel, p, size in paths]
+        return [Source(rel, location, size) for rel, location, size in found]
     if path.is_file():
-        return [Source("", _local_opener(path), path, path.stat().st_size)]
+        return [Source("", os.fspath(path), path.stat().st_size)]
     if path.exists():
         raise SourceError(f"{path} is neither a file nor a directory")
     raise NotFoundError(f"source {path} does not exist")
@@ -71,31 +87,24 @@ def _walk(directory: str, relative: str) -> Iterator[tuple[str, str, int]]:
 def read_small(source: Source, limit: int) -> bytes | None:
     """The whole content of a local ``source`` if it is at most ``limit`` bytes, else None.
 
-    Two ``read`` calls on a plain descriptor: for a small file, a buffered file
-    object and a reusable buffer cost more CPU than the read itself.
+    Plain ``read`` calls on a descriptor: for a small file, a buffered file object
+    and a reusable buffer cost more CPU than the read itself.
     """
-    assert source.local_path is not None
+    assert source.location is not None
     try:
-        fd = os.open(source.local_path, os.O_RDONLY)
+        fd = os.open(source.location, os.O_RDONLY)
     except PermissionError:
-        raise SourceError(f"cannot read {source.local_path}: permission denied") from None
+        raise SourceError(f"cannot read {source.location}: permission denied") from None
     try:
-        data = os.read(fd, (source.size or 0) + 1)  # all of it, unless it changed since listed
-        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
-            data += more
+        wanted = (source.size or 0) + 1  # all of it, and one byte more if it grew since listed
+        data = os.read(fd, wanted)
+        # A regular file reads short only at its end: a full read means it grew, so read on
+        # to one byte past the limit (it is then too big) or to the end.
+        if len(data) == wanted and len(data) <= limit:
+            data += os.read(fd, limit + 1 - len(data))
     finally:
         os.close(fd)
     return data if len(data) <= limit else None
-
-
-def _local_opener(path: Path) -> Callable[[], BinaryIO]:
-    def opener() -> BinaryIO:
-        try:
-            return open(path, "rb", buffering=0)  # type: ignore[return-value]
-        except PermissionError:
-            raise SourceError(f"cannot read {path}: permission denied") from None
-
-    return opener
 
 
 def redact(src: str) -> str:
@@ -143,17 +152,12 @@ def _resolve_fsspec(url: str) -> list[Source]:
             infos = fs.find(root, detail=True)
             prefix = root.rstrip("/") + "/"
             return [
-                Source(
-                    path[len(prefix) :],
-                    _fsspec_opener(fs, path),
-                    None,
-                    info.get("size"),
-                )
+                Source(path[len(prefix) :], None, info.get("size"), _fsspec_opener(fs, path))
                 for path, info in sorted(infos.items())
                 if info.get("type") == "file"
             ]
         if fs.isfile(root):
-            return [Source("", _fsspec_opener(fs, root), None, fs.size(root))]
+            return [Source("", None, fs.size(root), _fsspec_opener(fs, root))]
     except OSError as e:
         raise SourceError(f"cannot read {redact(url)}: {e}") from None
     raise NotFoundError(f"source {redact(url)} does not exist")

@@ -59,9 +59,10 @@ def test_file_handle_is_lazy_and_reports_missing_names(lake) -> None:
 def test_add_directory_binds_each_file_under_the_name(lake, make_file) -> None:
     make_file("d/x.txt", "x")
     make_file("d/sub/y.txt", "y")
+    make_file("d/sub.txt", "s")  # sorted segment by segment: sub/… before sub.txt
     files = lake.add(make_file("d/z.txt", "z").parent, "data")
-    assert [f.name for f in files] == ["data/sub/y.txt", "data/x.txt", "data/z.txt"]
-    assert [f.name for f in lake.ls("data/sub")] == ["data/sub/y.txt"]
+    assert [f.name for f in files] == ["data/sub/y.txt", "data/sub.txt", "data/x.txt", "data/z.txt"]
+    assert [f.name for f in lake.ls("data/sub/")] == ["data/sub/y.txt"]
     assert lake.file("data/sub/y.txt").read_bytes() == b"y"
 
 

@@ -43,6 +43,14 @@ class File:
         self._record = record
         self._scope = record.scope if record is not None else scope
 
+    @classmethod
+    def _of(cls, record: NameRecord, lake: Lake) -> File:
+        """The handle on a bound record: its name was validated when it was bound, and
+        ``ls`` or a directory add builds one per name."""
+        f = cls.__new__(cls)
+        f._name, f._lake, f._record, f._scope = record.name, lake, record, record.scope
+        return f
+
     def __repr__(self) -> str:
         return f"File({self._name!r})" if self._scope == LAKE else f"File({self._name!r}, {self._scope})"
 

@@ -109,7 +109,7 @@ class Lake:
             if scope == LAKE:
                 _bind.catch_up(self._catalog, self._lake.refs)
             records = self._catalog.records(scope, prefix)
-        return [File(r.name, lake=self, record=r) for r in records]
+        return [File._of(r, self) for r in records]
 
     def add(
         self,
@@ -138,7 +138,7 @@ class Lake:
         # the lineage of an add: where it came from, and with what (user and time are in the record)
         meta = {"source": redact(os.fspath(src)), **_lineage.add_environment()}
         records = _ingest.ingest(self, list(zip(names, sources, strict=True)), meta, move, progress)
-        files = [File(r.name, lake=self, record=r) for r in records]
+        files = [File._of(r, self) for r in records]
         return files[0] if single else files
 
     def _bind_output(self, path: Path, name: str, meta: dict[str, Any], move: bool = True) -> File:
@@ -215,7 +215,7 @@ class Lake:
             wanted = [names] if isinstance(names, str) else list(names)
             records = [self._record(LAKE, validate_name(n)) for n in wanted]
         syncer.fetch_many(records, progress)
-        return [File(r.name, lake=self, record=r) for r in records]
+        return [File._of(r, self) for r in records]
 
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""

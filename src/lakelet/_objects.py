@@ -59,10 +59,12 @@ def fingerprint_of(st: os.stat_result) -> Fingerprint:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def write_all(fd: int, data: memoryview) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    written = os.write(fd, data)  # a file on disk takes it whole: no view to slice then
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def fsync_dir(path: Path) -> None:
@@ -283,7 +285,7 @@ def write_small_blob(
     if fd is None:
         return _write_small_named(data, digest, final, tmp_dir)
     try:
-        write_all(fd, memoryview(data))
+        write_all(fd, data)
         _faults.reached("blob-before-rename")
         try:
             _link_unnamed(fd, final)
@@ -307,7 +309,7 @@ def _write_small_named(data: bytes, digest: Digest, final: str, tmp_dir: str) ->
     tmp = new_temp_name(tmp_dir)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        write_all(fd, memoryview(data))
+        write_all(fd, data)
         _faults.reached("blob-before-rename")
         _replace_creating_parent(tmp, final)
         st = os.fstat(fd)  # after the rename, which sets the ctime a reader will see

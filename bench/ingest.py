@@ -430,21 +430,26 @@ def main() -> None:
                   f"{fs_type(work)} has no reflink, so DVC's default 'reflink,copy' would copy too")
         print(f"- CLI start-up alone: `lakelet ls` on an empty lake {lakelet_startup:.3f} s", end="")
         print(f", `dvc config cache.type` {dvc_startup:.3f} s" if dvc_startup is not None else "")
-        print("\ntargets:")
-        for case in (case_a, case_b):
-            lk, ref = by[(case, LAKELET)], by[(case, CP_HASH)]
-            share = ref.seconds / lk.seconds  # = lakelet MB/s / (cp + blake3) MB/s
-            print(f"- {verdict(share >= 0.8)} (a) {case}: lakelet {lk.nbytes / lk.seconds / MB:,.0f} MB/s "
-                  f"= {share:.2f}x of cp + blake3 ({ref.nbytes / ref.seconds / MB:,.0f} MB/s); "
-                  "target >= 0.80x")
-        for case in (case_a, case_b):
-            lk = by[(case, LAKELET)]
-            if dvc is None:
-                print(f"- n/a (b) {case}: dvc was not run")
-                continue
-            speedup = by[(case, DVC_ADD)].seconds / lk.seconds
-            print(f"- {verdict(speedup >= 3)} (b) {case}: lakelet {lk.seconds:.3f} s vs dvc add "
-                  f"{by[(case, DVC_ADD)].seconds:.3f} s = {speedup:.2f}x faster; target >= 3x")
+        print("\ntargets (the issue's (a) is about case a, (b) about case b; other cases for reference):")
+        lk, ref, durable_ref = by[(case_a, LAKELET)], by[(case_a, CP_HASH)], by[(case_a, CP_SYNC_HASH)]
+        share = ref.seconds / lk.seconds  # = lakelet MB/s / (cp + blake3) MB/s
+        print(f"- {verdict(share >= 0.8)} (a) {case_a}: lakelet {lk.nbytes / lk.seconds / MB:,.0f} MB/s "
+              f"= {share:.2f}x of cp + blake3 ({ref.nbytes / ref.seconds / MB:,.0f} MB/s); target >= 0.80x")
+        print(f"  lakelet's add is durable (fsync before the name is bound): against cp + sync + blake3 "
+              f"({durable_ref.nbytes / durable_ref.seconds / MB:,.0f} MB/s) it is "
+              f"{durable_ref.seconds / lk.seconds:.2f}x")
+        if dvc is None:
+            print(f"- n/a (b) {case_b}: dvc was not run")
+        else:
+            for case, target in ((case_b, True), (case_a, False)):
+                lk, theirs = by[(case, LAKELET)], by[(case, DVC_ADD)]
+                speedup = theirs.seconds / lk.seconds
+                line = (f"(b) {case}: lakelet {lk.seconds:.3f} s vs dvc add {theirs.seconds:.3f} s "
+                        f"= {speedup:.2f}x faster")
+                if target:
+                    print(f"- {verdict(speedup >= 3)} {line}; target >= 3x")
+                else:
+                    print(f"  for reference, {line}")
         worst = max(readd.wchar + readd_cli.wchar)
         no_copy = worst < MiB and all(objects_kept)
         print(f"- {verdict(no_copy)} (c) re-add: lakelet wrote at most {worst:,} bytes (wchar) per re-add "

@@ -137,3 +137,66 @@ def test_a_segment_line_is_the_record_json_byte_for_byte() -> None:
     records += [NameRecord("lake", n, "blake3:ef", 1, "t", "c", shared) for n in "bc"]
     assert NameRecord.lines(records) == b"".join(r.to_json() + b"\n" for r in records)
     assert [NameRecord.from_json(line) for line in NameRecord.lines(records).splitlines()] == records
+
+
+# A lake's lakelet.toml as its owner may have edited it, from before segments.
+HAND_EDITED = """# the team lake: ask before changing
+[lake]
+format = 1   # lakelet 0.1 wrote this
+transfers = 4
+
+# for the bucket, later
+[storage_options]
+anon = true
+"""
+
+
+def _config_text(lake: lakelet.Lake) -> str:
+    with open(lake.root / "lakelet.toml", newline="") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (HAND_EDITED, HAND_EDITED.replace("format = 1   #", "format = 2   #")),
+    ("[lake]\r\nformat=1\r\n", "[lake]\r\nformat=2\r\n"),
+    ("# no format: older lakelets read 1\n[lake] # here\ntransfers = 4\n",
+     "# no format: older lakelets read 1\n[lake] # here\nformat = 2\ntransfers = 4\n"),
+    ("[storage_options]\nanon = true", "[storage_options]\nanon = true\n[lake]\nformat = 2\n"),
+], ids=["hand-edited", "crlf", "no-format", "no-lake-table"])
+def test_the_first_segment_raises_a_format_1_lake_to_2_and_changes_nothing_else(
+        lake, make_file, before, after) -> None:
+    """A lakelet older than segments reads format 1 and would not see their names: once a
+    segment is written, the lake says format 2, which such a lakelet refuses."""
+    (lake.root / "lakelet.toml").write_bytes(before.encode())
+    old = lakelet.open(lake.root)
+    assert old.ls() == [] and _config_text(old) == before  # reading needs no segment
+    old.add(make_file("a.txt", "a"), "a.txt")
+    assert _config_text(old) == after
+    assert lakelet.open(lake.root).file("a.txt").read_text() == "a"
+
+
+def test_a_format_1_lake_says_2_before_its_first_segment_can_be_seen(lake, make_file) -> None:
+    (lake.root / "lakelet.toml").write_text(HAND_EDITED)
+    src = make_file("a.txt", "a")
+    env = {**os.environ, "LAKELET_CRASH_AT": "segment-written"}
+    crashed = subprocess.run([sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(src), "a.txt"],
+                             env=env, capture_output=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    assert "format = 2   #" in _config_text(lake) and not lake.exists("a.txt")
+
+
+def test_a_format_1_lake_that_already_holds_segments_is_raised_when_opened(lake, make_file) -> None:
+    """Lakes a lakelet from before this fix wrote segments into, leaving format 1."""
+    lake.add(make_file("a.txt", "a"), "a.txt")
+    (lake.root / "lakelet.toml").write_text(HAND_EDITED)
+    assert lakelet.open(lake.root).file("a.txt").read_text() == "a"
+    assert _config_text(lake) == HAND_EDITED.replace("format = 1   #", "format = 2   #")
+
+
+def test_a_config_the_format_cannot_be_raised_in_refuses_the_bind_in_one_line(lake, make_file) -> None:
+    config = "lake = { format = 1 }  # an inline table: no line of its own to change\n"
+    (lake.root / "lakelet.toml").write_text(config)
+    with pytest.raises(lakelet.ConfigError, match=r"set `format = 2` under \[lake\]"):
+        lakelet.open(lake.root).add(make_file("a.txt", "a"), "a.txt")
+    assert _config_text(lake) == config and not lakelet.open(lake.root).exists("a.txt")
+    assert not (lake.root / "names" / "segments").exists()

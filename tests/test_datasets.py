@@ -257,3 +257,55 @@ def test_a_dataset_name_longer_than_a_file_name_is_refused_in_one_line(lake) -> 
         with pytest.raises(lakelet.InvalidNameError, match="a segment is at most 255 bytes"):
             attempt()
     assert lake.datasets() == []
+
+
+WRITE = """
+import sys, lakelet, pyarrow as pa
+lake = lakelet.open(sys.argv[1])
+lake.write_dataset("sales/orders", pa.table({"dt": ["2025-01-21"], "id": [3]}), partition_by=["dt"])
+"""
+
+
+@pytest.mark.parametrize(("point", "version"), [("manifest-written", 1), ("dataset-committed", 2)])
+def test_a_write_killed_around_its_manifest_shows_the_old_version_or_the_whole_new_one(
+        lake, point, version) -> None:
+    lake.write_dataset("sales/orders", pa.table({"dt": ["2025-01-20"], "id": [1]}), partition_by=["dt"])
+    killed = subprocess.run([sys.executable, "-c", WRITE, str(lake.root)], capture_output=True,
+                            env={**os.environ, "LAKELET_CRASH_AT": point}, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()
+    fresh = lakelet.open(lake.root)
+    ds = fresh.dataset("sales/orders")
+    assert ds.version == version and ds.versions() == list(range(1, version + 1))
+    assert sorted(ds.to_arrow().column("id").to_pylist()) == [1, 3][:version]
+    manifests = sorted((lake.root / "datasets" / "sales" / "orders" / "_manifests").iterdir())
+    assert [json.loads(m.read_bytes())["version"] for m in manifests] == list(range(1, version + 1))
+    assert fresh.fsck().ok and list((lake.root / "tmp").iterdir()) == []
+    again = subprocess.run([sys.executable, "-c", WRITE, str(lake.root)], capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert lakelet.open(lake.root).dataset("sales/orders").version == version + 1
+
+
+def test_a_manifest_is_on_disk_before_its_name(lake, monkeypatch) -> None:
+    """What a kill cannot show, a power cut would: a manifest linked in before its bytes were
+    written back. Its bytes are fsynced before the link, and the link after. (os.fsync and
+    os.link are watched, then called as they are.)"""
+    lake.write_dataset("d", pa.table({"id": [1]}))
+    events: list[tuple[str, object]] = []
+    fsync, link = os.fsync, os.link
+
+    def watched_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def watched_link(src, dst, *args, **kwargs) -> None:
+        link(src, dst, *args, **kwargs)
+        events.append(("link", os.fspath(dst)))
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    monkeypatch.setattr(os, "link", watched_link)
+    lake.write_dataset("d", pa.table({"id": [2]}))
+    monkeypatch.undo()
+    manifest = lake.root / "datasets" / "d" / "_manifests" / "00000002.json"
+    linked = events.index(("link", os.fspath(manifest)))
+    assert ("fsync", manifest.stat().st_ino) in events[:linked]
+    assert ("fsync", manifest.parent.stat().st_ino) in events[linked:]

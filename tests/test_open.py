@@ -49,6 +49,9 @@ def test_invalid_config_is_a_clear_error(tmp_path) -> None:
     (lake.root / "lakelet.toml").write_text("[lake]\nformat = 99\n")
     with pytest.raises(lakelet.ConfigError, match="upgrade lakelet"):
         lakelet.open(lake.root)
+    (lake.root / "lakelet.toml").write_text('[lake]\nformat = "2"\n')
+    with pytest.raises(lakelet.ConfigError, match="format must be an integer"):
+        lakelet.open(lake.root)
 
 
 def test_file_without_a_lake_uses_the_current_lake(tmp_path, make_file, monkeypatch) -> None:

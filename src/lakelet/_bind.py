@@ -11,6 +11,12 @@ name used to decide, and a conflict anywhere in a batch writes nothing.
 The index records the last segment it applied. A segment whose writer was
 killed before it updated the index is found with one ``stat`` of the next
 number, by the next binder or by the next lookup that misses.
+
+``gc`` holds the same lock while it decides which objects no name refers to
+and deletes them (``_gc``). An add stores its objects before it takes the lock,
+so a binder checks, under the lock, that they are all still there: a gc that
+ran in between and deleted one makes the bind fail whole, never leaves a name
+pointing at nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Iterable, Iterator
 
 from . import _faults
 from ._catalog import Catalog
+from ._errors import NotFoundError
 from ._objects import Fingerprint
 from ._refs import NameRecord, RefStore, check_same_content
 from ._scopes import LAKE
@@ -30,7 +37,8 @@ LOCK = ".lock"
 
 
 @contextlib.contextmanager
-def _locked(refs: RefStore) -> Iterator[None]:
+def locked(refs: RefStore) -> Iterator[None]:
+    """Hold the lock of lake-name binding (binders, and gc while it deletes objects)."""
     refs.directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(refs.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -54,15 +62,17 @@ def bind_once(
     refs: RefStore,
     records: list[NameRecord],
     verified: Iterable[tuple[str, Fingerprint]] = (),
+    stored: Iterable[tuple[str, str]] = (),
 ) -> tuple[list[NameRecord], list[NameRecord]]:
     """Bind write-once lake names, all in one segment.
 
     Returns (the records this call bound, the records already bound to the same
     content). Raises NameExistsError, before writing anything, if any name is
-    bound to other content or was removed. ``verified`` (blobs this process just
-    wrote) is indexed in the same transaction as the names.
+    bound to other content or was removed, and NotFoundError if one of the
+    ``stored`` objects (name, path) is gone. ``verified`` (blobs this process
+    just wrote) is indexed in the same transaction as the names.
     """
-    with _locked(refs):
+    with locked(refs):
         while True:
             applied = catch_up(catalog, refs)
             bound = catalog.get_many(LAKE, [r.name for r in records])
@@ -74,6 +84,7 @@ def bind_once(
             if not new:
                 catalog.record_verified_many(verified)
                 return [], same
+            _check_still_stored(stored)
             try:
                 refs.append_segment(applied + 1, new)
             except FileExistsError:
@@ -83,6 +94,15 @@ def bind_once(
             _faults.reached("names-bound")
             catalog.apply_segment(applied + 1, new, verified)
             return new, same
+
+
+def _check_still_stored(stored: Iterable[tuple[str, str]]) -> None:
+    for name, path in stored:
+        if not os.access(path, os.F_OK):
+            raise NotFoundError(
+                f"the content of {name!r} was deleted by a `lakelet gc` that ran while it was "
+                "being added: no name was bound here, add it again"
+            )
 
 
 def all_records(lake_refs: RefStore, refs: Iterable[RefStore]) -> tuple[list[NameRecord], int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
+import secrets as _secrets
 import socket
 import subprocess
 import tomllib
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError, LakeNotFoundError
+from ._objects import fsync_dir
 
 CONFIG_FILE = "lakelet.toml"
 DEFAULT_DIR = ".lakelet"
 # 2: lake names are bound in segments (names/segments/), which a format-1 lakelet would not
-# see; this lakelet still reads format-1 lakes (one record file per name).
+# see; this lakelet still reads format-1 lakes (one record file per name), and records
+# format 2 in one before it writes the lake's first segment (raise_format).
 LAYOUT_FORMAT = 2
 UPLOAD_MODES = ("write-through", "deferred")
 
@@ -36,6 +40,7 @@ class LakeConfig:
     upload: str = "write-through"
     transfers: int = 16  # concurrent requests to the remote
     secrets: dict[str, Any] = field(default_factory=dict)  # the [secrets] table: backend, path…
+    format: int = LAYOUT_FORMAT  # as recorded; none is 1, as every lakelet before 2 read it
 
 
 def find_root(path: str | os.PathLike[str] | None = None) -> Path:
@@ -77,9 +82,12 @@ def load(root: Path) -> LakeConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{config_path} is not valid TOML: {e}") from None
     lake = data.get("lake", {})
-    if lake.get("format", LAYOUT_FORMAT) > LAYOUT_FORMAT:
+    layout = lake.get("format", 1)
+    if not isinstance(layout, int) or isinstance(layout, bool):
+        raise ConfigError(f"{config_path}: format must be an integer, not {layout!r}")
+    if layout > LAYOUT_FORMAT:
         raise ConfigError(
-            f"{config_path} has format {lake['format']}, newer than this lakelet "
+            f"{config_path} has format {layout}, newer than this lakelet "
             f"understands ({LAYOUT_FORMAT}): upgrade lakelet"
         )
     remote = lake.get("remote") or None
@@ -95,7 +103,7 @@ def load(root: Path) -> LakeConfig:
     secrets = data.get("secrets", {})
     if not isinstance(secrets, dict):
         raise ConfigError(f"{config_path}: [secrets] must be a table")
-    return LakeConfig(root.resolve(), remote, options, upload, transfers, secrets)
+    return LakeConfig(root.resolve(), remote, options, upload, transfers, secrets, layout)
 
 
 def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None = None) -> None:
@@ -116,6 +124,69 @@ def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | 
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_TABLE_HEADER = re.compile(r"\s*\[")
+_LAKE_HEADER = re.compile(r"\s*\[\s*lake\s*\]\s*(#.*)?$")
+_FORMAT_LINE = re.compile(r"(\s*(?:format|\"format\"|'format')\s*=\s*)[0-9]+")
+
+
+def raise_format(root: Path) -> None:
+    """Record ``format = LAYOUT_FORMAT`` in ``root``'s lakelet.toml if it records an older one.
+
+    Only that line changes (a hand-edited file keeps its comments and order), and the file is
+    replaced whole (temp, fsync, rename). Raises ConfigError when the file is laid out so that
+    the edit would change anything else.
+    """
+    path = root / CONFIG_FILE
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
+        text = f.read()
+    data = tomllib.loads(text)
+    lake = data.get("lake", {})
+    if lake.get("format", 1) >= LAYOUT_FORMAT:
+        return
+    edited = _with_format(text, LAYOUT_FORMAT)
+    try:
+        faithful = tomllib.loads(edited) == {**data, "lake": {**lake, "format": LAYOUT_FORMAT}}
+    except tomllib.TOMLDecodeError:
+        faithful = False
+    if not faithful:
+        raise ConfigError(
+            f"{path} records format {lake.get('format', 1)} and cannot be updated automatically: "
+            f"set `format = {LAYOUT_FORMAT}` under [lake] in it"
+        )
+    tmp = root / "tmp" / f"{os.getpid()}-{_secrets.token_hex(4)}.tmp"  # fsck removes it if we die
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(edited)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(root)
+
+
+def _with_format(text: str, layout: int) -> str:
+    """``text`` with the format line of its [lake] table set to ``layout``: in place, else added
+    under the table's header, else in a [lake] table added at the end."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not _LAKE_HEADER.match(line):
+            continue
+        for j in range(i + 1, len(lines)):
+            if _TABLE_HEADER.match(lines[j]):
+                break
+            if m := _FORMAT_LINE.match(lines[j]):
+                lines[j] = f"{m.group(1)}{layout}{lines[j][m.end():]}"
+                return "".join(lines)
+        lines.insert(i + 1, f"format = {layout}\n")
+        return "".join(lines)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return f"{text}[lake]\nformat = {layout}\n"
 
 
 def _toml_table(name: str, table: dict[str, Any]) -> list[str]:

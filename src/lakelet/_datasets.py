@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from . import _config, _stats
+from . import _config, _faults, _stats
 from ._dataset_files import Written, partition_value, staging_dir, write_files
 from ._digest import Digest
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
 from ._names import validate_path_name
-from ._objects import sync_filesystem, write_blob
+from ._objects import fsync_dir, new_temp_path, sync_filesystem, write_all, write_blob
 from ._sync import _parallel
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ class Datasets:
         raw = syncer.remote.read_bytes(self._manifest_key(name, version))
         if raw is None:
             return None
-        _write_readonly(local, raw)
+        _write_once(local, raw, self.lake._tmp)  # the remote's: a copy that is there already is it
         return json.loads(raw)
 
     def latest_version(self, name: str) -> int:
@@ -218,17 +217,10 @@ class Datasets:
             except FileExistsError:
                 return False
         local = self.lake.root / key
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.lake.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
-        tmp.write_bytes(body)
-        os.chmod(tmp, 0o444)
-        try:
-            os.link(tmp, local)  # write-once locally too
-        except FileExistsError:
-            return syncer is not None and json.loads(local.read_bytes()) == manifest
-        finally:
-            tmp.unlink(missing_ok=True)
-        return True
+        if _write_once(local, body, self.lake._tmp):
+            _faults.reached("dataset-committed")
+            return True
+        return syncer is not None and json.loads(local.read_bytes()) == manifest
 
 
 def _note_in_stage(name: str, version: int, rows: int) -> None:
@@ -253,12 +245,37 @@ def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_r
     return out
 
 
-def _write_readonly(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o444)
-    os.replace(tmp, path)
+def _write_once(path: Path, data: bytes, tmp_dir: Path) -> bool:
+    """Create ``path`` holding ``data``, read-only; False if it exists. Durable before it is
+    visible, as objects are: a reader (or a reboot) finds the whole file or none."""
+    _make_dirs(path.parent)
+    tmp = new_temp_path(tmp_dir)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            write_all(fd, memoryview(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _faults.reached("manifest-written")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+def _make_dirs(directory: Path) -> None:
+    """``mkdir -p``, each new directory's entry durable (a new dataset's ``_manifests/``)."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir()
+        fsync_dir(directory.parent)
 
 
 class Dataset:

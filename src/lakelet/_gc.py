@@ -14,12 +14,23 @@ the caller (they could never be bound again) or wrote datasets (a rerun would
 write them again).
 
 Objects are content-addressed, so "unreferenced" means no name record in this
-lake holds the digest: a live record, or a tombstone of ``rm --force``. On
-the remote, another machine may have uploaded an object or a pack a moment ago
-and not yet appended the log entry that names it (objects go first,
+lake holds the digest: a live record, or a tombstone of ``rm --force``. An add
+stores its objects before it binds their names (docs/local-layout.md), so an
+unreferenced object may be one another process is about to name: local objects
+younger than the grace period are never deleted (by ctime, which storing an
+object sets; a file moved in keeps its source's mtime), and so neither are the
+bytes of an output that expired within a day of being written, until that day
+is over. The sweep holds the bind lock (``_bind``), and a binder checks under
+it that its objects are still there: an add that reused an old unreferenced
+object, deleted meanwhile, fails rather than bind a name to nothing. The local
+grace is judged at ``now``, like expiry.
+
+On the remote, another machine may have uploaded an object or a pack a moment
+ago and not yet appended the log entry that names it (objects go first,
 docs/remote-layout.md): remote objects and packs younger than the grace period
 are never deleted, and a pack goes only when none of its members is
-referenced. The grace is measured on the real clock, whatever ``now`` says.
+referenced. The remote grace is measured on the real clock, whatever ``now``
+says: the remote stamps its objects with its own clock.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import _faults, _packs
+from . import _bind, _faults, _packs
 from ._digest import Digest
 from ._expiry import EXPIRED, holds_object, is_run_record
 from ._refs import NameRecord, utc_now
@@ -70,23 +81,34 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
                 lake.pipeline(run_dir.name).archive()
 
     retiring = _expire_stage_runs(lake, now, report)
-    records = [r for layout in lake._layouts() for r in layout.refs.records()]
-    records += lake._catalog.records(LAKE, "", include_removed=True)
-    referenced = _referenced(records, retiring)
+    with _bind.locked(lake._lake.refs):  # no bind between reading the records and deleting
+        records = [r for layout in lake._layouts() for r in layout.refs.records()]
+        records += lake._catalog.records(LAKE, "", include_removed=True)
+        referenced = _referenced(records, retiring)
+        _collect_local(lake, referenced, now, report)
+
+    if remote:
+        _collect_remote(lake, referenced, retiring, report)
+    return report
+
+
+def _collect_local(lake: Lake, referenced: set[str], now: datetime, report: GcReport) -> None:
     objects = lake._lake.objects
     assert objects is not None
     for digest in list(objects.digests()):
         if str(digest) in referenced:
             continue
         path = objects.path(digest)
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # another gc, or fsck, took it meanwhile
+            continue
+        if now - datetime.fromtimestamp(st.st_ctime, UTC) < GRACE:
+            continue  # maybe an add's, whose names are on their way
         report.objects.append(str(digest))
-        report.bytes += path.stat().st_size
-        if not dry_run:
+        report.bytes += st.st_size
+        if not report.dry_run:
             path.unlink(missing_ok=True)
-
-    if remote:
-        _collect_remote(lake, referenced, retiring, report)
-    return report
 
 
 def _referenced(records: Iterable[NameRecord], retiring: set[str]) -> set[str]:

@@ -84,7 +84,8 @@ def ingest(
             for _, _, b in stored
             if (fp := b.fingerprint) is not None and is_fingerprinted(b.size)
         ]
-        created, same = _bind.bind_once(catalog, refs, wanted, verified)
+        on_disk = [(n, b.location) for n, _, b in stored]  # a gc may delete them until bound
+        created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk)
     except BaseException:
         _return_moved(stored, move)
         raise

@@ -45,6 +45,8 @@ class Lake:
         self._catalog = Catalog(self.root / "index.sqlite")
         self._reader = VerifiedReader(self.root, self._catalog)
         self._lake = ScopeLayout.of(self.root, LAKE, self._tmp)
+        if config.format < _config.LAYOUT_FORMAT and self._lake.refs.last_segment():
+            _config.raise_format(self.root)  # segments from a lakelet that did not record it
         # A new, lost or older-format index is rebuilt from the records; so is an index from
         # before segments, which trusted per-name files a lookup could still find on a miss.
         if self._catalog.fresh or self._catalog.segments_applied() is None:

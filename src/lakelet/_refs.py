@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
@@ -103,9 +103,12 @@ class NameRecord:
 class RefStore:
     """The name records of one scope."""
 
-    def __init__(self, directory: Path, tmp_dir: Path) -> None:
+    def __init__(
+        self, directory: Path, tmp_dir: Path, before_first_segment: Callable[[], None] | None = None
+    ) -> None:
         self.directory = directory
         self._tmp_dir = tmp_dir
+        self._before_first_segment = before_first_segment
 
     def path(self, name: str) -> Path:
         key = name_key(name)
@@ -168,6 +171,8 @@ class RefStore:
         is taken. Callers hold the bind lock (see ``_bind``)."""
         final = self.segment_path(seq)
         if not final.parent.is_dir():  # the lake's first segment
+            if self._before_first_segment is not None:
+                self._before_first_segment()
             final.parent.mkdir(parents=True, exist_ok=True)
             for directory in (self.directory, self.directory.parent):  # their new entries, durable
                 fsync_dir(directory)

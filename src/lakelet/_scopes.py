@@ -10,9 +10,11 @@ reference counting.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _config
 from ._digest import Digest
 from ._errors import InvalidNameError
 from ._names import name_key, validate_segment
@@ -54,7 +56,10 @@ class ScopeLayout:
     @classmethod
     def of(cls, root: Path, scope: str, tmp_dir: Path) -> ScopeLayout:
         if scope == LAKE:
-            return cls(scope, root, RefStore(root / "names", tmp_dir), ObjectStore(root / "objects"))
+            # A lakelet older than segments reads a format-1 lake and would not see their
+            # names: the lake records format 2 before its first segment exists.
+            refs = RefStore(root / "names", tmp_dir, functools.partial(_config.raise_format, root))
+            return cls(scope, root, refs, ObjectStore(root / "objects"))
         directory = root / "scopes" / scope
         return cls(scope, directory, RefStore(directory / "names", tmp_dir), None)
 

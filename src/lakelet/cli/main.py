@@ -298,7 +298,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
     """Drop expired pipeline runs, stage outputs whose ttl= has passed and that nothing live
-    read, and objects that no name refers to."""
+    read, and objects older than a day that no name refers to."""
     from lakelet._gc import collect
 
     report = collect(_lake(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)

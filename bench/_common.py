@@ -67,9 +67,9 @@ def machine() -> str:
 
 
 @contextlib.contextmanager
-def scratch(name: str) -> Iterator[Path]:
-    """A fresh directory under bench/.work/, removed afterwards (also on error)."""
-    path = WORK / f"{name}-{os.getpid()}"
+def scratch(name: str, root: Path = WORK) -> Iterator[Path]:
+    """A fresh directory under ``root`` (default bench/.work/), removed afterwards (also on error)."""
+    path = root / f"{name}-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     try:

@@ -55,7 +55,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,16 +204,6 @@ class Bench:
         with contextlib.suppress(FileNotFoundError):
             self.admin.rm(f"{BUCKET}/{prefix}", recursive=True)
 
-    @contextlib.contextmanager
-    def fresh(self, name: str) -> Iterator[Path]:
-        path = self.work / name
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
     def run_case(self, case: str, src: Path) -> list[Row]:
         files, size = tree(src)
         rows = {
@@ -235,7 +225,7 @@ class Bench:
     def lakelet(self, tag: str, src: Path, files: int, size: int, push: Row, pull: Row) -> None:
         prefix = f"lakelet-{tag}"
         url = f"s3://{BUCKET}/{prefix}"
-        with self.fresh("lakelet-a") as a, self.fresh("lakelet-b") as b:
+        with scratch("lakelet-a", self.work) as a, scratch("lakelet-b", self.work) as b:
             lakelet.init(a, remote=url).close()
             config = a / "lakelet.toml"
             text = config.read_text()
@@ -264,7 +254,7 @@ class Bench:
     def dvc(self, tag: str, src: Path, files: int, size: int, push: Row, pull: Row) -> None:
         prefix = f"dvc-{tag}"
         env = self.dvc_env
-        with self.fresh("dvc-repo") as repo, self.fresh("dvc-clone") as clone:
+        with scratch("dvc-repo", self.work) as repo, scratch("dvc-clone", self.work) as clone:
             sh(DVC, "init", "--no-scm", "-q", cwd=repo, env=env)
             sh(DVC, "config", "cache.type", "copy", cwd=repo, env=env)
             sh(DVC, "remote", "add", "-d", "store", f"s3://{BUCKET}/{prefix}", cwd=repo, env=env)
@@ -286,7 +276,7 @@ class Bench:
         import s3fs
 
         remote = f"{BUCKET}/s3fs-{tag}"
-        with self.fresh("s3fs-get") as dest:
+        with scratch("s3fs-get", self.work) as dest:
             fs = s3fs.S3FileSystem(skip_instance_cache=True)
             self.measure(push, lambda: fs.put(os.fspath(src), remote, recursive=True))
             fs = s3fs.S3FileSystem(skip_instance_cache=True)  # nothing cached from the put

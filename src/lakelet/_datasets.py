@@ -316,6 +316,15 @@ class Dataset:
     def stats(self) -> dict[str, dict[str, Any]]:
         return {c: _stats.summary(s) for c, s in self.manifest["stats"].items()}
 
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of this version: name, version, rows, files, bytes, last_write
+        (when it was committed) and creator."""
+        return {
+            "name": self.name, "version": self.version, "rows": self.num_rows,
+            "files": len(self.manifest["files"]), "bytes": sum(f["size"] for f in self.manifest["files"]),
+            "last_write": self.manifest["created_at"], "creator": self.manifest["creator"],
+        }
+
     def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
         """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
         partition_fields = _partition_fields(self.manifest, self.schema)

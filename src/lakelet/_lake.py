@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import _bind, _config, _fsck, _ingest, _lineage
 from ._catalog import Catalog
 from ._digest import Digest
-from ._errors import ConfigError, InvalidNameError, NameExistsError, NotFoundError, SourceError
+from ._errors import InvalidNameError, NameExistsError, NotFoundError, SourceError
 from ._expiry import is_run_record
 from ._file import File
 from ._fsck import FsckReport
@@ -22,6 +22,7 @@ from ._objects import (
 from ._progress import SILENT, Progress
 from ._refs import NameRecord, utc_now
 from ._remote import Remote
+from ._remote_link import RemoteLink
 from ._scoped import PipelineStore, ScopedStore
 from ._scoped_remote import RemoteScope
 from ._scopes import LAKE, ScopeLayout, parse_scope, scope_id
@@ -52,26 +53,20 @@ class Lake:
         if self._catalog.fresh or self._catalog.segments_applied() is None:
             records, last = _bind.all_records(self._lake.refs, [x.refs for x in self._layouts()])
             self._catalog.rebuild(records, segments_applied=last)
-        self._remote = (
-            Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
+        remote = Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
+        assert self._lake.objects is not None
+        self._link = RemoteLink(
+            remote, self._catalog, self._lake.objects, self._tmp, self.root / _config.CONFIG_FILE
         )
-        self._syncer_checked: Syncer | None = None
 
     @property
     def remote(self) -> str | None:
         """The remote's URL, or None for an embedded lake."""
-        return self._remote.url if self._remote else None
+        return self._link.url
 
     def _syncer(self) -> Syncer | None:
-        """The link to the remote, once its format is checked (not before it is needed:
-        an offline machine keeps reading what it has)."""
-        if self._remote is None:
-            return None
-        if self._syncer_checked is None:
-            self._remote.check_format(create=False)
-            assert self._lake.objects is not None
-            self._syncer_checked = Syncer(self._remote, self._catalog, self._lake.objects, self._tmp)
-        return self._syncer_checked
+        """The link to the remote, once its format is checked; None for an embedded lake."""
+        return self._link.syncer()
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
@@ -92,7 +87,7 @@ class Lake:
         scope = self._resolve_scope(scope)
         if scope == LAKE:
             return File(name, lake=self)
-        if self._remote is not None:
+        if self.remote is not None:
             return File(name, lake=self, record=self._scoped(scope)._record(name))
         return File(name, lake=self, record=self._record(scope, name))
 
@@ -104,7 +99,7 @@ class Lake:
         """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
         scope = self._resolve_scope(scope)
         validate_prefix(prefix)
-        if scope != LAKE and self._remote is not None:  # the remote holds every machine's puts
+        if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
             store = self._scoped(scope)
             records = [store._record(n) for n in store.list(prefix)]
         else:
@@ -191,17 +186,12 @@ class Lake:
         """Send names bound here but not yet on the remote (``upload = "deferred"``, or after
         an interrupted push). Names another machine bound to other content meanwhile are
         listed in ``conflicts`` and stay local-only."""
-        syncer = self._require_remote("push")
-        return syncer.push(self._catalog.not_on_remote(LAKE), progress)
+        return self._link.push(progress)
 
     def sync(self, progress: Progress = SILENT) -> SyncReport:
         """Push what is pending, then learn every name bound elsewhere since the last sync.
         Downloads no content: files are fetched when first opened (or by ``pull``)."""
-        syncer = self._require_remote("sync")
-        pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
-        names, entries = syncer.pull_metadata()
-        syncer.maybe_snapshot()
-        return SyncReport(pushed, names, entries)
+        return self._link.sync(progress)
 
     def pull(
         self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
@@ -209,7 +199,7 @@ class Lake:
         """Sync, then download the content of ``names`` (default: every name under ``prefix``)
         that is not held locally."""
         validate_prefix(prefix)
-        syncer = self._require_remote("pull")
+        syncer = self._link.require("pull")
         syncer.pull_metadata()
         if names is None:
             records = self._catalog.records(LAKE, prefix)
@@ -222,8 +212,7 @@ class Lake:
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
         validate_prefix(prefix)
-        syncer = self._require_remote("evict")
-        return syncer.evict(self._catalog.records(LAKE, prefix))
+        return self._link.evict(prefix)
 
     def url(self, name: str, expires: int = 3600) -> str:
         """A URL another tool can read ``name`` from: presigned on cloud stores, a file:// URL
@@ -232,38 +221,22 @@ class Lake:
         syncer = self._syncer()
         if syncer is None:
             return File(name, lake=self, record=record).path.as_uri()
-        if self._catalog.remote_digests(LAKE, name).get(name) != record.digest:
+        if not self._link.is_pushed(record):
             raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`")
         return syncer.url(record, expires)
 
     def _state_of(self, record: NameRecord) -> str:
         """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""
-        if self._remote is not None and record.scope == LAKE:
-            on_remote = self._catalog.remote_digests(LAKE, record.name).get(record.name) == record.digest
-            if not on_remote:
-                return "unpushed"
+        if self.remote is not None and record.scope == LAKE and not self._link.is_pushed(record):
+            return "unpushed"
         return "local" if self._blob_path(record).is_file() else "remote"
 
     def status(self) -> dict[str, object]:
         """Counts a listing warns about: unpushed names and when the last sync was."""
-        syncer = self._syncer_checked or (
-            Syncer(self._remote, self._catalog, self._lake.objects, self._tmp)  # type: ignore[arg-type]
-            if self._remote else None
-        )
-        return {
-            "remote": self.remote,
-            "unpushed": len(self._catalog.not_on_remote(LAKE)) if self._remote else 0,
-            "last_sync": syncer.last_sync() if syncer else None,
-        }
+        return self._link.status()
 
     def _require_remote(self, doing: str) -> Syncer:
-        syncer = self._syncer()
-        if syncer is None:
-            raise ConfigError(
-                f"cannot {doing}: this lake has no remote (set `remote = \"s3://…\"` under [lake] in "
-                f"{self.root / _config.CONFIG_FILE})"
-            )
-        return syncer
+        return self._link.require(doing)  # for gc
 
     # datasets
 

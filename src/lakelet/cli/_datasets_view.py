@@ -13,17 +13,8 @@ from lakelet import Lake
 from ._render import human_size, stdout
 
 
-def _summary(lake: Lake, name: str) -> dict[str, Any]:
-    ds = lake.dataset(name)
-    return {
-        "name": name, "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
-        "bytes": sum(f["size"] for f in ds.files), "last_write": ds.manifest["created_at"],
-        "creator": ds.manifest["creator"],
-    }
-
-
 def list_datasets(lake: Lake, as_json: bool) -> None:
-    rows = [_summary(lake, n) for n in lake.datasets()]
+    rows = [lake.dataset(n).summary() for n in lake.datasets()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -45,11 +36,10 @@ def _fmt(value: Any) -> str:
 def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
     ds = lake.dataset(name)
     stats = ds.stats()
+    s = ds.summary()
     if as_json:
-        click.echo(json.dumps({**_summary(lake, name), "schema": str(ds.schema), "stats": stats},
-                              indent=2, default=str))
+        click.echo(json.dumps({**s, "schema": str(ds.schema), "stats": stats}, indent=2, default=str))
         return
-    s = _summary(lake, name)
     stdout.print(f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
                  f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
                  f"by {s['creator']}\nfolder: {ds.folder}", highlight=False)

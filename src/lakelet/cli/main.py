@@ -1,4 +1,6 @@
-"""``lakelet`` subcommands. Each one is a call into the library plus rendering."""
+"""The ``lakelet`` group and its commands on names and datasets; remote, secrets, maintenance and
+ui commands live in their own modules and are registered here. Each command is a call into the
+library plus rendering."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from rich.table import Table
 
 import lakelet
 from lakelet import File, Lake, LakeletError
-from lakelet._expiry import parse_duration
 
-from . import _datasets_view
+from . import _datasets_view, _maintenance_commands, _remote_commands, _secrets_commands, _ui_command
+from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout
 
 
@@ -34,10 +36,6 @@ class _Group(click.Group):
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(1)
-
-
-def _lake(ctx: click.Context) -> Lake:
-    return lakelet.open(ctx.obj.get("lake"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +76,7 @@ def _file_json(f: File) -> dict[str, Any]:
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
     """List names starting with PREFIX."""
-    lake = _lake(ctx)
+    lake = lake_of(ctx)
     files = lake.ls(prefix, scope=scope)
     if as_json:
         click.echo(json.dumps([_file_json(f) for f in files], indent=2))
@@ -123,7 +121,7 @@ def _warn_out_of_sync(lake: Lake) -> None:
 @click.pass_context
 def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
     """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
-    lake = _lake(ctx)
+    lake = lake_of(ctx)
     with DelayedBar(f"adding {name}") as bar:
         result = lake.add(src, name, move=not copy, progress=bar)
     files = result if isinstance(result, list) else [result]
@@ -140,7 +138,7 @@ def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
 def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
     """Size, digest, creation, creator, scope and location of NAME (for datasets/<name>: its
     version, files and column statistics)."""
-    lake = _lake(ctx)
+    lake = lake_of(ctx)
     if scope == "lake" and name.startswith("datasets/") and not lake.exists(name):
         _datasets_view.dataset_info(lake, name.removeprefix("datasets/"), as_json)
         return
@@ -170,7 +168,7 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
 @click.pass_context
 def cat(ctx: click.Context, name: str, scope: str) -> None:
     """Write the content of NAME to stdout."""
-    f = _lake(ctx).file(name, scope)
+    f = lake_of(ctx).file(name, scope)
     with f.open("rb") as src:
         shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
     sys.stdout.buffer.flush()
@@ -183,7 +181,7 @@ def cat(ctx: click.Context, name: str, scope: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
     """Export NAME to the local path DEST (a directory keeps the name's last segment)."""
-    f = _lake(ctx).file(name, scope)
+    f = lake_of(ctx).file(name, scope)
     target = dest / name.rsplit("/", 1)[-1] if dest.is_dir() else dest
     if not target.parent.is_dir():
         raise lakelet.NotFoundError(f"directory {target.parent} does not exist")
@@ -205,7 +203,7 @@ def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
 @click.pass_context
 def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) -> None:
     """Remove a scoped name, or a lake name with --force."""
-    _lake(ctx).rm(name, force=force, scope=scope, recursive=recursive)
+    lake_of(ctx).rm(name, force=force, scope=scope, recursive=recursive)
     stdout.print(f"removed {name}", highlight=False)
 
 
@@ -224,7 +222,7 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
 
     from . import _lineage_view as view
 
-    lake = _lake(ctx)
+    lake = lake_of(ctx)
     _ = lake.file(name).digest  # NotFoundError first, as one line
     if not upstream:
         files = derived(lake, name, depth)
@@ -252,7 +250,7 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
 @click.pass_context
 def datasets(ctx: click.Context, as_json: bool) -> None:
     """List datasets with their version, rows, size and last write."""
-    _datasets_view.list_datasets(_lake(ctx), as_json)
+    _datasets_view.list_datasets(lake_of(ctx), as_json)
 
 
 @cli.command()
@@ -262,7 +260,7 @@ def ingest(ctx: click.Context, pipeline: Path) -> None:
     """Run the Singer tap of PIPELINE.yaml into partitioned Parquet datasets, incrementally."""
     from lakelet._singer import run
 
-    log = run(_lake(ctx), pipeline)
+    log = run(lake_of(ctx), pipeline)
     rows = ", ".join(f"{stream}: {n:,}" for stream, n in log["rows"].items()) or "no streams"
     stdout.print(f"ingested {rows} rows ({log['files_written']} files)", highlight=False)
 
@@ -274,7 +272,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     """Pipeline runs: id, start, duration, stages run / skipped / failed."""
     from lakelet._run import list_runs
 
-    found = list_runs(_lake(ctx))
+    found = list_runs(lake_of(ctx))
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -289,181 +287,13 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     stdout.print(table, highlight=False)
 
 
-@cli.command()
-@click.option("--ttl", default="7d", show_default=True, help="Pipeline runs older than this go.")
-@click.option("--dry-run", is_flag=True, help="Only list what would go.")
-@click.option("--remote", "on_remote", is_flag=True,
-              help="Also delete unreferenced objects on the remote (older than a day).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
-    """Drop expired pipeline runs, stage outputs whose ttl= has passed and that nothing live
-    read, and objects older than a day that no name refers to."""
-    from lakelet._gc import collect
-
-    report = collect(_lake(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
-    if as_json:
-        click.echo(json.dumps(report.__dict__, indent=2))
-        return
-    verb = "would remove" if dry_run else "removed"
-    stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
-                 f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)}); "
-                 f"{len(report.stage_runs)} expired stage runs ({len(report.stage_outputs)} outputs)",
-                 highlight=False)
-    for run_id in report.runs:
-        stdout.print(f"  run {run_id}", highlight=False)
-    for name in [*report.stage_runs, *report.stage_outputs]:
-        stdout.print(f"  {name}", highlight=False)
-    for digest in [*report.objects, *report.remote_objects]:
-        stdout.print(f"  {digest}", highlight=False)
-    for name, why in report.kept.items():
-        stderr.print(f"kept expired {name}: {why}", highlight=False)
-
-
-@cli.group()
-def secrets() -> None:
-    """Named values for stages: set (from a hidden prompt or stdin), list, rm."""
-
-
-@secrets.command("set")
-@click.argument("name")
-@click.option("--org", is_flag=True, help="An org-level secret (a user's own secret of the same name wins).")
-@click.pass_context
-def secrets_set(ctx: click.Context, name: str, org: bool) -> None:
-    """Set NAME; the value is read from a hidden prompt, or from stdin when it is not a terminal."""
-    if sys.stdin.isatty():
-        value = click.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True, err=True)
-    else:
-        value = sys.stdin.read().rstrip("\n")
-    _lake(ctx).secrets.set(name, value, org=org)
-    stdout.print(f"set {'org' if org else 'user'} secret {name}", highlight=False)
-
-
-@secrets.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def secrets_list(ctx: click.Context, as_json: bool) -> None:
-    """Names, scope, when and by whom: never values."""
-    infos = _lake(ctx).secrets.list()
-    if as_json:
-        click.echo(json.dumps([i.__dict__ for i in infos], indent=2))
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "scope", "set at", "set by"):
-        table.add_column(column)
-    for i in infos:
-        table.add_row(i.name, i.scope, i.set_at, i.set_by)
-    stdout.print(table, highlight=False)
-
-
-@secrets.command("rm")
-@click.argument("name")
-@click.option("--org", is_flag=True, help="Remove the org-level secret.")
-@click.pass_context
-def secrets_rm(ctx: click.Context, name: str, org: bool) -> None:
-    """Delete secret NAME."""
-    _lake(ctx).secrets.delete(name, org=org)
-    stdout.print(f"removed {'org' if org else 'user'} secret {name}", highlight=False)
-
-
-@cli.command()
-@click.pass_context
-def push(ctx: click.Context) -> None:
-    """Send names bound here but not yet on the remote."""
-    with DelayedBar("pushing") as bar:
-        report = _lake(ctx).push(progress=bar)
-    stdout.print(f"pushed {report.names} names, {report.objects} objects "
-                 f"({human_size(report.bytes)})", highlight=False)
-    _fail_on_conflicts(report.conflicts)
-
-
-def _fail_on_conflicts(conflicts: list[str]) -> None:
-    if conflicts:
-        shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-        stderr.print(f"[red]error:[/red] bound elsewhere to other content, kept local-only: {shown}",
-                     highlight=False)
-        sys.exit(1)
-
-
-@cli.command()
-@click.pass_context
-def sync(ctx: click.Context) -> None:
-    """Push pending names, then learn the names bound elsewhere (content is fetched lazily)."""
-    with DelayedBar("pushing") as bar:
-        report = _lake(ctx).sync(progress=bar)
-    stdout.print(f"pushed {report.pushed.names} names; {report.new_names} records from "
-                 f"{report.entries_read} new log entries", highlight=False)
-    _fail_on_conflicts(report.pushed.conflicts)
-
-
-@cli.command()
-@click.argument("prefix", default="")
-@click.pass_context
-def pull(ctx: click.Context, prefix: str) -> None:
-    """Sync, then download the content of every name under PREFIX."""
-    with DelayedBar("pulling") as bar:
-        files = _lake(ctx).pull(prefix=prefix, progress=bar)
-    stdout.print(f"{len(files)} files under {prefix or 'the lake'} are local", highlight=False)
-
-
-@cli.command()
-@click.argument("prefix", default="")
-@click.pass_context
-def evict(ctx: click.Context, prefix: str) -> None:
-    """Free local space: drop local copies under PREFIX that are safely on the remote."""
-    report = _lake(ctx).evict(prefix)
-    stdout.print(f"evicted {report.files} files ({human_size(report.bytes)})", highlight=False)
-    if report.kept_unpushed:
-        stderr.print(f"kept {len(report.kept_unpushed)} files that are not on the remote: "
-                     "run `lakelet push` first", highlight=False)
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--expires", default="1h", show_default=True, help="Lifetime of a presigned URL: 30m, 1h, 7d.")
-@click.pass_context
-def url(ctx: click.Context, name: str, expires: str) -> None:
-    """A URL another tool can read NAME from (presigned on cloud stores)."""
-    seconds = parse_duration(expires, "--expires").total_seconds()
-    click.echo(_lake(ctx).url(name, expires=max(1, int(seconds))))
-
-
-@cli.command()
-@click.pass_context
-def fsck(ctx: click.Context) -> None:
-    """Verify every stored object against its digest and rebuild the local index."""
-    lake = _lake(ctx)
-    with DelayedBar("verifying") as bar:
-        report = lake.fsck(progress=bar)
-    stdout.print(
-        f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
-        highlight=False,
-    )
-    for digest in report.corrupt:
-        stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
-    for name in report.missing:
-        stderr.print(f"missing content: {name}", highlight=False)
-    if not report.ok:
-        sys.exit(1)
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback requires the token.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--token", default=None, help="Token every request must carry (made up when --host is not "
-                                            "loopback and none is given).")
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-@click.pass_context
-def ui(ctx: click.Context, host: str, port: int, token: str | None, open_browser: bool) -> None:
-    """Serve a read-only web page on the lake: names, lineage graph, datasets, runs."""
-    from lakelet.ui import serve
-
-    def announce(line: str) -> None:
-        click.echo(line)
-        sys.stdout.flush()  # the URL must show now, also through a pipe, while the server runs on
-
-    serve(_lake(ctx), host, port, token, open_browser, announce=announce)
+# the other commands live in modules by concern; registering them here keeps one group
+for _command in (
+    _remote_commands.push, _remote_commands.sync, _remote_commands.pull, _remote_commands.evict,
+    _remote_commands.url, _secrets_commands.secrets, _maintenance_commands.gc, _maintenance_commands.fsck,
+    _ui_command.ui,
+):
+    cli.add_command(_command)
 
 
 def main() -> None:

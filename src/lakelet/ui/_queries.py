@@ -90,15 +90,8 @@ def lineage(lake: Lake, name: str | None, depth: int, direction: str) -> dict[st
     return around(lake, f.name, depth, direction).to_json()
 
 
-def _summary(lake: Lake, name: str) -> dict[str, Any]:
-    ds = lake.dataset(name)
-    return {"name": name, "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
-            "bytes": sum(f["size"] for f in ds.files), "last_write": ds.manifest["created_at"],
-            "creator": ds.manifest["creator"]}
-
-
 def datasets(lake: Lake) -> list[dict[str, Any]]:
-    return [_summary(lake, n) for n in lake.datasets()]
+    return [lake.dataset(n).summary() for n in lake.datasets()]
 
 
 def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
@@ -108,9 +101,7 @@ def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
         for column, value in entry["partition"].items():
             partitions.setdefault(column, set()).add(value)
     return {
-        **_summary(lake, name), "version": ds.version, "rows": ds.num_rows, "files": len(ds.files),
-        "bytes": sum(f["size"] for f in ds.files),
-        "versions": ds.versions(), "mode": ds.manifest.get("mode"),
+        **ds.summary(), "versions": ds.versions(), "mode": ds.manifest.get("mode"),
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in ds.schema],
         "partitions": {c: sorted(v) for c, v in partitions.items()},
         "file_list": ds.files, "stats": ds.stats(),

@@ -1,0 +1,63 @@
+"""``lakelet gc / fsck``: freeing space and checking what is stored."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lakelet._expiry import parse_duration
+
+from ._context import lake_of
+from ._render import DelayedBar, human_size, stderr, stdout
+
+
+@click.command()
+@click.option("--ttl", default="7d", show_default=True, help="Pipeline runs older than this go.")
+@click.option("--dry-run", is_flag=True, help="Only list what would go.")
+@click.option("--remote", "on_remote", is_flag=True,
+              help="Also delete unreferenced objects on the remote (older than a day).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
+    """Drop expired pipeline runs, stage outputs whose ttl= has passed and that nothing live
+    read, and objects older than a day that no name refers to."""
+    from lakelet._gc import collect
+
+    report = collect(lake_of(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
+                 f"{len(report.remote_objects)} remote objects ({human_size(report.bytes)}); "
+                 f"{len(report.stage_runs)} expired stage runs ({len(report.stage_outputs)} outputs)",
+                 highlight=False)
+    for run_id in report.runs:
+        stdout.print(f"  run {run_id}", highlight=False)
+    for name in [*report.stage_runs, *report.stage_outputs]:
+        stdout.print(f"  {name}", highlight=False)
+    for digest in [*report.objects, *report.remote_objects]:
+        stdout.print(f"  {digest}", highlight=False)
+    for name, why in report.kept.items():
+        stderr.print(f"kept expired {name}: {why}", highlight=False)
+
+
+@click.command()
+@click.pass_context
+def fsck(ctx: click.Context) -> None:
+    """Verify every stored object against its digest and rebuild the local index."""
+    lake = lake_of(ctx)
+    with DelayedBar("verifying") as bar:
+        report = lake.fsck(progress=bar)
+    stdout.print(
+        f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
+        highlight=False,
+    )
+    for digest in report.corrupt:
+        stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
+    for name in report.missing:
+        stderr.print(f"missing content: {name}", highlight=False)
+    if not report.ok:
+        sys.exit(1)

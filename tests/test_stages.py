@@ -209,6 +209,31 @@ def test_four_processes_same_key_compute_once(lake, tmp_path) -> None:
     assert log.read_text().count("ran") == 1
 
 
+RETURNS_NONE = '''
+import sys, lakelet
+lakelet.use(lakelet.open(sys.argv[1]))
+
+@lakelet.stage
+def log_only(n: int):
+    with open(sys.argv[2], "a") as log:
+        log.write("ran\\n")
+
+print(log_only(1), log_only(1))
+'''
+
+
+def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> None:
+    script = tmp_path / "returns_none.py"
+    script.write_text(RETURNS_NONE)
+    log = tmp_path / "runs.log"
+    for _ in range(2):  # the second process finds the first one's result
+        out = subprocess.run([sys.executable, str(script), str(lake.root), str(log)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["None", "None"]
+    assert log.read_text().count("ran") == 1
+
+
 def test_explain_says_why(pipeline, capsys, monkeypatch) -> None:
     pipeline.load().total()
     monkeypatch.setenv("LAKELET_EXPLAIN", "1")

@@ -192,28 +192,21 @@ class Stage:
     def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
         key, parts = self.key(lake, args, kwargs)
         cache = self.options.get("cache", True)
-        if cache and (hit := self._load_hit(lake, key)[1]) is not None:
+        record_name, found = current_run_record(lake, self.qualname, key)  # the cache entry
+        if cache and found is not None:
             _log(self, "skipped", lambda: "cached")
-            return hit
+            return self._load(lake, File(record_name, lake=lake, record=found))
         with _key_lock(lake, key):  # one process per machine computes a key; the others reuse
-            record_name, hit = (self._load_hit(lake, key) if cache
-                                else (current_run_record(lake, self.qualname, key)[0], None))
-            if hit is not None:
+            record_name, found = current_run_record(lake, self.qualname, key)
+            if cache and found is not None:
                 _log(self, "skipped", lambda: "computed meanwhile by another process")
-                return hit
+                return self._load(lake, File(record_name, lake=lake, record=found))
             _log(self, "running", lambda: self._why(lake, parts))
             return self._execute(lake, key, parts, record_name, args, kwargs)
 
-    def _load_hit(self, lake: Lake, key: str) -> tuple[str, Any]:
-        """(the run record name the key binds now, its stored result or None on a miss)."""
-        record_name, found = current_run_record(lake, self.qualname, key)  # the cache entry
-        if found is None:
-            return record_name, None
-        record = json.loads(File(record_name, lake=lake, record=found).read_bytes())
-        return record_name, self._load(lake, record)
-
-    def _load(self, lake: Lake, record: dict[str, Any]) -> Any:
-        returned = record["returned"]
+    def _load(self, lake: Lake, run_record: File) -> Any:
+        """The stored result of a run (which may be None: a hit is the record, not its value)."""
+        returned = json.loads(run_record.read_bytes())["returned"]
         if returned["kind"] == "files":
             files = [lake.file(n) for n in returned["names"]]
             return files[0] if returned.get("single") else files

@@ -204,6 +204,16 @@ def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, 
     assert (remote_dir / "objects" / algo / hexdigest[:2] / hexdigest[2:]).exists()
 
 
+def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> None:
+    """Bound after the parent looked (by another run or machine): the worker runs nothing and says so."""
+    from lakelet._run import _lake_spec, run_stage
+
+    module, lake = diamond
+    module.source()
+    done = run_stage(module.__name__, "source", _lake_spec(lake), "r1")
+    assert done == {"status": "skipped", "duration_s": None, "why": "cached"}
+
+
 def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path, monkeypatch) -> None:
     """A worker on another machine: it opens its own cache root on the remote."""
     from lakelet._run import run_stage

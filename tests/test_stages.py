@@ -234,6 +234,21 @@ def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> N
     assert log.read_text().count("ran") == 1
 
 
+def test_why_reads_only_run_records(lake, make_file, capsys, monkeypatch) -> None:
+    lakelet.use(lake)
+
+    @lakelet.stage
+    def listed(n: int):
+        return [n]
+
+    listed(1)
+    # newer than the run record and in the stage's folder, but no run record
+    lake.add(make_file("notes.json", "[]"), f"stages/{listed.qualname}/notes.json")
+    monkeypatch.setenv("LAKELET_EXPLAIN", "1")
+    assert listed(2) == [2]
+    assert "changed: params" in capsys.readouterr().err
+
+
 def test_explain_says_why(pipeline, capsys, monkeypatch) -> None:
     pipeline.load().total()
     monkeypatch.setenv("LAKELET_EXPLAIN", "1")

@@ -99,11 +99,12 @@ def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> 
     if not isinstance(stage, Stage):
         raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
     lake = _worker_lake(spec)
-    why = stage._why(lake, stage.key(lake)[1])  # before the run: afterwards its own record is the latest
     t0 = time.perf_counter()
     with patched_environ({"LAKELET_RUN_ID": run_id}):
-        stage.run(lake, (), {})
-    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": why}
+        outcome = stage._call(lake, (), {}, why=True)
+    if not outcome.ran:  # bound since the parent looked, by another run or machine
+        return {"status": "skipped", "duration_s": None, "why": outcome.why}
+    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": outcome.why}
 
 
 def _executor(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
@@ -246,8 +247,9 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                 display.update()
                 error = future.exception()
                 if error is None:
-                    report.ran.append(name)
                     report.stages[name] = future.result()
+                    ran = report.stages[name]["status"] == "ran"
+                    (report.ran if ran else report.skipped).append(name)
                     for deps in waiting.values():
                         deps.discard(name)
                     continue

@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from ._current import current_lake
 from ._digest import DEFAULT_ALGORITHM
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError
-from ._expiry import current_run_record, expiry_fields, stage_ttl
+from ._expiry import current_run_record, expiry_fields, is_run_record, stage_ttl
 from ._file import File
 from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
 from ._lake import Lake
@@ -67,6 +67,24 @@ class _Resolved:
 
     identity: dict[str, Any]
     load: Any  # () -> value passed to the function
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A call's cache key, what it is made of, and the decorator's inputs ready to load."""
+
+    digest: str
+    parts: dict[str, Any]
+    inputs: dict[str, _Resolved]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of a stage did: its result, whether the function ran, and why."""
+
+    value: Any
+    ran: bool
+    why: str  # "" for a run unless the reason was asked for: finding it costs a listing
 
 
 def _canonical_params(params: dict[str, Any], stage: str) -> str:
@@ -129,11 +147,16 @@ class Stage:
 
     def key(self, lake: Lake, args: tuple = (), kwargs: dict[str, Any] | None = None) -> tuple[str, dict]:
         """(key, parts): parts are what the key is made of, kept in the run record."""
-        params = self._params(args, kwargs or {})
-        resolved = self._resolve(lake)
+        key = self._key(lake, args, kwargs or {})
+        return key.digest, key.parts
+
+    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> _Key:
+        params = self._params(args, kwargs)
+        inputs = self._resolve(lake)
+        identities = {arg: r.identity for arg, r in inputs.items()}
         for arg, value in list(params.items()):  # radops style: File arguments are inputs
             if isinstance(value, File):
-                resolved[arg] = _Resolved({"name": value.name, "digest": value.digest}, lambda: None)
+                identities[arg] = {"name": value.name, "digest": value.digest}
                 del params[arg]
         version = self.options.get("version")
         code = {"version": str(version)} if version is not None else _identity_of(self.func).parts
@@ -141,12 +164,12 @@ class Stage:
             "key_format": KEY_FORMAT,
             "stage": self.qualname,
             "code": code,
-            "inputs": {k: r.identity for k, r in resolved.items()},
+            "inputs": identities,
             "params": json.loads(_canonical_params(params, self.qualname)),
             "format": self.format.name if self.format else None,
         }
         blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest(), parts
+        return _Key(hashlib.sha256(blob).hexdigest(), parts, inputs)
 
     def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -162,9 +185,9 @@ class Stage:
         out = {}
         for arg, source in sorted(self.inputs.items()):
             if isinstance(source, Stage):
-                key, _ = source.key(lake)
-                out[arg] = _Resolved({"stage": source.qualname, "key": key},
-                                     functools.partial(source.run, lake, (), {}))
+                key = source._key(lake, (), {})  # loading it reuses this key: computed once per call
+                out[arg] = _Resolved({"stage": source.qualname, "key": key.digest},
+                                     functools.partial(source._value, lake, key))
             elif isinstance(source, Raw):
                 out[arg] = self._resolve_raw(lake, source)
             else:
@@ -190,19 +213,33 @@ class Stage:
     # running
 
     def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
-        key, parts = self.key(lake, args, kwargs)
+        return self._call(lake, args, kwargs).value
+
+    def _call(self, lake: Lake, args: tuple, kwargs: dict[str, Any], why: bool = False) -> Outcome:
+        """Returns the result, whether the function ran, and why (for a run: only if ``why``)."""
+        return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, why)
+
+    def _value(self, lake: Lake, key: _Key) -> Any:
+        return self._outcome(lake, key, (), {}, why=False).value
+
+    def _outcome(self, lake: Lake, key: _Key, args: tuple, kwargs: dict[str, Any], why: bool) -> Outcome:
         cache = self.options.get("cache", True)
-        record_name, found = current_run_record(lake, self.qualname, key)  # the cache entry
+        record_name, found = current_run_record(lake, self.qualname, key.digest)  # the cache entry
         if cache and found is not None:
-            _log(self, "skipped", lambda: "cached")
-            return self._load(lake, File(record_name, lake=lake, record=found))
-        with _key_lock(lake, key):  # one process per machine computes a key; the others reuse
-            record_name, found = current_run_record(lake, self.qualname, key)
+            return self._hit(lake, File(record_name, lake=lake, record=found), "cached")
+        with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
+            record_name, found = current_run_record(lake, self.qualname, key.digest)
             if cache and found is not None:
-                _log(self, "skipped", lambda: "computed meanwhile by another process")
-                return self._load(lake, File(record_name, lake=lake, record=found))
-            _log(self, "running", lambda: self._why(lake, parts))
-            return self._execute(lake, key, parts, record_name, args, kwargs)
+                return self._hit(lake, File(record_name, lake=lake, record=found),
+                                 "computed meanwhile by another process")
+            # before the run: afterwards its own record is the latest
+            reason = self._why(lake, key.parts) if why or _explaining(self) else ""
+            _log(self, "running", reason)
+            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason)
+
+    def _hit(self, lake: Lake, run_record: File, reason: str) -> Outcome:
+        _log(self, "skipped", reason)
+        return Outcome(self._load(lake, run_record), False, reason)
 
     def _load(self, lake: Lake, run_record: File) -> Any:
         """The stored result of a run (which may be None: a hit is the record, not its value)."""
@@ -215,9 +252,9 @@ class Stage:
         path = lake.file(returned["names"][0]).path
         return get_format(returned["kind"]).load(path, returned.get("type", "python"))
 
-    def _execute(self, lake: Lake, key: str, parts: dict, record_name: str,
-                 args: tuple, kwargs: dict[str, Any]) -> Any:
-        inputs = {arg: r.load() for arg, r in self._resolve(lake).items()}
+    def _execute(self, lake: Lake, key: _Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        parts = key.parts
+        inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
@@ -237,7 +274,7 @@ class Stage:
         record = {
             "kind": "stage",
             "stage": self.qualname,
-            "key": key,
+            "key": key.digest,
             "parts": parts,
             "returned": returned,
             "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
@@ -293,7 +330,7 @@ class Stage:
 
     def _why(self, lake: Lake, parts: dict) -> str:
         """Which part of the key changed since the last run of this stage, if any ran."""
-        previous = [f for f in lake.ls(f"stages/{self.qualname}/") if f.name.endswith(".json")]
+        previous = [f for f in lake.ls(f"stages/{self.qualname}/") if is_run_record(f.name)]
         if not previous:
             return "never ran"
         latest = max(previous, key=lambda f: f.record.created_at)
@@ -370,10 +407,10 @@ def _explaining(stage: Stage) -> bool:
 _logger = logging.getLogger("lakelet.stage")
 
 
-def _log(stage: Stage, what: str, why: Callable[[], str]) -> None:
+def _log(stage: Stage, what: str, why: str) -> None:
     _logger.info("%s %s", what, stage.qualname)
-    if _explaining(stage):  # the reason costs a listing: only when asked
-        print(f"lakelet: {what} {stage.qualname} ({why()})", file=sys.stderr)
+    if _explaining(stage):
+        print(f"lakelet: {what} {stage.qualname} ({why})", file=sys.stderr)
 
 
 @contextlib.contextmanager

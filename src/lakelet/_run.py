@@ -101,7 +101,7 @@ def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> 
     lake = _worker_lake(spec)
     t0 = time.perf_counter()
     with patched_environ({"LAKELET_RUN_ID": run_id}):
-        outcome = stage._call(lake, (), {}, why=True)
+        outcome = stage._call(lake, (), {}, explain=True)
     if not outcome.ran:  # bound since the parent looked, by another run or machine
         return {"status": "skipped", "duration_s": None, "why": outcome.why}
     return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": outcome.why}

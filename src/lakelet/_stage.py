@@ -1,9 +1,6 @@
 """``@lakelet.stage``: a function whose result is stored in the lake under a key of its code and inputs.
 
-The key (SPEC §1) is a digest of: a format version; the stage's code identity
-(``_codehash``) or its ``version=``; the content digests of its raw inputs;
-the keys of its upstream stages; its parameters, canonically encoded; its
-output format. A call first computes the key (cheap: no upstream runs), and
+A call first computes the key (``_stage_key``: cheap, no upstream runs), and
 only on a miss loads its inputs, which runs the upstream stages that miss.
 
 Each run binds two lake names, write-once like any other: the output
@@ -20,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import inspect
 import json
 import logging
@@ -34,48 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from . import _lineage, _outputs
-from ._codehash import CodeIdentity, code_identity, module_packages, qualified_name
+from ._codehash import module_packages, qualified_name
 from ._current import current_lake
-from ._digest import DEFAULT_ALGORITHM
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError
-from ._expiry import current_run_record, expiry_fields, is_run_record, stage_ttl
+from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
-from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
+from ._formats import Format, get_format, infer_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
-from ._objects import hash_stream, new_temp_path
+from ._objects import new_temp_path
+from ._stage_key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
-KEY_FORMAT = 1
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
-
-
-@dataclass(frozen=True)
-class Raw:
-    """A raw input: the lake name ``ref`` if the lake has it, else the local path ``ref``."""
-
-    ref: str
-
-
-def raw(ref: str | os.PathLike[str]) -> Raw:
-    return Raw(os.fspath(ref))
-
-
-@dataclass
-class _Resolved:
-    """One input as the key sees it (an identity) and as the function gets it (a value)."""
-
-    identity: dict[str, Any]
-    load: Any  # () -> value passed to the function
-
-
-@dataclass(frozen=True)
-class _Key:
-    """A call's cache key, what it is made of, and the decorator's inputs ready to load."""
-
-    digest: str
-    parts: dict[str, Any]
-    inputs: dict[str, _Resolved]
 
 
 @dataclass(frozen=True)
@@ -85,37 +52,6 @@ class Outcome:
     value: Any
     ran: bool
     why: str  # "" for a run unless the reason was asked for: finding it costs a listing
-
-
-def _canonical_params(params: dict[str, Any], stage: str) -> str:
-    try:
-        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        bad = {k: type(v).__name__ for k, v in params.items() if not is_jsonable(v)}
-        raise InvalidArgumentError(
-            f"stage {stage}: parameters must be JSON-able values to enter the cache key; "
-            f"got {bad} (pass files as lakelet.raw(...) or lakelet.File)"
-        ) from None
-
-
-@functools.cache
-def _identity_of(func: Any) -> CodeIdentity:
-    # Functions are immutable once defined: an edit means a new import and a new object.
-    return code_identity(func)
-
-
-_file_digests: dict[tuple[str, int, int, int], str] = {}
-
-
-def _local_file_digest(path: Path) -> str:
-    st = path.stat()
-    fingerprint = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    digest = _file_digests.get(fingerprint)
-    if digest is None:  # touching a file re-hashes it; only a content change changes the key
-        with open(path, "rb") as f:
-            digest = str(hash_stream(f, DEFAULT_ALGORITHM)[0])
-        _file_digests[fingerprint] = digest
-    return digest
 
 
 class Stage:
@@ -150,26 +86,10 @@ class Stage:
         key = self._key(lake, args, kwargs or {})
         return key.digest, key.parts
 
-    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> _Key:
-        params = self._params(args, kwargs)
-        inputs = self._resolve(lake)
-        identities = {arg: r.identity for arg, r in inputs.items()}
-        for arg, value in list(params.items()):  # radops style: File arguments are inputs
-            if isinstance(value, File):
-                identities[arg] = {"name": value.name, "digest": value.digest}
-                del params[arg]
-        version = self.options.get("version")
-        code = {"version": str(version)} if version is not None else _identity_of(self.func).parts
-        parts = {
-            "key_format": KEY_FORMAT,
-            "stage": self.qualname,
-            "code": code,
-            "inputs": identities,
-            "params": json.loads(_canonical_params(params, self.qualname)),
-            "format": self.format.name if self.format else None,
-        }
-        blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-        return _Key(hashlib.sha256(blob).hexdigest(), parts, inputs)
+    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Key:
+        return make_key(self.qualname, self.func, self.options.get("version"),
+                        self.format.name if self.format else None,
+                        self._resolve(lake), self._params(args, kwargs))
 
     def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -181,48 +101,34 @@ class Stage:
             raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
         return dict(bound.arguments)
 
-    def _resolve(self, lake: Lake) -> dict[str, _Resolved]:
+    def _resolve(self, lake: Lake) -> dict[str, Resolved]:
         out = {}
         for arg, source in sorted(self.inputs.items()):
             if isinstance(source, Stage):
                 key = source._key(lake, (), {})  # loading it reuses this key: computed once per call
-                out[arg] = _Resolved({"stage": source.qualname, "key": key.digest},
+                out[arg] = Resolved({"stage": source.qualname, "key": key.digest},
                                      functools.partial(source._value, lake, key))
             elif isinstance(source, Raw):
-                out[arg] = self._resolve_raw(lake, source)
+                out[arg] = resolve_raw(lake, source, self.qualname)
             else:
                 raise InvalidArgumentError(
                     f"stage {self.qualname}: input {arg!r} must be lakelet.raw(...) or another stage"
                 )
         return out
 
-    def _resolve_raw(self, lake: Lake, source: Raw) -> _Resolved:
-        ref = source.ref
-        if not os.path.isabs(ref):
-            with contextlib.suppress(InvalidArgumentError):
-                if lake.exists(validate_name(ref)):
-                    f = lake.file(ref)
-                    return _Resolved({"name": ref, "digest": f.digest}, lambda: str(f.path))
-        path = Path(ref).expanduser().resolve()
-        if not path.is_file():
-            raise InvalidArgumentError(
-                f"stage {self.qualname}: raw input {ref!r} is neither a lake name nor a local file"
-            )
-        return _Resolved({"path": str(path), "digest": _local_file_digest(path)}, lambda: str(path))
-
     # running
 
     def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
         return self._call(lake, args, kwargs).value
 
-    def _call(self, lake: Lake, args: tuple, kwargs: dict[str, Any], why: bool = False) -> Outcome:
-        """Returns the result, whether the function ran, and why (for a run: only if ``why``)."""
-        return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, why)
+    def _call(self, lake: Lake, args: tuple, kwargs: dict[str, Any], explain: bool = False) -> Outcome:
+        """Returns the result, whether the function ran, and why (for a run: only if ``explain``)."""
+        return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
 
-    def _value(self, lake: Lake, key: _Key) -> Any:
-        return self._outcome(lake, key, (), {}, why=False).value
+    def _value(self, lake: Lake, key: Key) -> Any:
+        return self._outcome(lake, key, (), {}, explain=False).value
 
-    def _outcome(self, lake: Lake, key: _Key, args: tuple, kwargs: dict[str, Any], why: bool) -> Outcome:
+    def _outcome(self, lake: Lake, key: Key, args: tuple, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
         record_name, found = current_run_record(lake, self.qualname, key.digest)  # the cache entry
         if cache and found is not None:
@@ -233,7 +139,7 @@ class Stage:
                 return self._hit(lake, File(record_name, lake=lake, record=found),
                                  "computed meanwhile by another process")
             # before the run: afterwards its own record is the latest
-            reason = self._why(lake, key.parts) if why or _explaining(self) else ""
+            reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
             return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason)
 
@@ -252,7 +158,7 @@ class Stage:
         path = lake.file(returned["names"][0]).path
         return get_format(returned["kind"]).load(path, returned.get("type", "python"))
 
-    def _execute(self, lake: Lake, key: _Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    def _execute(self, lake: Lake, key: Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         parts = key.parts
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
@@ -280,7 +186,7 @@ class Stage:
             "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
             "inputs": parts["inputs"],
             "datasets_written": pending.datasets,
-            "code_digest": _identity_of(self.func).digest,
+            "code_digest": identity_of(self.func).digest,
             "code_source": _lineage.source_text(self.func),
             "source": _lineage.source_location(self.func),
             "environment": _lineage.environment(),
@@ -327,34 +233,6 @@ class Stage:
         finally:
             tmp.unlink(missing_ok=True)
         return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
-
-    def _why(self, lake: Lake, parts: dict) -> str:
-        """Which part of the key changed since the last run of this stage, if any ran."""
-        previous = [f for f in lake.ls(f"stages/{self.qualname}/") if is_run_record(f.name)]
-        if not previous:
-            return "never ran"
-        latest = max(previous, key=lambda f: f.record.created_at)
-        old = json.loads(latest.read_bytes())["parts"]
-        changed = []
-        old_code, new_code = old.get("code", {}), parts["code"]
-        for name in sorted(set(old_code) | set(new_code)):
-            if old_code.get(name) != new_code.get(name):
-                if name == self.qualname:
-                    changed.append("code")
-                elif name.startswith(("constant:", "package:")):
-                    changed.append(name.replace(":", " ", 1))
-                else:
-                    changed.append(f"helper {name}")
-        old_inputs, new_inputs = old.get("inputs", {}), parts["inputs"]
-        for arg in sorted(set(old_inputs) | set(new_inputs)):
-            if old_inputs.get(arg) != new_inputs.get(arg):
-                stage = (new_inputs.get(arg) or {}).get("stage")
-                changed.append(f"upstream {stage}" if stage else f"input {arg}")
-        for section in ("params", "format"):
-            if old.get(section) != parts.get(section):
-                changed.append(section)
-        return "changed: " + ", ".join(changed) if changed else "no previous run with this key"
-
 
 class _Mask(logging.Filter):
     """Replaces secret values in log records while a stage that holds them runs."""

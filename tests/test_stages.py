@@ -6,6 +6,7 @@ re-imports it and asserts exactly which stages ran (from the log lines).
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import json
 import logging
@@ -15,9 +16,13 @@ import sys
 import textwrap
 import uuid
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 import lakelet
+
+from .conftest import snapshot
 
 PIPELINE = '''
 import lakelet
@@ -160,16 +165,65 @@ def test_a_failing_stage_binds_nothing(pipeline, lake) -> None:
     assert [f.name for f in lake.ls()] == before
 
 
-def test_unsupported_return_values_name_the_format(lake) -> None:
+@pytest.mark.parametrize("value", [object(), {1: "a", "b": 2}], ids=["object", "mixed-keys"])
+def test_unsupported_return_values_name_the_format(lake, value) -> None:
     lakelet.use(lake)
 
     @lakelet.stage
     def makes_object():
-        return object()
+        return value
 
     with pytest.raises(lakelet.InvalidArgumentError, match='format="pickle"'):
         makes_object()
     assert lake.ls() == []
+
+
+MISMATCHES = [  # format, returned value, its type as named, the formats that take it
+    ("text", None, "NoneType", "json, pickle"),
+    ("text", 5, "int", "json, pickle"),
+    ("text", b"x", "bytes", "bytes, pickle"),
+    ("bytes", 5, "int", "json, pickle"),  # bytes(5) stored five zero bytes
+    ("bytes", "x", "str", "json, text, pickle"),
+    ("parquet", {"a": [1, 2]}, "dict", "json, pickle"),
+    ("arrow", [1, 2], "list", "json, pickle"),
+    ("csv", "a,b\n1,2\n", "str", "json, text, pickle"),
+    ("npy", "abc", "str", "json, text, pickle"),  # stored as a 0-d array, loaded back as one
+    ("npy", [1.0, 2.0], "list", "json, pickle"),
+    ("json", object(), "object", "pickle"),
+    ("json", {"when": datetime.date(2025, 1, 20)}, "dict", "pickle"),
+    ("json", (1, 2), "tuple", "pickle"),  # would load back as a list
+    ("json", np.arange(3), "numpy.ndarray", "npy, pickle"),
+]
+
+
+@pytest.mark.parametrize("fmt, value, returned, takers", MISMATCHES,
+                         ids=[f"{fmt}-{returned}" for fmt, _, returned, _ in MISMATCHES])
+def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file, fmt, value, returned,
+                                                                 takers) -> None:
+    lakelet.use(lake)
+    lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    def declared(value):
+        @lakelet.stage(format=fmt)
+        def out():
+            with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+                f.write("written before returning")
+            return value
+        return out
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    broken = declared(value)
+    with pytest.raises(lakelet.InvalidArgumentError) as error:
+        broken()
+    message = str(error.value)
+    assert "\n" not in message and broken.qualname in message and f'format="{fmt}"' in message
+    assert f"returned a {returned}:" in message and message.endswith(f"takes a {returned}: {takers}")
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+
+    fixed = declared({"text": "ok", "bytes": b"ok", "npy": np.arange(2), "json": ["ok"]}.get(
+        fmt, pa.table({"ok": [1]})))
+    assert fixed() is not None
+    assert len(lake.ls()) == len(names) + 3  # the side file, the output and the run record
 
 
 def test_outputs_are_lake_names_with_a_run_record(pipeline, lake) -> None:

@@ -36,7 +36,7 @@ from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError
 from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
-from ._formats import Format, get_format, infer_format, kind_of
+from ._formats import Format, choose_format, get_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
 from ._objects import new_temp_path
@@ -172,11 +172,15 @@ class Stage:
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
+        encoded = new_temp_path(lake.root / "tmp")
         try:
+            # before binding anything: a value its format cannot store must leave the lake as it was
+            fmt = self._encode(value, encoded)
             written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
+            returned, outputs = self._store_returned(lake, value, fmt, encoded, prefix, meta)
         finally:
             pending.discard()
-        returned, outputs = self._store_returned(lake, value, prefix, meta)
+            encoded.unlink(missing_ok=True)
         record = {
             "kind": "stage",
             "stage": self.qualname,
@@ -206,33 +210,38 @@ class Stage:
             tmp.unlink(missing_ok=True)
         return value
 
+    def _encode(self, value: Any, path: Path) -> Format | None:
+        """Write the return value to ``path`` in its format; None for files and paths, bound as they are."""
+        files = isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value)
+        if isinstance(value, File) or files or (isinstance(value, Path) and self.format is None):
+            return None
+        fmt = choose_format(value, self.format, self.qualname)
+        fmt.dump(value, path)
+        return fmt
+
     def _store_returned(
-        self, lake: Lake, value: Any, prefix: str, meta: dict[str, str]
+        self, lake: Lake, value: Any, fmt: Format | None, encoded: Path, prefix: str, meta: dict[str, str]
     ) -> tuple[dict, list[File]]:
-        """Bind the return value; returns (how to load it back, the files it is)."""
-        if isinstance(value, File):
-            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
-        if isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value):
-            return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
-        if isinstance(value, Path) and self.format is None:
+        """Bind the return value (``encoded`` in ``fmt``); returns (how to load it back, the files it is)."""
+        if fmt is not None:
+            name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
+            try:
+                f = lake._bind_output(encoded, name, meta)
+            except NameExistsError:
+                if self.options.get("name"):
+                    raise
+                # another machine ran this key first and its bytes differ (a non-deterministic
+                # stage): its output is the one bound, ours is discarded
+                f = lake.file(name)
+            return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
+        if isinstance(value, Path):
             name = self.options.get("name") or f"{prefix}{value.name}"
             f = lake._bind_output(value, name, meta, move=False)
             return {"kind": "path", "names": [f.name]}, [f]
-        fmt = self.format or infer_format(value, self.qualname)
-        name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
-        tmp = new_temp_path(lake.root / "tmp")
-        try:
-            fmt.dump(value, tmp)
-            f = lake._bind_output(tmp, name, meta)
-        except NameExistsError:
-            if self.options.get("name"):
-                raise
-            # another machine ran this key first and its bytes differ (a non-deterministic
-            # stage): its output is the one bound, ours is discarded
-            f = lake.file(name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
+        if isinstance(value, File):
+            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
+        return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
+
 
 class _Mask(logging.Filter):
     """Replaces secret values in log records while a stage that holds them runs."""

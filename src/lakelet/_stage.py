@@ -52,6 +52,7 @@ class Outcome:
     value: Any
     ran: bool
     why: str  # "" for a run unless the reason was asked for: finding it costs a listing
+    key: str  # whose run record holds the result
 
 
 class Stage:
@@ -86,10 +87,19 @@ class Stage:
         key = self._key(lake, args, kwargs or {})
         return key.digest, key.parts
 
-    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Key:
+    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any],
+             keys: dict[Stage, Key] | None = None) -> Key:
+        """``keys``: the upstream keys worked out so far (by one call, or one run), added to here."""
         return make_key(self.qualname, self.func, self.options.get("version"),
                         self.format.name if self.format else None,
-                        self._resolve(lake), self._params(args, kwargs))
+                        self._resolve(lake, {} if keys is None else keys), self._params(args, kwargs))
+
+    def _key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
+        """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
+        which two stages made by one factory share."""
+        if self not in keys:
+            keys[self] = self._key(lake, (), {}, keys)
+        return keys[self]
 
     def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -101,11 +111,11 @@ class Stage:
             raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
         return dict(bound.arguments)
 
-    def _resolve(self, lake: Lake) -> dict[str, Resolved]:
+    def _resolve(self, lake: Lake, keys: dict[Stage, Key]) -> dict[str, Resolved]:
         out = {}
         for arg, source in sorted(self.inputs.items()):
             if isinstance(source, Stage):
-                key = source._key(lake, (), {})  # loading it reuses this key: computed once per call
+                key = source._key_in(lake, keys)  # once per call, even in a diamond; loading reuses it
                 out[arg] = Resolved({"stage": source.qualname, "key": key.digest},
                                      functools.partial(source._value, lake, key))
             elif isinstance(source, Raw):
@@ -132,20 +142,20 @@ class Stage:
         cache = self.options.get("cache", True)
         record_name, found = current_run_record(lake, self.qualname, key.digest)  # the cache entry
         if cache and found is not None:
-            return self._hit(lake, File(record_name, lake=lake, record=found), "cached")
+            return self._hit(lake, key, File(record_name, lake=lake, record=found), "cached")
         with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
             record_name, found = current_run_record(lake, self.qualname, key.digest)
             if cache and found is not None:
-                return self._hit(lake, File(record_name, lake=lake, record=found),
+                return self._hit(lake, key, File(record_name, lake=lake, record=found),
                                  "computed meanwhile by another process")
             # before the run: afterwards its own record is the latest
             reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
-            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason)
+            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
 
-    def _hit(self, lake: Lake, run_record: File, reason: str) -> Outcome:
+    def _hit(self, lake: Lake, key: Key, run_record: File, reason: str) -> Outcome:
         _log(self, "skipped", reason)
-        return Outcome(self._load(lake, run_record), False, reason)
+        return Outcome(self._load(lake, run_record), False, reason, key.digest)
 
     def _load(self, lake: Lake, run_record: File) -> Any:
         """The stored result of a run (which may be None: a hit is the record, not its value)."""

@@ -45,11 +45,11 @@ def make_file(tmp_path: Path):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under a lake root except the index, temp files and the scope locks."""
+    """Every file under a lake root except the index, temp files and the locks (empty: only flock'd)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith(("index.sqlite", "tmp/")) and p.name != ".lock":
+        if p.is_file() and not rel.startswith(("index.sqlite", "tmp/", "locks/")) and p.name != ".lock":
             out[rel] = p.read_bytes()
     return out
 

@@ -108,12 +108,14 @@ def test_independent_stages_run_in_parallel(diamond, executor, request) -> None:
 def test_cached_graph_runs_nothing(diamond) -> None:
     module, lake = diamond
     module.WORK = 0.01
-    lakelet.run(module.join)
+    lakelet.run(module.join, run_id="first")
     report = lakelet.run(module.join, run_id="second") and json.loads(
         (lake.root / "runs" / "second.json").read_bytes())
     assert report["ran"] == [] and report["skipped"] == [f"{module.__name__}.join"]
-    skipped = {"status": "skipped", "duration_s": None, "why": "cached"}
-    assert report["stages"] == {f"{module.__name__}.join": skipped}
+    first = json.loads((lake.root / "runs" / "first.json").read_bytes())
+    join = f"{module.__name__}.join"
+    skipped = {"status": "skipped", "duration_s": None, "why": "cached", "key": first["stages"][join]["key"]}
+    assert report["stages"] == {join: skipped}
 
 
 def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkeypatch) -> None:
@@ -206,6 +208,130 @@ def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, 
     assert fresh.exists() and not stale.exists()
     algo, hexdigest = named.digest.split(":")
     assert (remote_dir / "objects" / algo / hexdigest[:2] / hexdigest[2:]).exists()
+
+
+CHAIN = '''
+import lakelet
+
+
+class Version:
+    """A version= that counts its reads: a key is a digest of str(version), one read per key worked out."""
+
+    reads = {}
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    def __str__(self):
+        Version.reads[self.stage] = Version.reads.get(self.stage, 0) + 1
+        return "1"
+
+
+@lakelet.stage(raw=lakelet.raw("{raw}"), version=Version("a"))
+def a(raw):
+    with open(raw) as f:
+        return f.read().split()
+
+
+@lakelet.stage(x=a, version=Version("b"))
+def b(x):
+    return x + ["b"]
+
+
+@lakelet.stage(x=b, version=Version("c"))
+def c(x):
+    return x + ["c"]
+'''
+
+EDITED = '''
+from pathlib import Path
+import lakelet
+
+RAW, LOG = "{raw}", "{log}"
+
+
+def ran(stage):
+    with open(LOG, "a") as log:
+        log.write(stage + "\\n")
+
+
+@lakelet.stage
+def edit():
+    ran("edit")
+    Path(RAW).write_text("2")  # the user saving the input after the run worked its keys out
+    return "edited"
+
+
+@lakelet.stage(raw=lakelet.raw(RAW), after=edit)
+def read(raw, after):
+    ran("read")
+    return int(Path(raw).read_text())
+
+
+@lakelet.stage(n=read)
+def report(n):
+    ran("report")
+    Path(RAW).write_text("3")  # and again, once report's worker worked its own key out
+    return n
+'''
+
+
+@pytest.fixture
+def stage_module(tmp_path, monkeypatch):
+    """Writes stage source to a module of its own, importable by worker processes too."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    names = []
+
+    def write(source: str):
+        names.append(f"stages_{uuid.uuid4().hex[:8]}")
+        (tmp_path / f"{names[-1]}.py").write_text(source)
+        importlib.invalidate_caches()
+        return importlib.import_module(names[-1])
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def test_a_run_works_out_each_key_once(stage_module, tmp_path) -> None:
+    """Once by the parent, per run: it was 4, 3 and 2 times for a, b and c on a first run, twice each on a
+    cached one. The workers work out their own keys when they run: other processes here, other counts."""
+    raw = tmp_path / "numbers.txt"
+    raw.write_text("1 2")
+    module = stage_module(CHAIN.replace("{raw}", str(raw)))
+    lakelet.use(lakelet.init(tmp_path / "lake"))
+    assert lakelet.run(module.c, executor="processes", max_workers=1) == ["1", "2", "b", "c"]
+    assert module.Version.reads == {"a": 1, "b": 1, "c": 1}
+    module.Version.reads.clear()
+    assert lakelet.run(module.c) == ["1", "2", "b", "c"]  # all cached: nothing submitted
+    assert module.Version.reads == {"a": 1, "b": 1, "c": 1}
+
+
+def test_a_raw_input_edited_during_a_run(stage_module, tmp_path) -> None:
+    """A local file can change while a run goes on (here stages edit it, to be deterministic). Each stage
+    runs once, in its worker; run() returns what the target's worker stored; and no result is stored
+    under a key that names content its stage did not read."""
+    raw, log = tmp_path / "input.txt", tmp_path / "ran.log"
+    raw.write_text("1")
+    module = stage_module(EDITED.replace("{raw}", str(raw)).replace("{log}", str(log)))
+    lakelet.use(lakelet.init(tmp_path / "lake"))
+    assert lakelet.run(module.report) == 2  # what read read when it ran
+    assert log.read_text().split() == ["edit", "read", "report"]
+    raw.write_text("1")
+    assert module.read() == 1  # the parent's first key for read: never stored, so read runs now
+    assert log.read_text().split() == ["edit", "read", "report", "read"]
+
+
+def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> None:
+    """Bound after the parent looked (by another run or machine): the worker runs nothing and says so."""
+    from lakelet._run import _lake_spec, run_stage
+
+    module, lake = diamond
+    module.source()
+    done = run_stage(module.__name__, "source", _lake_spec(lake), "r1")
+    key, _ = module.source.key(lake)
+    assert done == {"status": "skipped", "duration_s": None, "why": "cached", "key": key}
 
 
 def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path, monkeypatch) -> None:

@@ -6,6 +6,7 @@ re-imports it and asserts exactly which stages ran (from the log lines).
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import json
 import logging
@@ -15,9 +16,13 @@ import sys
 import textwrap
 import uuid
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 import lakelet
+
+from .conftest import snapshot
 
 PIPELINE = '''
 import lakelet
@@ -160,16 +165,65 @@ def test_a_failing_stage_binds_nothing(pipeline, lake) -> None:
     assert [f.name for f in lake.ls()] == before
 
 
-def test_unsupported_return_values_name_the_format(lake) -> None:
+@pytest.mark.parametrize("value", [object(), {1: "a", "b": 2}], ids=["object", "mixed-keys"])
+def test_unsupported_return_values_name_the_format(lake, value) -> None:
     lakelet.use(lake)
 
     @lakelet.stage
     def makes_object():
-        return object()
+        return value
 
     with pytest.raises(lakelet.InvalidArgumentError, match='format="pickle"'):
         makes_object()
     assert lake.ls() == []
+
+
+MISMATCHES = [  # format, returned value, its type as named, the formats that take it
+    ("text", None, "NoneType", "json, pickle"),
+    ("text", 5, "int", "json, pickle"),
+    ("text", b"x", "bytes", "bytes, pickle"),
+    ("bytes", 5, "int", "json, pickle"),  # bytes(5) stored five zero bytes
+    ("bytes", "x", "str", "json, text, pickle"),
+    ("parquet", {"a": [1, 2]}, "dict", "json, pickle"),
+    ("arrow", [1, 2], "list", "json, pickle"),
+    ("csv", "a,b\n1,2\n", "str", "json, text, pickle"),
+    ("npy", "abc", "str", "json, text, pickle"),  # stored as a 0-d array, loaded back as one
+    ("npy", [1.0, 2.0], "list", "json, pickle"),
+    ("json", object(), "object", "pickle"),
+    ("json", {"when": datetime.date(2025, 1, 20)}, "dict", "pickle"),
+    ("json", (1, 2), "tuple", "pickle"),  # would load back as a list
+    ("json", np.arange(3), "numpy.ndarray", "npy, pickle"),
+]
+
+
+@pytest.mark.parametrize("fmt, value, returned, takers", MISMATCHES,
+                         ids=[f"{fmt}-{returned}" for fmt, _, returned, _ in MISMATCHES])
+def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file, fmt, value, returned,
+                                                                 takers) -> None:
+    lakelet.use(lake)
+    lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    def declared(value):
+        @lakelet.stage(format=fmt)
+        def out():
+            with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+                f.write("written before returning")
+            return value
+        return out
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    broken = declared(value)
+    with pytest.raises(lakelet.InvalidArgumentError) as error:
+        broken()
+    message = str(error.value)
+    assert "\n" not in message and broken.qualname in message and f'format="{fmt}"' in message
+    assert f"returned a {returned}:" in message and message.endswith(f"takes a {returned}: {takers}")
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+
+    fixed = declared({"text": "ok", "bytes": b"ok", "npy": np.arange(2), "json": ["ok"]}.get(
+        fmt, pa.table({"ok": [1]})))
+    assert fixed() is not None
+    assert len(lake.ls()) == len(names) + 3  # the side file, the output and the run record
 
 
 def test_outputs_are_lake_names_with_a_run_record(pipeline, lake) -> None:
@@ -207,6 +261,46 @@ def test_four_processes_same_key_compute_once(lake, tmp_path) -> None:
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outputs == ["42"] * 4
     assert log.read_text().count("ran") == 1
+
+
+RETURNS_NONE = '''
+import sys, lakelet
+lakelet.use(lakelet.open(sys.argv[1]))
+
+@lakelet.stage
+def log_only(n: int):
+    with open(sys.argv[2], "a") as log:
+        log.write("ran\\n")
+
+print(log_only(1), log_only(1))
+'''
+
+
+def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> None:
+    script = tmp_path / "returns_none.py"
+    script.write_text(RETURNS_NONE)
+    log = tmp_path / "runs.log"
+    for _ in range(2):  # the second process finds the first one's result
+        out = subprocess.run([sys.executable, str(script), str(lake.root), str(log)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["None", "None"]
+    assert log.read_text().count("ran") == 1
+
+
+def test_why_reads_only_run_records(lake, make_file, capsys, monkeypatch) -> None:
+    lakelet.use(lake)
+
+    @lakelet.stage
+    def listed(n: int):
+        return [n]
+
+    listed(1)
+    # newer than the run record and in the stage's folder, but no run record
+    lake.add(make_file("notes.json", "[]"), f"stages/{listed.qualname}/notes.json")
+    monkeypatch.setenv("LAKELET_EXPLAIN", "1")
+    assert listed(2) == [2]
+    assert "changed: params" in capsys.readouterr().err
 
 
 def test_explain_says_why(pipeline, capsys, monkeypatch) -> None:

@@ -24,7 +24,8 @@ from ._lake import Lake, init
 from ._lake import open_lake as open
 from ._run import RunError, run
 from ._scoped import PipelineStore, ScopedStore
-from ._stage import Stage, raw, stage
+from ._stage import Stage, stage
+from ._stage_key import raw
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,7 @@ one line that says what went wrong and what to do::
     ├── LakeNotFoundError      no lake at the resolved path (run `lakelet init`)
     ├── ConfigError            lakelet.toml is unreadable or invalid
     ├── InvalidArgumentError   an argument lakelet cannot act on                 (also ValueError)
+    │                          (also: a stage's return value its format cannot store)
     │   └── InvalidNameError   a name, scope, user or run id fails validation
     ├── NotFoundError          a name or source file that does not exist         (also KeyError)
     ├── NameExistsError        a write-once name already bound to other content

@@ -3,7 +3,9 @@
 The kind of a value (``pandas``, ``polars``, ``arrow``, ``numpy``, ``python``)
 is recorded beside the format, so a parquet file written from a Polars frame
 loads back as a Polars frame. Table libraries are imported only when a value
-of theirs is seen.
+of theirs is seen. A format takes only values it loads back as the same kind
+(``Format.accepts``); ``choose_format`` alone decides, for a declared format and
+an inferred one, before anything is written.
 
 Never unpickle from the lake unless the stage asked for ``format="pickle"``:
 loading a pickle runs code, and a shared lake is written by other machines.
@@ -101,8 +103,12 @@ def _load_npy(path: Path, kind: str) -> Any:
     return np.load(path, allow_pickle=False)
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def _dump_json(value: Any, path: Path) -> None:
-    path.write_text(json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False))
+    path.write_text(_json_text(value), encoding="utf-8")  # as it is read back, whatever the locale
 
 
 def _dump_pickle(value: Any, path: Path) -> None:
@@ -115,56 +121,89 @@ def _load_pickle(path: Path, kind: str) -> Any:
         return pickle.load(f)  # noqa: S301 - only for stages declared format="pickle"
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    extension: str
-    dump: Callable[[Any, Path], None]
-    load: Callable[[Path, str], Any]  # (path, kind) -> value
-
-
-FORMATS = {
-    f.name: f
-    for f in [
-        Format("parquet", "parquet", _dump_parquet, _load_parquet),
-        Format("arrow", "arrow", _dump_arrow, _load_arrow),
-        Format("csv", "csv", _dump_csv, _load_csv),
-        Format("npy", "npy", _dump_npy, _load_npy),
-        Format("json", "json", _dump_json, lambda p, k: json.loads(p.read_text(encoding="utf-8"))),
-        Format("text", "txt", lambda v, p: p.write_text(v, encoding="utf-8"),
-               lambda p, k: p.read_text(encoding="utf-8")),
-        Format("bytes", "bin", lambda v, p: p.write_bytes(bytes(v)), lambda p, k: p.read_bytes()),
-        Format("pickle", "pkl", _dump_pickle, _load_pickle),
-    ]
-}
-
 _TABLE_TYPES = {("pandas", "DataFrame"), ("polars", "DataFrame"), ("pyarrow", "Table"),
                 ("pyarrow", "RecordBatch")}
 
 
+def _is_table(value: Any) -> bool:
+    return (kind_of(value), type(value).__name__) in _TABLE_TYPES
+
+
+def _is_array(value: Any) -> bool:
+    # Exactly an ndarray: np.save turns a str, list or scalar into one (a cached call would return an
+    # array where the first call returned the value) and drops a masked array's mask. Object arrays
+    # need pickle.
+    return kind_of(value) == "numpy" and type(value).__name__ == "ndarray" and value.dtype != object
+
+
 def is_jsonable(value: Any) -> bool:
     try:
-        json.dumps(value, allow_nan=False)
+        _json_text(value)  # the file's own settings: sort_keys fails on a dict with both str and int keys
     except (TypeError, ValueError):
         return False
     return True
 
 
-def infer_format(value: Any, stage: str) -> Format:
-    """The format for a return value, or an error naming the ``format=`` to use."""
-    kind = kind_of(value)
-    if (kind, type(value).__name__) in _TABLE_TYPES:
-        return FORMATS["parquet"]
-    if kind == "numpy" and type(value).__name__ == "ndarray" and value.dtype != object:
-        return FORMATS["npy"]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return FORMATS["bytes"]
-    if isinstance(value, str):
-        return FORMATS["text"]
-    if (isinstance(value, dict | list | int | float | bool) or value is None) and is_jsonable(value):
-        return FORMATS["json"]
+def _is_json(value: Any) -> bool:
+    # not a tuple at the top: it would come back as a list
+    return (value is None or isinstance(value, dict | list | str | int | float | bool)) and is_jsonable(value)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extension: str
+    takes: str  # what it stores, for error messages
+    accepts: Callable[[Any], bool]  # stores the value and loads back the same kind of value
+    dump: Callable[[Any, Path], None]
+    load: Callable[[Path, str], Any]  # (path, kind) -> value
+
+
+_TABLES = "a DataFrame or an Arrow table"
+FORMATS = {
+    f.name: f
+    for f in [
+        Format("parquet", "parquet", _TABLES, _is_table, _dump_parquet, _load_parquet),
+        Format("arrow", "arrow", _TABLES, _is_table, _dump_arrow, _load_arrow),
+        Format("csv", "csv", _TABLES, _is_table, _dump_csv, _load_csv),
+        Format("npy", "npy", "a numpy array (not of objects)", _is_array, _dump_npy, _load_npy),
+        Format("json", "json", "JSON-able values", _is_json, _dump_json,
+               lambda p, k: json.loads(p.read_text(encoding="utf-8"))),
+        Format("text", "txt", "a str", lambda v: isinstance(v, str),
+               lambda v, p: p.write_text(v, encoding="utf-8"), lambda p, k: p.read_text(encoding="utf-8")),
+        # not what bytes() takes: bytes(5) is five zero bytes, and a list would come back as bytes
+        Format("bytes", "bin", "bytes", lambda v: isinstance(v, bytes | bytearray | memoryview),
+               lambda v, p: p.write_bytes(bytes(v)), lambda p, k: p.read_bytes()),
+        Format("pickle", "pkl", "any picklable value", lambda v: True, _dump_pickle, _load_pickle),
+    ]
+}
+_INFERRED = ("parquet", "npy", "bytes", "text", "json")  # in this order: a str is text, not json
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def choose_format(value: Any, declared: Format | None, stage: str) -> Format:
+    """The format that stores a stage's return value: the declared one, else one inferred from the value.
+
+    Raises InvalidArgumentError when the declared format cannot store the value, or none is inferred.
+    """
+    if declared is not None:
+        if declared.accepts(value):
+            return declared
+        takers = [f.name for f in FORMATS.values() if f.accepts(value)]
+        raise InvalidArgumentError(
+            f'stage {stage} declares format="{declared.name}", which takes {declared.takes}, but returned '
+            f"a {_type_name(value)}: return {declared.takes}, or declare a format that takes a "
+            f"{_type_name(value)}: {', '.join(takers)}"
+        )
+    for name in _INFERRED:
+        if FORMATS[name].accepts(value):
+            return FORMATS[name]
     raise InvalidArgumentError(
-        f"stage {stage} returned a {type(value).__module__}.{type(value).__qualname__}, which lakelet "
+        f"stage {stage} returned a {_type_name(value)}, which lakelet "
         "cannot store by itself: return a DataFrame, an Arrow table, a numpy array, bytes, str, "
         "JSON-able values or a File, or declare "
         '@lakelet.stage(format="pickle") if this value may be unpickled from the lake'

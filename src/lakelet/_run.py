@@ -1,11 +1,12 @@
 """``lakelet.run``: the stage graph from the decorator bindings, run in parallel where it can be.
 
-The parent computes every stage's key (cheap), drops what is cached and what
-only cached stages need, then submits each remaining stage to the executor as
-soon as its upstream stages are done. A worker re-imports the stage by module
-and name, opens the same lake (the parent's root when it can see it, else a
-local cache root of its own on the shared remote) and calls the stage, which
-finds its inputs bound by the upstream workers. A failing stage stops its
+The parent works out every stage's key once (cheap), drops what is cached and
+what only cached stages need, then submits each remaining stage to the
+executor as soon as its upstream stages are done. A worker re-imports the stage
+by module and name, opens the same lake (the parent's root when it can see it,
+else a local cache root of its own on the shared remote) and calls the stage,
+which finds its inputs bound by the upstream workers. The targets' results are
+the run records under the keys the report holds. A failing stage stops its
 descendants only; everything else finishes, and running again resumes from
 the cache.
 """
@@ -30,8 +31,10 @@ from ._current import current_lake
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, LakeletError
 from ._expiry import current_run_record
+from ._file import File
 from ._lake import Lake
 from ._stage import Stage
+from ._stage_key import Key
 
 
 class RunError(LakeletError):
@@ -51,7 +54,7 @@ class RunReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # descendants of a failure
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> status, duration_s, why
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> status, duration_s, why, key
 
 
 def _graph(targets: tuple[Stage, ...]) -> dict[str, Stage]:
@@ -99,11 +102,13 @@ def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> 
     if not isinstance(stage, Stage):
         raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
     lake = _worker_lake(spec)
-    why = stage._why(lake, stage.key(lake)[1])  # before the run: afterwards its own record is the latest
     t0 = time.perf_counter()
     with patched_environ({"LAKELET_RUN_ID": run_id}):
-        stage.run(lake, (), {})
-    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": why}
+        outcome = stage._call(lake, (), {}, explain=True)
+    if not outcome.ran:  # bound since the parent looked, by another run or machine
+        return {"status": "skipped", "duration_s": None, "why": outcome.why, "key": outcome.key}
+    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": outcome.why,
+            "key": outcome.key}
 
 
 def _executor(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
@@ -147,12 +152,18 @@ def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
             f"stage {first} failed ({failures[first].strip().splitlines()[-1]}); "
             f"{len(report.not_run)} stages downstream of it did not run; the others finished "
             f"(run {run_id})", failures)
-    values = tuple(t.run(lake, (), {}) for t in targets)  # all cached now
+    values = tuple(_result(lake, t, report.stages[t.qualname]["key"]) for t in targets)
     return values[0] if len(values) == 1 else values
 
 
 def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], report: RunReport) -> set[str]:
     """Stages that must run: uncached ones a target needs, stopping at cached stages."""
+    # Each key is worked out once for the whole run, and a stage's key holds its upstream keys. Raw
+    # inputs do not all hold still meanwhile: a lake name is write-once, but a local file can be edited
+    # while the run goes on (and raw("x") turns from the local file to the lake name if a stage binds
+    # "x"). So these keys only choose what to submit: a worker works its stage's key out again when it
+    # runs it, as any call does, and reports it; the results are read under the reported keys.
+    keys: dict[Stage, Key] = {}
     needed: set[str] = set()
     todo = [t.qualname for t in targets]
     while todo:
@@ -160,14 +171,26 @@ def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], rep
         if name in needed or name in report.skipped:
             continue
         stage = nodes[name]
-        key, _ = stage.key(lake)
+        key = stage._key_in(lake, keys).digest
         if current_run_record(lake, name, key)[1] is not None:
             report.skipped.append(name)
-            report.stages[name] = {"status": "skipped", "duration_s": None, "why": "cached"}
+            report.stages[name] = {"status": "skipped", "duration_s": None, "why": "cached", "key": key}
             continue
         needed.add(name)
         todo += _upstream(stage)
     return needed
+
+
+def _result(lake: Lake, stage: Stage, key: str) -> Any:
+    """A target's result: the run record its worker bound, or the parent found, under ``key``.
+
+    Not a new call: its key could differ from the worker's by now (a local input edited since), and
+    it would run the stage again, here rather than in the executor.
+    """
+    if not stage.options.get("cache", True):  # as any call of it: run again (and return that value)
+        return stage.run(lake, (), {})
+    record_name, found = current_run_record(lake, stage.qualname, key)
+    return stage._load(lake, File(record_name, lake=lake, record=found))
 
 
 class _Display:
@@ -246,8 +269,9 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                 display.update()
                 error = future.exception()
                 if error is None:
-                    report.ran.append(name)
                     report.stages[name] = future.result()
+                    ran = report.stages[name]["status"] == "ran"
+                    (report.ran if ran else report.skipped).append(name)
                     for deps in waiting.values():
                         deps.discard(name)
                     continue

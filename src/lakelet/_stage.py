@@ -1,9 +1,6 @@
 """``@lakelet.stage``: a function whose result is stored in the lake under a key of its code and inputs.
 
-The key (SPEC §1) is a digest of: a format version; the stage's code identity
-(``_codehash``) or its ``version=``; the content digests of its raw inputs;
-the keys of its upstream stages; its parameters, canonically encoded; its
-output format. A call first computes the key (cheap: no upstream runs), and
+A call first computes the key (``_stage_key``: cheap, no upstream runs), and
 only on a miss loads its inputs, which runs the upstream stages that miss.
 
 Each run binds two lake names, write-once like any other: the output
@@ -20,84 +17,42 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import inspect
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import _lineage, _outputs
-from ._codehash import CodeIdentity, code_identity, module_packages, qualified_name
+from ._codehash import module_packages, qualified_name
 from ._current import current_lake
-from ._digest import DEFAULT_ALGORITHM
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError
 from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
-from ._formats import Format, get_format, infer_format, is_jsonable, kind_of
+from ._formats import Format, choose_format, get_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
-from ._objects import hash_stream, new_temp_path
+from ._objects import new_temp_path
+from ._stage_key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
-KEY_FORMAT = 1
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 
 
 @dataclass(frozen=True)
-class Raw:
-    """A raw input: the lake name ``ref`` if the lake has it, else the local path ``ref``."""
+class Outcome:
+    """What one call of a stage did: its result, whether the function ran, and why."""
 
-    ref: str
-
-
-def raw(ref: str | os.PathLike[str]) -> Raw:
-    return Raw(os.fspath(ref))
-
-
-@dataclass
-class _Resolved:
-    """One input as the key sees it (an identity) and as the function gets it (a value)."""
-
-    identity: dict[str, Any]
-    load: Any  # () -> value passed to the function
-
-
-def _canonical_params(params: dict[str, Any], stage: str) -> str:
-    try:
-        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        bad = {k: type(v).__name__ for k, v in params.items() if not is_jsonable(v)}
-        raise InvalidArgumentError(
-            f"stage {stage}: parameters must be JSON-able values to enter the cache key; "
-            f"got {bad} (pass files as lakelet.raw(...) or lakelet.File)"
-        ) from None
-
-
-@functools.cache
-def _identity_of(func: Any) -> CodeIdentity:
-    # Functions are immutable once defined: an edit means a new import and a new object.
-    return code_identity(func)
-
-
-_file_digests: dict[tuple[str, int, int, int], str] = {}
-
-
-def _local_file_digest(path: Path) -> str:
-    st = path.stat()
-    fingerprint = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    digest = _file_digests.get(fingerprint)
-    if digest is None:  # touching a file re-hashes it; only a content change changes the key
-        with open(path, "rb") as f:
-            digest = str(hash_stream(f, DEFAULT_ALGORITHM)[0])
-        _file_digests[fingerprint] = digest
-    return digest
+    value: Any
+    ran: bool
+    why: str  # "" for a run unless the reason was asked for: finding it costs a listing
+    key: str  # whose run record holds the result
 
 
 class Stage:
@@ -129,24 +84,22 @@ class Stage:
 
     def key(self, lake: Lake, args: tuple = (), kwargs: dict[str, Any] | None = None) -> tuple[str, dict]:
         """(key, parts): parts are what the key is made of, kept in the run record."""
-        params = self._params(args, kwargs or {})
-        resolved = self._resolve(lake)
-        for arg, value in list(params.items()):  # radops style: File arguments are inputs
-            if isinstance(value, File):
-                resolved[arg] = _Resolved({"name": value.name, "digest": value.digest}, lambda: None)
-                del params[arg]
-        version = self.options.get("version")
-        code = {"version": str(version)} if version is not None else _identity_of(self.func).parts
-        parts = {
-            "key_format": KEY_FORMAT,
-            "stage": self.qualname,
-            "code": code,
-            "inputs": {k: r.identity for k, r in resolved.items()},
-            "params": json.loads(_canonical_params(params, self.qualname)),
-            "format": self.format.name if self.format else None,
-        }
-        blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest(), parts
+        key = self._key(lake, args, kwargs or {})
+        return key.digest, key.parts
+
+    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any],
+             keys: dict[Stage, Key] | None = None) -> Key:
+        """``keys``: the upstream keys worked out so far (by one call, or one run), added to here."""
+        return make_key(self.qualname, self.func, self.options.get("version"),
+                        self.format.name if self.format else None,
+                        self._resolve(lake, {} if keys is None else keys), self._params(args, kwargs))
+
+    def _key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
+        """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
+        which two stages made by one factory share."""
+        if self not in keys:
+            keys[self] = self._key(lake, (), {}, keys)
+        return keys[self]
 
     def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -158,62 +111,55 @@ class Stage:
             raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
         return dict(bound.arguments)
 
-    def _resolve(self, lake: Lake) -> dict[str, _Resolved]:
+    def _resolve(self, lake: Lake, keys: dict[Stage, Key]) -> dict[str, Resolved]:
         out = {}
         for arg, source in sorted(self.inputs.items()):
             if isinstance(source, Stage):
-                key, _ = source.key(lake)
-                out[arg] = _Resolved({"stage": source.qualname, "key": key},
-                                     functools.partial(source.run, lake, (), {}))
+                key = source._key_in(lake, keys)  # once per call, even in a diamond; loading reuses it
+                out[arg] = Resolved({"stage": source.qualname, "key": key.digest},
+                                     functools.partial(source._value, lake, key))
             elif isinstance(source, Raw):
-                out[arg] = self._resolve_raw(lake, source)
+                out[arg] = resolve_raw(lake, source, self.qualname)
             else:
                 raise InvalidArgumentError(
                     f"stage {self.qualname}: input {arg!r} must be lakelet.raw(...) or another stage"
                 )
         return out
 
-    def _resolve_raw(self, lake: Lake, source: Raw) -> _Resolved:
-        ref = source.ref
-        if not os.path.isabs(ref):
-            with contextlib.suppress(InvalidArgumentError):
-                if lake.exists(validate_name(ref)):
-                    f = lake.file(ref)
-                    return _Resolved({"name": ref, "digest": f.digest}, lambda: str(f.path))
-        path = Path(ref).expanduser().resolve()
-        if not path.is_file():
-            raise InvalidArgumentError(
-                f"stage {self.qualname}: raw input {ref!r} is neither a lake name nor a local file"
-            )
-        return _Resolved({"path": str(path), "digest": _local_file_digest(path)}, lambda: str(path))
-
     # running
 
     def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
-        key, parts = self.key(lake, args, kwargs)
+        return self._call(lake, args, kwargs).value
+
+    def _call(self, lake: Lake, args: tuple, kwargs: dict[str, Any], explain: bool = False) -> Outcome:
+        """Returns the result, whether the function ran, and why (for a run: only if ``explain``)."""
+        return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
+
+    def _value(self, lake: Lake, key: Key) -> Any:
+        return self._outcome(lake, key, (), {}, explain=False).value
+
+    def _outcome(self, lake: Lake, key: Key, args: tuple, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
-        if cache and (hit := self._load_hit(lake, key)[1]) is not None:
-            _log(self, "skipped", lambda: "cached")
-            return hit
-        with _key_lock(lake, key):  # one process per machine computes a key; the others reuse
-            record_name, hit = (self._load_hit(lake, key) if cache
-                                else (current_run_record(lake, self.qualname, key)[0], None))
-            if hit is not None:
-                _log(self, "skipped", lambda: "computed meanwhile by another process")
-                return hit
-            _log(self, "running", lambda: self._why(lake, parts))
-            return self._execute(lake, key, parts, record_name, args, kwargs)
+        record_name, found = current_run_record(lake, self.qualname, key.digest)  # the cache entry
+        if cache and found is not None:
+            return self._hit(lake, key, File(record_name, lake=lake, record=found), "cached")
+        with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
+            record_name, found = current_run_record(lake, self.qualname, key.digest)
+            if cache and found is not None:
+                return self._hit(lake, key, File(record_name, lake=lake, record=found),
+                                 "computed meanwhile by another process")
+            # before the run: afterwards its own record is the latest
+            reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
+            _log(self, "running", reason)
+            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
 
-    def _load_hit(self, lake: Lake, key: str) -> tuple[str, Any]:
-        """(the run record name the key binds now, its stored result or None on a miss)."""
-        record_name, found = current_run_record(lake, self.qualname, key)  # the cache entry
-        if found is None:
-            return record_name, None
-        record = json.loads(File(record_name, lake=lake, record=found).read_bytes())
-        return record_name, self._load(lake, record)
+    def _hit(self, lake: Lake, key: Key, run_record: File, reason: str) -> Outcome:
+        _log(self, "skipped", reason)
+        return Outcome(self._load(lake, run_record), False, reason, key.digest)
 
-    def _load(self, lake: Lake, record: dict[str, Any]) -> Any:
-        returned = record["returned"]
+    def _load(self, lake: Lake, run_record: File) -> Any:
+        """The stored result of a run (which may be None: a hit is the record, not its value)."""
+        returned = json.loads(run_record.read_bytes())["returned"]
         if returned["kind"] == "files":
             files = [lake.file(n) for n in returned["names"]]
             return files[0] if returned.get("single") else files
@@ -222,9 +168,9 @@ class Stage:
         path = lake.file(returned["names"][0]).path
         return get_format(returned["kind"]).load(path, returned.get("type", "python"))
 
-    def _execute(self, lake: Lake, key: str, parts: dict, record_name: str,
-                 args: tuple, kwargs: dict[str, Any]) -> Any:
-        inputs = {arg: r.load() for arg, r in self._resolve(lake).items()}
+    def _execute(self, lake: Lake, key: Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        parts = key.parts
+        inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
@@ -236,21 +182,25 @@ class Stage:
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
+        encoded = new_temp_path(lake.root / "tmp")
         try:
+            # before binding anything: a value its format cannot store must leave the lake as it was
+            fmt = self._encode(value, encoded)
             written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
+            returned, outputs = self._store_returned(lake, value, fmt, encoded, prefix, meta)
         finally:
             pending.discard()
-        returned, outputs = self._store_returned(lake, value, prefix, meta)
+            encoded.unlink(missing_ok=True)
         record = {
             "kind": "stage",
             "stage": self.qualname,
-            "key": key,
+            "key": key.digest,
             "parts": parts,
             "returned": returned,
             "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
             "inputs": parts["inputs"],
             "datasets_written": pending.datasets,
-            "code_digest": _identity_of(self.func).digest,
+            "code_digest": identity_of(self.func).digest,
             "code_source": _lineage.source_text(self.func),
             "source": _lineage.source_location(self.func),
             "environment": _lineage.environment(),
@@ -270,60 +220,37 @@ class Stage:
             tmp.unlink(missing_ok=True)
         return value
 
+    def _encode(self, value: Any, path: Path) -> Format | None:
+        """Write the return value to ``path`` in its format; None for files and paths, bound as they are."""
+        files = isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value)
+        if isinstance(value, File) or files or (isinstance(value, Path) and self.format is None):
+            return None
+        fmt = choose_format(value, self.format, self.qualname)
+        fmt.dump(value, path)
+        return fmt
+
     def _store_returned(
-        self, lake: Lake, value: Any, prefix: str, meta: dict[str, str]
+        self, lake: Lake, value: Any, fmt: Format | None, encoded: Path, prefix: str, meta: dict[str, str]
     ) -> tuple[dict, list[File]]:
-        """Bind the return value; returns (how to load it back, the files it is)."""
-        if isinstance(value, File):
-            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
-        if isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value):
-            return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
-        if isinstance(value, Path) and self.format is None:
+        """Bind the return value (``encoded`` in ``fmt``); returns (how to load it back, the files it is)."""
+        if fmt is not None:
+            name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
+            try:
+                f = lake._bind_output(encoded, name, meta)
+            except NameExistsError:
+                if self.options.get("name"):
+                    raise
+                # another machine ran this key first and its bytes differ (a non-deterministic
+                # stage): its output is the one bound, ours is discarded
+                f = lake.file(name)
+            return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
+        if isinstance(value, Path):
             name = self.options.get("name") or f"{prefix}{value.name}"
             f = lake._bind_output(value, name, meta, move=False)
             return {"kind": "path", "names": [f.name]}, [f]
-        fmt = self.format or infer_format(value, self.qualname)
-        name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
-        tmp = new_temp_path(lake.root / "tmp")
-        try:
-            fmt.dump(value, tmp)
-            f = lake._bind_output(tmp, name, meta)
-        except NameExistsError:
-            if self.options.get("name"):
-                raise
-            # another machine ran this key first and its bytes differ (a non-deterministic
-            # stage): its output is the one bound, ours is discarded
-            f = lake.file(name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
-
-    def _why(self, lake: Lake, parts: dict) -> str:
-        """Which part of the key changed since the last run of this stage, if any ran."""
-        previous = [f for f in lake.ls(f"stages/{self.qualname}/") if f.name.endswith(".json")]
-        if not previous:
-            return "never ran"
-        latest = max(previous, key=lambda f: f.record.created_at)
-        old = json.loads(latest.read_bytes())["parts"]
-        changed = []
-        old_code, new_code = old.get("code", {}), parts["code"]
-        for name in sorted(set(old_code) | set(new_code)):
-            if old_code.get(name) != new_code.get(name):
-                if name == self.qualname:
-                    changed.append("code")
-                elif name.startswith(("constant:", "package:")):
-                    changed.append(name.replace(":", " ", 1))
-                else:
-                    changed.append(f"helper {name}")
-        old_inputs, new_inputs = old.get("inputs", {}), parts["inputs"]
-        for arg in sorted(set(old_inputs) | set(new_inputs)):
-            if old_inputs.get(arg) != new_inputs.get(arg):
-                stage = (new_inputs.get(arg) or {}).get("stage")
-                changed.append(f"upstream {stage}" if stage else f"input {arg}")
-        for section in ("params", "format"):
-            if old.get(section) != parts.get(section):
-                changed.append(section)
-        return "changed: " + ", ".join(changed) if changed else "no previous run with this key"
+        if isinstance(value, File):
+            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
+        return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
 
 
 class _Mask(logging.Filter):
@@ -377,10 +304,10 @@ def _explaining(stage: Stage) -> bool:
 _logger = logging.getLogger("lakelet.stage")
 
 
-def _log(stage: Stage, what: str, why: Callable[[], str]) -> None:
+def _log(stage: Stage, what: str, why: str) -> None:
     _logger.info("%s %s", what, stage.qualname)
-    if _explaining(stage):  # the reason costs a listing: only when asked
-        print(f"lakelet: {what} {stage.qualname} ({why()})", file=sys.stderr)
+    if _explaining(stage):
+        print(f"lakelet: {what} {stage.qualname} ({why})", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -191,3 +191,14 @@ def test_an_init_killed_before_its_config_is_published_made_no_lake(tmp_path) ->
     lakelet.init(root)
     assert "format = 2" in (root / "lakelet.toml").read_text()
     assert lakelet.open(root).fsck().ok and _files(root / "tmp") == []
+
+
+def test_a_run_log_killed_before_it_reaches_a_file_remote_is_not_listed(tmp_path) -> None:
+    """A temp file beside the key would be: the listing of logs/orders/ finds every file."""
+    remote = tmp_path / "remote"
+    lake = lakelet.init(tmp_path / "lake", remote=remote.as_uri())
+    _killed_at("remote-file-written", WRITE_LOG, lake.root)
+    assert run_logs(lakelet.open(lake.root), "orders") == []
+    assert _files(remote / "logs" / "orders") == [] and len(_files(remote / "tmp")) == 1
+    write_run_log(lake, "orders", {"rows": 3})
+    assert run_logs(lake, "orders") == [{"rows": 3}]

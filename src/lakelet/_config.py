@@ -6,6 +6,7 @@ rest receive a ``LakeConfig``.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -19,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ._durable import make_dirs, publish_file
 from ._errors import ConfigError, LakeNotFoundError
 from ._objects import fsync_dir
 
@@ -115,15 +117,10 @@ def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | 
     if storage_options:
         lines += ["", "# passed to the remote's fsspec filesystem"]
         lines += _toml_table("storage_options", storage_options)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    try:
-        os.link(tmp, root / CONFIG_FILE)  # never overwrite an existing lake's config
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    tmp_dir = root / "tmp"  # where fsck removes the temp file of an init that was killed
+    make_dirs(tmp_dir)
+    with contextlib.suppress(FileExistsError):  # never overwrite an existing lake's config
+        publish_file(root / CONFIG_FILE, ("\n".join(lines) + "\n").encode(), tmp_dir, point="config-written")
 
 
 _TABLE_HEADER = re.compile(r"\s*\[")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +29,11 @@ import pyarrow.dataset as pads
 from . import _config, _faults, _stats
 from ._dataset_files import Written, partition_value, staging_dir, write_files
 from ._digest import Digest
+from ._durable import publish_file
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError
 from ._formats import kind_of
 from ._names import validate_path_name
-from ._objects import fsync_dir, new_temp_path, sync_filesystem, write_all, write_blob
+from ._objects import sync_filesystem, write_blob
 from ._sync import _parallel
 
 if TYPE_CHECKING:
@@ -248,34 +248,11 @@ def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_r
 def _write_once(path: Path, data: bytes, tmp_dir: Path) -> bool:
     """Create ``path`` holding ``data``, read-only; False if it exists. Durable before it is
     visible, as objects are: a reader (or a reboot) finds the whole file or none."""
-    _make_dirs(path.parent)
-    tmp = new_temp_path(tmp_dir)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        try:
-            write_all(fd, memoryview(data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _faults.reached("manifest-written")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        publish_file(path, data, tmp_dir, mode=0o444, point="manifest-written")
+    except FileExistsError:
+        return False
     return True
-
-
-def _make_dirs(directory: Path) -> None:
-    """``mkdir -p``, each new directory's entry durable (a new dataset's ``_manifests/``)."""
-    if directory.is_dir():
-        return
-    _make_dirs(directory.parent)
-    with contextlib.suppress(FileExistsError):
-        directory.mkdir()
-        fsync_dir(directory.parent)
 
 
 class Dataset:

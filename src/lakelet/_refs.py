@@ -28,10 +28,10 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
-from . import _faults
+from ._durable import publish_file
 from ._errors import NameExistsError
 from ._names import name_key
-from ._objects import fsync_dir, new_temp_path, write_all
+from ._objects import fsync_dir
 
 RECORD_FORMAT = 1
 SEGMENTS = "segments"
@@ -125,23 +125,6 @@ class RefStore:
                 return NameRecord.from_json(path.read_bytes())
         return None
 
-    def _write_temp(self, record: NameRecord, durable: bool) -> Path:
-        return self._write_temp_bytes(record.to_json(), durable)
-
-    def _write_temp_bytes(self, data: bytes, durable: bool) -> Path:
-        tmp = new_temp_path(self._tmp_dir)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        try:
-            write_all(fd, memoryview(data))
-            if durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return tmp
-
     # segments (write-once names)
 
     def segment_path(self, seq: int) -> Path:
@@ -178,21 +161,12 @@ class RefStore:
                 fsync_dir(directory)
         # One fsync of the whole batch, before it can be seen: the objects it names were
         # synced before this is called, so once linked every name in it is durable.
-        tmp = self._write_temp_bytes(NameRecord.lines(records), durable=True)
-        try:
-            _faults.reached("segment-written")
-            os.link(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(final.parent)
+        publish_file(final, NameRecord.lines(records), self._tmp_dir, mode=0o444, point="segment-written")
 
     def put(self, record: NameRecord) -> NameRecord | None:
         """Bind or rebind a mutable name; returns the record it replaced."""
-        final = self.path(record.name)
         previous = self.read(record.name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._write_temp(record, durable=True), final)
-        fsync_dir(final.parent)
+        publish_file(self.path(record.name), record.to_json(), self._tmp_dir, replace=True, mode=0o444)
         return previous
 
     def delete(self, name: str) -> NameRecord | None:
@@ -202,16 +176,8 @@ class RefStore:
 
     def tombstone(self, record: NameRecord) -> None:
         """Mark a write-once name removed; its record (and lineage) stays."""
-        final = self._tombstone_path(record.name)
-        final.parent.mkdir(parents=True, exist_ok=True)  # a name bound in a segment has no directory yet
-        tmp = self._write_temp(record, durable=True)
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            return
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(final.parent)
+        with contextlib.suppress(FileExistsError):
+            publish_file(self._tombstone_path(record.name), record.to_json(), self._tmp_dir, mode=0o444)
 
     def records(self) -> Iterator[NameRecord]:
         """Every record of the scope, for rebuilding the index: per-name files, then

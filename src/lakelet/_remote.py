@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 import fsspec
 
 from ._digest import Digest
+from ._durable import publish_file
 from ._errors import ConfigError, LakeletError, RemoteError
 
 # 2: names are bound by a numbered commit log, small objects travel in packs (format 1
@@ -143,7 +141,7 @@ class Remote:
         path = self._path(relative)
         with self.errors(f"creating {relative}"), self._no_bucket():
             if self.is_local:
-                _local_create(Path(path), data)
+                self._local_publish(path, data, replace=False)
                 return
             # S3 If-None-Match: *, GCS ifGenerationMatch=0, Azure If-None-Match: *
             self.fs.pipe_file(path, data, mode="create")
@@ -153,7 +151,7 @@ class Remote:
         path = self._path(relative)
         with self.errors(f"uploading {relative}"), self._no_bucket():
             if self.is_local:
-                _local_put(local, Path(path))
+                self._local_publish(path, local, replace=True)
             else:
                 self.fs.put_file(str(local), path)  # object stores publish on completion only
 
@@ -164,12 +162,17 @@ class Remote:
         path = self._path(relative)
         with self.errors(f"writing {relative}"), self._no_bucket():
             if self.is_local:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                tmp = _local_tmp(Path(path))
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                self._local_publish(path, data, replace=True)
             else:
                 self.fs.pipe_file(path, data)
+
+    def _local_publish(self, path: str, content: bytes | Path, replace: bool) -> None:
+        # Temp files go in the remote's own tmp/, on its filesystem, where no listing looks:
+        # one beside its key, left by a writer that was killed, would be listed with the keys
+        # (read back as a run log, reported by gc --remote as an object).
+        tmp_dir = Path(self._path("tmp"))
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        publish_file(Path(path), content, tmp_dir, replace=replace, point="remote-file-written")
 
     def read_bytes(self, relative: str, start: int | None = None, end: int | None = None) -> bytes | None:
         """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
@@ -269,27 +272,3 @@ def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     message = text[0] if text else ""
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
-def _local_tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def _local_create(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _local_tmp(path)
-    tmp.write_bytes(data)
-    try:
-        os.link(tmp, path)  # fails if the name exists: the write-once arbiter
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _local_put(local: Path, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _local_tmp(path)
-    try:
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._current import current_lake
+from ._durable import publish_file
 from ._environ import patched_environ
 from ._errors import InvalidArgumentError, LakeletError
 from ._expiry import current_run_record
@@ -305,10 +306,7 @@ def _descendants(name: str, waiting: dict[str, set[str]], nodes: dict[str, Stage
 def _save(lake: Lake, report: RunReport) -> None:
     body = json.dumps(report.__dict__, indent=1).encode()
     path = lake.root / "runs" / f"{report.run_id}.json"
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
+    publish_file(path, body, lake._tmp, replace=True, point="run-report-written")
     syncer = lake._syncer()
     if syncer is not None:
         syncer.remote.put_bytes(f"runs/{report.run_id}.json", body)

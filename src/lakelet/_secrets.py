@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _config
+from ._durable import publish_file
 from ._errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
 
 if TYPE_CHECKING:
@@ -90,19 +91,19 @@ def _key_file() -> bytes:
     path = home / "secret.key"
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = home / f".secret.key.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.b64encode(_random.token_bytes(32)))
+        key = base64.b64encode(_random.token_bytes(32))
+        # Created once: two processes creating the key at once agree on one. Durable before
+        # anything is sealed with it: a key lost or emptied by a power cut would make every
+        # secret sealed with it unreadable.
         with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)  # two processes creating the key at once agree on one
-        tmp.unlink(missing_ok=True)
+            publish_file(path, key, home, mode=0o600, point="secret-key-written")
     return base64.b64decode(path.read_bytes())
 
 
 class LocalBackend:
     def __init__(self, root: Path) -> None:
         self.root = root / "secrets"
+        self._tmp = root / "tmp"
 
     def _path(self, scope: str, user: str, name: str) -> Path:
         return self.root / ("org" if scope == "org" else f"user/{user}") / f"{name}.json"
@@ -120,11 +121,8 @@ class LocalBackend:
                   "set_at": datetime.now(UTC).isoformat(timespec="seconds"), "set_by": user}
         path = self._path(scope, user, name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
+        publish_file(path, json.dumps(record).encode(), self._tmp, replace=True, mode=0o600,
+                     point="secret-written")
 
     def fetch(self, scope: str, user: str, name: str) -> str | None:
         from cryptography.exceptions import InvalidTag

@@ -10,11 +10,11 @@ bookmark.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._durable import publish_file
 from ._errors import InvalidArgumentError
 from ._names import validate_name, validate_path_name
 
@@ -51,7 +51,7 @@ class State:
         syncer = self._lake._syncer()
         if syncer is not None:
             syncer.remote.put_bytes(self._key, body)
-        _replace(self._lake.root / self._key, body)
+        publish_file(self._lake.root / self._key, body, self._lake._tmp, replace=True, point="state-written")
 
 
 def write_run_log(lake: Lake, pipeline: str, record: dict[str, Any]) -> str:
@@ -63,7 +63,7 @@ def write_run_log(lake: Lake, pipeline: str, record: dict[str, Any]) -> str:
     syncer = lake._syncer()
     if syncer is not None:
         syncer.remote.create(key, body)
-    _replace(lake.root / key, body)
+    publish_file(lake.root / key, body, lake._tmp, replace=True, point="run-log-written")
     return key
 
 
@@ -76,10 +76,3 @@ def run_logs(lake: Lake, pipeline: str) -> list[dict[str, Any]]:
         return [json.loads(syncer.remote.read_bytes(k) or b"{}") for k in keys]
     folder = lake.root / "logs" / pipeline
     return [json.loads(p.read_bytes()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-
-
-def _replace(path: Any, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)

@@ -1,0 +1,75 @@
+"""Publishing a whole file under a name: durable before it is visible, all or nothing.
+
+``publish_file`` writes a temp file on the name's filesystem, fsyncs it, gives it the
+name, then fsyncs the directory holding the name. Two ways to give the name:
+
+- create-once (``os.link``): the first writer takes the name, a later one gets
+  FileExistsError; for write-once names (segments, manifests, a new lake's config).
+- replace (``os.replace``): the name moves from the old content to the new at once.
+
+The fsync before matters because a link or rename is metadata, which a filesystem may
+commit before the file's data: a power cut could then leave the name on a file that
+was never written (empty, or zeros). The fsync after makes the name itself survive the
+power cut, so a caller may report the write as done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from . import _faults
+from ._objects import fsync_dir, new_temp_path, write_all
+
+
+def publish_file(
+    path: Path,
+    content: bytes | Path,
+    tmp_dir: Path,
+    *,
+    replace: bool = False,
+    mode: int = 0o666,
+    point: str | None = None,
+) -> None:
+    """Give ``path`` the bytes ``content`` (or a copy of the file at ``content``), durably.
+
+    ``tmp_dir`` must be on the filesystem of ``path``; missing parent directories of
+    ``path`` are created, durably. ``mode`` goes through the umask, as ``open``'s does.
+    ``point`` names the ``_faults`` point reached once the temp file is durable.
+    Raises FileExistsError if ``path`` exists, unless ``replace``.
+    """
+    make_dirs(path.parent)
+    tmp = new_temp_path(tmp_dir)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            if isinstance(content, Path):
+                with open(content, "rb") as source, open(fd, "wb", closefd=False) as target:
+                    shutil.copyfileobj(source, target)
+            else:
+                write_all(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if point is not None:
+            _faults.reached(point)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # unlike a rename, fails if the name is taken
+    finally:
+        tmp.unlink(missing_ok=True)  # the temp name of a linked file; nothing after a replace
+    fsync_dir(path.parent)
+
+
+def make_dirs(directory: Path) -> None:
+    """``mkdir -p``, each new directory's entry durable (else a power cut could lose a
+    new folder and every file published in it)."""
+    if directory.is_dir():
+        return
+    make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir()
+        fsync_dir(directory.parent)

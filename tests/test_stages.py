@@ -14,9 +14,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -224,6 +226,41 @@ def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file,
         fmt, pa.table({"ok": [1]})))
     assert fixed() is not None
     assert len(lake.ls()) == len(names) + 3  # the side file, the output and the run record
+
+
+UNENCODABLE = [  # format declared (None: inferred), a value of a type it takes that it cannot encode, reason
+    ("parquet", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    (None, lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("arrow", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("csv", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("csv", lambda: pa.table({"a": [[1], [2]]}), "Unsupported Type:list"),  # a table, but not for csv
+    ("pickle", threading.Lock, "cannot pickle '_thread.lock' object"),
+    ("text", lambda: "half a pair \ud800", "surrogates not allowed"),
+    ("json", lambda: ["half a pair \ud800"], "surrogates not allowed"),
+]
+
+
+@pytest.mark.parametrize("fmt, make_value, reason", UNENCODABLE,
+                         ids=["parquet-mixed", "inferred-mixed", "arrow-mixed", "csv-mixed", "csv-list",
+                              "pickle-lock", "text-surrogate", "json-surrogate"])
+def test_a_value_its_format_cannot_encode_binds_nothing(lake, make_file, fmt, make_value, reason) -> None:
+    lakelet.use(lake)
+    lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    @lakelet.stage(**({"format": fmt} if fmt else {}))
+    def out():
+        with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+            f.write("written before returning")
+        return make_value()
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    with pytest.raises(lakelet.InvalidArgumentError) as error:
+        out()
+    message = str(error.value)
+    assert "\n" not in message and out.qualname in message and reason in message
+    assert f'format="{fmt or "parquet"}" cannot store' in message
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+    assert list((lake.root / "tmp").iterdir()) == []  # nor the half-written encoding
 
 
 def test_outputs_are_lake_names_with_a_run_record(pipeline, lake) -> None:

@@ -36,7 +36,7 @@ from ._environ import patched_environ
 from ._errors import InvalidArgumentError, NameExistsError
 from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
-from ._formats import Format, choose_format, get_format, kind_of
+from ._formats import Format, choose_format, dump, get_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
 from ._objects import new_temp_path
@@ -226,7 +226,7 @@ class Stage:
         if isinstance(value, File) or files or (isinstance(value, Path) and self.format is None):
             return None
         fmt = choose_format(value, self.format, self.qualname)
-        fmt.dump(value, path)
+        dump(fmt, value, path, self.qualname)
         return fmt
 
     def _store_returned(

@@ -416,6 +416,40 @@ def test_radops_failing_stage_binds_none_of_its_files(lake, make_file, tmp_path,
     assert not [p for p in (lake.root / "tmp").iterdir() if p.suffix == ".tmp"]
 
 
+def _missing(kind, tmp):
+    """What a stage returns that does not exist, by kind."""
+    return {"file": lakelet.File("never/written.txt"),
+            "files": [lakelet.File("side/notes.txt"), lakelet.File("never/written.txt")],
+            "path": tmp / "missing.csv", "directory": tmp}[kind]
+
+
+@pytest.mark.parametrize("kind, named", [("file", "never/written.txt"), ("files", "never/written.txt"),
+                                         ("path", "missing.csv"), ("directory", "which is not a file")])
+def test_a_returned_file_that_does_not_exist_binds_nothing(lake, make_file, tmp_path, kind, named) -> None:
+    lakelet.use(lake)
+    kept = lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    @lakelet.stage
+    def out():
+        with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+            f.write("written before returning")
+        return _missing(kind, tmp_path)
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    with pytest.raises(lakelet.NotFoundError) as error:
+        out()
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+    assert list((lake.root / "tmp").iterdir()) == []
+    message = str(error.value)
+    assert "\n" not in message and out.qualname in message and named in message
+
+    @lakelet.stage
+    def passes_through(f: lakelet.File):  # a lake file it did not write is a fine return value
+        return f
+
+    assert passes_through(f=kept).read_text() == "already here"
+
+
 def test_file_written_outside_a_stage_is_bound_on_close(lake) -> None:
     lakelet.use(lake)
     with lakelet.File("notes/today.txt").open("w") as o:

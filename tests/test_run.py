@@ -140,6 +140,64 @@ def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkey
     assert sorted(fixed["ran"]) == [f"{name}.join", f"{name}.right"]  # left and source came from the cache
 
 
+FACTORY = '''
+import lakelet
+
+
+def make(n):
+    @lakelet.stage(name=f"factory/{n}.json")
+    def scaled():
+        return {"n": n}
+    return scaled
+
+
+one = make(1)
+two = make(2)
+
+
+@lakelet.stage(a=one, b=two)
+def both(a, b):
+    return [a["n"], b["n"]]
+'''
+
+
+@pytest.fixture
+def factory(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
+    name = f"factory_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(FACTORY)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    lake = lakelet.init(tmp_path / "lake")
+    lakelet.use(lake)
+    yield module, lake
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("executor", [None, "processes"])
+def test_stages_made_by_one_factory_run_apart(factory, executor) -> None:
+    module, lake = factory
+    # one module.qualname for both: a run tells them apart as a plain call does, by the stage
+    result = lakelet.run(module.one, module.two, module.both, executor=executor, run_id="made")
+    assert result == ({"n": 1}, {"n": 2}, [1, 2])
+    assert [json.loads(lake.file(f"factory/{n}.json").read_text()) for n in (1, 2)] == [{"n": 1}, {"n": 2}]
+    made = f"{module.__name__}.make.<locals>.scaled"
+    report = json.loads((lake.root / "runs" / "made.json").read_bytes())
+    assert sorted(report["ran"]) == [f"{module.__name__}.both", f"{made}[factory/1.json]",
+                                     f"{made}[factory/2.json]"]
+    assert lakelet.run(module.two, module.one) == ({"n": 2}, {"n": 1})  # from the cache, each its own
+
+
+def test_a_stage_no_worker_can_import_is_refused_before_anything_runs(factory) -> None:
+    module, lake = factory
+    three = module.make(3)  # held by this test only: a worker process has no name to import it by
+    with pytest.raises(lakelet.InvalidArgumentError, match="not a module-level name") as error:
+        lakelet.run(three, module.one, executor="processes")
+    assert "\n" not in str(error.value) and lake.ls() == []
+    assert lakelet.run(three) == {"n": 3}  # in this process it needs no name
+
+
 def test_bad_arguments(diamond) -> None:
     module, _ = diamond
     with pytest.raises(lakelet.InvalidArgumentError):

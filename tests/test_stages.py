@@ -14,9 +14,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -226,6 +228,41 @@ def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file,
     assert len(lake.ls()) == len(names) + 3  # the side file, the output and the run record
 
 
+UNENCODABLE = [  # format declared (None: inferred), a value of a type it takes that it cannot encode, reason
+    ("parquet", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    (None, lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("arrow", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("csv", lambda: pd.DataFrame({"a": [1, "x"]}), "Conversion failed for column a with type object"),
+    ("csv", lambda: pa.table({"a": [[1], [2]]}), "Unsupported Type:list"),  # a table, but not for csv
+    ("pickle", threading.Lock, "cannot pickle '_thread.lock' object"),
+    ("text", lambda: "half a pair \ud800", "surrogates not allowed"),
+    ("json", lambda: ["half a pair \ud800"], "surrogates not allowed"),
+]
+
+
+@pytest.mark.parametrize("fmt, make_value, reason", UNENCODABLE,
+                         ids=["parquet-mixed", "inferred-mixed", "arrow-mixed", "csv-mixed", "csv-list",
+                              "pickle-lock", "text-surrogate", "json-surrogate"])
+def test_a_value_its_format_cannot_encode_binds_nothing(lake, make_file, fmt, make_value, reason) -> None:
+    lakelet.use(lake)
+    lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    @lakelet.stage(**({"format": fmt} if fmt else {}))
+    def out():
+        with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+            f.write("written before returning")
+        return make_value()
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    with pytest.raises(lakelet.InvalidArgumentError) as error:
+        out()
+    message = str(error.value)
+    assert "\n" not in message and out.qualname in message and reason in message
+    assert f'format="{fmt or "parquet"}" cannot store' in message
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+    assert list((lake.root / "tmp").iterdir()) == []  # nor the half-written encoding
+
+
 def test_outputs_are_lake_names_with_a_run_record(pipeline, lake) -> None:
     pipeline.load().total()
     names = [f.name for f in lake.ls("stages/")]
@@ -377,6 +414,40 @@ def test_radops_failing_stage_binds_none_of_its_files(lake, make_file, tmp_path,
         m.broken(f=f, output_uid="never.txt")
     assert not lake.exists("never.txt")
     assert not [p for p in (lake.root / "tmp").iterdir() if p.suffix == ".tmp"]
+
+
+def _missing(kind, tmp):
+    """What a stage returns that does not exist, by kind."""
+    return {"file": lakelet.File("never/written.txt"),
+            "files": [lakelet.File("side/notes.txt"), lakelet.File("never/written.txt")],
+            "path": tmp / "missing.csv", "directory": tmp}[kind]
+
+
+@pytest.mark.parametrize("kind, named", [("file", "never/written.txt"), ("files", "never/written.txt"),
+                                         ("path", "missing.csv"), ("directory", "which is not a file")])
+def test_a_returned_file_that_does_not_exist_binds_nothing(lake, make_file, tmp_path, kind, named) -> None:
+    lakelet.use(lake)
+    kept = lake.add(make_file("kept.txt", "already here"), "kept.txt")
+
+    @lakelet.stage
+    def out():
+        with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
+            f.write("written before returning")
+        return _missing(kind, tmp_path)
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    with pytest.raises(lakelet.NotFoundError) as error:
+        out()
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+    assert list((lake.root / "tmp").iterdir()) == []
+    message = str(error.value)
+    assert "\n" not in message and out.qualname in message and named in message
+
+    @lakelet.stage
+    def passes_through(f: lakelet.File):  # a lake file it did not write is a fine return value
+        return f
+
+    assert passes_through(f=kept).read_text() == "already here"
 
 
 def test_file_written_outside_a_stage_is_bound_on_close(lake) -> None:

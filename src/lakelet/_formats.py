@@ -5,7 +5,9 @@ is recorded beside the format, so a parquet file written from a Polars frame
 loads back as a Polars frame. Table libraries are imported only when a value
 of theirs is seen. A format takes only values it loads back as the same kind
 (``Format.accepts``); ``choose_format`` alone decides, for a declared format and
-an inferred one, before anything is written.
+an inferred one, before anything is written. Some values of an accepted type
+still cannot be encoded (a pandas column mixing ints and strs, a lock under
+pickle): ``dump`` turns the encoder's own refusal into one error line.
 
 Never unpickle from the lake unless the stage asked for ``format="pickle"``:
 loading a pickle runs code, and a shared lake is written by other machines.
@@ -157,24 +159,48 @@ class Format:
     accepts: Callable[[Any], bool]  # stores the value and loads back the same kind of value
     dump: Callable[[Any, Path], None]
     load: Callable[[Path, str], Any]  # (path, kind) -> value
+    # what the encoder raises for a value it cannot encode (a function: pyarrow is imported lazily),
+    # and what to do about it
+    refusals: Callable[[], tuple[type[BaseException], ...]] = lambda: ()
+    fix: str = ""
+
+
+def _arrow_refusals() -> tuple[type[BaseException], ...]:
+    import pyarrow as pa
+
+    return pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError
+
+
+# TypeError: "cannot pickle '_thread.lock' object"; AttributeError: "Can't pickle local object" (< 3.14)
+_PICKLE_REFUSALS = (pickle.PicklingError, TypeError, AttributeError)
+_TABLE_FIX = "give each column one type pyarrow can convert (e.g. df[column].astype(str))"
+_UTF8_FIX = "return text UTF-8 can encode (no lone surrogates)"
+
+
+def _utf8_refusals() -> tuple[type[BaseException], ...]:
+    return (UnicodeEncodeError,)
 
 
 _TABLES = "a DataFrame or an Arrow table"
 FORMATS = {
     f.name: f
     for f in [
-        Format("parquet", "parquet", _TABLES, _is_table, _dump_parquet, _load_parquet),
-        Format("arrow", "arrow", _TABLES, _is_table, _dump_arrow, _load_arrow),
-        Format("csv", "csv", _TABLES, _is_table, _dump_csv, _load_csv),
+        Format("parquet", "parquet", _TABLES, _is_table, _dump_parquet, _load_parquet, _arrow_refusals,
+               _TABLE_FIX),
+        Format("arrow", "arrow", _TABLES, _is_table, _dump_arrow, _load_arrow, _arrow_refusals, _TABLE_FIX),
+        Format("csv", "csv", _TABLES, _is_table, _dump_csv, _load_csv, _arrow_refusals, _TABLE_FIX),
         Format("npy", "npy", "a numpy array (not of objects)", _is_array, _dump_npy, _load_npy),
         Format("json", "json", "JSON-able values", _is_json, _dump_json,
-               lambda p, k: json.loads(p.read_text(encoding="utf-8"))),
+               lambda p, k: json.loads(p.read_text(encoding="utf-8")), _utf8_refusals, _UTF8_FIX),
         Format("text", "txt", "a str", lambda v: isinstance(v, str),
-               lambda v, p: p.write_text(v, encoding="utf-8"), lambda p, k: p.read_text(encoding="utf-8")),
+               lambda v, p: p.write_text(v, encoding="utf-8"), lambda p, k: p.read_text(encoding="utf-8"),
+               _utf8_refusals, _UTF8_FIX),
         # not what bytes() takes: bytes(5) is five zero bytes, and a list would come back as bytes
         Format("bytes", "bin", "bytes", lambda v: isinstance(v, bytes | bytearray | memoryview),
                lambda v, p: p.write_bytes(bytes(v)), lambda p, k: p.read_bytes()),
-        Format("pickle", "pkl", "any picklable value", lambda v: True, _dump_pickle, _load_pickle),
+        Format("pickle", "pkl", "any picklable value", lambda v: True, _dump_pickle, _load_pickle,
+               lambda: _PICKLE_REFUSALS, "return a value pickle can store (no locks, open files, "
+               "lambdas or functions defined inside functions)"),
     ]
 }
 _INFERRED = ("parquet", "npy", "bytes", "text", "json")  # in this order: a str is text, not json
@@ -208,6 +234,27 @@ def choose_format(value: Any, declared: Format | None, stage: str) -> Format:
         "JSON-able values or a File, or declare "
         '@lakelet.stage(format="pickle") if this value may be unpickled from the lake'
     )
+
+
+def dump(fmt: Format, value: Any, path: Path, stage: str) -> None:
+    """Write a stage's return value to ``path`` in ``fmt``.
+
+    Raises InvalidArgumentError, naming the encoder's reason, when ``fmt`` cannot encode the value.
+    """
+    try:
+        fmt.dump(value, path)
+    except fmt.refusals() as e:
+        raise InvalidArgumentError(
+            f'stage {stage} returned a {_type_name(value)} that format="{fmt.name}" cannot store '
+            f"({_reason(e)}): {fmt.fix}"
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    # pyarrow's pandas conversion puts the value and the column in two str args: keep both
+    args = error.args if len(error.args) > 1 and all(isinstance(a, str) for a in error.args) else [error]
+    lines = [str(a).strip().splitlines()[0] for a in args if str(a).strip()]
+    return "; ".join(lines) or type(error).__name__
 
 
 def get_format(name: str) -> Format:

@@ -2,8 +2,11 @@
 
 The parent works out every stage's key once (cheap), drops what is cached and
 what only cached stages need, then submits each remaining stage to the
-executor as soon as its upstream stages are done. A worker re-imports the stage
-by module and name, opens the same lake (the parent's root when it can see it,
+executor as soon as its upstream stages are done. A stage is the object, as in
+a plain call, not its ``module.qualname``: two stages made by one factory share
+that (the folder of their run records; the values they close over are in their
+keys), so the report names them apart and a worker imports each by the module
+attribute that holds it. A worker opens the same lake (the parent's root when it can see it,
 else a local cache root of its own on the shared remote) and calls the stage,
 which finds its inputs bound by the upstream workers. The targets' results are
 the run records under the keys the report holds. A failing stage stops its
@@ -58,20 +61,44 @@ class RunReport:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> status, duration_s, why, key
 
 
-def _graph(targets: tuple[Stage, ...]) -> dict[str, Stage]:
-    nodes: dict[str, Stage] = {}
-    todo = list(targets)
+def _graph(targets: tuple[Stage, ...]) -> dict[Stage, str]:
+    """Every stage the targets need, with the name the report gives it."""
+    found: list[Stage] = []
+    todo = list(reversed(targets))
     while todo:
         stage = todo.pop()
-        if stage.qualname in nodes:
-            continue
-        nodes[stage.qualname] = stage
-        todo += [s for s in stage.inputs.values() if isinstance(s, Stage)]
-    return nodes
+        if stage not in found:
+            found.append(stage)
+            todo += reversed(_upstream(stage))
+    shared = [s.qualname for s in found]
+    return {s: s.qualname if shared.count(s.qualname) == 1
+            else f"{s.qualname}[{s.options.get('name') or shared[:i + 1].count(s.qualname)}]"
+            for i, s in enumerate(found)}
 
 
-def _upstream(stage: Stage) -> list[str]:
-    return [s.qualname for s in stage.inputs.values() if isinstance(s, Stage)]
+def _upstream(stage: Stage) -> list[Stage]:
+    return [s for s in stage.inputs.values() if isinstance(s, Stage)]
+
+
+def _address(stage: Stage, label: str) -> tuple[str, str]:
+    """(module, attribute) a worker imports ``stage`` by: its qualname, else the module-level name
+    that holds it (a stage made by a factory)."""
+    module = sys.modules.get(stage.func.__module__)
+    if module is not None:
+        if _attribute(module, stage.func.__qualname__) is stage:
+            return module.__name__, stage.func.__qualname__
+        for name, value in vars(module).items():
+            if value is stage:
+                return module.__name__, name
+    raise InvalidArgumentError(
+        f"stage {label} is not a module-level name of {stage.func.__module__}, so a worker cannot "
+        "import it: assign it to one (e.g. `a = make(1)` at module level), or run with executor=None")
+
+
+def _attribute(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 def _lake_spec(lake: Lake) -> dict[str, Any]:
@@ -95,13 +122,15 @@ def _worker_lake(spec: dict[str, Any]) -> Lake:
     return lakelet.init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
 
 
-def run_stage(module: str, qualname: str, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
+def run_stage(module: str, attribute: str, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Run one stage in a worker (a separate process or machine); returns how long and why it ran."""
-    stage = importlib.import_module(module)
-    for part in qualname.split("."):
-        stage = getattr(stage, part)
+    stage = _attribute(importlib.import_module(module), attribute)
     if not isinstance(stage, Stage):
-        raise InvalidArgumentError(f"{module}.{qualname} is not a lakelet stage in the worker")
+        raise InvalidArgumentError(f"{module}.{attribute} is not a lakelet stage in the worker")
+    return _run_here(stage, spec, run_id)
+
+
+def _run_here(stage: Stage, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
     lake = _worker_lake(spec)
     t0 = time.perf_counter()
     with patched_environ({"LAKELET_RUN_ID": run_id}):
@@ -144,7 +173,9 @@ def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
     report = RunReport(run_id, datetime.now(UTC).isoformat())
     nodes = _graph(targets)
     needed = _needed(lake, targets, nodes, report)
-    failures = _schedule(lake, nodes, needed, executor, max_workers, run_id, report)
+    # before anything runs: a stage a worker cannot import would fail only once its turn came
+    where = {s: None if executor is None else _address(s, nodes[s]) for s in needed}
+    failures = _schedule(lake, nodes, where, executor, max_workers, run_id, report)
     report.ended_at = datetime.now(UTC).isoformat()
     _save(lake, report)
     if failures:
@@ -153,11 +184,11 @@ def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
             f"stage {first} failed ({failures[first].strip().splitlines()[-1]}); "
             f"{len(report.not_run)} stages downstream of it did not run; the others finished "
             f"(run {run_id})", failures)
-    values = tuple(_result(lake, t, report.stages[t.qualname]["key"]) for t in targets)
+    values = tuple(_result(lake, t, report.stages[nodes[t]]["key"]) for t in targets)
     return values[0] if len(values) == 1 else values
 
 
-def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], report: RunReport) -> set[str]:
+def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[Stage, str], report: RunReport) -> set[Stage]:
     """Stages that must run: uncached ones a target needs, stopping at cached stages."""
     # Each key is worked out once for the whole run, and a stage's key holds its upstream keys. Raw
     # inputs do not all hold still meanwhile: a lake name is write-once, but a local file can be edited
@@ -165,19 +196,19 @@ def _needed(lake: Lake, targets: tuple[Stage, ...], nodes: dict[str, Stage], rep
     # "x"). So these keys only choose what to submit: a worker works its stage's key out again when it
     # runs it, as any call does, and reports it; the results are read under the reported keys.
     keys: dict[Stage, Key] = {}
-    needed: set[str] = set()
-    todo = [t.qualname for t in targets]
+    needed: set[Stage] = set()
+    todo = list(targets)
     while todo:
-        name = todo.pop()
-        if name in needed or name in report.skipped:
+        stage = todo.pop()
+        name = nodes[stage]
+        if stage in needed or name in report.skipped:
             continue
-        stage = nodes[name]
         key = stage._key_in(lake, keys).digest
-        if current_run_record(lake, name, key)[1] is not None:
+        if current_run_record(lake, stage.qualname, key)[1] is not None:
             report.skipped.append(name)
             report.stages[name] = {"status": "skipped", "duration_s": None, "why": "cached", "key": key}
             continue
-        needed.add(name)
+        needed.add(stage)
         todo += _upstream(stage)
     return needed
 
@@ -227,45 +258,45 @@ class _Display:
             self.live.stop()
 
 
-def _schedule(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: Any,
+def _schedule(lake: Lake, nodes: dict[Stage, str], where: dict[Stage, Any], executor: Any,
               max_workers: int | None, run_id: str, report: RunReport) -> dict[str, str]:
-    display = _Display(report, len(needed))
+    display = _Display(report, len(where))
     try:
-        return _dispatch(lake, nodes, needed, executor, max_workers, run_id, report, display)
+        return _dispatch(lake, nodes, where, executor, max_workers, run_id, report, display)
     finally:
         display.close()
 
 
-def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: Any, max_workers: int | None,
-              run_id: str, report: RunReport, display: _Display) -> dict[str, str]:
+def _dispatch(lake: Lake, nodes: dict[Stage, str], where: dict[Stage, Any], executor: Any,
+              max_workers: int | None, run_id: str, report: RunReport, display: _Display) -> dict[str, str]:
+    """``where``: each stage to run, with the (module, attribute) a worker imports it by."""
     pool, owned = _executor(executor, max_workers)
     spec = _lake_spec(lake)
-    waiting = {n: {u for u in _upstream(nodes[n]) if u in needed} for n in needed}
+    waiting = {s: {u for u in _upstream(s) if u in where} for s in where}
     failures: dict[str, str] = {}
-    running: dict[cf.Future[dict[str, Any]], str] = {}
+    running: dict[cf.Future[dict[str, Any]], Stage] = {}
     try:
         while waiting or running:
-            ready = [n for n, deps in waiting.items() if not deps]
-            for name in sorted(ready):
-                del waiting[name]
-                stage = nodes[name]
-                module, qualname = stage.func.__module__, stage.func.__qualname__
+            ready = [s for s, deps in waiting.items() if not deps]
+            for stage in sorted(ready, key=nodes.__getitem__):
+                del waiting[stage]
                 if pool is None:
                     future: cf.Future[dict[str, Any]] = cf.Future()
                     try:
-                        future.set_result(run_stage(module, qualname, spec, run_id))
+                        future.set_result(_run_here(stage, spec, run_id))
                     except Exception as e:  # reported below, like a worker's failure
                         future.set_exception(e)
                 else:
-                    future = pool.submit(run_stage, module, qualname, spec, run_id)
-                running[future] = name
-                display.running.add(name)
+                    future = pool.submit(run_stage, *where[stage], spec, run_id)
+                running[future] = stage
+                display.running.add(nodes[stage])
                 display.update()
             if not running:
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
-                name = running.pop(future)
+                stage = running.pop(future)
+                name = nodes[stage]
                 display.running.discard(name)
                 display.update()
                 error = future.exception()
@@ -274,16 +305,17 @@ def _dispatch(lake: Lake, nodes: dict[str, Stage], needed: set[str], executor: A
                     ran = report.stages[name]["status"] == "ran"
                     (report.ran if ran else report.skipped).append(name)
                     for deps in waiting.values():
-                        deps.discard(name)
+                        deps.discard(stage)
                     continue
                 report.failed.append(name)
                 failures[name] = _traceback_text(error)
                 last_line = failures[name].strip().splitlines()[-1]
                 report.stages[name] = {"status": "failed", "duration_s": None, "why": last_line}
-                for lost in _descendants(name, waiting, nodes):
+                for lost in _descendants(stage, waiting, nodes):
                     waiting.pop(lost, None)
-                    report.not_run.append(lost)
-                    report.stages[lost] = {"status": "not run", "duration_s": None, "why": f"{name} failed"}
+                    report.not_run.append(nodes[lost])
+                    report.stages[nodes[lost]] = {"status": "not run", "duration_s": None,
+                                                  "why": f"{name} failed"}
     finally:
         if owned and pool is not None:
             pool.shutdown(wait=True)
@@ -294,11 +326,11 @@ def _traceback_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(error))
 
 
-def _descendants(name: str, waiting: dict[str, set[str]], nodes: dict[str, Stage]) -> list[str]:
-    out, frontier = [], {name}
+def _descendants(stage: Stage, waiting: dict[Stage, set[Stage]], nodes: dict[Stage, str]) -> list[Stage]:
+    out, frontier = [], {stage}
     while frontier:
-        children = {n for n in waiting if n not in out and set(_upstream(nodes[n])) & frontier}
-        out += sorted(children)
+        children = {s for s in waiting if s not in out and set(_upstream(s)) & frontier}
+        out += sorted(children, key=nodes.__getitem__)
         frontier = children
     return out
 

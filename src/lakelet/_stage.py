@@ -33,10 +33,10 @@ from . import _lineage, _outputs
 from ._codehash import module_packages, qualified_name
 from ._current import current_lake
 from ._environ import patched_environ
-from ._errors import InvalidArgumentError, NameExistsError
+from ._errors import InvalidArgumentError, NameExistsError, NotFoundError
 from ._expiry import current_run_record, expiry_fields, stage_ttl
 from ._file import File
-from ._formats import Format, choose_format, get_format, kind_of
+from ._formats import Format, choose_format, dump, get_format, kind_of
 from ._lake import Lake
 from ._names import validate_name
 from ._objects import new_temp_path
@@ -185,7 +185,7 @@ class Stage:
         encoded = new_temp_path(lake.root / "tmp")
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
-            fmt = self._encode(value, encoded)
+            fmt = self._encode(lake, value, encoded, pending)
             written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
             returned, outputs = self._store_returned(lake, value, fmt, encoded, prefix, meta)
         finally:
@@ -220,13 +220,27 @@ class Stage:
             tmp.unlink(missing_ok=True)
         return value
 
-    def _encode(self, value: Any, path: Path) -> Format | None:
-        """Write the return value to ``path`` in its format; None for files and paths, bound as they are."""
-        files = isinstance(value, list | tuple) and value and all(isinstance(v, File) for v in value)
-        if isinstance(value, File) or files or (isinstance(value, Path) and self.format is None):
+    def _encode(self, lake: Lake, value: Any, path: Path, pending: _outputs.PendingOutputs) -> Format | None:
+        """Write the return value to ``path`` in its format; None for files and paths, bound as they are.
+
+        Raises NotFoundError for a returned File or Path that does not exist.
+        """
+        files = [value] if isinstance(value, File) else list(value) if isinstance(value, list | tuple) else []
+        if files and all(isinstance(v, File) for v in files):
+            for f in files:
+                if f.name not in pending.written and not lake.exists(f.name):
+                    raise NotFoundError(
+                        f"stage {self.qualname} returned lakelet.File({f.name!r}), which it did not write "
+                        "and the lake does not have: write it (File(...).open(\"w\")) before returning it"
+                    )
+            return None
+        if isinstance(value, Path) and self.format is None:
+            if not value.is_file():
+                raise NotFoundError(f"stage {self.qualname} returned the path {value}, which is not a file: "
+                                    "return the path of a file the stage wrote")
             return None
         fmt = choose_format(value, self.format, self.qualname)
-        fmt.dump(value, path)
+        dump(fmt, value, path, self.qualname)
         return fmt
 
     def _store_returned(
@@ -249,8 +263,8 @@ class Stage:
             f = lake._bind_output(value, name, meta, move=False)
             return {"kind": "path", "names": [f.name]}, [f]
         if isinstance(value, File):
-            return {"kind": "files", "names": [value.name], "single": True}, [_bound(value)]
-        return {"kind": "files", "names": [v.name for v in value]}, [_bound(v) for v in value]
+            return {"kind": "files", "names": [value.name], "single": True}, [value]
+        return {"kind": "files", "names": [v.name for v in value]}, list(value)
 
 
 class _Mask(logging.Filter):
@@ -286,11 +300,6 @@ def _secret_environment(values: dict[str, str]) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(mask)
-
-
-def _bound(f: File) -> File:
-    _ = f.digest  # NotFoundError if the stage returned a File it never wrote
-    return f
 
 
 def _unique(files: list[File]) -> list[File]:

@@ -159,6 +159,53 @@ def test_parameters_are_part_of_the_key(pipeline) -> None:
     assert pipeline.ran.count("shout") == 1
 
 
+LAMBDAS = """
+
+def register(f):
+    return f
+
+
+# inspect.getsource gives only a line of these, which does not parse on its own
+OPS = {
+    "double": lambda x: x * 2,
+}
+triple = register(
+    lambda x: x * 3)
+
+
+def make_stage():
+    op = OPS["double"]
+
+    @lakelet.stage
+    def via_closure(n: int):
+        return op(n)
+
+    return via_closure
+
+
+@lakelet.stage
+def via_call(n: int):
+    return triple(n)
+"""
+
+
+@pytest.mark.parametrize("stage, edit, before, after", [
+    ("via_closure", ("x * 2,", "x * 20,"), 6, 60),
+    ("via_call", ("x * 3)", "x * 30)"), 9, 90),
+], ids=["closure-over-dict-literal-lambda", "call-argument-lambda"])
+def test_stages_using_lambdas_without_parsable_source(pipeline, stage, edit, before, after) -> None:
+    def get(m):
+        return m.make_stage() if stage == "via_closure" else m.via_call
+
+    assert get(pipeline.load(lambda s: s + LAMBDAS))(3) == before and pipeline.ran == [stage]
+    assert get(pipeline.load())(3) == before and pipeline.ran == []
+    # keyed by bytecode: a comment inside the lambda's expression is invisible too
+    m = pipeline.load(lambda s: s.replace(edit[0], edit[0] + "  # note", 1))
+    assert get(m)(3) == before and pipeline.ran == []
+    m = pipeline.load(lambda s: s.replace(edit[0], edit[1], 1))
+    assert get(m)(3) == after and pipeline.ran == [stage]
+
+
 def test_a_failing_stage_binds_nothing(pipeline, lake) -> None:
     m = pipeline.load(lambda s: s.replace("return word.upper()", "raise ValueError(word)"))
     before = [f.name for f in lake.ls()]

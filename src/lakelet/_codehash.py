@@ -136,13 +136,13 @@ def _code_names(code: types.CodeType) -> set[str]:
 def normalized_digest(obj: Any) -> str:
     """sha256 of the AST of ``obj``'s source, without docstrings, comments or layout."""
     try:
-        source = textwrap.dedent(inspect.getsource(obj))
-    except (OSError, TypeError):
-        # no source (a REPL, a C function): fall back to the bytecode, which ignores layout too
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError):
+        # No source (a REPL, a C function), or only a fragment that does not parse (a lambda
+        # inside a dict literal or on a call's continuation line): fall back to the bytecode,
+        # which ignores layout and comments too.
         code = getattr(obj, "__code__", None)
-        raw = code.co_code + repr(code.co_consts).encode() if code else repr(obj).encode()
-        return hashlib.sha256(raw).hexdigest()
-    tree = ast.parse(source)
+        return _bytecode_digest(code) if code else hashlib.sha256(repr(obj).encode()).hexdigest()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
             body = node.body
@@ -152,6 +152,23 @@ def normalized_digest(obj: Any) -> str:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             node.decorator_list = []  # the stage's options are keyed separately
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def _bytecode_digest(code: types.CodeType) -> str:
+    # Nested code objects (lambdas, comprehensions) are hashed the same way, not by repr,
+    # whose memory address and line number would change the key on every run or edit above.
+    h = hashlib.sha256(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            text = _bytecode_digest(const)
+        else:
+            try:
+                text = repr(_canonical(const))  # a frozenset's repr follows the string hash seed
+            except TypeError:
+                text = repr(const)
+        h.update(text.encode() + b"\0")
+    return h.hexdigest()
 
 
 def _add_package(obj: Any, parts: dict[str, str]) -> None:

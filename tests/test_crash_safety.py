@@ -99,3 +99,45 @@ def test_kill_at_arbitrary_moments_of_a_large_add(lake, tmp_path) -> None:
     done = _add_in_subprocess(lake.root, src, "l", None)
     assert done.returncode == 0
     assert lakelet.open(lake.root).file("l").size == 64 << 20
+
+
+STAGE_SCRIPT = """
+import sys, lakelet
+
+
+@lakelet.stage
+def two_files():
+    for name in ("out/a.txt", "out/b.txt"):
+        with lakelet.File(name).open("w") as f:
+            f.write(name)
+    return "done"
+
+
+lakelet.use(lakelet.open(sys.argv[1]))
+print(two_files(), flush=True)
+"""
+
+
+# objects-stored: before any name is bound; names-bound: after the first segment of the run
+@pytest.mark.parametrize("point, every", [("objects-stored", False), ("names-bound", True)])
+def test_kill_while_a_stage_binds_its_outputs(lake, tmp_path, point, every) -> None:
+    """A stage's outputs are one segment: a kill leaves none or all of them, never the run record,
+    and the next run completes it."""
+    script = tmp_path / "stage_script.py"  # a file, not -c: the key is of the same source both times
+    script.write_text(STAGE_SCRIPT)
+
+    def run(crash_at):
+        return subprocess.run([sys.executable, str(script), str(lake.root)], capture_output=True,
+                              env={**os.environ, "LAKELET_CRASH_AT": crash_at}, timeout=120)
+
+    crashed = run(point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    names = [f.name for f in lakelet.open(lake.root).ls()]
+    assert not [n for n in names if n.endswith(".json")]  # no run record
+    outputs = ["out/a.txt", "out/b.txt", "stages/__main__.two_files/"]  # the last: the returned value's
+    assert [any(n.startswith(o) for n in names) for o in outputs] == [every] * 3, names
+    again = run("")
+    assert again.returncode == 0 and again.stdout == b"done\n", again.stderr.decode()
+    reopened = lakelet.open(lake.root)
+    assert [f.read_text() for f in reopened.ls("out/")] == ["out/a.txt", "out/b.txt"]
+    assert sum(f.name.endswith(".json") for f in reopened.ls("stages/")) == 1

@@ -463,6 +463,42 @@ def test_radops_failing_stage_binds_none_of_its_files(lake, make_file, tmp_path,
     assert not [p for p in (lake.root / "tmp").iterdir() if p.suffix == ".tmp"]
 
 
+def test_a_stage_whose_later_output_is_taken_binds_none(lake, make_file) -> None:
+    lakelet.use(lake)
+    lake.add(make_file("taken.txt", "someone else's"), "out/taken.txt")
+
+    @lakelet.stage
+    def two_files():
+        for name in ("out/first.txt", "out/taken.txt"):  # bound in this order, one by one, before
+            with lakelet.File(name).open("w") as f:
+                f.write("mine")
+        return "done"
+
+    before, names = snapshot(lake.root), [f.name for f in lake.ls()]
+    with pytest.raises(lakelet.NameExistsError, match="out/taken.txt"):
+        two_files()
+    assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
+    assert list((lake.root / "tmp").iterdir()) == []
+
+
+def test_a_returned_path_is_copied_and_the_files_written_beside_it_moved_in(lake, tmp_path) -> None:
+    lakelet.use(lake)
+    report = tmp_path / "report.csv"
+
+    @lakelet.stage
+    def export():
+        with lakelet.File("side/notes.txt").open("w") as f:
+            f.write("notes")
+        report.write_text("a,b\n1,2\n")
+        return report
+
+    assert export() == report and report.read_text() == "a,b\n1,2\n"  # the user's file stays
+    assert lake.file("side/notes.txt").read_text() == "notes"
+    assert list((lake.root / "tmp").iterdir()) == []
+    again = export()  # a hit: the lake's copy
+    assert again != report and again.read_text() == report.read_text()
+
+
 def _missing(kind, tmp):
     """What a stage returns that does not exist, by kind."""
     return {"file": lakelet.File("never/written.txt"),

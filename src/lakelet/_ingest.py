@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,9 +40,12 @@ def ingest(
     lake: Lake,
     items: list[tuple[str, Source]],
     meta: dict[str, str],
-    move: bool,
+    move: bool | Collection[str],
     progress: Progress,
 ) -> list[NameRecord]:
+    """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
+    only those of these names (a stage's temp files beside a file it returned, which is copied)."""
+    moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
     catalog, refs = lake._catalog, lake._lake.refs
     # Names already bound are compared by hash only, before anything is written,
@@ -65,7 +69,7 @@ def ingest(
 
     durable = len(items) - len(existing) <= 1
     creator = _config.current_user()
-    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], move, durable, progress)
+    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], moved, durable, progress)
     if not durable:
         sync_filesystem(lake.root)
     _faults.reached("objects-stored")
@@ -87,23 +91,23 @@ def ingest(
         on_disk = [(n, b.location) for n, _, b in stored]  # a gc may delete them until bound
         created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk)
     except BaseException:
-        _return_moved(stored, move)
+        _return_moved(stored, moved)
         raise
     existing.update((r.name, r) for r in same)
-    if move:
-        _remove_moved_sources([s for _, s in items])
+    _remove_moved_sources([s for n, s in items if n in moved])
     by_name = {r.name: r for r in [*created, *existing.values()]}
     return [by_name[n] for n, _ in items]
 
 
 def _store_objects(
-    lake: Lake, items: list[tuple[str, Source]], move: bool, durable: bool, progress: Progress
+    lake: Lake, items: list[tuple[str, Source]], moved: set[str], durable: bool, progress: Progress
 ) -> list[tuple[str, Source, StoredBlob]]:
-    """Store the content of ``items``; durable only if ``durable``."""
+    """Store the content of ``items``, moving in the sources of ``moved``; durable only if ``durable``."""
     objects = lake._lake.objects
     assert objects is not None
     stored = []
     for n, source in items:
+        move = n in moved
         if durable or move or source.location is None or (source.size or 0) >= CHUNK_SIZE:
             blob = _store_lake_object(lake, source, move, durable, progress)
         else:
@@ -141,12 +145,10 @@ def _store_lake_object(
         )
 
 
-def _return_moved(stored: list[tuple[str, Source, StoredBlob]], move: bool) -> None:
+def _return_moved(stored: list[tuple[str, Source, StoredBlob]], moved: set[str]) -> None:
     """After a failed move-add, put files that were renamed into the store back."""
-    if not move:
-        return
-    for _, source, blob in stored:
-        if blob.created and (path := source.local_path) is not None and not path.exists():
+    for n, source, blob in stored:
+        if n in moved and blob.created and (path := source.local_path) is not None and not path.exists():
             with contextlib.suppress(OSError):
                 os.replace(blob.path, path)
                 os.chmod(path, 0o644)

@@ -138,11 +138,12 @@ class Lake:
         files = [File._of(r, self) for r in records]
         return files[0] if single else files
 
-    def _bind_output(self, path: Path, name: str, meta: dict[str, Any], move: bool = True) -> File:
-        """Bind a stage output (a file this process wrote, moved in) under ``name``."""
-        (source,) = resolve(path)
-        (record,) = _ingest.ingest(self, [(validate_name(name), source)], meta, move, SILENT)
-        return File(record.name, lake=self, record=record)
+    def _bind_outputs(self, outputs: list[tuple[str, Path, bool]], meta: dict[str, Any]) -> list[File]:
+        """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none."""
+        items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
+        moved = [name for name, _, move in outputs if move]
+        records = _ingest.ingest(self, items, meta, moved, SILENT)
+        return [File(r.name, lake=self, record=r) for r in records]
 
     def _run_records(self) -> list[NameRecord]:
         """Every live stage run record this lake knows (``stages/<stage>/<key>[-g<n>].json``)."""

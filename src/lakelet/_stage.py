@@ -3,10 +3,13 @@
 A call first computes the key (``_stage_key``: cheap, no upstream runs), and
 only on a miss loads its inputs, which runs the upstream stages that miss.
 
-Each run binds two lake names, write-once like any other: the output
+Each run binds its outputs, write-once like any other lake name, all in one
+segment (all or none): the files it wrote and its return value
 (``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
-otherwise) and the run record beside it (``…/<key>.json``), which holds the
-lineage and is what a later call looks for. Two machines that run the same
+otherwise). Then it binds the run record beside them (``…/<key>.json``),
+which holds the lineage and is what a later call looks for: a run killed
+before its record leaves outputs that the next run binds again, which is a
+no-op for the same content. Two machines that run the same
 key bind the same run record name: one wins, the other adopts its result.
 After ``gc`` retires an expired run (``ttl=``), the key binds a new
 generation of names (``_expiry``).
@@ -186,8 +189,9 @@ class Stage:
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
             fmt = self._encode(lake, value, encoded, pending)
-            written = [lake._bind_output(tmp, name, meta) for name, tmp in pending.written.items()]
-            returned, outputs = self._store_returned(lake, value, fmt, encoded, prefix, meta)
+            returned, from_value = self._returned(value, fmt, encoded, prefix)
+            bound = self._bind(lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value],
+                               prefix, meta)
         finally:
             pending.discard()
             encoded.unlink(missing_ok=True)
@@ -197,7 +201,9 @@ class Stage:
             "key": key.digest,
             "parts": parts,
             "returned": returned,
-            "outputs": [{"name": f.name, "digest": f.digest} for f in _unique([*written, *outputs])],
+            # a returned File the stage did not write (passed through) is an output too
+            "outputs": [{"name": f.name, "digest": f.digest}
+                        for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])],
             "inputs": parts["inputs"],
             "datasets_written": pending.datasets,
             "code_digest": identity_of(self.func).digest,
@@ -243,28 +249,38 @@ class Stage:
         dump(fmt, value, path, self.qualname)
         return fmt
 
-    def _store_returned(
-        self, lake: Lake, value: Any, fmt: Format | None, encoded: Path, prefix: str, meta: dict[str, str]
-    ) -> tuple[dict, list[File]]:
-        """Bind the return value (``encoded`` in ``fmt``); returns (how to load it back, the files it is)."""
+    def _returned(self, value: Any, fmt: Format | None, encoded: Path, prefix: str) -> tuple[dict, list]:
+        """How to load the return value back (``encoded`` in ``fmt``), and what of it to bind:
+        (name, path, whether to move it in)."""
         if fmt is not None:
             name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
-            try:
-                f = lake._bind_output(encoded, name, meta)
-            except NameExistsError:
-                if self.options.get("name"):
-                    raise
-                # another machine ran this key first and its bytes differ (a non-deterministic
-                # stage): its output is the one bound, ours is discarded
-                f = lake.file(name)
-            return {"kind": fmt.name, "names": [f.name], "type": kind_of(value)}, [f]
+            return {"kind": fmt.name, "names": [name], "type": kind_of(value)}, [(name, encoded, True)]
         if isinstance(value, Path):
             name = self.options.get("name") or f"{prefix}{value.name}"
-            f = lake._bind_output(value, name, meta, move=False)
-            return {"kind": "path", "names": [f.name]}, [f]
+            return {"kind": "path", "names": [name]}, [(name, value, False)]  # the user's file: copied
         if isinstance(value, File):
-            return {"kind": "files", "names": [value.name], "single": True}, [value]
-        return {"kind": "files", "names": [v.name for v in value]}, list(value)
+            return {"kind": "files", "names": [value.name], "single": True}, []
+        return {"kind": "files", "names": [v.name for v in value]}, []
+
+    def _bind(self, lake: Lake, outputs: list[tuple[str, Path, bool]], prefix: str,
+              meta: dict[str, str]) -> list[File]:
+        """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
+        the run record, bound after them, is what marks the run complete."""
+        names = [name for name, _, _ in outputs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidArgumentError(
+                f"stage {self.qualname} has two outputs named {twice}: give each output its own name")
+        try:
+            return lake._bind_outputs(outputs, meta)
+        except NameExistsError:
+            # Another machine ran this key first and bound other bytes under the key's own
+            # names (a non-deterministic stage): its outputs are the ones kept, ours discarded.
+            theirs = {n for n in names if n.startswith(prefix) and lake.exists(n)}
+            if not theirs:
+                raise
+            ours = lake._bind_outputs([o for o in outputs if o[0] not in theirs], meta)
+            return [*ours, *(lake.file(n) for n in sorted(theirs))]
 
 
 class _Mask(logging.Filter):

@@ -29,8 +29,10 @@ On the remote, another machine may have uploaded an object or a pack a moment
 ago and not yet appended the log entry that names it (objects go first,
 docs/remote-layout.md): remote objects and packs younger than the grace period
 are never deleted, and a pack goes only when none of its members is
-referenced. The remote grace is measured on the real clock, whatever ``now``
-says: the remote stamps its objects with its own clock.
+referenced. The remote grace is judged at ``now`` too, against the stamps the
+remote put on its keys with its own clock: left to its default (this machine's
+clock), that assumes the two clocks agree to well within the grace; a test on a
+store whose stamps it cannot set moves ``now`` instead.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ class GcReport:
 
 def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = False,
             now: datetime | None = None) -> GcReport:
-    """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry is judged at
-    (default: the clock). Returns a GcReport; raises RemoteError when a needed remote is down."""
+    """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry and the grace
+    periods are judged at (default: the clock). Returns a GcReport; raises RemoteError when a
+    needed remote is down."""
     report = GcReport(dry_run)
     now = _as_datetime(now) or datetime.now(UTC)
     scopes = lake.root / "scopes" / "pipeline"
@@ -88,7 +91,7 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
         _collect_local(lake, referenced, now, report)
 
     if remote:
-        _collect_remote(lake, referenced, retiring, report)
+        _collect_remote(lake, referenced, retiring, now, report)
     return report
 
 
@@ -252,12 +255,13 @@ def _expired(record: NameRecord, expires_at: str) -> NameRecord:
 # the remote
 
 
-def _collect_remote(lake: Lake, referenced: set[str], retiring: set[str], report: GcReport) -> None:
+def _collect_remote(
+    lake: Lake, referenced: set[str], retiring: set[str], now: datetime, report: GcReport
+) -> None:
     syncer = lake._require_remote("gc --remote")
     remote = syncer.remote
     syncer.pull_metadata()  # the log names every record: the index now knows them all
     referenced = referenced | _referenced(lake._catalog.records(LAKE, "", include_removed=True), retiring)
-    clock = datetime.now(UTC)
     # A pack goes only when none of its members is referenced: packs are never rewritten,
     # so a partly referenced one stays whole (docs/remote-layout.md).
     members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in lake._catalog.packs()}
@@ -275,7 +279,7 @@ def _collect_remote(lake: Lake, referenced: set[str], retiring: set[str], report
         modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
             "updated")
         when = _as_datetime(modified)
-        if when is None or clock - when < GRACE:
+        if when is None or now - when < GRACE:
             continue  # maybe another machine's upload whose names are on their way
         report.remote_objects.append(str(Digest(algorithm, prefix + rest)))
         report.bytes += int(info.get("size", 0))

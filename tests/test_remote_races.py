@@ -1,4 +1,5 @@
-"""Two machines racing for one name, and pushes killed half-way, on every kind of store."""
+"""Two machines racing for one name, pushes killed half-way, and a push racing another
+machine's `gc --remote`, on every kind of store."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fsspec
+import pytest
 
 import lakelet
 from lakelet._digest import Digest
+from lakelet._gc import _expired, collect
 from lakelet._objects import hash_stream
 
 from .conftest import run_lakelet
@@ -124,3 +128,204 @@ def test_a_pull_killed_mid_download_leaves_no_partial_object(remote, machine, ma
     assert lakelet.open(b.root).file("big.bin").state == "remote"
     assert run_lakelet("pull", env=env).returncode == 0
     assert lakelet.open(b.root).file("big.bin").read_bytes() == payload
+
+
+# --- a push against another machine's `gc --remote`, at the worst moments ---------------------
+#
+# The gc runs with ``now`` two days ahead, so every key on the remote is past the 24 h grace
+# (the stores stamp keys with their own clock, which a test cannot set on S3, Azure or GCS);
+# the moments are reached through the push's progress callback or by wrapping one call of the
+# gc machine's remote, never by sleeping. docs/remote-layout.md, "gc against a push", has the why.
+
+WEEK = timedelta(days=7)
+
+
+def _past_grace() -> datetime:
+    return datetime.now(UTC) + timedelta(days=2)
+
+
+def _released(lake: lakelet.Lake, name: str) -> str:
+    """Tombstone ``name`` as gc does an expired stage output, so that nothing references its
+    object (which stays on the remote until a `gc --remote`). Returns the object's digest."""
+    record = lake.file(name).record
+    lake._tombstone([_expired(record, "2000-01-01T00:00:00+00:00")])
+    return record.digest
+
+
+def _everything_pulls(machine, expected: dict[str, bytes]) -> None:
+    """A machine that knows only the remote URL finds exactly ``expected`` bound, and every byte."""
+    pulled = machine("reader").pull()
+    assert {f.name: f.read_bytes() for f in pulled} == expected
+
+
+def _fs(remote):
+    """The remote's store, seen afresh (fsspec caches listings per instance; a stale one hides
+    the entries written since)."""
+    fs, root = fsspec.core.url_to_fs(remote.url, skip_instance_cache=True, use_listings_cache=False,
+                                     **remote.storage_options)
+    return fs, root.rstrip("/")
+
+
+def _sweep_lines(remote) -> list[dict]:
+    fs, root = _fs(remote)
+    bodies = [fs.cat_file(key) for key in sorted(fs.find(f"{root}/log"))]
+    lines = [json.loads(line) for body in bodies for line in body.splitlines()]
+    return [line for line in lines if "sweep" in line or "swept" in line]
+
+
+class _GcOnceAllSent:
+    """Progress of a push that runs a `gc --remote` of the machine at ``root`` once every object
+    of the push is accounted for (sent, or found on the remote), before the log entry binding
+    their names is appended."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.total = self.done = 0
+        self.report = None
+
+    def add_total(self, nbytes: int, /) -> None:
+        self.total += nbytes
+
+    def advance(self, nbytes: int, /) -> None:
+        self.done += nbytes
+        if self.report is None and self.done >= self.total:
+            self.report = collect(lakelet.open(self.root), WEEK, remote=True, now=_past_grace())
+
+
+def test_a_gc_between_a_push_finding_a_big_object_and_binding_it(remote, machine, make_file) -> None:
+    """B finds the object of its 9 MiB file on the remote (a's, unreferenced since its name
+    expired) and skips the upload; a's gc deletes it before B's log entry is appended. (Big
+    enough that the reader streams it from where B sent it again, rather than holding it.)"""
+    a, b = machine("a"), machine("b", upload="deferred")
+    payload = os.urandom(9 << 20)
+    a.add(make_file("old.bin", payload), "old/big.bin")
+    digest = _released(a, "old/big.bin")
+    b.add(make_file("new.bin", payload), "new/big.bin")
+    dry = collect(a, WEEK, dry_run=True, remote=True, now=_past_grace())
+    assert dry.remote_objects == [digest] and _sweep_lines(remote) == []  # a dry run announces nothing
+
+    gc = _GcOnceAllSent(a.root)
+    report = b.push(progress=gc)
+    assert (report.names, report.conflicts) == (1, [])
+    _everything_pulls(machine, {"new/big.bin": payload})
+    assert gc.report is not None and gc.report.remote_objects == [digest]  # the old copy went
+    assert report.objects == 1  # found, then sent again after all, under a key of its own
+    # an older lakelet reads a line with "pack" as a pack line: these read as empty packs
+    assert _sweep_lines(remote) and all(line["pack"] == "" and line["members"] == []
+                                        for line in _sweep_lines(remote))
+
+    # once the sweep said it was done, its keys are plain keys again: a later push of the
+    # same bytes stores them loose, where they were, not in a pack of their own
+    machine("late").add(make_file("late.bin", payload), "late/big.bin")
+    fs, root = _fs(remote)
+    algorithm, hexdigest = digest.split(":")
+    assert fs.exists(f"{root}/objects/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}")
+
+
+@pytest.mark.parametrize("moment", ["judging its age", "deleting it"])
+def test_a_push_while_a_gc_is_judging_or_deleting_the_object_it_finds(
+    remote, machine, make_file, monkeypatch, moment
+) -> None:
+    """B's whole push (the object found on the remote, not sent, its name bound) runs inside
+    a's gc: after the gc read the log and while it reads the object's stamp (the object is old:
+    the gc would delete it), or when it is about to delete it."""
+    a, b = machine("a"), machine("b", upload="deferred")
+    payload = os.urandom(3 << 20)
+    a.add(make_file("old.bin", payload), "old/big.bin")
+    digest = _released(a, "old/big.bin")
+    b.add(make_file("new.bin", payload), "new/big.bin")
+    algorithm, hexdigest = digest.split(":")
+    key = f"objects/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
+
+    gc_remote = a._require_remote("gc --remote").remote
+    pushed = []
+
+    def b_pushes() -> None:
+        if not pushed:
+            pushed.append(b.push())
+
+    if moment == "judging its age":
+        stamp = gc_remote.fs.info
+
+        def info(path, **kwargs):
+            found = stamp(path, **kwargs)
+            if os.fspath(path).endswith(key):  # a local find passes DirEntry objects
+                b_pushes()
+            return found
+
+        monkeypatch.setattr(gc_remote.fs, "info", info)
+    else:
+        delete = gc_remote.remove
+
+        def remove(relative: str) -> None:
+            b_pushes()
+            delete(relative)
+
+        monkeypatch.setattr(gc_remote, "remove", remove)
+
+    report = collect(a, WEEK, remote=True, now=_past_grace())
+    assert pushed and (pushed[0].names, pushed[0].conflicts) == (1, [])
+    _everything_pulls(machine, {"new/big.bin": payload})
+    if moment == "judging its age":  # b's entry came before the gc's: the gc sees the name
+        assert report.remote_objects == [] and pushed[0].objects == 0  # nothing sent again
+        assert _sweep_lines(remote) == []  # nothing was left to announce
+    else:  # the gc announced the deletion first: b sends the bytes again, under a new key
+        assert report.remote_objects == [digest] and pushed[0].objects == 1
+
+
+def test_a_gc_deleting_the_pack_a_resumed_push_sends_again(remote, machine, make_file, tmp_path) -> None:
+    """Small objects are always sent, in packs named by their content: a push resumed after an
+    interruption rebuilds the very pack the first attempt left, under the same key, which a gc
+    judged (old, unreferenced) before the resumed push overwrote it, and deletes after."""
+    a = machine("a", upload="deferred")
+    contents = {f"small/{i}.bin": os.urandom(4096) for i in range(3)}
+    for name, data in contents.items():
+        make_file(name, data)
+    a.add(tmp_path / "src" / "small", "small")
+    killed = run_lakelet("push", env={**remote.env, "LAKELET_HOME": str(a.root),
+                                      "LAKELET_CRASH_AT": "objects-pushed"})
+    assert killed.returncode == -9, killed.stderr
+    fs, root = _fs(remote)
+    (orphan,) = fs.find(f"{root}/packs")
+    algorithm, prefix, rest = orphan.removesuffix(".pack").rsplit("/", 3)[-3:]
+
+    gc = _GcOnceAllSent(machine("m").root)
+    report = lakelet.open(a.root).push(progress=gc)
+    assert (report.names, report.conflicts) == (3, [])
+    _everything_pulls(machine, contents)
+    assert gc.report is not None and gc.report.remote_objects == [f"{algorithm}:{prefix}{rest}"]
+    fs, root = _fs(remote)
+    (resent,) = fs.find(f"{root}/packs")
+    assert resent != orphan  # the same members, under a key of its own
+
+
+def test_a_snapshot_taken_while_a_gc_deletes_tells_a_new_machine(
+    remote, machine, make_file, monkeypatch
+) -> None:
+    """A machine that starts from a snapshot reads no entry before it: the snapshot holds the
+    sweeps not done by then, so a push from that machine still avoids the keys being deleted."""
+    monkeypatch.setattr("lakelet._sync.SNAPSHOT_EVERY", 3)
+    a = machine("a")
+    payload = os.urandom(3 << 20)
+    a.add(make_file("old.bin", payload), "old/big.bin")  # entry 1
+    _released(a, "old/big.bin")  # entry 2; the gc's sweep is entry 3
+    gc_remote = a._require_remote("gc --remote").remote
+    delete = gc_remote.remove
+    pushed = []
+
+    def remove(relative: str) -> None:
+        if not pushed:
+            machine("s").sync()  # a machine that has read entries 1-3 takes a snapshot
+            fs, root = _fs(remote)
+            assert [k.rsplit("/", 1)[-1] for k in fs.find(f"{root}/snapshots")] == [
+                "000000000003.jsonl.gz"]
+            b = machine("b", upload="deferred")
+            b.add(make_file("new.bin", payload), "new/big.bin")
+            pushed.append(b.push())
+        delete(relative)
+
+    monkeypatch.setattr(gc_remote, "remove", remove)
+    collect(a, WEEK, remote=True, now=_past_grace())
+    assert pushed and pushed[0].names == 1
+    _everything_pulls(machine, {"new/big.bin": payload})
+    assert pushed[0].objects == 1  # sent again, under a key the sweep does not name

@@ -19,8 +19,11 @@ from pathlib import Path
 from ._objects import Fingerprint
 from ._packs import Member, Pack
 from ._refs import NameRecord
+from ._sweeps import Sweep
 
-SCHEMA_VERSION = 3
+# 4: sweeps. An index of 3 is rebuilt, and so reads the remote's log again: it may have
+# skipped sweep lines that a push must know of (docs/remote-layout.md, "gc against a push").
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
     scope TEXT NOT NULL,
@@ -50,6 +53,12 @@ CREATE TABLE IF NOT EXISTS packed (
     size INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack);
+-- the remote gc sweeps the log announced: the keys each is deleting, and the entry that said
+-- it was done (none yet: it may still be deleting them)
+CREATE TABLE IF NOT EXISTS sweeps (seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (seq, key))
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sweeps_by_key ON sweeps (key);
+CREATE TABLE IF NOT EXISTS sweeps_done (seq INTEGER PRIMARY KEY, done_at INTEGER NOT NULL);
 -- small settings: the last log entry applied, the last sync time
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
@@ -258,8 +267,11 @@ class Catalog:
         )
         return [_row_to_record(row) for row in rows]
 
-    def apply_remote(self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack]) -> None:
-        """Index records and pack lines of the remote's log up to entry ``seq``, in one transaction.
+    def apply_remote(
+        self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
+    ) -> None:
+        """Index records, pack and sweep lines of the remote's log up to entry ``seq``, in one
+        transaction.
 
         A name bound here but not on the remote (a deferred push that lost a race) keeps its
         local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
@@ -283,6 +295,12 @@ class Catalog:
                 "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
                 ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
             )
+            for sweep in sweeps:
+                if sweep.done_at is None:
+                    db.executemany("INSERT OR IGNORE INTO sweeps VALUES (?, ?)",
+                                   ((sweep.seq, key) for key in sweep.keys))
+                else:
+                    db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
             db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
@@ -318,6 +336,31 @@ class Catalog:
         ):
             members.setdefault(pack, []).append(Member(digest, offset, size))
         return [Pack(pack, tuple(ms)) for pack, ms in members.items()]
+
+    def swept(self, keys: Iterable[str], since: int) -> set[str]:
+        """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
+        one not done yet, or done in a later entry."""
+        db = self._db()
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i : i + _IN_CHUNK]
+            rows = db.execute(
+                "SELECT DISTINCT s.key FROM sweeps s LEFT JOIN sweeps_done d ON d.seq = s.seq "
+                f"WHERE s.key IN ({','.join('?' * len(chunk))}) AND (d.done_at IS NULL OR d.done_at > ?)",
+                (*chunk, since),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def open_sweeps(self) -> list[Sweep]:
+        """The sweeps not known to be done, with their keys (for a snapshot)."""
+        keys: dict[int, list[str]] = {}
+        for seq, key in self._db().execute(
+            "SELECT seq, key FROM sweeps WHERE seq NOT IN (SELECT seq FROM sweeps_done) ORDER BY seq, key"
+        ):
+            keys.setdefault(seq, []).append(key)
+        return [Sweep(seq, tuple(ks)) for seq, ks in keys.items()]
 
     def remote_records(self, scope: str) -> list[NameRecord] | None:
         """The records the remote binds, as this index knows them; None when a name bound

@@ -3,7 +3,9 @@
 Only bytes that hash to the expected digest are placed in ``objects/``; anything
 else lands in a throwaway temp path, is deleted, and raises IntegrityError.
 A pull reads each pack once, in one request spanning the members it wants; a
-lazy fetch of one packed file is one ranged request for that member alone.
+lazy fetch of one packed file is one ranged request for that member alone. A
+big object in a pack (one a push sent again under a new key, ``_sync``) is
+streamed instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import io
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from . import _packs
 from ._catalog import Catalog
@@ -63,8 +65,10 @@ class Fetcher:
 
     def _loose(self, record: NameRecord, progress: Progress) -> StoredBlob:
         expected = Digest.parse(record.digest)
+        if record.size == 0:  # nothing to read: its digest is checked all the same
+            return self._store(io.BytesIO(b""), record, durable=True, progress=progress)
         try:
-            if 0 < record.size <= _WHOLE_READ:
+            if record.size <= _WHOLE_READ:
                 # one ranged GET: opening a file object costs a HEAD first on s3fs
                 data = self.remote.read_bytes(self.remote.object_key(expected), 0, record.size)
                 if data is None:
@@ -87,6 +91,8 @@ class Fetcher:
         again later, loose) sends each member to its loose key instead."""
         wanted = sorted(wanted, key=lambda w: w[0].offset)
         start, end = wanted[0][0].offset, max(m.end for m, _ in wanted)
+        if end - start > _WHOLE_READ:
+            return [self._streamed(pack, m, r, durable, progress) for m, r in wanted]
         data = self.remote.read_bytes(_packs.key_of(pack), start, end)
         if data is None:
             return [self._loose(record, progress) for _, record in wanted]
@@ -101,6 +107,16 @@ class Fetcher:
             more = f" (and {len(corrupt) - 1} more in that pack)" if len(corrupt) > 1 else ""
             raise IntegrityError(f"{corrupt[0]}{more}")
         return stored
+
+    def _streamed(
+        self, pack: str, member: Member, record: NameRecord, durable: bool, progress: Progress
+    ) -> StoredBlob:
+        try:
+            file = self.remote.open_file(_packs.key_of(pack))
+        except FileNotFoundError:
+            return self._loose(record, progress)
+        with _Span(file, member) as span, self.remote.errors(f"downloading {record.digest}"):
+            return self._store(cast(BinaryIO, span), record, durable, progress)
 
     def _store(self, reader: BinaryIO, record: NameRecord, durable: bool, progress: Progress) -> StoredBlob:
         expected = Digest.parse(record.digest)
@@ -144,3 +160,27 @@ class Fetcher:
                 self.fetch(record)
             self.remote.upload(self._objects.path(digest), key)
         return self.remote.url_of(key, expires_s)
+
+
+class _Span(io.RawIOBase):
+    """The bytes of one member of an open pack, as a stream (closing it closes the pack)."""
+
+    def __init__(self, file: BinaryIO, member: Member) -> None:
+        file.seek(member.offset)
+        self._file = file
+        self._left = member.size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            n = self._file.readinto(view[: min(len(view), self._left)]) or 0  # type: ignore[attr-defined]
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()

@@ -29,8 +29,13 @@ On the remote, another machine may have uploaded an object or a pack a moment
 ago and not yet appended the log entry that names it (objects go first,
 docs/remote-layout.md): remote objects and packs younger than the grace period
 are never deleted, and a pack goes only when none of its members is
-referenced. The remote grace is measured on the real clock, whatever ``now``
-says: the remote stamps its objects with its own clock.
+referenced. Nothing holds pushes off while the remote sweep deletes, so it
+announces the keys in the log first (``_sweeps``); a push that appends after
+that sends those objects again under new keys. The remote grace is judged at
+``now`` too, against the stamps the remote put on its keys with its own clock:
+left to its default (this machine's clock), that assumes the two clocks agree
+to well within the grace; a test on a store whose stamps it cannot set moves
+``now`` instead.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ._scopes import LAKE
 
 if TYPE_CHECKING:
     from ._lake import Lake
+    from ._sync import Syncer
 
 GRACE = timedelta(hours=24)
 
@@ -67,8 +73,9 @@ class GcReport:
 
 def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = False,
             now: datetime | None = None) -> GcReport:
-    """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry is judged at
-    (default: the clock). Returns a GcReport; raises RemoteError when a needed remote is down."""
+    """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry and the grace
+    periods are judged at (default: the clock). Returns a GcReport; raises RemoteError when a
+    needed remote is down."""
     report = GcReport(dry_run)
     now = _as_datetime(now) or datetime.now(UTC)
     scopes = lake.root / "scopes" / "pipeline"
@@ -88,7 +95,7 @@ def collect(lake: Lake, ttl: timedelta, dry_run: bool = False, remote: bool = Fa
         _collect_local(lake, referenced, now, report)
 
     if remote:
-        _collect_remote(lake, referenced, retiring, report)
+        _collect_remote(lake, referenced, retiring, now, report)
     return report
 
 
@@ -252,35 +259,76 @@ def _expired(record: NameRecord, expires_at: str) -> NameRecord:
 # the remote
 
 
-def _collect_remote(lake: Lake, referenced: set[str], retiring: set[str], report: GcReport) -> None:
+def _collect_remote(
+    lake: Lake, referenced: set[str], retiring: set[str], now: datetime, report: GcReport
+) -> None:
     syncer = lake._require_remote("gc --remote")
     remote = syncer.remote
     syncer.pull_metadata()  # the log names every record: the index now knows them all
-    referenced = referenced | _referenced(lake._catalog.records(LAKE, "", include_removed=True), retiring)
-    clock = datetime.now(UTC)
-    # A pack goes only when none of its members is referenced: packs are never rewritten,
-    # so a partly referenced one stays whole (docs/remote-layout.md).
-    members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in lake._catalog.packs()}
-    for key in [*remote.find("objects/"), *remote.find("packs/")]:
-        if key.startswith("packs/"):
-            if not key.endswith(".pack") or any(d in referenced for d in members.get(key, [])):
-                continue
-            _, algorithm, prefix, rest = key.removesuffix(".pack").split("/", 3)
-        else:
-            _, algorithm, prefix, rest = key.split("/", 3)
-            if str(Digest(algorithm, prefix + rest)) in referenced:
-                continue
+    unreferenced = _Unreferenced(lake, syncer, referenced, retiring)
+    keys = [*remote.find("objects/"), *(k for k in remote.find("packs/") if k.endswith(".pack"))]
+    old: dict[str, int] = {}  # key -> size
+    for key in unreferenced(keys):
         with remote.errors(f"inspecting {key}"):
             info = remote.fs.info(remote._path(key))
         modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
             "updated")
         when = _as_datetime(modified)
-        if when is None or clock - when < GRACE:
+        if when is None or now - when < GRACE:
             continue  # maybe another machine's upload whose names are on their way
-        report.remote_objects.append(str(Digest(algorithm, prefix + rest)))
-        report.bytes += int(info.get("size", 0))
-        if not report.dry_run:
-            remote.remove(key)
+        old[key] = int(info.get("size", 0))
+    if report.dry_run or not old:
+        report.remote_objects += [_digest_of(k) for k in old]
+        report.bytes += sum(old.values())
+        return
+    # No lock holds pushes off while we delete, and a push that finds a key, or sends the
+    # same bytes again, relies on that very key. So the log orders us: the sweep entry
+    # names the keys only if no entry before it references them (a push bound before it is
+    # seen, and its keys are spared), and a push appending after it sees the sweep and sends
+    # those objects again under new keys. Only then do the deletions start.
+    sweep = syncer.announce_sweep(list(old), unreferenced)
+    if sweep is None:
+        return
+    for key in sweep.keys:
+        remote.remove(key)
+        report.remote_objects.append(_digest_of(key))
+        report.bytes += old[key]
+    # Not in a `finally`: after a failed deletion a request may still be on its way, so the
+    # sweep stays not done, and pushes keep sending those objects again (costly, not wrong).
+    syncer.end_sweep(sweep)  # pushes from now on need not avoid these keys
+
+
+class _Unreferenced:
+    """Which remote keys hold nothing a record references, as far as the index knows: a
+    record bound here, or one of the log's entries applied so far."""
+
+    def __init__(self, lake: Lake, syncer: Syncer, referenced: set[str], retiring: set[str]) -> None:
+        self._lake, self._syncer, self._referenced, self._retiring = lake, syncer, referenced, retiring
+        self._seq: int | None = None
+        self._held: set[str] = set()
+        self._members: dict[str, list[str]] = {}
+
+    def __call__(self, keys: list[str]) -> list[str]:
+        seq = self._syncer._cursor()
+        if seq != self._seq:  # read every record again only when more of the log is applied
+            self._seq = seq
+            catalog = self._lake._catalog
+            self._held = self._referenced | _referenced(
+                catalog.records(LAKE, "", include_removed=True), self._retiring)
+            self._members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in catalog.packs()}
+        return [k for k in keys if not any(d in self._held for d in self._holds(k))]
+
+    def _holds(self, key: str) -> list[str]:
+        # A pack goes only when none of its members is referenced: packs are never rewritten,
+        # so a partly referenced one stays whole (docs/remote-layout.md). One that no pack
+        # line lists (left by an interrupted push) holds nothing anyone can reach.
+        return self._members.get(key, []) if key.startswith("packs/") else [_digest_of(key)]
+
+
+def _digest_of(key: str) -> str:
+    """The digest a remote key is named by: ``objects/<algo>/<hh>/<rest>`` or ``packs/….pack``."""
+    _, algorithm, prefix, rest = key.removesuffix(".pack").split("/", 3)
+    return str(Digest(algorithm, prefix + rest))
 
 
 def _as_datetime(value: object) -> datetime | None:

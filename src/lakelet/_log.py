@@ -16,7 +16,8 @@ offset, size], …]}`` saying where the small objects of those records lie
 after entry n is one listing (one page) of n's folder and one read per new
 entry, whatever the size of the lake. ``snapshots/<seq>.jsonl.gz`` holds, in
 the same line format, the state after entry ``seq``: a new machine reads the
-latest snapshot and the entries after it.
+latest snapshot and the entries after it. A remote gc also writes sweep lines
+(``_sweeps``): what it is about to delete, and when it is done.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from ._packs import Pack
 from ._refs import NameRecord
 from ._remote import Remote
+from ._sweeps import Sweep
 
 FOLDER = 1000  # entries per folder: one listing page on every store
 SNAPSHOT_EVERY = 1000  # entries between snapshots: a new machine reads at most ~2 folders after one
@@ -40,31 +42,37 @@ class Entry:
     seq: int
     records: list[NameRecord]
     packs: list[Pack]
+    sweeps: list[Sweep]
 
 
 def entry_key(seq: int) -> str:
     return f"log/{seq // FOLDER:09d}/{seq:012d}.jsonl"
 
 
-def encode(records: Iterable[NameRecord], packs: Iterable[Pack]) -> bytes:
+def encode(records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()) -> bytes:
     # pack lines first: a reader learns where the objects are before the names using them
     lines = [json.dumps(p.to_dict(), separators=(",", ":")).encode() for p in packs]
+    lines += [json.dumps(s.to_dict(), separators=(",", ":")).encode() for s in sweeps]
     lines += [r.to_json() for r in records]
     return b"".join(line + b"\n" for line in lines)
 
 
-def decode(body: bytes) -> tuple[list[NameRecord], list[Pack]]:
+def decode(body: bytes, seq: int) -> tuple[list[NameRecord], list[Pack], list[Sweep]]:
+    """The lines of entry (or snapshot) ``seq``."""
     records: list[NameRecord] = []
     packs: list[Pack] = []
+    sweeps: list[Sweep] = []
     for line in body.splitlines():
         if not line.strip():
             continue
         data = json.loads(line)
-        if "pack" in data:
+        if Sweep.is_line(data):  # before "pack": a sweep line has one too (see _sweeps)
+            sweeps.append(Sweep.from_dict(data, seq))
+        elif "pack" in data:
             packs.append(Pack.from_dict(data))
         else:
             records.append(NameRecord.from_dict(data))
-    return records, packs
+    return records, packs, sweeps
 
 
 def _numbers(names: list[str], suffix: str) -> list[int]:
@@ -78,9 +86,11 @@ class Log:
     def __init__(self, remote: Remote) -> None:
         self.remote = remote
 
-    def append(self, seq: int, records: list[NameRecord], packs: list[Pack]) -> None:
+    def append(
+        self, seq: int, records: list[NameRecord], packs: list[Pack], sweeps: list[Sweep] | None = None
+    ) -> None:
         """Create entry ``seq``; FileExistsError if another writer created it first."""
-        self.remote.create(entry_key(seq), encode(records, packs))
+        self.remote.create(entry_key(seq), encode(records, packs, sweeps or []))
 
     def entries_after(self, seq: int) -> list[Entry]:
         """Every entry numbered above ``seq``, in order: a listing per folder, a read per entry."""
@@ -93,19 +103,22 @@ class Log:
                 break  # the folder is not full: nothing has been written past it
             folder += 1
         bodies = self.remote.read_many([entry_key(n) for n in wanted])
-        return [Entry(n, *decode(bodies[entry_key(n)])) for n in wanted]
+        return [Entry(n, *decode(bodies[entry_key(n)], n)) for n in wanted]
 
     def snapshots(self) -> list[int]:
         """The numbers of the entries the snapshots were taken after, oldest first."""
         return _numbers(self.remote.list_dir("snapshots"), ".jsonl.gz")
 
-    def read_snapshot(self, seq: int) -> tuple[list[NameRecord], list[Pack]]:
+    def read_snapshot(self, seq: int) -> tuple[list[NameRecord], list[Pack], list[Sweep]]:
         body = self.remote.read_bytes(f"snapshots/{seq:012d}.jsonl.gz")
         if body is None:
             raise FileNotFoundError(f"snapshots/{seq:012d}.jsonl.gz")
-        return decode(gzip.decompress(body))
+        return decode(gzip.decompress(body), seq)
 
-    def write_snapshot(self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack]) -> None:
-        body = gzip.compress(encode(records, packs), mtime=0)
+    def write_snapshot(
+        self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
+    ) -> None:
+        """``sweeps``: those not done by entry ``seq`` (a push after it must still see them)."""
+        body = gzip.compress(encode(records, packs, sweeps), mtime=0)
         with contextlib.suppress(FileExistsError):  # another machine took the same one: same content
             self.remote.create(f"snapshots/{seq:012d}.jsonl.gz", body)

@@ -13,6 +13,9 @@ it is written in the log entry that binds the names using it (``_log``), so a
 machine that knows only the remote URL learns where every object is from the
 log alone, and a pack that no entry mentions (an interrupted push) holds
 nothing anyone can reach. Members are verified one by one when they are read.
+A pack that a push sends because a gc may be deleting the key its objects had
+(``_sync``) ends with a few random bytes that no member covers, so that its
+key is new.
 """
 
 from __future__ import annotations
@@ -85,9 +88,10 @@ def plan(sizes: dict[str, int]) -> list[list[tuple[str, int]]]:
 
 
 def write(
-    group: list[tuple[str, int]], path_of: Callable[[Digest], Path], tmp_dir: Path
+    group: list[tuple[str, int]], path_of: Callable[[Digest], Path], tmp_dir: Path, tail: bytes = b""
 ) -> tuple[Path, Pack]:
-    """Concatenate the local objects of ``group`` into a temp file; returns it and its Pack.
+    """Concatenate the local objects of ``group``, then ``tail``, into a temp file; returns it
+    and its Pack.
 
     The file is only a staging copy for the upload, so it is not fsynced.
     """
@@ -114,6 +118,8 @@ def write(
                     raise NotFoundError(f"object {digest} is {copied} bytes locally, expected {size}")
                 members.append(Member(digest, offset, size))
                 offset += size
+            hasher.update(tail)
+            out.write(tail)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,11 +4,15 @@ Order is what keeps every machine consistent: objects (loose or in packs) are
 uploaded before the log entry that binds names to them is appended, that
 entry is appended (the arbiter, by conditional create) before the names are
 bound locally, and a downloaded object is verified before it is renamed into
-the local store (``_fetch``).
+the local store (``_fetch``). A push never binds a name to bytes under a key
+that a remote gc announced it is deleting (``_sweeps``): it sends them again
+under a new one.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +30,11 @@ from ._refs import NameRecord
 from ._remote import Remote
 from ._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
 from ._scopes import LAKE
+from ._sweeps import Sweep
 
 _HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has a loose object before sending it
 _MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
+_FRESH_TAIL = 16  # random bytes that give a pack sent again a key no sweep has named
 _CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
 _LAST_SYNC = "last_sync"
 _SNAPSHOT_SEEN = "snapshot_seq"
@@ -74,11 +80,12 @@ class Syncer:
         any name is bound there to other content (nothing of the batch is bound).
         """
         self.pull_metadata()
+        since = self._cursor()  # every object is sent or looked for after this entry
         new, _, conflicts = self._classify(records)
         if conflicts:  # known before sending a byte
             raise NameExistsError(_conflict_message(conflicts, self.remote.url))
         packs, _, _ = self.upload_objects(new, progress)
-        bound, _ = self._commit(records, packs, all_or_nothing=True)
+        bound, _ = self._commit(records, packs, all_or_nothing=True, since=since, progress=progress)
         by_name = {r.name: r for r in bound}
         return [by_name[r.name] for r in records]
 
@@ -88,9 +95,11 @@ class Syncer:
         if not pending:
             return report
         self.pull_metadata()
+        since = self._cursor()
         new, _, _ = self._classify(pending)
         packs, report.objects, report.bytes = self.upload_objects(new, progress)
-        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False)
+        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False, since=since,
+                                               progress=progress, report=report)
         report.names = len(bound)
         return report
 
@@ -106,8 +115,9 @@ class Syncer:
         Returns (the packs sent, objects sent, bytes sent).
         """
         # Every object is sent, even one the log says the remote holds: gc may have deleted
-        # it since (the outputs of expired stage runs release theirs), and a fresh upload is
-        # what the grace period protects. Big ones are checked for first (_send_loose).
+        # it since (the outputs of expired stage runs release theirs). Big ones are looked
+        # for first and not sent again if there (_send_loose): whether a gc may be deleting
+        # what was found, or what was sent, is settled when the entry is appended (_commit).
         sizes = {r.digest: r.size for r in records}
         # (an empty object has no range to read back: it goes alone)
         small = {d: s for d, s in sizes.items() if 0 < s <= _packs.MEMBER_MAX}
@@ -173,12 +183,20 @@ class Syncer:
         return new, bound, conflicts
 
     def _commit(
-        self, records: list[NameRecord], packs: list[Pack], all_or_nothing: bool
+        self,
+        records: list[NameRecord],
+        packs: list[Pack],
+        all_or_nothing: bool,
+        since: int | None = None,
+        progress: Progress = SILENT,
+        report: PushReport | None = None,
     ) -> tuple[list[NameRecord], list[str]]:
         """Bind ``records`` by appending one log entry. Returns (records as bound, conflicts).
 
         The entry goes after the last one this machine has applied; if another
         writer took that number, its entry is read and the names checked again.
+        ``since``: the entry after which the objects were sent or found on the
+        remote (None for tombstones, which need no bytes).
         """
         for _ in range(_MAX_ATTEMPTS):
             new, bound, conflicts = self._classify(records)
@@ -186,6 +204,8 @@ class Syncer:
                 raise NameExistsError(_conflict_message(conflicts, self.remote.url))
             if not new:
                 return bound, conflicts
+            if since is not None:
+                packs = self._resend_swept(new, packs, since, progress, report)
             used = {r.digest for r in new}
             # only packs holding an object of this entry: the others hold nothing it names
             entry_packs = [p for p in packs if any(m.digest in used for m in p.members)]
@@ -201,6 +221,88 @@ class Syncer:
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
             "writers while binding names; try again"
+        )
+
+    def _resend_swept(
+        self, new: list[NameRecord], packs: list[Pack], since: int, progress: Progress,
+        report: PushReport | None,
+    ) -> list[Pack]:
+        """``packs``, with the objects of ``new`` whose key a gc sweep may be deleting sent
+        again under new keys.
+
+        Called with every entry before the one about to be appended applied: a sweep
+        announced after it will have seen this entry's names and spares their keys
+        (docs/remote-layout.md, "gc against a push"). A sweep announced before it, and not done
+        by entry ``since`` (before which nothing of this push was sent or looked for), may
+        delete a key this entry relies on at any moment, even one this push has just
+        written: the same bytes sent again land on the same key. So those objects go in
+        new packs, whose keys no sweep names (they end with random bytes), and this
+        entry's pack lines place them there."""
+        sizes = {r.digest: r.size for r in new if r.removed_at is None and r.size > 0}
+        relied: dict[str, list[str]] = {}  # key -> the objects of this entry read from it
+        for pack in packs:
+            members = [m.digest for m in pack.members if m.digest in sizes]
+            if members:
+                relied[_packs.key_of(pack.digest)] = members
+        in_packs = {d for members in relied.values() for d in members}
+        for digest in sizes.keys() - in_packs:
+            relied[self.remote.object_key(Digest.parse(digest))] = [digest]
+        swept = self._catalog.swept(relied, since)
+        if not swept:
+            return packs  # the common case: one query of the index, no request
+        again = {d: sizes[d] for key in swept for d in relied[key]}
+        small = {d: s for d, s in again.items() if s <= _packs.MEMBER_MAX}
+        # a big object goes alone, so that a reader streams it rather than holding a span
+        groups = _packs.plan(small) + [[(d, s)] for d, s in again.items() if d not in small]
+        progress.add_total(sum(again.values()))
+
+        def send(group: list[tuple[str, int]]) -> Pack:
+            path, pack = _packs.write(group, self._objects.path, self._tmp,
+                                      tail=secrets.token_bytes(_FRESH_TAIL))
+            try:
+                self.remote.upload(path, _packs.key_of(pack.digest))
+            finally:
+                path.unlink(missing_ok=True)
+            progress.advance(sum(s for _, s in group))
+            return pack
+
+        fresh = _parallel(send, groups, self.remote.transfers)
+        if report is not None:
+            report.objects += len(again)
+            report.bytes += sum(again.values())
+        return [p for p in packs if _packs.key_of(p.digest) not in swept] + fresh
+
+    def announce_sweep(self, keys: list[str], unreferenced: Callable[[list[str]], list[str]]) -> Sweep | None:
+        """Append a log entry saying a gc is about to delete ``keys``, those of them that
+        ``unreferenced`` still returns once every entry before it is applied. Returns the
+        sweep announced (None when nothing is left to delete)."""
+
+        def make(seq: int) -> Sweep | None:
+            left = unreferenced(keys)
+            return Sweep(seq, tuple(left)) if left else None
+
+        return self._append_sweep(make)
+
+    def end_sweep(self, sweep: Sweep) -> None:
+        """Append a log entry saying ``sweep`` has deleted everything it will."""
+        self._append_sweep(lambda seq: Sweep(sweep.seq, done_at=seq))
+
+    def _append_sweep(self, make: Callable[[int], Sweep | None]) -> Sweep | None:
+        for _ in range(_MAX_ATTEMPTS):
+            seq = self._cursor() + 1
+            sweep = make(seq)
+            if sweep is None:
+                return None
+            try:
+                self.log.append(seq, [], [], [sweep])
+            except FileExistsError:
+                self.pull_metadata()
+                continue
+            self._catalog.apply_remote(seq, [], [], [sweep])
+            return sweep
+        raise RemoteError(
+            f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
+            "writers while gc announced a sweep; try again"
         )
 
     # reading from the remote
@@ -226,8 +328,8 @@ class Syncer:
         if cursor == 0:
             taken = self.log.snapshots()
             if taken:
-                records, packs = self.log.read_snapshot(taken[-1])
-                self._catalog.apply_remote(taken[-1], records, packs)
+                records, packs, sweeps = self.log.read_snapshot(taken[-1])
+                self._catalog.apply_remote(taken[-1], records, packs, sweeps)
                 self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
                 names, cursor = len(records), taken[-1]
         entries = self.log.entries_after(cursor)
@@ -236,6 +338,7 @@ class Syncer:
                 entries[-1].seq,
                 (r for e in entries for r in e.records),
                 [p for e in entries for p in e.packs],
+                [s for e in entries for s in e.sweeps],
             )
             names += sum(len(e.records) for e in entries)
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
@@ -255,7 +358,7 @@ class Syncer:
         records = self._catalog.remote_records(LAKE)
         if records is None:  # a name here lost a race: leave the snapshot to another machine
             return False
-        self.log.write_snapshot(cursor, records, self._catalog.packs())
+        self.log.write_snapshot(cursor, records, self._catalog.packs(), self._catalog.open_sweeps())
         self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 

@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +123,23 @@ def machine(remote: RemoteSpec, tmp_path: Path):
         return lakelet.open(lake.root)
 
     return make
+
+
+class WhenDone:
+    """A progress callback that calls ``then`` once, when the work it watches has accounted
+    for every byte it announced: e.g. a gc run "by another process" after an add stored its
+    objects or a push sent them, and before either binds their names. Its result: ``.result``."""
+
+    def __init__(self, then: Callable[[], Any]) -> None:
+        self.then = then
+        self.total = self.done = 0
+        self.result: Any = None
+
+    def add_total(self, nbytes: int, /) -> None:
+        self.total += nbytes
+
+    def advance(self, nbytes: int, /) -> None:
+        self.done += nbytes
+        if self.result is None and self.done >= self.total:
+            self.result = self.then()
+

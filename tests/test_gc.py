@@ -23,7 +23,7 @@ import pytest
 import lakelet
 from lakelet._gc import collect
 
-from .conftest import run_lakelet, snapshot
+from .conftest import WhenDone, run_lakelet, snapshot
 
 PIPELINE = '''
 import lakelet
@@ -333,29 +333,11 @@ def test_objects_stored_by_an_add_not_yet_named_outlive_a_gc_for_the_grace(lake,
     assert [f.read_text() for f in lake.ls("many/")] == [f"file {i}" for i in range(8)]
 
 
-class _GcOnceStored:
-    """Progress of an add that runs a gc, as another process would, once the add has stored
-    every object and before it binds their names."""
-
-    def __init__(self, root: Path, now: datetime | None) -> None:
-        self.root, self.now = root, now
-        self.total = self.done = 0
-        self.report = None
-
-    def add_total(self, nbytes: int, /) -> None:
-        self.total += nbytes
-
-    def advance(self, nbytes: int, /) -> None:
-        self.done += nbytes
-        if self.done == self.total:
-            self.report = collect(lakelet.open(self.root), WEEK, now=self.now)
-
-
 def test_a_gc_between_storing_and_binding_keeps_the_add_whole(lake, tmp_path) -> None:
-    gc = _GcOnceStored(lake.root, now=None)
+    gc = WhenDone(lambda: collect(lakelet.open(lake.root), WEEK))
     files = lake.add(_tree(tmp_path / "src"), "many", progress=gc)
     assert [f.read_text() for f in files] == [f"file {i}" for i in range(8)]
-    assert gc.report is not None and gc.report.objects == []
+    assert gc.result is not None and gc.result.objects == []
     assert lakelet.open(lake.root).fsck().ok
 
 
@@ -363,10 +345,10 @@ def test_an_add_whose_objects_a_gc_deleted_before_binding_binds_nothing(lake, tm
     """Past the grace (an add that reused old unreferenced objects, or ran for a day), gc may
     delete what an add stored; the add then fails whole rather than name missing content."""
     tree = _tree(tmp_path / "src")
-    gc = _GcOnceStored(lake.root, now=_later(days=2))
+    gc = WhenDone(lambda: collect(lakelet.open(lake.root), WEEK, now=_later(days=2)))
     with pytest.raises(lakelet.NotFoundError, match="deleted by a `lakelet gc`.*add it again"):
         lake.add(tree, "many", progress=gc)
-    assert gc.report is not None and len(gc.report.objects) == 8
+    assert gc.result is not None and len(gc.result.objects) == 8
     assert lake.ls() == [] and lakelet.open(lake.root).ls() == []
     lake.add(tree, "many")
     assert [f.read_text() for f in lake.ls("many/")] == [f"file {i}" for i in range(8)]

@@ -18,7 +18,7 @@ from lakelet._digest import Digest
 from lakelet._gc import _expired, collect
 from lakelet._objects import hash_stream
 
-from .conftest import run_lakelet
+from .conftest import WhenDone, run_lakelet
 
 _RACER = r"""
 import json, sys
@@ -173,25 +173,6 @@ def _sweep_lines(remote) -> list[dict]:
     return [line for line in lines if "sweep" in line or "swept" in line]
 
 
-class _GcOnceAllSent:
-    """Progress of a push that runs a `gc --remote` of the machine at ``root`` once every object
-    of the push is accounted for (sent, or found on the remote), before the log entry binding
-    their names is appended."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.total = self.done = 0
-        self.report = None
-
-    def add_total(self, nbytes: int, /) -> None:
-        self.total += nbytes
-
-    def advance(self, nbytes: int, /) -> None:
-        self.done += nbytes
-        if self.report is None and self.done >= self.total:
-            self.report = collect(lakelet.open(self.root), WEEK, remote=True, now=_past_grace())
-
-
 def test_a_gc_between_a_push_finding_a_big_object_and_binding_it(remote, machine, make_file) -> None:
     """B finds the object of its 9 MiB file on the remote (a's, unreferenced since its name
     expired) and skips the upload; a's gc deletes it before B's log entry is appended. (Big
@@ -204,11 +185,11 @@ def test_a_gc_between_a_push_finding_a_big_object_and_binding_it(remote, machine
     dry = collect(a, WEEK, dry_run=True, remote=True, now=_past_grace())
     assert dry.remote_objects == [digest] and _sweep_lines(remote) == []  # a dry run announces nothing
 
-    gc = _GcOnceAllSent(a.root)
+    gc = WhenDone(lambda: collect(lakelet.open(a.root), WEEK, remote=True, now=_past_grace()))
     report = b.push(progress=gc)
     assert (report.names, report.conflicts) == (1, [])
     _everything_pulls(machine, {"new/big.bin": payload})
-    assert gc.report is not None and gc.report.remote_objects == [digest]  # the old copy went
+    assert gc.result is not None and gc.result.remote_objects == [digest]  # the old copy went
     assert report.objects == 1  # found, then sent again after all, under a key of its own
     # an older lakelet reads a line with "pack" as a pack line: these read as empty packs
     assert _sweep_lines(remote) and all(line["pack"] == "" and line["members"] == []
@@ -289,11 +270,12 @@ def test_a_gc_deleting_the_pack_a_resumed_push_sends_again(remote, machine, make
     (orphan,) = fs.find(f"{root}/packs")
     algorithm, prefix, rest = orphan.removesuffix(".pack").rsplit("/", 3)[-3:]
 
-    gc = _GcOnceAllSent(machine("m").root)
+    m = machine("m").root
+    gc = WhenDone(lambda: collect(lakelet.open(m), WEEK, remote=True, now=_past_grace()))
     report = lakelet.open(a.root).push(progress=gc)
     assert (report.names, report.conflicts) == (3, [])
     _everything_pulls(machine, contents)
-    assert gc.report is not None and gc.report.remote_objects == [f"{algorithm}:{prefix}{rest}"]
+    assert gc.result is not None and gc.result.remote_objects == [f"{algorithm}:{prefix}{rest}"]
     fs, root = _fs(remote)
     (resent,) = fs.find(f"{root}/packs")
     assert resent != orphan  # the same members, under a key of its own

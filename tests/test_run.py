@@ -52,14 +52,19 @@ WORK = 1.0
 '''
 
 
-@pytest.fixture
-def diamond(tmp_path, monkeypatch):
+def _import_source(tmp_path, monkeypatch, prefix: str, source: str):
+    """``source`` as a fresh module that worker processes can import too; returns (module, name)."""
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
-    name = f"diamond_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(DIAMOND)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(source)
     importlib.invalidate_caches()
-    module = importlib.import_module(name)
+    return importlib.import_module(name), name
+
+
+@pytest.fixture
+def diamond(tmp_path, monkeypatch):
+    module, name = _import_source(tmp_path, monkeypatch, "diamond", DIAMOND)
     lake = lakelet.init(tmp_path / "lake", remote=(tmp_path / "remote").as_uri())
     lakelet.use(lake)
     yield module, lake
@@ -163,12 +168,7 @@ def both(a, b):
 
 @pytest.fixture
 def factory(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
-    name = f"factory_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(FACTORY)
-    importlib.invalidate_caches()
-    module = importlib.import_module(name)
+    module, name = _import_source(tmp_path, monkeypatch, "factory", FACTORY)
     lake = lakelet.init(tmp_path / "lake")
     lakelet.use(lake)
     yield module, lake

@@ -11,6 +11,7 @@ streamed instead.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,9 +19,16 @@ from typing import Any, BinaryIO, cast
 
 from . import _packs
 from ._catalog import Catalog
-from ._digest import Digest
+from ._digest import Digest, digest_bytes
 from ._errors import IntegrityError, NotFoundError
-from ._objects import ObjectStore, StoredBlob, new_temp_path, sync_filesystem, write_blob
+from ._objects import (
+    ObjectStore,
+    StoredBlob,
+    new_temp_path,
+    sync_filesystem,
+    write_blob,
+    write_small_blob,
+)
 from ._packs import Member
 from ._progress import SILENT, Progress
 from ._refs import NameRecord
@@ -100,7 +108,10 @@ class Fetcher:
         stored, corrupt = [], []
         for member, chunk in _packs.slices(data, start, [m for m, _ in wanted]):
             try:
-                stored.append(self._store(io.BytesIO(chunk), records[member.digest], durable, progress))
+                if durable:
+                    stored.append(self._store(io.BytesIO(chunk), records[member.digest], True, progress))
+                else:
+                    stored.append(self._store_member(chunk, records[member.digest], progress))
             except IntegrityError as e:
                 corrupt.append(e)
         if corrupt:
@@ -127,12 +138,26 @@ class Fetcher:
         blob = write_blob(reader, self._tmp, place, durable=durable, progress=progress)
         if blob.digest != expected:
             blob.path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"the copy of {record.digest} on remote {self.remote.url} is corrupt "
-                f"(its bytes hash to {blob.digest}): nothing was cached; repair the remote "
-                "with `lakelet push` from a machine that holds the file"
-            )
+            raise self._corrupt(record, blob.digest)
         return blob
+
+    def _store_member(self, data: bytes, record: NameRecord, progress: Progress) -> StoredBlob:
+        """A pack member of a pull, already in memory: hashed first, so corrupt bytes are never
+        written, then stored as a directory add stores small files (the caller syncs once)."""
+        expected = Digest.parse(record.digest)
+        actual = digest_bytes(data, expected.algorithm)
+        if actual != expected:
+            raise self._corrupt(record, actual)
+        blob = write_small_blob(data, os.fspath(self._tmp), self._objects, digest=actual)
+        progress.advance(len(data))
+        return blob
+
+    def _corrupt(self, record: NameRecord, actual: Digest) -> IntegrityError:
+        return IntegrityError(
+            f"the copy of {record.digest} on remote {self.remote.url} is corrupt "
+            f"(its bytes hash to {actual}): nothing was cached; repair the remote "
+            "with `lakelet push` from a machine that holds the file"
+        )
 
     def _missing(self, record: NameRecord) -> NotFoundError:
         return NotFoundError(

@@ -268,7 +268,12 @@ def _hash_span(fd: int, offset: int, length: int, hasher: Hasher) -> None:
 
 
 def write_small_blob(
-    data: bytes, tmp_dir: str, store: ObjectStore, *, algorithm: str = DEFAULT_ALGORITHM
+    data: bytes,
+    tmp_dir: str,
+    store: ObjectStore,
+    *,
+    algorithm: str = DEFAULT_ALGORITHM,
+    digest: Digest | None = None,
 ) -> StoredBlob:
     """Store ``data``, a small file read whole, under its digest, atomically.
 
@@ -278,8 +283,10 @@ def write_small_blob(
     writes no object. Not durable: the caller owes one ``sync_filesystem`` before
     it publishes a name pointing at the blob. Paths are plain strings here: a
     10,000-file add would otherwise build and parse some 50,000 ``Path`` objects.
+    ``digest``: the digest of ``data``, when the caller has just computed it.
     """
-    digest = digest_bytes(data, algorithm)
+    if digest is None:
+        digest = digest_bytes(data, algorithm)
     final = store.path_name(digest)
     fd = _open_unnamed(tmp_dir)
     if fd is None:

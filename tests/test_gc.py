@@ -352,3 +352,29 @@ def test_an_add_whose_objects_a_gc_deleted_before_binding_binds_nothing(lake, tm
     assert lake.ls() == [] and lakelet.open(lake.root).ls() == []
     lake.add(tree, "many")
     assert [f.read_text() for f in lake.ls("many/")] == [f"file {i}" for i in range(8)]
+
+
+def test_gc_remote_deletes_the_temps_of_killed_writers_once_past_the_grace(tmp_path) -> None:
+    """A writer killed between writing its temp and renaming it leaves the temp in the
+    file:// remote's tmp/; gc --remote removes it after the grace and touches nothing else."""
+    remote_dir = tmp_path / "remote"
+    lake = lakelet.init(tmp_path / "lake", remote=remote_dir.as_uri())
+    lake.add(_tree(tmp_path / "kept", 2), "kept")
+    for i in range(2):  # two killed writers: two leftover temps
+        source = _tree(tmp_path / f"t{i}", 1)
+        crashed = subprocess.run([sys.executable, "-c", ADD, str(lake.root), str(source), f"t{i}"],
+                                 env={**os.environ, "LAKELET_CRASH_AT": "remote-file-written"},
+                                 capture_output=True, timeout=120)
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    stale, fresh = sorted((remote_dir / "tmp").iterdir())
+    now = datetime.fromtimestamp(fresh.stat().st_mtime, UTC) + timedelta(hours=23)
+    os.utime(stale, (1, (now - timedelta(hours=25)).timestamp()))
+    keys, size = snapshot(remote_dir), stale.stat().st_size  # every key (tmp/ left out)
+
+    dry = collect(lake, WEEK, dry_run=True, remote=True, now=now)
+    assert (dry.remote_temps, dry.bytes) == ([f"tmp/{stale.name}"], size) and stale.exists()
+    report = collect(lake, WEEK, remote=True, now=now)
+    assert (report.remote_temps, report.bytes) == ([f"tmp/{stale.name}"], size)
+    assert sorted((remote_dir / "tmp").iterdir()) == [fresh]  # younger than the grace at now
+    assert snapshot(remote_dir) == keys
+    assert [f.read_text() for f in lake.ls("kept/")] == ["file 0", "file 1"]

@@ -125,3 +125,50 @@ def test_concurrent_puts_to_one_scope_leave_a_consistent_store(lake) -> None:
     assert store.gets("shared") in {b"0" * 100, b"1" * 100, b"2" * 100}
     blobs = list((lake.root / "scopes" / "pipeline" / "busy").rglob("blake3-*"))
     assert len(blobs) == 41  # replaced blobs were freed, none leaked
+
+
+def _corrupt(path: Path) -> None:  # as tests/test_integrity.py does
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.write(b"X")
+
+
+@pytest.mark.parametrize("previous", [None, b"old export"], ids=["absent", "existing"])
+def test_get_of_a_corrupted_object_leaves_the_target_as_it_was(lake, tmp_path, previous) -> None:
+    store = lake.pipeline("r")
+    store.puts("blob", b"0123456789")
+    _corrupt(Path(store.url("blob").removeprefix("file://")))
+    out_dir = tmp_path / "export"
+    out_dir.mkdir()
+    target = out_dir / "blob.bin"
+    if previous is not None:
+        target.write_bytes(previous)
+    with pytest.raises(lakelet.IntegrityError):
+        store.get("blob", target)
+    assert [p.name for p in out_dir.iterdir()] == ([] if previous is None else ["blob.bin"])
+    if previous is not None:
+        assert target.read_bytes() == previous
+
+
+def test_get_that_fails_leaves_no_temp_file_beside_the_target(lake, tmp_path) -> None:
+    store = lake.user
+    store.puts("blob", b"content")
+    out_dir = tmp_path / "export"
+    (out_dir / "taken" / "inside").mkdir(parents=True)  # a directory cannot be replaced by a file
+    with pytest.raises(lakelet.InvalidArgumentError, match="is a directory"):
+        store.get("blob", out_dir / "taken")
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")) == ["taken", "taken/inside"]
+    with pytest.raises(lakelet.NotFoundError, match="does not exist"):
+        store.get("blob", out_dir / "missing" / "blob.bin")
+    assert not (out_dir / "missing").exists()
+
+
+def test_get_replaces_an_existing_target(lake, tmp_path) -> None:
+    store = lake.user
+    store.puts("blob", b"new content")
+    (tmp_path / "export").mkdir()
+    target = tmp_path / "export" / "blob.bin"
+    target.write_bytes(b"an older, longer export of something else")
+    store.get("blob", target)
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in target.parent.iterdir()] == ["blob.bin"]

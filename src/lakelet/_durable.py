@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from . import _faults
 from ._objects import fsync_dir, new_temp_path, write_all
@@ -26,14 +27,16 @@ from ._objects import fsync_dir, new_temp_path, write_all
 
 def publish_file(
     path: Path,
-    content: bytes | Path,
+    content: bytes | Path | BinaryIO,
     tmp_dir: Path,
     *,
     replace: bool = False,
     mode: int = 0o666,
     point: str | None = None,
 ) -> None:
-    """Give ``path`` the bytes ``content`` (or a copy of the file at ``content``), durably.
+    """Give ``path`` the bytes ``content`` (or a copy of the file at ``content``, or what is
+    left to read from the binary file ``content``), durably. On any error, the temp file goes
+    and ``path`` keeps what it held.
 
     ``tmp_dir`` must be on the filesystem of ``path``; missing parent directories of
     ``path`` are created, durably. ``mode`` goes through the umask, as ``open``'s does.
@@ -45,11 +48,14 @@ def publish_file(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            if isinstance(content, Path):
-                with open(content, "rb") as source, open(fd, "wb", closefd=False) as target:
-                    shutil.copyfileobj(source, target)
-            else:
+            if isinstance(content, bytes | bytearray | memoryview):
                 write_all(fd, content)
+            else:
+                with contextlib.ExitStack() as stack, open(fd, "wb", closefd=False) as target:
+                    source = content
+                    if isinstance(content, Path):
+                        source = stack.enter_context(open(content, "rb"))
+                    shutil.copyfileobj(source, target, 1 << 20)
             os.fsync(fd)
         finally:
             os.close(fd)

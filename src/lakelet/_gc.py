@@ -35,7 +35,9 @@ that sends those objects again under new keys. The remote grace is judged at
 ``now`` too, against the stamps the remote put on its keys with its own clock:
 left to its default (this machine's clock), that assumes the two clocks agree
 to well within the grace; a test on a store whose stamps it cannot set moves
-``now`` instead.
+``now`` instead. A ``file://`` remote's ``tmp/`` holds the temp files of its writers
+(``_remote``); one older than the grace belongs to a writer that was killed, since a live
+one renames or links its temp within moments of its last write, so it goes too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from ._scopes import LAKE
 
 if TYPE_CHECKING:
     from ._lake import Lake
+    from ._remote import Remote
     from ._sync import Syncer
 
 GRACE = timedelta(hours=24)
@@ -68,6 +71,7 @@ class GcReport:
     kept: dict[str, str] = field(default_factory=dict)  # expired stage runs that stay -> why
     objects: list[str] = field(default_factory=list)  # local objects deleted
     remote_objects: list[str] = field(default_factory=list)
+    remote_temps: list[str] = field(default_factory=list)  # keys under a file:// remote's tmp/
     bytes: int = 0
 
 
@@ -267,16 +271,9 @@ def _collect_remote(
     syncer.pull_metadata()  # the log names every record: the index now knows them all
     unreferenced = _Unreferenced(lake, syncer, referenced, retiring)
     keys = [*remote.find("objects/"), *(k for k in remote.find("packs/") if k.endswith(".pack"))]
-    old: dict[str, int] = {}  # key -> size
-    for key in unreferenced(keys):
-        with remote.errors(f"inspecting {key}"):
-            info = remote.fs.info(remote._path(key))
-        modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
-            "updated")
-        when = _as_datetime(modified)
-        if when is None or now - when < GRACE:
-            continue  # maybe another machine's upload whose names are on their way
-        old[key] = int(info.get("size", 0))
+    # younger keys may be another machine's uploads whose names are on their way
+    old = _older_than_grace(remote, unreferenced(keys), now)
+    _collect_remote_temps(remote, now, report)
     if report.dry_run or not old:
         report.remote_objects += [_digest_of(k) for k in old]
         report.bytes += sum(old.values())
@@ -296,6 +293,36 @@ def _collect_remote(
     # Not in a `finally`: after a failed deletion a request may still be on its way, so the
     # sweep stays not done, and pushes keep sending those objects again (costly, not wrong).
     syncer.end_sweep(sweep)  # pushes from now on need not avoid these keys
+
+
+def _older_than_grace(remote: Remote, keys: Iterable[str], now: datetime) -> dict[str, int]:
+    """key -> size of each of ``keys`` the store stamped more than the grace before ``now``."""
+    old = {}
+    for key in keys:
+        with remote.errors(f"inspecting {key}"):
+            try:
+                info = remote.fs.info(remote._path(key))
+            except FileNotFoundError:  # another gc took it meanwhile, or its writer renamed it
+                continue
+        modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
+            "updated")
+        when = _as_datetime(modified)
+        if when is not None and now - when >= GRACE:
+            old[key] = int(info.get("size", 0))
+    return old
+
+
+def _collect_remote_temps(remote: Remote, now: datetime, report: GcReport) -> None:
+    """Delete the temps killed writers left in a ``file://`` remote's ``tmp/``. No key refers
+    to a temp, so unlike objects they need no sweep entry: the grace alone spares live writers."""
+    if not remote.is_local:  # object stores publish an upload whole: they have no tmp/
+        return
+    old = _older_than_grace(remote, remote.find("tmp/"), now)
+    for key in old:
+        if not report.dry_run:
+            remote.remove(key)
+        report.remote_temps.append(key)
+        report.bytes += old[key]
 
 
 class _Unreferenced:

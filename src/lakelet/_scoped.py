@@ -20,6 +20,7 @@ from typing import BinaryIO
 from . import _config
 from ._catalog import Catalog
 from ._digest import Digest
+from ._durable import publish_file
 from ._errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
 from ._names import validate_name, validate_prefix
 from ._objects import StoredBlob, VerifiedReader, new_temp_path, write_blob
@@ -185,15 +186,18 @@ class ScopedStore:
         return True
 
     def get(self, name: str, file: str | os.PathLike[str]) -> None:
-        """Write the content of ``name`` to the local file ``file``."""
+        """Write the content of ``name`` to the local file ``file``, replacing it at once.
+        On any error ``file`` keeps what it held (or stays absent) and no temp file is left."""
         reader, _ = self._open(name)
         target = Path(file)
-        tmp = new_temp_path(target.parent) if target.parent.exists() else None
-        if tmp is None:
-            raise NotFoundError(f"directory {target.parent} does not exist")
-        with reader, open(tmp, "wb") as out:
-            shutil.copyfileobj(reader, out, 1 << 20)
-        os.replace(tmp, target)
+        with reader:
+            if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
+                raise NotFoundError(f"directory {target.parent} does not exist")
+            try:
+                # the temp beside the target: a rename moves a name only within one filesystem
+                publish_file(target, reader, target.parent, replace=True)
+            except IsADirectoryError:
+                raise InvalidArgumentError(f"{target} is a directory; give a file path") from None
 
     def gets(self, name: str, byte_range: list[int] | tuple[int, int] | None = None) -> bytes:
         """The content of ``name``, or only bytes ``[begin, end)`` of it."""

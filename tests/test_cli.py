@@ -57,6 +57,14 @@ def test_add_ls_info_cat_get(home, make_file, tmp_path) -> None:
     assert (tmp_path / "renamed.csv").exists()
 
 
+def test_a_failed_get_leaves_no_temp_file(home, make_file, tmp_path) -> None:
+    _ok("add", str(make_file("o.csv", "id\n1\n")), "raw/o.csv", env=home)
+    export = tmp_path / "export"
+    (export / "o.csv").mkdir(parents=True)  # the target is taken by a directory
+    assert "is a directory" in _fails("get", "raw/o.csv", str(export), env=home)  # export/o.csv
+    assert [p.name for p in export.iterdir()] == ["o.csv"] and not any((export / "o.csv").iterdir())
+
+
 def test_add_move(home, make_file) -> None:
     src = make_file("m.txt", "m")
     _ok("add", "--move", str(src), "m.txt", env=home)

@@ -181,18 +181,34 @@ def cat(ctx: click.Context, name: str, scope: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
     """Export NAME to the local path DEST (a directory keeps the name's last segment)."""
+    from typing import BinaryIO, cast
+
+    from lakelet._durable import publish_file
+
     f = lake_of(ctx).file(name, scope)
     target = dest / name.rsplit("/", 1)[-1] if dest.is_dir() else dest
     if not target.parent.is_dir():
         raise lakelet.NotFoundError(f"directory {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.lakelet-tmp")
-    with DelayedBar(f"exporting {name}") as bar, f.open("rb") as src, open(tmp, "wb") as out:
+    with DelayedBar(f"exporting {name}") as bar, f.open("rb") as src:
         bar.add_total(f.size)
-        while chunk := src.read(1 << 20):
-            out.write(chunk)
-            bar.advance(len(chunk))
-    tmp.replace(target)
+        try:
+            # the temp beside the target (one filesystem for the rename); gone on any error
+            publish_file(target, cast(BinaryIO, _Advancing(src, bar)), target.parent, replace=True)
+        except IsADirectoryError:
+            raise lakelet.InvalidArgumentError(f"{target} is a directory; give a file path") from None
     stdout.print(f"wrote {target}", highlight=False)
+
+
+class _Advancing:
+    """A binary reader that moves a progress bar by what is read from it."""
+
+    def __init__(self, reader: Any, bar: DelayedBar) -> None:
+        self._reader, self._bar = reader, bar
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._reader.read(size)
+        self._bar.advance(len(data))
+        return data
 
 
 @cli.command()

@@ -4,6 +4,9 @@ Every file is immutable and stored once under its content digest; names are
 bound once in the lake scope; user and pipeline scopes are scratch stores.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._current import current_lake, use
 from ._errors import (
     ConfigError,
@@ -22,10 +25,12 @@ from ._file import File
 from ._fsck import FsckReport
 from ._lake import Lake, init
 from ._lake import open_lake as open
-from ._run import RunError, run
 from ._scoped import PipelineStore, ScopedStore
-from ._stage import Stage, stage
-from ._stage_key import raw
+
+if TYPE_CHECKING:
+    from ._run import RunError, run
+    from ._stage import Stage, stage
+    from ._stage_key import raw
 
 __version__ = "0.1.0"
 
@@ -57,3 +62,19 @@ __all__ = [
     "stage",
     "use",
 ]
+
+# Pipeline machinery (code fingerprints, formats, executors) loads on first use, so
+# that `lakelet ls` and a plain `import lakelet` do not pay for it.
+_LAZY = {"RunError": "_run", "run": "_run", "Stage": "_stage", "stage": "_stage", "raw": "_stage_key"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-import fsspec
-
 from ._digest import Digest
 from ._durable import publish_file
 from ._errors import ConfigError, LakeletError, RemoteError
@@ -45,6 +43,8 @@ class Remote:
     ) -> None:
         self.url = url.rstrip("/")
         self.transfers = transfers  # concurrent requests; object stores reward parallel small transfers
+        import fsspec  # ~40 ms: paid only by commands that reach a remote
+
         try:
             # A private instance (fsspec's shared one would keep credentials and endpoints
             # read from the environment of an earlier Remote) with no listing cache: a

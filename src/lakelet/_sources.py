@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +118,9 @@ def redact(src: str) -> str:
 
 
 def _open_http(url: str) -> BinaryIO:
+    import urllib.error  # urllib.request pulls in http, ssl and email: ~25 ms
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     headers = {}
     if parts.username is not None:

@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
 from lakelet import Lake
 
-from ._render import human_size, stdout
+from ._render import human_size, new_table, stdout
 
 
 def list_datasets(lake: Lake, as_json: bool) -> None:
@@ -18,7 +17,7 @@ def list_datasets(lake: Lake, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(box=None, pad_edge=False)
+    table = new_table(box=None, pad_edge=False)
     for column in ("dataset", "version", "rows", "files", "size", "last write"):
         table.add_column(column, justify="left" if column in ("dataset", "last write") else "right")
     for r in rows:
@@ -43,7 +42,7 @@ def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
     stdout.print(f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
                  f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
                  f"by {s['creator']}\nfolder: {ds.folder}", highlight=False)
-    table = Table(pad_edge=False)
+    table = new_table(pad_edge=False)
     for column in ("column", "type", "count", "nulls", "min", "max", "p50", "p95"):
         table.add_column(column, justify="left" if column in ("column", "type") else "right")
     for column, st in stats.items():

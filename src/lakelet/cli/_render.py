@@ -6,16 +6,13 @@ import os
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+
+if TYPE_CHECKING:  # imported where first drawn: most commands print neither
+    from rich.progress import Progress
+    from rich.table import Table
 
 # Bars appear only for work that lasts; the variable lets tests see one at once.
 _DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
@@ -34,6 +31,13 @@ def human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def new_table(**options: Any) -> Table:
+    """A rich ``Table(**options)``, imported by the commands that print one."""
+    from rich.table import Table
+
+    return Table(**options)
 
 
 class DelayedBar:
@@ -61,6 +65,15 @@ class DelayedBar:
         if self._bar is None:
             if not self._enabled or time.monotonic() - self._started < _DELAY_S:
                 return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

@@ -7,10 +7,9 @@ import json
 import sys
 
 import click
-from rich.table import Table
 
 from ._context import lake_of
-from ._render import stdout
+from ._render import new_table, stdout
 
 
 @click.group()
@@ -41,7 +40,7 @@ def secrets_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([i.__dict__ for i in infos], indent=2))
         return
-    table = Table(box=None, pad_edge=False)
+    table = new_table(box=None, pad_edge=False)
     for column in ("name", "scope", "set at", "set by"):
         table.add_column(column)
     for i in infos:

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 import lakelet
 from lakelet import File, Lake, LakeletError
 
 from . import _datasets_view, _maintenance_commands, _remote_commands, _secrets_commands, _ui_command
 from ._context import lake_of
-from ._render import DelayedBar, human_size, stderr, stdout
+from ._render import DelayedBar, human_size, new_table, stderr, stdout
 
 
 class _Group(click.Group):
@@ -83,7 +82,7 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
     elif not files:
         stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
     else:
-        table = Table(box=None, pad_edge=False)
+        table = new_table(box=None, pad_edge=False)
         for column in ("name", "size", "created", "creator", "state"):
             table.add_column(column, justify="right" if column == "size" else "left")
         for f in files:
@@ -147,7 +146,7 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    table = Table(box=None, show_header=False, pad_edge=False)
+    table = new_table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -292,7 +291,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    table = Table(box=None, pad_edge=False)
+    table = new_table(box=None, pad_edge=False)
     for column in ("run", "started", "duration", "ran", "skipped", "failed"):
         table.add_column(column, justify="left" if column in ("run", "started") else "right")
     for r in found:

@@ -245,9 +245,6 @@ class Remote:
         with self.errors(f"reading object {digest}"):
             return self.fs.open(self._path(self.object_key(digest)), "rb")
 
-    def object_url(self, digest: Digest, expires_s: int) -> str:
-        return self.url_of(self.object_key(digest), expires_s)
-
     def url_of(self, relative: str, expires_s: int) -> str:
         path = self._path(relative)
         if self.is_local:

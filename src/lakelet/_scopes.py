@@ -63,10 +63,6 @@ class ScopeLayout:
         directory = root / "scopes" / scope
         return cls(scope, directory, RefStore(directory / "names", tmp_dir), None)
 
-    @property
-    def write_once(self) -> bool:
-        return self.objects is not None
-
     def blob_path(self, name: str, digest: Digest) -> Path:
         if self.objects is not None:
             return self.objects.path(digest)

@@ -105,7 +105,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
     import pyarrow.dataset as pads
 
     import lakelet
-    from lakelet._objects import sync_filesystem
+    from lakelet.storage._objects import sync_filesystem
 
     result: dict = {"rss_before_mib": _peak_rss_mib()}
     zstd = pads.ParquetFileFormat().make_write_options(compression="zstd")

@@ -16,7 +16,7 @@ import ssl
 import blake3
 from _common import MiB, machine, median, table, timed
 
-CHUNK = 4 * MiB  # lakelet._digest.CHUNK_SIZE
+CHUNK = 4 * MiB  # lakelet.core._digest.CHUNK_SIZE
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     size = 64 * MiB if args.quick else 512 * MiB
     reps = 2 if args.quick else 5
 
-    from lakelet._digest import CHUNK_SIZE
+    from lakelet.core._digest import CHUNK_SIZE
 
     assert CHUNK_SIZE == CHUNK, "lakelet's chunk size changed: update bench/hashing.py"
 

@@ -59,7 +59,7 @@ from _common import (
 
 import lakelet
 
-CHUNK = 4 * MiB  # lakelet._digest.CHUNK_SIZE
+CHUNK = 4 * MiB  # lakelet.core._digest.CHUNK_SIZE
 DVC = BENCH_DIR / ".venv-dvc" / "bin" / "dvc"
 LAKELET_CLI = Path(sys.executable).parent / "lakelet"
 
@@ -307,7 +307,7 @@ def main() -> None:
     reps = args.reps or (1 if args.quick else 3)
     use_dvc = not args.no_dvc and DVC.exists()
 
-    from lakelet._digest import CHUNK_SIZE
+    from lakelet.core._digest import CHUNK_SIZE
 
     assert CHUNK_SIZE == CHUNK, "lakelet's chunk size changed: update bench/ingest.py"
 

@@ -62,7 +62,7 @@ from pathlib import Path
 from _common import BENCH_DIR, MB, REPO, MiB, load_note, machine, median, scratch, table, write_random_file
 
 import lakelet
-from lakelet._environ import patched_environ
+from lakelet.core._environ import patched_environ
 
 DVC = BENCH_DIR / ".venv-dvc" / "bin" / "dvc"
 BUCKET = "lakelet-tests"

@@ -55,8 +55,8 @@ from _common import load_note, machine, median, scratch, table
 from fsspec.implementations.local import LocalFileSystem
 
 import lakelet
-from lakelet import _remote
-from lakelet._environ import patched_environ
+from lakelet.remote import _remote
+from lakelet.core._environ import patched_environ
 
 NEW_NAMES = 10
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import lakelet
-from lakelet import _current
+from lakelet.facade import _current
 
 from . import servers
 

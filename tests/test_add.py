@@ -12,11 +12,11 @@ import fsspec
 import pytest
 
 import lakelet
-from lakelet._digest import CHUNK_SIZE, Digest, digest_bytes
-from lakelet._ingest import ingest
-from lakelet._objects import _KERNEL_COPY_SPAN
-from lakelet._progress import SILENT
-from lakelet._sources import resolve
+from lakelet.core._digest import CHUNK_SIZE, Digest, digest_bytes
+from lakelet.lake._add import ingest
+from lakelet.storage._objects import _KERNEL_COPY_SPAN
+from lakelet.core._progress import SILENT
+from lakelet.storage._sources import resolve
 
 from .conftest import snapshot
 
@@ -102,7 +102,7 @@ def test_a_damaged_small_object_is_replaced_when_its_content_is_added_again(lake
     make_file("d/a.txt", "alpha")
     directory = make_file("d/b.txt", "beta").parent
     lake.add(directory, "first")
-    damaged = lake._lake.objects.path(Digest.parse(lake.file("first/a.txt").digest))
+    damaged = lake.context.objects.path(Digest.parse(lake.file("first/a.txt").digest))
     os.chmod(damaged, 0o644)
     damaged.write_bytes(b"alp")  # cut short behind lakelet's back
     with pytest.raises(lakelet.IntegrityError):
@@ -121,7 +121,7 @@ def test_a_file_that_grew_after_it_was_listed_is_stored_whole(lake, tmp_path) ->
     (directory / "small.bin").write_bytes(b"small")
     listed = resolve(directory)
     (directory / "grown.bin").write_bytes(os.urandom(CHUNK_SIZE + 123))  # between listing and storing
-    records = ingest(lake, [(f"d/{s.relative}", s) for s in listed], {}, False, SILENT)
+    records = ingest(lake.context, [(f"d/{s.relative}", s) for s in listed], {}, False, SILENT)
     assert [r.size for r in records] == [CHUNK_SIZE + 123, 5]
     assert lake.file("d/grown.bin").read_bytes() == (directory / "grown.bin").read_bytes()
     assert lake.fsck().ok

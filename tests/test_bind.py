@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import lakelet
-from lakelet._names import name_key
-from lakelet._refs import NameRecord
+from lakelet.core._names import name_key
+from lakelet.storage._refs import NameRecord
 
 _RACER = r"""
 import json, sys

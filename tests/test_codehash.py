@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from lakelet._codehash import code_identity
+from lakelet.stages._codehash import code_identity
 
 BASE = '''
 import json

@@ -217,7 +217,7 @@ def test_cli_datasets_and_info(lake) -> None:
 
 
 def test_state_bookmarks_and_run_logs_are_shared(tmp_path) -> None:
-    from lakelet._state import run_logs, write_run_log
+    from lakelet.datasets._state import run_logs, write_run_log
 
     remote = (tmp_path / "remote").as_uri()
     a = lakelet.init(tmp_path / "a", remote=remote)
@@ -226,9 +226,9 @@ def test_state_bookmarks_and_run_logs_are_shared(tmp_path) -> None:
     a.state("orders-pipeline").set({"orders": {"replication_key_value": "2025-01-20"}})
     assert b.state("orders-pipeline").get() == {"orders": {"replication_key_value": "2025-01-20"}}
     assert (tmp_path / "remote" / "state" / "orders-pipeline" / "state.json").is_file()  # DataSpoc layout
-    write_run_log(a, "orders-pipeline", {"rows": {"orders": 2}})
-    write_run_log(b, "orders-pipeline", {"rows": {"orders": 1}})
-    assert [log["rows"]["orders"] for log in run_logs(a, "orders-pipeline")] == [2, 1]
+    write_run_log(a.context, "orders-pipeline", {"rows": {"orders": 2}})
+    write_run_log(b.context, "orders-pipeline", {"rows": {"orders": 1}})
+    assert [log["rows"]["orders"] for log in run_logs(a.context, "orders-pipeline")] == [2, 1]
     with pytest.raises(lakelet.InvalidArgumentError):
         a.state("orders-pipeline").set({"when": object()})
     with pytest.raises(lakelet.InvalidNameError):

@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 import lakelet
-from lakelet._durable import publish_file
-from lakelet._run import list_runs
-from lakelet._state import run_logs, write_run_log
+from lakelet.core._durable import publish_file
+from lakelet.datasets._state import run_logs, write_run_log
 
 KEY = base64.b64encode(b"k" * 32).decode()
 
@@ -107,18 +106,18 @@ def test_a_bookmark_killed_before_it_is_published_leaves_the_previous_one(lake) 
 
 WRITE_LOG = """
 import sys, lakelet
-from lakelet._state import write_run_log
-write_run_log(lakelet.open(sys.argv[1]), "orders", {"rows": 3})
+from lakelet.datasets._state import write_run_log
+write_run_log(lakelet.open(sys.argv[1]).context, "orders", {"rows": 3})
 """
 
 
 def test_a_run_log_killed_before_it_is_published_is_not_there(lake) -> None:
     _killed_at("run-log-written", WRITE_LOG, lake.root)
-    assert run_logs(lakelet.open(lake.root), "orders") == []
+    assert run_logs(lakelet.open(lake.root).context, "orders") == []
     assert _files(lake.root / "logs" / "orders") == []
     _temp_only_in_tmp_until_fsck(lake.root)
-    write_run_log(lake, "orders", {"rows": 3})
-    assert run_logs(lake, "orders") == [{"rows": 3}]
+    write_run_log(lake.context, "orders", {"rows": 3})
+    assert run_logs(lake.context, "orders") == [{"rows": 3}]
 
 
 PIPELINE = '''
@@ -141,12 +140,12 @@ lakelet.run(durable_pipeline.one, run_id="r1")
 def test_a_run_report_killed_before_it_is_published_is_not_there(lake, tmp_path) -> None:
     (tmp_path / "durable_pipeline.py").write_text(PIPELINE)
     _killed_at("run-report-written", RUN, lake.root, tmp_path)
-    assert list_runs(lakelet.open(lake.root)) == [] and _files(lake.root / "runs") == []
+    assert lakelet.open(lake.root).runs() == [] and _files(lake.root / "runs") == []
     _temp_only_in_tmp_until_fsck(lake.root)
     again = subprocess.run([sys.executable, "-c", RUN, str(lake.root), str(tmp_path)],
                            capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
-    assert [r["run_id"] for r in list_runs(lakelet.open(lake.root))] == ["r1"]
+    assert [r["run_id"] for r in lakelet.open(lake.root).runs()] == ["r1"]
 
 
 SET_SECRET = """
@@ -198,7 +197,7 @@ def test_a_run_log_killed_before_it_reaches_a_file_remote_is_not_listed(tmp_path
     remote = tmp_path / "remote"
     lake = lakelet.init(tmp_path / "lake", remote=remote.as_uri())
     _killed_at("remote-file-written", WRITE_LOG, lake.root)
-    assert run_logs(lakelet.open(lake.root), "orders") == []
+    assert run_logs(lakelet.open(lake.root).context, "orders") == []
     assert _files(remote / "logs" / "orders") == [] and len(_files(remote / "tmp")) == 1
-    write_run_log(lake, "orders", {"rows": 3})
-    assert run_logs(lake, "orders") == [{"rows": 3}]
+    write_run_log(lake.context, "orders", {"rows": 3})
+    assert run_logs(lake.context, "orders") == [{"rows": 3}]

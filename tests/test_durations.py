@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import lakelet
-from lakelet._expiry import parse_duration
+from lakelet.lake._expiry import parse_duration
 
 from .conftest import run_lakelet
 

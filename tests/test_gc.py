@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 import lakelet
-from lakelet._gc import collect
 
 from .conftest import WhenDone, run_lakelet, snapshot
 
@@ -126,18 +125,18 @@ def test_an_expired_output_goes_and_its_stage_reruns(pipeline, ran) -> None:
     assert record["ttl_s"] == 3600 and lake.file(output).meta["expires_at"] == record["expires_at"]
     ran()
 
-    report = collect(lake, WEEK, now=_later())
+    report = lake.gc(WEEK, now=_later())
     assert report.stage_runs == [run_record] and report.stage_outputs == [output]
     assert not lake.exists(output) and not lake.exists(run_record)
     assert blob.exists() and report.objects == []  # bytes younger than the grace stay a day
-    report = collect(lake, WEEK, now=_later(days=2))
+    report = lake.gc(WEEK, now=_later(days=2))
     assert not blob.exists() and report.bytes >= len(b'{"rows":[1,2,3]}')
     # lineage stays: the output's tombstone names its run, whose record keeps its bytes
     with pytest.raises(lakelet.NotFoundError, match="was removed"):
         lake.file(output).read_bytes()
-    tomb = lake._lookup("lake", output)
+    tomb = lake.context.lookup("lake", output)
     assert tomb.meta["run"] == run_record and tomb.meta["expired_at"] == record["expires_at"]
-    with lake._open_record(lake._lookup("lake", run_record)) as f:
+    with lake.context.open_record(lake.context.lookup("lake", run_record)) as f:
         assert json.loads(f.read())["key"] == record["key"]
 
     assert module.scratch() == {"rows": [1, 2, 3]}
@@ -157,9 +156,9 @@ def test_unexpired_and_ttl_less_outputs_stay(pipeline, ran) -> None:
     assert "expires_at" not in json.loads(lake.file(forever[0]).read_bytes())
     ran()
 
-    report = collect(lake, WEEK, now=_later())
+    report = lake.gc(WEEK, now=_later())
     assert (report.stage_runs, report.stage_outputs, report.kept) == ([], [], {})
-    report = collect(lake, WEEK, now=_later(days=365 * 100))
+    report = lake.gc(WEEK, now=_later(days=365 * 100))
     assert report.stage_runs == [monthly[0]] and report.stage_outputs == [monthly[1]]
     assert all(lake.exists(n) for n in forever)
     module.forever()
@@ -174,7 +173,7 @@ def test_an_expired_output_that_a_live_run_read_stays(pipeline, ran) -> None:
     raw_rows, cleaned, consumer, tmp_a, tmp_b = (
         _names(lake, module, s)[0] for s in ("raw_rows", "cleaned", "report", "tmp_a", "tmp_b"))
 
-    report = collect(lake, WEEK, now=_later())
+    report = lake.gc(WEEK, now=_later())
     assert report.kept == {cleaned: f"{consumer} read its output", raw_rows: f"{cleaned} read its output"}
     assert sorted(report.stage_runs) == sorted([tmp_a, tmp_b])
     module.report()
@@ -193,10 +192,10 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(pipeline) -> None:
     files, names = snapshot(lake.root), [f.name for f in lake.ls()]
     now = _later(days=2)  # past the grace of the objects too
 
-    dry = collect(lake, WEEK, dry_run=True, now=now)
+    dry = lake.gc(WEEK, dry_run=True, now=now)
     assert snapshot(lake.root) == files and [f.name for f in lake.ls()] == names
     assert len(dry.stage_runs) == 3 and len(dry.stage_outputs) == 3 and dry.bytes > 0
-    real = collect(lake, WEEK, now=now)
+    real = lake.gc(WEEK, now=now)
     fields = ("stage_runs", "stage_outputs", "kept", "objects", "bytes")
     assert [getattr(dry, f) for f in fields] == [getattr(real, f) for f in fields]
     assert snapshot(lake.root) != files
@@ -230,8 +229,7 @@ def test_cli_names_what_went(pipeline) -> None:
 CRASHING_GC = """
 import sys, lakelet
 from datetime import datetime, timedelta
-from lakelet._gc import collect
-collect(lakelet.open(sys.argv[1]), timedelta(days=7), now=datetime.fromisoformat(sys.argv[2]))
+lakelet.open(sys.argv[1]).gc(timedelta(days=7), now=datetime.fromisoformat(sys.argv[2]))
 """
 
 
@@ -249,7 +247,7 @@ def test_a_gc_killed_between_its_steps_is_finished_by_the_next(pipeline, ran) ->
     module.scratch()
     assert ran() == ["scratch"]
 
-    report = collect(lake, WEEK)
+    report = lake.gc(WEEK)
     assert report.stage_runs == [] and report.stage_outputs == [output] and not lake.exists(output)
     second = run_record.removesuffix(".json") + "-g2"
     assert _names(lake, module, "scratch") == [f"{second}.json", f"{second}/output.json"]
@@ -274,14 +272,14 @@ def test_expiry_is_shared_through_the_remote(module, tmp_path, ran) -> None:
     run_record, output = _names(a, module, "scratch")
     digest = a.file(output).digest
 
-    report = collect(a, WEEK, remote=True, now=_later())
+    report = a.gc(WEEK, remote=True, now=_later())
     assert report.stage_runs == [run_record]  # gc learned b's report, so cleaned and raw_rows stay
     assert sorted(report.kept) == sorted(_names(a, module, s)[0] for s in ("cleaned", "raw_rows"))
     assert report.remote_objects == [] and _remote_object(remote_dir, digest).exists()  # the grace
     os.utime(_remote_object(remote_dir, digest), (1, 1))
-    report = collect(a, WEEK, remote=True, now=_later())
+    report = a.gc(WEEK, remote=True, now=_later())
     assert report.remote_objects == [digest] and not _remote_object(remote_dir, digest).exists()
-    record_digest = a._lookup("lake", run_record).digest
+    record_digest = a.context.lookup("lake", run_record).digest
     assert _remote_object(remote_dir, record_digest).exists()  # the run record is the lineage
 
     b.sync()
@@ -322,19 +320,19 @@ def test_objects_stored_by_an_add_not_yet_named_outlive_a_gc_for_the_grace(lake,
     stored = _objects(lake)
     assert len(stored) == 8 and lake.ls() == []
 
-    report = collect(lake, WEEK)
+    report = lake.gc(WEEK)
     assert report.objects == [] and _objects(lake) == stored
-    report = collect(lake, WEEK, now=_later(hours=23))
+    report = lake.gc(WEEK, now=_later(hours=23))
     assert report.objects == [] and _objects(lake) == stored
 
-    report = collect(lake, WEEK, now=_later(hours=25))
+    report = lake.gc(WEEK, now=_later(hours=25))
     assert len(report.objects) == 8 and _objects(lake) == []
     lake.add(tree, "many")
     assert [f.read_text() for f in lake.ls("many/")] == [f"file {i}" for i in range(8)]
 
 
 def test_a_gc_between_storing_and_binding_keeps_the_add_whole(lake, tmp_path) -> None:
-    gc = WhenDone(lambda: collect(lakelet.open(lake.root), WEEK))
+    gc = WhenDone(lambda: lakelet.open(lake.root).gc(WEEK))
     files = lake.add(_tree(tmp_path / "src"), "many", progress=gc)
     assert [f.read_text() for f in files] == [f"file {i}" for i in range(8)]
     assert gc.result is not None and gc.result.objects == []
@@ -345,7 +343,7 @@ def test_an_add_whose_objects_a_gc_deleted_before_binding_binds_nothing(lake, tm
     """Past the grace (an add that reused old unreferenced objects, or ran for a day), gc may
     delete what an add stored; the add then fails whole rather than name missing content."""
     tree = _tree(tmp_path / "src")
-    gc = WhenDone(lambda: collect(lakelet.open(lake.root), WEEK, now=_later(days=2)))
+    gc = WhenDone(lambda: lakelet.open(lake.root).gc(WEEK, now=_later(days=2)))
     with pytest.raises(lakelet.NotFoundError, match="deleted by a `lakelet gc`.*add it again"):
         lake.add(tree, "many", progress=gc)
     assert gc.result is not None and len(gc.result.objects) == 8
@@ -371,9 +369,9 @@ def test_gc_remote_deletes_the_temps_of_killed_writers_once_past_the_grace(tmp_p
     os.utime(stale, (1, (now - timedelta(hours=25)).timestamp()))
     keys, size = snapshot(remote_dir), stale.stat().st_size  # every key (tmp/ left out)
 
-    dry = collect(lake, WEEK, dry_run=True, remote=True, now=now)
+    dry = lake.gc(WEEK, dry_run=True, remote=True, now=now)
     assert (dry.remote_temps, dry.bytes) == ([f"tmp/{stale.name}"], size) and stale.exists()
-    report = collect(lake, WEEK, remote=True, now=now)
+    report = lake.gc(WEEK, remote=True, now=now)
     assert (report.remote_temps, report.bytes) == ([f"tmp/{stale.name}"], size)
     assert sorted((remote_dir / "tmp").iterdir()) == [fresh]  # younger than the grace at now
     assert snapshot(remote_dir) == keys

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lakelet._state import run_logs
+from lakelet.datasets._state import run_logs
 
 from . import servers
 from .conftest import run_lakelet
@@ -69,7 +69,7 @@ def test_only_new_rows_arrive_on_the_next_run(pipeline, lake) -> None:
     assert all(f["relative"].startswith("dt=") for f in ds.files)
     state = lake.state("orders-pipeline").get()
     assert list(state["bookmarks"].values())[0]["replication_key_value"] == 3
-    logs = run_logs(lake, "orders-pipeline")
+    logs = run_logs(lake.context, "orders-pipeline")
     assert [log["ok"] for log in logs] == [True, True] and list(logs[1]["rows"].values()) == [1]
     third = _ingest(pipeline)  # nothing new: no new version
     assert third.returncode == 0 and lake.dataset(pipeline["dataset"]).version == 2
@@ -89,7 +89,7 @@ def test_a_tap_that_dies_commits_nothing_and_keeps_the_state(pipeline, lake, tmp
     assert failed.returncode == 1 and len(err.strip().splitlines()) == 1 and "tap-postgres" in err
     assert lake.state("orders-pipeline").get() == state
     assert lake.dataset(pipeline["dataset"]).version == 1
-    assert run_logs(lake, "orders-pipeline")[-1]["ok"] is False
+    assert run_logs(lake.context, "orders-pipeline")[-1]["ok"] is False
 
 
 @pytest.mark.parametrize("yaml_text, message", [

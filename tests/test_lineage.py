@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import lakelet
-from lakelet._lineage import browsable_base
+from lakelet.stages._provenance import browsable_base
 
 from .conftest import run_lakelet
 

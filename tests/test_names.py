@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lakelet
-from lakelet._names import validate_name
+from lakelet.core._names import validate_name
 
 from .conftest import snapshot
 

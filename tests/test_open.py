@@ -70,11 +70,13 @@ def test_file_without_a_lake_uses_the_current_lake(tmp_path, make_file, monkeypa
 
 def test_public_names_are_exactly_the_contract() -> None:
     assert set(lakelet.__all__) == {
-        "ConfigError", "File", "FsckReport", "IntegrityError", "InvalidArgumentError",
-        "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError", "NameExistsError",
-        "NotFoundError", "PipelineStore", "RemoteError", "RunError", "ScopedStore", "SecretError",
-        "SourceError",
-        "Stage", "__version__", "current_lake", "init", "open", "raw", "run", "stage", "use",
+        "ConfigError", "Dataset", "EvictReport", "File", "FsckReport", "GcReport", "IntegrityError",
+        "InvalidArgumentError", "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError",
+        "LineageGraph", "NameExistsError", "NotFoundError", "PipelineStore", "PushReport", "RemoteError",
+        "RunError", "SchemaConflictError", "ScopedStore", "SecretError", "SecretInfo", "Secrets",
+        "SourceError", "Stage", "State", "SyncReport",
+        "__version__", "current_lake", "current_user", "init", "open", "parse_duration", "raw", "run",
+        "stage", "use",
     }
     for name in lakelet.__all__:
         assert hasattr(lakelet, name)

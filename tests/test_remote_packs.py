@@ -13,7 +13,7 @@ import fsspec
 import pytest
 
 import lakelet
-from lakelet._gc import _expired, collect
+from lakelet.lake._gc import _expired
 
 from .conftest import run_lakelet
 
@@ -137,7 +137,7 @@ def test_gc_deletes_unreachable_packs_and_keeps_partly_referenced_ones(tmp_path,
     assert len(packs) == 2
     for path in packs:
         os.utime(path, (1, 1))
-    report = collect(c, ttl=timedelta(days=7), remote=True)  # c holds no record of b's lost name
+    report = c.gc(timedelta(days=7), remote=True)  # c holds no record of b's lost name
     (gone,) = [p for p in packs if not p.exists()]
     assert report.remote_objects == ["blake3:" + gone.parent.name + gone.name.removesuffix(".pack")]
     assert c.file("partly/001.bin").read_bytes() and c.file("partly/002.bin").read_bytes()
@@ -150,10 +150,10 @@ def test_objects_come_back_after_gc_freed_their_pack(tmp_path, make_file) -> Non
     a = lakelet.init(tmp_path / "a", remote=remote_dir.as_uri())
     contents = _small_files(make_file, 3, "gone")
     files = a.add(tmp_path / "src" / "gone", "gone")
-    a._tombstone([_expired(f.record, "2000-01-01T00:00:00+00:00") for f in files])  # what gc writes
+    a.context.tombstone([_expired(f.record, "2000-01-01T00:00:00+00:00") for f in files])  # what gc writes
     (first,) = list((remote_dir / "packs").rglob("*.pack"))
     os.utime(first, (1, 1))
-    collect(a, ttl=timedelta(days=7), remote=True)
+    a.gc(timedelta(days=7), remote=True)
     assert not first.exists()
 
     a.add(make_file("back/alone.bin", contents["000.bin"]), "back/alone.bin")  # one object: loose

@@ -14,9 +14,9 @@ import fsspec
 import pytest
 
 import lakelet
-from lakelet._digest import Digest
-from lakelet._gc import _expired, collect
-from lakelet._objects import hash_stream
+from lakelet.core._digest import Digest
+from lakelet.lake._gc import _expired
+from lakelet.storage._objects import hash_stream
 
 from .conftest import WhenDone, run_lakelet
 
@@ -148,7 +148,7 @@ def _released(lake: lakelet.Lake, name: str) -> str:
     """Tombstone ``name`` as gc does an expired stage output, so that nothing references its
     object (which stays on the remote until a `gc --remote`). Returns the object's digest."""
     record = lake.file(name).record
-    lake._tombstone([_expired(record, "2000-01-01T00:00:00+00:00")])
+    lake.context.tombstone([_expired(record, "2000-01-01T00:00:00+00:00")])
     return record.digest
 
 
@@ -182,10 +182,10 @@ def test_a_gc_between_a_push_finding_a_big_object_and_binding_it(remote, machine
     a.add(make_file("old.bin", payload), "old/big.bin")
     digest = _released(a, "old/big.bin")
     b.add(make_file("new.bin", payload), "new/big.bin")
-    dry = collect(a, WEEK, dry_run=True, remote=True, now=_past_grace())
+    dry = a.gc(WEEK, dry_run=True, remote=True, now=_past_grace())
     assert dry.remote_objects == [digest] and _sweep_lines(remote) == []  # a dry run announces nothing
 
-    gc = WhenDone(lambda: collect(lakelet.open(a.root), WEEK, remote=True, now=_past_grace()))
+    gc = WhenDone(lambda: lakelet.open(a.root).gc(WEEK, remote=True, now=_past_grace()))
     report = b.push(progress=gc)
     assert (report.names, report.conflicts) == (1, [])
     _everything_pulls(machine, {"new/big.bin": payload})
@@ -218,7 +218,7 @@ def test_a_push_while_a_gc_is_judging_or_deleting_the_object_it_finds(
     algorithm, hexdigest = digest.split(":")
     key = f"objects/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
 
-    gc_remote = a._require_remote("gc --remote").remote
+    gc_remote = a.context.require_remote("gc --remote").remote
     pushed = []
 
     def b_pushes() -> None:
@@ -244,7 +244,7 @@ def test_a_push_while_a_gc_is_judging_or_deleting_the_object_it_finds(
 
         monkeypatch.setattr(gc_remote, "remove", remove)
 
-    report = collect(a, WEEK, remote=True, now=_past_grace())
+    report = a.gc(WEEK, remote=True, now=_past_grace())
     assert pushed and (pushed[0].names, pushed[0].conflicts) == (1, [])
     _everything_pulls(machine, {"new/big.bin": payload})
     if moment == "judging its age":  # b's entry came before the gc's: the gc sees the name
@@ -271,7 +271,7 @@ def test_a_gc_deleting_the_pack_a_resumed_push_sends_again(remote, machine, make
     algorithm, prefix, rest = orphan.removesuffix(".pack").rsplit("/", 3)[-3:]
 
     m = machine("m").root
-    gc = WhenDone(lambda: collect(lakelet.open(m), WEEK, remote=True, now=_past_grace()))
+    gc = WhenDone(lambda: lakelet.open(m).gc(WEEK, remote=True, now=_past_grace()))
     report = lakelet.open(a.root).push(progress=gc)
     assert (report.names, report.conflicts) == (3, [])
     _everything_pulls(machine, contents)
@@ -286,12 +286,12 @@ def test_a_snapshot_taken_while_a_gc_deletes_tells_a_new_machine(
 ) -> None:
     """A machine that starts from a snapshot reads no entry before it: the snapshot holds the
     sweeps not done by then, so a push from that machine still avoids the keys being deleted."""
-    monkeypatch.setattr("lakelet._sync.SNAPSHOT_EVERY", 3)
+    monkeypatch.setattr("lakelet.remote._sync.SNAPSHOT_EVERY", 3)
     a = machine("a")
     payload = os.urandom(3 << 20)
     a.add(make_file("old.bin", payload), "old/big.bin")  # entry 1
     _released(a, "old/big.bin")  # entry 2; the gc's sweep is entry 3
-    gc_remote = a._require_remote("gc --remote").remote
+    gc_remote = a.context.require_remote("gc --remote").remote
     delete = gc_remote.remove
     pushed = []
 
@@ -307,7 +307,7 @@ def test_a_snapshot_taken_while_a_gc_deletes_tells_a_new_machine(
         delete(relative)
 
     monkeypatch.setattr(gc_remote, "remove", remove)
-    collect(a, WEEK, remote=True, now=_past_grace())
+    a.gc(WEEK, remote=True, now=_past_grace())
     assert pushed and pushed[0].names == 1
     _everything_pulls(machine, {"new/big.bin": payload})
     assert pushed[0].objects == 1  # sent again, under a key the sweep does not name

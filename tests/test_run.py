@@ -222,8 +222,6 @@ def test_runs_listing_and_the_run_store(diamond) -> None:
 def test_gc_drops_expired_runs_and_unreferenced_objects(tmp_path, make_file) -> None:
     import os as _os
 
-    from lakelet._gc import collect
-
     from .conftest import run_lakelet
 
     lake = lakelet.init(tmp_path / "gc-lake")
@@ -242,15 +240,13 @@ def test_gc_drops_expired_runs_and_unreferenced_objects(tmp_path, make_file) -> 
     real = run_lakelet("gc", "--ttl", "1d", env=env)
     assert real.returncode == 0 and b"removed 1 pipeline runs, 0 local objects" in real.stdout
     assert orphan.exists() and not old_dir.exists()  # younger than the grace: maybe an add's
-    report = collect(lake, timedelta(days=7), now=datetime.now(UTC) + timedelta(hours=25))
+    report = lake.gc(timedelta(days=7), now=datetime.now(UTC) + timedelta(hours=25))
     assert report.objects == ["blake3:ab" + "c" * 62] and not orphan.exists()
     assert lake.pipeline("new-run").gets("x") == b"new" and kept.read_text() == "kept"
 
 
 def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, make_file) -> None:
     import os as _os
-
-    from lakelet._gc import collect
 
     remote_dir = tmp_path / "remote"
     lake = lakelet.init(tmp_path / "a", remote=remote_dir.as_uri())
@@ -261,7 +257,7 @@ def test_remote_gc_spares_fresh_uploads_another_machine_may_be_naming(tmp_path, 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"bytes")
     _os.utime(stale, (1, 1))
-    report = collect(lake, ttl=timedelta(days=7), remote=True)
+    report = lake.gc(timedelta(days=7), remote=True)
     assert report.remote_objects == ["blake3:ab" + "2" * 62]
     assert fresh.exists() and not stale.exists()
     algo, hexdigest = named.digest.split(":")
@@ -383,7 +379,7 @@ def test_a_raw_input_edited_during_a_run(stage_module, tmp_path) -> None:
 
 def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> None:
     """Bound after the parent looked (by another run or machine): the worker runs nothing and says so."""
-    from lakelet._run import _lake_spec, run_stage
+    from lakelet.runner._run import _lake_spec, run_stage
 
     module, lake = diamond
     module.source()
@@ -394,7 +390,7 @@ def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> Non
 
 def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path, monkeypatch) -> None:
     """A worker on another machine: it opens its own cache root on the remote."""
-    from lakelet._run import run_stage
+    from lakelet.runner._run import run_stage
 
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)

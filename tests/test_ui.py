@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import lakelet
-from lakelet._environ import patched_environ
+from lakelet.core._environ import patched_environ
 from lakelet.ui import create_app, listen
 
 from . import ui_fixture

@@ -2,13 +2,17 @@
 
 Every file is immutable and stored once under its content digest; names are
 bound once in the lake scope; user and pipeline scopes are scratch stores.
+
+This module is the public API: the CLI and the UI use nothing else. The
+layers beneath it are described in docs/architecture.md.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._current import current_lake, use
-from ._errors import (
+from lakelet.core._config import current_user
+from lakelet.core._version import __version__
+from lakelet.core.errors import (
     ConfigError,
     IntegrityError,
     InvalidArgumentError,
@@ -18,54 +22,80 @@ from ._errors import (
     NameExistsError,
     NotFoundError,
     RemoteError,
+    RunError,
+    SchemaConflictError,
     SecretError,
     SourceError,
 )
-from ._file import File
-from ._fsck import FsckReport
-from ._lake import Lake, init
-from ._lake import open_lake as open
-from ._scoped import PipelineStore, ScopedStore
+from lakelet.datasets._state import State
+from lakelet.facade._current import current_lake, use
+from lakelet.facade._file import File
+from lakelet.facade._graph import LineageGraph
+from lakelet.facade._lake import Lake, init
+from lakelet.facade._lake import open_lake as open
+from lakelet.lake._expiry import parse_duration
+from lakelet.lake._fsck import FsckReport
+from lakelet.lake._gc import GcReport
+from lakelet.lake._scoped import PipelineStore, ScopedStore
+from lakelet.remote._sync import EvictReport, PushReport, SyncReport
+from lakelet.secrets._secrets import SecretInfo, Secrets
 
 if TYPE_CHECKING:
-    from ._run import RunError, run
-    from ._stage import Stage, stage
-    from ._stage_key import raw
-
-__version__ = "0.1.0"
+    from lakelet.datasets._datasets import Dataset
+    from lakelet.runner._run import run
+    from lakelet.stages._key import raw
+    from lakelet.stages._stage import Stage, stage
 
 __all__ = [
     "ConfigError",
+    "Dataset",
+    "EvictReport",
     "File",
     "FsckReport",
+    "GcReport",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidNameError",
     "Lake",
     "LakeNotFoundError",
     "LakeletError",
+    "LineageGraph",
     "NameExistsError",
     "NotFoundError",
     "PipelineStore",
+    "PushReport",
     "RemoteError",
     "RunError",
+    "SchemaConflictError",
     "ScopedStore",
     "SecretError",
+    "SecretInfo",
+    "Secrets",
     "SourceError",
     "Stage",
+    "State",
+    "SyncReport",
     "__version__",
     "current_lake",
+    "current_user",
     "init",
     "open",
+    "parse_duration",
     "raw",
     "run",
     "stage",
     "use",
 ]
 
-# Pipeline machinery (code fingerprints, formats, executors) loads on first use, so
-# that `lakelet ls` and a plain `import lakelet` do not pay for it.
-_LAZY = {"RunError": "_run", "run": "_run", "Stage": "_stage", "stage": "_stage", "raw": "_stage_key"}
+# Pipeline machinery (code fingerprints, formats, executors) and pyarrow load on first
+# use, so that `lakelet ls` and a plain `import lakelet` do not pay for them.
+_LAZY = {
+    "Dataset": "datasets._datasets",
+    "run": "runner._run",
+    "Stage": "stages._stage",
+    "stage": "stages._stage",
+    "raw": "stages._key",
+}
 
 
 def __getattr__(name: str) -> Any:

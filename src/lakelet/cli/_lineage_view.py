@@ -10,9 +10,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.text import Text
 
-from lakelet import Lake
-from lakelet._lineage import input_labels
-from lakelet._lineage_graph import build, method
+from lakelet import Lake, LineageGraph
 
 
 def _outputs(record: dict[str, Any]) -> list[str]:
@@ -22,11 +20,11 @@ def _outputs(record: dict[str, Any]) -> list[str]:
 def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
     blocks = []
     for record in records:
-        inputs = input_labels(lake, record) or ["(none)"]
+        inputs = lake.lineage_inputs(record) or ["(none)"]
         boxes = Columns([
             Panel("\n".join(inputs), title="inputs", expand=False),
             Text("→", justify="center"),
-            Panel(method(record), title="creation method", expand=False),
+            Panel(LineageGraph.method(record), title="creation method", expand=False),
             Text("→", justify="center"),
             Panel("\n".join(_outputs(record)), title="outputs", expand=False),
         ], align="center")
@@ -53,7 +51,7 @@ def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
 
 def _short_ids(lake: Lake, records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The lineage graph with identifiers Graphviz and Mermaid accept (n0, n1, …)."""
-    graph = build(lake, records)
+    graph = LineageGraph.of(lake, records)
     ids = {ident: f"n{i}" for i, ident in enumerate(graph.nodes)}
     nodes = {ids[ident]: node for ident, node in graph.nodes.items()}
     return nodes, [(ids[a], ids[b]) for a, b in graph.edges]

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from lakelet._expiry import parse_duration
+from lakelet import parse_duration
 
 from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout
@@ -24,9 +24,7 @@ from ._render import DelayedBar, human_size, stderr, stdout
 def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
     """Drop expired pipeline runs, stage outputs whose ttl= has passed and that nothing live
     read, and objects older than a day that no name refers to."""
-    from lakelet._gc import collect
-
-    report = collect(lake_of(ctx), parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
+    report = lake_of(ctx).gc(parse_duration(ttl, "--ttl"), dry_run=dry_run, remote=on_remote)
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
         return

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lakelet._expiry import parse_duration
+from lakelet import parse_duration
 
 from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout

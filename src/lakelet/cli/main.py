@@ -180,34 +180,10 @@ def cat(ctx: click.Context, name: str, scope: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, dest: Path, scope: str) -> None:
     """Export NAME to the local path DEST (a directory keeps the name's last segment)."""
-    from typing import BinaryIO, cast
-
-    from lakelet._durable import publish_file
-
     f = lake_of(ctx).file(name, scope)
-    target = dest / name.rsplit("/", 1)[-1] if dest.is_dir() else dest
-    if not target.parent.is_dir():
-        raise lakelet.NotFoundError(f"directory {target.parent} does not exist")
-    with DelayedBar(f"exporting {name}") as bar, f.open("rb") as src:
-        bar.add_total(f.size)
-        try:
-            # the temp beside the target (one filesystem for the rename); gone on any error
-            publish_file(target, cast(BinaryIO, _Advancing(src, bar)), target.parent, replace=True)
-        except IsADirectoryError:
-            raise lakelet.InvalidArgumentError(f"{target} is a directory; give a file path") from None
+    with DelayedBar(f"exporting {name}") as bar:
+        target = f.export(dest, progress=bar)
     stdout.print(f"wrote {target}", highlight=False)
-
-
-class _Advancing:
-    """A binary reader that moves a progress bar by what is read from it."""
-
-    def __init__(self, reader: Any, bar: DelayedBar) -> None:
-        self._reader, self._bar = reader, bar
-
-    def read(self, size: int = -1, /) -> bytes:
-        data: bytes = self._reader.read(size)
-        self._bar.advance(len(data))
-        return data
 
 
 @cli.command()
@@ -232,15 +208,12 @@ def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) 
 @click.pass_context
 def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fmt: str) -> None:
     """Inputs → creation method → outputs of NAME, with the code URL and versions."""
-    from lakelet._lineage import downstream as derived
-    from lakelet._lineage import upstream as ancestors
-
     from . import _lineage_view as view
 
     lake = lake_of(ctx)
     _ = lake.file(name).digest  # NotFoundError first, as one line
     if not upstream:
-        files = derived(lake, name, depth)
+        files = lake.downstream(name, depth)
         if fmt == "json":
             click.echo(json.dumps([{"name": f.name, "digest": f.digest} for f in files], indent=2))
         else:
@@ -249,7 +222,7 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
             if not files:
                 stderr.print(f"nothing in this lake was made from {name}")
         return
-    records = ancestors(lake, name, depth)
+    records = lake.lineage(name, depth)
     if fmt == "json":
         click.echo(json.dumps(records, indent=2, sort_keys=True))
     elif fmt == "dot":
@@ -273,9 +246,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def ingest(ctx: click.Context, pipeline: Path) -> None:
     """Run the Singer tap of PIPELINE.yaml into partitioned Parquet datasets, incrementally."""
-    from lakelet._singer import run
-
-    log = run(lake_of(ctx), pipeline)
+    log = lake_of(ctx).ingest(pipeline)
     rows = ", ".join(f"{stream}: {n:,}" for stream, n in log["rows"].items()) or "no streams"
     stdout.print(f"ingested {rows} rows ({log['files_written']} files)", highlight=False)
 
@@ -285,9 +256,7 @@ def ingest(ctx: click.Context, pipeline: Path) -> None:
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool) -> None:
     """Pipeline runs: id, start, duration, stages run / skipped / failed."""
-    from lakelet._run import list_runs
-
-    found = list_runs(lake_of(ctx))
+    found = lake_of(ctx).runs()
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

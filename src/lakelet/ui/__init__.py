@@ -11,12 +11,12 @@ import socket
 import webbrowser
 from typing import TYPE_CHECKING
 
-from .._errors import InvalidArgumentError
+from lakelet import InvalidArgumentError
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from .._lake import Lake
+    from lakelet import Lake
 
 LOOPBACK = "127.0.0.1"
 _EXTRA = {"fastapi", "starlette", "pydantic", "uvicorn"}  # what `pip install 'lakelet[ui]'` brings

@@ -18,9 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import __version__
-from .._errors import InvalidNameError, LakeletError, NotFoundError
-from .._lake import Lake
+from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __version__
 from . import _queries as q
 
 STATIC = Path(__file__).parent / "static"

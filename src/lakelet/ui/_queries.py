@@ -11,16 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _config
-from .._errors import NotFoundError
-from .._expiry import is_run_record
-from .._file import File
-from .._lake import Lake
-from .._lineage import input_labels
-from .._lineage_graph import around, whole
-from .._names import validate_name
-from .._run import list_runs
-from .._scopes import LAKE
+import lakelet
+from lakelet import File, Lake, NotFoundError
 
 MAX_NAMES = 5000
 
@@ -28,13 +20,7 @@ MAX_NAMES = 5000
 def _file_row(f: File) -> dict[str, Any]:
     r = f.record
     return {"name": r.name, "size": r.size, "digest": r.digest, "created_at": r.created_at,
-            "creator": r.creator, "state": f.state, "kind": _kind(r.name, r.meta)}
-
-
-def _kind(name: str, meta: dict[str, Any]) -> str:
-    if is_run_record(name):
-        return "run record"
-    return "stage output" if "stage" in meta else "added"
+            "creator": r.creator, "state": f.state, "kind": f.kind}
 
 
 def overview(lake: Lake) -> dict[str, Any]:
@@ -49,10 +35,10 @@ def overview(lake: Lake) -> dict[str, Any]:
     status = lake.status()
     last_sync = status["last_sync"]
     return {
-        "root": str(lake.root), "remote": lake.remote, "user": _config.current_user(),
+        "root": str(lake.root), "remote": lake.remote, "user": lakelet.current_user(),
         "names": len(files), "bytes": sum(f.size for f in files),
         "prefixes": sorted(prefixes.values(), key=lambda g: g["prefix"]),
-        "datasets": len(lake.datasets()), "runs": len(list_runs(lake)),
+        "datasets": len(lake.datasets()), "runs": len(lake.runs()),
         "unpushed": status["unpushed"], "last_sync": last_sync.isoformat() if last_sync else None,
     }
 
@@ -67,10 +53,7 @@ def names(lake: Lake, prefix: str = "", query: str = "", limit: int = 500) -> di
 
 def _known(lake: Lake, name: str) -> File:
     """A lake name from the local catalog; unlike lake.file(), never asks the remote."""
-    record = lake._lookup(LAKE, validate_name(name), ask_remote=False)
-    if record is None:
-        raise NotFoundError(f"no name {name!r} in the lake at {lake.root}")
-    return File(record.name, lake=lake, record=record)
+    return lake.file(name, ask_remote=False)
 
 
 def file_info(lake: Lake, name: str) -> dict[str, Any]:
@@ -78,16 +61,16 @@ def file_info(lake: Lake, name: str) -> dict[str, Any]:
     record = f.lineage()
     return {
         **_file_row(f), "meta": f.meta, "path": str(f.path) if f.is_local else None,
-        "lineage": record, "inputs": input_labels(lake, record),
+        "lineage": record, "inputs": lake.lineage_inputs(record),
         "downstream": [o.name for o in f.downstream()],
     }
 
 
 def lineage(lake: Lake, name: str | None, depth: int, direction: str) -> dict[str, Any]:
     if name is None:
-        return whole(lake).to_json()
+        return lake.lineage_graph().to_json()
     f = _known(lake, name)
-    return around(lake, f.name, depth, direction).to_json()
+    return lake.lineage_graph(f.name, depth, direction).to_json()
 
 
 def datasets(lake: Lake) -> list[dict[str, Any]]:
@@ -95,7 +78,7 @@ def datasets(lake: Lake) -> list[dict[str, Any]]:
 
 
 def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
-    ds = lake.dataset(validate_name(name), version)
+    ds = lake.dataset(name, version)
     partitions: dict[str, set[str]] = {}
     for entry in ds.files:
         for column, value in entry["partition"].items():
@@ -110,7 +93,7 @@ def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
 
 def rows(lake: Lake, name: str, version: int | None, limit: int) -> dict[str, Any]:
     """The first rows of a version, when its files are on this machine (a preview never fetches)."""
-    ds = lake.dataset(validate_name(name), version)
+    ds = lake.dataset(name, version)
     if not all((ds.folder / f["relative"]).is_file() for f in ds.files):
         return {"columns": [], "rows": [],
                 "note": f"the files are only on the remote: `lakelet pull datasets/{name}/` to preview them"}
@@ -119,11 +102,11 @@ def rows(lake: Lake, name: str, version: int | None, limit: int) -> dict[str, An
 
 
 def runs(lake: Lake) -> list[dict[str, Any]]:
-    return list(reversed(list_runs(lake)))  # newest first
+    return list(reversed(lake.runs()))  # newest first
 
 
 def run(lake: Lake, run_id: str) -> dict[str, Any]:
-    for r in list_runs(lake):
+    for r in lake.runs():
         if r.get("run_id") == run_id:
             return r
     raise NotFoundError(f"no pipeline run {run_id!r} in the lake at {lake.root}")

@@ -1,0 +1,6 @@
+"""The SQLite index of names, and binding a batch of names under the bind lock.
+
+Imports: ``core``, ``storage``.
+
+See docs/architecture.md.
+"""

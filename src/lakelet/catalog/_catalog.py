@@ -1,0 +1,410 @@
+"""The local index: SQLite (WAL) over the name records, for fast lookups and listings.
+
+The index is derived data. The records under ``names/`` are the truth and
+``rebuild`` recreates the index from them, so the index may lag a crash by
+one operation (the next write or ``fsck`` repairs it) but never disagrees in
+a way that loses a name. For lake names it also remembers the last segment
+it applied, so that a lag is found with one ``stat`` (see ``_bind``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lakelet.storage._objects import Fingerprint
+from lakelet.storage._packs import Member, Pack
+from lakelet.storage._refs import NameRecord
+from lakelet.storage._sweeps import Sweep
+
+# 4: sweeps. An index of 3 is rebuilt, and so reads the remote's log again: it may have
+# skipped sweep lines that a push must know of (docs/remote-layout.md, "gc against a push").
+SCHEMA_VERSION = 4
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    removed_at TEXT,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS names_by_digest ON names (digest);
+-- what the remote binds each name to (learned from its log, or bound there by us)
+CREATE TABLE IF NOT EXISTS on_remote (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+-- where the remote keeps small objects: inside which pack, at which offset (see _packs);
+-- the newest pack line for a digest wins (an older pack may have been deleted by gc)
+CREATE TABLE IF NOT EXISTS packed (
+    digest TEXT PRIMARY KEY,
+    pack TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack);
+-- the remote gc sweeps the log announced: the keys each is deleting, and the entry that said
+-- it was done (none yet: it may still be deleting them)
+CREATE TABLE IF NOT EXISTS sweeps (seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (seq, key))
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sweeps_by_key ON sweeps (key);
+CREATE TABLE IF NOT EXISTS sweeps_done (seq INTEGER PRIMARY KEY, done_at INTEGER NOT NULL);
+-- small settings: the last log entry applied, the last sync time
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verified (
+    key TEXT PRIMARY KEY,
+    ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+_COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
+_INSERT = f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
+_IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    # SQLite compares TEXT bytewise (UTF-8); no valid name character sorts above U+10FFFF.
+    return prefix, prefix + "\U0010ffff"
+
+
+def _row_to_record(row: tuple) -> NameRecord:
+    scope, name, digest, size, created_at, creator, meta, removed_at = row
+    return NameRecord(scope, name, digest, size, created_at, creator, json.loads(meta), removed_at)
+
+
+def _rows(records: Iterable[NameRecord]) -> Iterator[tuple]:
+    # The records of one add share one meta dict: encode it once, not once per name
+    # (the entry keeps the dict alive, so its id cannot be reused meanwhile).
+    encoded: dict[int, tuple[dict, str]] = {}
+    for r in records:
+        hit = encoded.get(id(r.meta))
+        if hit is None:
+            hit = encoded[id(r.meta)] = (r.meta, json.dumps(r.meta, sort_keys=True))
+        yield (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, hit[1], r.removed_at)
+
+
+class Catalog:
+    """Names, scopes and verified-blob fingerprints of one local lake."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        db = self._db()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        # The index is derived data: an index of another version is dropped and
+        # rebuilt from the records by the Lake (``fresh`` tells it to).
+        self.fresh = version != SCHEMA_VERSION
+        if self.fresh:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                db.execute(f'DROP TABLE "{table}"')
+        db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL survives a killed process; after a power cut the
+            # index may miss its last writes, which `fsck` restores from records.
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # names
+
+    def get(self, scope: str, name: str) -> NameRecord | None:
+        row = (
+            self._db()
+            .execute(f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name = ?", (scope, name))
+            .fetchone()
+        )
+        return _row_to_record(row) if row else None
+
+    def records(self, scope: str, prefix: str = "", include_removed: bool = False) -> list[NameRecord]:
+        low, high = _prefix_bounds(prefix)
+        live = "" if include_removed else "AND removed_at IS NULL "
+        rows = self._db().execute(
+            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? {live}ORDER BY name",
+            (scope, low, high),
+        )
+        return [_row_to_record(row) for row in rows]
+
+    def names(self, scope: str, prefix: str = "") -> list[str]:
+        low, high = _prefix_bounds(prefix)
+        rows = self._db().execute(
+            "SELECT name FROM names WHERE scope = ? AND name >= ? AND name < ? "
+            "AND removed_at IS NULL ORDER BY name",
+            (scope, low, high),
+        )
+        return [row[0] for row in rows]
+
+    def scopes(self) -> list[str]:
+        return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM names")]
+
+    def get_many(self, scope: str, names: Iterable[str]) -> dict[str, NameRecord]:
+        """The records of those ``names`` that the index holds, by name."""
+        names = list(names)
+        db = self._db()
+        found: dict[str, NameRecord] = {}
+        for i in range(0, len(names), _IN_CHUNK):
+            chunk = names[i : i + _IN_CHUNK]
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name IN ({','.join('?' * len(chunk))})",
+                (scope, *chunk),
+            )
+            found.update((row[1], _row_to_record(row)) for row in rows)
+        return found
+
+    def upsert(self, records: Iterable[NameRecord]) -> None:
+        with self._transaction() as db:
+            db.executemany(_INSERT, _rows(records))
+
+    # lake-name segments (see _bind)
+
+    def segments_applied(self) -> int | None:
+        """The last segment applied; None for an index built before segments existed."""
+        value = self.get_state(_SEGMENTS_APPLIED)
+        return int(value) if value is not None else None
+
+    def apply_segment(
+        self, seq: int, records: Iterable[NameRecord], verified: Iterable[tuple[str, Fingerprint]] = ()
+    ) -> None:
+        """Index the records of segment ``seq`` (and blobs just written and verified), in one
+        transaction.
+
+        Applying is idempotent and may race another process applying the same segment: a
+        segment only ever holds first bindings, so an existing row for one of its names is
+        that record already applied, or its tombstone, and is kept.
+        """
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _rows(records),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
+                ((key, *fp) for key, fp in verified),
+            )
+            row = db.execute("SELECT value FROM state WHERE key = ?", (_SEGMENTS_APPLIED,)).fetchone()
+            if row is None or int(row[0]) < seq:
+                db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(seq)))
+
+    def delete(self, scope: str, names: Iterable[str]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM names WHERE scope = ? AND name = ?", ((scope, n) for n in names)
+            )
+
+    def drop_scope(self, scope: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM names WHERE scope = ?", (scope,))
+
+    def rebuild(self, records: Iterable[NameRecord], segments_applied: int) -> int:
+        """Re-index the local ``records``, which include lake segments up to at least
+        ``segments_applied``; returns how many names are indexed.
+
+        Names known only from the remote have no local record: they are kept
+        (the remote holds their record, and a sync re-reads it).
+        """
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)"
+            )
+            db.execute("DELETE FROM verified")
+            db.executemany(_INSERT, _rows(records))
+            db.execute(
+                "INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(segments_applied))
+            )
+            return db.execute("SELECT count(*) FROM names").fetchone()[0]
+
+    # what the remote holds (see _sync)
+
+    def remote_digests(self, scope: str, prefix: str = "") -> dict[str, str]:
+        low, high = _prefix_bounds(prefix)
+        rows = self._db().execute(
+            "SELECT name, digest FROM on_remote WHERE scope = ? AND name >= ? AND name < ?",
+            (scope, low, high),
+        )
+        return dict(rows.fetchall())
+
+    def not_on_remote(self, scope: str) -> list[NameRecord]:
+        """Live names whose record the remote is not known to hold: what ``push`` sends."""
+        rows = self._db().execute(
+            f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n "
+            "LEFT JOIN on_remote r ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest "
+            "WHERE n.scope = ? AND n.removed_at IS NULL AND r.name IS NULL ORDER BY n.name",
+            (scope,),
+        )
+        return [_row_to_record(row) for row in rows]
+
+    def apply_remote(
+        self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
+    ) -> None:
+        """Index records, pack and sweep lines of the remote's log up to entry ``seq``, in one
+        transaction.
+
+        A name bound here but not on the remote (a deferred push that lost a race) keeps its
+        local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
+        """
+        records = list(records)
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
+                "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
+                "meta = excluded.meta, removed_at = excluded.removed_at "
+                "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
+                _rows(records),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
+                ((r.scope, r.name, r.digest) for r in records),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+                ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
+            )
+            for sweep in sweeps:
+                if sweep.done_at is None:
+                    db.executemany("INSERT OR IGNORE INTO sweeps VALUES (?, ?)",
+                                   ((sweep.seq, key) for key in sweep.keys))
+                else:
+                    db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
+            db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
+
+    def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """name -> (digest, removed) as the remote binds it, for the names it binds."""
+        db = self._db()
+        query = (
+            "SELECT r.digest, n.removed_at IS NOT NULL FROM on_remote r LEFT JOIN names n "
+            "ON n.scope = r.scope AND n.name = r.name AND n.digest = r.digest "
+            "WHERE r.scope = ? AND r.name = ?"
+        )
+        out = {}
+        for name in names:
+            row = db.execute(query, (scope, name)).fetchone()
+            if row is not None:
+                out[name] = (row[0], bool(row[1]))
+        return out
+
+    def pack_locations(self, digests: Iterable[str]) -> dict[str, tuple[str, Member]]:
+        """digest -> (pack digest, where in it) for the digests the remote keeps in packs."""
+        db = self._db()
+        out = {}
+        for d in digests:
+            row = db.execute("SELECT pack, offset, size FROM packed WHERE digest = ?", (d,)).fetchone()
+            if row is not None:
+                out[d] = (row[0], Member(d, row[1], row[2]))
+        return out
+
+    def packs(self) -> list[Pack]:
+        """Every pack the remote's log mentions, with its members."""
+        members: dict[str, list[Member]] = {}
+        for digest, pack, offset, size in self._db().execute(
+            "SELECT digest, pack, offset, size FROM packed ORDER BY pack, offset"
+        ):
+            members.setdefault(pack, []).append(Member(digest, offset, size))
+        return [Pack(pack, tuple(ms)) for pack, ms in members.items()]
+
+    def swept(self, keys: Iterable[str], since: int) -> set[str]:
+        """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
+        one not done yet, or done in a later entry."""
+        db = self._db()
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i : i + _IN_CHUNK]
+            rows = db.execute(
+                "SELECT DISTINCT s.key FROM sweeps s LEFT JOIN sweeps_done d ON d.seq = s.seq "
+                f"WHERE s.key IN ({','.join('?' * len(chunk))}) AND (d.done_at IS NULL OR d.done_at > ?)",
+                (*chunk, since),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def open_sweeps(self) -> list[Sweep]:
+        """The sweeps not known to be done, with their keys (for a snapshot)."""
+        keys: dict[int, list[str]] = {}
+        for seq, key in self._db().execute(
+            "SELECT seq, key FROM sweeps WHERE seq NOT IN (SELECT seq FROM sweeps_done) ORDER BY seq, key"
+        ):
+            keys.setdefault(seq, []).append(key)
+        return [Sweep(seq, tuple(ks)) for seq, ks in keys.items()]
+
+    def remote_records(self, scope: str) -> list[NameRecord] | None:
+        """The records the remote binds, as this index knows them; None when a name bound
+        here differs from the remote's (its record here is not the remote's)."""
+        db = self._db()
+        differing = db.execute(
+            "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
+            "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
+            (scope,),
+        ).fetchone()
+        if differing:
+            return None
+        rows = db.execute(
+            f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n JOIN on_remote r "
+            "ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest WHERE n.scope = ? "
+            "ORDER BY n.name",
+            (scope,),
+        )
+        return [_row_to_record(row) for row in rows]
+
+    def get_state(self, key: str) -> str | None:
+        row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+
+    # verified blobs (see _objects.VerifiedReader)
+
+    def verified_fingerprint(self, key: str) -> Fingerprint | None:
+        row = (
+            self._db()
+            .execute("SELECT ino, size, mtime_ns, ctime_ns FROM verified WHERE key = ?", (key,))
+            .fetchone()
+        )
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def record_verified(self, key: str, fingerprint: Fingerprint) -> None:
+        self.record_verified_many([(key, fingerprint)])
+
+    def record_verified_many(self, entries: Iterable[tuple[str, Fingerprint]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
+                ((key, *fp) for key, fp in entries),
+            )

@@ -1,0 +1,8 @@
+"""Foundations every layer uses: the error tree (``errors``, public), digests that name their
+algorithm, name validation, ``lakelet.toml`` and the current user, durable writes, fault points,
+the progress callback.
+
+Imports: nothing of lakelet's.
+
+See docs/architecture.md.
+"""

@@ -1,0 +1,83 @@
+"""Validation of names and the single path segments (users, run ids) that scope them.
+
+Every name is checked here before it reaches a path, a key or the index, so
+inner code can assume a name is safe to join under a root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from lakelet.core.errors import InvalidNameError
+
+MAX_NAME_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_MAX_SEGMENT_BYTES = 255
+
+
+def _problem(name: str) -> str | None:
+    if not isinstance(name, str):
+        return "a name must be a string"
+    if name == "":
+        return "a name cannot be empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"a name is at most {MAX_NAME_BYTES} bytes"
+    if _CONTROL.search(name):
+        return "a name cannot contain NUL or control characters"
+    if "\\" in name:
+        return "a name uses '/' as separator, not '\\'"
+    if name.startswith("/"):
+        return "a name cannot be an absolute path"
+    for segment in name.split("/"):
+        if segment == "":
+            return "a name cannot have empty segments ('//' or a trailing '/')"
+        if segment in (".", ".."):
+            return "a name cannot have '.' or '..' segments"
+    return None
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` unchanged if it is a valid lake name; raise InvalidNameError otherwise."""
+    problem = _problem(name)
+    if problem:
+        raise InvalidNameError(f"invalid name {name!r}: {problem}")
+    return name
+
+
+def validate_path_name(name: str, what: str) -> str:
+    """A name that becomes a folder path as it is (datasets, pipeline state): each segment must
+    also fit a local file system's 255-byte limit."""
+    validate_name(name)
+    if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in name.split("/")):
+        raise InvalidNameError(f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes")
+    return name
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a name optionally ending in '/'."""
+    if prefix == "":
+        return prefix
+    validate_name(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def validate_segment(value: str, what: str) -> str:
+    """A single path segment such as a user or a run id."""
+    problem = _problem(value)
+    if problem is None and "/" in value:
+        problem = "it must be a single segment without '/'"
+    if problem is None and len(value.encode()) > _MAX_SEGMENT_BYTES:
+        problem = f"it is at most {_MAX_SEGMENT_BYTES} bytes"
+    if problem:
+        raise InvalidNameError(f"invalid {what} {value!r}: {problem}")
+    return value
+
+
+def name_key(name: str) -> str:
+    """The fixed-length key a name is stored under on disk and on remotes.
+
+    Hashing the name keeps every name a valid file name (no 255-byte segment
+    limit, no clash between `a` as a file and `a/b`) on every store.
+    """
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()

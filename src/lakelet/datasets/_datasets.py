@@ -1,0 +1,338 @@
+"""Datasets: versioned, partitioned Parquet that any engine can read straight from the folder.
+
+Layout, the same under the lake root and on the remote (docs/datasets.md):
+
+    datasets/<name>/<col>=<value>/…/part-<digest>.parquet   immutable, named by content
+    datasets/<name>/_manifests/<version>.json                one per version, written once
+
+A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
+temp folder (``_dataset_files``: statistics from the batches' null counts and
+the writer's Parquet metadata), renames each file under its digest, uploads
+the files, then commits the version by creating its manifest with a
+conditional create. Two writers that pick the
+same version number: one wins; the other re-reads the winner's manifest,
+re-checks the schema and commits the next number (an append keeps both
+writers' files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from lakelet.core import _config
+from lakelet.core import _faults
+from lakelet.datasets import _stats
+from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
+from lakelet.core._digest import Digest
+from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SchemaConflictError
+from lakelet.core._values import kind_of
+from lakelet.lake._mirror import MirroredFiles
+from lakelet.lake._pending import CURRENT
+from lakelet.core._names import validate_path_name
+from lakelet.storage._objects import sync_filesystem, write_blob
+from lakelet.remote._sync import _parallel
+
+if TYPE_CHECKING:
+    from lakelet.lake._context import LakeContext
+
+MANIFEST_FORMAT = 1
+_MAX_COMMIT_ATTEMPTS = 50
+
+
+def _reader(data: Any) -> pa.RecordBatchReader:
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    kind = kind_of(data)
+    if kind == "pandas":
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    elif kind == "polars":
+        table = data.to_arrow()
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif isinstance(data, pa.Table):
+        table = data
+    else:
+        raise InvalidArgumentError(
+            f"write_dataset takes a pandas or Polars DataFrame, a pyarrow Table or a "
+            f"RecordBatchReader, not {type(data).__module__}.{type(data).__qualname__}"
+        )
+    return table.to_reader()
+
+
+_LOGICAL = {pa.large_string(): pa.string(), pa.string_view(): pa.string(),
+            pa.large_binary(): pa.binary(), pa.binary_view(): pa.binary()}
+
+
+def _normalized(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """One physical type per logical type (Polars writes large_string, pandas string), so an
+    append from either library meets the same schema."""
+    fields = [f.with_type(_LOGICAL.get(f.type, f.type)) for f in reader.schema]
+    target = pa.schema(fields, metadata=reader.schema.metadata)
+    return reader if target.equals(reader.schema) else reader.cast(target)
+
+
+def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema:
+    """The schema after appending ``new``: new nullable columns are fine, type changes are not."""
+    if old is None:
+        return new
+    for field in new:
+        index = old.get_field_index(field.name)
+        if index >= 0 and not old.field(index).type.equals(field.type):
+            raise SchemaConflictError(
+                f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
+                f"but {field.type} in the new data; nothing was written (cast it, or write with "
+                'mode="overwrite")'
+            )
+        if index < 0 and not field.nullable:
+            raise SchemaConflictError(
+                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended"
+            )
+    missing = [f for f in old if new.get_field_index(f.name) < 0]
+    return pa.schema(list(new) + missing) if missing else pa.schema(list(old) + [
+        f for f in new if old.get_field_index(f.name) < 0])
+
+
+def _schema_json(schema: pa.Schema) -> str:
+    return schema.serialize().to_pybytes().hex()
+
+
+def _schema_from(hexed: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(hexed)))
+
+
+class Datasets:
+    """The dataset part of one lake: local folder, remote keys, manifests."""
+
+    def __init__(self, context: LakeContext) -> None:
+        self.context = context
+        self.root = context.root / "datasets"
+        self._files = MirroredFiles(context)
+
+    def _manifest_key(self, name: str, version: int) -> str:
+        return f"datasets/{name}/_manifests/{version:08d}.json"
+
+    def read_manifest(self, name: str, version: int) -> dict[str, Any] | None:
+        raw = self._files.read_immutable(self._manifest_key(name, version))
+        return json.loads(raw) if raw is not None else None
+
+    def open(self, name: str, version: int | None = None) -> Dataset:
+        """The latest version of dataset ``name``, or ``version``; raises NotFoundError."""
+        validate_path_name(name, "dataset name")
+        wanted = version if version is not None else self.latest_version(name)
+        manifest = self.read_manifest(name, wanted) if wanted else None
+        if manifest is None:
+            which = f"version {version} of " if version is not None else ""
+            raise NotFoundError(f"no {which}dataset {name!r} in this lake", name=name)
+        return Dataset(self, name, manifest)
+
+    def latest_version(self, name: str) -> int:
+        """The newest committed version (0: none), asking the remote past what is local."""
+        folder = self.root / name / "_manifests"
+        local = sorted(int(p.stem) for p in folder.glob("*.json")) if folder.is_dir() else []
+        version = local[-1] if local else 0
+        while self.read_manifest(name, version + 1) is not None:
+            version += 1
+        return version
+
+    def names(self) -> list[str]:
+        keys = self._files.keys("datasets/", ".json", recursive=True)
+        return sorted({k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k})
+
+    # writing
+
+    def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
+        validate_path_name(name, "dataset name")
+        if mode not in ("append", "overwrite"):
+            raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
+        reader = _normalized(_reader(data))
+        latest = self.latest_version(name)
+        previous = self.read_manifest(name, latest) if latest else None
+        if mode == "append":  # checked before a byte is written
+            _merged_schema(_schema_from(previous["schema"]) if previous else None, reader.schema, name)
+        for column in partition_by:
+            if reader.schema.get_field_index(column) < 0:
+                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        written, stats, rows = write_files(reader, staging_dir(self.context.root), self.root / name,
+                                           partition_by, compression)
+        self._upload(name, written)
+        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
+
+    def _upload(self, name: str, written: list[Written]) -> None:
+        sync_filesystem(self.context.root)  # the files are durable before a manifest names them
+        syncer = self.context.syncer()
+        if syncer is None:
+            return
+        _parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
+                                                 f"datasets/{name}/{w.relative}"),
+                  written, syncer.remote.transfers)
+
+    def _commit(self, name: str, written: list[Written], stats: dict[str, Any], rows: int,
+                schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:
+        new_files = [w.__dict__ for w in written]
+        for _ in range(_MAX_COMMIT_ATTEMPTS):
+            version = latest + 1
+            base = previous if (mode == "append" and previous) else None
+            merged = _merged_schema(_schema_from(base["schema"]) if base else None, schema, name)
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "dataset": name,
+                "version": version,
+                "parent": latest or None,
+                "mode": mode,
+                "created_at": datetime.now(UTC).isoformat(),
+                "creator": _config.current_user(),
+                "schema": _schema_json(merged),
+                "files": (base["files"] if base else []) + new_files,
+                "num_rows": (base["num_rows"] if base else 0) + rows,
+                "stats": _merged_stats((base or {}).get("stats", {}), base["num_rows"] if base else 0,
+                                       stats, rows),
+                "write": {"rows": rows, "files": len(new_files)},
+            }
+            if self._create_manifest(name, version, manifest):
+                _note_in_stage(name, version, rows)
+                return Dataset(self, name, manifest)
+            latest = self.latest_version(name)  # another writer committed: rebase on theirs
+            previous = self.read_manifest(name, latest)
+        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+
+    def _create_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> bool:
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        key = self._manifest_key(name, version)
+        if self._files.create(key, body, point="manifest-written", read_only=True):
+            _faults.reached("dataset-committed")
+            return True
+        return False
+
+
+def _note_in_stage(name: str, version: int, rows: int) -> None:
+    """A dataset written inside a stage is one of its outputs, in its lineage record."""
+    pending = CURRENT.get()
+    if pending is not None:
+        pending.datasets.append({"dataset": name, "version": version, "rows": rows})
+
+
+def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_rows: int) -> dict[str, Any]:
+    """Column statistics after an append; a column absent from one side is null in its rows."""
+    out = {}
+    for column in [*new, *(c for c in old if c not in new)]:
+        if column not in old:
+            out[column] = {**new[column], "nulls": new[column]["nulls"] + old_rows}
+        elif column not in new:
+            out[column] = {**old[column], "nulls": old[column]["nulls"] + new_rows}
+        else:
+            out[column] = _stats.merge(old[column], new[column])
+    return out
+
+
+class Dataset:
+    """One version of a dataset."""
+
+    def __init__(self, store: Datasets, name: str, manifest: dict[str, Any]) -> None:
+        self._store = store
+        self.name = name
+        self.manifest = manifest
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.files)} files>"
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    def versions(self) -> list[int]:
+        return list(range(1, self._store.latest_version(self.name) + 1))
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """The version's files: path (under the dataset folder), digest, size, rows, partition."""
+        return [dict(f) for f in self.manifest["files"]]
+
+    @property
+    def folder(self) -> Path:
+        return self._store.root / self.name
+
+    @property
+    def schema(self) -> pa.Schema:
+        return _schema_from(self.manifest["schema"])
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.manifest["num_rows"])
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {c: _stats.summary(s) for c, s in self.manifest["stats"].items()}
+
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of this version: name, version, rows, files, bytes, last_write
+        (when it was committed) and creator."""
+        return {
+            "name": self.name, "version": self.version, "rows": self.num_rows,
+            "files": len(self.manifest["files"]), "bytes": sum(f["size"] for f in self.manifest["files"]),
+            "last_write": self.manifest["created_at"], "creator": self.manifest["creator"],
+        }
+
+    def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
+        """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
+        partition_fields = _partition_fields(self.manifest, self.schema)
+        paths = [str(self.folder / f["relative"]) for f in self.manifest["files"]]
+        expressions = [_partition_expression(f["partition"], partition_fields)
+                       for f in self.manifest["files"]]
+        data_schema = self.schema
+        fragments = pads.FileSystemDataset.from_paths(
+            paths, schema=data_schema, format=pads.ParquetFileFormat(),
+            filesystem=pa.fs.LocalFileSystem(), partitions=expressions,
+        )
+        needed = {frag.path for frag in fragments.get_fragments(filter=filter)} if filter is not None \
+            else set(paths)
+        for f in self.manifest["files"]:
+            path = self.folder / f["relative"]
+            if str(path) in needed:
+                self._ensure_local(f, path)
+        if filter is not None:
+            kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
+            fragments = pads.FileSystemDataset.from_paths(
+                [p for p, _ in kept], schema=data_schema, format=pads.ParquetFileFormat(),
+                filesystem=pa.fs.LocalFileSystem(), partitions=[e for _, e in kept],
+            )
+        return fragments.scanner(filter=filter, columns=columns)
+
+    def to_arrow(self, filter: Any = None, columns: list[str] | None = None) -> pa.Table:  # noqa: A002
+        return self.scanner(filter=filter, columns=columns).to_table()
+
+    def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
+
+    def _ensure_local(self, entry: dict[str, Any], path: Path) -> None:
+        if path.is_file():
+            return
+        syncer = self._store.context.syncer()
+        if syncer is None:
+            raise NotFoundError(f"dataset {self.name!r}: {entry['relative']} is missing locally")
+        expected = Digest.parse(entry["digest"])
+        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry['relative']}")) as r:
+            blob = write_blob(r, self._store.context.tmp,
+                              lambda d: path if d == expected else path.with_suffix(".corrupt"))
+        if blob.digest != expected:
+            blob.path.unlink(missing_ok=True)
+            raise IntegrityError(f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt")
+
+
+def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, pa.DataType]:
+    names = {k for f in manifest["files"] for k in f["partition"]}
+    return {n: schema.field(n).type for n in names if schema.get_field_index(n) >= 0}
+
+
+def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataType]) -> pads.Expression:
+    expression = pads.scalar(True)
+    for column, raw in partition.items():
+        scalar = partition_value(raw, fields.get(column, pa.string()))
+        expression = expression & (pads.field(column).is_null() if scalar is None
+                                   else pads.field(column) == scalar)
+    return expression

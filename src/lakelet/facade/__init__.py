@@ -1,0 +1,7 @@
+"""What users hold: ``Lake``, ``File``, the current lake (``lakelet.use``), lineage read up and
+down and drawn as a graph.
+
+Imports: every layer below, up to ``datasets``.
+
+See docs/architecture.md.
+"""

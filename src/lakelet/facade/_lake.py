@@ -1,0 +1,333 @@
+"""A lake: one local root holding objects, name records, scoped stores and the index."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from lakelet.catalog import _bind
+from lakelet.core import _config
+from lakelet.core._names import validate_name, validate_prefix
+from lakelet.core._progress import SILENT, Progress
+from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
+from lakelet.datasets._state import State
+from lakelet.facade._file import File
+from lakelet.facade import _graph, _lineage
+from lakelet.facade._graph import LineageGraph
+from lakelet.lake import _add, _fsck, _gc
+from lakelet.lake._expiry import parse_duration
+from lakelet.lake._gc import GcReport
+from lakelet.lake._run_reports import list_reports
+from lakelet.lake._context import LakeContext
+from lakelet.lake._fsck import FsckReport
+from lakelet.lake._scoped import PipelineStore, ScopedStore
+from lakelet.remote._remote import Remote
+from lakelet.remote._sync import EvictReport, PushReport, SyncReport
+from lakelet.secrets._secrets import Secrets
+from lakelet.storage._refs import utc_now
+from lakelet.storage._scopes import LAKE, parse_scope, scope_id
+
+if TYPE_CHECKING:  # pyarrow takes longer to import than most commands take to run
+    from lakelet.datasets._datasets import Dataset
+
+
+class Lake:
+    """An opened lake. Create one with ``lakelet.init`` and open it with ``lakelet.open``."""
+
+    def __init__(self, config: _config.LakeConfig) -> None:
+        self.config = config
+        self.root = config.root
+        self.context = LakeContext.open(config)  # the parts that add, fsck, gc, datasets… work on
+
+    @property
+    def remote(self) -> str | None:
+        """The remote's URL, or None for an embedded lake."""
+        return self.context.link.url
+
+    def __repr__(self) -> str:
+        return f"<Lake {self.root}>"
+
+    def close(self) -> None:
+        self.context.close()
+
+    # lake-scope files
+
+    def file(self, name: str, scope: str = LAKE, *, ask_remote: bool = True) -> File:
+        """A handle on a name; nothing is read until it is used.
+
+        ``scope`` is 'lake' (the default), 'user' or 'pipeline/<run>'. Lake
+        handles are lazy; a scoped name is looked up now, since it may be
+        overwritten later and the handle should keep what it saw. With
+        ``ask_remote=False`` a lake name is looked up now, in what this machine
+        knows only (NotFoundError if it is not there).
+        """
+        name = validate_name(name)
+        scope = self._resolve_scope(scope)
+        if scope == LAKE and not ask_remote:
+            record = self.context.lookup(LAKE, name, ask_remote=False)
+            if record is None:
+                raise NotFoundError(f"no name {name!r} in the lake at {self.root}", name=name)
+            return File.of(record, self)
+        if scope == LAKE:
+            return File(name, lake=self)
+        if self.remote is not None:
+            return File(name, lake=self, record=self.context.scoped(scope).record(name))
+        return File(name, lake=self, record=self.context.record(scope, name))
+
+    def exists(self, name: str) -> bool:
+        record = self.context.lookup(LAKE, validate_name(name))
+        return record is not None and record.removed_at is None
+
+    def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
+        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
+        scope = self._resolve_scope(scope)
+        validate_prefix(prefix)
+        context = self.context
+        if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
+            store = context.scoped(scope)
+            records = [store.record(n) for n in store.list(prefix)]
+        else:
+            if scope == LAKE:
+                _bind.catch_up(context.catalog, context.refs)
+            records = context.catalog.records(scope, prefix)
+        return [File.of(r, self) for r in records]
+
+    def add(
+        self,
+        src: str | os.PathLike[str],
+        name: str,
+        *,
+        move: bool = False,
+        progress: Progress = SILENT,
+    ) -> File | list[File]:
+        """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``.
+
+        A directory's files become ``name/<relative path>`` and a list is returned.
+        Adding the same content under the same name again is a no-op.
+        Raises NameExistsError, InvalidNameError, NotFoundError, SourceError.
+        """
+        records, single = _add.add(self.context, src, name, move=move, progress=progress)
+        files = [File.of(r, self) for r in records]
+        return files[0] if single else files
+
+    def rm(self, name: str, *, force: bool = False, scope: str = LAKE, recursive: bool = False) -> None:
+        """Remove a name.
+
+        A lake name is write-once, so removing it needs ``force=True``; its
+        record stays as a tombstone so lineage survives. In a scoped store this
+        is ``delete(name, recursive)``.
+        """
+        validate_name(name)
+        scope = self._resolve_scope(scope)
+        if scope != LAKE:
+            self.context.scoped(scope).delete(name, recursive=recursive)
+            return
+        if not force:
+            raise NameExistsError(
+                f"{name!r} is a write-once lake name: removing it needs force=True "
+                "(`--force`); its lineage is kept",
+                name=name,
+            )
+        record = self.context.lookup(LAKE, name)
+        if record is None or record.removed_at is not None:
+            raise NotFoundError(f"no lake name {name!r}", name=name)
+        self.context.tombstone([record.removed(utc_now())])
+
+    # the remote
+
+    def push(self, progress: Progress = SILENT) -> PushReport:
+        """Send names bound here but not yet on the remote (``upload = "deferred"``, or after
+        an interrupted push). Names another machine bound to other content meanwhile are
+        listed in ``conflicts`` and stay local-only."""
+        return self.context.link.push(progress)
+
+    def sync(self, progress: Progress = SILENT) -> SyncReport:
+        """Push what is pending, then learn every name bound elsewhere since the last sync.
+        Downloads no content: files are fetched when first opened (or by ``pull``)."""
+        return self.context.link.sync(progress)
+
+    def pull(
+        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
+    ) -> list[File]:
+        """Sync, then download the content of ``names`` (default: every name under ``prefix``)
+        that is not held locally."""
+        validate_prefix(prefix)
+        syncer = self.context.require_remote("pull")
+        syncer.pull_metadata()
+        if names is None:
+            records = self.context.catalog.records(LAKE, prefix)
+        else:
+            wanted = [names] if isinstance(names, str) else list(names)
+            records = [self.context.record(LAKE, validate_name(n)) for n in wanted]
+        syncer.fetch_many(records, progress)
+        return [File.of(r, self) for r in records]
+
+    def evict(self, prefix: str = "") -> EvictReport:
+        """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
+        validate_prefix(prefix)
+        return self.context.link.evict(prefix)
+
+    def url(self, name: str, expires: timedelta | float | str = 3600) -> str:
+        """A URL another tool can read ``name`` from: presigned on cloud stores (valid for
+        ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of the local copy
+        for an embedded lake."""
+        seconds = int(parse_duration(expires, "expiry").total_seconds())
+        record = self.context.record(LAKE, validate_name(name))
+        syncer = self.context.syncer()
+        if syncer is None:
+            return File(name, lake=self, record=record).path.as_uri()
+        if not self.context.link.is_pushed(record):
+            raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`",
+                                name=name)
+        return syncer.url(record, seconds)
+
+    def status(self) -> dict[str, object]:
+        """Counts a listing warns about: unpushed names and when the last sync was."""
+        return self.context.link.status()
+
+    # datasets
+
+    def write_dataset(
+        self,
+        name: str,
+        data: Any,
+        partition_by: list[str] | tuple[str, ...] = (),
+        mode: str = "append",
+        compression: str = "zstd",
+    ) -> Dataset:
+        """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
+        the partitioned Parquet dataset ``name``; returns that version."""
+        from lakelet.datasets._datasets import Datasets
+
+        return Datasets(self.context).write(name, data, list(partition_by), mode, compression)
+
+    def dataset(self, name: str, version: int | None = None) -> Dataset:
+        """The latest version of dataset ``name``, or ``version``."""
+        from lakelet.datasets._datasets import Datasets
+
+        return Datasets(self.context).open(name, version)
+
+    def datasets(self) -> list[str]:
+        """The names of every dataset in this lake."""
+        from lakelet.datasets._datasets import Datasets
+
+        return Datasets(self.context).names()
+
+    @property
+    def secrets(self) -> Secrets:
+        """Named values for stages: ``set(name, value, org=False)``, ``list()``, ``delete(name)``."""
+        return Secrets(self.config)
+
+    def state(self, pipeline: str) -> State:
+        """The incremental bookmark of ``pipeline``: ``.get()`` and ``.set(dict)``."""
+        return State(self.context, pipeline)
+
+    # scoped stores
+
+    @property
+    def user(self) -> ScopedStore:
+        """The current user's persistent scratch space."""
+        return self.context.scoped(scope_id("user", _config.current_user()))
+
+    def pipeline(self, run_id: str | None = None) -> PipelineStore:
+        """The temporary store of one pipeline run (default: the run executing this stage)."""
+        if run_id is None:
+            run_id = os.environ.get("LAKELET_RUN_ID")
+            if not run_id:
+                raise InvalidNameError("pipeline() needs a run id outside a lakelet.run()")
+        return self.context.scoped(scope_id("pipeline", run_id), PipelineStore)
+
+    def _resolve_scope(self, scope: str) -> str:
+        if scope == "user":
+            return scope_id("user", _config.current_user())
+        return parse_scope(scope)
+
+    # lineage and runs
+
+    def lineage(self, name: str, depth: int | None = None) -> list[dict[str, Any]]:
+        """The lineage records of ``name`` and of its inputs, recursively, up to ``depth`` levels:
+        how each was made (stage, code, git commit and line, inputs, parameters, versions)."""
+        self.file(name).record  # noqa: B018 - NotFoundError first, for a name never bound
+        return _lineage.upstream(self, validate_name(name), depth)
+
+    def downstream(self, name: str, depth: int | None = None) -> list[File]:
+        """Every file made from ``name``, directly or not, up to ``depth`` stage runs away."""
+        self.file(name).record  # noqa: B018
+        return _lineage.downstream(self, validate_name(name), depth)
+
+    def lineage_inputs(self, record: dict[str, Any]) -> list[str]:
+        """Every input of a lineage record: lake names, local paths, the source of an add."""
+        return _lineage.input_labels(self, record)
+
+    def lineage_graph(
+        self, name: str | None = None, depth: int | None = None, direction: str = "both"
+    ) -> LineageGraph:
+        """The lineage around ``name`` ('upstream', 'downstream' or 'both'), or of every stage
+        run this lake knows when ``name`` is None."""
+        if name is None:
+            return _graph.whole(self)
+        if direction not in ("upstream", "downstream", "both"):
+            raise InvalidArgumentError(f"direction must be upstream, downstream or both, not {direction!r}")
+        return _graph.around(self, validate_name(name), depth, direction)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The report of every ``lakelet.run`` on this lake (or its remote), oldest first."""
+        return list_reports(self.context)
+
+    def ingest(self, pipeline_file: str | os.PathLike[str]) -> dict[str, Any]:
+        """Run the Singer tap of a DataSpoc pipeline YAML into partitioned datasets, resuming from
+        its bookmark; returns the run's log (rows per stream, files written, state)."""
+        from lakelet.datasets._singer import run
+
+        return run(self.context, pipeline_file)
+
+    # maintenance
+
+    def fsck(self, progress: Progress = SILENT) -> FsckReport:
+        """Verify every stored blob, quarantine corrupt ones, rebuild the index from records."""
+        return _fsck.check(self.context, progress)
+
+    def gc(
+        self,
+        ttl: timedelta | float | str = "7d",
+        *,
+        dry_run: bool = False,
+        remote: bool = False,
+        now: datetime | None = None,
+    ) -> GcReport:
+        """Drop pipeline runs older than ``ttl`` (a timedelta, seconds, or text like "7d"), expired
+        stage outputs nothing live read, and objects no name refers to (older than a day);
+        ``remote``: on the remote too. ``now``: when expiry is judged (default: the clock)."""
+        return _gc.collect(self.context, parse_duration(ttl, "ttl"), dry_run=dry_run, remote=remote, now=now)
+
+
+def init(
+    path: str | os.PathLike[str] | None = None,
+    remote: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Lake:
+    """Create a lake at ``path`` ($LAKELET_HOME, else ./.lakelet) and return it opened.
+
+    ``remote`` is any fsspec URL; ``storage_options`` go to its filesystem
+    (endpoint, profile…; credentials are better left to the store's own chain).
+    Idempotent: an existing lake is opened as it is.
+    """
+    root = _config.new_root(path)
+    if remote:
+        # Reach the remote before writing anything: a typo or bad credentials change nothing.
+        config_file = root / _config.CONFIG_FILE
+        options = _config.load(root).storage_options if config_file.is_file() else storage_options
+        Remote(remote, options).check_format(create=True)
+    _config.write_new(root, remote, storage_options)
+    return Lake(_config.load(root))
+
+
+def open_lake(path: str | os.PathLike[str] | None = None, remote: str | None = None) -> Lake:
+    """Open the lake at ``path``, $LAKELET_HOME, the nearest lakelet.toml upwards, or ./.lakelet."""
+    config = _config.load(_config.find_root(path))
+    if remote is not None and remote != config.remote:
+        config = dataclasses.replace(config, remote=remote)
+    return Lake(config)

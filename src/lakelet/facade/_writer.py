@@ -1,0 +1,62 @@
+"""``File(name).open("w")``: a temp file bound under the name when it is closed without an error.
+
+Inside a stage it is handed to the stage's pending outputs (``lake._pending``)
+instead, and bound when the stage returns.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, TYPE_CHECKING, Any
+
+from lakelet.core._durable import new_temp_path
+from lakelet.lake._pending import CURRENT
+
+if TYPE_CHECKING:
+    from lakelet.facade._lake import Lake
+
+__all__ = ["open_for_writing"]
+
+
+class _Writer(io.FileIO):
+    """A temp file that hands itself to the lake when closed without an error."""
+
+    def __init__(self, lake: Lake, name: str) -> None:
+        self._lake = lake
+        self._name = name
+        self._tmp = new_temp_path(lake.root / "tmp")
+        super().__init__(self._tmp, "xb")
+        self._failed = False
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        self._failed = exc_type is not None
+        super().__exit__(exc_type, *rest)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        if self._failed:
+            self._tmp.unlink(missing_ok=True)
+            return
+        pending = CURRENT.get()
+        if pending is not None:
+            pending.written[self._name] = self._tmp  # bound when the stage returns
+        else:
+            try:
+                self._lake.add(self._tmp, self._name, move=True)
+            finally:
+                self._tmp.unlink(missing_ok=True)
+
+
+class _TextWriter(io.TextIOWrapper):
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        self.buffer.raw._failed = exc_type is not None  # an error inside `with` binds nothing
+        super().__exit__(exc_type, *rest)
+
+
+def open_for_writing(lake: Lake, name: str, mode: str, encoding: str | None) -> IO[Any]:
+    writer = _Writer(lake, name)
+    if mode == "wb":
+        return writer
+    return _TextWriter(io.BufferedWriter(writer), encoding=encoding or "utf-8")

@@ -1,0 +1,216 @@
+"""``Lake.add``'s batch ingest: hash and store the content, then bind the names.
+
+The order is what makes a crash harmless: every object is durable before any
+name points at it, names are compared with what is already bound before
+anything is written, and all the names of one call are bound by one segment
+(``_bind``): all of them or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import socket
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lakelet.catalog import _bind
+from lakelet.core import _config
+from lakelet.core import _faults
+from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
+from lakelet.storage._objects import (
+    ObjectStore,
+    StoredBlob,
+    adopt_file,
+    hash_stream,
+    is_cross_device,
+    is_fingerprinted,
+    sync_filesystem,
+    write_blob,
+    write_small_blob,
+)
+from lakelet.core._progress import SILENT, Progress
+from lakelet.core._names import validate_name
+from lakelet.core._version import __version__
+from lakelet.core.errors import InvalidNameError, SourceError
+from lakelet.storage._refs import NameRecord, check_same_content, utc_now
+from lakelet.storage._scopes import LAKE
+from lakelet.storage._sources import Source, read_small, redact, resolve
+
+if TYPE_CHECKING:
+    from lakelet.lake._context import LakeContext
+
+__all__ = ["add", "add_environment", "bind_outputs", "ingest"]
+
+
+def add(
+    context: LakeContext, src: str | os.PathLike[str], name: str, *, move: bool, progress: Progress
+) -> tuple[list[NameRecord], bool]:
+    """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``; a directory's
+    files under ``name/<relative path>``. Returns the records, and whether ``src`` was one file."""
+    validate_name(name)
+    sources = resolve(src)
+    if not sources:
+        raise SourceError(f"{os.fspath(src)} holds no files to add")
+    single = len(sources) == 1 and sources[0].relative == ""
+    names = [name] if single else [f"{name}/{s.relative}" for s in sources]
+    for n in names:
+        validate_name(n)
+    if len(set(names)) != len(names):
+        raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
+    # the lineage of an add: where it came from, and with what (user and time are in the record)
+    meta = {"source": redact(os.fspath(src)), **add_environment()}
+    return ingest(context, list(zip(names, sources, strict=True)), meta, move, progress), single
+
+
+def add_environment() -> dict[str, str]:
+    """Where and with what a file was added or made: host, lakelet and Python versions."""
+    return {"host": socket.gethostname(), "lakelet": __version__, "python": platform.python_version()}
+
+
+def bind_outputs(
+    context: LakeContext, outputs: list[tuple[str, Path, bool]], meta: dict[str, Any]
+) -> list[NameRecord]:
+    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none."""
+    items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
+    moved = [name for name, _, move in outputs if move]
+    return ingest(context, items, meta, moved, SILENT)
+
+
+def ingest(
+    lake: LakeContext,
+    items: list[tuple[str, Source]],
+    meta: dict[str, str],
+    move: bool | Collection[str],
+    progress: Progress,
+) -> list[NameRecord]:
+    """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
+    only those of these names (a stage's temp files beside a file it returned, which is copied)."""
+    moved = {n for n, _ in items} if move is True else set(move or ())
+    progress.add_total(sum(s.size or 0 for _, s in items))
+    catalog, refs = lake.catalog, lake.refs
+    # Names already bound are compared by hash only, before anything is written,
+    # so a conflict anywhere in a directory changes nothing and an unchanged
+    # re-add costs no copy.
+    _bind.catch_up(catalog, refs)
+    bound = catalog.get_many(LAKE, [n for n, _ in items])
+    existing: dict[str, NameRecord] = {}
+    for n, source in items:
+        record = bound.get(n)
+        if record is None:
+            continue
+        if record.removed_at is None:
+            with source.open() as reader:
+                digest, _ = hash_stream(reader, _algorithm_of(record), progress)
+            record_check = NameRecord(LAKE, n, str(digest), 0, "", "")
+        else:
+            record_check = record
+        check_same_content(record, record_check)
+        existing[n] = record
+
+    durable = len(items) - len(existing) <= 1
+    creator = _config.current_user()
+    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], moved, durable, progress)
+    if not durable:
+        sync_filesystem(lake.root)
+    _faults.reached("objects-stored")
+
+    now = utc_now()
+    wanted = [
+        NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
+    ]
+    syncer = lake.syncer() if lake.config.upload == "write-through" else None
+    try:
+        if syncer is not None and wanted:
+            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+        root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
+        verified = [
+            (b.location[root:], fp)
+            for _, _, b in stored
+            if (fp := b.fingerprint) is not None and is_fingerprinted(b.size)
+        ]
+        on_disk = [(n, b.location) for n, _, b in stored]  # a gc may delete them until bound
+        created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk)
+    except BaseException:
+        _return_moved(stored, moved)
+        raise
+    existing.update((r.name, r) for r in same)
+    _remove_moved_sources([s for n, s in items if n in moved])
+    by_name = {r.name: r for r in [*created, *existing.values()]}
+    return [by_name[n] for n, _ in items]
+
+
+def _store_objects(
+    lake: LakeContext, items: list[tuple[str, Source]], moved: set[str], durable: bool, progress: Progress
+) -> list[tuple[str, Source, StoredBlob]]:
+    """Store the content of ``items``, moving in the sources of ``moved``; durable only if ``durable``."""
+    objects = lake.objects
+    assert objects is not None
+    stored = []
+    for n, source in items:
+        move = n in moved
+        if durable or move or source.location is None or (source.size or 0) >= CHUNK_SIZE:
+            blob = _store_lake_object(lake, source, move, durable, progress)
+        else:
+            # Most of a directory is small files, where per-file overhead, not bytes, is the cost.
+            blob = _store_small(lake, source, objects)
+            progress.advance(blob.size)
+        stored.append((n, source, blob))
+    return stored
+
+
+def _store_small(lake: LakeContext, source: Source, objects: ObjectStore) -> StoredBlob:
+    data = read_small(source, CHUNK_SIZE)
+    if data is not None:
+        return write_small_blob(data, os.fspath(lake.tmp), objects)
+    with source.open() as reader:  # it grew past a chunk since it was listed: stream it
+        return write_blob(reader, lake.tmp, objects.path, durable=False)
+
+
+def _store_lake_object(
+    lake: LakeContext, source: Source, move: bool, durable: bool, progress: Progress
+) -> StoredBlob:
+    objects = lake.objects
+    assert objects is not None
+    if move and (path := source.local_path) is not None:
+        with source.open() as reader:
+            digest, size = hash_stream(reader, DEFAULT_ALGORITHM, progress)
+        try:
+            return adopt_file(path, digest, size, objects.path, durable=durable)
+        except OSError as e:
+            if not is_cross_device(e):
+                raise
+    with source.open() as reader:
+        return write_blob(
+            reader, lake.tmp, objects.path, durable=durable, progress=progress
+        )
+
+
+def _return_moved(stored: list[tuple[str, Source, StoredBlob]], moved: set[str]) -> None:
+    """After a failed move-add, put files that were renamed into the store back."""
+    for n, source, blob in stored:
+        if n in moved and blob.created and (path := source.local_path) is not None and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(blob.path, path)
+                os.chmod(path, 0o644)
+
+
+def _remove_moved_sources(sources: list[Source]) -> None:
+    for source in sources:
+        if source.location is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source.location)
+    for source in sources:  # then the directories they leave empty
+        if source.location is None or not source.relative:
+            continue
+        parent = Path(source.location).parent
+        for _ in source.relative.split("/"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            parent = parent.parent
+
+
+def _algorithm_of(record: NameRecord) -> str:
+    return Digest.parse(record.digest).algorithm

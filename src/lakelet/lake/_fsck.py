@@ -1,0 +1,95 @@
+"""``lakelet fsck``: verify every stored byte, quarantine what rotted, rebuild the index."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakelet.catalog import _bind
+from lakelet.core._digest import Digest
+from lakelet.storage._objects import hash_stream
+from lakelet.core._progress import SILENT, Progress
+from lakelet.storage._scopes import LAKE
+
+if TYPE_CHECKING:
+    from lakelet.lake._context import LakeContext
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What ``Lake.fsck`` checked and found."""
+
+    objects_checked: int
+    names_indexed: int
+    corrupt: list[str]  # blobs whose bytes no longer match their digest (moved to quarantine/)
+    missing: list[str]  # 'scope:name' whose object is neither local nor on the remote
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt and not self.missing
+
+
+def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
+    records, last_segment = _bind.all_records(lake.refs, [x.refs for x in lake.layouts()])
+    live = [r for r in records if r.removed_at is None]
+    paths = {lake.blob_path(r): r for r in live}
+    objects = lake.objects
+    if objects is not None:
+        paths.update({objects.path(d): None for d in objects.digests()})
+    progress.add_total(sum(p.stat().st_size for p in paths if p.exists()))
+    corrupt: list[str] = []
+    checked = 0
+    for path in sorted(paths):
+        if not path.exists():
+            continue
+        checked += 1
+        digest = _digest_from_path(path)
+        with open(path, "rb") as f:
+            actual, _ = hash_stream(f, digest.algorithm, progress)
+        if actual != digest:
+            corrupt.append(str(digest))
+            _quarantine(lake.root, path)
+    count = lake.catalog.rebuild(records, segments_applied=last_segment)
+    on_remote = lake.catalog.remote_digests(LAKE)
+    missing = [
+        f"{r.scope}:{r.name}" for r in live
+        if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
+    ]
+    _clean_stale_temp_files(lake.root / "tmp")
+    return FsckReport(checked, count, corrupt, missing)
+
+
+def _digest_from_path(path: Path) -> Digest:
+    # objects/<algo>/<hh>/<rest>  or  blobs/<hh>/<key>/<algo>-<hex>
+    if "-" in path.name and path.parent.parent.parent.name == "blobs":
+        algorithm, _, hexdigest = path.name.partition("-")
+        return Digest(algorithm, hexdigest)
+    return Digest(path.parent.parent.name, path.parent.name + path.name)
+
+
+def _quarantine(root: Path, path: Path) -> None:
+    target = root / "quarantine" / path.relative_to(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+
+
+def _clean_stale_temp_files(tmp_dir: Path) -> None:
+    for tmp in tmp_dir.glob("*.tmp"):
+        pid = tmp.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+    for trash in tmp_dir.glob("trash-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,94 @@
+"""Mirrored files: small records kept under the lake root and, with a remote, under the same key there.
+
+Bookmarks, run logs, run reports and dataset manifests are each one small
+file that every machine sharing the remote must see. The remote is written
+first (it is the source of truth: a failure there changes nothing here), then
+the local copy is published durably (``publish_file``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakelet.core._durable import publish_file
+
+if TYPE_CHECKING:
+    from lakelet.lake._context import LakeContext
+
+__all__ = ["MirroredFiles"]
+
+
+class MirroredFiles:
+    """Keys relative to the lake root (``state/p/state.json``) and to the remote's."""
+
+    def __init__(self, context: LakeContext) -> None:
+        self._context = context
+
+    def local_path(self, key: str) -> Path:
+        return self._context.root / key
+
+    def read(self, key: str) -> bytes | None:
+        """The remote's bytes when there is a remote (another machine may have replaced them),
+        else the local copy's; None if there is none."""
+        syncer = self._context.syncer()
+        if syncer is not None:
+            data = syncer.remote.read_bytes(key)
+            if data is not None:
+                return data
+        local = self.local_path(key)
+        return local.read_bytes() if local.is_file() else None
+
+    def read_immutable(self, key: str) -> bytes | None:
+        """A write-once file: the local copy, else the remote's, kept here read-only from now on."""
+        local = self.local_path(key)
+        if local.is_file():
+            return local.read_bytes()
+        syncer = self._context.syncer()
+        data = syncer.remote.read_bytes(key) if syncer is not None else None
+        if data is not None:
+            try:  # a copy that is there already is the remote's too: keys are written once
+                publish_file(local, data, self._context.tmp, mode=0o444)
+            except FileExistsError:
+                pass
+        return data
+
+    def replace(self, key: str, data: bytes, point: str | None = None) -> None:
+        """Write ``data`` under ``key``, replacing what was there, on the remote and here."""
+        syncer = self._context.syncer()
+        if syncer is not None:
+            syncer.remote.put_bytes(key, data)
+        publish_file(self.local_path(key), data, self._context.tmp, replace=True, point=point)
+
+    def create(self, key: str, data: bytes, point: str | None = None, read_only: bool = False) -> bool:
+        """Write ``data`` under ``key`` only if no one has: False if another writer got there first
+        (on the remote, the store's conditional create decides between machines)."""
+        syncer = self._context.syncer()
+        if syncer is not None:
+            try:
+                syncer.remote.create(key, data)
+            except FileExistsError:
+                return False
+        local = self.local_path(key)
+        try:
+            publish_file(local, data, self._context.tmp, mode=0o444 if read_only else 0o666, point=point)
+        except FileExistsError:
+            # with a remote, ours won there; a local copy with the same bytes is ours too
+            return syncer is not None and local.read_bytes() == data
+        return True
+
+    def keys(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[str]:
+        """The keys in folder ``prefix`` (ending in '/') whose names end in ``suffix``, here or on
+        the remote, sorted; ``recursive``: in its subfolders too."""
+        folder = self.local_path(prefix)
+        pattern = f"**/*{suffix}" if recursive else f"*{suffix}"
+        found = {
+            p.relative_to(self._context.root).as_posix() for p in folder.glob(pattern) if p.is_file()
+        } if folder.is_dir() else set()
+        syncer = self._context.syncer()
+        if syncer is not None:
+            found.update(
+                k for k in syncer.remote.find(prefix)
+                if k.endswith(suffix) and (recursive or "/" not in k[len(prefix):])
+            )
+        return sorted(found)

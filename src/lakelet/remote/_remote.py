@@ -1,0 +1,271 @@
+"""The remote: a lake's shared, authoritative copy in any fsspec store.
+
+This module only moves bytes: the format marker, conditional creates, uploads,
+ranged reads and listings, and where objects live (``objects/`` for loose ones,
+``packs/`` for small ones sent together, see ``_packs``). What the keys mean is
+``_log``'s (names) and ``_sync``'s (what to move) business; the layout is
+documented in docs/remote-layout.md.
+
+Every store error surfaces as ``RemoteError`` naming the remote and the
+cause, except the two outcomes callers act on: ``FileExistsError`` from a
+conditional create and ``FileNotFoundError`` from a read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from lakelet.core._digest import Digest
+from lakelet.core._durable import publish_file
+from lakelet.core.errors import ConfigError, LakeletError, RemoteError
+
+# 2: names are bound by a numbered commit log, small objects travel in packs (format 1
+# had one record per name under names/ and a journal stamped by the writers' clocks).
+REMOTE_FORMAT = 2
+MARKER = "lakelet-remote.json"
+
+_LOCAL_PROTOCOLS = {"file", "local"}
+T = TypeVar("T")
+R = TypeVar("R")
+_EXPECTED = (FileExistsError, FileNotFoundError)
+
+
+class Remote:
+    """One remote lake root, e.g. ``s3://bucket/team-lake``."""
+
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, transfers: int = 16
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.transfers = transfers  # concurrent requests; object stores reward parallel small transfers
+        import fsspec  # ~40 ms: paid only by commands that reach a remote
+
+        try:
+            # A private instance (fsspec's shared one would keep credentials and endpoints
+            # read from the environment of an earlier Remote) with no listing cache: a
+            # sync must see segments written since the last one.
+            options = {"skip_instance_cache": True, "use_listings_cache": False, **(storage_options or {})}
+            self.fs, root = fsspec.core.url_to_fs(self.url, **options)
+        except (ImportError, ValueError) as e:
+            raise ConfigError(f"remote {url}: {_first_line(e)}") from None
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = bool(_LOCAL_PROTOCOLS & set(protocols))
+        self.root = root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"<Remote {self.url}>"
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn a store failure into one RemoteError line naming this remote."""
+        try:
+            yield
+        except _EXPECTED:
+            raise
+        except LakeletError:  # ours (a failed digest check, a missing local object): not the store's
+            raise
+        except Exception as e:  # every backend has its own error classes
+            raise RemoteError(f"remote {self.url}: {doing} failed: {_first_line(e)}") from e
+
+    @contextlib.contextmanager
+    def _no_bucket(self) -> Iterator[None]:
+        # A write that finds nothing to write into means the bucket (or container) is missing.
+        try:
+            yield
+        except FileNotFoundError as e:
+            raise RemoteError(
+                f"remote {self.url}: its bucket or container does not exist ({_first_line(e)})"
+            ) from None
+
+    def _batch(self) -> dict[str, int]:
+        # async filesystems (s3fs, gcsfs, adlfs) run batches concurrently
+        return {"batch_size": self.transfers} if getattr(self.fs, "async_impl", False) else {}
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}" if self.root else relative
+
+    # the format marker
+
+    def check_format(self, create: bool) -> None:
+        """Read (or, when ``create``, write) the format marker at the remote root."""
+        marker = self.path(MARKER)
+        with self.errors("reading the format marker"):
+            try:
+                data = json.loads(self.fs.cat_file(marker))
+            except FileNotFoundError:
+                if not create:
+                    raise RemoteError(
+                        f"remote {self.url} holds no lake (no {MARKER}): "
+                        f"create it with `lakelet init PATH --remote {self.url}`"
+                    ) from None
+                self._create_marker()
+                return
+        found = data.get("format", 0)
+        if found > REMOTE_FORMAT:
+            raise RemoteError(
+                f"remote {self.url} has format {found}, newer than this lakelet "
+                f"understands ({REMOTE_FORMAT}): upgrade lakelet"
+            )
+        if found < REMOTE_FORMAT:
+            raise RemoteError(
+                f"remote {self.url} has format {found}, written by an older lakelet; this one "
+                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote"
+            )
+
+    def _create_marker(self) -> None:
+        body = json.dumps({"format": REMOTE_FORMAT, "layout": "docs/remote-layout.md"}).encode()
+        try:
+            self.create(MARKER, body)
+        except FileExistsError:
+            return  # another machine initialised it first
+        # Every name binding relies on the conditional create (docs/remote-layout.md): a
+        # store that ignores it would let two writers take one log entry and lose one.
+        try:
+            self.create(MARKER, body)
+        except FileExistsError:
+            return
+        raise RemoteError(
+            f"remote {self.url} ignores conditional creates (If-None-Match / "
+            "ifGenerationMatch=0): lakelet cannot bind names safely on it"
+        )
+
+    # primitive writes: no reader ever sees a partial file
+
+    def create(self, relative: str, data: bytes) -> None:
+        """Write ``data`` at ``relative`` only if nothing is there; FileExistsError otherwise."""
+        path = self.path(relative)
+        with self.errors(f"creating {relative}"), self._no_bucket():
+            if self.is_local:
+                self._local_publish(path, data, replace=False)
+                return
+            # S3 If-None-Match: *, GCS ifGenerationMatch=0, Azure If-None-Match: *
+            self.fs.pipe_file(path, data, mode="create")
+
+    def upload(self, local: Path, relative: str) -> None:
+        """Copy a local file to ``relative``, replacing it atomically if it exists."""
+        path = self.path(relative)
+        with self.errors(f"uploading {relative}"), self._no_bucket():
+            if self.is_local:
+                self._local_publish(path, local, replace=True)
+            else:
+                self.fs.put_file(str(local), path)  # object stores publish on completion only
+
+    # plain files, for the scoped stores (see _scoped_remote)
+
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        """Write ``data`` at ``relative``, replacing it atomically."""
+        path = self.path(relative)
+        with self.errors(f"writing {relative}"), self._no_bucket():
+            if self.is_local:
+                self._local_publish(path, data, replace=True)
+            else:
+                self.fs.pipe_file(path, data)
+
+    def _local_publish(self, path: str, content: bytes | Path, replace: bool) -> None:
+        # Temp files go in the remote's own tmp/, on its filesystem, where no listing looks:
+        # one beside its key, left by a writer that was killed, would be listed with the keys
+        # (read back as a run log, reported by gc --remote as an object).
+        tmp_dir = Path(self.path("tmp"))
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        publish_file(Path(path), content, tmp_dir, replace=replace, point="remote-file-written")
+
+    def read_bytes(self, relative: str, start: int | None = None, end: int | None = None) -> bytes | None:
+        """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
+        with self.errors(f"reading {relative}"):
+            try:
+                return self.fs.cat_file(self.path(relative), start=start, end=end)
+            except FileNotFoundError:
+                return None
+
+    def open_file(self, relative: str) -> BinaryIO:
+        with self.errors(f"reading {relative}"):
+            return self.fs.open(self.path(relative), "rb")
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The bytes of each key, fetched concurrently (one request each)."""
+        if not keys:
+            return {}
+        with self.errors(f"reading {keys[0].rsplit('/', 1)[0]}"):
+            raw = self.fs.cat([self.path(k) for k in keys], on_error="raise", **self._batch())
+        by_path = {self.path(k): k for k in keys}
+        return {by_path.get(p) or by_path[self.fs._strip_protocol(p)]: body for p, body in raw.items()}
+
+    def size(self, relative: str) -> int | None:
+        """The size of the key at ``relative``; None if there is nothing."""
+        with self.errors(f"checking {relative}"):
+            try:
+                return int(self.fs.size(self.path(relative)))
+            except FileNotFoundError:
+                return None
+
+    def list_dir(self, relative: str) -> list[str]:
+        """The names of the entries directly under ``relative`` (one listing page per 1,000)."""
+        with self.errors(f"listing {relative}"):
+            try:
+                entries = self.fs.ls(self.path(relative), detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def find(self, prefix: str) -> list[str]:
+        """Keys (relative to the remote root) that start with ``prefix``."""
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        with self.errors(f"listing {directory or 'the remote'}"):
+            try:
+                found = self.fs.find(self.path(directory))
+            except FileNotFoundError:
+                return []
+        root = f"{self.root}/" if self.root else ""
+        keys = (self.fs._strip_protocol(k).removeprefix(root) for k in found)
+        return [k for k in keys if k.startswith(prefix)]
+
+    def remove(self, relative: str) -> None:
+        with self.errors(f"deleting {relative}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(relative))
+
+    def remove_tree(self, relative: str) -> None:
+        with self.errors(f"deleting {relative}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(relative), recursive=True)
+
+    # objects
+
+    def object_key(self, digest: Digest) -> str:
+        hexdigest = digest.hexdigest
+        return f"objects/{digest.algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
+
+    def object_size(self, digest: Digest) -> int | None:
+        return self.size(self.object_key(digest))
+
+    def open_object(self, digest: Digest) -> BinaryIO:
+        with self.errors(f"reading object {digest}"):
+            return self.fs.open(self.path(self.object_key(digest)), "rb")
+
+    def url_of(self, relative: str, expires_s: int) -> str:
+        path = self.path(relative)
+        if self.is_local:
+            return Path(path).resolve().as_uri()
+        with self.errors("signing a URL"):
+            try:
+                return self.fs.sign(path, expiration=expires_s)
+            except NotImplementedError:
+                return self.fs.unstrip_protocol(path)
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """``fn`` over ``items`` on up to ``workers`` threads (a remote's ``transfers``), in order."""
+    items = list(items)
+    if len(items) <= 1 or workers <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -1,0 +1,410 @@
+"""Moving a lake between its local root and its remote: publish, push, sync, fetch, evict.
+
+Order is what keeps every machine consistent: objects (loose or in packs) are
+uploaded before the log entry that binds names to them is appended, that
+entry is appended (the arbiter, by conditional create) before the names are
+bound locally, and a downloaded object is verified before it is renamed into
+the local store (``_fetch``). A push never binds a name to bytes under a key
+that a remote gc announced it is deleting (``_sweeps``): it sends them again
+under a new one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lakelet.core import _faults
+from lakelet.storage import _packs
+from lakelet.catalog._catalog import Catalog
+from lakelet.core._digest import Digest
+from lakelet.core.errors import NameExistsError, NotFoundError, RemoteError
+from lakelet.remote._fetch import Fetcher
+from lakelet.remote._log import SNAPSHOT_EVERY, Log
+from lakelet.storage._objects import ObjectStore, StoredBlob
+from lakelet.storage._packs import Pack
+from lakelet.core._progress import SILENT, Progress
+from lakelet.storage._refs import NameRecord
+from lakelet.remote._remote import Remote
+from lakelet.remote._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
+from lakelet.storage._scopes import LAKE
+from lakelet.storage._sweeps import Sweep
+
+_HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has a loose object before sending it
+_MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
+_FRESH_TAIL = 16  # random bytes that give a pack sent again a key no sweep has named
+_CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
+_LAST_SYNC = "last_sync"
+_SNAPSHOT_SEEN = "snapshot_seq"
+
+
+@dataclass
+class PushReport:
+    names: int = 0
+    objects: int = 0
+    bytes: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncReport:
+    pushed: PushReport
+    new_names: int = 0
+    entries_read: int = 0
+
+
+@dataclass
+class EvictReport:
+    files: int = 0
+    bytes: int = 0
+    kept_unpushed: list[str] = field(default_factory=list)
+
+
+class Syncer:
+    def __init__(self, remote: Remote, catalog: Catalog, objects: ObjectStore, tmp: Path) -> None:
+        self.remote = remote
+        self.log = Log(remote)
+        self._catalog = catalog
+        self._objects = objects
+        self._tmp = tmp
+        self._fetcher = Fetcher(remote, catalog, objects, tmp)
+
+    # writing to the remote
+
+    def publish(self, records: list[NameRecord], progress: Progress = SILENT) -> list[NameRecord]:
+        """Write-through for a new batch: all names bound on the remote, or none.
+
+        Returns the records as bound on the remote; raises NameExistsError when
+        any name is bound there to other content (nothing of the batch is bound).
+        """
+        self.pull_metadata()
+        since = self.cursor()  # every object is sent or looked for after this entry
+        new, _, conflicts = self._classify(records)
+        if conflicts:  # known before sending a byte
+            raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+        packs, _, _ = self.upload_objects(new, progress)
+        bound, _ = self._commit(records, packs, all_or_nothing=True, since=since, progress=progress)
+        by_name = {r.name: r for r in bound}
+        return [by_name[r.name] for r in records]
+
+    def push(self, pending: list[NameRecord], progress: Progress = SILENT) -> PushReport:
+        """Send names bound locally but not yet on the remote. Conflicts are reported, not raised."""
+        report = PushReport()
+        if not pending:
+            return report
+        self.pull_metadata()
+        since = self.cursor()
+        new, _, _ = self._classify(pending)
+        packs, report.objects, report.bytes = self.upload_objects(new, progress)
+        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False, since=since,
+                                               progress=progress, report=report)
+        report.names = len(bound)
+        return report
+
+    def tombstone(self, records: list[NameRecord]) -> None:
+        """Mark lake names removed on the remote: one log entry for the batch."""
+        self._commit(records, [], all_or_nothing=True)
+
+    def upload_objects(
+        self, records: list[NameRecord], progress: Progress = SILENT
+    ) -> tuple[list[Pack], int, int]:
+        """Send the objects of ``records`` the remote lacks: small ones in packs.
+
+        Returns (the packs sent, objects sent, bytes sent).
+        """
+        # Every object is sent, even one the log says the remote holds: gc may have deleted
+        # it since (the outputs of expired stage runs release theirs). Big ones are looked
+        # for first and not sent again if there (_send_loose): whether a gc may be deleting
+        # what was found, or what was sent, is settled when the entry is appended (_commit).
+        sizes = {r.digest: r.size for r in records}
+        # (an empty object has no range to read back: it goes alone)
+        small = {d: s for d, s in sizes.items() if 0 < s <= _packs.MEMBER_MAX}
+        if len(small) < 2:  # a pack of one is a loose object with extra steps
+            small = {}
+        groups = _packs.plan(small)
+        loose = [(d, s) for d, s in sizes.items() if d not in small]
+        progress.add_total(sum(sizes.values()))
+
+        def send(job: tuple[str, list[tuple[str, int]]]) -> tuple[Pack | None, int, int]:
+            kind, items = job
+            if kind == "pack":
+                return self._send_pack(items, progress)
+            ((digest, size),) = items
+            return None, *self._send_loose(Digest.parse(digest), size, progress)
+
+        jobs = [("pack", g) for g in groups] + [("loose", [item]) for item in loose]
+        sent = _parallel(send, jobs, self.remote.transfers)
+        _faults.reached("objects-pushed")
+        packs = [p for p, _, _ in sent if p is not None]
+        return packs, sum(n for _, n, _ in sent), sum(b for _, _, b in sent)
+
+    def _send_pack(self, group: list[tuple[str, int]], progress: Progress) -> tuple[Pack, int, int]:
+        path, pack = _packs.write(group, self._objects.path, self._tmp)
+        try:
+            # content-addressed: a second upload of the same pack writes the same bytes
+            self.remote.upload(path, _packs.key_of(pack.digest))
+        finally:
+            path.unlink(missing_ok=True)
+        size = sum(s for _, s in group)
+        progress.advance(size)
+        return pack, len(group), size
+
+    def _send_loose(self, digest: Digest, size: int, progress: Progress) -> tuple[int, int]:
+        if size >= _HEAD_FIRST and self.remote.object_size(digest) == size:
+            progress.advance(size)
+            return 0, 0
+        local = self._objects.path(digest)
+        if not local.is_file():
+            raise NotFoundError(f"object {digest} is not stored locally, so it cannot be pushed")
+        self.remote.upload(local, self.remote.object_key(digest))
+        progress.advance(size)
+        return 1, size
+
+    def _classify(
+        self, records: list[NameRecord]
+    ) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
+        """Split ``records`` by what the remote binds, as far as this machine has read its log:
+        (to bind, already bound there as asked, conflicting names)."""
+        known = self._catalog.remote_bindings(LAKE, (r.name for r in records))
+        new, bound, conflicts = [], [], []
+        for record in records:
+            there = known.get(record.name)
+            removing = record.removed_at is not None
+            if there is None:
+                new.append(record)
+            elif there[0] != record.digest or (there[1] and not removing):
+                conflicts.append(record.name)
+            elif removing and not there[1]:
+                new.append(record)  # a tombstone of a name bound there
+            else:
+                bound.append(self._catalog.get(LAKE, record.name) or record)
+        return new, bound, conflicts
+
+    def _commit(
+        self,
+        records: list[NameRecord],
+        packs: list[Pack],
+        all_or_nothing: bool,
+        since: int | None = None,
+        progress: Progress = SILENT,
+        report: PushReport | None = None,
+    ) -> tuple[list[NameRecord], list[str]]:
+        """Bind ``records`` by appending one log entry. Returns (records as bound, conflicts).
+
+        The entry goes after the last one this machine has applied; if another
+        writer took that number, its entry is read and the names checked again.
+        ``since``: the entry after which the objects were sent or found on the
+        remote (None for tombstones, which need no bytes).
+        """
+        for _ in range(_MAX_ATTEMPTS):
+            new, bound, conflicts = self._classify(records)
+            if conflicts and all_or_nothing:
+                raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+            if not new:
+                return bound, conflicts
+            if since is not None:
+                packs = self._resend_swept(new, packs, since, progress, report)
+            used = {r.digest for r in new}
+            # only packs holding an object of this entry: the others hold nothing it names
+            entry_packs = [p for p in packs if any(m.digest in used for m in p.members)]
+            seq = self.cursor() + 1
+            try:
+                self.log.append(seq, new, entry_packs)
+            except FileExistsError:
+                self.pull_metadata()
+                continue
+            _faults.reached("log-appended")
+            self._catalog.apply_remote(seq, new, entry_packs)
+            return [*bound, *new], conflicts
+        raise RemoteError(
+            f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
+            "writers while binding names; try again"
+        )
+
+    def _resend_swept(
+        self, new: list[NameRecord], packs: list[Pack], since: int, progress: Progress,
+        report: PushReport | None,
+    ) -> list[Pack]:
+        """``packs``, with the objects of ``new`` whose key a gc sweep may be deleting sent
+        again under new keys.
+
+        Called with every entry before the one about to be appended applied: a sweep
+        announced after it will have seen this entry's names and spares their keys
+        (docs/remote-layout.md, "gc against a push"). A sweep announced before it, and not done
+        by entry ``since`` (before which nothing of this push was sent or looked for), may
+        delete a key this entry relies on at any moment, even one this push has just
+        written: the same bytes sent again land on the same key. So those objects go in
+        new packs, whose keys no sweep names (they end with random bytes), and this
+        entry's pack lines place them there."""
+        sizes = {r.digest: r.size for r in new if r.removed_at is None and r.size > 0}
+        relied: dict[str, list[str]] = {}  # key -> the objects of this entry read from it
+        for pack in packs:
+            members = [m.digest for m in pack.members if m.digest in sizes]
+            if members:
+                relied[_packs.key_of(pack.digest)] = members
+        in_packs = {d for members in relied.values() for d in members}
+        for digest in sizes.keys() - in_packs:
+            relied[self.remote.object_key(Digest.parse(digest))] = [digest]
+        swept = self._catalog.swept(relied, since)
+        if not swept:
+            return packs  # the common case: one query of the index, no request
+        again = {d: sizes[d] for key in swept for d in relied[key]}
+        small = {d: s for d, s in again.items() if s <= _packs.MEMBER_MAX}
+        # a big object goes alone, so that a reader streams it rather than holding a span
+        groups = _packs.plan(small) + [[(d, s)] for d, s in again.items() if d not in small]
+        progress.add_total(sum(again.values()))
+
+        def send(group: list[tuple[str, int]]) -> Pack:
+            path, pack = _packs.write(group, self._objects.path, self._tmp,
+                                      tail=secrets.token_bytes(_FRESH_TAIL))
+            try:
+                self.remote.upload(path, _packs.key_of(pack.digest))
+            finally:
+                path.unlink(missing_ok=True)
+            progress.advance(sum(s for _, s in group))
+            return pack
+
+        fresh = _parallel(send, groups, self.remote.transfers)
+        if report is not None:
+            report.objects += len(again)
+            report.bytes += sum(again.values())
+        return [p for p in packs if _packs.key_of(p.digest) not in swept] + fresh
+
+    def announce_sweep(self, keys: list[str], unreferenced: Callable[[list[str]], list[str]]) -> Sweep | None:
+        """Append a log entry saying a gc is about to delete ``keys``, those of them that
+        ``unreferenced`` still returns once every entry before it is applied. Returns the
+        sweep announced (None when nothing is left to delete)."""
+
+        def make(seq: int) -> Sweep | None:
+            left = unreferenced(keys)
+            return Sweep(seq, tuple(left)) if left else None
+
+        return self._append_sweep(make)
+
+    def end_sweep(self, sweep: Sweep) -> None:
+        """Append a log entry saying ``sweep`` has deleted everything it will."""
+        self._append_sweep(lambda seq: Sweep(sweep.seq, done_at=seq))
+
+    def _append_sweep(self, make: Callable[[int], Sweep | None]) -> Sweep | None:
+        for _ in range(_MAX_ATTEMPTS):
+            seq = self.cursor() + 1
+            sweep = make(seq)
+            if sweep is None:
+                return None
+            try:
+                self.log.append(seq, [], [], [sweep])
+            except FileExistsError:
+                self.pull_metadata()
+                continue
+            self._catalog.apply_remote(seq, [], [], [sweep])
+            return sweep
+        raise RemoteError(
+            f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
+            "writers while gc announced a sweep; try again"
+        )
+
+    # reading from the remote
+
+    def cursor(self) -> int:
+        return int(self._catalog.get_state(_CURSOR) or 0)
+
+    def lookup(self, name: str) -> NameRecord | None:
+        """The remote's record of a lake name this machine has not seen yet (read from the
+        log entries it has not applied: no request per name)."""
+        self.pull_metadata()
+        return self._catalog.get(LAKE, name)
+
+    def pull_metadata(self) -> tuple[int, int]:
+        """Apply the log entries this machine has not read; returns (names, entries).
+
+        The cost is one listing (one more per 1,000 entries) and one read per new
+        entry: it does not grow with the number of names in the lake. A machine
+        that has read nothing yet starts from the latest snapshot.
+        """
+        cursor = self.cursor()
+        names = 0
+        if cursor == 0:
+            taken = self.log.snapshots()
+            if taken:
+                records, packs, sweeps = self.log.read_snapshot(taken[-1])
+                self._catalog.apply_remote(taken[-1], records, packs, sweeps)
+                self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
+                names, cursor = len(records), taken[-1]
+        entries = self.log.entries_after(cursor)
+        if entries:
+            self._catalog.apply_remote(
+                entries[-1].seq,
+                (r for e in entries for r in e.records),
+                [p for e in entries for p in e.packs],
+                [s for e in entries for s in e.sweeps],
+            )
+            names += sum(len(e.records) for e in entries)
+        self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
+        return names, len(entries)
+
+    def maybe_snapshot(self) -> bool:
+        """Write a snapshot once SNAPSHOT_EVERY entries have followed the latest, so that a new
+        machine reads one file and at most a few folders of entries."""
+        cursor = self.cursor()
+        seen = int(self._catalog.get_state(_SNAPSHOT_SEEN) or 0)
+        if cursor - seen < SNAPSHOT_EVERY:
+            return False
+        latest = max(self.log.snapshots(), default=0)
+        if cursor - latest < SNAPSHOT_EVERY:
+            self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
+            return False
+        records = self._catalog.remote_records(LAKE)
+        if records is None:  # a name here lost a race: leave the snapshot to another machine
+            return False
+        self.log.write_snapshot(cursor, records, self._catalog.packs(), self._catalog.open_sweeps())
+        self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
+        return True
+
+    def last_sync(self) -> datetime | None:
+        value = self._catalog.get_state(_LAST_SYNC)
+        return datetime.fromisoformat(value) if value else None
+
+    # content
+
+    def fetch(self, record: NameRecord, progress: Progress = SILENT) -> StoredBlob:
+        """Download the object of ``record`` into the local store, verified on the way."""
+        return self._fetcher.fetch(record, progress)
+
+    def fetch_many(self, records: list[NameRecord], progress: Progress = SILENT) -> int:
+        return self._fetcher.fetch_many(records, progress)
+
+    def evict(self, records: list[NameRecord]) -> EvictReport:
+        report = EvictReport()
+        on_remote = self._catalog.remote_digests(LAKE)
+        keep = {r.digest for r in self._catalog.not_on_remote(LAKE)}
+        sizes: dict[str, int | None] = {}  # one size request per pack or loose object
+        for record in records:
+            path = self._objects.path(Digest.parse(record.digest))
+            if not path.is_file():
+                continue
+            if on_remote.get(record.name) != record.digest or record.digest in keep:
+                report.kept_unpushed.append(record.name)
+                continue
+            if not self._fetcher.is_on_remote(record, sizes):  # trust, but check the bytes are there
+                report.kept_unpushed.append(record.name)
+                continue
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            report.files += 1
+            report.bytes += size
+        return report
+
+    def url(self, record: NameRecord, expires_s: int) -> str:
+        return self._fetcher.url(record, expires_s)
+
+
+def _conflict_message(conflicts: list[str], url: str) -> str:
+    shown = ", ".join(repr(n) for n in conflicts[:3])
+    more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+    return (
+        f"{shown}{more} already bound to other content on remote {url}; "
+        "lake names are write-once: choose another name"
+    )

@@ -1,0 +1,6 @@
+"""Named values encrypted at rest (a local backend, or AWS SSM), handed to the stages that ask.
+
+Imports: ``core``.
+
+See docs/architecture.md.
+"""

@@ -1,0 +1,6 @@
+"""``@lakelet.stage``: cache keys, the normalized code hash, output formats, where code lives.
+
+Imports: every layer below, up to ``facade``.
+
+See docs/architecture.md.
+"""

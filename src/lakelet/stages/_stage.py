@@ -1,0 +1,366 @@
+"""``@lakelet.stage``: a function whose result is stored in the lake under a key of its code and inputs.
+
+A call first computes the key (``_stage_key``: cheap, no upstream runs), and
+only on a miss loads its inputs, which runs the upstream stages that miss.
+
+Each run binds its outputs, write-once like any other lake name, all in one
+segment (all or none): the files it wrote and its return value
+(``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
+otherwise). Then it binds the run record beside them (``…/<key>.json``),
+which holds the lineage and is what a later call looks for: a run killed
+before its record leaves outputs that the next run binds again, which is a
+no-op for the same content. Two machines that run the same
+key bind the same run record name: one wins, the other adopts its result.
+After ``gc`` retires an expired run (``ttl=``), the key binds a new
+generation of names (``_expiry``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lakelet.stages import _provenance
+from lakelet.lake import _pending
+from lakelet.lake._add import bind_outputs
+from lakelet.stages._codehash import module_packages, qualified_name
+from lakelet.facade._current import current_lake
+from lakelet.core._environ import patched_environ
+from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundError
+from lakelet.lake._expiry import current_run_record, expiry_fields, stage_ttl
+from lakelet.facade._file import File
+from lakelet.stages._formats import Format, choose_format, dump, get_format, kind_of
+from lakelet.facade._lake import Lake
+from lakelet.core._names import validate_name
+from lakelet.core._durable import new_temp_path
+from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
+
+_OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of a stage did: its result, whether the function ran, and why."""
+
+    value: Any
+    ran: bool
+    why: str  # "" for a run unless the reason was asked for: finding it costs a listing
+    key: str  # whose run record holds the result
+
+
+class Stage:
+    """A decorated function. Calling it returns its (possibly cached) result."""
+
+    def __init__(self, func: Any, inputs: dict[str, Raw | Stage], options: dict[str, Any]) -> None:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise InvalidArgumentError(f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}")
+        self.func = func
+        self.inputs = inputs
+        self.options = options
+        self.qualname = qualified_name(func)
+        self.format: Format | None = get_format(options["format"]) if options.get("format") else None
+        if options.get("name") is not None:
+            validate_name(options["name"])
+        self.ttl = stage_ttl(self.qualname, options)
+        self._signature = inspect.signature(func)  # built once: key() runs on every call
+        functools.update_wrapper(self, func)
+        self.__lakelet_function__ = func
+
+    def __repr__(self) -> str:
+        return f"<lakelet.stage {self.qualname}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(current_lake(), args, kwargs)
+
+    # the key
+
+    def key(self, lake: Lake, args: tuple = (), kwargs: dict[str, Any] | None = None) -> tuple[str, dict]:
+        """(key, parts): parts are what the key is made of, kept in the run record."""
+        key = self._key(lake, args, kwargs or {})
+        return key.digest, key.parts
+
+    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any],
+             keys: dict[Stage, Key] | None = None) -> Key:
+        """``keys``: the upstream keys worked out so far (by one call, or one run), added to here."""
+        return make_key(self.qualname, self.func, self.options.get("version"),
+                        self.format.name if self.format else None,
+                        self._resolve(lake, {} if keys is None else keys), self._params(args, kwargs))
+
+    def key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
+        """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
+        which two stages made by one factory share."""
+        if self not in keys:
+            keys[self] = self._key(lake, (), {}, keys)
+        return keys[self]
+
+    def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bound = self._signature.bind_partial(*args, **kwargs)
+        except TypeError as e:
+            raise InvalidArgumentError(f"stage {self.qualname}: {e}") from None
+        clash = set(bound.arguments) & set(self.inputs)
+        if clash:
+            raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
+        return dict(bound.arguments)
+
+    def _resolve(self, lake: Lake, keys: dict[Stage, Key]) -> dict[str, Resolved]:
+        out = {}
+        for arg, source in sorted(self.inputs.items()):
+            if isinstance(source, Stage):
+                key = source.key_in(lake, keys)  # once per call, even in a diamond; loading reuses it
+                out[arg] = Resolved({"stage": source.qualname, "key": key.digest},
+                                     functools.partial(source.value_for, lake, key))
+            elif isinstance(source, Raw):
+                out[arg] = resolve_raw(lake, source, self.qualname)
+            else:
+                raise InvalidArgumentError(
+                    f"stage {self.qualname}: input {arg!r} must be lakelet.raw(...) or another stage"
+                )
+        return out
+
+    # running
+
+    def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
+        return self.call_in(lake, args, kwargs).value
+
+    def call_in(self, lake: Lake, args: tuple, kwargs: dict[str, Any], explain: bool = False) -> Outcome:
+        """Returns the result, whether the function ran, and why (for a run: only if ``explain``)."""
+        return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
+
+    def value_for(self, lake: Lake, key: Key) -> Any:
+        return self._outcome(lake, key, (), {}, explain=False).value
+
+    def _outcome(self, lake: Lake, key: Key, args: tuple, kwargs: dict[str, Any], explain: bool) -> Outcome:
+        cache = self.options.get("cache", True)
+        record_name, found = current_run_record(lake.context, self.qualname, key.digest)  # the cache entry
+        if cache and found is not None:
+            return self._hit(lake, key, File(record_name, lake=lake, record=found), "cached")
+        with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
+            record_name, found = current_run_record(lake.context, self.qualname, key.digest)
+            if cache and found is not None:
+                return self._hit(lake, key, File(record_name, lake=lake, record=found),
+                                 "computed meanwhile by another process")
+            # before the run: afterwards its own record is the latest
+            reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
+            _log(self, "running", reason)
+            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
+
+    def _hit(self, lake: Lake, key: Key, run_record: File, reason: str) -> Outcome:
+        _log(self, "skipped", reason)
+        return Outcome(self.load_output(lake, run_record), False, reason, key.digest)
+
+    def load_output(self, lake: Lake, run_record: File) -> Any:
+        """The stored result of a run (which may be None: a hit is the record, not its value)."""
+        returned = json.loads(run_record.read_bytes())["returned"]
+        if returned["kind"] == "files":
+            files = [lake.file(n) for n in returned["names"]]
+            return files[0] if returned.get("single") else files
+        if returned["kind"] == "path":
+            return lake.file(returned["names"][0]).path
+        path = lake.file(returned["names"][0]).path
+        return get_format(returned["kind"]).load(path, returned.get("type", "python"))
+
+    def _execute(self, lake: Lake, key: Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        parts = key.parts
+        inputs = {arg: r.load() for arg, r in key.inputs.items()}
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
+        secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
+        with _pending.collecting(prefix) as pending, _secret_environment(secret_values):
+            value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
+        duration = time.perf_counter() - t0
+        meta = {"stage": self.qualname, "run": record_name}
+        expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
+        if expiry:
+            meta["expires_at"] = expiry["expires_at"]
+        encoded = new_temp_path(lake.root / "tmp")
+        try:
+            # before binding anything: a value its format cannot store must leave the lake as it was
+            fmt = self._encode(lake, value, encoded, pending)
+            returned, from_value = self._returned(value, fmt, encoded, prefix)
+            bound = self._bind(lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value],
+                               prefix, meta)
+        finally:
+            pending.discard()
+            encoded.unlink(missing_ok=True)
+        record = {
+            "kind": "stage",
+            "stage": self.qualname,
+            "key": key.digest,
+            "parts": parts,
+            "returned": returned,
+            # a returned File the stage did not write (passed through) is an output too
+            "outputs": [{"name": f.name, "digest": f.digest}
+                        for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])],
+            "inputs": parts["inputs"],
+            "datasets_written": pending.datasets,
+            "code_digest": identity_of(self.func).digest,
+            "code_source": _provenance.source_text(self.func),
+            "source": _provenance.source_location(self.func),
+            "environment": _provenance.environment(),
+            "packages": module_packages(self.func) | {
+                k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
+            "started_at": started.isoformat(),
+            "ended_at": datetime.now(UTC).isoformat(),
+            "duration_s": round(duration, 6),
+            **expiry,
+        }
+        tmp = new_temp_path(lake.root / "tmp")
+        try:
+            tmp.write_bytes(json.dumps(record, sort_keys=True, indent=1).encode())
+            with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
+                lake.add(tmp, record_name, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return value
+
+    def _encode(self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs) -> Format | None:
+        """Write the return value to ``path`` in its format; None for files and paths, bound as they are.
+
+        Raises NotFoundError for a returned File or Path that does not exist.
+        """
+        files = [value] if isinstance(value, File) else list(value) if isinstance(value, list | tuple) else []
+        if files and all(isinstance(v, File) for v in files):
+            for f in files:
+                if f.name not in pending.written and not lake.exists(f.name):
+                    raise NotFoundError(
+                        f"stage {self.qualname} returned lakelet.File({f.name!r}), which it did not write "
+                        "and the lake does not have: write it (File(...).open(\"w\")) before returning it"
+                    )
+            return None
+        if isinstance(value, Path) and self.format is None:
+            if not value.is_file():
+                raise NotFoundError(f"stage {self.qualname} returned the path {value}, which is not a file: "
+                                    "return the path of a file the stage wrote")
+            return None
+        fmt = choose_format(value, self.format, self.qualname)
+        dump(fmt, value, path, self.qualname)
+        return fmt
+
+    def _returned(self, value: Any, fmt: Format | None, encoded: Path, prefix: str) -> tuple[dict, list]:
+        """How to load the return value back (``encoded`` in ``fmt``), and what of it to bind:
+        (name, path, whether to move it in)."""
+        if fmt is not None:
+            name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
+            return {"kind": fmt.name, "names": [name], "type": kind_of(value)}, [(name, encoded, True)]
+        if isinstance(value, Path):
+            name = self.options.get("name") or f"{prefix}{value.name}"
+            return {"kind": "path", "names": [name]}, [(name, value, False)]  # the user's file: copied
+        if isinstance(value, File):
+            return {"kind": "files", "names": [value.name], "single": True}, []
+        return {"kind": "files", "names": [v.name for v in value]}, []
+
+    def _bind(self, lake: Lake, outputs: list[tuple[str, Path, bool]], prefix: str,
+              meta: dict[str, str]) -> list[File]:
+        """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
+        the run record, bound after them, is what marks the run complete."""
+        names = [name for name, _, _ in outputs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidArgumentError(
+                f"stage {self.qualname} has two outputs named {twice}: give each output its own name")
+        try:
+            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta)]
+        except NameExistsError:
+            # Another machine ran this key first and bound other bytes under the key's own
+            # names (a non-deterministic stage): its outputs are the ones kept, ours discarded.
+            theirs = {n for n in names if n.startswith(prefix) and lake.exists(n)}
+            if not theirs:
+                raise
+            mine = [o for o in outputs if o[0] not in theirs]
+            ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
+            return [*ours, *(lake.file(n) for n in sorted(theirs))]
+
+
+class _Mask(logging.Filter):
+    """Replaces secret values in log records while a stage that holds them runs."""
+
+    def __init__(self, values: list[str]) -> None:
+        super().__init__()
+        self.values = sorted(values, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for value in self.values:
+            masked = masked.replace(value, "***")
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+@contextlib.contextmanager
+def _secret_environment(values: dict[str, str]) -> Iterator[None]:
+    """The stage's secrets in os.environ for its run only, with log records masked."""
+    if not values:
+        yield
+        return
+    mask = _Mask(list(values.values()))
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(mask)
+    try:
+        with patched_environ(values):
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(mask)
+
+
+def _unique(files: list[File]) -> list[File]:
+    return list({f.name: f for f in files}.values())
+
+
+def _explaining(stage: Stage) -> bool:
+    return bool(stage.options.get("explain")) or os.environ.get("LAKELET_EXPLAIN", "") not in ("", "0")
+
+
+_logger = logging.getLogger("lakelet.stage")
+
+
+def _log(stage: Stage, what: str, why: str) -> None:
+    _logger.info("%s %s", what, stage.qualname)
+    if _explaining(stage):
+        print(f"lakelet: {what} {stage.qualname} ({why})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _key_lock(lake: Lake, key: str) -> Iterator[None]:
+    locks = lake.root / "locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(locks / f"{key[:40]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def stage(func: Any = None, /, **options: Any) -> Any:
+    """Decorate a function as a lakelet stage, with or without options.
+
+    Keyword arguments that are ``lakelet.raw(...)`` or other stages bind inputs
+    (LWDP style); the others are options: cache, format, name, version,
+    secrets, ttl, explain.
+    """
+    inputs = {k: v for k, v in options.items() if isinstance(v, Raw | Stage)}
+    settings = {k: v for k, v in options.items() if k not in inputs}
+
+    def decorate(f: Any) -> Stage:
+        return Stage(f, inputs, settings)
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,7 @@
+"""Bytes on this machine: the content-addressed object store and its verified reader, name
+segments (append-only binding records), scope layouts, packs, and the sources an add reads.
+
+Imports: ``core``.
+
+See docs/architecture.md.
+"""

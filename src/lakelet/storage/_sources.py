@@ -1,0 +1,172 @@
+"""What `add` can ingest: a local file or directory, an http(s) URL, or any fsspec URL."""
+
+from __future__ import annotations
+
+import base64
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from lakelet.core.errors import NotFoundError, SourceError
+
+_HTTP_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file to ingest. ``relative`` is '' for a single file, else its path under a directory.
+
+    A local file is known by ``location``, its path as a string (a directory add lists
+    10,000 of these and builds a ``Path`` for few of them); any other source by ``opener``.
+    """
+
+    relative: str
+    location: str | None
+    size: int | None
+    opener: Callable[[], BinaryIO] | None = None
+
+    @property
+    def local_path(self) -> Path | None:
+        return None if self.location is None else Path(self.location)
+
+    def open(self) -> BinaryIO:
+        if self.opener is not None:
+            return self.opener()
+        assert self.location is not None
+        try:
+            return open(self.location, "rb", buffering=0)  # type: ignore[return-value]
+        except PermissionError:
+            raise SourceError(f"cannot read {self.location}: permission denied") from None
+
+
+def resolve(src: str | os.PathLike[str]) -> list[Source]:
+    """Every file that ``src`` names, sorted; raises NotFoundError or SourceError."""
+    text = os.fspath(src)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in ("http", "https"):
+            return [Source("", None, None, lambda: _open_http(text))]
+        if scheme != "file":
+            return _resolve_fsspec(text)
+        text = text[len("file://") :]
+    return _resolve_local(Path(text).expanduser())
+
+
+def _resolve_local(path: Path) -> list[Source]:
+    if path.is_dir():
+        try:
+            found = list(_walk(os.fspath(path), ""))
+        except OSError as e:  # an unreadable subdirectory: refuse rather than add part of it
+            raise SourceError(f"cannot read {e.filename or path}: {e.strerror}") from None
+        return [Source(rel, location, size) for rel, location, size in found]
+    if path.is_file():
+        return [Source("", os.fspath(path), path.stat().st_size)]
+    if path.exists():
+        raise SourceError(f"{path} is neither a file nor a directory")
+    raise NotFoundError(f"source {path} does not exist")
+
+
+def _walk(directory: str, relative: str) -> Iterator[tuple[str, str, int]]:
+    """(relative path, path, size) of every regular file under ``directory``, symlinks to files
+    included, symlinked directories not entered (as ``Path.rglob``), sorted segment by segment.
+    ``scandir`` knows most entry types without a stat, which matters at 10,000 files."""
+    with os.scandir(directory) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        rel = f"{relative}{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(entry.path, rel + "/")
+        elif entry.is_file():
+            yield rel, entry.path, entry.stat().st_size
+
+
+def read_small(source: Source, limit: int) -> bytes | None:
+    """The whole content of a local ``source`` if it is at most ``limit`` bytes, else None.
+
+    Plain ``read`` calls on a descriptor: for a small file, a buffered file object
+    and a reusable buffer cost more CPU than the read itself.
+    """
+    assert source.location is not None
+    try:
+        fd = os.open(source.location, os.O_RDONLY)
+    except PermissionError:
+        raise SourceError(f"cannot read {source.location}: permission denied") from None
+    try:
+        wanted = (source.size or 0) + 1  # all of it, and one byte more if it grew since listed
+        data = os.read(fd, wanted)
+        # A regular file reads short only at its end: a full read means it grew, so read on
+        # to one byte past the limit (it is then too big) or to the end.
+        if len(data) == wanted and len(data) <= limit:
+            data += os.read(fd, limit + 1 - len(data))
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
+def redact(src: str) -> str:
+    """A source as it may be shown or recorded: no credentials, no query (presigned tokens)."""
+    if "://" not in src:
+        return src
+    parts = urllib.parse.urlsplit(src)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _open_http(url: str) -> BinaryIO:
+    import urllib.error  # urllib.request pulls in http, ssl and email: ~25 ms
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    headers = {}
+    if parts.username is not None:
+        # urllib cannot take credentials inside the URL: send them as Basic auth.
+        userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    shown = redact(url)
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        return urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S)  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise NotFoundError(f"source {shown} does not exist (HTTP 404)") from None
+        raise SourceError(f"cannot download {shown}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SourceError(f"cannot download {shown}: {reason}") from None
+
+
+def _resolve_fsspec(url: str) -> list[Source]:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise SourceError(f"cannot read {redact(url)}: {e}") from None
+    try:
+        if fs.isdir(root):
+            infos = fs.find(root, detail=True)
+            prefix = root.rstrip("/") + "/"
+            return [
+                Source(path[len(prefix) :], None, info.get("size"), _fsspec_opener(fs, path))
+                for path, info in sorted(infos.items())
+                if info.get("type") == "file"
+            ]
+        if fs.isfile(root):
+            return [Source("", None, fs.size(root), _fsspec_opener(fs, root))]
+    except OSError as e:
+        raise SourceError(f"cannot read {redact(url)}: {e}") from None
+    raise NotFoundError(f"source {redact(url)} does not exist")
+
+
+def _fsspec_opener(fs: object, path: str) -> Callable[[], BinaryIO]:
+    def opener() -> BinaryIO:
+        return fs.open(path, "rb")  # type: ignore[attr-defined, no-any-return]
+
+    return opener

@@ -51,8 +51,8 @@ class File:
     def of(cls, record: NameRecord, lake: Lake) -> File:
         """The handle on a bound record: its name was validated when it was bound, and
         ``ls`` or a directory add builds one per name."""
-        f = cls.__new__(cls)
-        f._name, f._lake, f._record, f._scope = record.name, lake, record, record.scope
+        f = cls.__new__(cls)  # skips __init__'s validation; its own class, so its own slots
+        f._name, f._lake, f._record, f._scope = record.name, lake, record, record.scope  # noqa: SLF001
         return f
 
     def __repr__(self) -> str:

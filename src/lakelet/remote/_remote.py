@@ -193,7 +193,7 @@ class Remote:
         with self.errors(f"reading {keys[0].rsplit('/', 1)[0]}"):
             raw = self.fs.cat([self.path(k) for k in keys], on_error="raise", **self._batch())
         by_path = {self.path(k): k for k in keys}
-        return {by_path.get(p) or by_path[self.fs._strip_protocol(p)]: body for p, body in raw.items()}
+        return {by_path.get(p) or by_path[self.fs._strip_protocol(p)]: body for p, body in raw.items()}  # noqa: SLF001 - fsspec's normalizer
 
     def size(self, relative: str) -> int | None:
         """The size of the key at ``relative``; None if there is nothing."""
@@ -221,7 +221,8 @@ class Remote:
             except FileNotFoundError:
                 return []
         root = f"{self.root}/" if self.root else ""
-        keys = (self.fs._strip_protocol(k).removeprefix(root) for k in found)
+        # fsspec's own path normalizer: the one way to map what find() returns back to keys
+        keys = (self.fs._strip_protocol(k).removeprefix(root) for k in found)  # noqa: SLF001
         return [k for k in keys if k.startswith(prefix)]
 
     def remove(self, relative: str) -> None:

@@ -27,21 +27,21 @@ from lakelet.core.errors import (
     SecretError,
     SourceError,
 )
-from lakelet.datasets._state import State
 from lakelet.facade._current import current_lake, use
 from lakelet.facade._file import File
-from lakelet.facade._graph import LineageGraph
 from lakelet.facade._lake import Lake, init
 from lakelet.facade._lake import open_lake as open
 from lakelet.lake._expiry import parse_duration
 from lakelet.lake._fsck import FsckReport
-from lakelet.lake._gc import GcReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._sync import EvictReport, PushReport, SyncReport
 from lakelet.secrets._secrets import SecretInfo, Secrets
 
 if TYPE_CHECKING:
     from lakelet.datasets._datasets import Dataset
+    from lakelet.datasets._state import State
+    from lakelet.facade._graph import LineageGraph
+    from lakelet.lake._gc import GcReport
     from lakelet.runner._run import run
     from lakelet.stages._key import raw
     from lakelet.stages._stage import Stage, stage
@@ -87,10 +87,13 @@ __all__ = [
     "use",
 ]
 
-# Pipeline machinery (code fingerprints, formats, executors) and pyarrow load on first
-# use, so that `lakelet ls` and a plain `import lakelet` do not pay for them.
+# Pipeline machinery (code fingerprints, formats, executors), pyarrow and what only some
+# commands need load on first use, so that `lakelet ls` and a plain `import lakelet` do not pay for them.
 _LAZY = {
     "Dataset": "datasets._datasets",
+    "GcReport": "lake._gc",
+    "LineageGraph": "facade._graph",
+    "State": "datasets._state",
     "run": "runner._run",
     "Stage": "stages._stage",
     "stage": "stages._stage",

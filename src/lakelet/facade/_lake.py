@@ -13,14 +13,10 @@ from lakelet.core import _config
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
-from lakelet.datasets._state import State
 from lakelet.facade._file import File
-from lakelet.facade import _graph, _lineage
-from lakelet.facade._graph import LineageGraph
-from lakelet.lake import _add, _fsck, _gc
+from lakelet.facade import _lineage
+from lakelet.lake import _add, _fsck
 from lakelet.lake._expiry import parse_duration
-from lakelet.lake._gc import GcReport
-from lakelet.lake._run_reports import list_reports
 from lakelet.lake._context import LakeContext
 from lakelet.lake._fsck import FsckReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
@@ -30,8 +26,11 @@ from lakelet.secrets._secrets import Secrets
 from lakelet.storage._refs import utc_now
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
 
-if TYPE_CHECKING:  # pyarrow takes longer to import than most commands take to run
+if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyarrow least of all)
     from lakelet.datasets._datasets import Dataset
+    from lakelet.datasets._state import State
+    from lakelet.facade._graph import LineageGraph
+    from lakelet.lake._gc import GcReport
 
 
 class Lake:
@@ -223,6 +222,8 @@ class Lake:
 
     def state(self, pipeline: str) -> State:
         """The incremental bookmark of ``pipeline``: ``.get()`` and ``.set(dict)``."""
+        from lakelet.datasets._state import State
+
         return State(self.context, pipeline)
 
     # scoped stores
@@ -267,6 +268,8 @@ class Lake:
     ) -> LineageGraph:
         """The lineage around ``name`` ('upstream', 'downstream' or 'both'), or of every stage
         run this lake knows when ``name`` is None."""
+        from lakelet.facade import _graph
+
         if name is None:
             return _graph.whole(self)
         if direction not in ("upstream", "downstream", "both"):
@@ -275,6 +278,8 @@ class Lake:
 
     def runs(self) -> list[dict[str, Any]]:
         """The report of every ``lakelet.run`` on this lake (or its remote), oldest first."""
+        from lakelet.lake._run_reports import list_reports
+
         return list_reports(self.context)
 
     def ingest(self, pipeline_file: str | os.PathLike[str]) -> dict[str, Any]:
@@ -301,6 +306,8 @@ class Lake:
         """Drop pipeline runs older than ``ttl`` (a timedelta, seconds, or text like "7d"), expired
         stage outputs nothing live read, and objects no name refers to (older than a day);
         ``remote``: on the remote too. ``now``: when expiry is judged (default: the clock)."""
+        from lakelet.lake import _gc
+
         return _gc.collect(self.context, parse_duration(ttl, "ttl"), dry_run=dry_run, remote=remote, now=now)
 
 

@@ -148,6 +148,19 @@ def test_a_run_report_killed_before_it_is_published_is_not_there(lake, tmp_path)
     assert [r["run_id"] for r in lakelet.open(lake.root).runs()] == ["r1"]
 
 
+def test_a_run_report_is_kept_here_before_it_is_sent_to_the_remote(tmp_path) -> None:
+    # a report of work done on this machine must not be on the remote only
+    remote = tmp_path / "remote"
+    lake = lakelet.init(tmp_path / "lake", remote=remote.as_uri())
+    (tmp_path / "durable_pipeline.py").write_text(PIPELINE)
+    _killed_at("run-report-written", RUN, lake.root, tmp_path)
+    assert not (remote / "runs").exists() or _files(remote / "runs") == []
+    again = subprocess.run([sys.executable, "-c", RUN, str(lake.root), str(tmp_path)],
+                           capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert [p.name for p in (remote / "runs").iterdir()] == ["r1.json"]
+
+
 SET_SECRET = """
 import sys, lakelet
 lakelet.open(sys.argv[1]).secrets.set("TOKEN", sys.argv[2])

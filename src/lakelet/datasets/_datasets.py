@@ -119,7 +119,7 @@ class Datasets:
         return f"datasets/{name}/_manifests/{version:08d}.json"
 
     def read_manifest(self, name: str, version: int) -> dict[str, Any] | None:
-        raw = self._files.read_immutable(self._manifest_key(name, version))
+        raw = self._files.read_immutable(self._manifest_key(name, version), point="manifest-written")
         return json.loads(raw) if raw is not None else None
 
     def open(self, name: str, version: int | None = None) -> Dataset:

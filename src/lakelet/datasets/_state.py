@@ -63,4 +63,5 @@ def run_logs(context: LakeContext, pipeline: str) -> list[dict[str, Any]]:
     """Every run log of ``pipeline``, oldest first (from the remote when there is one)."""
     validate_name(pipeline)
     files = MirroredFiles(context)
-    return [json.loads(files.read(key) or b"{}") for key in files.keys(f"logs/{pipeline}/", ".json")]
+    keys = files.keys(f"logs/{pipeline}/", ".json", remote_only=True)
+    return [json.loads(files.read(key) or b"{}") for key in keys]

@@ -173,7 +173,6 @@ class Lake:
         """A URL another tool can read ``name`` from: presigned on cloud stores (valid for
         ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of the local copy
         for an embedded lake."""
-        seconds = int(parse_duration(expires, "expiry").total_seconds())
         record = self.context.record(LAKE, validate_name(name))
         syncer = self.context.syncer()
         if syncer is None:
@@ -181,6 +180,7 @@ class Lake:
         if not self.context.link.is_pushed(record):
             raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`",
                                 name=name)
+        seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
         return syncer.url(record, seconds)
 
     def status(self) -> dict[str, object]:

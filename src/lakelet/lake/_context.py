@@ -51,16 +51,16 @@ class LakeContext:
         layout = ScopeLayout.of(root, LAKE, tmp)
         if config.format < _config.LAYOUT_FORMAT and layout.refs.last_segment():
             _config.raise_format(root)  # segments from a lakelet that did not record it
-        remote = Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
-        assert layout.objects is not None
-        link = RemoteLink(remote, catalog, layout.objects, tmp, root / _config.CONFIG_FILE)
-        context = cls(config, root, tmp, layout, catalog, VerifiedReader(root, catalog), link)
         # A new, lost or older-format index is rebuilt from the records; so is an index from
         # before segments, which trusted per-name files a lookup could still find on a miss.
         if catalog.fresh or catalog.segments_applied() is None:
-            records, last = _bind.all_records(layout.refs, [x.refs for x in context.layouts()])
+            layouts = _layouts(root, layout, tmp)
+            records, last = _bind.all_records(layout.refs, [x.refs for x in layouts])
             catalog.rebuild(records, segments_applied=last)
-        return context
+        remote = Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
+        assert layout.objects is not None
+        link = RemoteLink(remote, catalog, layout.objects, tmp, root / _config.CONFIG_FILE)
+        return cls(config, root, tmp, layout, catalog, VerifiedReader(root, catalog), link)
 
     @property
     def refs(self) -> RefStore:
@@ -91,14 +91,7 @@ class LakeContext:
 
     def layouts(self) -> list[ScopeLayout]:
         """The lake scope and every scoped store that has a directory."""
-        scopes_dir = self.root / "scopes"
-        if not scopes_dir.is_dir():
-            return [self.layout]
-        return [self.layout, *[
-            ScopeLayout.of(self.root, f"{kind.name}/{ident.name}", self.tmp)
-            for kind in sorted(scopes_dir.iterdir())
-            for ident in sorted(kind.iterdir())
-        ]]
+        return _layouts(self.root, self.layout, self.tmp)
 
     @overload
     def scoped(self, scope: str) -> ScopedStore: ...
@@ -182,3 +175,14 @@ class LakeContext:
             raise NotFoundError(
                 f"the content of {record.name!r} ({record.digest}) is not stored locally", name=record.name
             ) from None
+
+
+def _layouts(root: Path, lake: ScopeLayout, tmp: Path) -> list[ScopeLayout]:
+    scopes_dir = root / "scopes"
+    if not scopes_dir.is_dir():
+        return [lake]
+    return [lake, *[
+        ScopeLayout.of(root, f"{kind.name}/{ident.name}", tmp)
+        for kind in sorted(scopes_dir.iterdir())
+        for ident in sorted(kind.iterdir())
+    ]]

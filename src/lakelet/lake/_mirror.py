@@ -28,18 +28,21 @@ class MirroredFiles:
     def local_path(self, key: str) -> Path:
         return self._context.root / key
 
-    def read(self, key: str) -> bytes | None:
+    def read(self, key: str, prefer_local: bool = False) -> bytes | None:
         """The remote's bytes when there is a remote (another machine may have replaced them),
-        else the local copy's; None if there is none."""
+        else the local copy's; None if there is none. ``prefer_local``: the local copy when
+        there is one (a file only its writer replaces), the remote's otherwise."""
+        local = self.local_path(key)
+        if prefer_local and local.is_file():
+            return local.read_bytes()
         syncer = self._context.syncer()
         if syncer is not None:
             data = syncer.remote.read_bytes(key)
             if data is not None:
                 return data
-        local = self.local_path(key)
         return local.read_bytes() if local.is_file() else None
 
-    def read_immutable(self, key: str) -> bytes | None:
+    def read_immutable(self, key: str, point: str | None = None) -> bytes | None:
         """A write-once file: the local copy, else the remote's, kept here read-only from now on."""
         local = self.local_path(key)
         if local.is_file():
@@ -48,17 +51,21 @@ class MirroredFiles:
         data = syncer.remote.read_bytes(key) if syncer is not None else None
         if data is not None:
             try:  # a copy that is there already is the remote's too: keys are written once
-                publish_file(local, data, self._context.tmp, mode=0o444)
+                publish_file(local, data, self._context.tmp, mode=0o444, point=point)
             except FileExistsError:
                 pass
         return data
 
-    def replace(self, key: str, data: bytes, point: str | None = None) -> None:
-        """Write ``data`` under ``key``, replacing what was there, on the remote and here."""
+    def replace(self, key: str, data: bytes, point: str | None = None, local_first: bool = False) -> None:
+        """Write ``data`` under ``key``, replacing what was there, on the remote and here.
+        ``local_first``: here first, for a record of work done here that must be kept even
+        when the remote cannot be reached."""
         syncer = self._context.syncer()
-        if syncer is not None:
+        if syncer is not None and not local_first:
             syncer.remote.put_bytes(key, data)
         publish_file(self.local_path(key), data, self._context.tmp, replace=True, point=point)
+        if syncer is not None and local_first:
+            syncer.remote.put_bytes(key, data)
 
     def create(self, key: str, data: bytes, point: str | None = None, read_only: bool = False) -> bool:
         """Write ``data`` under ``key`` only if no one has: False if another writer got there first
@@ -77,15 +84,18 @@ class MirroredFiles:
             return syncer is not None and local.read_bytes() == data
         return True
 
-    def keys(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[str]:
+    def keys(
+        self, prefix: str, suffix: str = "", recursive: bool = False, remote_only: bool = False
+    ) -> list[str]:
         """The keys in folder ``prefix`` (ending in '/') whose names end in ``suffix``, here or on
-        the remote, sorted; ``recursive``: in its subfolders too."""
+        the remote, sorted; ``recursive``: in its subfolders too; ``remote_only``: with a remote,
+        only its keys (the files are written there first)."""
+        syncer = self._context.syncer()
         folder = self.local_path(prefix)
         pattern = f"**/*{suffix}" if recursive else f"*{suffix}"
         found = {
             p.relative_to(self._context.root).as_posix() for p in folder.glob(pattern) if p.is_file()
-        } if folder.is_dir() else set()
-        syncer = self._context.syncer()
+        } if folder.is_dir() and not (remote_only and syncer is not None) else set()
         if syncer is not None:
             found.update(
                 k for k in syncer.remote.find(prefix)

@@ -15,11 +15,12 @@ __all__ = ["list_reports", "save_report"]
 
 def save_report(context: LakeContext, run_id: str, report: dict[str, Any]) -> None:
     body = json.dumps(report, indent=1).encode()
-    MirroredFiles(context).replace(f"runs/{run_id}.json", body, point="run-report-written")
+    # here first: the report of work done on this machine is kept even if the remote is down
+    MirroredFiles(context).replace(f"runs/{run_id}.json", body, point="run-report-written", local_first=True)
 
 
 def list_reports(context: LakeContext) -> list[dict[str, Any]]:
     """Every run report, oldest first."""
     files = MirroredFiles(context)
-    reports = [json.loads(files.read(key) or b"{}") for key in files.keys("runs/", ".json")]
+    reports = [json.loads(files.read(key, prefer_local=True) or b"{}") for key in files.keys("runs/", ".json")]
     return sorted(reports, key=lambda r: r.get("started_at", ""))

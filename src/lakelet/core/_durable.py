@@ -16,11 +16,11 @@ power cut, so a caller may report the write as done.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import secrets
 import shutil
 from pathlib import Path
-import itertools
-import secrets
 from typing import BinaryIO
 
 from lakelet.core import _faults

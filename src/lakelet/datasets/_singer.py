@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakelet.core.errors import ConfigError, SourceError
 from lakelet.core._names import validate_name, validate_segment
+from lakelet.core.errors import ConfigError, SourceError
 from lakelet.datasets._datasets import Datasets
 from lakelet.datasets._state import State, write_run_log
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from lakelet.core._durable import publish_file
+from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, NotFoundError
-from lakelet.core._names import validate_name
 from lakelet.lake._expiry import is_run_record
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE

@@ -14,15 +14,15 @@ from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
 from lakelet.datasets._state import State
-from lakelet.facade._file import File
 from lakelet.facade import _graph, _lineage
+from lakelet.facade._file import File
 from lakelet.facade._graph import LineageGraph
 from lakelet.lake import _add, _fsck, _gc
+from lakelet.lake._context import LakeContext
 from lakelet.lake._expiry import parse_duration
+from lakelet.lake._fsck import FsckReport
 from lakelet.lake._gc import GcReport
 from lakelet.lake._run_reports import list_reports
-from lakelet.lake._context import LakeContext
-from lakelet.lake._fsck import FsckReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._remote import Remote
 from lakelet.remote._sync import EvictReport, PushReport, SyncReport

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from lakelet.catalog import _bind
 from lakelet.core._digest import Digest
-from lakelet.storage._objects import hash_stream
 from lakelet.core._progress import SILENT, Progress
+from lakelet.storage._objects import hash_stream
 from lakelet.storage._scopes import LAKE
 
 if TYPE_CHECKING:

@@ -17,16 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lakelet.core import _config
 from lakelet.catalog._catalog import Catalog
+from lakelet.core import _config
 from lakelet.core._digest import Digest
-from lakelet.core._durable import publish_file
-from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
+from lakelet.core._durable import new_temp_path, publish_file
 from lakelet.core._names import validate_name, validate_prefix
-from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
-from lakelet.core._durable import new_temp_path
-from lakelet.storage._refs import NameRecord, utc_now
+from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
 from lakelet.remote._scoped_remote import RemoteScope
+from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
+from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import ScopeLayout
 
 

@@ -17,16 +17,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from lakelet.storage import _packs
 from lakelet.catalog._catalog import Catalog
 from lakelet.core._digest import Digest, digest_bytes
-from lakelet.core.errors import IntegrityError, NotFoundError
-from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, write_blob, write_small_blob
 from lakelet.core._durable import new_temp_path
-from lakelet.storage._packs import Member
 from lakelet.core._progress import SILENT, Progress
-from lakelet.storage._refs import NameRecord
+from lakelet.core.errors import IntegrityError, NotFoundError
 from lakelet.remote._remote import Remote, parallel
+from lakelet.storage import _packs
+from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, write_blob, write_small_blob
+from lakelet.storage._packs import Member
+from lakelet.storage._refs import NameRecord
 
 _WHOLE_READ = 8 << 20  # loose objects up to this size are fetched in one request, into memory
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 
 from lakelet.core.errors import IntegrityError
-from lakelet.storage._refs import NameRecord
 from lakelet.remote._remote import Remote
+from lakelet.storage._refs import NameRecord
 
 
 class RemoteScope:

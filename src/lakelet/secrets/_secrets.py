@@ -27,12 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lakelet.core import _config
 from lakelet.core._durable import publish_file
 from lakelet.core.errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
-
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEYRING_SERVICE = "lakelet"

@@ -16,10 +16,8 @@ import ctypes
 import ctypes.util
 import errno
 import io
-import itertools
 import mmap
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -29,9 +27,9 @@ from typing import BinaryIO, Protocol
 
 from lakelet.core import _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest, Hasher, digest_bytes, new_hasher
-from lakelet.core.errors import IntegrityError
-from lakelet.core._progress import SILENT, Progress
 from lakelet.core._durable import fsync_dir, new_temp_name, new_temp_path, write_all
+from lakelet.core._progress import SILENT, Progress
+from lakelet.core.errors import IntegrityError
 
 Fingerprint = tuple[int, int, int, int]
 

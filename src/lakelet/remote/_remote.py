@@ -18,10 +18,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from lakelet.core._digest import Digest
 from lakelet.core._durable import publish_file
+from lakelet.core._streams import Reader
 from lakelet.core.errors import ConfigError, LakeletError, RemoteError
 
 # 2: names are bound by a numbered commit log, small objects travel in packs (format 1
@@ -182,9 +183,10 @@ class Remote:
             except FileNotFoundError:
                 return None
 
-    def open_file(self, relative: str) -> BinaryIO:
+    def open_file(self, relative: str) -> Reader:
         with self.errors(f"reading {relative}"):
-            return self.fs.open(self.path(relative), "rb")
+            file: Reader = self.fs.open(self.path(relative), "rb")
+            return file
 
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """The bytes of each key, fetched concurrently (one request each)."""
@@ -241,9 +243,10 @@ class Remote:
     def object_size(self, digest: Digest) -> int | None:
         return self.size(self.object_key(digest))
 
-    def open_object(self, digest: Digest) -> BinaryIO:
+    def open_object(self, digest: Digest) -> Reader:
         with self.errors(f"reading object {digest}"):
-            return self.fs.open(self.path(self.object_key(digest)), "rb")
+            file: Reader = self.fs.open(self.path(self.object_key(digest)), "rb")
+            return file
 
     def url_of(self, relative: str, expires_s: int) -> str:
         path = self.path(relative)

@@ -136,7 +136,7 @@ class Fetcher:
             raise self._corrupt(record, blob.digest)
         return blob
 
-    def _store_member(self, data: bytes, record: NameRecord, progress: Progress) -> StoredBlob:
+    def _store_member(self, data: bytes | memoryview, record: NameRecord, progress: Progress) -> StoredBlob:
         """A pack member of a pull, already in memory: hashed first, so corrupt bytes are never
         written, then stored as a directory add stores small files (the caller syncs once)."""
         expected = Digest.parse(record.digest)

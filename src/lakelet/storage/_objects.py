@@ -237,7 +237,7 @@ def _hash_span(fd: int, offset: int, length: int, hasher: Hasher) -> None:
 
 
 def write_small_blob(
-    data: bytes,
+    data: bytes | memoryview,
     tmp_dir: str,
     store: ObjectStore,
     *,
@@ -278,7 +278,7 @@ def write_small_blob(
     return StoredBlob(digest, len(data), final, fingerprint, created=True)
 
 
-def _write_small_named(data: bytes, digest: Digest, final: str, tmp_dir: str) -> StoredBlob:
+def _write_small_named(data: bytes | memoryview, digest: Digest, final: str, tmp_dir: str) -> StoredBlob:
     """``write_small_blob`` through a named temp file and a rename, where unnamed files fail."""
     if os.access(final, os.F_OK) and (st := os.stat(final)).st_size == len(data):
         return StoredBlob(digest, len(data), final, fingerprint_of(st), created=False)

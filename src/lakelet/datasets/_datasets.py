@@ -99,7 +99,8 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
 
 
 def _schema_json(schema: pa.Schema) -> str:
-    return schema.serialize().to_pybytes().hex()
+    serialized: bytes = schema.serialize().to_pybytes()
+    return serialized.hex()
 
 
 def _schema_from(hexed: str) -> pa.Schema:

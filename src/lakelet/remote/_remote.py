@@ -179,9 +179,10 @@ class Remote:
         """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
         with self.errors(f"reading {relative}"):
             try:
-                return self.fs.cat_file(self.path(relative), start=start, end=end)
+                data: bytes = self.fs.cat_file(self.path(relative), start=start, end=end)
             except FileNotFoundError:
                 return None
+            return data
 
     def open_file(self, relative: str) -> Reader:
         with self.errors(f"reading {relative}"):
@@ -254,9 +255,10 @@ class Remote:
             return Path(path).resolve().as_uri()
         with self.errors("signing a URL"):
             try:
-                return self.fs.sign(path, expiration=expires_s)
+                url: str = self.fs.sign(path, expiration=expires_s)
             except NotImplementedError:
-                return self.fs.unstrip_protocol(path)
+                url = self.fs.unstrip_protocol(path)
+            return url
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:

@@ -35,7 +35,7 @@ from lakelet.datasets import _stats
 from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
-from lakelet.remote._sync import _parallel
+from lakelet.remote._remote import parallel
 from lakelet.storage._objects import sync_filesystem, write_blob
 
 if TYPE_CHECKING:
@@ -171,9 +171,9 @@ class Datasets:
         syncer = self.context.syncer()
         if syncer is None:
             return
-        _parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
-                                                 f"datasets/{name}/{w.relative}"),
-                  written, syncer.remote.transfers)
+        parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
+                                                f"datasets/{name}/{w.relative}"),
+                 written, syncer.remote.transfers)
 
     def _commit(self, name: str, written: list[Written], stats: dict[str, Any], rows: int,
                 schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:

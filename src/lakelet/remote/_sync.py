@@ -25,7 +25,7 @@ from lakelet.core.errors import NameExistsError, NotFoundError, RemoteError
 from lakelet.remote._fetch import Fetcher
 from lakelet.remote._log import SNAPSHOT_EVERY, Log
 from lakelet.remote._remote import Remote
-from lakelet.remote._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
+from lakelet.remote._remote import parallel as _parallel
 from lakelet.storage import _packs
 from lakelet.storage._objects import ObjectStore, StoredBlob
 from lakelet.storage._packs import Pack

@@ -35,6 +35,7 @@ from typing import Any
 from lakelet.core._durable import new_temp_path
 from lakelet.core._environ import patched_environ
 from lakelet.core._names import validate_name
+from lakelet.core._values import kind_of
 from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundError
 from lakelet.facade._current import current_lake
 from lakelet.facade._file import File
@@ -44,7 +45,7 @@ from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import current_run_record, expiry_fields, stage_ttl
 from lakelet.stages import _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
-from lakelet.stages._formats import Format, choose_format, dump, get_format, kind_of
+from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}

@@ -18,6 +18,7 @@ A user's secret shadows the org secret of the same name.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import json
 import os
@@ -256,7 +257,7 @@ class Secrets:
         if not self._backend.remove("org" if org else "user", _config.current_user(), name):
             raise NotFoundError(f"no {'org' if org else 'user'} secret {name!r}")
 
-    def values(self, names: list[str]) -> dict[str, str]:
+    def values(self, names: builtins.list[str]) -> dict[str, str]:  # list: the method above
         """The values of ``names`` for a stage: the user's, else the org's."""
         user = _config.current_user()
         out = {}

@@ -13,9 +13,9 @@ import pytest
 
 import lakelet
 from lakelet.core._digest import CHUNK_SIZE, Digest, digest_bytes
+from lakelet.core._progress import SILENT
 from lakelet.lake._add import ingest
 from lakelet.storage._objects import _KERNEL_COPY_SPAN
-from lakelet.core._progress import SILENT
 from lakelet.storage._sources import resolve
 
 from .conftest import snapshot

@@ -26,8 +26,8 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 
-from lakelet.core import _faults
 from lakelet.catalog._catalog import Catalog
+from lakelet.core import _faults
 from lakelet.core.errors import NotFoundError
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._refs import NameRecord, RefStore, check_same_content

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._packs import Member, Pack
@@ -70,6 +71,8 @@ _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
 _INSERT = f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
 _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
+# a row of ``names``: scope, name, digest, size, created_at, creator, meta (JSON), removed_at
+_Row = tuple[str, str, str, int, str, str, str, str | None]
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
@@ -77,15 +80,15 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
-def _row_to_record(row: tuple) -> NameRecord:
+def _row_to_record(row: _Row) -> NameRecord:
     scope, name, digest, size, created_at, creator, meta, removed_at = row
     return NameRecord(scope, name, digest, size, created_at, creator, json.loads(meta), removed_at)
 
 
-def _rows(records: Iterable[NameRecord]) -> Iterator[tuple]:
+def _rows(records: Iterable[NameRecord]) -> Iterator[_Row]:
     # The records of one add share one meta dict: encode it once, not once per name
     # (the entry keeps the dict alive, so its id cannot be reused meanwhile).
-    encoded: dict[int, tuple[dict, str]] = {}
+    encoded: dict[int, tuple[dict[str, Any], str]] = {}
     for r in records:
         hit = encoded.get(id(r.meta))
         if hit is None:
@@ -245,7 +248,8 @@ class Catalog:
             db.execute(
                 "INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(segments_applied))
             )
-            return db.execute("SELECT count(*) FROM names").fetchone()[0]
+            count: int = db.execute("SELECT count(*) FROM names").fetchone()[0]
+            return count
 
     # what the remote holds (see _sync)
 
@@ -397,7 +401,7 @@ class Catalog:
             .execute("SELECT ino, size, mtime_ns, ctime_ns FROM verified WHERE key = ?", (key,))
             .fetchone()
         )
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return tuple(row) if row else None
 
     def record_verified(self, key: str, fingerprint: Fingerprint) -> None:
         self.record_verified_many([(key, fingerprint)])

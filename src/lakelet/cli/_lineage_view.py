@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rich.columns import Columns
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
@@ -18,7 +18,7 @@ def _outputs(record: dict[str, Any]) -> list[str]:
 
 
 def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
-    blocks = []
+    blocks: list[RenderableType] = []
     for record in records:
         inputs = lake.lineage_inputs(record) or ["(none)"]
         boxes = Columns([

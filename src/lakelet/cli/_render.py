@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 if TYPE_CHECKING:  # imported where first drawn: most commands print neither
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
     from rich.table import Table
 
 # Bars appear only for work that lasts; the variable lets tests see one at once.
@@ -52,13 +52,13 @@ class DelayedBar:
         self._started = time.monotonic()
         self._total = 0
         self._done = 0
-        self._bar: Progress | None = None
-        self._task = None
+        self._bar: tuple[Progress, TaskID] | None = None  # the bar and its one task, once drawn
 
     def add_total(self, nbytes: int, /) -> None:
         self._total += nbytes
         if self._bar is not None:
-            self._bar.update(self._task, total=self._total)  # type: ignore[arg-type]
+            bar, task = self._bar
+            bar.update(task, total=self._total)
 
     def advance(self, nbytes: int, /) -> None:
         self._done += nbytes
@@ -74,7 +74,7 @@ class DelayedBar:
                 TransferSpeedColumn,
             )
 
-            self._bar = Progress(
+            bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
@@ -83,9 +83,10 @@ class DelayedBar:
                 console=stderr,
                 transient=True,
             )
-            self._bar.start()
-            self._task = self._bar.add_task(self._description, total=self._total or None)
-        self._bar.update(self._task, completed=self._done)  # type: ignore[arg-type]
+            bar.start()
+            self._bar = bar, bar.add_task(self._description, total=self._total or None)
+        bar, task = self._bar
+        bar.update(task, completed=self._done)
 
     def __enter__(self) -> DelayedBar:
         return self
@@ -94,4 +95,4 @@ class DelayedBar:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._bar is not None:
-            self._bar.stop()
+            self._bar[0].stop()

@@ -20,9 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lakelet.core._durable import make_dirs, publish_file
+from lakelet.core._durable import fsync_dir, make_dirs, publish_file
 from lakelet.core.errors import ConfigError, LakeNotFoundError
-from lakelet.core._durable import fsync_dir
 
 CONFIG_FILE = "lakelet.toml"
 DEFAULT_DIR = ".lakelet"

@@ -58,7 +58,7 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
         raise ValueError(f"unknown digest algorithm {algorithm!r}") from None
 
 
-def digest_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> Digest:
+def digest_bytes(data: bytes | memoryview, algorithm: str = DEFAULT_ALGORITHM) -> Digest:
     if algorithm == "blake3" and len(data) < CHUNK_SIZE:
         # one thread: a thread pool for a small buffer costs more than it saves, and a
         # directory add hashes 10,000 of them

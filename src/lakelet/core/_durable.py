@@ -16,14 +16,14 @@ power cut, so a caller may report the write as done.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import secrets
 import shutil
 from pathlib import Path
-import itertools
-import secrets
-from typing import BinaryIO
 
 from lakelet.core import _faults
+from lakelet.core._streams import Readable
 
 __all__ = ["fsync_dir", "make_dirs", "new_temp_name", "new_temp_path", "publish_file", "write_all"]
 
@@ -61,7 +61,7 @@ def new_temp_name(tmp_dir: str) -> str:
 
 def publish_file(
     path: Path,
-    content: bytes | Path | BinaryIO,
+    content: bytes | Path | Readable,
     tmp_dir: Path,
     *,
     replace: bool = False,
@@ -87,8 +87,8 @@ def publish_file(
             else:
                 with contextlib.ExitStack() as stack, open(fd, "wb", closefd=False) as target:
                     source = content
-                    if isinstance(content, Path):
-                        source = stack.enter_context(open(content, "rb"))
+                    if isinstance(source, Path):
+                        source = stack.enter_context(open(source, "rb"))
                     shutil.copyfileobj(source, target, 1 << 20)
             os.fsync(fd)
         finally:

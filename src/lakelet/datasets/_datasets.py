@@ -26,18 +26,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from lakelet.core import _config
-from lakelet.core import _faults
+from lakelet.core import _config, _faults
+from lakelet.core._digest import Digest
+from lakelet.core._names import validate_path_name
+from lakelet.core._values import kind_of
+from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SchemaConflictError
 from lakelet.datasets import _stats
 from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
-from lakelet.core._digest import Digest
-from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SchemaConflictError
-from lakelet.core._values import kind_of
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
-from lakelet.core._names import validate_path_name
+from lakelet.remote._remote import parallel
 from lakelet.storage._objects import sync_filesystem, write_blob
-from lakelet.remote._sync import _parallel
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
@@ -100,7 +99,8 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
 
 
 def _schema_json(schema: pa.Schema) -> str:
-    return schema.serialize().to_pybytes().hex()
+    serialized: bytes = schema.serialize().to_pybytes()
+    return serialized.hex()
 
 
 def _schema_from(hexed: str) -> pa.Schema:
@@ -143,7 +143,9 @@ class Datasets:
 
     def names(self) -> list[str]:
         keys = self._files.keys("datasets/", ".json", recursive=True)
-        return sorted({k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k})
+        return sorted(
+            {k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k}
+        )
 
     # writing
 
@@ -169,9 +171,9 @@ class Datasets:
         syncer = self.context.syncer()
         if syncer is None:
             return
-        _parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
-                                                 f"datasets/{name}/{w.relative}"),
-                  written, syncer.remote.transfers)
+        parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
+                                                f"datasets/{name}/{w.relative}"),
+                 written, syncer.remote.transfers)
 
     def _commit(self, name: str, written: list[Written], stats: dict[str, Any], rows: int,
                 schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:

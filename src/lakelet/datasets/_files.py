@@ -47,7 +47,7 @@ def partition_value(raw: str, type_: pa.DataType) -> pa.Scalar | None:
 def _min_max_from_path(type_: pa.DataType) -> bool:
     """Types whose Hive path segment spells the value exactly (a float or a timestamp is
     printed, and might not parse back to the same value)."""
-    return pa.types.is_string(type_) or pa.types.is_integer(type_) or pa.types.is_date(type_)
+    return bool(pa.types.is_string(type_) or pa.types.is_integer(type_) or pa.types.is_date(type_))
 
 
 def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, partition_by: list[str],

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakelet.core.errors import ConfigError, SourceError
 from lakelet.core._names import validate_name, validate_segment
+from lakelet.core.errors import ConfigError, SourceError
 from lakelet.datasets._datasets import Datasets
 from lakelet.datasets._state import State, write_run_log
 
@@ -170,10 +170,11 @@ def _select(catalog: dict[str, Any], select: list[Any]) -> tuple[dict[str, Any],
                     entry["metadata"]["replication-key"] = wanted[match]
         if match is not None:
             found.add(match)
-            if wanted.get(match):
+            key = wanted.get(match)
+            if key:
                 stream["replication_method"] = "INCREMENTAL"
-                stream["replication_key"] = wanted[match]
-                keys[stream["tap_stream_id"]] = wanted[match]  # type: ignore[assignment]
+                stream["replication_key"] = key
+                keys[stream["tap_stream_id"]] = key
     missing = set(wanted) - found
     if missing:
         raise ConfigError(f"the tap has no stream {sorted(missing)[0]!r}")
@@ -259,7 +260,7 @@ def _stream_tap(command: list[str], tap: str, buffers: dict[str, _StreamBuffer],
     bookmarks = (previous or {}).get("bookmarks", {})
     last_state = None
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+        drain = threading.Thread(target=stderr_tail.extend, args=(proc.stderr,), daemon=True)
         drain.start()
         assert proc.stdout is not None
         for line in proc.stdout:

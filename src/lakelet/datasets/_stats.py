@@ -38,7 +38,7 @@ def _plain(value: Any) -> Any:
 
 
 def _numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
 def orderable(t: pa.DataType) -> bool:

@@ -7,12 +7,12 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from lakelet.core._durable import publish_file
+from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, NotFoundError
-from lakelet.core._names import validate_name
 from lakelet.lake._expiry import is_run_record
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
@@ -151,7 +151,7 @@ class File:
         binary = self.lake.context.open_record(self.record)
         if mode == "rb":
             return binary
-        return io.TextIOWrapper(binary, encoding=encoding)  # type: ignore[arg-type]
+        return io.TextIOWrapper(binary, encoding=encoding)
 
     def lineage(self) -> dict[str, Any]:
         """How this file came to be: the run record of the stage that made it (inputs, code,
@@ -188,7 +188,7 @@ class File:
             progress.add_total(self.size)
             try:
                 # the temp beside the target (one filesystem for the rename); gone on any error
-                publish_file(target, cast(BinaryIO, _Advancing(src, progress)), target.parent, replace=True)
+                publish_file(target, _Advancing(src, progress), target.parent, replace=True)
             except IsADirectoryError:
                 raise InvalidArgumentError(f"{target} is a directory; give a file path") from None
         return target

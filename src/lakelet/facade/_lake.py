@@ -13,11 +13,11 @@ from lakelet.core import _config
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
-from lakelet.facade._file import File
 from lakelet.facade import _lineage
+from lakelet.facade._file import File
 from lakelet.lake import _add, _fsck
-from lakelet.lake._expiry import parse_duration
 from lakelet.lake._context import LakeContext
+from lakelet.lake._expiry import parse_duration
 from lakelet.lake._fsck import FsckReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._remote import Remote

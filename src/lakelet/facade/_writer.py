@@ -50,8 +50,12 @@ class _Writer(io.FileIO):
 
 
 class _TextWriter(io.TextIOWrapper):
+    def __init__(self, writer: _Writer, encoding: str) -> None:
+        super().__init__(io.BufferedWriter(writer), encoding=encoding)
+        self._writer = writer
+
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        self.buffer.raw.failed = exc_type is not None  # an error inside `with` binds nothing
+        self._writer.failed = exc_type is not None  # an error inside `with` binds nothing
         super().__exit__(exc_type, *rest)
 
 
@@ -59,4 +63,4 @@ def open_for_writing(lake: Lake, name: str, mode: str, encoding: str | None) -> 
     writer = _Writer(lake, name)
     if mode == "wb":
         return writer
-    return _TextWriter(io.BufferedWriter(writer), encoding=encoding or "utf-8")
+    return _TextWriter(writer, encoding or "utf-8")

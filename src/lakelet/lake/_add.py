@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lakelet.catalog import _bind
-from lakelet.core import _config
-from lakelet.core import _faults
+from lakelet.core import _config, _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
+from lakelet.core._names import validate_name
+from lakelet.core._progress import SILENT, Progress
+from lakelet.core._version import __version__
+from lakelet.core.errors import InvalidNameError, SourceError
 from lakelet.storage._objects import (
     ObjectStore,
     StoredBlob,
@@ -31,10 +34,6 @@ from lakelet.storage._objects import (
     write_blob,
     write_small_blob,
 )
-from lakelet.core._progress import SILENT, Progress
-from lakelet.core._names import validate_name
-from lakelet.core._version import __version__
-from lakelet.core.errors import InvalidNameError, SourceError
 from lakelet.storage._refs import NameRecord, check_same_content, utc_now
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sources import Source, read_small, redact, resolve

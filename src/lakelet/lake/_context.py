@@ -6,9 +6,10 @@ add, fsck, gc, datasets, state and run take a context instead of reaching into
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar, overload
+from typing import TypeVar, overload
 
 from lakelet.catalog import _bind
 from lakelet.catalog._catalog import Catalog
@@ -156,7 +157,7 @@ class LakeContext:
             return "unpushed"
         return "local" if self.blob_path(record).is_file() else "remote"
 
-    def open_record(self, record: NameRecord) -> BinaryIO:
+    def open_record(self, record: NameRecord) -> io.BufferedReader:
         """The content of ``record``, verified against its digest; fetched from the remote first
         when it is not held here."""
         path = self.blob_path(record)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from lakelet.catalog import _bind
 from lakelet.core._digest import Digest
-from lakelet.storage._objects import hash_stream
 from lakelet.core._progress import SILENT, Progress
+from lakelet.storage._objects import hash_stream
 from lakelet.storage._scopes import LAKE
 
 if TYPE_CHECKING:
@@ -35,10 +35,10 @@ class FsckReport:
 def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
     records, last_segment = _bind.all_records(lake.refs, [x.refs for x in lake.layouts()])
     live = [r for r in records if r.removed_at is None]
-    paths = {lake.blob_path(r): r for r in live}
+    paths = {lake.blob_path(r) for r in live}
     objects = lake.objects
     if objects is not None:
-        paths.update({objects.path(d): None for d in objects.digests()})
+        paths.update(objects.path(d) for d in objects.digests())
     progress.add_total(sum(p.stat().st_size for p in paths if p.exists()))
     corrupt: list[str] = []
     checked = 0

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 
 from lakelet.catalog import _bind
 from lakelet.core import _faults
-from lakelet.storage import _packs
 from lakelet.core._digest import Digest
 from lakelet.lake._expiry import EXPIRED, holds_object, is_run_record
-from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.lake._scoped import PipelineStore
+from lakelet.storage import _packs
+from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, scope_id
 
 if TYPE_CHECKING:

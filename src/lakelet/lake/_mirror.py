@@ -8,6 +8,7 @@ the local copy is published durably (``publish_file``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,10 +51,9 @@ class MirroredFiles:
         syncer = self._context.syncer()
         data = syncer.remote.read_bytes(key) if syncer is not None else None
         if data is not None:
-            try:  # a copy that is there already is the remote's too: keys are written once
+            # a copy that is there already is the remote's too: keys are written once
+            with contextlib.suppress(FileExistsError):
                 publish_file(local, data, self._context.tmp, mode=0o444, point=point)
-            except FileExistsError:
-                pass
         return data
 
     def replace(self, key: str, data: bytes, point: str | None = None, local_first: bool = False) -> None:

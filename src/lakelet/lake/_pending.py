@@ -10,15 +10,12 @@ stage's lineage record.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 from lakelet.core.errors import InvalidNameError
-from lakelet.core._durable import new_temp_path
 
 __all__ = ["CURRENT", "PendingOutputs", "collecting", "implicit_name"]
 

@@ -22,5 +22,6 @@ def save_report(context: LakeContext, run_id: str, report: dict[str, Any]) -> No
 def list_reports(context: LakeContext) -> list[dict[str, Any]]:
     """Every run report, oldest first."""
     files = MirroredFiles(context)
-    reports = [json.loads(files.read(key, prefer_local=True) or b"{}") for key in files.keys("runs/", ".json")]
+    keys = files.keys("runs/", ".json")
+    reports = [json.loads(files.read(key, prefer_local=True) or b"{}") for key in keys]
     return sorted(reports, key=lambda r: r.get("started_at", ""))

@@ -15,18 +15,17 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from lakelet.core import _config
 from lakelet.catalog._catalog import Catalog
+from lakelet.core import _config
 from lakelet.core._digest import Digest
-from lakelet.core._durable import publish_file
-from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
+from lakelet.core._durable import new_temp_path, publish_file
 from lakelet.core._names import validate_name, validate_prefix
-from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
-from lakelet.core._durable import new_temp_path
-from lakelet.storage._refs import NameRecord, utc_now
+from lakelet.core._streams import Reader
+from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
 from lakelet.remote._scoped_remote import RemoteScope
+from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
+from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import ScopeLayout
 
 
@@ -78,7 +77,7 @@ class ScopedStore:
         except IsADirectoryError:
             raise SourceError(f"{os.fspath(file)} is a directory, not a file") from None
         with reader:
-            self._put_stream(name, reader)  # type: ignore[arg-type]
+            self._put_stream(name, reader)
 
     def puts(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name``, replacing what was there."""
@@ -87,7 +86,7 @@ class ScopedStore:
             raise TypeError(f"puts() takes bytes, not {type(data).__name__}")
         self._put_stream(name, io.BytesIO(data))
 
-    def _put_stream(self, name: str, reader: BinaryIO) -> None:
+    def _put_stream(self, name: str, reader: Reader) -> None:
         layout = self._layout
         with self._locked():
             layout.directory.joinpath("blobs").mkdir(exist_ok=True)
@@ -147,7 +146,7 @@ class ScopedStore:
             raise NotFoundError(f"no name {name!r} in scope {self.scope}")
         return record
 
-    def open_reader(self, name: str) -> tuple[BinaryIO, NameRecord]:
+    def open_reader(self, name: str) -> tuple[io.BufferedReader, NameRecord]:
         for _ in range(2):  # a concurrent put may replace the content between lookup and open
             record = self.record(name)
             path = self._layout.blob_path(name, Digest.parse(record.digest))

@@ -15,18 +15,19 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
-from lakelet.storage import _packs
 from lakelet.catalog._catalog import Catalog
 from lakelet.core._digest import Digest, digest_bytes
-from lakelet.core.errors import IntegrityError, NotFoundError
-from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, write_blob, write_small_blob
 from lakelet.core._durable import new_temp_path
-from lakelet.storage._packs import Member
 from lakelet.core._progress import SILENT, Progress
-from lakelet.storage._refs import NameRecord
+from lakelet.core._streams import Reader
+from lakelet.core.errors import IntegrityError, NotFoundError
 from lakelet.remote._remote import Remote, parallel
+from lakelet.storage import _packs
+from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, write_blob, write_small_blob
+from lakelet.storage._packs import Member
+from lakelet.storage._refs import NameRecord
 
 _WHOLE_READ = 8 << 20  # loose objects up to this size are fetched in one request, into memory
 
@@ -75,7 +76,7 @@ class Fetcher:
                 data = self.remote.read_bytes(self.remote.object_key(expected), 0, record.size)
                 if data is None:
                     raise FileNotFoundError(record.digest)
-                reader: BinaryIO = io.BytesIO(data)
+                reader: Reader = io.BytesIO(data)
             else:
                 reader = self.remote.open_object(expected)
         except FileNotFoundError:
@@ -121,9 +122,9 @@ class Fetcher:
         except FileNotFoundError:
             return self._loose(record, progress)
         with _Span(file, member) as span, self.remote.errors(f"downloading {record.digest}"):
-            return self._store(cast(BinaryIO, span), record, durable, progress)
+            return self._store(span, record, durable, progress)
 
-    def _store(self, reader: BinaryIO, record: NameRecord, durable: bool, progress: Progress) -> StoredBlob:
+    def _store(self, reader: Reader, record: NameRecord, durable: bool, progress: Progress) -> StoredBlob:
         expected = Digest.parse(record.digest)
 
         def place(actual: Digest) -> Path:
@@ -135,7 +136,7 @@ class Fetcher:
             raise self._corrupt(record, blob.digest)
         return blob
 
-    def _store_member(self, data: bytes, record: NameRecord, progress: Progress) -> StoredBlob:
+    def _store_member(self, data: bytes | memoryview, record: NameRecord, progress: Progress) -> StoredBlob:
         """A pack member of a pull, already in memory: hashed first, so corrupt bytes are never
         written, then stored as a directory add stores small files (the caller syncs once)."""
         expected = Digest.parse(record.digest)
@@ -184,7 +185,7 @@ class Fetcher:
 class _Span(io.RawIOBase):
     """The bytes of one member of an open pack, as a stream (closing it closes the pack)."""
 
-    def __init__(self, file: BinaryIO, member: Member) -> None:
+    def __init__(self, file: Reader, member: Member) -> None:
         file.seek(member.offset)
         self._file = file
         self._left = member.size
@@ -196,7 +197,7 @@ class _Span(io.RawIOBase):
         if self._left <= 0:
             return 0
         with memoryview(buffer) as view:
-            n = self._file.readinto(view[: min(len(view), self._left)]) or 0  # type: ignore[attr-defined]
+            n = self._file.readinto(view[: min(len(view), self._left)]) or 0
         self._left -= n
         return n
 

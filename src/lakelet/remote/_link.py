@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lakelet.catalog._catalog import Catalog
-from lakelet.core.errors import ConfigError
-from lakelet.storage._objects import ObjectStore
 from lakelet.core._progress import SILENT, Progress
-from lakelet.storage._refs import NameRecord
+from lakelet.core.errors import ConfigError
 from lakelet.remote._remote import Remote
-from lakelet.storage._scopes import LAKE
 from lakelet.remote._sync import EvictReport, PushReport, Syncer, SyncReport
+from lakelet.storage._objects import ObjectStore
+from lakelet.storage._refs import NameRecord
+from lakelet.storage._scopes import LAKE
 
 
 class RemoteLink:

@@ -28,9 +28,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lakelet.remote._remote import Remote
 from lakelet.storage._packs import Pack
 from lakelet.storage._refs import NameRecord
-from lakelet.remote._remote import Remote
 from lakelet.storage._sweeps import Sweep
 
 FOLDER = 1000  # entries per folder: one listing page on every store

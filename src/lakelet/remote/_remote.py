@@ -18,10 +18,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from lakelet.core._digest import Digest
 from lakelet.core._durable import publish_file
+from lakelet.core._streams import Reader
 from lakelet.core.errors import ConfigError, LakeletError, RemoteError
 
 # 2: names are bound by a numbered commit log, small objects travel in packs (format 1
@@ -178,13 +179,15 @@ class Remote:
         """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
         with self.errors(f"reading {relative}"):
             try:
-                return self.fs.cat_file(self.path(relative), start=start, end=end)
+                data: bytes = self.fs.cat_file(self.path(relative), start=start, end=end)
             except FileNotFoundError:
                 return None
+            return data
 
-    def open_file(self, relative: str) -> BinaryIO:
+    def open_file(self, relative: str) -> Reader:
         with self.errors(f"reading {relative}"):
-            return self.fs.open(self.path(relative), "rb")
+            file: Reader = self.fs.open(self.path(relative), "rb")
+            return file
 
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """The bytes of each key, fetched concurrently (one request each)."""
@@ -242,9 +245,10 @@ class Remote:
     def object_size(self, digest: Digest) -> int | None:
         return self.size(self.object_key(digest))
 
-    def open_object(self, digest: Digest) -> BinaryIO:
+    def open_object(self, digest: Digest) -> Reader:
         with self.errors(f"reading object {digest}"):
-            return self.fs.open(self.path(self.object_key(digest)), "rb")
+            file: Reader = self.fs.open(self.path(self.object_key(digest)), "rb")
+            return file
 
     def url_of(self, relative: str, expires_s: int) -> str:
         path = self.path(relative)
@@ -252,9 +256,10 @@ class Remote:
             return Path(path).resolve().as_uri()
         with self.errors("signing a URL"):
             try:
-                return self.fs.sign(path, expiration=expires_s)
+                url: str = self.fs.sign(path, expiration=expires_s)
             except NotImplementedError:
-                return self.fs.unstrip_protocol(path)
+                url = self.fs.unstrip_protocol(path)
+            return url
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:

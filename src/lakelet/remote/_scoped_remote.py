@@ -11,10 +11,12 @@ bytes that are not there yet; a reader that finds bytes newer than the record
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
+from lakelet.core._streams import Reader
 from lakelet.core.errors import IntegrityError
-from lakelet.storage._refs import NameRecord
 from lakelet.remote._remote import Remote
+from lakelet.storage._refs import NameRecord
 
 
 class RemoteScope:
@@ -29,7 +31,7 @@ class RemoteScope:
     def _record_key(self, name: str) -> str:
         return f"{self._base}/records/{name}.json"
 
-    def put(self, local_blob, record: NameRecord) -> None:  # noqa: ANN001 - a Path
+    def put(self, local_blob: Path, record: NameRecord) -> None:
         self.remote.upload(local_blob, self._file(record.name))
         self.remote.put_bytes(self._record_key(record.name), record.to_json())
 
@@ -49,7 +51,7 @@ class RemoteScope:
             )
         return data
 
-    def open_file(self, name: str):  # noqa: ANN201 - a binary file object of the backend
+    def open_file(self, name: str) -> Reader:
         return self.remote.open_file(self._file(name))
 
     def names(self, prefix: str) -> list[str]:

@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lakelet.core import _faults
-from lakelet.storage import _packs
 from lakelet.catalog._catalog import Catalog
+from lakelet.core import _faults
 from lakelet.core._digest import Digest
+from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import NameExistsError, NotFoundError, RemoteError
 from lakelet.remote._fetch import Fetcher
 from lakelet.remote._log import SNAPSHOT_EVERY, Log
+from lakelet.remote._remote import Remote
+from lakelet.remote._remote import parallel as _parallel
+from lakelet.storage import _packs
 from lakelet.storage._objects import ObjectStore, StoredBlob
 from lakelet.storage._packs import Pack
-from lakelet.core._progress import SILENT, Progress
 from lakelet.storage._refs import NameRecord
-from lakelet.remote._remote import Remote
-from lakelet.remote._remote import parallel as _parallel  # noqa: F401 - _datasets imports it from here
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 

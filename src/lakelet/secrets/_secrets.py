@@ -18,6 +18,7 @@ A user's secret shadows the org secret of the same name.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import json
 import os
@@ -27,12 +28,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lakelet.core import _config
 from lakelet.core._durable import publish_file
 from lakelet.core.errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
-
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEYRING_SERVICE = "lakelet"
@@ -257,7 +257,7 @@ class Secrets:
         if not self._backend.remove("org" if org else "user", _config.current_user(), name):
             raise NotFoundError(f"no {'org' if org else 'user'} secret {name!r}")
 
-    def values(self, names: list[str]) -> dict[str, str]:
+    def values(self, names: builtins.list[str]) -> dict[str, str]:  # list: the method above
         """The values of ``names`` for a stage: the user's, else the org's."""
         user = _config.current_user()
         out = {}

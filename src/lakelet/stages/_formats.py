@@ -153,7 +153,7 @@ class Format:
     extension: str
     takes: str  # what it stores, for error messages
     accepts: Callable[[Any], bool]  # stores the value and loads back the same kind of value
-    dump: Callable[[Any, Path], None]
+    dump: Callable[[Any, Path], object]  # what it returns is ignored
     load: Callable[[Path, str], Any]  # (path, kind) -> value
     # what the encoder raises for a value it cannot encode (a function: pyarrow is imported lazily),
     # and what to do about it

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lakelet.stages._codehash import CodeIdentity, code_identity
 from lakelet.core._digest import DEFAULT_ALGORITHM
-from lakelet.core.errors import InvalidArgumentError
-from lakelet.lake._expiry import is_run_record
-from lakelet.facade._file import File
-from lakelet.stages._formats import is_jsonable
-from lakelet.facade._lake import Lake
 from lakelet.core._names import validate_name
+from lakelet.core.errors import InvalidArgumentError
+from lakelet.facade._file import File
+from lakelet.facade._lake import Lake
+from lakelet.lake._expiry import is_run_record
+from lakelet.stages._codehash import CodeIdentity, code_identity
+from lakelet.stages._formats import is_jsonable
 from lakelet.storage._objects import hash_stream
 
 KEY_FORMAT = 1

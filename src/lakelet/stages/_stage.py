@@ -32,22 +32,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lakelet.stages import _provenance
+from lakelet.core._durable import new_temp_path
+from lakelet.core._environ import patched_environ
+from lakelet.core._names import validate_name
+from lakelet.core._values import kind_of
+from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundError
+from lakelet.facade._current import current_lake
+from lakelet.facade._file import File
+from lakelet.facade._lake import Lake
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
-from lakelet.stages._codehash import module_packages, qualified_name
-from lakelet.facade._current import current_lake
-from lakelet.core._environ import patched_environ
-from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundError
 from lakelet.lake._expiry import current_run_record, expiry_fields, stage_ttl
-from lakelet.facade._file import File
-from lakelet.stages._formats import Format, choose_format, dump, get_format, kind_of
-from lakelet.facade._lake import Lake
-from lakelet.core._names import validate_name
-from lakelet.core._durable import new_temp_path
+from lakelet.stages import _provenance
+from lakelet.stages._codehash import module_packages, qualified_name
+from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
+_Args = tuple[Any, ...]  # the positional arguments of a call
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,13 @@ class Stage:
 
     # the key
 
-    def key(self, lake: Lake, args: tuple = (), kwargs: dict[str, Any] | None = None) -> tuple[str, dict]:
+    def key(self, lake: Lake, args: _Args = (),
+            kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """(key, parts): parts are what the key is made of, kept in the run record."""
         key = self._key(lake, args, kwargs or {})
         return key.digest, key.parts
 
-    def _key(self, lake: Lake, args: tuple, kwargs: dict[str, Any],
+    def _key(self, lake: Lake, args: _Args, kwargs: dict[str, Any],
              keys: dict[Stage, Key] | None = None) -> Key:
         """``keys``: the upstream keys worked out so far (by one call, or one run), added to here."""
         return make_key(self.qualname, self.func, self.options.get("version"),
@@ -106,7 +109,7 @@ class Stage:
             keys[self] = self._key(lake, (), {}, keys)
         return keys[self]
 
-    def _params(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _params(self, args: _Args, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
             bound = self._signature.bind_partial(*args, **kwargs)
         except TypeError as e:
@@ -133,17 +136,17 @@ class Stage:
 
     # running
 
-    def run(self, lake: Lake, args: tuple, kwargs: dict[str, Any]) -> Any:
+    def run(self, lake: Lake, args: _Args, kwargs: dict[str, Any]) -> Any:
         return self.call_in(lake, args, kwargs).value
 
-    def call_in(self, lake: Lake, args: tuple, kwargs: dict[str, Any], explain: bool = False) -> Outcome:
+    def call_in(self, lake: Lake, args: _Args, kwargs: dict[str, Any], explain: bool = False) -> Outcome:
         """Returns the result, whether the function ran, and why (for a run: only if ``explain``)."""
         return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
 
     def value_for(self, lake: Lake, key: Key) -> Any:
         return self._outcome(lake, key, (), {}, explain=False).value
 
-    def _outcome(self, lake: Lake, key: Key, args: tuple, kwargs: dict[str, Any], explain: bool) -> Outcome:
+    def _outcome(self, lake: Lake, key: Key, args: _Args, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
         record_name, found = current_run_record(lake.context, self.qualname, key.digest)  # the cache entry
         if cache and found is not None:
@@ -173,7 +176,7 @@ class Stage:
         path = lake.file(returned["names"][0]).path
         return get_format(returned["kind"]).load(path, returned.get("type", "python"))
 
-    def _execute(self, lake: Lake, key: Key, record_name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    def _execute(self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]) -> Any:
         parts = key.parts
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
@@ -251,7 +254,8 @@ class Stage:
         dump(fmt, value, path, self.qualname)
         return fmt
 
-    def _returned(self, value: Any, fmt: Format | None, encoded: Path, prefix: str) -> tuple[dict, list]:
+    def _returned(self, value: Any, fmt: Format | None, encoded: Path,
+                  prefix: str) -> tuple[dict[str, Any], list[tuple[str, Path, bool]]]:
         """How to load the return value back (``encoded`` in ``fmt``), and what of it to bind:
         (name, path, whether to move it in)."""
         if fmt is not None:

@@ -16,22 +16,21 @@ import ctypes
 import ctypes.util
 import errno
 import io
-import itertools
 import mmap
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from lakelet.core import _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest, Hasher, digest_bytes, new_hasher
-from lakelet.core.errors import IntegrityError
-from lakelet.core._progress import SILENT, Progress
 from lakelet.core._durable import fsync_dir, new_temp_name, new_temp_path, write_all
+from lakelet.core._progress import SILENT, Progress
+from lakelet.core._streams import Reader
+from lakelet.core.errors import IntegrityError
 
 Fingerprint = tuple[int, int, int, int]
 
@@ -114,7 +113,7 @@ def _chunk_buffer() -> tuple[bytearray, memoryview]:
 
 
 def hash_stream(
-    reader: BinaryIO, algorithm: str = DEFAULT_ALGORITHM, progress: Progress = SILENT
+    reader: Reader, algorithm: str = DEFAULT_ALGORITHM, progress: Progress = SILENT
 ) -> tuple[Digest, int]:
     """Digest and size of everything ``reader`` yields, read in bounded chunks."""
     hasher = new_hasher(algorithm)
@@ -142,7 +141,7 @@ def hash_file(path: Path | str, algorithm: str = DEFAULT_ALGORITHM) -> tuple[Dig
 
 
 def write_blob(
-    reader: BinaryIO,
+    reader: Reader,
     tmp_dir: Path,
     place: Callable[[Digest], Path],
     *,
@@ -172,7 +171,7 @@ def write_blob(
     return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
 
 
-def _copy_through_buffer(reader: BinaryIO, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int:
+def _copy_through_buffer(reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int:
     buffer, view = _chunk_buffer()
     size = flushed = 0
     while n := reader.readinto(buffer):
@@ -195,7 +194,7 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, er
 
 
 def _copy_in_kernel(
-    reader: BinaryIO, fd: int, hasher: Hasher, durable: bool, progress: Progress
+    reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress
 ) -> int | None:
     """Copy a local file with ``copy_file_range`` and hash what was written, span by span;
     None (nothing written) when the reader is not a plain file or the kernel cannot.
@@ -238,7 +237,7 @@ def _hash_span(fd: int, offset: int, length: int, hasher: Hasher) -> None:
 
 
 def write_small_blob(
-    data: bytes,
+    data: bytes | memoryview,
     tmp_dir: str,
     store: ObjectStore,
     *,
@@ -279,7 +278,7 @@ def write_small_blob(
     return StoredBlob(digest, len(data), final, fingerprint, created=True)
 
 
-def _write_small_named(data: bytes, digest: Digest, final: str, tmp_dir: str) -> StoredBlob:
+def _write_small_named(data: bytes | memoryview, digest: Digest, final: str, tmp_dir: str) -> StoredBlob:
     """``write_small_blob`` through a named temp file and a rename, where unnamed files fail."""
     if os.access(final, os.F_OK) and (st := os.stat(final)).st_size == len(data):
         return StoredBlob(digest, len(data), final, fingerprint_of(st), created=False)
@@ -418,7 +417,7 @@ class VerifiedReader:
         self._root = root
         self._cache = cache
 
-    def open(self, path: Path, digest: Digest, size: int) -> BinaryIO:
+    def open(self, path: Path, digest: Digest, size: int) -> io.BufferedReader:
         """A binary file positioned at 0. Raises IntegrityError, FileNotFoundError."""
         f = open(path, "rb")  # noqa: SIM115 - handed to the caller
         try:
@@ -428,7 +427,7 @@ class VerifiedReader:
             raise
         return f
 
-    def check(self, f: BinaryIO, path: Path, digest: Digest, size: int) -> None:
+    def check(self, f: io.BufferedReader, path: Path, digest: Digest, size: int) -> None:
         st = os.fstat(f.fileno())
         if st.st_size != size:
             raise IntegrityError(

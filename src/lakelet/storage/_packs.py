@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest, new_hasher
-from lakelet.core.errors import NotFoundError
 from lakelet.core._durable import new_temp_path
+from lakelet.core.errors import NotFoundError
 
 MEMBER_MAX = 1 << 20  # bigger objects go alone: one request is then a small part of their cost
 TARGET = 8 << 20  # a pack closes before it would grow past this (one member may exceed it)

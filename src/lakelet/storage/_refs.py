@@ -28,10 +28,9 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
-from lakelet.core._durable import publish_file
-from lakelet.core.errors import NameExistsError
+from lakelet.core._durable import fsync_dir, publish_file
 from lakelet.core._names import name_key
-from lakelet.core._durable import fsync_dir
+from lakelet.core.errors import NameExistsError
 
 RECORD_FORMAT = 1
 SEGMENTS = "segments"

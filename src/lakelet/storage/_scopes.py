@@ -16,8 +16,8 @@ from pathlib import Path
 
 from lakelet.core import _config
 from lakelet.core._digest import Digest
-from lakelet.core.errors import InvalidNameError
 from lakelet.core._names import name_key, validate_segment
+from lakelet.core.errors import InvalidNameError
 from lakelet.storage._objects import ObjectStore
 from lakelet.storage._refs import RefStore
 

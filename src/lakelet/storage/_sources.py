@@ -8,8 +8,9 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
+from lakelet.core._streams import Reader
 from lakelet.core.errors import NotFoundError, SourceError
 
 _HTTP_TIMEOUT_S = 60
@@ -26,18 +27,18 @@ class Source:
     relative: str
     location: str | None
     size: int | None
-    opener: Callable[[], BinaryIO] | None = None
+    opener: Callable[[], Reader] | None = None
 
     @property
     def local_path(self) -> Path | None:
         return None if self.location is None else Path(self.location)
 
-    def open(self) -> BinaryIO:
+    def open(self) -> Reader:
         if self.opener is not None:
             return self.opener()
         assert self.location is not None
         try:
-            return open(self.location, "rb", buffering=0)  # type: ignore[return-value]
+            return open(self.location, "rb", buffering=0)
         except PermissionError:
             raise SourceError(f"cannot read {self.location}: permission denied") from None
 
@@ -117,7 +118,7 @@ def redact(src: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _open_http(url: str) -> BinaryIO:
+def _open_http(url: str) -> Reader:
     import urllib.error  # urllib.request pulls in http, ssl and email: ~25 ms
     import urllib.request
 
@@ -132,7 +133,8 @@ def _open_http(url: str) -> BinaryIO:
     shown = redact(url)
     try:
         request = urllib.request.Request(url, headers=headers)
-        return urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S)  # type: ignore[no-any-return]
+        response: Reader = urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S)
+        return response
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise NotFoundError(f"source {shown} does not exist (HTTP 404)") from None
@@ -165,8 +167,9 @@ def _resolve_fsspec(url: str) -> list[Source]:
     raise NotFoundError(f"source {redact(url)} does not exist")
 
 
-def _fsspec_opener(fs: object, path: str) -> Callable[[], BinaryIO]:
-    def opener() -> BinaryIO:
-        return fs.open(path, "rb")  # type: ignore[attr-defined, no-any-return]
+def _fsspec_opener(fs: Any, path: str) -> Callable[[], Reader]:  # fs: an fsspec filesystem
+    def opener() -> Reader:
+        file: Reader = fs.open(path, "rb")
+        return file
 
     return opener

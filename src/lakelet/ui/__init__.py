@@ -9,6 +9,7 @@ import ipaddress
 import secrets
 import socket
 import webbrowser
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lakelet import InvalidArgumentError
@@ -55,7 +56,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(lake: Lake, host: str = LOOPBACK, port: int = 8765, token: str | None = None,
-          open_browser: bool = False, announce: object = print) -> None:
+          open_browser: bool = False, announce: Callable[[str], object] = print) -> None:
     """Serve the page until interrupted. Off loopback a token is required; one is made if not given."""
     if not is_loopback(host) and not token:
         token = secrets.token_urlsafe(24)
@@ -65,7 +66,7 @@ def serve(lake: Lake, host: str = LOOPBACK, port: int = 8765, token: str | None 
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-    announce(f"lakelet ui for {lake.root} on {url}  (Ctrl-C stops it)")  # type: ignore[operator]
+    announce(f"lakelet ui for {lake.root} on {url}  (Ctrl-C stops it)")
     if open_browser:
         webbrowser.open(url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __version__
+
 from . import _queries as q
 
 STATIC = Path(__file__).parent / "static"

@@ -9,6 +9,7 @@ graph needs them. Dataset files are never fetched for a preview.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import lakelet
@@ -33,13 +34,14 @@ def overview(lake: Lake) -> dict[str, Any]:
         group["bytes"] += f.size
         group["last_write"] = max(group["last_write"], f.record.created_at)
     status = lake.status()
-    last_sync = status["last_sync"]
+    synced = status["last_sync"]  # a datetime; None if never synced
+    last_sync = synced.isoformat() if isinstance(synced, datetime) else None
     return {
         "root": str(lake.root), "remote": lake.remote, "user": lakelet.current_user(),
         "names": len(files), "bytes": sum(f.size for f in files),
         "prefixes": sorted(prefixes.values(), key=lambda g: g["prefix"]),
         "datasets": len(lake.datasets()), "runs": len(lake.runs()),
-        "unpushed": status["unpushed"], "last_sync": last_sync.isoformat() if last_sync else None,
+        "unpushed": status["unpushed"], "last_sync": last_sync,
     }
 
 

@@ -68,6 +68,16 @@ def two(x):
 """
 
 
+def test_lakelet_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
+    (tmp_path / "run_display.py").write_text(PIPELINE)
+    lake = lakelet.init(tmp_path / "lake")
+    code, screen = _run_on_terminal("--lake", str(lake.root), "run", str(tmp_path / "run_display.py:two"),
+                                    "--run-id", "shown")
+    assert code == 0, screen
+    assert b"run shown:" in screen and b"done" in screen and b"2" in screen
+    assert b"run shown: 2 ran, 0 skipped, 0 failed" in screen  # the summary, once the line is gone
+
+
 def test_a_library_run_draws_nothing_even_on_a_terminal(tmp_path) -> None:
     """Only an observer draws (`lakelet run` passes one): the library itself never prints."""
     script = tmp_path / "run_quietly.py"

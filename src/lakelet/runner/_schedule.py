@@ -66,8 +66,8 @@ class Schedule:
     def finish(self, event: StageFinished) -> None:
         """Enter ``event`` in the report, then tell the observer."""
         r = self.report
-        {"ran": r.ran, "skipped": r.skipped, "failed": r.failed, "not run": r.not_run}[event.status].append(
-            event.stage)
+        listed = {"ran": r.ran, "skipped": r.skipped, "failed": r.failed, "not run": r.not_run}
+        listed[event.status].append(event.stage)
         entry: dict[str, Any] = {"status": event.status, "duration_s": event.duration_s, "why": event.why}
         if event.key is not None:
             entry["key"] = event.key

@@ -129,7 +129,7 @@ def test_fsck_exit_status_reports_corruption(home, make_file) -> None:
 
 
 def test_help_everywhere() -> None:
-    for command in ["", "init", "ls", "add", "info", "cat", "get", "rm", "fsck"]:
+    for command in ["", "init", "ls", "add", "info", "cat", "get", "rm", "fsck", "run"]:
         out = run_lakelet(*([command] if command else []), "--help")
         assert out.returncode == 0 and b"Usage:" in out.stdout
 
@@ -138,3 +138,60 @@ def test_piped_listing_keeps_long_names_whole(home, make_file) -> None:
     name = "raw/" + "a-rather-long-directory-name/" * 4 + "orders-2025-01-20.csv"
     _ok("add", str(make_file("o.csv", "x")), name, env=home)
     assert name in _ok("ls", env=home).split()
+
+
+PIPELINE = """
+import lakelet
+
+@lakelet.stage
+def one():
+    return 1
+
+@lakelet.stage(x=one)
+def two(x):
+    return x + 1
+
+@lakelet.stage(x=one)
+def broken(x):
+    raise ValueError("broken on purpose")
+
+NOT_A_STAGE = 3
+"""
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    path = tmp_path / "cli_pipeline.py"
+    path.write_text(PIPELINE)
+    return path
+
+
+def test_run_a_stage_from_a_file_then_find_it_cached(home, pipeline, tmp_path) -> None:
+    out = run_lakelet("run", f"{pipeline}:two", "--executor", "processes", "--max-workers", "2",
+                      "--run-id", "first", env=home)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode() == "run first: 2 ran, 0 skipped, 0 failed\n"
+    assert out.stderr == b""  # the live line is for terminals only
+    # by module name, from the folder it is in, into the lake --lake names
+    again = run_lakelet("--lake", home["LAKELET_HOME"], "run", "cli_pipeline:two", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr.decode()
+    report = json.loads(again.stdout)
+    assert report["ran"] == [] and report["skipped"] == ["cli_pipeline.two"]
+    assert report["stages"]["cli_pipeline.two"]["why"] == "cached"
+    assert [r["run_id"] for r in json.loads(_ok("runs", "--json", env=home))] == ["first", report["run_id"]]
+
+
+def test_run_a_failing_stage_is_one_line(home, pipeline) -> None:
+    err = _fails("run", f"{pipeline}:broken", "--run-id", "bad", env=home)
+    assert "cli_pipeline.broken failed (ValueError: broken on purpose)" in err and "(run bad)" in err
+
+
+@pytest.mark.parametrize("target, message", [
+    ("two", "names no stage: use path/to/pipeline.py:stage or package.module:stage"),
+    ("missing.py:two", "no file missing.py"),
+    ("{pipeline}:nope", "has no 'nope'"),
+    ("{pipeline}:NOT_A_STAGE", "is not a @lakelet.stage (int)"),
+    ("no_such_module:two", "no module named 'no_such_module'"),
+])
+def test_run_with_a_bad_target_is_one_line(home, pipeline, target, message) -> None:
+    assert message in _fails("run", target.format(pipeline=pipeline), env=home)

@@ -73,8 +73,9 @@ def test_public_names_are_exactly_the_contract() -> None:
         "ConfigError", "Dataset", "EvictReport", "File", "FsckReport", "GcReport", "IntegrityError",
         "InvalidArgumentError", "InvalidNameError", "Lake", "LakeNotFoundError", "LakeletError",
         "LineageGraph", "NameExistsError", "NotFoundError", "PipelineStore", "PushReport", "RemoteError",
-        "RunError", "SchemaConflictError", "ScopedStore", "SecretError", "SecretInfo", "Secrets",
-        "SourceError", "Stage", "State", "SyncReport",
+        "RunError", "RunObserver", "RunReport", "RunStarted", "SchemaConflictError", "ScopedStore",
+        "SecretError", "SecretInfo", "Secrets", "SourceError", "Stage", "StageFinished", "StageGraph",
+        "StageNode", "StageStarted", "State", "SyncReport",
         "__version__", "current_lake", "current_user", "init", "open", "parse_duration", "raw", "run",
         "stage", "use",
     }

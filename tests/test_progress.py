@@ -55,9 +55,8 @@ def test_no_bar_for_work_shorter_than_the_delay(tmp_path) -> None:
     assert code == 0 and b"adding" not in screen and b"added small.txt" in screen
 
 
-RUN_SCRIPT = """
-import sys, lakelet
-lakelet.use(lakelet.init(sys.argv[1]))
+PIPELINE = """
+import lakelet
 
 @lakelet.stage
 def one():
@@ -66,14 +65,23 @@ def one():
 @lakelet.stage(x=one)
 def two(x):
     return x + 1
-
-print(lakelet.run(two, run_id="shown"))
 """
 
 
-def test_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
-    script = tmp_path / "run_display.py"
-    script.write_text(RUN_SCRIPT)
-    code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
-    assert code == 0
+def test_lakelet_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
+    (tmp_path / "run_display.py").write_text(PIPELINE)
+    lake = lakelet.init(tmp_path / "lake")
+    code, screen = _run_on_terminal("--lake", str(lake.root), "run", str(tmp_path / "run_display.py:two"),
+                                    "--run-id", "shown")
+    assert code == 0, screen
     assert b"run shown:" in screen and b"done" in screen and b"2" in screen
+    assert b"run shown: 2 ran, 0 skipped, 0 failed" in screen  # the summary, once the line is gone
+
+
+def test_a_library_run_draws_nothing_even_on_a_terminal(tmp_path) -> None:
+    """Only an observer draws (`lakelet run` passes one): the library itself never prints."""
+    script = tmp_path / "run_quietly.py"
+    script.write_text(PIPELINE + "\nimport sys\nlakelet.use(lakelet.init(sys.argv[1]))\n"
+                                 "print(lakelet.run(two, run_id='quiet'))\n")
+    code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
+    assert code == 0 and screen == b"2\r\n"

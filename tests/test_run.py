@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import pickle
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -379,11 +381,11 @@ def test_a_raw_input_edited_during_a_run(stage_module, tmp_path) -> None:
 
 def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> None:
     """Bound after the parent looked (by another run or machine): the worker runs nothing and says so."""
-    from lakelet.runner._run import _lake_spec, run_stage
+    from lakelet.runner._executors import lake_spec, run_stage
 
     module, lake = diamond
     module.source()
-    done = run_stage(module.__name__, "source", _lake_spec(lake), "r1")
+    done = run_stage(module.__name__, "source", lake_spec(lake), "r1")
     key, _ = module.source.key(lake)
     assert done == {"status": "skipped", "duration_s": None, "why": "cached", "key": key}
 
@@ -411,3 +413,134 @@ def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path
         assert parent.exists(f"stages/{name}.answer/{key[:40]}.json")  # bound by the worker, via S3
         assert module.answer() == {"value": 42}
     sys.modules.pop(name, None)
+
+
+class Recorder:
+    """An observer: any class with the four methods of lakelet.RunObserver will do."""
+
+    def __init__(self) -> None:
+        self.trace: list[str] = []  # "started", "start <stage>", "<status> <stage>", "finished"
+        self.run: lakelet.RunStarted | None = None
+        self.events: list[lakelet.StageFinished] = []
+        self.report: lakelet.RunReport | None = None
+
+    def started(self, run: lakelet.RunStarted) -> None:
+        self.run = run
+        self.trace.append("started")
+
+    def stage_started(self, event: lakelet.StageStarted) -> None:
+        self.trace.append(f"start {_short(event.stage)}")
+
+    def stage_finished(self, event: lakelet.StageFinished) -> None:
+        self.events.append(event)
+        self.trace.append(f"{event.status} {_short(event.stage)}")
+
+    def finished(self, report: lakelet.RunReport) -> None:
+        self.report = report
+        self.trace.append("finished")
+
+
+def _short(node_id: str) -> str:
+    return node_id.rsplit(".", 1)[-1]
+
+
+def _in_dependency_order(seen: Recorder) -> None:
+    """Started first, finished last; a stage starts once what it reads ran, and finishes after it starts."""
+    trace = seen.trace
+    assert trace[0] == "started" and trace[-1] == "finished" and trace.count("finished") == 1
+    for node in seen.run.graph.nodes:
+        name = _short(node.id)
+        if f"start {name}" in trace:
+            start = trace.index(f"start {name}")
+            assert all(trace.index(f"ran {_short(up)}") < start for up in node.upstream), trace
+            assert [i for i, t in enumerate(trace) if t.endswith(f" {name}") and i > start], trace
+
+
+def test_an_observer_hears_each_stage_start_and_finish_in_order(diamond) -> None:
+    module, lake = diamond
+    module.WORK = 0.01
+    seen = Recorder()
+    assert lakelet.run(module.join, run_id="watched", observer=seen)["total"] == 9
+    assert seen.trace == ["started", "start source", "ran source", "start left", "ran left", "start right",
+                          "ran right", "start join", "ran join", "finished"]
+    n = module.__name__
+    assert seen.run.run_id == "watched"
+    assert seen.run.to_run == (f"{n}.source", f"{n}.left", f"{n}.right", f"{n}.join")
+    assert all(e.duration_s > 0 and e.why == "never ran" and e.key for e in seen.events)
+    saved = json.loads((lake.root / "runs" / "watched.json").read_bytes())
+    assert seen.report.__dict__ == saved  # told once the report is saved
+    assert {e.stage: e.key for e in seen.events} == {s: saved["stages"][s]["key"] for s in saved["ran"]}
+
+
+def test_an_observer_hears_a_cached_run_as_skipped(diamond) -> None:
+    module, _ = diamond
+    module.WORK = 0.01
+    first = Recorder()
+    lakelet.run(module.join, observer=first)
+    again = Recorder()
+    lakelet.run(module.join, observer=again)
+    assert again.trace == ["started", "skipped join", "finished"]
+    assert again.run.to_run == () and again.run.graph == first.run.graph
+    join = f"{module.__name__}.join"
+    assert again.events == [lakelet.StageFinished(join, "skipped", None, "cached", first.events[-1].key)]
+    assert again.report.skipped == [join] and again.report.ran == []
+
+
+@pytest.mark.parametrize("executor", [None, "processes"])
+def test_an_observer_hears_a_failure_and_what_it_stopped(diamond, monkeypatch, executor) -> None:
+    module, _ = diamond
+    module.WORK = 0.01
+    monkeypatch.setenv("FAIL_RIGHT", "1")
+    seen = Recorder()
+    with pytest.raises(lakelet.RunError, match="right failed"):
+        lakelet.run(module.join, executor=executor, max_workers=2, observer=seen)
+    _in_dependency_order(seen)
+    assert sorted(seen.trace[1:-1]) == sorted(["start source", "ran source", "start left", "ran left",
+                                               "start right", "failed right", "not run join"])
+    assert seen.trace.index("failed right") < seen.trace.index("not run join")
+    right, join = (f"{module.__name__}.{s}" for s in ("right", "join"))
+    events = {e.stage: e for e in seen.events}
+    assert events[right] == lakelet.StageFinished(right, "failed", None, "ValueError: right branch broke")
+    assert events[join] == lakelet.StageFinished(join, "not run", None, f"{right} failed")
+    assert seen.report.failed == [right] and seen.report.not_run == [join]
+    if executor is None:  # one stage at a time, in order
+        assert seen.trace == ["started", "start source", "ran source", "start left", "ran left",
+                              "start right", "failed right", "not run join", "finished"]
+
+
+def test_an_observer_overrides_only_what_it_needs(diamond) -> None:
+    module, lake = diamond
+    module.WORK = 0.01
+
+    class Finishes(lakelet.RunObserver):
+        def __init__(self) -> None:
+            self.done: list[str] = []
+
+        def stage_finished(self, event: lakelet.StageFinished) -> None:
+            self.done.append(_short(event.stage))
+
+    seen = Finishes()
+    lakelet.run(module.left, observer=seen)
+    assert seen.done == ["source", "left"]
+    with pytest.raises(lakelet.InvalidArgumentError, match="observer= lacks started, stage_started"):
+        lakelet.run(module.join, observer=object())
+    assert not lake.exists(f"stages/{module.__name__}.join")  # refused before anything ran
+
+
+def test_the_graph_is_plain_data(diamond) -> None:
+    module, _ = diamond
+    module.WORK = 0.01
+    seen = Recorder()
+    lakelet.run(module.join, module.left, observer=seen)
+    graph = seen.run.graph
+    source, left, right, join = (f"{module.__name__}.{s}" for s in ("source", "left", "right", "join"))
+    assert graph == lakelet.StageGraph(
+        nodes=(lakelet.StageNode(source, source, ()), lakelet.StageNode(left, left, (source,)),
+               lakelet.StageNode(right, right, (source,)), lakelet.StageNode(join, join, (left, right))),
+        targets=(join, left))
+    assert set(graph.edges) == {(source, left), (source, right), (left, join), (right, join)}
+    assert graph.downstream(source) == (left, right) and graph.node(join).upstream == (left, right)
+    as_json = json.loads(json.dumps(dataclasses.asdict(graph)))  # strings and tuples, no Stage
+    assert as_json["targets"] == [join, left]
+    assert as_json["nodes"][-1] == {"id": join, "qualname": join, "upstream": [left, right]}
+    assert pickle.loads(pickle.dumps(graph)) == graph

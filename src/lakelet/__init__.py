@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from lakelet.datasets._state import State
     from lakelet.facade._graph import LineageGraph
     from lakelet.lake._gc import GcReport
+    from lakelet.runner._events import RunObserver, RunReport, RunStarted, StageFinished, StageStarted
+    from lakelet.runner._graph import StageGraph, StageNode
     from lakelet.runner._run import run
     from lakelet.stages._key import raw
     from lakelet.stages._stage import Stage, stage
@@ -66,6 +68,9 @@ __all__ = [
     "PushReport",
     "RemoteError",
     "RunError",
+    "RunObserver",
+    "RunReport",
+    "RunStarted",
     "SchemaConflictError",
     "ScopedStore",
     "SecretError",
@@ -73,6 +78,10 @@ __all__ = [
     "Secrets",
     "SourceError",
     "Stage",
+    "StageFinished",
+    "StageGraph",
+    "StageNode",
+    "StageStarted",
     "State",
     "SyncReport",
     "__version__",
@@ -95,6 +104,13 @@ _LAZY = {
     "LineageGraph": "facade._graph",
     "State": "datasets._state",
     "run": "runner._run",
+    "RunObserver": "runner._events",
+    "RunReport": "runner._events",
+    "RunStarted": "runner._events",
+    "StageFinished": "runner._events",
+    "StageStarted": "runner._events",
+    "StageGraph": "runner._graph",
+    "StageNode": "runner._graph",
     "Stage": "stages._stage",
     "stage": "stages._stage",
     "raw": "stages._key",

@@ -1,5 +1,5 @@
-"""The ``lakelet`` group and its commands on names and datasets; remote, secrets, maintenance and
-ui commands live in their own modules and are registered here. Each command is a call into the
+"""The ``lakelet`` group and its commands on names and datasets; remote, secrets, maintenance, run
+and ui commands live in their own modules and are registered here. Each command is a call into the
 library plus rendering."""
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ import click
 import lakelet
 from lakelet import File, Lake, LakeletError
 
-from . import _datasets_view, _maintenance_commands, _remote_commands, _secrets_commands, _ui_command
+from . import (
+    _datasets_view,
+    _maintenance_commands,
+    _remote_commands,
+    _run_command,
+    _secrets_commands,
+    _ui_command,
+)
 from ._context import lake_of
 from ._render import DelayedBar, human_size, new_table, stderr, stdout
 
@@ -275,7 +282,7 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 for _command in (
     _remote_commands.push, _remote_commands.sync, _remote_commands.pull, _remote_commands.evict,
     _remote_commands.url, _secrets_commands.secrets, _maintenance_commands.gc, _maintenance_commands.fsck,
-    _ui_command.ui,
+    _run_command.run, _ui_command.ui,
 ):
     cli.add_command(_command)
 

@@ -1,5 +1,6 @@
-"""``lakelet.run``: the stage graph, scheduling on executors (in process, processes, Dask), run
-reports.
+"""``lakelet.run``: the stage graph (``_graph``), executors and workers (``_executors``), scheduling
+(``_schedule``), what a run tells its observer and the run report (``_events``); ``_run`` is the
+entry point.
 
 Imports: every layer below, up to ``stages``.
 

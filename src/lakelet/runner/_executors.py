@@ -1,0 +1,137 @@
+"""Where a stage runs: choosing the executor, and what a worker does to run one stage.
+
+``executor=`` is None (in this process), ``"processes"`` (a process pool of ``max_workers``), any
+``concurrent.futures.Executor``, a ``dask.distributed.Client`` or ``"dask://host:port"``. A stage
+goes to a worker as the (module, attribute) it is imported by, not pickled: two stages made by
+one factory share their ``module.qualname``, so a worker imports such a stage by the module-level
+name that holds it. The worker opens the same lake (the parent's root when it can see it, else a
+local cache root of its own on the shared remote) and calls the stage, which finds its inputs bound
+by the upstream workers. ``run_stage`` is the function a worker is sent.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import importlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lakelet.core._environ import patched_environ
+from lakelet.core.errors import InvalidArgumentError
+from lakelet.facade._lake import Lake, init, open_lake
+from lakelet.stages._stage import Stage
+
+__all__ = ["address", "lake_spec", "open_executor", "run_stage", "start"]
+
+
+@contextlib.contextmanager
+def open_executor(executor: Any, max_workers: int | None) -> Iterator[cf.Executor | None]:
+    """The pool ``executor=`` names (None: in this process), shut down at the end if made here."""
+    pool, owned = _choose(executor, max_workers)
+    try:
+        yield pool
+    finally:
+        if owned and pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _choose(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
+    """(executor, whether we own it and must shut it down)."""
+    if executor is None:
+        return None, False
+    if executor == "processes":
+        return cf.ProcessPoolExecutor(max_workers=max_workers), True
+    if isinstance(executor, str) and executor.startswith("dask://"):
+        from distributed import Client
+
+        client = Client(executor.replace("dask://", "tcp://", 1))
+        return client.get_executor(), True
+    if isinstance(executor, cf.Executor):
+        return executor, False
+    if type(executor).__name__ == "Client" and hasattr(executor, "get_executor"):
+        return executor.get_executor(), False
+    raise InvalidArgumentError(
+        'executor must be None, "processes", a concurrent.futures.Executor, a dask Client '
+        f'or "dask://host:port", not {executor!r}'
+    )
+
+
+def address(stage: Stage, label: str) -> tuple[str, str]:
+    """(module, attribute) a worker imports ``stage`` by: its qualname, else the module-level name
+    that holds it (a stage made by a factory)."""
+    module = sys.modules.get(stage.func.__module__)
+    if module is not None:
+        if _attribute(module, stage.func.__qualname__) is stage:
+            return module.__name__, stage.func.__qualname__
+        for name, value in vars(module).items():
+            if value is stage:
+                return module.__name__, name
+    raise InvalidArgumentError(
+        f"stage {label} is not a module-level name of {stage.func.__module__}, so a worker cannot "
+        "import it: assign it to one (e.g. `a = make(1)` at module level), or run with executor=None")
+
+
+def _attribute(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def lake_spec(lake: Lake) -> dict[str, Any]:
+    """What a worker needs to open ``lake``: plain values, sent with each stage."""
+    return {"root": str(lake.root), "remote": lake.config.remote,
+            "storage_options": lake.config.storage_options}
+
+
+def start(pool: cf.Executor | None, stage: Stage, where: tuple[str, str] | None, spec: dict[str, Any],
+          run_id: str) -> cf.Future[dict[str, Any]]:
+    """Hand ``stage`` to ``pool`` (imported there by ``where``), or run it here and now (no pool)."""
+    if pool is not None:
+        if where is None:  # run() works every address out before anything runs
+            raise ValueError(f"no address to import {stage.qualname} by in a worker")
+        return pool.submit(run_stage, *where, spec, run_id)
+    future: cf.Future[dict[str, Any]] = cf.Future()
+    try:
+        future.set_result(_run_here(stage, spec, run_id))
+    except Exception as e:  # reported like a worker's failure
+        future.set_exception(e)
+    return future
+
+
+def _worker_lake(spec: dict[str, Any]) -> Lake:
+    """The parent's lake when this worker shares its disk, else a cache root on the same remote."""
+    root = Path(spec["root"])
+    if (root / "lakelet.toml").is_file():
+        return open_lake(root)
+    if not spec["remote"]:
+        raise InvalidArgumentError(
+            f"a worker cannot see the lake at {root} and the lake has no remote to share results through"
+        )
+    digest = hashlib.sha256(spec["remote"].encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("LAKELET_WORKER_ROOT", Path.home() / ".cache" / "lakelet" / digest))
+    return init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
+
+
+def run_stage(module: str, attribute: str, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Run one stage in a worker (a separate process or machine); returns how long and why it ran."""
+    stage = _attribute(importlib.import_module(module), attribute)
+    if not isinstance(stage, Stage):
+        raise InvalidArgumentError(f"{module}.{attribute} is not a lakelet stage in the worker")
+    return _run_here(stage, spec, run_id)
+
+
+def _run_here(stage: Stage, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
+    lake = _worker_lake(spec)
+    t0 = time.perf_counter()
+    with patched_environ({"LAKELET_RUN_ID": run_id}):
+        outcome = stage.call_in(lake, (), {}, explain=True)
+    if not outcome.ran:  # bound since the parent looked, by another run or machine
+        return {"status": "skipped", "duration_s": None, "why": outcome.why, "key": outcome.key}
+    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": outcome.why,
+            "key": outcome.key}

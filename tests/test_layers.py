@@ -126,3 +126,14 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
     )
     found = {name for _, name in _imports("lakelet.storage._x", source)}
     assert {"lakelet.facade._lake", "lakelet.storage", "lakelet.runner._run"} <= found
+
+
+def test_every_module_says_what_it_exports() -> None:
+    missing = [
+        str(path.relative_to(PACKAGE)) for path in MODULES.values()
+        if not any(isinstance(node, ast.Assign | ast.AnnAssign)
+                   and "__all__" in {getattr(t, "id", None) for t in getattr(node, "targets", [])
+                                     + [getattr(node, "target", None)]}
+                   for node in ast.parse(path.read_text()).body)
+    ]
+    assert not missing, "modules without __all__: " + ", ".join(missing)

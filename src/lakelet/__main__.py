@@ -1,3 +1,5 @@
 from lakelet.cli import main
 
+__all__ = []
+
 main()

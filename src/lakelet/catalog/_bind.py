@@ -33,6 +33,8 @@ from lakelet.storage._objects import Fingerprint
 from lakelet.storage._refs import NameRecord, RefStore, check_same_content
 from lakelet.storage._scopes import LAKE
 
+__all__ = ["LOCK", "all_records", "bind_once", "catch_up", "locked"]
+
 LOCK = ".lock"
 
 

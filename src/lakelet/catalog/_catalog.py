@@ -22,6 +22,8 @@ from lakelet.storage._packs import Member, Pack
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._sweeps import Sweep
 
+__all__ = ["Catalog", "SCHEMA_VERSION"]
+
 # 4: sweeps. An index of 3 is rebuilt, and so reads the remote's log again: it may have
 # skipped sweep lines that a push must know of (docs/remote-layout.md, "gc against a push").
 SCHEMA_VERSION = 4

@@ -7,6 +7,8 @@ import click
 import lakelet
 from lakelet import Lake
 
+__all__ = ["lake_of"]
+
 
 def lake_of(ctx: click.Context) -> Lake:
     return lakelet.open(ctx.obj.get("lake"))

@@ -11,6 +11,8 @@ from lakelet import Lake
 
 from ._render import human_size, new_table, stdout
 
+__all__ = ["dataset_info", "list_datasets"]
+
 
 def list_datasets(lake: Lake, as_json: bool) -> None:
     rows = [lake.dataset(n).summary() for n in lake.datasets()]

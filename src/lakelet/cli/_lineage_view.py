@@ -12,6 +12,8 @@ from rich.text import Text
 
 from lakelet import Lake, LineageGraph
 
+__all__ = ["as_dot", "as_mermaid", "as_text"]
+
 
 def _outputs(record: dict[str, Any]) -> list[str]:
     return [o["name"] for o in record.get("outputs", [])]

@@ -12,6 +12,8 @@ from lakelet import parse_duration
 from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout
 
+__all__ = ["fsck", "gc"]
+
 
 @click.command()
 @click.option("--ttl", default="7d", show_default=True, help="Pipeline runs older than this go.")

@@ -11,6 +11,8 @@ from lakelet import parse_duration
 from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout
 
+__all__ = ["evict", "pull", "push", "sync", "url"]
+
 
 @click.command()
 @click.pass_context

@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # imported where first drawn: most commands print neither
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
+__all__ = ["DelayedBar", "human_size", "new_table", "stderr", "stdout"]
+
 # Bars appear only for work that lasts; the variable lets tests see one at once.
 _DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
 

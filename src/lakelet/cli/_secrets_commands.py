@@ -11,6 +11,8 @@ import click
 from ._context import lake_of
 from ._render import new_table, stdout
 
+__all__ = ["secrets", "secrets_list", "secrets_rm", "secrets_set"]
+
 
 @click.group()
 def secrets() -> None:

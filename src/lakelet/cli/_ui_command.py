@@ -8,6 +8,8 @@ import click
 
 from ._context import lake_of
 
+__all__ = ["ui"]
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,

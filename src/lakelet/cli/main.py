@@ -27,6 +27,8 @@ from . import (
 from ._context import lake_of
 from ._render import DelayedBar, human_size, new_table, stderr, stdout
 
+__all__ = ["cli", "main"]
+
 
 class _Group(click.Group):
     """Turns every expected error into one line on stderr and exit status 1."""

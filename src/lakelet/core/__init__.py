@@ -6,3 +6,5 @@ Imports: nothing of lakelet's.
 
 See docs/architecture.md.
 """
+
+__all__: list[str] = []  # a layer: its modules are private, lakelet/__init__.py exports

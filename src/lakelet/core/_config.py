@@ -23,6 +23,20 @@ from typing import Any
 from lakelet.core._durable import fsync_dir, make_dirs, publish_file
 from lakelet.core.errors import ConfigError, LakeNotFoundError
 
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_DIR",
+    "LAYOUT_FORMAT",
+    "LakeConfig",
+    "UPLOAD_MODES",
+    "current_user",
+    "find_root",
+    "load",
+    "new_root",
+    "raise_format",
+    "write_new",
+]
+
 CONFIG_FILE = "lakelet.toml"
 DEFAULT_DIR = ".lakelet"
 # 2: lake names are bound in segments (names/segments/), which a format-1 lakelet would not

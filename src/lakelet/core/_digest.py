@@ -9,6 +9,8 @@ from typing import Protocol
 
 import blake3
 
+__all__ = ["CHUNK_SIZE", "DEFAULT_ALGORITHM", "Digest", "Hasher", "digest_bytes", "new_hasher"]
+
 DEFAULT_ALGORITHM = "blake3"  # chosen by bench/hashing.py: fastest cryptographic hash here
 CHUNK_SIZE = 4 << 20
 

@@ -6,6 +6,8 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping
 
+__all__ = ["patched_environ"]
+
 
 @contextlib.contextmanager
 def patched_environ(values: Mapping[str, str]) -> Iterator[None]:

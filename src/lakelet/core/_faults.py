@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 
+__all__ = ["reached"]
+
 _CRASH_AT = os.environ.get("LAKELET_CRASH_AT", "")
 
 

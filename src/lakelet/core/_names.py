@@ -11,6 +11,15 @@ import re
 
 from lakelet.core.errors import InvalidNameError
 
+__all__ = [
+    "MAX_NAME_BYTES",
+    "name_key",
+    "validate_name",
+    "validate_path_name",
+    "validate_prefix",
+    "validate_segment",
+]
+
 MAX_NAME_BYTES = 1024
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MAX_SEGMENT_BYTES = 255

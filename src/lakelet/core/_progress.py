@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+__all__ = ["NoProgress", "Progress", "SILENT"]
+
 
 class Progress(Protocol):
     def add_total(self, nbytes: int, /) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self
 
+__all__ = ["Readable", "Reader"]
+
 
 class Readable(Protocol):
     """Anything with ``read``: what ``shutil.copyfileobj`` copies from."""

@@ -5,3 +5,5 @@ Imports: every layer below, up to ``lake``.
 
 See docs/architecture.md.
 """
+
+__all__: list[str] = []  # a layer: its modules are private, lakelet/__init__.py exports

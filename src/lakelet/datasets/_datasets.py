@@ -41,6 +41,8 @@ from lakelet.storage._objects import sync_filesystem, write_blob
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
+__all__ = ["Dataset", "Datasets", "MANIFEST_FORMAT"]
+
 MANIFEST_FORMAT = 1
 _MAX_COMMIT_ATTEMPTS = 50
 

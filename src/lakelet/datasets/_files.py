@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from lakelet.datasets import _stats
 from lakelet.storage._objects import adopt_file, hash_file, start_writeback
 
+__all__ = ["NULL_PARTITION", "Written", "partition_value", "staging_dir", "write_files"]
+
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 

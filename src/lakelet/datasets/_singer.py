@@ -44,6 +44,8 @@ from lakelet.datasets._state import State, write_run_log
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
+__all__ = ["run"]
+
 _FLUSH_ROWS = 50_000
 
 

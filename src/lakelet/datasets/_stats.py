@@ -23,6 +23,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+__all__ = [
+    "ColumnStats",
+    "HISTOGRAM_BINS",
+    "QUANTILES",
+    "SAMPLE_SIZE",
+    "merge",
+    "orderable",
+    "parquet_min_max",
+    "summary",
+]
+
 SAMPLE_SIZE = 4096
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10

@@ -13,6 +13,8 @@ from pathlib import Path
 from lakelet.core import _config
 from lakelet.facade._lake import Lake
 
+__all__ = ["current_lake", "use"]
+
 _used: list[Lake] = []
 _opened: dict[Path, Lake] = {}
 _lock = threading.Lock()

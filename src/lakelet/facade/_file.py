@@ -20,6 +20,8 @@ from lakelet.storage._scopes import LAKE
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake
 
+__all__ = ["File"]
+
 
 class File:
     """A lake name and the object it is bound to.

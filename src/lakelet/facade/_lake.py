@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyar
     from lakelet.facade._graph import LineageGraph
     from lakelet.lake._gc import GcReport
 
+__all__ = ["Lake", "init", "open_lake"]
+
 
 class Lake:
     """An opened lake. Create one with ``lakelet.init`` and open it with ``lakelet.open``."""

@@ -27,6 +27,18 @@ from lakelet.storage._scopes import LAKE
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
+__all__ = [
+    "EXPIRED",
+    "RUN_RECORD",
+    "current_run_record",
+    "expiry_fields",
+    "holds_object",
+    "is_run_record",
+    "parse_duration",
+    "record_name",
+    "stage_ttl",
+]
+
 RUN_RECORD = re.compile(r"^stages/[^/]+/[0-9a-f]{40}(?:-g[0-9]+)?\.json$")
 EXPIRED = "expired_at"  # set in the meta of the tombstones gc writes: the expiry that retired the name
 

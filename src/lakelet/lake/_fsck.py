@@ -17,6 +17,8 @@ from lakelet.storage._scopes import LAKE
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
+__all__ = ["FsckReport", "check"]
+
 
 @dataclass(frozen=True)
 class FsckReport:

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from lakelet.remote._remote import Remote
     from lakelet.remote._sync import Syncer
 
+__all__ = ["GRACE", "GcReport", "collect"]
+
 GRACE = timedelta(hours=24)
 
 

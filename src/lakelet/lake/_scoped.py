@@ -28,6 +28,8 @@ from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
 from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import ScopeLayout
 
+__all__ = ["PipelineStore", "ScopedStore"]
+
 
 class ScopedStore:
     """A user's or a pipeline run's object store: put/puts/get/gets/list/size/exists/url/delete."""

@@ -5,3 +5,5 @@ Imports: ``core``, ``storage``, ``catalog``.
 
 See docs/architecture.md.
 """
+
+__all__: list[str] = []  # a layer: its modules are private, lakelet/__init__.py exports

@@ -29,6 +29,8 @@ from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, w
 from lakelet.storage._packs import Member
 from lakelet.storage._refs import NameRecord
 
+__all__ = ["Fetcher"]
+
 _WHOLE_READ = 8 << 20  # loose objects up to this size are fetched in one request, into memory
 
 

@@ -17,6 +17,8 @@ from lakelet.storage._objects import ObjectStore
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
+__all__ = ["RemoteLink"]
+
 
 class RemoteLink:
     """The remote of one lake, or none (an embedded lake)."""

@@ -33,6 +33,8 @@ from lakelet.storage._packs import Pack
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._sweeps import Sweep
 
+__all__ = ["Entry", "FOLDER", "Log", "SNAPSHOT_EVERY", "decode", "encode", "entry_key"]
+
 FOLDER = 1000  # entries per folder: one listing page on every store
 SNAPSHOT_EVERY = 1000  # entries between snapshots: a new machine reads at most ~2 folders after one
 

@@ -25,6 +25,8 @@ from lakelet.core._durable import publish_file
 from lakelet.core._streams import Reader
 from lakelet.core.errors import ConfigError, LakeletError, RemoteError
 
+__all__ = ["MARKER", "R", "REMOTE_FORMAT", "Remote", "T", "parallel"]
+
 # 2: names are bound by a numbered commit log, small objects travel in packs (format 1
 # had one record per name under names/ and a journal stamped by the writers' clocks).
 REMOTE_FORMAT = 2

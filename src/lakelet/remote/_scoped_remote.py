@@ -18,6 +18,8 @@ from lakelet.core.errors import IntegrityError
 from lakelet.remote._remote import Remote
 from lakelet.storage._refs import NameRecord
 
+__all__ = ["RemoteScope"]
+
 
 class RemoteScope:
     def __init__(self, remote: Remote, scope: str) -> None:

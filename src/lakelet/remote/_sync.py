@@ -33,6 +33,8 @@ from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 
+__all__ = ["EvictReport", "PushReport", "SyncReport", "Syncer"]
+
 _HEAD_FIRST = 1 << 20  # above this size, ask whether the remote has a loose object before sending it
 _MAX_ATTEMPTS = 100  # log entries lost to other writers in a row before giving up
 _FRESH_TAIL = 16  # random bytes that give a pack sent again a key no sweep has named

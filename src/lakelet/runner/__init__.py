@@ -6,3 +6,5 @@ Imports: every layer below, up to ``stages``.
 
 See docs/architecture.md.
 """
+
+__all__: list[str] = []  # a layer: its modules are private, lakelet/__init__.py exports

@@ -34,6 +34,15 @@ from lakelet.core import _config
 from lakelet.core._durable import publish_file
 from lakelet.core.errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
 
+__all__ = [
+    "Backend",
+    "LocalBackend",
+    "SecretInfo",
+    "Secrets",
+    "SsmBackend",
+    "validate_secret_name",
+]
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEYRING_SERVICE = "lakelet"
 

@@ -24,6 +24,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "CodeIdentity",
+    "code_identity",
+    "is_project_code",
+    "is_project_module",
+    "module_packages",
+    "normalized_digest",
+    "qualified_name",
+]
+
 # Values of these types are hashed by value when a function refers to a module-level name.
 _CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, list, dict, set)
 

@@ -25,6 +25,8 @@ from typing import Any
 from lakelet.core._values import kind_of
 from lakelet.core.errors import InvalidArgumentError
 
+__all__ = ["FORMATS", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
+
 
 def _to_arrow(value: Any) -> Any:
     import pyarrow as pa

@@ -27,6 +27,18 @@ from lakelet.stages._codehash import CodeIdentity, code_identity
 from lakelet.stages._formats import is_jsonable
 from lakelet.storage._objects import hash_stream
 
+__all__ = [
+    "KEY_FORMAT",
+    "Key",
+    "Raw",
+    "Resolved",
+    "identity_of",
+    "make_key",
+    "raw",
+    "resolve_raw",
+    "what_changed",
+]
+
 KEY_FORMAT = 1
 
 

@@ -48,6 +48,8 @@ from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
+__all__ = ["Outcome", "Stage", "stage"]
+
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
 

@@ -32,6 +32,24 @@ from lakelet.core._progress import SILENT, Progress
 from lakelet.core._streams import Reader
 from lakelet.core.errors import IntegrityError
 
+__all__ = [
+    "Fingerprint",
+    "ObjectStore",
+    "StoredBlob",
+    "VerifiedCache",
+    "VerifiedReader",
+    "adopt_file",
+    "fingerprint_of",
+    "hash_file",
+    "hash_stream",
+    "is_cross_device",
+    "is_fingerprinted",
+    "start_writeback",
+    "sync_filesystem",
+    "write_blob",
+    "write_small_blob",
+]
+
 Fingerprint = tuple[int, int, int, int]
 
 

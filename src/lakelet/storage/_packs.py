@@ -29,6 +29,8 @@ from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest, new_hash
 from lakelet.core._durable import new_temp_path
 from lakelet.core.errors import NotFoundError
 
+__all__ = ["MEMBER_MAX", "Member", "Pack", "TARGET", "key_of", "plan", "slices", "write"]
+
 MEMBER_MAX = 1 << 20  # bigger objects go alone: one request is then a small part of their cost
 TARGET = 8 << 20  # a pack closes before it would grow past this (one member may exceed it)
 

@@ -32,6 +32,8 @@ from lakelet.core._durable import fsync_dir, publish_file
 from lakelet.core._names import name_key
 from lakelet.core.errors import NameExistsError
 
+__all__ = ["NameRecord", "RECORD_FORMAT", "RefStore", "SEGMENTS", "check_same_content", "utc_now"]
+
 RECORD_FORMAT = 1
 SEGMENTS = "segments"
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per record

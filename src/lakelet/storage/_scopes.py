@@ -21,6 +21,8 @@ from lakelet.core.errors import InvalidNameError
 from lakelet.storage._objects import ObjectStore
 from lakelet.storage._refs import RefStore
 
+__all__ = ["LAKE", "SCOPE_KINDS", "ScopeLayout", "parse_scope", "scope_id"]
+
 LAKE = "lake"
 SCOPE_KINDS = ("user", "pipeline")
 

@@ -13,6 +13,8 @@ from typing import Any
 from lakelet.core._streams import Reader
 from lakelet.core.errors import NotFoundError, SourceError
 
+__all__ = ["Source", "read_small", "redact", "resolve"]
+
 _HTTP_TIMEOUT_S = 60
 
 

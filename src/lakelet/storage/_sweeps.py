@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Sweep"]
+
 
 @dataclass(frozen=True, slots=True)
 class Sweep:

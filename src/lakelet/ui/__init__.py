@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from lakelet import Lake
 
+__all__ = ["LOOPBACK", "create_app", "is_loopback", "listen", "serve"]
+
 LOOPBACK = "127.0.0.1"
 _EXTRA = {"fastapi", "starlette", "pydantic", "uvicorn"}  # what `pip install 'lakelet[ui]'` brings
 

@@ -22,6 +22,8 @@ from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __versi
 
 from . import _queries as q
 
+__all__ = ["STATIC", "TOKEN_COOKIE", "create_app"]
+
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "lakelet_token"
 

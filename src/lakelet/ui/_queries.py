@@ -15,6 +15,19 @@ from typing import Any
 import lakelet
 from lakelet import File, Lake, NotFoundError
 
+__all__ = [
+    "MAX_NAMES",
+    "dataset",
+    "datasets",
+    "file_info",
+    "lineage",
+    "names",
+    "overview",
+    "rows",
+    "run",
+    "runs",
+]
+
 MAX_NAMES = 5000
 
 

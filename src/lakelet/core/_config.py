@@ -90,7 +90,8 @@ def load(root: Path) -> LakeConfig:
     except FileNotFoundError:
         raise LakeNotFoundError(
             f"no lake at {root}: create one with `lakelet init {root}` "
-            "(or lakelet.init() in Python)"
+            "(or lakelet.init() in Python)",
+            path=str(root),
         ) from None
     try:
         data = tomllib.loads(raw.decode())

@@ -50,7 +50,7 @@ def validate_name(name: str) -> str:
     """Return ``name`` unchanged if it is a valid lake name; raise InvalidNameError otherwise."""
     problem = _problem(name)
     if problem:
-        raise InvalidNameError(f"invalid name {name!r}: {problem}")
+        raise InvalidNameError(f"invalid name {name!r}: {problem}", name=name)
     return name
 
 
@@ -59,7 +59,7 @@ def validate_path_name(name: str, what: str) -> str:
     also fit a local file system's 255-byte limit."""
     validate_name(name)
     if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in name.split("/")):
-        raise InvalidNameError(f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes")
+        raise InvalidNameError(f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes", name=name)
     return name
 
 
@@ -79,7 +79,7 @@ def validate_segment(value: str, what: str) -> str:
     if problem is None and len(value.encode()) > _MAX_SEGMENT_BYTES:
         problem = f"it is at most {_MAX_SEGMENT_BYTES} bytes"
     if problem:
-        raise InvalidNameError(f"invalid {what} {value!r}: {problem}")
+        raise InvalidNameError(f"invalid {what} {value!r}: {problem}", name=value)
     return value
 
 

@@ -89,11 +89,11 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
             raise SchemaConflictError(
                 f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
                 f"but {field.type} in the new data; nothing was written (cast it, or write with "
-                'mode="overwrite")'
+                'mode="overwrite")', dataset=name
             )
         if index < 0 and not field.nullable:
             raise SchemaConflictError(
-                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended"
+                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended", dataset=name
             )
     missing = [f for f in old if new.get_field_index(f.name) < 0]
     return pa.schema(list(new) + missing) if missing else pa.schema(list(old) + [
@@ -325,7 +325,7 @@ class Dataset:
                               lambda d: path if d == expected else path.with_suffix(".corrupt"))
         if blob.digest != expected:
             blob.path.unlink(missing_ok=True)
-            raise IntegrityError(f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt")
+            raise IntegrityError(f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt", digest=entry["digest"])
 
 
 def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, pa.DataType]:

@@ -121,7 +121,7 @@ class ScopedStore:
             if recursive:
                 names += self.list(name + "/")
             if not names:
-                raise NotFoundError(f"no name {name!r} in scope {self.scope}")
+                raise NotFoundError(f"no name {name!r} in scope {self.scope}", name=name)
             if self._remote is not None:
                 self._remote.delete(names)
             for n in names:
@@ -145,7 +145,7 @@ class ScopedStore:
         else:
             record = self._catalog.get(self.scope, name)
         if record is None:
-            raise NotFoundError(f"no name {name!r} in scope {self.scope}")
+            raise NotFoundError(f"no name {name!r} in scope {self.scope}", name=name)
         return record
 
     def open_reader(self, name: str) -> tuple[io.BufferedReader, NameRecord]:
@@ -157,7 +157,7 @@ class ScopedStore:
             except FileNotFoundError:
                 if self._remote is not None and self._fetch(record):
                     return self._reader.open(path, Digest.parse(record.digest), record.size), record
-        raise NotFoundError(f"the content of {name!r} in scope {self.scope} is missing")
+        raise NotFoundError(f"the content of {name!r} in scope {self.scope} is missing", name=name)
 
     def _fetch(self, record: NameRecord) -> bool:
         """Cache the remote copy of ``record`` locally, verified; False if it changed meanwhile."""
@@ -182,7 +182,7 @@ class ScopedStore:
                     return False  # overwritten while we read: the caller looks again
                 raise IntegrityError(
                     f"{record.name!r} in scope {self.scope} on remote {self._remote.remote.url} "
-                    f"does not match its digest {record.digest}: nothing was cached"
+                    f"does not match its digest {record.digest}: nothing was cached", digest=record.digest
                 )
             self._bind_local(record, blob)
         return True

@@ -73,7 +73,7 @@ class Remote:
         except LakeletError:  # ours (a failed digest check, a missing local object): not the store's
             raise
         except Exception as e:  # every backend has its own error classes
-            raise RemoteError(f"remote {self.url}: {doing} failed: {_first_line(e)}") from e
+            raise RemoteError(f"remote {self.url}: {doing} failed: {_first_line(e)}", url=self.url) from e
 
     @contextlib.contextmanager
     def _no_bucket(self) -> Iterator[None]:
@@ -82,7 +82,7 @@ class Remote:
             yield
         except FileNotFoundError as e:
             raise RemoteError(
-                f"remote {self.url}: its bucket or container does not exist ({_first_line(e)})"
+                f"remote {self.url}: its bucket or container does not exist ({_first_line(e)})", url=self.url
             ) from None
 
     def _batch(self) -> dict[str, int]:
@@ -104,7 +104,7 @@ class Remote:
                 if not create:
                     raise RemoteError(
                         f"remote {self.url} holds no lake (no {MARKER}): "
-                        f"create it with `lakelet init PATH --remote {self.url}`"
+                        f"create it with `lakelet init PATH --remote {self.url}`", url=self.url
                     ) from None
                 self._create_marker()
                 return
@@ -112,12 +112,12 @@ class Remote:
         if found > REMOTE_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, newer than this lakelet "
-                f"understands ({REMOTE_FORMAT}): upgrade lakelet"
+                f"understands ({REMOTE_FORMAT}): upgrade lakelet", url=self.url
             )
         if found < REMOTE_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, written by an older lakelet; this one "
-                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote"
+                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote", url=self.url
             )
 
     def _create_marker(self) -> None:
@@ -134,7 +134,7 @@ class Remote:
             return
         raise RemoteError(
             f"remote {self.url} ignores conditional creates (If-None-Match / "
-            "ifGenerationMatch=0): lakelet cannot bind names safely on it"
+            "ifGenerationMatch=0): lakelet cannot bind names safely on it", url=self.url
         )
 
     # primitive writes: no reader ever sees a partial file

@@ -86,7 +86,7 @@ class Syncer:
         since = self.cursor()  # every object is sent or looked for after this entry
         new, _, conflicts = self._classify(records)
         if conflicts:  # known before sending a byte
-            raise NameExistsError(_conflict_message(conflicts, self.remote.url))
+            raise NameExistsError(_conflict_message(conflicts, self.remote.url), name=conflicts[0])
         packs, _, _ = self.upload_objects(new, progress)
         bound, _ = self._commit(records, packs, all_or_nothing=True, since=since, progress=progress)
         by_name = {r.name: r for r in bound}
@@ -223,7 +223,7 @@ class Syncer:
             return [*bound, *new], conflicts
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
-            "writers while binding names; try again"
+            "writers while binding names; try again", url=self.remote.url
         )
 
     def _resend_swept(
@@ -305,7 +305,7 @@ class Syncer:
             return sweep
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
-            "writers while gc announced a sweep; try again"
+            "writers while gc announced a sweep; try again", url=self.remote.url
         )
 
     # reading from the remote

@@ -60,7 +60,7 @@ class SecretInfo:
 def validate_secret_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidNameError(
-            f"invalid secret name {name!r}: use letters, digits and '_' (an environment variable name)"
+            f"invalid secret name {name!r}: use letters, digits and '_' (an environment variable name)", name=name
         )
     return name
 
@@ -264,7 +264,7 @@ class Secrets:
     def delete(self, name: str, org: bool = False) -> None:
         validate_secret_name(name)
         if not self._backend.remove("org" if org else "user", _config.current_user(), name):
-            raise NotFoundError(f"no {'org' if org else 'user'} secret {name!r}")
+            raise NotFoundError(f"no {'org' if org else 'user'} secret {name!r}", name=name)
 
     def values(self, names: builtins.list[str]) -> dict[str, str]:  # list: the method above
         """The values of ``names`` for a stage: the user's, else the org's."""
@@ -276,6 +276,6 @@ class Secrets:
             if value is None:
                 value = self._backend.fetch("org", user, name)
             if value is None:
-                raise NotFoundError(f"no secret {name!r} for {user}: `lakelet secrets set {name}`")
+                raise NotFoundError(f"no secret {name!r} for {user}: `lakelet secrets set {name}`", name=name)
             out[name] = value
         return out

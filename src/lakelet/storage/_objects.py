@@ -450,7 +450,7 @@ class VerifiedReader:
         if st.st_size != size:
             raise IntegrityError(
                 f"stored object {digest} is {st.st_size} bytes, expected {size}: "
-                "it was altered on disk; run `lakelet fsck`"
+                "it was altered on disk; run `lakelet fsck`", digest=str(digest)
             )
         cached = is_fingerprinted(size)
         key = self._key(path) if cached else ""
@@ -462,7 +462,7 @@ class VerifiedReader:
         if actual != digest:
             raise IntegrityError(
                 f"stored object {digest} does not match its digest (found {actual}): "
-                "it was altered on disk; run `lakelet fsck`"
+                "it was altered on disk; run `lakelet fsck`", digest=str(digest)
             )
         if cached:
             self._cache.record_verified(key, fingerprint)

@@ -208,10 +208,10 @@ def check_same_content(existing: NameRecord, wanted: NameRecord) -> None:
     if existing.removed_at is not None:
         raise NameExistsError(
             f"{existing.name!r} was removed on {existing.removed_at}; "
-            "lake names are never rebound: choose another name"
+            "lake names are never rebound: choose another name", name=existing.name
         )
     if existing.digest != wanted.digest:
         raise NameExistsError(
             f"{existing.name!r} is already bound to other content ({existing.digest}); "
-            "lake names are write-once: choose another name"
+            "lake names are write-once: choose another name", name=existing.name
         )

@@ -69,7 +69,7 @@ def _resolve_local(path: Path) -> list[Source]:
         return [Source("", os.fspath(path), path.stat().st_size)]
     if path.exists():
         raise SourceError(f"{path} is neither a file nor a directory")
-    raise NotFoundError(f"source {path} does not exist")
+    raise NotFoundError(f"source {path} does not exist", name=str(path))
 
 
 def _walk(directory: str, relative: str) -> Iterator[tuple[str, str, int]]:

@@ -42,3 +42,19 @@ def test_a_not_found_message_is_not_quoted_like_a_key_error() -> None:
     assert str(errors.NotFoundError("no name 'a'")) == "no name 'a'"
     assert isinstance(errors.NotFoundError("x"), KeyError)
     assert isinstance(errors.InvalidNameError("x"), ValueError)
+
+
+def test_raised_errors_carry_what_was_asked_for(lake: lakelet.Lake, tmp_path) -> None:
+    with pytest.raises(lakelet.NotFoundError) as missing:
+        _ = lake.file("raw/nope.csv").digest
+    assert missing.value.name == "raw/nope.csv"
+    with pytest.raises(lakelet.InvalidNameError) as invalid:
+        lake.file("raw/../etc")
+    assert invalid.value.name == "raw/../etc"
+    with pytest.raises(lakelet.LakeNotFoundError) as no_lake:
+        lakelet.open(tmp_path / "nowhere")
+    assert no_lake.value.path == str(tmp_path / "nowhere")
+    (tmp_path / "no-lake-here").mkdir()
+    with pytest.raises(lakelet.RemoteError, match="holds no lake") as no_remote_lake:
+        lakelet.open(lake.root, remote=(tmp_path / "no-lake-here").as_uri()).sync()
+    assert no_remote_lake.value.url is not None and "no-lake-here" in no_remote_lake.value.url

@@ -145,5 +145,7 @@ class OtherLoad:
         wall = time.perf_counter() - wall0
         other = max(0.0, (self._busy() - busy0) - (self._own() - own0))
         share = other / (wall * (os.cpu_count() or 1))
-        return (f"other processes used {other:.1f} CPU-s during the {wall:.0f} s run "
-                f"({share:.0%} of the machine; near 0% means the timings are clean)")
+        return (
+            f"other processes used {other:.1f} CPU-s during the {wall:.0f} s run "
+            f"({share:.0%} of the machine; near 0% means the timings are clean)"
+        )

@@ -62,8 +62,16 @@ def generate(path: Path, rows: int) -> tuple[int, int]:
     categories = pa.array(CATEGORIES)
     base = np.datetime64("2025-01-01T00:00:00", "us").astype(np.int64)
     day_us = 86_400 * 1_000_000
-    schema = pa.schema([("id", pa.int64()), ("value", pa.float64()), ("name", pa.string()),
-                        ("ts", pa.timestamp("us")), ("category", pa.string()), ("dt", pa.string())])
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("value", pa.float64()),
+            ("name", pa.string()),
+            ("ts", pa.timestamp("us")),
+            ("category", pa.string()),
+            ("dt", pa.string()),
+        ]
+    )
     written = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for i, start in enumerate(range(0, rows, BATCH)):
@@ -74,14 +82,17 @@ def generate(path: Path, rows: int) -> tuple[int, int]:
             offsets = np.arange(0, 10 * (n + 1), 10, dtype=np.int32)
             name = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(letters))
             ts = base + day.astype(np.int64) * day_us + rng.integers(0, day_us, n, dtype=np.int64)
-            batch = pa.record_batch([
-                pa.array(np.arange(start, start + n, dtype=np.int64)),
-                pa.array(rng.standard_normal(n) * 100.0),
-                name,
-                pa.array(ts, type=pa.timestamp("us")),
-                categories.take(pa.array(rng.integers(0, len(CATEGORIES), n, dtype=np.int32))),
-                days.take(pa.array(day)),
-            ], schema=schema)
+            batch = pa.record_batch(
+                [
+                    pa.array(np.arange(start, start + n, dtype=np.int64)),
+                    pa.array(rng.standard_normal(n) * 100.0),
+                    name,
+                    pa.array(ts, type=pa.timestamp("us")),
+                    categories.take(pa.array(rng.integers(0, len(CATEGORIES), n, dtype=np.int32))),
+                    days.take(pa.array(day)),
+                ],
+                schema=schema,
+            )
             writer.write_batch(batch)
             written += n
     return written, path.stat().st_size
@@ -112,6 +123,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
     flt = pads.field("dt") == PICK
 
     if kind == "drain":
+
         def op():
             reader = _source(src)
             return sum(b.num_rows for b in reader)
@@ -119,13 +131,21 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
         lake = lakelet.init(out / "lake")
 
         def op():
-            ds = lake.write_dataset(DATASET, _source(src), partition_by=["dt"], mode="append",
-                                    compression="zstd")
+            ds = lake.write_dataset(
+                DATASET, _source(src), partition_by=["dt"], mode="append", compression="zstd"
+            )
             return ds.num_rows
     elif kind in ("write-pyarrow", "write-pyarrow-sync"):
+
         def op():
-            pads.write_dataset(_source(src), out / "plain", format="parquet", partitioning=["dt"],
-                               partitioning_flavor="hive", file_options=zstd)
+            pads.write_dataset(
+                _source(src),
+                out / "plain",
+                format="parquet",
+                partitioning=["dt"],
+                partitioning_flavor="hive",
+                file_options=zstd,
+            )
             if kind == "write-pyarrow-sync":
                 sync_filesystem(out)
             return None
@@ -135,6 +155,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
         def op():
             return lake.dataset(DATASET).to_arrow(filter=flt)
     elif kind == "read-pyarrow":
+
         def op():
             return pads.dataset(out / "plain", partitioning="hive").to_table(filter=flt)
     elif kind == "read-both":  # alternating in one process: a load change hits both sides alike
@@ -145,10 +166,14 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
         }
         for name, read in sides.items():
             table = read()  # warm-up, and the same answer from both
-            result[name] = {"rows": table.num_rows, "id_sum": pc.sum(table["id"]).as_py(),
-                            "dt_values": sorted(set(table["dt"].unique().to_pylist())), "times": []}
+            result[name] = {
+                "rows": table.num_rows,
+                "id_sum": pc.sum(table["id"]).as_py(),
+                "dt_values": sorted(set(table["dt"].unique().to_pylist())),
+                "times": [],
+            }
         for i in range(reps):
-            for name in (["lakelet", "pyarrow"] if i % 2 == 0 else ["pyarrow", "lakelet"]):
+            for name in ["lakelet", "pyarrow"] if i % 2 == 0 else ["pyarrow", "lakelet"]:
                 t0 = time.perf_counter()
                 sides[name]()
                 result[name]["times"].append(time.perf_counter() - t0)
@@ -193,8 +218,18 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
 
 
 def run_child(kind: str, src: Path, out: Path, reps: int = 1, profile: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--src", str(src), "--out", str(out),
-           "--reps", str(reps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--src",
+        str(src),
+        "--out",
+        str(out),
+        "--reps",
+        str(reps),
+    ]
     proc = subprocess.run(cmd + (["--profile"] if profile else []), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-4000:]}")
@@ -226,8 +261,10 @@ def main() -> None:
 
     import lakelet
 
-    print(f"# datasets: {rows:,} rows x 6 columns in {BATCH:,}-row batches, partitioned by dt (30 values), "
-          f"zstd; write median of {write_reps}, filtered read median of {read_reps}")
+    print(
+        f"# datasets: {rows:,} rows x 6 columns in {BATCH:,}-row batches, partitioned by dt (30 values), "
+        f"zstd; write median of {write_reps}, filtered read median of {read_reps}"
+    )
     print(f"# {machine()}")
     print(f"# lakelet {lakelet.__version__}, pyarrow {pa.__version__}")
     print(f"# at start: {load_note()}")
@@ -259,8 +296,10 @@ def main() -> None:
                     assert r["rows"] == rows, r
                 files, allocated = du_bytes(out)
                 r["files"], r["bytes"] = files, allocated
-                print(f"  {kind} rep {rep + 1}: {r['times'][0]:.2f} s, CPU {r['cpu_s']:.2f} s, "
-                      f"peak RSS {r['peak_rss_mib']:.0f} MiB, {files} files, {allocated / 1e6:.0f} MB")
+                print(
+                    f"  {kind} rep {rep + 1}: {r['times'][0]:.2f} s, CPU {r['cpu_s']:.2f} s, "
+                    f"peak RSS {r['peak_rss_mib']:.0f} MiB, {files} files, {allocated / 1e6:.0f} MB"
+                )
                 if kind == "write-pyarrow-sync":
                     shutil.rmtree(out)
                     continue
@@ -283,11 +322,27 @@ def main() -> None:
             "write-pyarrow-sync": "pyarrow.dataset.write_dataset + syncfs (reference)",
         }
         base = wt("write-pyarrow")
-        write_rows = [("read the source only (baseline)", f"{median(drain['times']):.2f}", "-",
-                       f"{drain['cpu_s']:.2f}", "-", f"{drain['peak_rss_mib']:.0f}")]
+        write_rows = [
+            (
+                "read the source only (baseline)",
+                f"{median(drain['times']):.2f}",
+                "-",
+                f"{drain['cpu_s']:.2f}",
+                "-",
+                f"{drain['peak_rss_mib']:.0f}",
+            )
+        ]
         for kind in kinds:
-            write_rows.append((labels[kind], f"{wt(kind):.2f}", f"{wt(kind) / base:.2f}x", f"{cpu(kind):.2f}",
-                               f"{cpu(kind) / cpu('write-pyarrow'):.2f}x", f"{rss(kind):.0f}"))
+            write_rows.append(
+                (
+                    labels[kind],
+                    f"{wt(kind):.2f}",
+                    f"{wt(kind) / base:.2f}x",
+                    f"{cpu(kind):.2f}",
+                    f"{cpu(kind) / cpu('write-pyarrow'):.2f}x",
+                    f"{rss(kind):.0f}",
+                )
+            )
         print()
         headers = ["write", "median s", "vs pyarrow", "CPU s", "CPU vs pyarrow", "peak RSS MiB"]
         print(table(headers, write_rows))
@@ -303,10 +358,20 @@ def main() -> None:
             print(f"  read {k}: {[round(t * 1e3, 1) for t in r['times']]} ms")
         rbase = median(b["times"])
         read_rows = [
-            (f"lakelet to_arrow(filter=dt=={PICK!r})", f"{median(a['times']) * 1e3:.1f}",
-             f"{min(a['times']) * 1e3:.1f}", f"{median(a['times']) / rbase:.2f}x", f"{a['rows']:,}"),
-            ("pyarrow dataset(hive).to_table(filter=...)", f"{rbase * 1e3:.1f}",
-             f"{min(b['times']) * 1e3:.1f}", "1.00x", f"{b['rows']:,}"),
+            (
+                f"lakelet to_arrow(filter=dt=={PICK!r})",
+                f"{median(a['times']) * 1e3:.1f}",
+                f"{min(a['times']) * 1e3:.1f}",
+                f"{median(a['times']) / rbase:.2f}x",
+                f"{a['rows']:,}",
+            ),
+            (
+                "pyarrow dataset(hive).to_table(filter=...)",
+                f"{rbase * 1e3:.1f}",
+                f"{min(b['times']) * 1e3:.1f}",
+                "1.00x",
+                f"{b['rows']:,}",
+            ),
         ]
         print()
         headers = ["filtered read (warm, alternating)", "median ms", "min ms", "vs pyarrow", "rows"]

@@ -199,8 +199,9 @@ class Dvc:
 
     def startup(self, cwd: Path) -> float:
         """The CLI's fixed cost: ``dvc config cache.type`` in an existing repo."""
-        return median([timed_call(lambda: sh(DVC, "config", "cache.type", cwd=cwd, env=self.env))
-                       for _ in range(3)])
+        return median(
+            [timed_call(lambda: sh(DVC, "config", "cache.type", cwd=cwd, env=self.env)) for _ in range(3)]
+        )
 
 
 def timed_call(fn: Callable[[], object]) -> float:
@@ -221,8 +222,11 @@ def measure(row: Row, prepared: Prepared) -> None:
     row.wchar.append(after["wchar"] - before["wchar"])
     row.rchar.append(after["rchar"] - before["rchar"])
     row.disk_reads.append(after["read_bytes"] - before["read_bytes"])
-    print(f"  {row.case} | {row.tool}: {seconds:.3f} s, wrote {row.wchar[-1] / MB:.1f} MB, "
-          f"read {row.disk_reads[-1] / MB:.1f} MB from disk", flush=True)
+    print(
+        f"  {row.case} | {row.tool}: {seconds:.3f} s, wrote {row.wchar[-1] / MB:.1f} MB, "
+        f"read {row.disk_reads[-1] / MB:.1f} MB from disk",
+        flush=True,
+    )
 
 
 def fresh(runs: Path, label: str) -> Path:
@@ -282,8 +286,16 @@ def print_table(rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    headers = ["case", "tool", "median s", "min-max s", "MB/s", "time vs lakelet", "MB written (wchar)",
-               "MB read from disk"]
+    headers = [
+        "case",
+        "tool",
+        "median s",
+        "min-max s",
+        "MB/s",
+        "time vs lakelet",
+        "MB written (wchar)",
+        "MB read from disk",
+    ]
     print(table(headers, body))
     print("\n'time vs lakelet' is the tool's median time / Lake.add's: above 1x the tool is slower.")
     print("MB/s is the data size (decimal MB) / median time; for case c it is the size of the re-added file.")
@@ -320,8 +332,10 @@ def main() -> None:
     with scratch("ingest") as work:
         print(f"# ingest: median of {reps} rep(s), fresh destinations each rep")
         print(f"# {machine()}")
-        print(f"# {fs_type(work)} at {work}; {load_note()} at start; "
-              f"creating a 4 KiB file here: {create_cost(work / 'probe-start'):.0f} us")
+        print(
+            f"# {fs_type(work)} at {work}; {load_note()} at start; "
+            f"creating a 4 KiB file here: {create_cost(work / 'probe-start'):.0f} us"
+        )
         print(f"# lakelet {lakelet.__version__}, blake3 {blake3.__version__}", end="")
         if use_dvc:
             out = subprocess.run([DVC, "--version"], capture_output=True, text=True).stdout.strip()
@@ -418,47 +432,61 @@ def main() -> None:
             dvc_startup = dvc.startup(probe)
         shutil.rmtree(probe)
         print()
-        print(f"# {load_note()} at end; {other.note()}; "
-              f"creating a 4 KiB file here: {create_cost(work / 'probe-end'):.0f} us")
+        print(
+            f"# {load_note()} at end; {other.note()}; "
+            f"creating a 4 KiB file here: {create_cost(work / 'probe-end'):.0f} us"
+        )
         print()
         print_table(rows)
 
         by = {(r.case, r.tool): r for r in rows}
         print("\nnotes:")
         if dvc is not None:
-            print(f"- dvc link type observed: {', '.join(sorted(dvc.link_kinds))}; "
-                  f"{fs_type(work)} has no reflink, so DVC's default 'reflink,copy' would copy too")
+            print(
+                f"- dvc link type observed: {', '.join(sorted(dvc.link_kinds))}; "
+                f"{fs_type(work)} has no reflink, so DVC's default 'reflink,copy' would copy too"
+            )
         print(f"- CLI start-up alone: `lakelet ls` on an empty lake {lakelet_startup:.3f} s", end="")
         print(f", `dvc config cache.type` {dvc_startup:.3f} s" if dvc_startup is not None else "")
         print("\ntargets (the issue's (a) is about case a, (b) about case b; other cases for reference):")
         lk, ref, durable_ref = by[(case_a, LAKELET)], by[(case_a, CP_HASH)], by[(case_a, CP_SYNC_HASH)]
         share = ref.seconds / lk.seconds  # = lakelet MB/s / (cp + blake3) MB/s
-        print(f"- {verdict(share >= 0.8)} (a) {case_a}: lakelet {lk.nbytes / lk.seconds / MB:,.0f} MB/s "
-              f"= {share:.2f}x of cp + blake3 ({ref.nbytes / ref.seconds / MB:,.0f} MB/s); target >= 0.80x")
-        print(f"  lakelet's add is durable (fsync before the name is bound): against cp + sync + blake3 "
-              f"({durable_ref.nbytes / durable_ref.seconds / MB:,.0f} MB/s) it is "
-              f"{durable_ref.seconds / lk.seconds:.2f}x")
+        print(
+            f"- {verdict(share >= 0.8)} (a) {case_a}: lakelet {lk.nbytes / lk.seconds / MB:,.0f} MB/s "
+            f"= {share:.2f}x of cp + blake3 ({ref.nbytes / ref.seconds / MB:,.0f} MB/s); target >= 0.80x"
+        )
+        print(
+            f"  lakelet's add is durable (fsync before the name is bound): against cp + sync + blake3 "
+            f"({durable_ref.nbytes / durable_ref.seconds / MB:,.0f} MB/s) it is "
+            f"{durable_ref.seconds / lk.seconds:.2f}x"
+        )
         if dvc is None:
             print(f"- n/a (b) {case_b}: dvc was not run")
         else:
             for case, target in ((case_b, True), (case_a, False)):
                 lk, theirs = by[(case, LAKELET)], by[(case, DVC_ADD)]
                 speedup = theirs.seconds / lk.seconds
-                line = (f"(b) {case}: lakelet {lk.seconds:.3f} s vs dvc add {theirs.seconds:.3f} s "
-                        f"= {speedup:.2f}x faster")
+                line = (
+                    f"(b) {case}: lakelet {lk.seconds:.3f} s vs dvc add {theirs.seconds:.3f} s "
+                    f"= {speedup:.2f}x faster"
+                )
                 if target:
                     print(f"- {verdict(speedup >= 3)} {line}; target >= 3x")
                 else:
                     print(f"  for reference, {line}")
         worst = max(readd.wchar + readd_cli.wchar)
         no_copy = worst < MiB and all(objects_kept)
-        print(f"- {verdict(no_copy)} (c) re-add: lakelet wrote at most {worst:,} bytes (wchar) per re-add "
-              f"of a {size:,}-byte file, same object files (inodes, sizes): {all(objects_kept)}; "
-              f"median {readd.seconds:.3f} s (reads the source once to hash it: "
-              f"{median(readd.rchar) / MB:,.0f} MB read)")
+        print(
+            f"- {verdict(no_copy)} (c) re-add: lakelet wrote at most {worst:,} bytes (wchar) per re-add "
+            f"of a {size:,}-byte file, same object files (inodes, sizes): {all(objects_kept)}; "
+            f"median {readd.seconds:.3f} s (reads the source once to hash it: "
+            f"{median(readd.rchar) / MB:,.0f} MB read)"
+        )
         if dvc is not None:
-            print(f"  dvc re-add for comparison: {dvc_readd.seconds:.3f} s, wrote at most "
-                  f"{max(dvc_readd.wchar):,} bytes, same cache files: {all(dvc_objects_kept)}")
+            print(
+                f"  dvc re-add for comparison: {dvc_readd.seconds:.3f} s, wrote at most "
+                f"{max(dvc_readd.wchar):,} bytes, same cache files: {all(dvc_objects_kept)}"
+            )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,11 @@ class MotoServer:
         self.log = work / "moto.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log_file, cwd=REPO,
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            cwd=REPO,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -217,9 +220,11 @@ class Bench:
             if self.use_dvc:
                 self.dvc(tag, src, files, size, rows[DVC_ROW, PUSH], rows[DVC_ROW, PULL])
             self.s3fs(tag, src, files, size, rows[S3FS, PUSH], rows[S3FS, PULL])
-            print(f"  {case} rep {rep + 1}/{self.reps}: " + ", ".join(
-                f"{tool} {op} {r.seconds[-1]:.2f} s" for (tool, op), r in rows.items()
-            ), flush=True)
+            print(
+                f"  {case} rep {rep + 1}/{self.reps}: "
+                + ", ".join(f"{tool} {op} {r.seconds[-1]:.2f} s" for (tool, op), r in rows.items()),
+                flush=True,
+            )
         return list(rows.values())
 
     def lakelet(self, tag: str, src: Path, files: int, size: int, push: Row, pull: Row) -> None:
@@ -343,15 +348,35 @@ def main() -> None:
 
     by = {(r.case, r.tool, r.op): r for r in rows}
     print()
-    print(table(
-        ["case", "tool", "op", "median s", "MB/s", "requests", "client CPU s", "moto CPU s",
-         "peer s / lakelet s"],
-        [
-            (r.case, r.tool, r.op, f"{r.median_s:.3f}", f"{r.mbps:.1f}", f"{median(r.requests):.0f}",
-             f"{median(r.client_cpu):.2f}", f"{median(r.server_cpu):.2f}", ratio_cell(by, r))
-            for r in sorted(rows, key=lambda r: (r.case, r.op, r.tool != LAKELET, r.tool))
-        ],
-    ))
+    print(
+        table(
+            [
+                "case",
+                "tool",
+                "op",
+                "median s",
+                "MB/s",
+                "requests",
+                "client CPU s",
+                "moto CPU s",
+                "peer s / lakelet s",
+            ],
+            [
+                (
+                    r.case,
+                    r.tool,
+                    r.op,
+                    f"{r.median_s:.3f}",
+                    f"{r.mbps:.1f}",
+                    f"{median(r.requests):.0f}",
+                    f"{median(r.client_cpu):.2f}",
+                    f"{median(r.server_cpu):.2f}",
+                    ratio_cell(by, r),
+                )
+                for r in sorted(rows, key=lambda r: (r.case, r.op, r.tool != LAKELET, r.tool))
+            ],
+        )
+    )
     per_request = [
         median(r.seconds) / median(r.requests) * 1000 for r in rows if r.case == small_case and r.requests[0]
     ]
@@ -369,15 +394,19 @@ def main() -> None:
         if use_dvc:
             peer = by[small_case, DVC_ROW, op]
             speedup = peer.median_s / ours.median_s
-            print(f"- {verdict(speedup >= 3)} small files {op}: lakelet {ours.median_s:.2f} s vs dvc "
-                  f"{peer.median_s:.2f} s = {speedup:.2f}x faster; target >= 3x")
+            print(
+                f"- {verdict(speedup >= 3)} small files {op}: lakelet {ours.median_s:.2f} s vs dvc "
+                f"{peer.median_s:.2f} s = {speedup:.2f}x faster; target >= 3x"
+            )
         else:
             print(f"- n/a small files {op}: dvc was not run")
     for op in (PUSH, PULL) if args.case != "small" else ():
         ours, peer = by[big_case, LAKELET, op], by[big_case, S3FS, op]
         share = ours.mbps / peer.mbps
-        print(f"- {verdict(share >= 0.9)} large file {op}: lakelet {ours.mbps:.0f} MB/s vs s3fs "
-              f"{peer.mbps:.0f} MB/s = {share:.2f}x; target >= 0.9x")
+        print(
+            f"- {verdict(share >= 0.9)} large file {op}: lakelet {ours.mbps:.0f} MB/s vs s3fs "
+            f"{peer.mbps:.0f} MB/s = {share:.2f}x; target >= 0.9x"
+        )
 
 
 if __name__ == "__main__":

@@ -83,20 +83,28 @@ def wide(work, n: int, reps: int) -> list[list[object]]:
         assert graph.compute(scheduler="synchronous") == n * (n - 1) // 2
         dasks.append(time.perf_counter() - t0)
     per = n + 1
-    cases = [("lakelet.run, first run (compute + bind)", firsts), ("lakelet.run, all cached", seconds),
-             ("dask.delayed, synchronous", dasks)]
+    cases = [
+        ("lakelet.run, first run (compute + bind)", firsts),
+        ("lakelet.run, all cached", seconds),
+        ("dask.delayed, synchronous", dasks),
+    ]
     return [[label, f"{median(ts):.3f}", f"{median(ts) / per * 1e3:.2f}"] for label, ts in cases]
 
 
 def cpu(work, seconds: float, reps: int) -> tuple[float, float]:
     import lakelet
 
-    stages = "\n".join(f"@lakelet.stage\ndef c{i}():\n    return burn({seconds}) * 0 + {i}\n"
-                       for i in range(8))
+    stages = "\n".join(
+        f"@lakelet.stage\ndef c{i}():\n    return burn({seconds}) * 0 + {i}\n" for i in range(8)
+    )
     sequential, parallel = [], []
     for rep in range(reps):
-        body = stages + "\n@lakelet.stage(" + ", ".join(f"p{i}=c{i}" for i in range(8)) + \
-            ")\ndef total(**parts):\n    return sum(parts.values())\n"
+        body = (
+            stages
+            + "\n@lakelet.stage("
+            + ", ".join(f"p{i}=c{i}" for i in range(8))
+            + ")\ndef total(**parts):\n    return sum(parts.values())\n"
+        )
         module = _module(work, f"cpu_{rep}", CPU.format(stages=body))
         t0 = time.perf_counter()
         for _ in range(8):
@@ -122,8 +130,15 @@ def main() -> None:
         seq, par = cpu(work, seconds, reps)
     speedup = seq / par
     print()
-    print(table(["8 CPU stages", "median s"], [["plain calls, one after the other", f"{seq:.2f}"],
-                                                ["lakelet.run, processes, 2 workers", f"{par:.2f}"]]))
+    print(
+        table(
+            ["8 CPU stages", "median s"],
+            [
+                ["plain calls, one after the other", f"{seq:.2f}"],
+                ["lakelet.run, processes, 2 workers", f"{par:.2f}"],
+            ],
+        )
+    )
     print(f"\nspeedup {speedup:.2f}x: {'PASS' if speedup >= 1.8 else 'MISS'} (target >= 1.8x)")
 
 

@@ -93,6 +93,7 @@ def ranged_reads(work: Path, size: int, calls: int) -> bool:
         end = begin + RANGE
         expected = plain_range(src, begin, end)
         store.gets("big.bin", byte_range=[begin, end])  # warm-up: Python-level caches, not data
+
         def ours_call(b: int = begin, e: int = end) -> bytes:
             return store.gets("big.bin", byte_range=[b, e])
 
@@ -105,14 +106,16 @@ def ranged_reads(work: Path, size: int, calls: int) -> bool:
         t_ours, t_peer = median([s for s, _, _ in ours]), median([s for s, _, _ in peer])
         r_ours = [r for _, r, _ in ours]
         worst = max(worst, *r_ours)
-        rows.append((
-            f"[{begin:,}, {end:,})",
-            f"{t_ours * 1e6:,.0f}",
-            f"{median(r_ours):,.0f} / {max(r_ours):,}",
-            f"{t_peer * 1e6:,.0f}",
-            f"{median([r for _, r, _ in peer]):,.0f}",
-            f"{t_ours / t_peer:.1f}x",
-        ))
+        rows.append(
+            (
+                f"[{begin:,}, {end:,})",
+                f"{t_ours * 1e6:,.0f}",
+                f"{median(r_ours):,.0f} / {max(r_ours):,}",
+                f"{t_peer * 1e6:,.0f}",
+                f"{median([r for _, r, _ in peer]):,.0f}",
+                f"{t_ours / t_peer:.1f}x",
+            )
+        )
     lake.close()
 
     # A new Lake object: the verified-blob cache lives in the index, so no re-hash either.
@@ -124,17 +127,29 @@ def ranged_reads(work: Path, size: int, calls: int) -> bool:
     print()
     print(f"(i) gets of {RANGE:,} bytes from a {human(size)} object, median of {calls} calls per offset")
     print()
-    print(table(
-        ["byte range", "gets median µs", "gets rchar/call (median / max)", "open+seek+read median µs",
-         "plain rchar/call", "gets vs plain (time)"],
-        rows,
-    ))
-    print(f"\nfirst gets at [{begin:,}, {begin + RANGE:,}) on a newly opened Lake: {first_s * 1e6:,.0f} µs, "
-          f"rchar {first_r:,} bytes")
+    print(
+        table(
+            [
+                "byte range",
+                "gets median µs",
+                "gets rchar/call (median / max)",
+                "open+seek+read median µs",
+                "plain rchar/call",
+                "gets vs plain (time)",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nfirst gets at [{begin:,}, {begin + RANGE:,}) on a newly opened Lake: {first_s * 1e6:,.0f} µs, "
+        f"rchar {first_r:,} bytes"
+    )
     worst = max(worst, first_r)
     ok = worst < MiB
-    print(f"\n{verdict(ok)} gets reads only the range: at most {worst:,} bytes through read syscalls per "
-          f"call, object {size:,} bytes; target < {MiB:,}")
+    print(
+        f"\n{verdict(ok)} gets reads only the range: at most {worst:,} bytes through read syscalls per "
+        f"call, object {size:,} bytes; target < {MiB:,}"
+    )
     return ok
 
 
@@ -185,8 +200,12 @@ def listings(work: Path, count: int, reps: int) -> bool:
 
     results: dict[str, list[float]] = {k: [] for k in ("all", "all-peer", "sub", "sub-peer")}
     for _ in range(reps):
-        for key, fn in (("all", lambda: store.list("")), ("all-peer", walk_all),
-                        ("sub", lambda: store.list(subset_prefix)), ("sub-peer", glob_subset)):
+        for key, fn in (
+            ("all", lambda: store.list("")),
+            ("all-peer", walk_all),
+            ("sub", lambda: store.list(subset_prefix)),
+            ("sub-peer", glob_subset),
+        ):
             results[key].append(timed(fn))
     assert store.list("") == walk_all() == names
     subset = store.list(subset_prefix)
@@ -195,23 +214,42 @@ def listings(work: Path, count: int, reps: int) -> bool:
 
     t = {k: median(v) for k, v in results.items()}
     rows = [
-        (f"create {len(names):,} names", f"{create_ours:.3f}", "write_bytes of plain files (no fsync)",
-         f"{create_peer:.3f}", f"{create_ours / create_peer:.1f}x"),
-        (f'list("") of {len(names):,}', f"{t['all']:.3f}", "os.walk + sort", f"{t['all-peer']:.3f}",
-         f"{t['all'] / t['all-peer']:.2f}x"),
+        (
+            f"create {len(names):,} names",
+            f"{create_ours:.3f}",
+            "write_bytes of plain files (no fsync)",
+            f"{create_peer:.3f}",
+            f"{create_ours / create_peer:.1f}x",
+        ),
+        (
+            f'list("") of {len(names):,}',
+            f"{t['all']:.3f}",
+            "os.walk + sort",
+            f"{t['all-peer']:.3f}",
+            f"{t['all'] / t['all-peer']:.2f}x",
+        ),
         (f'list("") of {len(names):,}, first call after open', f"{first_all:.3f}", "", "", ""),
-        (f'list("{subset_prefix}") of {len(subset):,}', f"{t['sub']:.4f}", f'glob("{subset_prefix}*/*")',
-         f"{t['sub-peer']:.4f}", f"{t['sub'] / t['sub-peer']:.2f}x"),
+        (
+            f'list("{subset_prefix}") of {len(subset):,}',
+            f"{t['sub']:.4f}",
+            f'glob("{subset_prefix}*/*")',
+            f"{t['sub-peer']:.4f}",
+            f"{t['sub'] / t['sub-peer']:.2f}x",
+        ),
     ]
     print()
     print(f"(ii) list(prefix) over {len(names):,} scoped names, median of {reps}")
     print()
     print(table(["operation", "lakelet s", "peer", "peer s", "lakelet vs peer (time)"], rows))
-    print(f"\ncreation: {create_ours / len(names) * 1e3:.2f} ms per puts, "
-          f"{create_peer / len(names) * 1e3:.3f} ms per plain file")
+    print(
+        f"\ncreation: {create_ours / len(names) * 1e3:.2f} ms per puts, "
+        f"{create_peer / len(names) * 1e3:.3f} ms per plain file"
+    )
     ok = t["all"] < TARGET_LIST_S
-    print(f"\n{verdict(ok)} list(\"\") of {len(names):,} names: median {t['all']:.3f} s; "
-          f"target < {TARGET_LIST_S} s")
+    print(
+        f'\n{verdict(ok)} list("") of {len(names):,} names: median {t["all"]:.3f} s; '
+        f"target < {TARGET_LIST_S} s"
+    )
     return ok
 
 
@@ -238,7 +276,7 @@ def main() -> None:
         list_ok = listings(work, count, args.reps)
     print(f"\n# {load_note()} at end; {other.note()}")
     print("\ntargets:")
-    print(f"- {verdict(list_ok)} list(\"\") of {count:,} names < {TARGET_LIST_S} s")
+    print(f'- {verdict(list_ok)} list("") of {count:,} names < {TARGET_LIST_S} s')
     print(f"- {verdict(gets_ok)} ranged gets reads only the range (< 1 MiB per call)")
 
 

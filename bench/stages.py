@@ -190,8 +190,9 @@ def child_first_run(work: Path, n: int, lakelet_first: bool) -> dict:
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -248,8 +249,10 @@ def main() -> None:
         lwdp_version = None
     import lakelet
 
-    print(f"# stages: cached call of the last of 3 stages x {calls}; first run of a ~{work_s:g} s stage,"
-          f" median of {reps} fresh processes")
+    print(
+        f"# stages: cached call of the last of 3 stages x {calls}; first run of a ~{work_s:g} s stage,"
+        f" median of {reps} fresh processes"
+    )
     print(f"# {machine()}")
     lwdp_note = lwdp_version or "not installed"
     print(f"# lakelet {lakelet.__version__}, lwdp {lwdp_note}, joblib {joblib.__version__}")
@@ -272,8 +275,9 @@ def main() -> None:
             continue
         with scratch(f"stages-{case}") as work:
             try:
-                out = run_child(["--child", case, "--work", str(work), "--calls", str(calls)],
-                                env={"HOME": str(work)})
+                out = run_child(
+                    ["--child", case, "--work", str(work), "--calls", str(calls)], env={"HOME": str(work)}
+                )
             except RuntimeError as e:
                 failures[case] = str(e).strip().splitlines()[-1]
                 print(f"  {label}: FAILED: {failures[case]}")
@@ -312,19 +316,27 @@ def main() -> None:
     overhead = median(staged) / median(plain) - 1
     paired = median([s - p for s, p in zip(staged, plain, strict=True)])
     print()
+
     def row(label: str, xs: list[float], digits: int = 3) -> tuple[str, ...]:
         return (label, *(f"{v:.{digits}f}" for v in (median(xs), min(xs), max(xs))))
 
-    print(table(
-        ["first run (fresh lake, fresh process)", "median s", "min s", "max s"],
-        [row("plain function", plain), row("lakelet @stage, first run", staged),
-         row("lakelet @stage, then cached", cached, 4),
-         row("lakelet fixed cost: first run of an n=1 stage", fixed, 4)],
-    ))
+    print(
+        table(
+            ["first run (fresh lake, fresh process)", "median s", "min s", "max s"],
+            [
+                row("plain function", plain),
+                row("lakelet @stage, first run", staged),
+                row("lakelet @stage, then cached", cached, 4),
+                row("lakelet fixed cost: first run of an n=1 stage", fixed, 4),
+            ],
+        )
+    )
     fixed_share = median(fixed) / median(plain)
-    print(f"\nfirst-run overhead: {overhead:+.1%} of the plain call "
-          f"(median of per-process differences: {paired * 1e3:+.0f} ms); "
-          f"fixed cost {median(fixed) * 1e3:.0f} ms = {fixed_share:.1%} of the plain call")
+    print(
+        f"\nfirst-run overhead: {overhead:+.1%} of the plain call "
+        f"(median of per-process differences: {paired * 1e3:+.0f} ms); "
+        f"fixed cost {median(fixed) * 1e3:.0f} ms = {fixed_share:.1%} of the plain call"
+    )
 
     # verdicts
     print()
@@ -341,11 +353,15 @@ def main() -> None:
                 continue
             for case, peer_med in sorted(peer_meds.items(), key=lambda kv: kv[1]):
                 verdict = "PASS" if lk_med < peer_med else "MISS"
-                print(f"{verdict} cached call below {case} ({peer_med * 1e3:.3f} ms): "
-                      f"{peer_med / lk_med:.2f}x lakelet's time")
+                print(
+                    f"{verdict} cached call below {case} ({peer_med * 1e3:.3f} ms): "
+                    f"{peer_med / lk_med:.2f}x lakelet's time"
+                )
     print(f"{'PASS' if overhead <= 0.05 else 'MISS'} first-run overhead {overhead:+.1%} <= 5%")
-    print(f"{'PASS' if fixed_share <= 0.05 else 'MISS'} first-run fixed cost {fixed_share:.1%} "
-          f"of a {median(plain):.2f} s stage <= 5%")
+    print(
+        f"{'PASS' if fixed_share <= 0.05 else 'MISS'} first-run fixed cost {fixed_share:.1%} "
+        f"of a {median(plain):.2f} s stage <= 5%"
+    )
     print(f"\n# at end: {load_note()}; {load.note()}")
 
 

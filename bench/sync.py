@@ -55,17 +55,23 @@ from _common import load_note, machine, median, scratch, table
 from fsspec.implementations.local import LocalFileSystem
 
 import lakelet
-from lakelet.remote import _remote
 from lakelet.core._environ import patched_environ
+from lakelet.remote import _remote
 
 NEW_NAMES = 10
 
 # fsspec method -> the kind of request an object store would receive
 _FS_METHODS = {
-    "ls": "list", "find": "list",
-    "cat": "read", "cat_file": "read", "open": "read",
-    "size": "head", "info": "head", "exists": "head",
-    "pipe_file": "write", "put_file": "write",
+    "ls": "list",
+    "find": "list",
+    "cat": "read",
+    "cat_file": "read",
+    "open": "read",
+    "size": "head",
+    "info": "head",
+    "exists": "head",
+    "pipe_file": "write",
+    "put_file": "write",
     "rm_file": "delete",
 }
 _LAKELET_WRITES = ("_local_create", "_local_put")
@@ -238,7 +244,9 @@ def run(n: int, work: Path, counter: RequestCounter, repeats: int) -> Result:
 
     return Result(
         [add, first, second, fresh],
-        remote_bytes(remote, "log"), remote_bytes(remote, "snapshots"), remote_bytes(remote, "packs"),
+        remote_bytes(remote, "log"),
+        remote_bytes(remote, "snapshots"),
+        remote_bytes(remote, "packs"),
     )
 
 
@@ -288,8 +296,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10,000 and 1,000 names")
     ap.add_argument("--sizes", type=int, nargs="+", help="lake sizes (default 100000 10000)")
     ap.add_argument("--repeats", type=int, default=3, help="second syncs per size (default 3)")
-    ap.add_argument("--moto-sizes", type=int, nargs="+", default=[100, 1000],
-                    help="lake sizes of the moto S3 check (default 100 1000)")
+    ap.add_argument(
+        "--moto-sizes",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="lake sizes of the moto S3 check (default 100 1000)",
+    )
     ap.add_argument("--no-moto", action="store_true", help="skip the moto S3 check")
     args = ap.parse_args()
     sizes = args.sizes or ([10_000, 1_000] if args.quick else [100_000, 10_000])
@@ -316,46 +329,82 @@ def main() -> None:
         for step in res.steps:
             totals = [sum(c.values()) for c in step.requests]
             spread = "" if len(set(totals)) == 1 else f" ({min(totals)}-{max(totals)})"
-            rows.append((
-                f"{n:,}", step.label, f"{median(step.seconds):.3f}", f"{median(totals):,.0f}{spread}",
-                kinds(step.requests[-1]), f"{step.names:,}" if step.names is not None else "",
-            ))
+            rows.append(
+                (
+                    f"{n:,}",
+                    step.label,
+                    f"{median(step.seconds):.3f}",
+                    f"{median(totals):,.0f}{spread}",
+                    kinds(step.requests[-1]),
+                    f"{step.names:,}" if step.names is not None else "",
+                )
+            )
     print()
     print(table(["lake names", "step", "median s", "requests", "by kind (last run)", "names learned"], rows))
 
     print()
-    print(table(
-        ["lake names", "log files", "log bytes", "snapshot files", "snapshot bytes (gzip)",
-         "log + snapshot bytes/name", "packs", "pack bytes"],
-        [
-            (f"{n:,}", f"{r.log[0]:,}", f"{r.log[1]:,}", f"{r.snapshots[0]:,}", f"{r.snapshots[1]:,}",
-             f"{(r.log[1] + r.snapshots[1]) / n:.0f}", f"{r.packs[0]:,}", f"{r.packs[1]:,}")
-            for n, r in results.items()
-        ],
-    ))
+    print(
+        table(
+            [
+                "lake names",
+                "log files",
+                "log bytes",
+                "snapshot files",
+                "snapshot bytes (gzip)",
+                "log + snapshot bytes/name",
+                "packs",
+                "pack bytes",
+            ],
+            [
+                (
+                    f"{n:,}",
+                    f"{r.log[0]:,}",
+                    f"{r.log[1]:,}",
+                    f"{r.snapshots[0]:,}",
+                    f"{r.snapshots[1]:,}",
+                    f"{(r.log[1] + r.snapshots[1]) / n:.0f}",
+                    f"{r.packs[0]:,}",
+                    f"{r.packs[1]:,}",
+                )
+                for n, r in results.items()
+            ],
+        )
+    )
 
     if moto:
         print("\nOn moto S3, requests as the server logged them:")
-        print(table(
-            ["lake names", "B first sync requests", f"B second sync requests (after C adds {NEW_NAMES})",
-             "second sync s"],
-            [(f"{m.names:,}", m.first, m.second, f"{m.second_s:.3f}") for m in moto],
-        ))
+        print(
+            table(
+                [
+                    "lake names",
+                    "B first sync requests",
+                    f"B second sync requests (after C adds {NEW_NAMES})",
+                    "second sync s",
+                ],
+                [(f"{m.names:,}", m.first, m.second, f"{m.second_s:.3f}") for m in moto],
+            )
+        )
 
     second = {n: r.steps[2] for n, r in results.items()}
     counts = {n: {sum(c.values()) for c in step.requests} for n, step in second.items()}
     every = set().union(*counts.values())
     print("\nTargets:")
-    print(f"- {'PASS' if len(every) == 1 else 'MISS'} second-sync requests independent of lake size: "
-          + "; ".join(f"{n:,} names -> {sorted(c)}" for n, c in counts.items()))
+    print(
+        f"- {'PASS' if len(every) == 1 else 'MISS'} second-sync requests independent of lake size: "
+        + "; ".join(f"{n:,} names -> {sorted(c)}" for n, c in counts.items())
+    )
     if moto:
         same = len({m.second for m in moto}) == 1
-        print(f"- {'PASS' if same else 'MISS'} the same on moto S3 (server-logged requests): "
-              + "; ".join(f"{m.names:,} names -> {m.second}" for m in moto))
+        print(
+            f"- {'PASS' if same else 'MISS'} the same on moto S3 (server-logged requests): "
+            + "; ".join(f"{m.names:,} names -> {m.second}" for m in moto)
+        )
     biggest, smallest = max(sizes), min(sizes)
-    print(f"  second-sync time: {median(second[biggest].seconds) * 1000:.0f} ms at {biggest:,} names vs "
-          f"{median(second[smallest].seconds) * 1000:.0f} ms at {smallest:,} (local disk; "
-          "on S3 add ~one round trip per request)")
+    print(
+        f"  second-sync time: {median(second[biggest].seconds) * 1000:.0f} ms at {biggest:,} names vs "
+        f"{median(second[smallest].seconds) * 1000:.0f} ms at {smallest:,} (local disk; "
+        "on S3 add ~one round trip per request)"
+    )
 
 
 if __name__ == "__main__":

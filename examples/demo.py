@@ -1,7 +1,7 @@
 """lakelet in five minutes, on an embedded lake in a temporary folder.
 
-    ./scripts/demo            # sets everything up, then runs this file; ends with the `lakelet ui` command
-    .venv/bin/python examples/demo.py --clean  # remove the temporary lake at the end
+./scripts/demo            # sets everything up, then runs this file; ends with the `lakelet ui` command
+.venv/bin/python examples/demo.py --clean  # remove the temporary lake at the end
 """
 
 from __future__ import annotations
@@ -67,9 +67,11 @@ def main() -> None:
     if not args.clean:
         lakelet_cli = Path(sys.executable).parent / "lakelet"
         step("Look at what it built: names, the lineage graph, the dataset's histograms, the runs")
-        console.print(f"  [bold]{lakelet_cli} --lake {work / 'lake'} ui --open[/bold]\n"
-                      f"(a page on http://127.0.0.1:8765/; Ctrl-C stops it; `rm -r {work}` removes the demo)",
-                      highlight=False)
+        console.print(
+            f"  [bold]{lakelet_cli} --lake {work / 'lake'} ui --open[/bold]\n"
+            f"(a page on http://127.0.0.1:8765/; Ctrl-C stops it; `rm -r {work}` removes the demo)",
+            highlight=False,
+        )
 
 
 def tell(work: Path) -> None:
@@ -83,8 +85,9 @@ def tell(work: Path) -> None:
     files = lake.add(incoming, "raw/orders")
     console.print(f"lake.add('incoming/', 'raw/orders') bound {len(files)} names")
     again = lake.add(incoming, "raw/orders")
-    console.print(f"adding the same content again is a no-op: still {len(again)} names, "
-                  f"{len(lake.ls())} in the lake")
+    console.print(
+        f"adding the same content again is a no-op: still {len(again)} names, {len(lake.ls())} in the lake"
+    )
     (incoming / "2025-01-22.csv").write_text("order_id,customer,amount\n6,bob,99.99\n")
     try:
         lake.add(incoming / "2025-01-22.csv", "raw/orders/2025-01-22.csv")
@@ -112,20 +115,25 @@ def tell(work: Path) -> None:
     run.puts("by_customer.csv", buf.getvalue().encode())
     run.put("inputs/2025-01-20.csv", incoming / "2025-01-20.csv")
     console.print(f"run.list() → {run.list()}")
-    console.print(f"run.gets('by_customer.csv', byte_range=[0, 15]) → "
-                  f"{run.gets('by_customer.csv', byte_range=[0, 15])!r}  (reads only those bytes)")
+    console.print(
+        f"run.gets('by_customer.csv', byte_range=[0, 15]) → "
+        f"{run.gets('by_customer.csv', byte_range=[0, 15])!r}  (reads only those bytes)"
+    )
     lake.user.puts("notes/todo.txt", b"look at bob's orders\n")
     lake.user.puts("notes/todo.txt", b"look at bob's and alice's orders\n")  # scoped names may change
     console.print(f"lake.user.gets('notes/todo.txt') → {lake.user.gets('notes/todo.txt')!r}")
-    console.print(f"scopes never see each other: lake.exists('by_customer.csv') → "
-                  f"{lake.exists('by_customer.csv')}")
+    console.print(
+        f"scopes never see each other: lake.exists('by_customer.csv') → {lake.exists('by_customer.csv')}"
+    )
     run.archive()
     console.print(f"after run.archive(): run.list() → {run.list()}")
 
     step("6. fsck: every object checked against its digest")
     report = lake.fsck()
-    console.print(f"checked {report.objects_checked} objects, indexed {report.names_indexed} names, "
-                  f"corrupt: {report.corrupt or 'none'}")
+    console.print(
+        f"checked {report.objects_checked} objects, indexed {report.names_indexed} names, "
+        f"corrupt: {report.corrupt or 'none'}"
+    )
 
     step("7. Bit rot is caught, never served")
     victim = lake.file("raw/orders/2025-01-20.csv")
@@ -182,8 +190,12 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     project.mkdir()
     (project / "pipeline.py").write_text(PIPELINE)
     git = ["git", "-c", "user.email=demo@example.com", "-c", "user.name=demo"]
-    for args in (["init", "-q"], ["remote", "add", "origin", "git@github.com:acme/orders.git"],
-                 ["add", "."], ["commit", "-qm", "pipeline"]):
+    for args in (
+        ["init", "-q"],
+        ["remote", "add", "origin", "git@github.com:acme/orders.git"],
+        ["add", "."],
+        ["commit", "-qm", "pipeline"],
+    ):
         subprocess.run([*git, *args], cwd=project, check=True, capture_output=True)
     sys.path.insert(0, str(project))
     sys.dont_write_bytecode = True
@@ -215,8 +227,9 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     import importlib
 
     pipeline = importlib.import_module("pipeline")
-    console.print("[bold]TAX = 0.3, run as a graph on a process pool: lakelet.run(report, "
-                  "executor=\"processes\")[/bold]")
+    console.print(
+        '[bold]TAX = 0.3, run as a graph on a process pool: lakelet.run(report, executor="processes")[/bold]'
+    )
     result = lakelet.run(pipeline.report, executor="processes", max_workers=2, run_id="demo-run")
     console.print(f"  → {result!r}")
     shell(lake.root, "runs")
@@ -236,13 +249,16 @@ def datasets(incoming: Path, lake: lakelet.Lake) -> None:
         table = pacsv.read_csv(day_file)
         table = table.append_column("dt", pa.array([day_file.stem] * table.num_rows))
         ds = lake.write_dataset("sales/orders", table, partition_by=["dt"])
-        console.print(f"write_dataset('sales/orders', {day_file.name}) → version {ds.version}, "
-                      f"{ds.num_rows} rows")
+        console.print(
+            f"write_dataset('sales/orders', {day_file.name}) → version {ds.version}, {ds.num_rows} rows"
+        )
     shell(lake.root, "datasets")
     shell(lake.root, "info", "datasets/sales/orders")
     day = lake.dataset("sales/orders").to_arrow(filter=pads.field("dt") == "2025-01-21")
-    console.print(f"one partition, pruned before reading: {day.num_rows} rows, "
-                  f"customers {sorted(set(day.column('customer').to_pylist()))}")
+    console.print(
+        f"one partition, pruned before reading: {day.num_rows} rows, "
+        f"customers {sorted(set(day.column('customer').to_pylist()))}"
+    )
     folder = lake.dataset("sales/orders").folder
     rows = pads.dataset(folder, partitioning="hive").count_rows()
     console.print(f"plain pyarrow on the folder {folder.name}/: {rows} rows")
@@ -257,12 +273,15 @@ def share(work: Path, incoming: Path) -> None:
     laptop.add(incoming, "raw/orders")
     console.print("laptop: lake.add('incoming/', 'raw/orders')  (uploaded before add returns)")
     report = server.sync()
-    console.print(f"server: lake.sync() → {report.new_names} names from {report.entries_read} "
-                  "log entry, no content downloaded")
+    console.print(
+        f"server: lake.sync() → {report.new_names} names from {report.entries_read} "
+        "log entry, no content downloaded"
+    )
     shell(server.root, "ls", "raw/")
     f = server.file("raw/orders/2025-01-21.csv")
-    console.print(f"server: first open downloads and verifies → {f.read_text().splitlines()[1]!r}, "
-                  f"now {f.state}")
+    console.print(
+        f"server: first open downloads and verifies → {f.read_text().splitlines()[1]!r}, now {f.state}"
+    )
     (work / "mine.csv").write_text("order_id,customer,amount\n1,mallory,0.01\n")
     try:
         server.add(work / "mine.csv", "raw/orders/2025-01-20.csv")
@@ -270,8 +289,10 @@ def share(work: Path, incoming: Path) -> None:
         console.print(f"server: binding a taken name → [red]{type(e).__name__}[/red]: {e}")
     run = server.pipeline("nightly")
     run.puts("report.txt", b"3 days, 6 orders\n")
-    console.print(f"laptop sees the server's run store: {laptop.pipeline('nightly').list()} → "
-                  f"{laptop.pipeline('nightly').gets('report.txt')!r}")
+    console.print(
+        f"laptop sees the server's run store: {laptop.pipeline('nightly').list()} → "
+        f"{laptop.pipeline('nightly').gets('report.txt')!r}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,13 +56,18 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return out
 
 
-def run_lakelet(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_lakelet(
+    *args: str, env: dict[str, str] | None = None, input: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """The real CLI in a subprocess: real exit codes, real stdout/stderr."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "lakelet", *args], capture_output=True, env=full_env,
-        input=input, cwd=cwd, timeout=120,
+        [sys.executable, "-m", "lakelet", *args],
+        capture_output=True,
+        env=full_env,
+        input=input,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -142,4 +147,3 @@ class WhenDone:
         self.done += nbytes
         if self.result is None and self.done >= self.total:
             self.result = self.then()
-

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parent / "services"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)  # the public, well-known development account of Azurite
+# the public, well-known development account of Azurite
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @dataclass
@@ -69,8 +68,10 @@ def moto_s3() -> Iterator[Store]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
     }
     try:
         _make_bucket_s3(env, "lakelet-tests")
@@ -83,8 +84,11 @@ def _make_bucket_s3(env: dict[str, str], bucket: str) -> None:
     import boto3
 
     client = boto3.client(
-        "s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"],
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
     )
     client.create_bucket(Bucket=bucket)
 
@@ -96,9 +100,21 @@ def azurite(tmp: Path) -> Iterator[Store]:
         raise RuntimeError(f"{binary} is missing: ./scripts/test installs Azurite with npm")
     port = free_port()
     process = subprocess.Popen(
-        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp),
-         "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     connection = (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -126,9 +142,23 @@ def gcs_emulator() -> Iterator[Store]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [str(binary), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-         "-external-url", endpoint, "-log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(binary),
+            "-backend",
+            "memory",
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-external-url",
+            endpoint,
+            "-log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     env = {
         "STORAGE_EMULATOR_HOST": endpoint,
@@ -138,12 +168,15 @@ def gcs_emulator() -> Iterator[Store]:
     try:
         _wait_http(f"{endpoint}/storage/v1/b", process)
         request = urllib.request.Request(
-            f"{endpoint}/storage/v1/b?project=test", method="POST",
-            data=b'{"name": "lakelet-tests"}', headers={"Content-Type": "application/json"},
+            f"{endpoint}/storage/v1/b?project=test",
+            method="POST",
+            data=b'{"name": "lakelet-tests"}',
+            headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=10)
-        yield Store("gcs", env=env, storage_options={"token": "anon", "project": "test"},
-                    bucket="lakelet-tests")
+        yield Store(
+            "gcs", env=env, storage_options={"token": "anon", "project": "test"}, bucket="lakelet-tests"
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -175,14 +208,33 @@ def postgres() -> Iterator[int]:
         shutil.chown(tmp, "postgres")
     port = free_port()
     data = tmp / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "--no-sync", "-D", str(data), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "--no-sync", "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     options = f"-h 127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
-                    "-l", str(tmp / "log"), "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(tmp / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield port
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(tmp, ignore_errors=True)

@@ -46,8 +46,16 @@ def _tree(root: Path, tag: str, n: int = 40) -> Path:
 
 
 def test_two_processes_adding_one_directory_name_one_wins_whole(lake, tmp_path) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(lake.root)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(lake.root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         for p in procs:  # both have opened the lake: from here the race is the add itself
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -81,8 +89,12 @@ def test_a_segment_written_but_not_indexed_is_found_by_the_next_process(lake, tm
     """A writer killed after binding a batch but before indexing it loses no name."""
     tree = _tree(tmp_path / "src", "x", n=12)
     env = {**os.environ, "LAKELET_CRASH_AT": "names-bound"}
-    crashed = subprocess.run([sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(tree), "late"],
-                             env=env, capture_output=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(tree), "late"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     fresh = lakelet.open(lake.root)
     assert fresh.exists("late/f03.txt")  # a lookup that misses the index reads the next segment
@@ -126,9 +138,16 @@ def test_a_lake_with_per_name_records_opens_and_keeps_them_write_once(lake, make
 
 def test_a_segment_line_is_the_record_json_byte_for_byte() -> None:
     """Segments are encoded by hand for speed; every field of a record must still be in them."""
-    values = {"scope": "lake", "name": 'd/\u00e9 "q" \\ \u2028 \U0001f600.txt', "digest": "blake3:ab",
-              "size": 12, "created_at": "2026-01-01T00:00:00.000000Z", "creator": "\u00e9@x",
-              "meta": {"z": [1, None, {"b": "\u00e9"}], "a": 2.5}, "removed_at": "2026-01-02T00:00:00Z"}
+    values = {
+        "scope": "lake",
+        "name": 'd/\u00e9 "q" \\ \u2028 \U0001f600.txt',
+        "digest": "blake3:ab",
+        "size": 12,
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "creator": "\u00e9@x",
+        "meta": {"z": [1, None, {"b": "\u00e9"}], "a": 2.5},
+        "removed_at": "2026-01-02T00:00:00Z",
+    }
     assert {f.name for f in dataclasses.fields(NameRecord)} == set(values)  # a new field: add it here
     full = NameRecord(**values)
     shared = {"source": "/x"}
@@ -156,15 +175,22 @@ def _config_text(lake: lakelet.Lake) -> str:
         return f.read()
 
 
-@pytest.mark.parametrize(("before", "after"), [
-    (HAND_EDITED, HAND_EDITED.replace("format = 1   #", "format = 2   #")),
-    ("[lake]\r\nformat=1\r\n", "[lake]\r\nformat=2\r\n"),
-    ("# no format: older lakelets read 1\n[lake] # here\ntransfers = 4\n",
-     "# no format: older lakelets read 1\n[lake] # here\nformat = 2\ntransfers = 4\n"),
-    ("[storage_options]\nanon = true", "[storage_options]\nanon = true\n[lake]\nformat = 2\n"),
-], ids=["hand-edited", "crlf", "no-format", "no-lake-table"])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (HAND_EDITED, HAND_EDITED.replace("format = 1   #", "format = 2   #")),
+        ("[lake]\r\nformat=1\r\n", "[lake]\r\nformat=2\r\n"),
+        (
+            "# no format: older lakelets read 1\n[lake] # here\ntransfers = 4\n",
+            "# no format: older lakelets read 1\n[lake] # here\nformat = 2\ntransfers = 4\n",
+        ),
+        ("[storage_options]\nanon = true", "[storage_options]\nanon = true\n[lake]\nformat = 2\n"),
+    ],
+    ids=["hand-edited", "crlf", "no-format", "no-lake-table"],
+)
 def test_the_first_segment_raises_a_format_1_lake_to_2_and_changes_nothing_else(
-        lake, make_file, before, after) -> None:
+    lake, make_file, before, after
+) -> None:
     """A lakelet older than segments reads format 1 and would not see their names: once a
     segment is written, the lake says format 2, which such a lakelet refuses."""
     (lake.root / "lakelet.toml").write_bytes(before.encode())
@@ -179,8 +205,12 @@ def test_a_format_1_lake_says_2_before_its_first_segment_can_be_seen(lake, make_
     (lake.root / "lakelet.toml").write_text(HAND_EDITED)
     src = make_file("a.txt", "a")
     env = {**os.environ, "LAKELET_CRASH_AT": "segment-written"}
-    crashed = subprocess.run([sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(src), "a.txt"],
-                             env=env, capture_output=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(src), "a.txt"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     assert "format = 2   #" in _config_text(lake) and not lake.exists("a.txt")
 

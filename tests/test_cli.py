@@ -39,8 +39,9 @@ def test_add_ls_info_cat_get(home, make_file, tmp_path) -> None:
     src = make_file("orders.csv", "id,amount\n1,9.5\n")
     assert "added raw/orders.csv" in _ok("add", str(src), "raw/orders.csv", env=home)
     make_file("dir/a.txt", "a")
-    assert "2 files under raw/dir/" in _ok("add", str(make_file("dir/b.txt", "b").parent),
-                                          "raw/dir", env=home)
+    assert "2 files under raw/dir/" in _ok(
+        "add", str(make_file("dir/b.txt", "b").parent), "raw/dir", env=home
+    )
     listing = _ok("ls", "raw/", env=home)
     assert "raw/orders.csv" in listing and "local" in listing
     entries = json.loads(_ok("ls", "--json", env=home))
@@ -71,14 +72,17 @@ def test_add_move(home, make_file) -> None:
     assert not src.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (("info", "missing.txt"), "no name 'missing.txt'"),
-    (("cat", "../etc/passwd"), "invalid name"),
-    (("add", "/definitely/not/here", "x"), "does not exist"),
-    (("ls", "--scope", "pipeline/../x"), "invalid run id"),
-    (("rm", "some-name"), "needs force"),
-    (("get", "missing.txt", "/tmp"), "no name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("info", "missing.txt"), "no name 'missing.txt'"),
+        (("cat", "../etc/passwd"), "invalid name"),
+        (("add", "/definitely/not/here", "x"), "does not exist"),
+        (("ls", "--scope", "pipeline/../x"), "invalid run id"),
+        (("rm", "some-name"), "needs force"),
+        (("get", "missing.txt", "/tmp"), "no name"),
+    ],
+)
 def test_expected_errors_are_one_line(home, args, message) -> None:
     assert message in _fails(*args, env=home)
 
@@ -167,8 +171,17 @@ def pipeline(tmp_path):
 
 
 def test_run_a_stage_from_a_file_then_find_it_cached(home, pipeline, tmp_path) -> None:
-    out = run_lakelet("run", f"{pipeline}:two", "--executor", "processes", "--max-workers", "2",
-                      "--run-id", "first", env=home)
+    out = run_lakelet(
+        "run",
+        f"{pipeline}:two",
+        "--executor",
+        "processes",
+        "--max-workers",
+        "2",
+        "--run-id",
+        "first",
+        env=home,
+    )
     assert out.returncode == 0, out.stderr.decode()
     assert out.stdout.decode() == "run first: 2 ran, 0 skipped, 0 failed\n"
     assert out.stderr == b""  # the live line is for terminals only
@@ -186,12 +199,15 @@ def test_run_a_failing_stage_is_one_line(home, pipeline) -> None:
     assert "cli_pipeline.broken failed (ValueError: broken on purpose)" in err and "(run bad)" in err
 
 
-@pytest.mark.parametrize("target, message", [
-    ("two", "names no stage: use path/to/pipeline.py:stage or package.module:stage"),
-    ("missing.py:two", "no file missing.py"),
-    ("{pipeline}:nope", "has no 'nope'"),
-    ("{pipeline}:NOT_A_STAGE", "is not a @lakelet.stage (int)"),
-    ("no_such_module:two", "no module named 'no_such_module'"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("two", "names no stage: use path/to/pipeline.py:stage or package.module:stage"),
+        ("missing.py:two", "no file missing.py"),
+        ("{pipeline}:nope", "has no 'nope'"),
+        ("{pipeline}:NOT_A_STAGE", "is not a @lakelet.stage (int)"),
+        ("no_such_module:two", "no module named 'no_such_module'"),
+    ],
+)
 def test_run_with_a_bad_target_is_one_line(home, pipeline, target, message) -> None:
     assert message in _fails("run", target.format(pipeline=pipeline), env=home)

@@ -43,6 +43,7 @@ def uses_package(x):
 def load(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a stale .pyc must not hide an edit
+
     def load(source: str, function: str = "stage") -> str:
         name = f"user_module_{uuid.uuid4().hex}"
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
@@ -50,31 +51,40 @@ def load(tmp_path, monkeypatch):
         module = importlib.import_module(name)
         identity = code_identity(getattr(module, function))
         # the module name is part of qualified names: compare digests of the parts' values
-        return "|".join(f"{k.split('.', 1)[-1] if k.startswith('user_module') else k}={v}"
-                        for k, v in sorted(
-                            (k.replace(name, "M"), v) for k, v in identity.parts.items()))
+        return "|".join(
+            f"{k.split('.', 1)[-1] if k.startswith('user_module') else k}={v}"
+            for k, v in sorted((k.replace(name, "M"), v) for k, v in identity.parts.items())
+        )
 
     return load
 
 
-@pytest.mark.parametrize("edit", [
-    lambda s: s.replace('"""Apply the rate."""', '"""Apply the rate, documented better."""'),
-    lambda s: s.replace("# a comment", "# another comment\n    # and one more"),
-    lambda s: s.replace("total = helper(x)", "total   =   helper( x )"),
-    lambda s: s.replace("def other(x):\n    return x - 1", "def other(x):\n    return x - 2"),
-    lambda s: s.replace("UNUSED = 1", "UNUSED = 2"),
-    lambda s: s + "\n\ndef brand_new():\n    return 3\n",
-], ids=["docstring", "comment", "whitespace", "unrelated-function", "unrelated-constant", "new-function"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace('"""Apply the rate."""', '"""Apply the rate, documented better."""'),
+        lambda s: s.replace("# a comment", "# another comment\n    # and one more"),
+        lambda s: s.replace("total = helper(x)", "total   =   helper( x )"),
+        lambda s: s.replace("def other(x):\n    return x - 1", "def other(x):\n    return x - 2"),
+        lambda s: s.replace("UNUSED = 1", "UNUSED = 2"),
+        lambda s: s + "\n\ndef brand_new():\n    return 3\n",
+    ],
+    ids=["docstring", "comment", "whitespace", "unrelated-function", "unrelated-constant", "new-function"],
+)
 def test_edits_that_do_not_change_the_key(load, edit) -> None:
     assert load(edit(BASE)) == load(BASE)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda s: s.replace("return x * (1 + RATE)", "return x * (1 + RATE) + 0"),
-    lambda s: s.replace("RATE = 0.2", "RATE = 0.25"),
-    lambda s: s.replace('{"total": total}', '{"sum": total}'),
-    lambda s: s.replace("total = helper(x)", "total = other(x)"),
-], ids=["helper-body", "constant", "stage-body", "calls-another-helper"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace("return x * (1 + RATE)", "return x * (1 + RATE) + 0"),
+        lambda s: s.replace("RATE = 0.2", "RATE = 0.25"),
+        lambda s: s.replace('{"total": total}', '{"sum": total}'),
+        lambda s: s.replace("total = helper(x)", "total = other(x)"),
+    ],
+    ids=["helper-body", "constant", "stage-body", "calls-another-helper"],
+)
 def test_edits_that_change_the_key(load, edit) -> None:
     assert load(edit(BASE)) != load(BASE)
 

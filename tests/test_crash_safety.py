@@ -22,18 +22,34 @@ print("done", flush=True)
 """
 
 # Every step of an add, in order (see _faults.reached calls).
-SINGLE_FILE_POINTS = ["blob-partly-written", "blob-before-rename", "blob-after-rename",
-                      "objects-stored", "segment-written", "names-bound"]
+SINGLE_FILE_POINTS = [
+    "blob-partly-written",
+    "blob-before-rename",
+    "blob-after-rename",
+    "objects-stored",
+    "segment-written",
+    "names-bound",
+]
 # A directory's small files take their own path (read whole, then written): f00 reaches the
 # blob points first through it; f03, over one chunk, is streamed (blob-partly-written).
-DIRECTORY_POINTS = ["blob-partly-written", "blob-before-rename", "blob-after-rename",
-                    "objects-stored", "segment-written", "names-bound"]
+DIRECTORY_POINTS = [
+    "blob-partly-written",
+    "blob-before-rename",
+    "blob-after-rename",
+    "objects-stored",
+    "segment-written",
+    "names-bound",
+]
 
 
 def _add_in_subprocess(lake_root: Path, src: Path, name: str, crash_at: str | None):
     env = {**os.environ, "LAKELET_CRASH_AT": crash_at or ""}
-    return subprocess.run([sys.executable, "-c", ADD_SCRIPT, str(lake_root), str(src), name],
-                          env=env, capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", ADD_SCRIPT, str(lake_root), str(src), name],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def _assert_consistent(lake_root: Path) -> None:
@@ -90,8 +106,11 @@ def test_kill_at_arbitrary_moments_of_a_large_add(lake, tmp_path) -> None:
         for _ in range(64):
             f.write(os.urandom(1 << 20))
     for delay in (0.05, 0.15, 0.3, 0.6):
-        proc = subprocess.Popen([sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(src), "l"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ADD_SCRIPT, str(lake.root), str(src), "l"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(delay)  # not synchronisation: the point is to land anywhere
         proc.kill()
         proc.wait()
@@ -127,8 +146,12 @@ def test_kill_while_a_stage_binds_its_outputs(lake, tmp_path, point, every) -> N
     script.write_text(STAGE_SCRIPT)
 
     def run(crash_at):
-        return subprocess.run([sys.executable, str(script), str(lake.root)], capture_output=True,
-                              env={**os.environ, "LAKELET_CRASH_AT": crash_at}, timeout=120)
+        return subprocess.run(
+            [sys.executable, str(script), str(lake.root)],
+            capture_output=True,
+            env={**os.environ, "LAKELET_CRASH_AT": crash_at},
+            timeout=120,
+        )
 
     crashed = run(point)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()

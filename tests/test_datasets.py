@@ -21,8 +21,14 @@ import lakelet
 
 
 def _orders(day: str, ids: list[int]) -> pa.Table:
-    return pa.table({"dt": [day] * len(ids), "id": ids, "amount": [i * 1.5 for i in ids],
-                     "customer": [f"c{i % 3}" for i in ids]})
+    return pa.table(
+        {
+            "dt": [day] * len(ids),
+            "id": ids,
+            "amount": [i * 1.5 for i in ids],
+            "customer": [f"c{i % 3}" for i in ids],
+        }
+    )
 
 
 def test_write_versions_and_read_back(lake) -> None:
@@ -90,9 +96,13 @@ def test_filters_prune_partitions_and_other_engines_read_the_folder(lake) -> Non
     assert pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True).collect().height == 6
     total = duckdb.sql(
         f"SELECT dt, sum(amount) FROM read_parquet('{folder}/**/*.parquet', hive_partitioning = true) "
-        "GROUP BY dt ORDER BY dt").fetchall()
+        "GROUP BY dt ORDER BY dt"
+    ).fetchall()
     assert [(str(day), amount) for day, amount in total] == [
-        ("2025-01-20", 4.5), ("2025-01-21", 4.5), ("2025-01-22", 22.5)]  # DuckDB reads dt as a date
+        ("2025-01-20", 4.5),
+        ("2025-01-21", 4.5),
+        ("2025-01-22", 22.5),
+    ]  # DuckDB reads dt as a date
 
 
 def test_statistics(lake) -> None:
@@ -124,17 +134,19 @@ def test_min_max_from_parquet_metadata_and_folders_are_the_data_s(lake) -> None:
     # min/max come from the writer's Parquet statistics and, for partition columns, from the
     # folder names: each case where those could differ from the data, checked against it.
     paris = pa.timestamp("us", tz="Europe/Paris")
-    table = pa.table({
-        "part": ["a/b c%", "", None, "é", "a/b c%"],  # escaped in the path, empty, null
-        "year": [2024, -1, 2024, None, 2023],  # an int partition compares as an int
-        "long": ["x" * 5000, "y" * 5000, None, "a", "b"],  # > 4 KiB: Parquet keeps no min/max
-        "none": pa.array([None] * 5, pa.string()),
-        "when": pa.array([1_700_000_000_123_456, 5, None, 7, 8], paris),  # written as UTC
-        "ns": pa.array([1, 1_700_000_000_123_456_789, None, 2, 3], pa.timestamp("ns")),
-        "u64": pa.array([1, 2**64 - 1, 3, None, 2], pa.uint64()),
-        "zero": [0.0, 0.0, None, 0.0, 0.0],  # Parquet records the min of zeros as -0.0
-        "nan": [float("nan"), 2.0, None, -1.5, float("nan")],  # Parquet skips NaN
-    })
+    table = pa.table(
+        {
+            "part": ["a/b c%", "", None, "é", "a/b c%"],  # escaped in the path, empty, null
+            "year": [2024, -1, 2024, None, 2023],  # an int partition compares as an int
+            "long": ["x" * 5000, "y" * 5000, None, "a", "b"],  # > 4 KiB: Parquet keeps no min/max
+            "none": pa.array([None] * 5, pa.string()),
+            "when": pa.array([1_700_000_000_123_456, 5, None, 7, 8], paris),  # written as UTC
+            "ns": pa.array([1, 1_700_000_000_123_456_789, None, 2, 3], pa.timestamp("ns")),
+            "u64": pa.array([1, 2**64 - 1, 3, None, 2], pa.uint64()),
+            "zero": [0.0, 0.0, None, 0.0, 0.0],  # Parquet records the min of zeros as -0.0
+            "nan": [float("nan"), 2.0, None, -1.5, float("nan")],  # Parquet skips NaN
+        }
+    )
     stats = lake.write_dataset("edge", table, partition_by=["part", "year"]).stats()
     for name in table.column_names:
         column = table[name]
@@ -165,7 +177,7 @@ def test_a_second_machine_fetches_only_the_partitions_it_reads(tmp_path) -> None
     assert len(local) == 1 and "dt=2025-01-21" in str(local[0])
 
 
-APPEND = '''
+APPEND = """
 import sys, lakelet, pyarrow as pa
 lake = lakelet.open(sys.argv[1])
 print("ready", flush=True)
@@ -173,7 +185,7 @@ sys.stdin.readline()
 for i in range(5):
     lake.write_dataset("shared", pa.table({"writer": [sys.argv[2]], "i": [i]}))
 print("done", flush=True)
-'''
+"""
 
 
 def test_concurrent_appends_from_two_machines_all_survive(tmp_path) -> None:
@@ -181,8 +193,12 @@ def test_concurrent_appends_from_two_machines_all_survive(tmp_path) -> None:
     roots = [lakelet.init(tmp_path / m, remote=remote).root for m in ("a", "b")]
     script = tmp_path / "append.py"
     script.write_text(APPEND)
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), w], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for r, w in zip(roots, "ab", strict=True)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r), w], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for r, w in zip(roots, "ab", strict=True)
+    ]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     for p in procs:
@@ -268,10 +284,15 @@ lake.write_dataset("sales/orders", pa.table({"dt": ["2025-01-21"], "id": [3]}), 
 
 @pytest.mark.parametrize(("point", "version"), [("manifest-written", 1), ("dataset-committed", 2)])
 def test_a_write_killed_around_its_manifest_shows_the_old_version_or_the_whole_new_one(
-        lake, point, version) -> None:
+    lake, point, version
+) -> None:
     lake.write_dataset("sales/orders", pa.table({"dt": ["2025-01-20"], "id": [1]}), partition_by=["dt"])
-    killed = subprocess.run([sys.executable, "-c", WRITE, str(lake.root)], capture_output=True,
-                            env={**os.environ, "LAKELET_CRASH_AT": point}, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", WRITE, str(lake.root)],
+        capture_output=True,
+        env={**os.environ, "LAKELET_CRASH_AT": point},
+        timeout=120,
+    )
     assert killed.returncode == -9, killed.stderr.decode()
     fresh = lakelet.open(lake.root)
     ds = fresh.dataset("sales/orders")

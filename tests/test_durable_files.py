@@ -25,7 +25,8 @@ KEY = base64.b64encode(b"k" * 32).decode()
 
 @pytest.mark.parametrize("replace", [False, True], ids=["create-once", "replace"])
 def test_a_file_is_fsynced_before_its_name_is_given_and_its_directory_after(
-        tmp_path, monkeypatch, replace) -> None:
+    tmp_path, monkeypatch, replace
+) -> None:
     """What a kill cannot show, a power cut would: a name given to a file whose bytes never
     reached the disk, or a name lost after the write was reported done. os.fsync, os.link
     and os.replace are wrapped to record their order, then called as they are."""
@@ -45,6 +46,7 @@ def test_a_file_is_fsynced_before_its_name_is_given_and_its_directory_after(
         def publish(src, dst, **kwargs) -> None:
             call(src, dst, **kwargs)
             events.append(("publish", os.fspath(dst)))
+
         return publish
 
     monkeypatch.setattr(os, "fsync", watched_fsync)
@@ -54,7 +56,7 @@ def test_a_file_is_fsynced_before_its_name_is_given_and_its_directory_after(
     monkeypatch.undo()
     published = events.index(("publish", os.fspath(path)))
     assert ("fsync", path.stat().st_ino) in events[:published]
-    assert ("fsync", path.parent.stat().st_ino) in events[published + 1:]
+    assert ("fsync", path.parent.stat().st_ino) in events[published + 1 :]
     assert path.read_bytes() == b"new" and list(tmp_dir.iterdir()) == []
 
 
@@ -75,8 +77,9 @@ def test_create_once_refuses_a_taken_name_and_replace_takes_it(tmp_path) -> None
 def _killed_at(point: str, script: str, *args: object, env: dict[str, str] | None = None) -> None:
     """Run ``script`` in a fresh interpreter that SIGKILLs itself at ``point``."""
     full_env = {**os.environ, **(env or {}), "LAKELET_CRASH_AT": point}
-    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=full_env,
-                          capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], env=full_env, capture_output=True, timeout=120
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
 
 
@@ -120,13 +123,13 @@ def test_a_run_log_killed_before_it_is_published_is_not_there(lake) -> None:
     assert run_logs(lake.context, "orders") == [{"rows": 3}]
 
 
-PIPELINE = '''
+PIPELINE = """
 import lakelet
 
 @lakelet.stage
 def one():
     return {"n": 1}
-'''
+"""
 
 RUN = """
 import sys, lakelet
@@ -142,8 +145,9 @@ def test_a_run_report_killed_before_it_is_published_is_not_there(lake, tmp_path)
     _killed_at("run-report-written", RUN, lake.root, tmp_path)
     assert lakelet.open(lake.root).runs() == [] and _files(lake.root / "runs") == []
     _temp_only_in_tmp_until_fsck(lake.root)
-    again = subprocess.run([sys.executable, "-c", RUN, str(lake.root), str(tmp_path)],
-                           capture_output=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-c", RUN, str(lake.root), str(tmp_path)], capture_output=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr.decode()
     assert [r["run_id"] for r in lakelet.open(lake.root).runs()] == ["r1"]
 
@@ -155,8 +159,9 @@ def test_a_run_report_is_kept_here_before_it_is_sent_to_the_remote(tmp_path) -> 
     (tmp_path / "durable_pipeline.py").write_text(PIPELINE)
     _killed_at("run-report-written", RUN, lake.root, tmp_path)
     assert not (remote / "runs").exists() or _files(remote / "runs") == []
-    again = subprocess.run([sys.executable, "-c", RUN, str(lake.root), str(tmp_path)],
-                           capture_output=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-c", RUN, str(lake.root), str(tmp_path)], capture_output=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr.decode()
     assert [p.name for p in (remote / "runs").iterdir()] == ["r1.json"]
 

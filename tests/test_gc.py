@@ -24,7 +24,7 @@ import lakelet
 
 from .conftest import WhenDone, run_lakelet, snapshot
 
-PIPELINE = '''
+PIPELINE = """
 import lakelet
 
 
@@ -71,7 +71,7 @@ def tmp_b(src):
 @lakelet.stage(ttl=0.001)
 def blink():
     return {"rows": [9]}
-'''
+"""
 
 WEEK = timedelta(days=7)
 
@@ -103,8 +103,11 @@ def ran(caplog):
     caplog.set_level(logging.INFO, logger="lakelet.stage")
 
     def stages() -> list[str]:
-        out = [r.getMessage().rsplit(".", 1)[-1] for r in caplog.records
-               if r.name == "lakelet.stage" and r.getMessage().startswith("running ")]
+        out = [
+            r.getMessage().rsplit(".", 1)[-1]
+            for r in caplog.records
+            if r.name == "lakelet.stage" and r.getMessage().startswith("running ")
+        ]
         caplog.clear()
         return sorted(out)
 
@@ -171,7 +174,8 @@ def test_an_expired_output_that_a_live_run_read_stays(pipeline, ran) -> None:
     module.tmp_b()  # tmp_b read tmp_a: both expire, and nothing live read either
     ran()
     raw_rows, cleaned, consumer, tmp_a, tmp_b = (
-        _names(lake, module, s)[0] for s in ("raw_rows", "cleaned", "report", "tmp_a", "tmp_b"))
+        _names(lake, module, s)[0] for s in ("raw_rows", "cleaned", "report", "tmp_a", "tmp_b")
+    )
 
     report = lake.gc(WEEK, now=_later())
     assert report.kept == {cleaned: f"{consumer} read its output", raw_rows: f"{cleaned} read its output"}
@@ -220,8 +224,10 @@ def test_cli_names_what_went(pipeline) -> None:
     assert real.returncode == 0, real.stderr.decode()
     text = real.stdout.decode()
     # its bytes stay for the grace (a day): the CLI's gc moves no clock
-    assert "removed 0 pipeline runs, 0 local objects, 0 remote objects (0 B); 1 expired stage runs " \
+    assert (
+        "removed 0 pipeline runs, 0 local objects, 0 remote objects (0 B); 1 expired stage runs "
         "(1 outputs)" in text
+    )
     assert f"  {run_record}\n" in text and f"  {output}\n" in text
     assert not lake.exists(output) and all(lake.exists(n) for n in _names(lake, module, "forever"))
 
@@ -238,9 +244,12 @@ def test_a_gc_killed_between_its_steps_is_finished_by_the_next(pipeline, ran) ->
     module.scratch()
     run_record, output = _names(lake, module, "scratch")
     blob = lake.file(output).path
-    crashed = subprocess.run([sys.executable, "-c", CRASHING_GC, str(lake.root), _later().isoformat()],
-                             env={**os.environ, "LAKELET_CRASH_AT": "gc-runs-retired"},
-                             capture_output=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_GC, str(lake.root), _later().isoformat()],
+        env={**os.environ, "LAKELET_CRASH_AT": "gc-runs-retired"},
+        capture_output=True,
+        timeout=120,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     assert not lake.exists(run_record) and lake.exists(output)  # a miss, never a hit without output
     ran()
@@ -313,9 +322,12 @@ def test_objects_stored_by_an_add_not_yet_named_outlive_a_gc_for_the_grace(lake,
     """An add stores its objects, then binds their names: killed in between, it leaves what an
     add still running would have. A gc keeps those for a day; past that they are garbage."""
     tree = _tree(tmp_path / "src")
-    crashed = subprocess.run([sys.executable, "-c", ADD, str(lake.root), str(tree), "many"],
-                             env={**os.environ, "LAKELET_CRASH_AT": "objects-stored"},
-                             capture_output=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", ADD, str(lake.root), str(tree), "many"],
+        env={**os.environ, "LAKELET_CRASH_AT": "objects-stored"},
+        capture_output=True,
+        timeout=120,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     stored = _objects(lake)
     assert len(stored) == 8 and lake.ls() == []
@@ -360,9 +372,12 @@ def test_gc_remote_deletes_the_temps_of_killed_writers_once_past_the_grace(tmp_p
     lake.add(_tree(tmp_path / "kept", 2), "kept")
     for i in range(2):  # two killed writers: two leftover temps
         source = _tree(tmp_path / f"t{i}", 1)
-        crashed = subprocess.run([sys.executable, "-c", ADD, str(lake.root), str(source), f"t{i}"],
-                                 env={**os.environ, "LAKELET_CRASH_AT": "remote-file-written"},
-                                 capture_output=True, timeout=120)
+        crashed = subprocess.run(
+            [sys.executable, "-c", ADD, str(lake.root), str(source), f"t{i}"],
+            env={**os.environ, "LAKELET_CRASH_AT": "remote-file-written"},
+            capture_output=True,
+            timeout=120,
+        )
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     stale, fresh = sorted((remote_dir / "tmp").iterdir())
     now = datetime.fromtimestamp(fresh.stat().st_mtime, UTC) + timedelta(hours=23)

@@ -37,18 +37,30 @@ def _sql(port: int, statement: str) -> None:
 @pytest.fixture
 def pipeline(pg, tmp_path, lake):
     table = f"orders_{os.getpid()}_{len(list(tmp_path.parent.iterdir()))}"
-    _sql(pg, f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id serial primary key, "
-             "customer text, amount numeric(10, 2), created_at timestamptz default now())")
-    (tmp_path / "tap.json").write_text(json.dumps(
-        {"host": "127.0.0.1", "port": pg, "user": "postgres", "password": "", "database": "postgres"}))
+    _sql(
+        pg,
+        f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id serial primary key, "
+        "customer text, amount numeric(10, 2), created_at timestamptz default now())",
+    )
+    (tmp_path / "tap.json").write_text(
+        json.dumps(
+            {"host": "127.0.0.1", "port": pg, "user": "postgres", "password": "", "database": "postgres"}
+        )
+    )
     (tmp_path / "pipeline.yaml").write_text(
         "name: orders-pipeline\n"
         "source:\n  tap: tap-postgres\n  config: tap.json\n"
         f"  select:\n    - {{stream: public-{table}, replication_key: id}}\n"
-        "destination:\n  path: raw\n  partition_by: [dt]\n  compression: zstd\n")
+        "destination:\n  path: raw\n  partition_by: [dt]\n  compression: zstd\n"
+    )
     env = {"LAKELET_HOME": str(lake.root), "PATH": f"{TAP_BIN}:{os.environ['PATH']}"}
-    return {"port": pg, "table": table, "yaml": tmp_path / "pipeline.yaml", "env": env,
-            "dataset": f"raw/postgres/public-{table}"}
+    return {
+        "port": pg,
+        "table": table,
+        "yaml": tmp_path / "pipeline.yaml",
+        "env": env,
+        "dataset": f"raw/postgres/public-{table}",
+    }
 
 
 def _ingest(p) -> subprocess.CompletedProcess:
@@ -73,8 +85,10 @@ def test_only_new_rows_arrive_on_the_next_run(pipeline, lake) -> None:
     assert [log["ok"] for log in logs] == [True, True] and list(logs[1]["rows"].values()) == [1]
     third = _ingest(pipeline)  # nothing new: no new version
     assert third.returncode == 0 and lake.dataset(pipeline["dataset"]).version == 2
-    rows = duckdb.sql(f"SELECT count(*), sum(amount) FROM read_parquet('{ds.folder}/**/*.parquet', "
-                      "hive_partitioning = true)").fetchall()
+    rows = duckdb.sql(
+        f"SELECT count(*), sum(amount) FROM read_parquet('{ds.folder}/**/*.parquet', "
+        "hive_partitioning = true)"
+    ).fetchall()
     assert rows == [(3, 25.75)]
 
 
@@ -82,8 +96,11 @@ def test_a_tap_that_dies_commits_nothing_and_keeps_the_state(pipeline, lake, tmp
     _sql(pipeline["port"], f"INSERT INTO {pipeline['table']} (customer, amount) VALUES ('alice', 1)")
     assert _ingest(pipeline).returncode == 0
     state = lake.state("orders-pipeline").get()
-    (tmp_path / "tap.json").write_text(json.dumps(
-        {"host": "127.0.0.1", "port": servers.free_port(), "user": "postgres", "database": "postgres"}))
+    (tmp_path / "tap.json").write_text(
+        json.dumps(
+            {"host": "127.0.0.1", "port": servers.free_port(), "user": "postgres", "database": "postgres"}
+        )
+    )
     failed = _ingest(pipeline)
     err = failed.stderr.decode()
     assert failed.returncode == 1 and len(err.strip().splitlines()) == 1 and "tap-postgres" in err
@@ -92,11 +109,14 @@ def test_a_tap_that_dies_commits_nothing_and_keeps_the_state(pipeline, lake, tmp
     assert run_logs(lake.context, "orders-pipeline")[-1]["ok"] is False
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("source: [not, a, mapping", "not valid YAML"),
-    ("source:\n  tap: tap-nonexistent\n  config: tap.json\n", "unknown tap 'tap-nonexistent'"),
-    ("source:\n  tap: tap-postgres\n", "source.config is required"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("source: [not, a, mapping", "not valid YAML"),
+        ("source:\n  tap: tap-nonexistent\n  config: tap.json\n", "unknown tap 'tap-nonexistent'"),
+        ("source:\n  tap: tap-postgres\n", "source.config is required"),
+    ],
+)
 def test_bad_pipelines_are_one_line(pipeline, lake, yaml_text, message) -> None:
     pipeline["yaml"].write_text(yaml_text)
     out = _ingest(pipeline)

@@ -45,8 +45,9 @@ def test_a_small_object_is_rehashed_on_every_read_whatever_the_index_says(lake, 
     path = lake.add(make_file("a.txt", "small and precious"), "a.txt").path
     _corrupt(path, b"S")
     st = os.stat(path)  # as if the index had verified the altered bytes
-    lake.context.catalog.record_verified(path.relative_to(lake.root).as_posix(),
-                                  (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    lake.context.catalog.record_verified(
+        path.relative_to(lake.root).as_posix(), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    )
     with pytest.raises(lakelet.IntegrityError, match="does not match its digest"):
         lake.file("a.txt").read_bytes()
 

@@ -13,8 +13,21 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lakelet"
 
 # Bottom to top. "api" is the package itself (lakelet/__init__.py): the public names.
-LAYERS = ["core", "storage", "catalog", "remote", "secrets", "lake", "datasets", "facade",
-          "stages", "runner", "api", "ui", "cli"]
+LAYERS = [
+    "core",
+    "storage",
+    "catalog",
+    "remote",
+    "secrets",
+    "lake",
+    "datasets",
+    "facade",
+    "stages",
+    "runner",
+    "api",
+    "ui",
+    "cli",
+]
 EDGE = {"ui", "cli"}  # live on the public API only
 
 
@@ -58,8 +71,9 @@ def _imports(module: str, path: Path) -> list[tuple[int, str]]:
                 target = node.module or ""
             found.append((node.lineno, target))
             # `from lakelet.x import _y` may name a module: count it as one
-            found += [(node.lineno, f"{target}.{a.name}") for a in node.names
-                      if f"{target}.{a.name}" in MODULES]
+            found += [
+                (node.lineno, f"{target}.{a.name}") for a in node.names if f"{target}.{a.name}" in MODULES
+            ]
     return [(line, name) for line, name in found if name == "lakelet" or name.startswith("lakelet.")]
 
 
@@ -75,8 +89,9 @@ def test_imports_point_down() -> None:
         here = _layer(module)
         for line, target in _imports(module, path):
             if rank[_layer(target)] > rank[here]:
-                upward.append(f"{path.relative_to(PACKAGE)}:{line} ({here}) imports {target} "
-                              f"({_layer(target)})")
+                upward.append(
+                    f"{path.relative_to(PACKAGE)}:{line} ({here}) imports {target} ({_layer(target)})"
+                )
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
@@ -130,10 +145,15 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
 
 def test_every_module_says_what_it_exports() -> None:
     missing = [
-        str(path.relative_to(PACKAGE)) for path in MODULES.values()
-        if not any(isinstance(node, ast.Assign | ast.AnnAssign)
-                   and "__all__" in {getattr(t, "id", None) for t in getattr(node, "targets", [])
-                                     + [getattr(node, "target", None)]}
-                   for node in ast.parse(path.read_text()).body)
+        str(path.relative_to(PACKAGE))
+        for path in MODULES.values()
+        if not any(
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and "__all__"
+            in {
+                getattr(t, "id", None) for t in getattr(node, "targets", []) + [getattr(node, "target", None)]
+            }
+            for node in ast.parse(path.read_text()).body
+        )
     ]
     assert not missing, "modules without __all__: " + ", ".join(missing)

@@ -15,7 +15,7 @@ from lakelet.stages._provenance import browsable_base
 
 from .conftest import run_lakelet
 
-PIPE = '''
+PIPE = """
 import lakelet
 import pyarrow  # imported by the module: its version is in the lineage
 
@@ -28,7 +28,7 @@ def parse(raw):
 @lakelet.stage(rows=parse)
 def total(rows, offset: int = 0):
     return sum(rows) + offset
-'''
+"""
 
 
 @pytest.fixture
@@ -40,8 +40,9 @@ def project(tmp_path, monkeypatch, lake, make_file):
     (repo / f"{name}.py").write_text(PIPE)
     git = ["git", "-c", "user.email=dev@example.com", "-c", "user.name=dev"]
     subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
-    subprocess.run([*git, "remote", "add", "origin", "https://token123@github.com/acme/pipes.git"],
-                   cwd=repo, check=True)
+    subprocess.run(
+        [*git, "remote", "add", "origin", "https://token123@github.com/acme/pipes.git"], cwd=repo, check=True
+    )
     subprocess.run([*git, "add", "."], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=repo, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
@@ -94,7 +95,10 @@ def test_cli_lineage_formats(project) -> None:
 
     records = json.loads(run_lakelet("lineage", final, "--format", "json", env=env).stdout)
     assert [r.get("stage", "add") for r in records] == [
-        f"{project['name']}.total", f"{project['name']}.parse", "add"]
+        f"{project['name']}.total",
+        f"{project['name']}.parse",
+        "add",
+    ]
     one = json.loads(run_lakelet("lineage", final, "--format", "json", "--depth", "1", env=env).stdout)
     assert len(one) == 1
 
@@ -109,12 +113,15 @@ def test_cli_lineage_formats(project) -> None:
     assert missing.returncode == 1 and missing.stderr.decode().startswith("error: no name")
 
 
-@pytest.mark.parametrize("remote, base", [
-    ("git@github.com:acme/pipes.git", "https://github.com/acme/pipes"),
-    ("https://gitlab.com/group/sub/proj.git", "https://gitlab.com/group/sub/proj"),
-    ("ssh://git@bitbucket.org/team/repo.git", "https://bitbucket.org/team/repo"),
-    ("https://git.internal.example/x/y.git", None),
-])
+@pytest.mark.parametrize(
+    "remote, base",
+    [
+        ("git@github.com:acme/pipes.git", "https://github.com/acme/pipes"),
+        ("https://gitlab.com/group/sub/proj.git", "https://gitlab.com/group/sub/proj"),
+        ("ssh://git@bitbucket.org/team/repo.git", "https://bitbucket.org/team/repo"),
+        ("https://git.internal.example/x/y.git", None),
+    ],
+)
 def test_browsable_urls_for_known_forges(remote, base) -> None:
     assert browsable_base(remote) == base
 
@@ -123,6 +130,9 @@ def test_a_run_from_an_edited_tree_is_marked_dirty(project) -> None:
     source = project["repo"] / f"{project['name']}.py"
     source.write_text(source.read_text() + "\n# work in progress\n")
     assert project["module"].total(offset=5) == 11
-    final = next(f for f in project["lake"].ls("stages/") if ".total/" in f.name and "/output." in f.name
-                 and f.name != project["final"].name)
+    final = next(
+        f
+        for f in project["lake"].ls("stages/")
+        if ".total/" in f.name and "/output." in f.name and f.name != project["final"].name
+    )
     assert final.lineage()["source"]["git"]["dirty"] is True

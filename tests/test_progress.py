@@ -12,13 +12,19 @@ import lakelet
 from .conftest import run_lakelet
 
 
-def _run_on_terminal(*args: str, env: dict[str, str] | None = None, argv: list[str] | None = None
-                     ) -> tuple[int, bytes]:
+def _run_on_terminal(
+    *args: str, env: dict[str, str] | None = None, argv: list[str] | None = None
+) -> tuple[int, bytes]:
     """Run the CLI (or ``argv``) with stdout and stderr on a pseudo-terminal; return (exit code,
     what the terminal got)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(argv or [sys.executable, "-m", "lakelet", *args], stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=slave, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        argv or [sys.executable, "-m", "lakelet", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, **(env or {})},
+    )
     os.close(slave)
     screen = bytearray()
     while True:
@@ -71,8 +77,9 @@ def two(x):
 def test_lakelet_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
     (tmp_path / "run_display.py").write_text(PIPELINE)
     lake = lakelet.init(tmp_path / "lake")
-    code, screen = _run_on_terminal("--lake", str(lake.root), "run", str(tmp_path / "run_display.py:two"),
-                                    "--run-id", "shown")
+    code, screen = _run_on_terminal(
+        "--lake", str(lake.root), "run", str(tmp_path / "run_display.py:two"), "--run-id", "shown"
+    )
     assert code == 0, screen
     assert b"run shown:" in screen and b"done" in screen and b"2" in screen
     assert b"run shown: 2 ran, 0 skipped, 0 failed" in screen  # the summary, once the line is gone
@@ -81,7 +88,9 @@ def test_lakelet_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
 def test_a_library_run_draws_nothing_even_on_a_terminal(tmp_path) -> None:
     """Only an observer draws (`lakelet run` passes one): the library itself never prints."""
     script = tmp_path / "run_quietly.py"
-    script.write_text(PIPELINE + "\nimport sys\nlakelet.use(lakelet.init(sys.argv[1]))\n"
-                                 "print(lakelet.run(two, run_id='quiet'))\n")
+    script.write_text(
+        PIPELINE + "\nimport sys\nlakelet.use(lakelet.init(sys.argv[1]))\n"
+        "print(lakelet.run(two, run_id='quiet'))\n"
+    )
     code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
     assert code == 0 and screen == b"2\r\n"

@@ -173,11 +173,19 @@ def test_many_names_and_entries_across_log_folders(remote, machine, make_file) -
     assert b.file("many/02599.txt").read_text() == "same"
 
     fs, root = _remote_fs(remote)
-    record = {"format": 1, "scope": "lake", "digest": digest, "size": 4, "created_at": "2025-01-01T00:00:00Z",
-              "creator": "elsewhere@example.com", "meta": {}}
+    record = {
+        "format": 1,
+        "scope": "lake",
+        "digest": digest,
+        "size": 4,
+        "created_at": "2025-01-01T00:00:00Z",
+        "creator": "elsewhere@example.com",
+        "meta": {},
+    }
     entries = {  # entry 1 is a's batch
-        f"{root}/log/{seq // 1000:09d}/{seq:012d}.jsonl":
-            json.dumps({**record, "name": f"far/{seq}"}).encode()
+        f"{root}/log/{seq // 1000:09d}/{seq:012d}.jsonl": json.dumps(
+            {**record, "name": f"far/{seq}"}
+        ).encode()
         for seq in range(2, 1002)
     }
     if remote.kind == "file":  # a directory tree; object stores have no folders to make
@@ -219,8 +227,12 @@ def test_local_reads_work_while_the_remote_is_unreachable(machine, make_file, tm
     a = machine("a")
     a.add(make_file("x.txt", "x"), "x.txt")
     config = a.root / "lakelet.toml"
-    unreachable = {"file": (tmp_path / "gone").as_uri(), "s3": "s3://no-such-bucket-here/x",
-                   "azure": "az://no-such-container/x", "gcs": "gs://no-such-bucket/x"}[remote.kind]
+    unreachable = {
+        "file": (tmp_path / "gone").as_uri(),
+        "s3": "s3://no-such-bucket-here/x",
+        "azure": "az://no-such-container/x",
+        "gcs": "gs://no-such-bucket/x",
+    }[remote.kind]
     config.write_text(config.read_text().replace(remote.url, unreachable))
     lake = lakelet.open(a.root)
     assert lake.file("x.txt").read_text() == "x"  # local content needs no remote

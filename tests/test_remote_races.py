@@ -37,8 +37,13 @@ for line in sys.stdin:
 
 def _racers(roots: list[Path], env: dict[str, str]) -> list[subprocess.Popen]:
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RACER, str(root)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
         for root in roots
     ]
     for p in procs:  # each has opened its lake: from here the race is only the add itself
@@ -161,8 +166,9 @@ def _everything_pulls(machine, expected: dict[str, bytes]) -> None:
 def _fs(remote):
     """The remote's store, seen afresh (fsspec caches listings per instance; a stale one hides
     the entries written since)."""
-    fs, root = fsspec.core.url_to_fs(remote.url, skip_instance_cache=True, use_listings_cache=False,
-                                     **remote.storage_options)
+    fs, root = fsspec.core.url_to_fs(
+        remote.url, skip_instance_cache=True, use_listings_cache=False, **remote.storage_options
+    )
     return fs, root.rstrip("/")
 
 
@@ -192,8 +198,9 @@ def test_a_gc_between_a_push_finding_a_big_object_and_binding_it(remote, machine
     assert gc.result is not None and gc.result.remote_objects == [digest]  # the old copy went
     assert report.objects == 1  # found, then sent again after all, under a key of its own
     # an older lakelet reads a line with "pack" as a pack line: these read as empty packs
-    assert _sweep_lines(remote) and all(line["pack"] == "" and line["members"] == []
-                                        for line in _sweep_lines(remote))
+    assert _sweep_lines(remote) and all(
+        line["pack"] == "" and line["members"] == [] for line in _sweep_lines(remote)
+    )
 
     # once the sweep said it was done, its keys are plain keys again: a later push of the
     # same bytes stores them loose, where they were, not in a pack of their own
@@ -263,8 +270,9 @@ def test_a_gc_deleting_the_pack_a_resumed_push_sends_again(remote, machine, make
     for name, data in contents.items():
         make_file(name, data)
     a.add(tmp_path / "src" / "small", "small")
-    killed = run_lakelet("push", env={**remote.env, "LAKELET_HOME": str(a.root),
-                                      "LAKELET_CRASH_AT": "objects-pushed"})
+    killed = run_lakelet(
+        "push", env={**remote.env, "LAKELET_HOME": str(a.root), "LAKELET_CRASH_AT": "objects-pushed"}
+    )
     assert killed.returncode == -9, killed.stderr
     fs, root = _fs(remote)
     (orphan,) = fs.find(f"{root}/packs")
@@ -299,8 +307,7 @@ def test_a_snapshot_taken_while_a_gc_deletes_tells_a_new_machine(
         if not pushed:
             machine("s").sync()  # a machine that has read entries 1-3 takes a snapshot
             fs, root = _fs(remote)
-            assert [k.rsplit("/", 1)[-1] for k in fs.find(f"{root}/snapshots")] == [
-                "000000000003.jsonl.gz"]
+            assert [k.rsplit("/", 1)[-1] for k in fs.find(f"{root}/snapshots")] == ["000000000003.jsonl.gz"]
             b = machine("b", upload="deferred")
             b.add(make_file("new.bin", payload), "new/big.bin")
             pushed.append(b.push())

@@ -108,8 +108,9 @@ def test_independent_stages_run_in_parallel(diamond, executor, request) -> None:
     assert left["pid"] != right["pid"]
     assert _overlap(left["when"], right["when"]), "independent stages on two workers ran one by one"
     runs = [json.loads(p.read_bytes()) for p in (lake.root / "runs").glob("*.json")]
-    assert [sorted(r["ran"]) for r in runs] == [sorted([f"{module.__name__}.{s}" for s in
-                                                        ("source", "left", "right", "join")])]
+    assert [sorted(r["ran"]) for r in runs] == [
+        sorted([f"{module.__name__}.{s}" for s in ("source", "left", "right", "join")])
+    ]
 
 
 def test_cached_graph_runs_nothing(diamond) -> None:
@@ -117,7 +118,8 @@ def test_cached_graph_runs_nothing(diamond) -> None:
     module.WORK = 0.01
     lakelet.run(module.join, run_id="first")
     report = lakelet.run(module.join, run_id="second") and json.loads(
-        (lake.root / "runs" / "second.json").read_bytes())
+        (lake.root / "runs" / "second.json").read_bytes()
+    )
     assert report["ran"] == [] and report["skipped"] == [f"{module.__name__}.join"]
     first = json.loads((lake.root / "runs" / "first.json").read_bytes())
     join = f"{module.__name__}.join"
@@ -147,7 +149,7 @@ def test_a_failing_branch_stops_only_its_descendants_and_resumes(diamond, monkey
     assert sorted(fixed["ran"]) == [f"{name}.join", f"{name}.right"]  # left and source came from the cache
 
 
-FACTORY = '''
+FACTORY = """
 import lakelet
 
 
@@ -165,7 +167,7 @@ two = make(2)
 @lakelet.stage(a=one, b=two)
 def both(a, b):
     return [a["n"], b["n"]]
-'''
+"""
 
 
 @pytest.fixture
@@ -186,8 +188,11 @@ def test_stages_made_by_one_factory_run_apart(factory, executor) -> None:
     assert [json.loads(lake.file(f"factory/{n}.json").read_text()) for n in (1, 2)] == [{"n": 1}, {"n": 2}]
     made = f"{module.__name__}.make.<locals>.scaled"
     report = json.loads((lake.root / "runs" / "made.json").read_bytes())
-    assert sorted(report["ran"]) == [f"{module.__name__}.both", f"{made}[factory/1.json]",
-                                     f"{made}[factory/2.json]"]
+    assert sorted(report["ran"]) == [
+        f"{module.__name__}.both",
+        f"{made}[factory/1.json]",
+        f"{made}[factory/2.json]",
+    ]
     assert lakelet.run(module.two, module.one) == ({"n": 2}, {"n": 1})  # from the cache, each its own
 
 
@@ -299,7 +304,7 @@ def c(x):
     return x + ["c"]
 '''
 
-EDITED = '''
+EDITED = """
 from pathlib import Path
 import lakelet
 
@@ -329,7 +334,7 @@ def report(n):
     ran("report")
     Path(RAW).write_text("3")  # and again, once report's worker worked its own key out
     return n
-'''
+"""
 
 
 @pytest.fixture
@@ -399,7 +404,8 @@ def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path
     monkeypatch.syspath_prepend(str(tmp_path))
     name = f"remote_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(
-        "import lakelet\n\n@lakelet.stage\ndef answer():\n    return {'value': 42}\n")
+        "import lakelet\n\n@lakelet.stage\ndef answer():\n    return {'value': 42}\n"
+    )
     module = importlib.import_module(name)
     url = s3_server.url(f"run-{uuid.uuid4().hex[:8]}")
     parent = lakelet.init(tmp_path / "parent", remote=url)
@@ -461,8 +467,18 @@ def test_an_observer_hears_each_stage_start_and_finish_in_order(diamond) -> None
     module.WORK = 0.01
     seen = Recorder()
     assert lakelet.run(module.join, run_id="watched", observer=seen)["total"] == 9
-    assert seen.trace == ["started", "start source", "ran source", "start left", "ran left", "start right",
-                          "ran right", "start join", "ran join", "finished"]
+    assert seen.trace == [
+        "started",
+        "start source",
+        "ran source",
+        "start left",
+        "ran left",
+        "start right",
+        "ran right",
+        "start join",
+        "ran join",
+        "finished",
+    ]
     n = module.__name__
     assert seen.run.run_id == "watched"
     assert seen.run.to_run == (f"{n}.source", f"{n}.left", f"{n}.right", f"{n}.join")
@@ -495,8 +511,17 @@ def test_an_observer_hears_a_failure_and_what_it_stopped(diamond, monkeypatch, e
     with pytest.raises(lakelet.RunError, match="right failed"):
         lakelet.run(module.join, executor=executor, max_workers=2, observer=seen)
     _in_dependency_order(seen)
-    assert sorted(seen.trace[1:-1]) == sorted(["start source", "ran source", "start left", "ran left",
-                                               "start right", "failed right", "not run join"])
+    assert sorted(seen.trace[1:-1]) == sorted(
+        [
+            "start source",
+            "ran source",
+            "start left",
+            "ran left",
+            "start right",
+            "failed right",
+            "not run join",
+        ]
+    )
     assert seen.trace.index("failed right") < seen.trace.index("not run join")
     right, join = (f"{module.__name__}.{s}" for s in ("right", "join"))
     events = {e.stage: e for e in seen.events}
@@ -504,8 +529,17 @@ def test_an_observer_hears_a_failure_and_what_it_stopped(diamond, monkeypatch, e
     assert events[join] == lakelet.StageFinished(join, "not run", None, f"{right} failed")
     assert seen.report.failed == [right] and seen.report.not_run == [join]
     if executor is None:  # one stage at a time, in order
-        assert seen.trace == ["started", "start source", "ran source", "start left", "ran left",
-                              "start right", "failed right", "not run join", "finished"]
+        assert seen.trace == [
+            "started",
+            "start source",
+            "ran source",
+            "start left",
+            "ran left",
+            "start right",
+            "failed right",
+            "not run join",
+            "finished",
+        ]
 
 
 def test_an_observer_overrides_only_what_it_needs(diamond) -> None:
@@ -535,9 +569,14 @@ def test_the_graph_is_plain_data(diamond) -> None:
     graph = seen.run.graph
     source, left, right, join = (f"{module.__name__}.{s}" for s in ("source", "left", "right", "join"))
     assert graph == lakelet.StageGraph(
-        nodes=(lakelet.StageNode(source, source, ()), lakelet.StageNode(left, left, (source,)),
-               lakelet.StageNode(right, right, (source,)), lakelet.StageNode(join, join, (left, right))),
-        targets=(join, left))
+        nodes=(
+            lakelet.StageNode(source, source, ()),
+            lakelet.StageNode(left, left, (source,)),
+            lakelet.StageNode(right, right, (source,)),
+            lakelet.StageNode(join, join, (left, right)),
+        ),
+        targets=(join, left),
+    )
     assert set(graph.edges) == {(source, left), (source, right), (left, join), (right, join)}
     assert graph.downstream(source) == (left, right) and graph.node(join).upstream == (left, right)
     as_json = json.loads(json.dumps(dataclasses.asdict(graph)))  # strings and tuples, no Stage

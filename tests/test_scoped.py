@@ -97,8 +97,12 @@ def test_url_is_a_readable_file_url(lake) -> None:
 
 def test_missing_names_and_bad_inputs(lake, tmp_path) -> None:
     store = lake.pipeline("r")
-    for call in (lambda: store.gets("nope"), lambda: store.size("nope"),
-                 lambda: store.url("nope"), lambda: store.get("nope", tmp_path / "o")):
+    for call in (
+        lambda: store.gets("nope"),
+        lambda: store.size("nope"),
+        lambda: store.url("nope"),
+        lambda: store.get("nope", tmp_path / "o"),
+    ):
         with pytest.raises(lakelet.NotFoundError, match="nope"):
             call()
     with pytest.raises(lakelet.NotFoundError):

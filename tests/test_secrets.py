@@ -40,7 +40,9 @@ def test_set_list_delete_never_show_values(secret_lake) -> None:
     secret_lake.secrets.set("API_TOKEN", "org-token", org=True)
     infos = secret_lake.secrets.list()
     assert [(i.name, i.scope, i.set_by) for i in infos] == [
-        ("API_TOKEN", "org", "tester@example.com"), ("DB_PASSWORD", "user", "tester@example.com")]
+        ("API_TOKEN", "org", "tester@example.com"),
+        ("DB_PASSWORD", "user", "tester@example.com"),
+    ]
     assert VALUE not in repr(infos)
     secret_lake.secrets.delete("DB_PASSWORD")
     assert [i.name for i in secret_lake.secrets.list()] == ["API_TOKEN"]

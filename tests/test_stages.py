@@ -109,29 +109,40 @@ def test_first_run_runs_everything_and_the_second_nothing(pipeline) -> None:
     m = pipeline.load()
     assert m.total() == 12
     assert pipeline.ran == ["total", "enrich", "read_raw"] or sorted(pipeline.ran) == [
-        "enrich", "read_raw", "total"]
+        "enrich",
+        "read_raw",
+        "total",
+    ]
     m = pipeline.load()
     assert m.total() == 12 and pipeline.ran == []
 
 
-@pytest.mark.parametrize("edit", [
-    lambda s: s.replace('"""Parse the input."""', '"""Parse the input file, one int per line."""'),
-    lambda s: s.replace("def scale(x):", "# scaling\ndef scale(x):  # by the rate"),
-    lambda s: s.replace("return x * RATE", "return x   *   RATE"),
-], ids=["docstring", "comments", "whitespace"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace('"""Parse the input."""', '"""Parse the input file, one int per line."""'),
+        lambda s: s.replace("def scale(x):", "# scaling\ndef scale(x):  # by the rate"),
+        lambda s: s.replace("return x * RATE", "return x   *   RATE"),
+    ],
+    ids=["docstring", "comments", "whitespace"],
+)
 def test_cosmetic_edits_run_nothing(pipeline, edit) -> None:
     pipeline.load().total()
     m = pipeline.load(edit)
     assert m.total() == 12 and pipeline.ran == []
 
 
-@pytest.mark.parametrize("edit, expected, value", [
-    (lambda s: s.replace("return x * RATE", "return x * RATE + 1"), ["enrich", "total"], 15),
-    (lambda s: s.replace("RATE = 2", "RATE = 3"), ["enrich", "total"], 18),
-    (lambda s: s.replace("return sum(rows) + offset", "return sum(rows) + offset + 100"), ["total"], 112),
-    # SPEC §1: a stage's key holds its upstream stages' keys, so downstream reruns
-    (lambda s: s.replace("int(line)", "int(line.strip())"), ["read_raw", "enrich", "total"], 12),
-], ids=["helper-body", "constant", "last-stage-body", "first-stage-body"])
+@pytest.mark.parametrize(
+    "edit, expected, value",
+    [
+        (lambda s: s.replace("return x * RATE", "return x * RATE + 1"), ["enrich", "total"], 15),
+        (lambda s: s.replace("RATE = 2", "RATE = 3"), ["enrich", "total"], 18),
+        (lambda s: s.replace("return sum(rows) + offset", "return sum(rows) + offset + 100"), ["total"], 112),
+        # SPEC §1: a stage's key holds its upstream stages' keys, so downstream reruns
+        (lambda s: s.replace("int(line)", "int(line.strip())"), ["read_raw", "enrich", "total"], 12),
+    ],
+    ids=["helper-body", "constant", "last-stage-body", "first-stage-body"],
+)
 def test_edits_rerun_exactly_what_they_touch(pipeline, edit, expected, value) -> None:
     pipeline.load().total()
     m = pipeline.load(edit)
@@ -189,10 +200,14 @@ def via_call(n: int):
 """
 
 
-@pytest.mark.parametrize("stage, edit, before, after", [
-    ("via_closure", ("x * 2,", "x * 20,"), 6, 60),
-    ("via_call", ("x * 3)", "x * 30)"), 9, 90),
-], ids=["closure-over-dict-literal-lambda", "call-argument-lambda"])
+@pytest.mark.parametrize(
+    "stage, edit, before, after",
+    [
+        ("via_closure", ("x * 2,", "x * 20,"), 6, 60),
+        ("via_call", ("x * 3)", "x * 30)"), 9, 90),
+    ],
+    ids=["closure-over-dict-literal-lambda", "call-argument-lambda"],
+)
 def test_stages_using_lambdas_without_parsable_source(pipeline, stage, edit, before, after) -> None:
     def get(m):
         return m.make_stage() if stage == "via_closure" else m.via_call
@@ -245,10 +260,14 @@ MISMATCHES = [  # format, returned value, its type as named, the formats that ta
 ]
 
 
-@pytest.mark.parametrize("fmt, value, returned, takers", MISMATCHES,
-                         ids=[f"{fmt}-{returned}" for fmt, _, returned, _ in MISMATCHES])
-def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file, fmt, value, returned,
-                                                                 takers) -> None:
+@pytest.mark.parametrize(
+    "fmt, value, returned, takers",
+    MISMATCHES,
+    ids=[f"{fmt}-{returned}" for fmt, _, returned, _ in MISMATCHES],
+)
+def test_a_value_its_declared_format_cannot_store_binds_nothing(
+    lake, make_file, fmt, value, returned, takers
+) -> None:
     lakelet.use(lake)
     lake.add(make_file("kept.txt", "already here"), "kept.txt")
 
@@ -258,6 +277,7 @@ def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file,
             with lakelet.File("side/notes.txt").open("w") as f:  # bound only with the return value
                 f.write("written before returning")
             return value
+
         return out
 
     before, names = snapshot(lake.root), [f.name for f in lake.ls()]
@@ -269,8 +289,9 @@ def test_a_value_its_declared_format_cannot_store_binds_nothing(lake, make_file,
     assert f"returned a {returned}:" in message and message.endswith(f"takes a {returned}: {takers}")
     assert snapshot(lake.root) == before and [f.name for f in lake.ls()] == names
 
-    fixed = declared({"text": "ok", "bytes": b"ok", "npy": np.arange(2), "json": ["ok"]}.get(
-        fmt, pa.table({"ok": [1]})))
+    fixed = declared(
+        {"text": "ok", "bytes": b"ok", "npy": np.arange(2), "json": ["ok"]}.get(fmt, pa.table({"ok": [1]}))
+    )
     assert fixed() is not None
     assert len(lake.ls()) == len(names) + 3  # the side file, the output and the run record
 
@@ -287,9 +308,20 @@ UNENCODABLE = [  # format declared (None: inferred), a value of a type it takes 
 ]
 
 
-@pytest.mark.parametrize("fmt, make_value, reason", UNENCODABLE,
-                         ids=["parquet-mixed", "inferred-mixed", "arrow-mixed", "csv-mixed", "csv-list",
-                              "pickle-lock", "text-surrogate", "json-surrogate"])
+@pytest.mark.parametrize(
+    "fmt, make_value, reason",
+    UNENCODABLE,
+    ids=[
+        "parquet-mixed",
+        "inferred-mixed",
+        "arrow-mixed",
+        "csv-mixed",
+        "csv-list",
+        "pickle-lock",
+        "text-surrogate",
+        "json-surrogate",
+    ],
+)
 def test_a_value_its_format_cannot_encode_binds_nothing(lake, make_file, fmt, make_value, reason) -> None:
     lakelet.use(lake)
     lake.add(make_file("kept.txt", "already here"), "kept.txt")
@@ -316,12 +348,21 @@ def test_outputs_are_lake_names_with_a_run_record(pipeline, lake) -> None:
     records = [n for n in names if n.endswith(".json") and "/output." not in n]
     assert len(records) == 3 and len(names) == 6
     record = json.loads(lake.file(records[0]).read_bytes())
-    assert {"stage", "key", "parts", "outputs", "source", "environment", "started_at",
-            "ended_at", "duration_s"} <= set(record)
+    assert {
+        "stage",
+        "key",
+        "parts",
+        "outputs",
+        "source",
+        "environment",
+        "started_at",
+        "ended_at",
+        "duration_s",
+    } <= set(record)
     assert record["source"]["line"] > 0 and record["environment"]["user"] == "tester@example.com"
 
 
-CONCURRENT = '''
+CONCURRENT = """
 import sys, time, lakelet
 lake = lakelet.open(sys.argv[1])
 lakelet.use(lake)
@@ -333,21 +374,25 @@ def slow(n: int):
     return n * 2
 
 print(slow(21))
-'''
+"""
 
 
 def test_four_processes_same_key_compute_once(lake, tmp_path) -> None:
     script = tmp_path / "concurrent_stage.py"
     script.write_text(CONCURRENT)
     log = tmp_path / "runs.log"
-    procs = [subprocess.Popen([sys.executable, str(script), str(lake.root), str(log)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(lake.root), str(log)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outputs == ["42"] * 4
     assert log.read_text().count("ran") == 1
 
 
-RETURNS_NONE = '''
+RETURNS_NONE = """
 import sys, lakelet
 lakelet.use(lakelet.open(sys.argv[1]))
 
@@ -357,7 +402,7 @@ def log_only(n: int):
         log.write("ran\\n")
 
 print(log_only(1), log_only(1))
-'''
+"""
 
 
 def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> None:
@@ -365,8 +410,12 @@ def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> N
     script.write_text(RETURNS_NONE)
     log = tmp_path / "runs.log"
     for _ in range(2):  # the second process finds the first one's result
-        out = subprocess.run([sys.executable, str(script), str(lake.root), str(log)],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, str(script), str(lake.root), str(log)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["None", "None"]
     assert log.read_text().count("ran") == 1
@@ -396,7 +445,7 @@ def test_explain_says_why(pipeline, capsys, monkeypatch) -> None:
     assert "skipped" in err and "read_raw" in err
 
 
-RADOPS = '''
+RADOPS = """
 import lakelet
 
 
@@ -424,7 +473,7 @@ def broken(f: lakelet.File, output_uid: str):
     with lakelet.File(output_uid).open("w") as o:
         o.write("half")
     raise RuntimeError("broken stage")
-'''
+"""
 
 
 def _module(tmp_path, monkeypatch, source, name):
@@ -501,13 +550,23 @@ def test_a_returned_path_is_copied_and_the_files_written_beside_it_moved_in(lake
 
 def _missing(kind, tmp):
     """What a stage returns that does not exist, by kind."""
-    return {"file": lakelet.File("never/written.txt"),
-            "files": [lakelet.File("side/notes.txt"), lakelet.File("never/written.txt")],
-            "path": tmp / "missing.csv", "directory": tmp}[kind]
+    return {
+        "file": lakelet.File("never/written.txt"),
+        "files": [lakelet.File("side/notes.txt"), lakelet.File("never/written.txt")],
+        "path": tmp / "missing.csv",
+        "directory": tmp,
+    }[kind]
 
 
-@pytest.mark.parametrize("kind, named", [("file", "never/written.txt"), ("files", "never/written.txt"),
-                                         ("path", "missing.csv"), ("directory", "which is not a file")])
+@pytest.mark.parametrize(
+    "kind, named",
+    [
+        ("file", "never/written.txt"),
+        ("files", "never/written.txt"),
+        ("path", "missing.csv"),
+        ("directory", "which is not a file"),
+    ],
+)
 def test_a_returned_file_that_does_not_exist_binds_nothing(lake, make_file, tmp_path, kind, named) -> None:
     lakelet.use(lake)
     kept = lake.add(make_file("kept.txt", "already here"), "kept.txt")
@@ -546,7 +605,7 @@ def test_file_written_outside_a_stage_is_bound_on_close(lake) -> None:
         lakelet.File()  # an implicit name only exists inside a stage
 
 
-SHARED = '''
+SHARED = """
 import lakelet
 
 
@@ -564,7 +623,7 @@ def double(rows):
 @lakelet.stage(rows=double)
 def total(rows):
     return sum(rows)
-'''
+"""
 
 
 def test_a_second_machine_skips_and_downloads_only_what_it_reads(tmp_path, monkeypatch, make_file) -> None:
@@ -641,7 +700,7 @@ def test_pickle_only_when_asked(lake) -> None:
         lakelet.stage(format="yaml")(lambda: 1)
 
 
-RACE = '''
+RACE = """
 import os, sys, lakelet
 lake = lakelet.open(sys.argv[1])
 lakelet.use(lake)
@@ -653,7 +712,7 @@ def noisy(n: int):
 print("ready", flush=True)
 sys.stdin.readline()
 print(noisy(200_000), flush=True)
-'''
+"""
 
 
 def test_two_machines_missing_together_both_succeed_one_result_wins(tmp_path) -> None:
@@ -661,8 +720,16 @@ def test_two_machines_missing_together_both_succeed_one_result_wins(tmp_path) ->
     roots = [lakelet.init(tmp_path / m, remote=remote).root for m in ("a", "b")]
     script = tmp_path / "race_stage.py"
     script.write_text(RACE)
-    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in roots
+    ]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     for p in procs:

@@ -20,7 +20,11 @@ def test_importing_lakelet_leaves_heavy_dependencies_unloaded(module: str) -> No
     package_root = Path(lakelet.__file__).parents[1]  # this checkout, not whatever is installed
     probe = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(package_root)},
     ).stdout.split()
     assert out == [], f"import {module} loaded {', '.join(out)}"

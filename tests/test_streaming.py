@@ -21,8 +21,13 @@ def test_adding_512_mib_grows_memory_by_less_than_64_mib(lake, tmp_path) -> None
     src = tmp_path / "big.bin"
     with open(src, "wb") as f:
         f.truncate(512 << 20)  # sparse: cheap to create, 512 MiB to read
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(lake.root), str(src)],
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(lake.root), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     grown_mib = int(out.stdout.strip())
     assert grown_mib < 64, f"peak RSS grew by {grown_mib} MiB while adding 512 MiB"
     assert lakelet.open(lake.root).file("big.bin").size == 512 << 20

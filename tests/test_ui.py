@@ -44,6 +44,7 @@ def _stage_output(lake: lakelet.Lake, stage: str) -> str:
 
 # --- the API ------------------------------------------------------------------------------------------
 
+
 def test_overview_and_names(client, built) -> None:
     lake, _ = built
     overview = client.get("/api/lake").json()
@@ -79,8 +80,9 @@ def test_lineage_graph_of_the_lake_and_around_a_name(client, built) -> None:
     load = _stage_output(lake, "load")
     up = client.get("/api/lineage", params={"name": load, "direction": "upstream"}).json()
     assert [n["stage"] for n in up["nodes"] if n["kind"] == "stage"] == [f"{module}.load"]
-    down = client.get("/api/lineage", params={"name": "raw/orders.csv", "direction": "downstream",
-                                              "depth": 1}).json()
+    down = client.get(
+        "/api/lineage", params={"name": "raw/orders.csv", "direction": "downstream", "depth": 1}
+    ).json()
     assert [n["stage"] for n in down["nodes"] if n["kind"] == "stage"] == [f"{module}.load"]
 
 
@@ -103,15 +105,25 @@ def test_runs_say_what_ran_and_why(client, built) -> None:
     assert [r["run_id"] for r in client.get("/api/runs").json()] == ["nightly-1"]
     run = client.get("/api/runs/nightly-1").json()
     assert {s: v["status"] for s, v in run["stages"].items()} == {
-        f"{module}.{s}": "ran" for s in ("load", "clean", "daily")}
+        f"{module}.{s}": "ran" for s in ("load", "clean", "daily")
+    }
     assert all(v["why"] == "never ran" and v["duration_s"] > 0 for v in run["stages"].values())
 
 
-@pytest.mark.parametrize("path", [
-    "/api/files/no/such.csv", "/api/files/a/../../etc/passwd", "/api/files/%2E%2E/x", "/api/datasets/nope",
-    "/api/runs/nope", "/api/rows/nope", "/api/lineage?name=..%2Fsecret",
-    "/api/datasets/" + "a" * 300, "/api/rows/x/" + "é" * 200,  # longer than a file name may be: schemathesis
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/files/no/such.csv",
+        "/api/files/a/../../etc/passwd",
+        "/api/files/%2E%2E/x",
+        "/api/datasets/nope",
+        "/api/runs/nope",
+        "/api/rows/nope",
+        "/api/lineage?name=..%2Fsecret",
+        "/api/datasets/" + "a" * 300,
+        "/api/rows/x/" + "é" * 200,  # longer than a file name may be: schemathesis
+    ],
+)
 def test_bad_names_are_a_404_with_one_clear_line(client, path) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -122,8 +134,18 @@ def test_bad_names_are_a_404_with_one_clear_line(client, path) -> None:
 def test_no_response_contains_a_secret_value_and_nothing_is_written(client, built) -> None:
     lake, _ = built
     before = snapshot(lake.root)
-    paths = ["/api/lake", "/api/names", "/api/lineage", "/api/datasets", "/api/datasets/sales/daily",
-             "/api/rows/sales/daily", "/api/runs", "/api/runs/nightly-1", "/api/openapi.json", "/"]
+    paths = [
+        "/api/lake",
+        "/api/names",
+        "/api/lineage",
+        "/api/datasets",
+        "/api/datasets/sales/daily",
+        "/api/rows/sales/daily",
+        "/api/runs",
+        "/api/runs/nightly-1",
+        "/api/openapi.json",
+        "/",
+    ]
     paths += [f"/api/files/{f.name}" for f in lake.ls()]
     paths += [f"/api/lineage?name={f.name}" for f in lake.ls()]
     for path in paths:
@@ -136,8 +158,16 @@ def test_no_response_contains_a_secret_value_and_nothing_is_written(client, buil
 def test_openapi_schema_lists_every_endpoint(client) -> None:
     schema = client.get("/api/openapi.json").json()
     assert set(schema["paths"]) == {
-        "/api/lake", "/api/names", "/api/files/{name}", "/api/lineage", "/api/datasets",
-        "/api/datasets/{name}", "/api/rows/{name}", "/api/runs", "/api/runs/{run_id}"}
+        "/api/lake",
+        "/api/names",
+        "/api/files/{name}",
+        "/api/lineage",
+        "/api/datasets",
+        "/api/datasets/{name}",
+        "/api/rows/{name}",
+        "/api/runs",
+        "/api/runs/{run_id}",
+    }
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
 
@@ -184,6 +214,7 @@ def test_schemathesis_finds_no_server_errors(built) -> None:
 
 # --- the CLI ------------------------------------------------------------------------------------------
 
+
 def test_cli_refuses_a_port_in_use_in_one_line(built) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -202,8 +233,22 @@ def test_cli_serves_off_loopback_only_with_a_token(built) -> None:
 
     import httpx
 
-    server = subprocess.Popen([sys.executable, "-m", "lakelet", "--lake", str(built[0].root), "ui",
-                               "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lakelet",
+            "--lake",
+            str(built[0].root),
+            "ui",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()  # printed once the socket listens
         url = re.search(r"http://0\.0\.0\.0:(\d+)/\?token=(\S+)", line)
@@ -220,6 +265,7 @@ def test_cli_serves_off_loopback_only_with_a_token(built) -> None:
 
 
 # --- the page in a real browser -----------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _serving(lake: lakelet.Lake) -> Iterator[str]:
@@ -243,9 +289,18 @@ def browser():
 
     assert Path(CHROMIUM).exists(), "scripts/test installs Debian's chromium"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -277,8 +332,10 @@ def test_browser_overview_lineage_graph_and_dataset_histogram(built, browser) ->
 
         # a click on the raw file's node (on the canvas, where it is drawn) opens its page
         box = page.locator("#graph").bounding_box()
-        x, y = page.evaluate("(() => { const p = window.lakelet.graph.$id('file:raw/orders.csv')"
-                             ".renderedPosition(); return [p.x, p.y]; })()")
+        x, y = page.evaluate(
+            "(() => { const p = window.lakelet.graph.$id('file:raw/orders.csv')"
+            ".renderedPosition(); return [p.x, p.y]; })()"
+        )
         page.mouse.click(box["x"] + x, box["y"] + y)
         page.wait_for_function("() => document.body.dataset.ready.startsWith('#/file/')")
         assert page.locator("h1").inner_text() == "raw/orders.csv"

@@ -12,7 +12,7 @@ import lakelet
 
 SECRET = "ui-" + "s3cr3t-that-no-page-may-show"
 
-PIPELINE = '''
+PIPELINE = """
 import os
 import pyarrow as pa
 import pyarrow.csv
@@ -35,7 +35,7 @@ def daily(orders):
     table = orders.group_by("dt").aggregate([("amount", "sum")])
     lakelet.current_lake().write_dataset("sales/daily", orders, partition_by=["dt"])
     return table
-'''
+"""
 
 
 def build(root: Path) -> tuple[lakelet.Lake, object]:
@@ -44,7 +44,8 @@ def build(root: Path) -> tuple[lakelet.Lake, object]:
     lake = lakelet.init(root / "lake")
     regions = ["north", "south", "east"]
     lines = ["dt,region,amount"] + [
-        f"2026-11-{1 + i % 3:02d},{regions[i % 3]},{(i * 37) % 500 - 20}" for i in range(300)]
+        f"2026-11-{1 + i % 3:02d},{regions[i % 3]},{(i * 37) % 500 - 20}" for i in range(300)
+    ]
     csv = root / "orders.csv"
     csv.write_text("\n".join(lines) + "\n")
     lake.add(csv, "raw/orders.csv")

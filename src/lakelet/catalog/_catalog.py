@@ -225,9 +225,7 @@ class Catalog:
 
     def delete(self, scope: str, names: Iterable[str]) -> None:
         with self._transaction() as db:
-            db.executemany(
-                "DELETE FROM names WHERE scope = ? AND name = ?", ((scope, n) for n in names)
-            )
+            db.executemany("DELETE FROM names WHERE scope = ? AND name = ?", ((scope, n) for n in names))
 
     def drop_scope(self, scope: str) -> None:
         with self._transaction() as db:
@@ -303,8 +301,9 @@ class Catalog:
             )
             for sweep in sweeps:
                 if sweep.done_at is None:
-                    db.executemany("INSERT OR IGNORE INTO sweeps VALUES (?, ?)",
-                                   ((sweep.seq, key) for key in sweep.keys))
+                    db.executemany(
+                        "INSERT OR IGNORE INTO sweeps VALUES (?, ?)", ((sweep.seq, key) for key in sweep.keys)
+                    )
                 else:
                     db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
             db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))

@@ -23,8 +23,14 @@ def list_datasets(lake: Lake, as_json: bool) -> None:
     for column in ("dataset", "version", "rows", "files", "size", "last write"):
         table.add_column(column, justify="left" if column in ("dataset", "last write") else "right")
     for r in rows:
-        table.add_row(r["name"], str(r["version"]), f"{r['rows']:,}", str(r["files"]),
-                      human_size(r["bytes"]), r["last_write"][:19].replace("T", " "))
+        table.add_row(
+            r["name"],
+            str(r["version"]),
+            f"{r['rows']:,}",
+            str(r["files"]),
+            human_size(r["bytes"]),
+            r["last_write"][:19].replace("T", " "),
+        )
     stdout.print(table, highlight=False)
 
 
@@ -41,14 +47,25 @@ def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**s, "schema": str(ds.schema), "stats": stats}, indent=2, default=str))
         return
-    stdout.print(f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
-                 f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
-                 f"by {s['creator']}\nfolder: {ds.folder}", highlight=False)
+    stdout.print(
+        f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
+        f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
+        f"by {s['creator']}\nfolder: {ds.folder}",
+        highlight=False,
+    )
     table = new_table(pad_edge=False)
     for column in ("column", "type", "count", "nulls", "min", "max", "p50", "p95"):
         table.add_column(column, justify="left" if column in ("column", "type") else "right")
     for column, st in stats.items():
         q = st.get("quantiles", {})
-        table.add_row(column, st["type"], f"{st['count']:,}", f"{st['nulls']:,}", _fmt(st["min"]),
-                      _fmt(st["max"]), _fmt(q.get("0.5")), _fmt(q.get("0.95")))
+        table.add_row(
+            column,
+            st["type"],
+            f"{st['count']:,}",
+            f"{st['nulls']:,}",
+            _fmt(st["min"]),
+            _fmt(st["max"]),
+            _fmt(q.get("0.5")),
+            _fmt(q.get("0.95")),
+        )
     stdout.print(table, highlight=False)

@@ -23,13 +23,16 @@ def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
     blocks: list[RenderableType] = []
     for record in records:
         inputs = lake.lineage_inputs(record) or ["(none)"]
-        boxes = Columns([
-            Panel("\n".join(inputs), title="inputs", expand=False),
-            Text("→", justify="center"),
-            Panel(LineageGraph.method(record), title="creation method", expand=False),
-            Text("→", justify="center"),
-            Panel("\n".join(_outputs(record)), title="outputs", expand=False),
-        ], align="center")
+        boxes = Columns(
+            [
+                Panel("\n".join(inputs), title="inputs", expand=False),
+                Text("→", justify="center"),
+                Panel(LineageGraph.method(record), title="creation method", expand=False),
+                Text("→", justify="center"),
+                Panel("\n".join(_outputs(record)), title="outputs", expand=False),
+            ],
+            align="center",
+        )
         details = []
         git = (record.get("source") or {}).get("git") if record.get("kind") == "stage" else None
         if record.get("kind") == "stage":
@@ -38,15 +41,19 @@ def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
             dirty = " (uncommitted changes)" if git and git.get("dirty") else ""
             details.append(f"code: {where}{dirty}")
             env = record.get("environment", {})
-            details.append(f"by {env.get('user')} on {env.get('host')}, {record.get('started_at', '')[:19]}, "
-                           f"{record.get('duration_s', 0):.3f} s")
+            details.append(
+                f"by {env.get('user')} on {env.get('host')}, {record.get('started_at', '')[:19]}, "
+                f"{record.get('duration_s', 0):.3f} s"
+            )
             packages = record.get("packages", {})
             versions = {"python": env.get("python"), "lakelet": env.get("lakelet"), **packages}
             details.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
         else:
             env = record.get("environment", {})
-            details.append(f"added by {record.get('user')} on {env.get('host', '?')}, "
-                           f"{record.get('created_at', '')[:19]}")
+            details.append(
+                f"added by {record.get('user')} on {env.get('host', '?')}, "
+                f"{record.get('created_at', '')[:19]}"
+            )
         blocks += [boxes, Text("\n".join(details), style="dim"), Text("")]
     return Group(*blocks)
 

@@ -18,9 +18,13 @@ __all__ = ["fsck", "gc"]
 @click.command()
 @click.option("--ttl", default="7d", show_default=True, help="Pipeline runs older than this go.")
 @click.option("--dry-run", is_flag=True, help="Only list what would go.")
-@click.option("--remote", "on_remote", is_flag=True,
-              help="Also delete unreferenced objects on the remote, and a file:// remote's "
-                   "leftover temp files (both older than a day).")
+@click.option(
+    "--remote",
+    "on_remote",
+    is_flag=True,
+    help="Also delete unreferenced objects on the remote, and a file:// remote's "
+    "leftover temp files (both older than a day).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bool) -> None:
@@ -32,10 +36,12 @@ def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bo
         return
     verb = "would remove" if dry_run else "removed"
     temps = f", {len(report.remote_temps)} remote temp files" if report.remote_temps else ""
-    stdout.print(f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
-                 f"{len(report.remote_objects)} remote objects{temps} ({human_size(report.bytes)}); "
-                 f"{len(report.stage_runs)} expired stage runs ({len(report.stage_outputs)} outputs)",
-                 highlight=False)
+    stdout.print(
+        f"{verb} {len(report.runs)} pipeline runs, {len(report.objects)} local objects, "
+        f"{len(report.remote_objects)} remote objects{temps} ({human_size(report.bytes)}); "
+        f"{len(report.stage_runs)} expired stage runs ({len(report.stage_outputs)} outputs)",
+        highlight=False,
+    )
     for run_id in report.runs:
         stdout.print(f"  run {run_id}", highlight=False)
     for name in [*report.stage_runs, *report.stage_outputs]:

@@ -20,16 +20,18 @@ def push(ctx: click.Context) -> None:
     """Send names bound here but not yet on the remote."""
     with DelayedBar("pushing") as bar:
         report = lake_of(ctx).push(progress=bar)
-    stdout.print(f"pushed {report.names} names, {report.objects} objects "
-                 f"({human_size(report.bytes)})", highlight=False)
+    stdout.print(
+        f"pushed {report.names} names, {report.objects} objects ({human_size(report.bytes)})", highlight=False
+    )
     _fail_on_conflicts(report.conflicts)
 
 
 def _fail_on_conflicts(conflicts: list[str]) -> None:
     if conflicts:
         shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-        stderr.print(f"[red]error:[/red] bound elsewhere to other content, kept local-only: {shown}",
-                     highlight=False)
+        stderr.print(
+            f"[red]error:[/red] bound elsewhere to other content, kept local-only: {shown}", highlight=False
+        )
         sys.exit(1)
 
 
@@ -39,8 +41,11 @@ def sync(ctx: click.Context) -> None:
     """Push pending names, then learn the names bound elsewhere (content is fetched lazily)."""
     with DelayedBar("pushing") as bar:
         report = lake_of(ctx).sync(progress=bar)
-    stdout.print(f"pushed {report.pushed.names} names; {report.new_names} records from "
-                 f"{report.entries_read} new log entries", highlight=False)
+    stdout.print(
+        f"pushed {report.pushed.names} names; {report.new_names} records from "
+        f"{report.entries_read} new log entries",
+        highlight=False,
+    )
     _fail_on_conflicts(report.pushed.conflicts)
 
 
@@ -62,8 +67,10 @@ def evict(ctx: click.Context, prefix: str) -> None:
     report = lake_of(ctx).evict(prefix)
     stdout.print(f"evicted {report.files} files ({human_size(report.bytes)})", highlight=False)
     if report.kept_unpushed:
-        stderr.print(f"kept {len(report.kept_unpushed)} files that are not on the remote: "
-                     "run `lakelet push` first", highlight=False)
+        stderr.print(
+            f"kept {len(report.kept_unpushed)} files that are not on the remote: run `lakelet push` first",
+            highlight=False,
+        )
 
 
 @click.command()

@@ -23,15 +23,29 @@ __all__ = ["load_stage", "run"]
 
 @click.command()
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
-@click.option("--executor", metavar="processes|dask://HOST:PORT", default=None,
-              help="Where stages run (default: one at a time in this process).")
-@click.option("--max-workers", type=click.IntRange(min=1), default=None,
-              help="How many processes --executor processes starts (default: one per CPU).")
+@click.option(
+    "--executor",
+    metavar="processes|dask://HOST:PORT",
+    default=None,
+    help="Where stages run (default: one at a time in this process).",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many processes --executor processes starts (default: one per CPU).",
+)
 @click.option("--run-id", default=None, help="The run's id (default: run-<UTC time>-<random>).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the run report.")
 @click.pass_context
-def run(ctx: click.Context, targets: tuple[str, ...], executor: str | None, max_workers: int | None,
-        run_id: str | None, as_json: bool) -> None:
+def run(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    executor: str | None,
+    max_workers: int | None,
+    run_id: str | None,
+    as_json: bool,
+) -> None:
     """Run the stages TARGET (path/to/pipeline.py:stage or package.module:stage) and whatever
     they need that is not cached."""
     if executor is not None and executor != "processes" and not executor.startswith("dask://"):
@@ -50,16 +64,20 @@ def run(ctx: click.Context, targets: tuple[str, ...], executor: str | None, max_
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
         return
-    stdout.print(f"run {report.run_id}: {len(report.ran)} ran, {len(report.skipped)} skipped, "
-                 f"{len(report.failed)} failed", highlight=False)
+    stdout.print(
+        f"run {report.run_id}: {len(report.ran)} ran, {len(report.skipped)} skipped, "
+        f"{len(report.failed)} failed",
+        highlight=False,
+    )
 
 
 def load_stage(target: str) -> lakelet.Stage:
     """The stage ``path/to/pipeline.py:name`` or ``package.module:name`` names."""
     where, _, name = target.rpartition(":")
     if not where or not name:
-        raise InvalidArgumentError(f"{target!r} names no stage: use path/to/pipeline.py:stage "
-                                   "or package.module:stage")
+        raise InvalidArgumentError(
+            f"{target!r} names no stage: use path/to/pipeline.py:stage or package.module:stage"
+        )
     is_file = where.endswith(".py") or "/" in where or os.sep in where
     value: object = _import_file(Path(where)) if is_file else _import_module(where)
     for part in name.split("."):
@@ -83,8 +101,10 @@ def _import_file(path: Path) -> ModuleType:
         sys.path.insert(0, folder)
     module = importlib.import_module(path.stem)
     if module.__file__ is None or Path(module.__file__).resolve() != path.resolve():
-        raise InvalidArgumentError(f"{path} cannot be imported: the module name {path.stem!r} is "
-                                   f"taken by {module.__file__ or 'a built-in module'}; rename the file")
+        raise InvalidArgumentError(
+            f"{path} cannot be imported: the module name {path.stem!r} is "
+            f"taken by {module.__file__ or 'a built-in module'}; rename the file"
+        )
     return module
 
 

@@ -35,8 +35,9 @@ class RunDisplay(lakelet.RunObserver):
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(stderr=True), transient=True,
-                              refresh_per_second=8)
+            self._live = Live(
+                self._render(), console=Console(stderr=True), transient=True, refresh_per_second=8
+            )
             self._live.start()
 
     def stage_started(self, event: lakelet.StageStarted) -> None:
@@ -66,5 +67,7 @@ class RunDisplay(lakelet.RunObserver):
 
         c = self._counts
         running = ", ".join(sorted(n.rsplit(".", 1)[-1] for n in self._running)) or "-"
-        return Text(f"run {self._run_id}: {c['ran']}/{self._total} done, {c['skipped']} skipped, "
-                    f"{c['failed']} failed; running: {running}")
+        return Text(
+            f"run {self._run_id}: {c['ran']}/{self._total} done, {c['skipped']} skipped, "
+            f"{c['failed']} failed; running: {running}"
+        )

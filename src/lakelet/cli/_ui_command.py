@@ -12,11 +12,18 @@ __all__ = ["ui"]
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback requires the token.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback requires the token.",
+)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--token", default=None, help="Token every request must carry (made up when --host is not "
-                                            "loopback and none is given).")
+@click.option(
+    "--token",
+    default=None,
+    help="Token every request must carry (made up when --host is not loopback and none is given).",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.pass_context
 def ui(ctx: click.Context, host: str, port: int, token: str | None, open_browser: bool) -> None:

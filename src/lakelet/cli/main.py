@@ -48,7 +48,10 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--lake", "lake_path", metavar="PATH", envvar=None,
+    "--lake",
+    "lake_path",
+    metavar="PATH",
+    envvar=None,
     help="The lake root (default: $LAKELET_HOME, the nearest lakelet.toml, ./.lakelet).",
 )
 @click.version_option(lakelet.__version__, prog_name="lakelet")
@@ -70,16 +73,21 @@ def init(path: str | None, remote: str | None) -> None:
 def _file_json(f: File) -> dict[str, Any]:
     r = f.record
     return {
-        "name": r.name, "scope": r.scope, "digest": r.digest, "size": r.size,
-        "created_at": r.created_at, "creator": r.creator, "local": f.is_local, "state": f.state,
+        "name": r.name,
+        "scope": r.scope,
+        "digest": r.digest,
+        "size": r.size,
+        "created_at": r.created_at,
+        "creator": r.creator,
+        "local": f.is_local,
+        "state": f.state,
         "meta": r.meta,
     }
 
 
 @cli.command()
 @click.argument("prefix", default="")
-@click.option("--scope", default="lake", show_default=True,
-              help="'lake', 'user' or 'pipeline/<run id>'.")
+@click.option("--scope", default="lake", show_default=True, help="'lake', 'user' or 'pipeline/<run id>'.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
@@ -95,14 +103,21 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
         for column in ("name", "size", "created", "creator", "state"):
             table.add_column(column, justify="right" if column == "size" else "left")
         for f in files:
-            table.add_row(f.name, human_size(f.size), f.record.created_at[:19].replace("T", " "),
-                          f.creator, _STATE_STYLE[f.state])
+            table.add_row(
+                f.name,
+                human_size(f.size),
+                f.record.created_at[:19].replace("T", " "),
+                f.creator,
+                _STATE_STYLE[f.state],
+            )
         stdout.print(table)
     _warn_out_of_sync(lake)
 
 
 _STATE_STYLE = {
-    "local": "local", "remote": "[cyan]remote[/cyan]", "unpushed": "[yellow]unpushed[/yellow]",
+    "local": "local",
+    "remote": "[cyan]remote[/cyan]",
+    "unpushed": "[yellow]unpushed[/yellow]",
 }
 
 
@@ -111,15 +126,24 @@ def _warn_out_of_sync(lake: Lake) -> None:
     if status["remote"] is None:
         return
     if status["unpushed"]:
-        stderr.print(f"[yellow]warning:[/yellow] {status['unpushed']} names are not on "
-                     f"{status['remote']} yet: run `lakelet push`", highlight=False)
+        stderr.print(
+            f"[yellow]warning:[/yellow] {status['unpushed']} names are not on "
+            f"{status['remote']} yet: run `lakelet push`",
+            highlight=False,
+        )
     last = status["last_sync"]
     if last is None:
-        stderr.print(f"[yellow]warning:[/yellow] never synced with {status['remote']}: names bound "
-                     "elsewhere are not listed; run `lakelet sync`", highlight=False)
+        stderr.print(
+            f"[yellow]warning:[/yellow] never synced with {status['remote']}: names bound "
+            "elsewhere are not listed; run `lakelet sync`",
+            highlight=False,
+        )
     elif isinstance(last, datetime) and datetime.now(UTC) - last > timedelta(days=1):
-        stderr.print(f"[yellow]warning:[/yellow] last sync with {status['remote']} was "
-                     f"{last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`", highlight=False)
+        stderr.print(
+            f"[yellow]warning:[/yellow] last sync with {status['remote']} was "
+            f"{last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`",
+            highlight=False,
+        )
 
 
 @cli.command()
@@ -159,8 +183,11 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
     table.add_column(style="bold")
     table.add_column()
     rows = [
-        ("name", f.name), ("scope", f.scope), ("digest", f.digest),
-        ("size", f"{human_size(f.size)} ({f.size} bytes)"), ("created", f.record.created_at),
+        ("name", f.name),
+        ("scope", f.scope),
+        ("digest", f.digest),
+        ("size", f"{human_size(f.size)} ({f.size} bytes)"),
+        ("created", f.record.created_at),
         ("creator", f.creator),
         ("where", f"local ({f.path})" if f.is_local else "missing locally"),
     ]
@@ -209,11 +236,19 @@ def rm(ctx: click.Context, name: str, scope: str, recursive: bool, force: bool) 
 
 @cli.command()
 @click.argument("name")
-@click.option("--upstream/--downstream", default=True,
-              help="Walk what NAME was made from (default), or list what was made from it.")
+@click.option(
+    "--upstream/--downstream",
+    default=True,
+    help="Walk what NAME was made from (default), or list what was made from it.",
+)
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="How many steps to walk.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]), default="text",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "dot", "mermaid"]),
+    default="text",
+    show_default=True,
+)
 @click.pass_context
 def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fmt: str) -> None:
     """Inputs → creation method → outputs of NAME, with the code URL and versions."""
@@ -274,17 +309,29 @@ def runs(ctx: click.Context, as_json: bool) -> None:
         table.add_column(column, justify="left" if column in ("run", "started") else "right")
     for r in found:
         start, end = datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["ended_at"])
-        table.add_row(r["run_id"], r["started_at"][:19].replace("T", " "),
-                      f"{(end - start).total_seconds():.1f} s", str(len(r["ran"])), str(len(r["skipped"])),
-                      str(len(r["failed"])))
+        table.add_row(
+            r["run_id"],
+            r["started_at"][:19].replace("T", " "),
+            f"{(end - start).total_seconds():.1f} s",
+            str(len(r["ran"])),
+            str(len(r["skipped"])),
+            str(len(r["failed"])),
+        )
     stdout.print(table, highlight=False)
 
 
 # the other commands live in modules by concern; registering them here keeps one group
 for _command in (
-    _remote_commands.push, _remote_commands.sync, _remote_commands.pull, _remote_commands.evict,
-    _remote_commands.url, _secrets_commands.secrets, _maintenance_commands.gc, _maintenance_commands.fsck,
-    _run_command.run, _ui_command.ui,
+    _remote_commands.push,
+    _remote_commands.sync,
+    _remote_commands.pull,
+    _remote_commands.evict,
+    _remote_commands.url,
+    _secrets_commands.secrets,
+    _maintenance_commands.gc,
+    _maintenance_commands.fsck,
+    _run_command.run,
+    _ui_command.ui,
 ):
     cli.add_command(_command)
 

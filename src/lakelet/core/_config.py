@@ -89,8 +89,7 @@ def load(root: Path) -> LakeConfig:
         raw = config_path.read_bytes()
     except FileNotFoundError:
         raise LakeNotFoundError(
-            f"no lake at {root}: create one with `lakelet init {root}` "
-            "(or lakelet.init() in Python)",
+            f"no lake at {root}: create one with `lakelet init {root}` (or lakelet.init() in Python)",
             path=str(root),
         ) from None
     try:
@@ -191,7 +190,7 @@ def _with_format(text: str, layout: int) -> str:
             if _TABLE_HEADER.match(lines[j]):
                 break
             if m := _FORMAT_LINE.match(lines[j]):
-                lines[j] = f"{m.group(1)}{layout}{lines[j][m.end():]}"
+                lines[j] = f"{m.group(1)}{layout}{lines[j][m.end() :]}"
                 return "".join(lines)
         lines.insert(i + 1, f"format = {layout}\n")
         return "".join(lines)

@@ -59,7 +59,9 @@ def validate_path_name(name: str, what: str) -> str:
     also fit a local file system's 255-byte limit."""
     validate_name(name)
     if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in name.split("/")):
-        raise InvalidNameError(f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes", name=name)
+        raise InvalidNameError(
+            f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes", name=name
+        )
     return name
 
 

@@ -67,8 +67,12 @@ def _reader(data: Any) -> pa.RecordBatchReader:
     return table.to_reader()
 
 
-_LOGICAL = {pa.large_string(): pa.string(), pa.string_view(): pa.string(),
-            pa.large_binary(): pa.binary(), pa.binary_view(): pa.binary()}
+_LOGICAL = {
+    pa.large_string(): pa.string(),
+    pa.string_view(): pa.string(),
+    pa.large_binary(): pa.binary(),
+    pa.binary_view(): pa.binary(),
+}
 
 
 def _normalized(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
@@ -89,15 +93,19 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
             raise SchemaConflictError(
                 f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
                 f"but {field.type} in the new data; nothing was written (cast it, or write with "
-                'mode="overwrite")', dataset=name
+                'mode="overwrite")',
+                dataset=name,
             )
         if index < 0 and not field.nullable:
             raise SchemaConflictError(
                 f"dataset {name!r}: new column {field.name!r} must be nullable to be appended", dataset=name
             )
     missing = [f for f in old if new.get_field_index(f.name) < 0]
-    return pa.schema(list(new) + missing) if missing else pa.schema(list(old) + [
-        f for f in new if old.get_field_index(f.name) < 0])
+    return (
+        pa.schema(list(new) + missing)
+        if missing
+        else pa.schema(list(old) + [f for f in new if old.get_field_index(f.name) < 0])
+    )
 
 
 def _schema_json(schema: pa.Schema) -> str:
@@ -163,8 +171,9 @@ class Datasets:
         for column in partition_by:
             if reader.schema.get_field_index(column) < 0:
                 raise InvalidArgumentError(f"partition column {column!r} is not in the data")
-        written, stats, rows = write_files(reader, staging_dir(self.context.root), self.root / name,
-                                           partition_by, compression)
+        written, stats, rows = write_files(
+            reader, staging_dir(self.context.root), self.root / name, partition_by, compression
+        )
         self._upload(name, written)
         return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
 
@@ -173,12 +182,23 @@ class Datasets:
         syncer = self.context.syncer()
         if syncer is None:
             return
-        parallel(lambda w: syncer.remote.upload(self.root / name / w.relative,
-                                                f"datasets/{name}/{w.relative}"),
-                 written, syncer.remote.transfers)
+        parallel(
+            lambda w: syncer.remote.upload(self.root / name / w.relative, f"datasets/{name}/{w.relative}"),
+            written,
+            syncer.remote.transfers,
+        )
 
-    def _commit(self, name: str, written: list[Written], stats: dict[str, Any], rows: int,
-                schema: pa.Schema, mode: str, latest: int, previous: dict[str, Any] | None) -> Dataset:
+    def _commit(
+        self,
+        name: str,
+        written: list[Written],
+        stats: dict[str, Any],
+        rows: int,
+        schema: pa.Schema,
+        mode: str,
+        latest: int,
+        previous: dict[str, Any] | None,
+    ) -> Dataset:
         new_files = [w.__dict__ for w in written]
         for _ in range(_MAX_COMMIT_ATTEMPTS):
             version = latest + 1
@@ -195,8 +215,9 @@ class Datasets:
                 "schema": _schema_json(merged),
                 "files": (base["files"] if base else []) + new_files,
                 "num_rows": (base["num_rows"] if base else 0) + rows,
-                "stats": _merged_stats((base or {}).get("stats", {}), base["num_rows"] if base else 0,
-                                       stats, rows),
+                "stats": _merged_stats(
+                    (base or {}).get("stats", {}), base["num_rows"] if base else 0, stats, rows
+                ),
                 "write": {"rows": rows, "files": len(new_files)},
             }
             if self._create_manifest(name, version, manifest):
@@ -277,24 +298,35 @@ class Dataset:
         """What a listing shows of this version: name, version, rows, files, bytes, last_write
         (when it was committed) and creator."""
         return {
-            "name": self.name, "version": self.version, "rows": self.num_rows,
-            "files": len(self.manifest["files"]), "bytes": sum(f["size"] for f in self.manifest["files"]),
-            "last_write": self.manifest["created_at"], "creator": self.manifest["creator"],
+            "name": self.name,
+            "version": self.version,
+            "rows": self.num_rows,
+            "files": len(self.manifest["files"]),
+            "bytes": sum(f["size"] for f in self.manifest["files"]),
+            "last_write": self.manifest["created_at"],
+            "creator": self.manifest["creator"],
         }
 
     def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
         """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
         partition_fields = _partition_fields(self.manifest, self.schema)
         paths = [str(self.folder / f["relative"]) for f in self.manifest["files"]]
-        expressions = [_partition_expression(f["partition"], partition_fields)
-                       for f in self.manifest["files"]]
+        expressions = [
+            _partition_expression(f["partition"], partition_fields) for f in self.manifest["files"]
+        ]
         data_schema = self.schema
         fragments = pads.FileSystemDataset.from_paths(
-            paths, schema=data_schema, format=pads.ParquetFileFormat(),
-            filesystem=pa.fs.LocalFileSystem(), partitions=expressions,
+            paths,
+            schema=data_schema,
+            format=pads.ParquetFileFormat(),
+            filesystem=pa.fs.LocalFileSystem(),
+            partitions=expressions,
         )
-        needed = {frag.path for frag in fragments.get_fragments(filter=filter)} if filter is not None \
+        needed = (
+            {frag.path for frag in fragments.get_fragments(filter=filter)}
+            if filter is not None
             else set(paths)
+        )
         for f in self.manifest["files"]:
             path = self.folder / f["relative"]
             if str(path) in needed:
@@ -302,8 +334,11 @@ class Dataset:
         if filter is not None:
             kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
             fragments = pads.FileSystemDataset.from_paths(
-                [p for p, _ in kept], schema=data_schema, format=pads.ParquetFileFormat(),
-                filesystem=pa.fs.LocalFileSystem(), partitions=[e for _, e in kept],
+                [p for p, _ in kept],
+                schema=data_schema,
+                format=pads.ParquetFileFormat(),
+                filesystem=pa.fs.LocalFileSystem(),
+                partitions=[e for _, e in kept],
             )
         return fragments.scanner(filter=filter, columns=columns)
 
@@ -321,11 +356,15 @@ class Dataset:
             raise NotFoundError(f"dataset {self.name!r}: {entry['relative']} is missing locally")
         expected = Digest.parse(entry["digest"])
         with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry['relative']}")) as r:
-            blob = write_blob(r, self._store.context.tmp,
-                              lambda d: path if d == expected else path.with_suffix(".corrupt"))
+            blob = write_blob(
+                r, self._store.context.tmp, lambda d: path if d == expected else path.with_suffix(".corrupt")
+            )
         if blob.digest != expected:
             blob.path.unlink(missing_ok=True)
-            raise IntegrityError(f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt", digest=entry["digest"])
+            raise IntegrityError(
+                f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt",
+                digest=entry["digest"],
+            )
 
 
 def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, pa.DataType]:
@@ -337,6 +376,7 @@ def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataTy
     expression = pads.scalar(True)
     for column, raw in partition.items():
         scalar = partition_value(raw, fields.get(column, pa.string()))
-        expression = expression & (pads.field(column).is_null() if scalar is None
-                                   else pads.field(column) == scalar)
+        expression = expression & (
+            pads.field(column).is_null() if scalar is None else pads.field(column) == scalar
+        )
     return expression

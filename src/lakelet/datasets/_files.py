@@ -52,8 +52,9 @@ def _min_max_from_path(type_: pa.DataType) -> bool:
     return bool(pa.types.is_string(type_) or pa.types.is_integer(type_) or pa.types.is_date(type_))
 
 
-def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, partition_by: list[str],
-                compression: str) -> tuple[list[Written], dict[str, Any], int]:
+def write_files(
+    reader: pa.RecordBatchReader, staging: Path, folder: Path, partition_by: list[str], compression: str
+) -> tuple[list[Written], dict[str, Any], int]:
     """Write ``reader`` as Parquet under ``folder`` (content-named files, Hive folders), via
     ``staging`` on the same filesystem; returns the files, the column statistics and the rows.
 
@@ -62,8 +63,9 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
     types = {f.name: f.type for f in reader.schema}
     by_path = {c for c in partition_by if _min_max_from_path(types[c])}
     scanned = set(partition_by) - by_path  # partition columns are not in the files' metadata
-    columns = {name: _stats.ColumnStats(name, t, min_max_from_data=name in scanned)
-               for name, t in types.items()}
+    columns = {
+        name: _stats.ColumnStats(name, t, min_max_from_data=name in scanned) for name, t in types.items()
+    }
     counted = [0]
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -82,11 +84,16 @@ def write_files(reader: pa.RecordBatchReader, staging: Path, folder: Path, parti
     try:
         with _Flusher(staging):
             pads.write_dataset(
-                pa.RecordBatchReader.from_batches(reader.schema, batches()), staging,
-                format="parquet", partitioning=partition_by or None, partitioning_flavor="hive",
+                pa.RecordBatchReader.from_batches(reader.schema, batches()),
+                staging,
+                format="parquet",
+                partitioning=partition_by or None,
+                partitioning_flavor="hive",
                 file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
                 basename_template=f"part-{secrets.token_hex(4)}-{{i}}.parquet",
-                existing_data_behavior="error", min_rows_per_group=1 << 17, max_rows_per_group=1 << 20,
+                existing_data_behavior="error",
+                min_rows_per_group=1 << 17,
+                max_rows_per_group=1 << 20,
                 file_visitor=visit,
             )
         data_types = {n: t for n, t in types.items() if n not in partition_by}
@@ -146,8 +153,9 @@ def _place(staging: Path, folder: Path, path: Path, rows: int) -> Written:
     partition = dict(part.split("=", 1) for part in relative_dir.split("/") if "=" in part)
     target = folder / relative_dir if relative_dir != "." else folder
     digest, size = hash_file(path)  # in place, then a rename: the staging dir is on the same disk
-    blob = adopt_file(path, digest, size, lambda d: target / f"part-{d.hexdigest[:32]}.parquet",
-                      durable=False)
+    blob = adopt_file(
+        path, digest, size, lambda d: target / f"part-{d.hexdigest[:32]}.parquet", durable=False
+    )
     return Written(blob.path.relative_to(folder).as_posix(), str(blob.digest), blob.size, rows, partition)
 
 

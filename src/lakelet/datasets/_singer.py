@@ -74,8 +74,10 @@ def _load_spec(path: Path) -> dict[str, Any]:
 def _tap_command(tap: str) -> str:
     found = shutil.which(tap) or shutil.which(tap, path=str(Path(sys.executable).parent))
     if found is None:
-        raise ConfigError(f"unknown tap {tap!r}: no such executable on PATH (pip install it, e.g. "
-                          f"meltanolabs-{tap} for {tap})")
+        raise ConfigError(
+            f"unknown tap {tap!r}: no such executable on PATH (pip install it, e.g. "
+            f"meltanolabs-{tap} for {tap})"
+        )
     return found
 
 
@@ -103,8 +105,9 @@ class _StreamBuffer:
         properties = json_schema.get("properties", {})
         self.columns = list(properties)
         self.types = {c: _arrow_type(properties[c]) for c in self.columns}
-        self.schema = pa.schema([pa.field(c, self.types[c]) for c in self.columns]
-                                + [pa.field("dt", pa.string())])
+        self.schema = pa.schema(
+            [pa.field(c, self.types[c]) for c in self.columns] + [pa.field("dt", pa.string())]
+        )
         self.path = tmp / f"{os.getpid()}-singer-{secrets.token_hex(6)}.arrows"
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
@@ -223,22 +226,38 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
                 continue
             dataset = f"{base}/{source_name}/{stream}"
             before = len(datasets.open(dataset).files) if dataset in datasets.names() else 0
-            written = datasets.write(dataset, buffer.close(), list(partition_by),
-                                         mode="append", compression=compression)
+            written = datasets.write(
+                dataset, buffer.close(), list(partition_by), mode="append", compression=compression
+            )
             files += len(written.files) - before
         if last_state is not None:
             state.set(last_state)
     except BaseException as e:
         for buffer in buffers.values():
             buffer.discard()
-        write_run_log(context, name, {"pipeline": name, "started_at": started.isoformat(),
-                                    "ended_at": datetime.now(UTC).isoformat(), "ok": False,
-                                    "error": f"{type(e).__name__}: {e}"})
+        write_run_log(
+            context,
+            name,
+            {
+                "pipeline": name,
+                "started_at": started.isoformat(),
+                "ended_at": datetime.now(UTC).isoformat(),
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}",
+            },
+        )
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log = {"pipeline": name, "started_at": started.isoformat(), "ended_at": datetime.now(UTC).isoformat(),
-           "ok": True, "rows": rows, "files_written": files, "state": last_state}
+    log = {
+        "pipeline": name,
+        "started_at": started.isoformat(),
+        "ended_at": datetime.now(UTC).isoformat(),
+        "ok": True,
+        "rows": rows,
+        "files_written": files,
+        "state": last_state,
+    }
     write_run_log(context, name, log)
     return log
 
@@ -255,8 +274,14 @@ def _last_line(stderr: str) -> str:
     return lines[-1][:300] if lines else "no error output"
 
 
-def _stream_tap(command: list[str], tap: str, buffers: dict[str, _StreamBuffer], work: Path,
-                previous: dict[str, Any], keys: dict[str, str]) -> dict[str, Any] | None:
+def _stream_tap(
+    command: list[str],
+    tap: str,
+    buffers: dict[str, _StreamBuffer],
+    work: Path,
+    previous: dict[str, Any],
+    keys: dict[str, str],
+) -> dict[str, Any] | None:
     """Run the tap, buffer its records per stream; returns its last STATE (None: none sent)."""
     stderr_tail: deque[str] = deque(maxlen=20)
     bookmarks = (previous or {}).get("bookmarks", {})
@@ -290,7 +315,8 @@ def _stream_tap(command: list[str], tap: str, buffers: dict[str, _StreamBuffer],
         code = proc.wait()
         drain.join(timeout=10)
     if code != 0:
-        raise SourceError(f"{tap} failed (exit {code}): {_last_line(''.join(stderr_tail))}; "
-                          "nothing was committed and the previous state is kept")
+        raise SourceError(
+            f"{tap} failed (exit {code}): {_last_line(''.join(stderr_tail))}; "
+            "nothing was committed and the previous state is kept"
+        )
     return last_state
-

@@ -128,15 +128,21 @@ class ColumnStats:
                 self.sample[slot] = float(value)  # in draw order: a slot drawn twice keeps the later
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": str(self.type), "count": self.count, "nulls": self.nulls,
-                               "min": _plain(self.min), "max": _plain(self.max)}
+        out: dict[str, Any] = {
+            "type": str(self.type),
+            "count": self.count,
+            "nulls": self.nulls,
+            "min": _plain(self.min),
+            "max": _plain(self.max),
+        }
         if _numeric(self.type):
             out["sample"] = {"seen": self.seen, "values": self.sample}
         return out
 
 
-def parquet_min_max(metadata: pq.FileMetaData, types: dict[str, pa.DataType],
-                    read_back: Callable[[int, str], pa.ChunkedArray]) -> Iterator[tuple[str, Any, Any]]:
+def parquet_min_max(
+    metadata: pq.FileMetaData, types: dict[str, pa.DataType], read_back: Callable[[int, str], pa.ChunkedArray]
+) -> Iterator[tuple[str, Any, Any]]:
     """(column, min, max) for each row group of one written Parquet file and each orderable
     column of ``types``, from the statistics the writer recorded: no pass over the data.
 
@@ -163,8 +169,12 @@ def parquet_min_max(metadata: pq.FileMetaData, types: dict[str, pa.DataType],
 
 
 def _recorded_min_max(stats: pq.Statistics | None, type_: pa.DataType) -> tuple[Any, Any] | None:
-    if stats is None or not stats.has_min_max or not getattr(stats, "is_min_value_exact", True) \
-            or not getattr(stats, "is_max_value_exact", True):  # a truncated bound is no min
+    if (
+        stats is None
+        or not stats.has_min_max
+        or not getattr(stats, "is_min_value_exact", True)
+        or not getattr(stats, "is_max_value_exact", True)
+    ):  # a truncated bound is no min
         return None
     try:
         # Parquet statistics come back as Python values of the Parquet logical type (UTC for a
@@ -196,8 +206,9 @@ def merge(older: dict[str, Any] | None, newer: dict[str, Any], rng_seed: int = 0
         seen = a["seen"] + b["seen"]
         rng = random.Random(rng_seed)
         take_a = round(SAMPLE_SIZE * a["seen"] / seen) if seen else 0
-        values = (rng.sample(a["values"], min(take_a, len(a["values"])))
-                  + rng.sample(b["values"], min(SAMPLE_SIZE - take_a, len(b["values"]))))
+        values = rng.sample(a["values"], min(take_a, len(a["values"]))) + rng.sample(
+            b["values"], min(SAMPLE_SIZE - take_a, len(b["values"]))
+        )
         out["sample"] = {"seen": seen, "values": values}
     return out
 

@@ -37,8 +37,10 @@ class LineageGraph:
         return method(record)
 
     def to_json(self) -> dict[str, Any]:
-        return {"nodes": list(self.nodes.values()),
-                "edges": [{"source": a, "target": b} for a, b in self.edges]}
+        return {
+            "nodes": list(self.nodes.values()),
+            "edges": [{"source": a, "target": b} for a, b in self.edges],
+        }
 
 
 def method(record: dict[str, Any]) -> str:
@@ -64,12 +66,20 @@ def build(lake: Lake, records: list[dict[str, Any]]) -> LineageGraph:
         outputs = [o["name"] for o in record.get("outputs", [])]
         if record.get("kind") == "stage":
             git = (record.get("source") or {}).get("git") or {}
-            run = node(f"run:{record['key']}", "stage", method(record), stage=record["stage"],
-                       key=record["key"], duration_s=record.get("duration_s"),
-                       started_at=record.get("started_at"), code_url=git.get("url"))
+            run = node(
+                f"run:{record['key']}",
+                "stage",
+                method(record),
+                stage=record["stage"],
+                key=record["key"],
+                duration_s=record.get("duration_s"),
+                started_at=record.get("started_at"),
+                code_url=git.get("url"),
+            )
         else:
-            run = node(f"add:{outputs[0] if outputs else ''}", "add", method(record),
-                       source=record.get("source"))
+            run = node(
+                f"add:{outputs[0] if outputs else ''}", "add", method(record), source=record.get("source")
+            )
         for label in input_labels(lake, record):
             is_name = not (label.startswith("/") or "://" in label)
             edge(node(f"file:{label}", "file" if is_name else "source", label), run)

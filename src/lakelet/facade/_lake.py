@@ -180,8 +180,9 @@ class Lake:
         if syncer is None:
             return File(name, lake=self, record=record).path.as_uri()
         if not self.context.link.is_pushed(record):
-            raise NotFoundError(f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`",
-                                name=name)
+            raise NotFoundError(
+                f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`", name=name
+            )
         seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
         return syncer.url(record, seconds)
 

@@ -117,9 +117,7 @@ def ingest(
     _faults.reached("objects-stored")
 
     now = utc_now()
-    wanted = [
-        NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored
-    ]
+    wanted = [NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored]
     syncer = lake.syncer() if lake.config.upload == "write-through" else None
     try:
         if syncer is not None and wanted:
@@ -182,9 +180,7 @@ def _store_lake_object(
             if not is_cross_device(e):
                 raise
     with source.open() as reader:
-        return write_blob(
-            reader, lake.tmp, objects.path, durable=durable, progress=progress
-        )
+        return write_blob(reader, lake.tmp, objects.path, durable=durable, progress=progress)
 
 
 def _return_moved(stored: list[tuple[str, Source, StoredBlob]], moved: set[str]) -> None:

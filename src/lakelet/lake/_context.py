@@ -182,8 +182,11 @@ def _layouts(root: Path, lake: ScopeLayout, tmp: Path) -> list[ScopeLayout]:
     scopes_dir = root / "scopes"
     if not scopes_dir.is_dir():
         return [lake]
-    return [lake, *[
-        ScopeLayout.of(root, f"{kind.name}/{ident.name}", tmp)
-        for kind in sorted(scopes_dir.iterdir())
-        for ident in sorted(kind.iterdir())
-    ]]
+    return [
+        lake,
+        *[
+            ScopeLayout.of(root, f"{kind.name}/{ident.name}", tmp)
+            for kind in sorted(scopes_dir.iterdir())
+            for ident in sorted(kind.iterdir())
+        ],
+    ]

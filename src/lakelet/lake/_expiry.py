@@ -60,14 +60,19 @@ def parse_duration(value: object, what: str = "duration") -> timedelta:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if seconds is None:
-        hint = ("use e.g. 30m, 12h, 7d (a number alone is seconds)" if isinstance(value, str)
-                else "use a timedelta, a number of seconds or text like 7d")
+        hint = (
+            "use e.g. 30m, 12h, 7d (a number alone is seconds)"
+            if isinstance(value, str)
+            else "use a timedelta, a number of seconds or text like 7d"
+        )
         raise InvalidArgumentError(f"invalid {what} {value!r}: {hint}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidArgumentError(f"invalid {what} {value!r}: it must be positive")
     if seconds > _LONGEST.total_seconds():  # past it, an expiry date overflows the calendar
-        raise InvalidArgumentError(f"invalid {what} {value!r}: it must be at most 100 years "
-                                   "(a stage whose output never expires has no ttl=)")
+        raise InvalidArgumentError(
+            f"invalid {what} {value!r}: it must be at most 100 years "
+            "(a stage whose output never expires has no ttl=)"
+        )
     return timedelta(seconds=seconds)
 
 
@@ -79,7 +84,8 @@ def stage_ttl(stage: str, options: dict[str, Any]) -> timedelta | None:
     if options.get("name") is not None:  # an expired name could never be bound again
         raise InvalidArgumentError(
             f"stage {stage}: ttl= cannot go with name= (a lake name is never rebound, so an expired "
-            "output could not be recomputed under it): drop one of them")
+            "output could not be recomputed under it): drop one of them"
+        )
     return ttl
 
 

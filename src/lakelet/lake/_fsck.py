@@ -57,7 +57,8 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
     count = lake.catalog.rebuild(records, segments_applied=last_segment)
     on_remote = lake.catalog.remote_digests(LAKE)
     missing = [
-        f"{r.scope}:{r.name}" for r in live
+        f"{r.scope}:{r.name}"
+        for r in live
         if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
     ]
     _clean_stale_temp_files(lake.root / "tmp")

@@ -80,8 +80,13 @@ class GcReport:
     bytes: int = 0
 
 
-def collect(lake: LakeContext, ttl: timedelta, dry_run: bool = False, remote: bool = False,
-            now: datetime | None = None) -> GcReport:
+def collect(
+    lake: LakeContext,
+    ttl: timedelta,
+    dry_run: bool = False,
+    remote: bool = False,
+    now: datetime | None = None,
+) -> GcReport:
     """Collect garbage; with ``dry_run`` only report it. ``now`` is the time expiry and the grace
     periods are judged at (default: the clock). Returns a GcReport; raises RemoteError when a
     needed remote is down."""
@@ -309,8 +314,9 @@ def _older_than_grace(remote: Remote, keys: Iterable[str], now: datetime) -> dic
                 info = remote.fs.info(remote.path(key))
             except FileNotFoundError:  # another gc took it meanwhile, or its writer renamed it
                 continue
-        modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get(
-            "updated")
+        modified = (
+            info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get("updated")
+        )
         when = _as_datetime(modified)
         if when is not None and now - when >= GRACE:
             old[key] = int(info.get("size", 0))
@@ -346,7 +352,8 @@ class _Unreferenced:
             self._seq = seq
             catalog = self._lake.catalog
             self._held = self._referenced | _referenced(
-                catalog.records(LAKE, "", include_removed=True), self._retiring)
+                catalog.records(LAKE, "", include_removed=True), self._retiring
+            )
             self._members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in catalog.packs()}
         return [k for k in keys if not any(d in self._held for d in self._holds(k))]
 

@@ -93,12 +93,15 @@ class MirroredFiles:
         syncer = self._context.syncer()
         folder = self.local_path(prefix)
         pattern = f"**/*{suffix}" if recursive else f"*{suffix}"
-        found = {
-            p.relative_to(self._context.root).as_posix() for p in folder.glob(pattern) if p.is_file()
-        } if folder.is_dir() and not (remote_only and syncer is not None) else set()
+        found = (
+            {p.relative_to(self._context.root).as_posix() for p in folder.glob(pattern) if p.is_file()}
+            if folder.is_dir() and not (remote_only and syncer is not None)
+            else set()
+        )
         if syncer is not None:
             found.update(
-                k for k in syncer.remote.find(prefix)
-                if k.endswith(suffix) and (recursive or "/" not in k[len(prefix):])
+                k
+                for k in syncer.remote.find(prefix)
+                if k.endswith(suffix) and (recursive or "/" not in k[len(prefix) :])
             )
         return sorted(found)

@@ -19,6 +19,7 @@ from lakelet.core.errors import InvalidNameError
 
 __all__ = ["CURRENT", "PendingOutputs", "collecting", "implicit_name"]
 
+
 @dataclass
 class PendingOutputs:
     """The files one stage run has written so far."""

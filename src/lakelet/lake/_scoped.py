@@ -182,7 +182,8 @@ class ScopedStore:
                     return False  # overwritten while we read: the caller looks again
                 raise IntegrityError(
                     f"{record.name!r} in scope {self.scope} on remote {self._remote.remote.url} "
-                    f"does not match its digest {record.digest}: nothing was cached", digest=record.digest
+                    f"does not match its digest {record.digest}: nothing was cached",
+                    digest=record.digest,
                 )
             self._bind_local(record, blob)
         return True

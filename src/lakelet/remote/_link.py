@@ -52,7 +52,7 @@ class RemoteLink:
         syncer = self.syncer()
         if syncer is None:
             raise ConfigError(
-                f"cannot {doing}: this lake has no remote (set `remote = \"s3://…\"` under [lake] in "
+                f'cannot {doing}: this lake has no remote (set `remote = "s3://…"` under [lake] in '
                 f"{self._config_file})"
             )
         return syncer

@@ -41,9 +41,7 @@ _EXPECTED = (FileExistsError, FileNotFoundError)
 class Remote:
     """One remote lake root, e.g. ``s3://bucket/team-lake``."""
 
-    def __init__(
-        self, url: str, storage_options: dict[str, Any] | None = None, transfers: int = 16
-    ) -> None:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, transfers: int = 16) -> None:
         self.url = url.rstrip("/")
         self.transfers = transfers  # concurrent requests; object stores reward parallel small transfers
         import fsspec  # ~40 ms: paid only by commands that reach a remote
@@ -104,7 +102,8 @@ class Remote:
                 if not create:
                     raise RemoteError(
                         f"remote {self.url} holds no lake (no {MARKER}): "
-                        f"create it with `lakelet init PATH --remote {self.url}`", url=self.url
+                        f"create it with `lakelet init PATH --remote {self.url}`",
+                        url=self.url,
                     ) from None
                 self._create_marker()
                 return
@@ -112,12 +111,14 @@ class Remote:
         if found > REMOTE_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, newer than this lakelet "
-                f"understands ({REMOTE_FORMAT}): upgrade lakelet", url=self.url
+                f"understands ({REMOTE_FORMAT}): upgrade lakelet",
+                url=self.url,
             )
         if found < REMOTE_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, written by an older lakelet; this one "
-                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote", url=self.url
+                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote",
+                url=self.url,
             )
 
     def _create_marker(self) -> None:
@@ -134,7 +135,8 @@ class Remote:
             return
         raise RemoteError(
             f"remote {self.url} ignores conditional creates (If-None-Match / "
-            "ifGenerationMatch=0): lakelet cannot bind names safely on it", url=self.url
+            "ifGenerationMatch=0): lakelet cannot bind names safely on it",
+            url=self.url,
         )
 
     # primitive writes: no reader ever sees a partial file

@@ -101,8 +101,9 @@ class Syncer:
         since = self.cursor()
         new, _, _ = self._classify(pending)
         packs, report.objects, report.bytes = self.upload_objects(new, progress)
-        bound, report.conflicts = self._commit(pending, packs, all_or_nothing=False, since=since,
-                                               progress=progress, report=report)
+        bound, report.conflicts = self._commit(
+            pending, packs, all_or_nothing=False, since=since, progress=progress, report=report
+        )
         report.names = len(bound)
         return report
 
@@ -165,9 +166,7 @@ class Syncer:
         progress.advance(size)
         return 1, size
 
-    def _classify(
-        self, records: list[NameRecord]
-    ) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
+    def _classify(self, records: list[NameRecord]) -> tuple[list[NameRecord], list[NameRecord], list[str]]:
         """Split ``records`` by what the remote binds, as far as this machine has read its log:
         (to bind, already bound there as asked, conflicting names)."""
         known = self._catalog.remote_bindings(LAKE, (r.name for r in records))
@@ -223,11 +222,16 @@ class Syncer:
             return [*bound, *new], conflicts
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
-            "writers while binding names; try again", url=self.remote.url
+            "writers while binding names; try again",
+            url=self.remote.url,
         )
 
     def _resend_swept(
-        self, new: list[NameRecord], packs: list[Pack], since: int, progress: Progress,
+        self,
+        new: list[NameRecord],
+        packs: list[Pack],
+        since: int,
+        progress: Progress,
         report: PushReport | None,
     ) -> list[Pack]:
         """``packs``, with the objects of ``new`` whose key a gc sweep may be deleting sent
@@ -260,8 +264,9 @@ class Syncer:
         progress.add_total(sum(again.values()))
 
         def send(group: list[tuple[str, int]]) -> Pack:
-            path, pack = _packs.write(group, self._objects.path, self._tmp,
-                                      tail=secrets.token_bytes(_FRESH_TAIL))
+            path, pack = _packs.write(
+                group, self._objects.path, self._tmp, tail=secrets.token_bytes(_FRESH_TAIL)
+            )
             try:
                 self.remote.upload(path, _packs.key_of(pack.digest))
             finally:
@@ -305,7 +310,8 @@ class Syncer:
             return sweep
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
-            "writers while gc announced a sweep; try again", url=self.remote.url
+            "writers while gc announced a sweep; try again",
+            url=self.remote.url,
         )
 
     # reading from the remote

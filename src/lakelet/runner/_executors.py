@@ -74,7 +74,8 @@ def address(stage: Stage, label: str) -> tuple[str, str]:
                 return module.__name__, name
     raise InvalidArgumentError(
         f"stage {label} is not a module-level name of {stage.func.__module__}, so a worker cannot "
-        "import it: assign it to one (e.g. `a = make(1)` at module level), or run with executor=None")
+        "import it: assign it to one (e.g. `a = make(1)` at module level), or run with executor=None"
+    )
 
 
 def _attribute(obj: Any, dotted: str) -> Any:
@@ -85,12 +86,16 @@ def _attribute(obj: Any, dotted: str) -> Any:
 
 def lake_spec(lake: Lake) -> dict[str, Any]:
     """What a worker needs to open ``lake``: plain values, sent with each stage."""
-    return {"root": str(lake.root), "remote": lake.config.remote,
-            "storage_options": lake.config.storage_options}
+    return {
+        "root": str(lake.root),
+        "remote": lake.config.remote,
+        "storage_options": lake.config.storage_options,
+    }
 
 
-def start(pool: cf.Executor | None, stage: Stage, where: tuple[str, str] | None, spec: dict[str, Any],
-          run_id: str) -> cf.Future[dict[str, Any]]:
+def start(
+    pool: cf.Executor | None, stage: Stage, where: tuple[str, str] | None, spec: dict[str, Any], run_id: str
+) -> cf.Future[dict[str, Any]]:
     """Hand ``stage`` to ``pool`` (imported there by ``where``), or run it here and now (no pool)."""
     if pool is not None:
         if where is None:  # run() works every address out before anything runs
@@ -133,5 +138,9 @@ def _run_here(stage: Stage, spec: dict[str, Any], run_id: str) -> dict[str, Any]
         outcome = stage.call_in(lake, (), {}, explain=True)
     if not outcome.ran:  # bound since the parent looked, by another run or machine
         return {"status": "skipped", "duration_s": None, "why": outcome.why, "key": outcome.key}
-    return {"status": "ran", "duration_s": round(time.perf_counter() - t0, 6), "why": outcome.why,
-            "key": outcome.key}
+    return {
+        "status": "ran",
+        "duration_s": round(time.perf_counter() - t0, 6),
+        "why": outcome.why,
+        "key": outcome.key,
+    }

@@ -69,9 +69,12 @@ def build_graph(targets: tuple[Stage, ...]) -> tuple[StageGraph, dict[str, Stage
                 seen.add(nxt)
                 stack.append((nxt, iter(_upstream(nxt))))
     qualnames = [s.qualname for s in order]
-    ids = {s: s.qualname if qualnames.count(s.qualname) == 1
-           else f"{s.qualname}[{s.options.get('name') or qualnames[:i + 1].count(s.qualname)}]"
-           for i, s in enumerate(order)}
+    ids = {
+        s: s.qualname
+        if qualnames.count(s.qualname) == 1
+        else f"{s.qualname}[{s.options.get('name') or qualnames[: i + 1].count(s.qualname)}]"
+        for i, s in enumerate(order)
+    }
     nodes = tuple(StageNode(ids[s], s.qualname, tuple(ids[u] for u in _upstream(s))) for s in order)
     return StageGraph(nodes, tuple(ids[t] for t in targets)), {ids[s]: s for s in order}
 

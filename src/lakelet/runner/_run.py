@@ -35,8 +35,13 @@ class _Silent(RunObserver):
     """No observer: a run draws and prints nothing."""
 
 
-def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
-        run_id: str | None = None, observer: RunObserver | None = None) -> Any:
+def run(
+    *targets: Stage,
+    executor: Any = None,
+    max_workers: int | None = None,
+    run_id: str | None = None,
+    observer: RunObserver | None = None,
+) -> Any:
     """Run ``targets`` and whatever they need that is not cached; returns their outputs
     (one value, or a tuple for several targets). ``observer`` is told what the run does."""
     if not targets or not all(isinstance(t, Stage) for t in targets):
@@ -67,7 +72,9 @@ def run(*targets: Stage, executor: Any = None, max_workers: int | None = None,
         raise RunError(
             f"stage {first} failed ({failures[first].strip().splitlines()[-1]}); "
             f"{len(report.not_run)} stages downstream of it did not run; the others finished "
-            f"(run {run_id})", failures)
+            f"(run {run_id})",
+            failures,
+        )
     values = tuple(_result(lake, stages[t], report.stages[t]["key"]) for t in graph.targets)
     return values[0] if len(values) == 1 else values
 

@@ -54,8 +54,14 @@ def plan(lake: Lake, graph: StageGraph, stages: dict[str, Stage]) -> tuple[list[
 class Schedule:
     """One run's scheduling: the report it fills, and the observer it tells."""
 
-    def __init__(self, lake: Lake, graph: StageGraph, stages: dict[str, Stage], report: RunReport,
-                 observer: RunObserver) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        graph: StageGraph,
+        stages: dict[str, Stage],
+        report: RunReport,
+        observer: RunObserver,
+    ) -> None:
         self.lake = lake
         self.upstream = {node.id: node.upstream for node in graph.nodes}
         self.stages = stages
@@ -74,8 +80,9 @@ class Schedule:
         r.stages[event.stage] = entry
         self.observer.stage_finished(event)
 
-    def schedule(self, to_run: list[str], pool: cf.Executor | None,
-                 where: dict[str, tuple[str, str] | None]) -> None:
+    def schedule(
+        self, to_run: list[str], pool: cf.Executor | None, where: dict[str, tuple[str, str] | None]
+    ) -> None:
         """Run ``to_run`` on ``pool`` (None: here, one at a time), each once its upstream stages are done;
         ``where``: the (module, attribute) a worker imports each by."""
         spec = lake_spec(self.lake)
@@ -102,8 +109,9 @@ class Schedule:
         error = future.exception()
         if error is None:
             result = future.result()
-            self.finish(StageFinished(stage, result["status"], result["duration_s"], result["why"],
-                                      result["key"]))
+            self.finish(
+                StageFinished(stage, result["status"], result["duration_s"], result["why"], result["key"])
+            )
             for deps in waiting.values():
                 deps.discard(stage)
             return

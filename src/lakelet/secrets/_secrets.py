@@ -60,7 +60,8 @@ class SecretInfo:
 def validate_secret_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidNameError(
-            f"invalid secret name {name!r}: use letters, digits and '_' (an environment variable name)", name=name
+            f"invalid secret name {name!r}: use letters, digits and '_' (an environment variable name)",
+            name=name,
         )
     return name
 
@@ -124,12 +125,17 @@ class LocalBackend:
 
         nonce = _random.token_bytes(12)
         sealed = AESGCM(_key()).encrypt(nonce, value.encode(), self._aad(scope, user, name))
-        record = {"nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode(),
-                  "set_at": datetime.now(UTC).isoformat(timespec="seconds"), "set_by": user}
+        record = {
+            "nonce": base64.b64encode(nonce).decode(),
+            "sealed": base64.b64encode(sealed).decode(),
+            "set_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "set_by": user,
+        }
         path = self._path(scope, user, name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        publish_file(path, json.dumps(record).encode(), self._tmp, replace=True, mode=0o600,
-                     point="secret-written")
+        publish_file(
+            path, json.dumps(record).encode(), self._tmp, replace=True, mode=0o600, point="secret-written"
+        )
 
     def fetch(self, scope: str, user: str, name: str) -> str | None:
         from cryptography.exceptions import InvalidTag
@@ -140,8 +146,11 @@ class LocalBackend:
         except FileNotFoundError:
             return None
         try:
-            plain = AESGCM(_key()).decrypt(base64.b64decode(record["nonce"]),
-                                          base64.b64decode(record["sealed"]), self._aad(scope, user, name))
+            plain = AESGCM(_key()).decrypt(
+                base64.b64decode(record["nonce"]),
+                base64.b64decode(record["sealed"]),
+                self._aad(scope, user, name),
+            )
         except InvalidTag:
             raise SecretError(
                 f"cannot decrypt {scope} secret {name!r}: it was encrypted with another key "
@@ -186,13 +195,20 @@ class SsmBackend:
         except LakeletError:
             raise
         except Exception as e:  # botocore's errors, connection errors
-            raise SecretError(f"AWS Parameter Store: {doing} failed: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise SecretError(
+                f"AWS Parameter Store: {doing} failed: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
 
     def put(self, scope: str, user: str, name: str, value: str) -> None:
         with self._errors(f"storing {name}"):
-            self.client.put_parameter(Name=self._param(scope, user, name), Value=value, Type="SecureString",
-                                      Overwrite=True, Description=f"lakelet secret, set by {user}")
+            self.client.put_parameter(
+                Name=self._param(scope, user, name),
+                Value=value,
+                Type="SecureString",
+                Overwrite=True,
+                Description=f"lakelet secret, set by {user}",
+            )
 
     def fetch(self, scope: str, user: str, name: str) -> str | None:
         with self._errors(f"reading {name}"):
@@ -215,12 +231,19 @@ class SsmBackend:
         out = []
         with self._errors("listing"):
             pages = self.client.get_paginator("describe_parameters").paginate(
-                ParameterFilters=[{"Key": "Path", "Option": "OneLevel", "Values": [folder]}])
+                ParameterFilters=[{"Key": "Path", "Option": "OneLevel", "Values": [folder]}]
+            )
             for page in pages:
                 for p in page["Parameters"]:
                     by = (p.get("Description") or "").removeprefix("lakelet secret, set by ")
-                    out.append(SecretInfo(p["Name"].rsplit("/", 1)[-1], scope,
-                                          p["LastModifiedDate"].isoformat(timespec="seconds"), by))
+                    out.append(
+                        SecretInfo(
+                            p["Name"].rsplit("/", 1)[-1],
+                            scope,
+                            p["LastModifiedDate"].isoformat(timespec="seconds"),
+                            by,
+                        )
+                    )
         return sorted(out, key=lambda i: i.name)
 
 
@@ -258,8 +281,10 @@ class Secrets:
         user = _config.current_user()
         mine = self._backend.infos("user", user)
         shadowed = {i.name for i in mine}
-        return sorted([*mine, *(i for i in self._backend.infos("org", user) if i.name not in shadowed)],
-                      key=lambda i: i.name)
+        return sorted(
+            [*mine, *(i for i in self._backend.infos("org", user) if i.name not in shadowed)],
+            key=lambda i: i.name,
+        )
 
     def delete(self, name: str, org: bool = False) -> None:
         validate_secret_name(name)

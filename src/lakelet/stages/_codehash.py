@@ -78,9 +78,11 @@ def _collect(obj: Any, parts: dict[str, str], seen: set[int]) -> None:
         _add_package(obj, parts)
         return
     parts[qualified_name(obj)] = normalized_digest(obj)
-    functions = [obj] if isinstance(obj, types.FunctionType) else [
-        m.__func__ if isinstance(m, classmethod | staticmethod) else m for m in vars(obj).values()
-    ]
+    functions = (
+        [obj]
+        if isinstance(obj, types.FunctionType)
+        else [m.__func__ if isinstance(m, classmethod | staticmethod) else m for m in vars(obj).values()]
+    )
     for function in functions:
         if not isinstance(function, types.FunctionType):
             continue
@@ -156,8 +158,12 @@ def normalized_digest(obj: Any) -> str:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             node.decorator_list = []  # the stage's options are keyed separately

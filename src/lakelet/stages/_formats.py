@@ -121,8 +121,12 @@ def _load_pickle(path: Path, kind: str) -> Any:
         return pickle.load(f)  # noqa: S301 - only for stages declared format="pickle"
 
 
-_TABLE_TYPES = {("pandas", "DataFrame"), ("polars", "DataFrame"), ("pyarrow", "Table"),
-                ("pyarrow", "RecordBatch")}
+_TABLE_TYPES = {
+    ("pandas", "DataFrame"),
+    ("polars", "DataFrame"),
+    ("pyarrow", "Table"),
+    ("pyarrow", "RecordBatch"),
+}
 
 
 def _is_table(value: Any) -> bool:
@@ -183,22 +187,59 @@ _TABLES = "a DataFrame or an Arrow table"
 FORMATS = {
     f.name: f
     for f in [
-        Format("parquet", "parquet", _TABLES, _is_table, _dump_parquet, _load_parquet, _arrow_refusals,
-               _TABLE_FIX),
+        Format(
+            "parquet",
+            "parquet",
+            _TABLES,
+            _is_table,
+            _dump_parquet,
+            _load_parquet,
+            _arrow_refusals,
+            _TABLE_FIX,
+        ),
         Format("arrow", "arrow", _TABLES, _is_table, _dump_arrow, _load_arrow, _arrow_refusals, _TABLE_FIX),
         Format("csv", "csv", _TABLES, _is_table, _dump_csv, _load_csv, _arrow_refusals, _TABLE_FIX),
         Format("npy", "npy", "a numpy array (not of objects)", _is_array, _dump_npy, _load_npy),
-        Format("json", "json", "JSON-able values", _is_json, _dump_json,
-               lambda p, k: json.loads(p.read_text(encoding="utf-8")), _utf8_refusals, _UTF8_FIX),
-        Format("text", "txt", "a str", lambda v: isinstance(v, str),
-               lambda v, p: p.write_text(v, encoding="utf-8"), lambda p, k: p.read_text(encoding="utf-8"),
-               _utf8_refusals, _UTF8_FIX),
+        Format(
+            "json",
+            "json",
+            "JSON-able values",
+            _is_json,
+            _dump_json,
+            lambda p, k: json.loads(p.read_text(encoding="utf-8")),
+            _utf8_refusals,
+            _UTF8_FIX,
+        ),
+        Format(
+            "text",
+            "txt",
+            "a str",
+            lambda v: isinstance(v, str),
+            lambda v, p: p.write_text(v, encoding="utf-8"),
+            lambda p, k: p.read_text(encoding="utf-8"),
+            _utf8_refusals,
+            _UTF8_FIX,
+        ),
         # not what bytes() takes: bytes(5) is five zero bytes, and a list would come back as bytes
-        Format("bytes", "bin", "bytes", lambda v: isinstance(v, bytes | bytearray | memoryview),
-               lambda v, p: p.write_bytes(bytes(v)), lambda p, k: p.read_bytes()),
-        Format("pickle", "pkl", "any picklable value", lambda v: True, _dump_pickle, _load_pickle,
-               lambda: _PICKLE_REFUSALS, "return a value pickle can store (no locks, open files, "
-               "lambdas or functions defined inside functions)"),
+        Format(
+            "bytes",
+            "bin",
+            "bytes",
+            lambda v: isinstance(v, bytes | bytearray | memoryview),
+            lambda v, p: p.write_bytes(bytes(v)),
+            lambda p, k: p.read_bytes(),
+        ),
+        Format(
+            "pickle",
+            "pkl",
+            "any picklable value",
+            lambda v: True,
+            _dump_pickle,
+            _load_pickle,
+            lambda: _PICKLE_REFUSALS,
+            "return a value pickle can store (no locks, open files, "
+            "lambdas or functions defined inside functions)",
+        ),
     ]
 }
 _INFERRED = ("parquet", "npy", "bytes", "text", "json")  # in this order: a str is text, not json

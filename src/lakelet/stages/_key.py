@@ -76,8 +76,9 @@ def identity_of(func: Any) -> CodeIdentity:
     return code_identity(func)
 
 
-def make_key(stage: str, func: Any, version: Any, fmt: str | None,
-             inputs: dict[str, Resolved], params: dict[str, Any]) -> Key:
+def make_key(
+    stage: str, func: Any, version: Any, fmt: str | None, inputs: dict[str, Resolved], params: dict[str, Any]
+) -> Key:
     """The key of one call; ``File`` values in ``params`` are inputs (radops style)."""
     identities = {arg: r.identity for arg, r in inputs.items()}
     params = dict(params)
@@ -118,7 +119,8 @@ def resolve_raw(lake: Lake, source: Raw, stage: str) -> Resolved:
     path = Path(ref).expanduser().resolve()
     if not path.is_file():
         raise InvalidArgumentError(
-            f"stage {stage}: raw input {ref!r} is neither a lake name nor a local file")
+            f"stage {stage}: raw input {ref!r} is neither a lake name nor a local file"
+        )
     return Resolved({"path": str(path), "digest": _local_file_digest(path)}, lambda: str(path))
 
 

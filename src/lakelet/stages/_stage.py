@@ -91,18 +91,25 @@ class Stage:
 
     # the key
 
-    def key(self, lake: Lake, args: _Args = (),
-            kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    def key(
+        self, lake: Lake, args: _Args = (), kwargs: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """(key, parts): parts are what the key is made of, kept in the run record."""
         key = self._key(lake, args, kwargs or {})
         return key.digest, key.parts
 
-    def _key(self, lake: Lake, args: _Args, kwargs: dict[str, Any],
-             keys: dict[Stage, Key] | None = None) -> Key:
+    def _key(
+        self, lake: Lake, args: _Args, kwargs: dict[str, Any], keys: dict[Stage, Key] | None = None
+    ) -> Key:
         """``keys``: the upstream keys worked out so far (by one call, or one run), added to here."""
-        return make_key(self.qualname, self.func, self.options.get("version"),
-                        self.format.name if self.format else None,
-                        self._resolve(lake, {} if keys is None else keys), self._params(args, kwargs))
+        return make_key(
+            self.qualname,
+            self.func,
+            self.options.get("version"),
+            self.format.name if self.format else None,
+            self._resolve(lake, {} if keys is None else keys),
+            self._params(args, kwargs),
+        )
 
     def key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
         """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
@@ -126,8 +133,10 @@ class Stage:
         for arg, source in sorted(self.inputs.items()):
             if isinstance(source, Stage):
                 key = source.key_in(lake, keys)  # once per call, even in a diamond; loading reuses it
-                out[arg] = Resolved({"stage": source.qualname, "key": key.digest},
-                                     functools.partial(source.value_for, lake, key))
+                out[arg] = Resolved(
+                    {"stage": source.qualname, "key": key.digest},
+                    functools.partial(source.value_for, lake, key),
+                )
             elif isinstance(source, Raw):
                 out[arg] = resolve_raw(lake, source, self.qualname)
             else:
@@ -156,8 +165,12 @@ class Stage:
         with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
             record_name, found = current_run_record(lake.context, self.qualname, key.digest)
             if cache and found is not None:
-                return self._hit(lake, key, File(record_name, lake=lake, record=found),
-                                 "computed meanwhile by another process")
+                return self._hit(
+                    lake,
+                    key,
+                    File(record_name, lake=lake, record=found),
+                    "computed meanwhile by another process",
+                )
             # before the run: afterwards its own record is the latest
             reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
@@ -197,8 +210,9 @@ class Stage:
             # before binding anything: a value its format cannot store must leave the lake as it was
             fmt = self._encode(lake, value, encoded, pending)
             returned, from_value = self._returned(value, fmt, encoded, prefix)
-            bound = self._bind(lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value],
-                               prefix, meta)
+            bound = self._bind(
+                lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value], prefix, meta
+            )
         finally:
             pending.discard()
             encoded.unlink(missing_ok=True)
@@ -209,16 +223,18 @@ class Stage:
             "parts": parts,
             "returned": returned,
             # a returned File the stage did not write (passed through) is an output too
-            "outputs": [{"name": f.name, "digest": f.digest}
-                        for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])],
+            "outputs": [
+                {"name": f.name, "digest": f.digest}
+                for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])
+            ],
             "inputs": parts["inputs"],
             "datasets_written": pending.datasets,
             "code_digest": identity_of(self.func).digest,
             "code_source": _provenance.source_text(self.func),
             "source": _provenance.source_location(self.func),
             "environment": _provenance.environment(),
-            "packages": module_packages(self.func) | {
-                k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
+            "packages": module_packages(self.func)
+            | {k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
             "started_at": started.isoformat(),
             "ended_at": datetime.now(UTC).isoformat(),
             "duration_s": round(duration, 6),
@@ -244,20 +260,23 @@ class Stage:
                 if f.name not in pending.written and not lake.exists(f.name):
                     raise NotFoundError(
                         f"stage {self.qualname} returned lakelet.File({f.name!r}), which it did not write "
-                        "and the lake does not have: write it (File(...).open(\"w\")) before returning it"
+                        'and the lake does not have: write it (File(...).open("w")) before returning it'
                     )
             return None
         if isinstance(value, Path) and self.format is None:
             if not value.is_file():
-                raise NotFoundError(f"stage {self.qualname} returned the path {value}, which is not a file: "
-                                    "return the path of a file the stage wrote")
+                raise NotFoundError(
+                    f"stage {self.qualname} returned the path {value}, which is not a file: "
+                    "return the path of a file the stage wrote"
+                )
             return None
         fmt = choose_format(value, self.format, self.qualname)
         dump(fmt, value, path, self.qualname)
         return fmt
 
-    def _returned(self, value: Any, fmt: Format | None, encoded: Path,
-                  prefix: str) -> tuple[dict[str, Any], list[tuple[str, Path, bool]]]:
+    def _returned(
+        self, value: Any, fmt: Format | None, encoded: Path, prefix: str
+    ) -> tuple[dict[str, Any], list[tuple[str, Path, bool]]]:
         """How to load the return value back (``encoded`` in ``fmt``), and what of it to bind:
         (name, path, whether to move it in)."""
         if fmt is not None:
@@ -270,15 +289,17 @@ class Stage:
             return {"kind": "files", "names": [value.name], "single": True}, []
         return {"kind": "files", "names": [v.name for v in value]}, []
 
-    def _bind(self, lake: Lake, outputs: list[tuple[str, Path, bool]], prefix: str,
-              meta: dict[str, str]) -> list[File]:
+    def _bind(
+        self, lake: Lake, outputs: list[tuple[str, Path, bool]], prefix: str, meta: dict[str, str]
+    ) -> list[File]:
         """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
         the run record, bound after them, is what marks the run complete."""
         names = [name for name, _, _ in outputs]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise InvalidArgumentError(
-                f"stage {self.qualname} has two outputs named {twice}: give each output its own name")
+                f"stage {self.qualname} has two outputs named {twice}: give each output its own name"
+            )
         try:
             return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta)]
         except NameExistsError:

@@ -211,9 +211,7 @@ _KERNEL_COPY_SPAN = 32 << 20
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 
-def _copy_in_kernel(
-    reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress
-) -> int | None:
+def _copy_in_kernel(reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int | None:
     """Copy a local file with ``copy_file_range`` and hash what was written, span by span;
     None (nothing written) when the reader is not a plain file or the kernel cannot.
 
@@ -450,7 +448,8 @@ class VerifiedReader:
         if st.st_size != size:
             raise IntegrityError(
                 f"stored object {digest} is {st.st_size} bytes, expected {size}: "
-                "it was altered on disk; run `lakelet fsck`", digest=str(digest)
+                "it was altered on disk; run `lakelet fsck`",
+                digest=str(digest),
             )
         cached = is_fingerprinted(size)
         key = self._key(path) if cached else ""
@@ -462,7 +461,8 @@ class VerifiedReader:
         if actual != digest:
             raise IntegrityError(
                 f"stored object {digest} does not match its digest (found {actual}): "
-                "it was altered on disk; run `lakelet fsck`", digest=str(digest)
+                "it was altered on disk; run `lakelet fsck`",
+                digest=str(digest),
             )
         if cached:
             self._cache.record_verified(key, fingerprint)

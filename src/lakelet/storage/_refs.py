@@ -60,8 +60,14 @@ class NameRecord:
 
     def to_json(self) -> bytes:
         data = {
-            "format": RECORD_FORMAT, "scope": self.scope, "name": self.name, "digest": self.digest,
-            "size": self.size, "created_at": self.created_at, "creator": self.creator, "meta": self.meta,
+            "format": RECORD_FORMAT,
+            "scope": self.scope,
+            "name": self.name,
+            "digest": self.digest,
+            "size": self.size,
+            "created_at": self.created_at,
+            "creator": self.creator,
+            "meta": self.meta,
         }
         if self.removed_at is not None:
             data["removed_at"] = self.removed_at
@@ -146,8 +152,11 @@ class RefStore:
             entries = os.listdir(self.directory / SEGMENTS)
         except FileNotFoundError:
             return 0
-        numbers = [int(e[: -len(_SEGMENT_SUFFIX)]) for e in entries
-                   if e.endswith(_SEGMENT_SUFFIX) and e[: -len(_SEGMENT_SUFFIX)].isdigit()]
+        numbers = [
+            int(e[: -len(_SEGMENT_SUFFIX)])
+            for e in entries
+            if e.endswith(_SEGMENT_SUFFIX) and e[: -len(_SEGMENT_SUFFIX)].isdigit()
+        ]
         return max(numbers, default=0)
 
     def append_segment(self, seq: int, records: list[NameRecord]) -> None:
@@ -188,8 +197,9 @@ class RefStore:
             return
         segments = self.directory / SEGMENTS
         prefix_dirs = sorted(p for p in self.directory.iterdir() if p.is_dir() and p != segments)
-        tombstones = {t.name.removesuffix(".removed.json"): t
-                      for d in prefix_dirs for t in d.glob("*.removed.json")}
+        tombstones = {
+            t.name.removesuffix(".removed.json"): t for d in prefix_dirs for t in d.glob("*.removed.json")
+        }
         for prefix_dir in prefix_dirs:
             for entry in sorted(prefix_dir.glob("*.json")):
                 if not entry.name.endswith(".removed.json"):
@@ -208,10 +218,12 @@ def check_same_content(existing: NameRecord, wanted: NameRecord) -> None:
     if existing.removed_at is not None:
         raise NameExistsError(
             f"{existing.name!r} was removed on {existing.removed_at}; "
-            "lake names are never rebound: choose another name", name=existing.name
+            "lake names are never rebound: choose another name",
+            name=existing.name,
         )
     if existing.digest != wanted.digest:
         raise NameExistsError(
             f"{existing.name!r} is already bound to other content ({existing.digest}); "
-            "lake names are write-once: choose another name", name=existing.name
+            "lake names are write-once: choose another name",
+            name=existing.name,
         )

@@ -40,9 +40,7 @@ def parse_scope(scope: str) -> str:
         return scope
     kind, sep, ident = scope.partition("/")
     if not sep:
-        raise InvalidNameError(
-            f"invalid scope {scope!r}: use 'lake', 'user' or 'pipeline/<run id>'"
-        )
+        raise InvalidNameError(f"invalid scope {scope!r}: use 'lake', 'user' or 'pipeline/<run id>'")
     return scope_id(kind, ident)
 
 

@@ -1,6 +1,6 @@
 """``lakelet ui``: a local, read-only web page on a lake (the ``lakelet[ui]`` extra).
 
-    from lakelet.ui import create_app, serve
+from lakelet.ui import create_app, serve
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         if e.name not in _EXTRA:
             raise
         raise InvalidArgumentError(
-            f"lakelet ui needs the ui extra ({e.name} is missing): pip install 'lakelet[ui]'") from None
+            f"lakelet ui needs the ui extra ({e.name} is missing): pip install 'lakelet[ui]'"
+        ) from None
     return make(lake, token)
 
 
@@ -57,8 +58,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(lake: Lake, host: str = LOOPBACK, port: int = 8765, token: str | None = None,
-          open_browser: bool = False, announce: Callable[[str], object] = print) -> None:
+def serve(
+    lake: Lake,
+    host: str = LOOPBACK,
+    port: int = 8765,
+    token: str | None = None,
+    open_browser: bool = False,
+    announce: Callable[[str], object] = print,
+) -> None:
     """Serve the page until interrupted. Off loopback a token is required; one is made if not given."""
     if not is_loopback(host) and not token:
         token = secrets.token_urlsafe(24)

@@ -43,11 +43,16 @@ class _TokenGate:
         request = Request(scope)
         offered = request.query_params.get("token")
         header = request.headers.get("authorization", "")
-        candidates = [offered, request.cookies.get(TOKEN_COOKIE),
-                      header.removeprefix("Bearer ") if header.startswith("Bearer ") else None]
+        candidates = [
+            offered,
+            request.cookies.get(TOKEN_COOKIE),
+            header.removeprefix("Bearer ") if header.startswith("Bearer ") else None,
+        ]
         if not any(c is not None and secrets.compare_digest(c, self.token) for c in candidates):
-            response: Response = JSONResponse({"error": "this lakelet ui needs its token: open the URL "
-                                                        "`lakelet ui` printed"}, status_code=401)
+            response: Response = JSONResponse(
+                {"error": "this lakelet ui needs its token: open the URL `lakelet ui` printed"},
+                status_code=401,
+            )
             await response(scope, receive, send)
             return
 
@@ -63,8 +68,11 @@ class _TokenGate:
 def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
     """The app for one lake. With ``token``, every request must carry it."""
     app = FastAPI(
-        title="lakelet", version=__version__, openapi_url="/api/openapi.json",
-        docs_url=None, redoc_url=None,  # FastAPI's doc pages load scripts from a CDN; the page may be offline
+        title="lakelet",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,  # FastAPI's doc pages load scripts from a CDN; the page may be offline
         description="Read-only view of a lakelet lake: names, lineage, datasets and pipeline runs.",
     )
 
@@ -89,8 +97,11 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         return q.overview(lake)
 
     @app.get("/api/names", summary="Names under a prefix, optionally filtered by a search string")
-    def names(prefix: str = "", q_: Annotated[str, Query(alias="q")] = "",
-              limit: Annotated[int, Query(ge=1, le=q.MAX_NAMES)] = 500) -> dict[str, Any]:
+    def names(
+        prefix: str = "",
+        q_: Annotated[str, Query(alias="q")] = "",
+        limit: Annotated[int, Query(ge=1, le=q.MAX_NAMES)] = 500,
+    ) -> dict[str, Any]:
         return q.names(lake, prefix, q_, limit)
 
     @app.get("/api/files/{name:path}", summary="One name: record, lineage, inputs and what derives from it")
@@ -98,8 +109,11 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         return q.file_info(lake, name)
 
     @app.get("/api/lineage", summary="The lineage graph around a name, or of every stage run")
-    def lineage(name: str | None = None, depth: Annotated[int, Query(ge=1, le=50)] = 3,
-                direction: Literal["upstream", "downstream", "both"] = "both") -> dict[str, Any]:
+    def lineage(
+        name: str | None = None,
+        depth: Annotated[int, Query(ge=1, le=50)] = 3,
+        direction: Literal["upstream", "downstream", "both"] = "both",
+    ) -> dict[str, Any]:
         return q.lineage(lake, name, depth, direction)
 
     @app.get("/api/datasets", summary="Every dataset with its latest version")
@@ -111,8 +125,11 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         return q.dataset(lake, name, version)
 
     @app.get("/api/rows/{name:path}", summary="The first rows of a dataset version (local files only)")
-    def rows(name: str, version: Annotated[int | None, Query(ge=1)] = None,
-             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+    def rows(
+        name: str,
+        version: Annotated[int | None, Query(ge=1)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    ) -> dict[str, Any]:
         return q.rows(lake, name, version, limit)
 
     @app.get("/api/runs", summary="Pipeline runs, newest first")

@@ -33,8 +33,15 @@ MAX_NAMES = 5000
 
 def _file_row(f: File) -> dict[str, Any]:
     r = f.record
-    return {"name": r.name, "size": r.size, "digest": r.digest, "created_at": r.created_at,
-            "creator": r.creator, "state": f.state, "kind": f.kind}
+    return {
+        "name": r.name,
+        "size": r.size,
+        "digest": r.digest,
+        "created_at": r.created_at,
+        "creator": r.creator,
+        "state": f.state,
+        "kind": f.kind,
+    }
 
 
 def overview(lake: Lake) -> dict[str, Any]:
@@ -50,11 +57,16 @@ def overview(lake: Lake) -> dict[str, Any]:
     synced = status["last_sync"]  # a datetime; None if never synced
     last_sync = synced.isoformat() if isinstance(synced, datetime) else None
     return {
-        "root": str(lake.root), "remote": lake.remote, "user": lakelet.current_user(),
-        "names": len(files), "bytes": sum(f.size for f in files),
+        "root": str(lake.root),
+        "remote": lake.remote,
+        "user": lakelet.current_user(),
+        "names": len(files),
+        "bytes": sum(f.size for f in files),
         "prefixes": sorted(prefixes.values(), key=lambda g: g["prefix"]),
-        "datasets": len(lake.datasets()), "runs": len(lake.runs()),
-        "unpushed": status["unpushed"], "last_sync": last_sync,
+        "datasets": len(lake.datasets()),
+        "runs": len(lake.runs()),
+        "unpushed": status["unpushed"],
+        "last_sync": last_sync,
     }
 
 
@@ -75,8 +87,11 @@ def file_info(lake: Lake, name: str) -> dict[str, Any]:
     f = _known(lake, name)
     record = f.lineage()
     return {
-        **_file_row(f), "meta": f.meta, "path": str(f.path) if f.is_local else None,
-        "lineage": record, "inputs": lake.lineage_inputs(record),
+        **_file_row(f),
+        "meta": f.meta,
+        "path": str(f.path) if f.is_local else None,
+        "lineage": record,
+        "inputs": lake.lineage_inputs(record),
         "downstream": [o.name for o in f.downstream()],
     }
 
@@ -99,10 +114,13 @@ def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
         for column, value in entry["partition"].items():
             partitions.setdefault(column, set()).add(value)
     return {
-        **ds.summary(), "versions": ds.versions(), "mode": ds.manifest.get("mode"),
+        **ds.summary(),
+        "versions": ds.versions(),
+        "mode": ds.manifest.get("mode"),
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in ds.schema],
         "partitions": {c: sorted(v) for c, v in partitions.items()},
-        "file_list": ds.files, "stats": ds.stats(),
+        "file_list": ds.files,
+        "stats": ds.stats(),
     }
 
 
@@ -110,8 +128,11 @@ def rows(lake: Lake, name: str, version: int | None, limit: int) -> dict[str, An
     """The first rows of a version, when its files are on this machine (a preview never fetches)."""
     ds = lake.dataset(name, version)
     if not all((ds.folder / f["relative"]).is_file() for f in ds.files):
-        return {"columns": [], "rows": [],
-                "note": f"the files are only on the remote: `lakelet pull datasets/{name}/` to preview them"}
+        return {
+            "columns": [],
+            "rows": [],
+            "note": f"the files are only on the remote: `lakelet pull datasets/{name}/` to preview them",
+        }
     table = ds.scanner().head(limit)
     return {"columns": table.column_names, "rows": [list(r.values()) for r in table.to_pylist()]}
 

@@ -32,7 +32,6 @@ from lakelet.facade._file import File
 from lakelet.facade._lake import Lake, init
 from lakelet.facade._lake import open_lake as open
 from lakelet.lake._expiry import parse_duration
-from lakelet.lake._fsck import FsckReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._sync import EvictReport, PushReport, SyncReport
 from lakelet.secrets._secrets import SecretInfo, Secrets
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from lakelet.datasets._datasets import Dataset
     from lakelet.datasets._state import State
     from lakelet.facade._graph import LineageGraph
+    from lakelet.lake._fsck import FsckReport
     from lakelet.lake._gc import GcReport
     from lakelet.runner._events import RunObserver, RunReport, RunStarted, StageFinished, StageStarted
     from lakelet.runner._graph import StageGraph, StageNode
@@ -100,6 +100,7 @@ __all__ = [
 # commands need load on first use, so that `lakelet ls` and a plain `import lakelet` do not pay for them.
 _LAZY = {
     "Dataset": "datasets._datasets",
+    "FsckReport": "lake._fsck",
     "GcReport": "lake._gc",
     "LineageGraph": "facade._graph",
     "State": "datasets._state",

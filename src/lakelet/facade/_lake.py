@@ -13,12 +13,10 @@ from lakelet.core import _config
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
-from lakelet.facade import _lineage
 from lakelet.facade._file import File
-from lakelet.lake import _add, _fsck
+from lakelet.lake import _add
 from lakelet.lake._context import LakeContext
 from lakelet.lake._expiry import parse_duration
-from lakelet.lake._fsck import FsckReport
 from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._remote import Remote
 from lakelet.remote._sync import EvictReport, PushReport, SyncReport
@@ -30,6 +28,7 @@ if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyar
     from lakelet.datasets._datasets import Dataset
     from lakelet.datasets._state import State
     from lakelet.facade._graph import LineageGraph
+    from lakelet.lake._fsck import FsckReport
     from lakelet.lake._gc import GcReport
 
 __all__ = ["Lake", "init", "open_lake"]
@@ -255,15 +254,21 @@ class Lake:
         """The lineage records of ``name`` and of its inputs, recursively, up to ``depth`` levels:
         how each was made (stage, code, git commit and line, inputs, parameters, versions)."""
         self.file(name).record  # noqa: B018 - NotFoundError first, for a name never bound
+        from lakelet.facade import _lineage
+
         return _lineage.upstream(self, validate_name(name), depth)
 
     def downstream(self, name: str, depth: int | None = None) -> list[File]:
         """Every file made from ``name``, directly or not, up to ``depth`` stage runs away."""
         self.file(name).record  # noqa: B018
+        from lakelet.facade import _lineage
+
         return _lineage.downstream(self, validate_name(name), depth)
 
     def lineage_inputs(self, record: dict[str, Any]) -> list[str]:
         """Every input of a lineage record: lake names, local paths, the source of an add."""
+        from lakelet.facade import _lineage
+
         return _lineage.input_labels(self, record)
 
     def lineage_graph(
@@ -296,6 +301,8 @@ class Lake:
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Verify every stored blob, quarantine corrupt ones, rebuild the index from records."""
+        from lakelet.lake import _fsck
+
         return _fsck.check(self.context, progress)
 
     def gc(

@@ -33,9 +33,12 @@ def built(tmp_path_factory) -> Iterator[tuple[lakelet.Lake, str]]:
         yield lake, module.__name__
 
 
+LOCAL = "http://127.0.0.1"  # the host a browser on this machine names: any other is refused
+
+
 @pytest.fixture
 def client(built) -> TestClient:
-    return TestClient(create_app(built[0]))
+    return TestClient(create_app(built[0]), base_url=LOCAL)
 
 
 def _stage_output(lake: lakelet.Lake, stage: str) -> str:
@@ -172,7 +175,7 @@ def test_openapi_schema_lists_every_endpoint(client) -> None:
 
 
 def test_the_token_gate(built) -> None:
-    gated = TestClient(create_app(built[0], token="t0ken"))
+    gated = TestClient(create_app(built[0], token="t0ken"), base_url=LOCAL)
     assert gated.get("/api/lake").status_code == 401
     assert gated.get("/api/lake", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert gated.get("/api/lake", headers={"Authorization": "Bearer t0ken"}).status_code == 200
@@ -181,13 +184,51 @@ def test_the_token_gate(built) -> None:
     assert gated.get("/api/lake").status_code == 200  # the client kept the cookie
 
 
+def test_a_request_naming_a_foreign_host_is_refused(built) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends `Host: evil.example`."""
+    import httpx
+
+    with _serving(built[0]) as base:
+        port = base.rsplit(":", 1)[1]
+        for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "", "[::2]"):
+            for path in ("/api/lake", f"/api/files/{_stage_output(built[0], 'load')}", "/"):
+                response = httpx.get(base + path, headers={"Host": host})
+                assert response.status_code in (400, 421), (host, path)
+                assert len(response.text) < 100 and str(built[0].root) not in response.text
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost", "LOCALHOST"):
+            assert httpx.get(base + "/api/lake", headers={"Host": host}).status_code == 200, host
+
+
+def test_the_cli_accepts_the_host_it_was_started_on(built) -> None:
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    command = [sys.executable, "-m", "lakelet", "--lake", str(built[0].root), "ui"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.2", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()  # printed once the socket listens
+        url = re.search(r"http://127\.0\.0\.2:(\d+)/", line)
+        assert url, line
+        base = f"http://127.0.0.2:{url.group(1)}"
+        assert httpx.get(f"{base}/api/lake").status_code == 200  # Host: 127.0.0.2:<port>
+        assert httpx.get(f"{base}/api/lake", headers={"Host": "evil.example"}).status_code in (400, 421)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_schemathesis_finds_no_server_errors(built) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation import GenerationMode
 
-    app = create_app(built[0])
+    app = create_app(built[0], hosts=["testserver"])  # the Host schemathesis sends
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
     failures: list[str] = []
     calls = []

@@ -2,11 +2,15 @@
 
 Every route is a GET that calls one query in ``_queries``; an expected error
 becomes a JSON ``{"error": "..."}`` with a 4xx status, never a traceback.
+
+Outermost, the Host check: a DNS-rebinding page names its own host, so only
+loopback names and the hosts the server was started on are answered.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,16 +20,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __version__
 
 from . import _queries as q
 
-__all__ = ["STATIC", "TOKEN_COOKIE", "create_app"]
+__all__ = ["LOOPBACK_HOSTS", "STATIC", "TOKEN_COOKIE", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "lakelet_token"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # as a Host header names them, without the port
 
 
 class _TokenGate:
@@ -65,8 +71,9 @@ class _TokenGate:
         await self.app(scope, receive, send_with_cookie)
 
 
-def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
-    """The app for one lake. With ``token``, every request must carry it."""
+def create_app(lake: Lake, token: str | None = None, hosts: Sequence[str] = ()) -> ASGIApp:
+    """The app for one lake. With ``token``, every request must carry it. A request whose Host
+    header names neither loopback nor one of ``hosts`` ("*": any) is refused with a 400."""
     app = FastAPI(
         title="lakelet",
         version=__version__,
@@ -145,4 +152,5 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return _TokenGate(app, token) if token else app
+    gated = _TokenGate(app, token) if token else app
+    return TrustedHostMiddleware(gated, allowed_hosts=[*LOOPBACK_HOSTS, *hosts], www_redirect=False)

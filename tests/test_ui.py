@@ -184,6 +184,17 @@ def test_the_token_gate(built) -> None:
     assert gated.get("/api/lake").status_code == 200  # the client kept the cookie
 
 
+def test_a_token_that_is_not_ascii_is_a_401_not_a_500(built) -> None:
+    gated = TestClient(create_app(built[0], token="t0ken"), base_url=LOCAL)
+    for offered in ("%C3%A9", "%FF", "t0ken%C3%A9"):  # é, a byte that is no UTF-8, a longer near miss
+        response = gated.get(f"/api/lake?token={offered}")
+        assert response.status_code == 401, offered
+        assert "error" in response.json()
+    assert gated.get("/api/lake", headers={"Authorization": "Bearer t0k\u00e9n".encode()}).status_code == 401
+    assert gated.get("/api/lake", headers={"Cookie": "lakelet_token=\u00e9".encode()}).status_code == 401
+    assert gated.get("/api/lake?token=t0ken").status_code == 200
+
+
 def test_a_request_naming_a_foreign_host_is_refused(built) -> None:
     """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends `Host: evil.example`."""
     import httpx

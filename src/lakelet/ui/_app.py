@@ -3,8 +3,10 @@
 Every route is a GET that calls one query in ``_queries``; an expected error
 becomes a JSON ``{"error": "..."}`` with a 4xx status, never a traceback.
 
-Outermost, the Host check: a DNS-rebinding page names its own host, so only
-loopback names and the hosts the server was started on are answered.
+Around the routes, outermost first: the Host check (a DNS-rebinding page names
+its own host, so only loopback names and the hosts the server was started on
+are answered), the token gate when there is a token, and the headers that keep
+the page's own scripts the only ones it runs.
 """
 
 from __future__ import annotations
@@ -21,17 +23,30 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __version__
 
 from . import _queries as q
 
-__all__ = ["LOOPBACK_HOSTS", "STATIC", "TOKEN_COOKIE", "create_app"]
+__all__ = ["LOOPBACK_HOSTS", "SECURITY_HEADERS", "STATIC", "TOKEN_COOKIE", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "lakelet_token"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # as a Host header names them, without the port
+
+# Scripts only from the page's own files: no inline script, no handler attribute, no javascript:
+# URL runs even if a string from a record slipped into the page as markup. No referrer: the
+# page's URL may carry ?token=, and a forge link must not receive it.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        b"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 class _TokenGate:
@@ -76,6 +91,18 @@ class _TokenGate:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _with_security_headers(app: ASGIApp) -> ASGIApp:
+    async def secured(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await app(scope, receive, send_secured if scope["type"] == "http" else send)
+
+    return secured
 
 
 def create_app(lake: Lake, token: str | None = None, hosts: Sequence[str] = ()) -> ASGIApp:
@@ -159,5 +186,5 @@ def create_app(lake: Lake, token: str | None = None, hosts: Sequence[str] = ()) 
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    gated = _TokenGate(app, token) if token else app
+    gated = _with_security_headers(_TokenGate(app, token) if token else app)
     return TrustedHostMiddleware(gated, allowed_hosts=[*LOOPBACK_HOSTS, *hosts], www_redirect=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,9 +35,26 @@ def built(tmp_path_factory) -> Iterator[tuple[lakelet.Lake, str]]:
         yield lake, module.__name__
 
 
+LOCAL = "http://127.0.0.1"  # the host a browser on this machine names: any other is refused
+
+
 @pytest.fixture
 def client(built) -> TestClient:
-    return TestClient(create_app(built[0]))
+    return TestClient(create_app(built[0]), base_url=LOCAL)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Iterator[tuple[lakelet.Lake, list[str]]]:
+    """A lake where a stage ran, synced from a file:// remote on which a peer bound run records
+    whose code links are javascript: and data: URLs and whose texts are markup; and their outputs."""
+    root = tmp_path_factory.mktemp("ui-hostile")
+    key = base64.b64encode(os.urandom(32)).decode()
+    with patched_environ({"LAKELET_SECRET_KEY": key, "LAKELET_USER": "tester@example.com"}):
+        remote = (root / "remote").as_uri()
+        lake, _ = ui_fixture.build(root / "victim", remote=remote)
+        outputs = ui_fixture.hostile_peer(root, remote)
+        lake.sync()
+        yield lake, outputs
 
 
 def _stage_output(lake: lakelet.Lake, stage: str) -> str:
@@ -172,7 +191,7 @@ def test_openapi_schema_lists_every_endpoint(client) -> None:
 
 
 def test_the_token_gate(built) -> None:
-    gated = TestClient(create_app(built[0], token="t0ken"))
+    gated = TestClient(create_app(built[0], token="t0ken"), base_url=LOCAL)
     assert gated.get("/api/lake").status_code == 401
     assert gated.get("/api/lake", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert gated.get("/api/lake", headers={"Authorization": "Bearer t0ken"}).status_code == 200
@@ -181,13 +200,104 @@ def test_the_token_gate(built) -> None:
     assert gated.get("/api/lake").status_code == 200  # the client kept the cookie
 
 
+def test_a_token_that_is_not_ascii_is_a_401_not_a_500(built) -> None:
+    gated = TestClient(create_app(built[0], token="t0ken"), base_url=LOCAL)
+    for offered in ("%C3%A9", "%FF", "t0ken%C3%A9"):  # é, a byte that is no UTF-8, a longer near miss
+        response = gated.get(f"/api/lake?token={offered}")
+        assert response.status_code == 401, offered
+        assert "error" in response.json()
+    assert gated.get("/api/lake", headers={"Authorization": "Bearer t0k\u00e9n".encode()}).status_code == 401
+    assert gated.get("/api/lake", headers={"Cookie": "lakelet_token=\u00e9".encode()}).status_code == 401
+    assert gated.get("/api/lake?token=t0ken").status_code == 200
+
+
+def _links(value: object, key: str = "") -> Iterator[str]:
+    """Every string a JSON value holds under a key that names a link (`url`, `code_url`, …)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _links(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _links(v, key)
+    elif isinstance(value, str) and (key == "url" or key.endswith("_url")):
+        yield value
+
+
+def test_the_api_hands_the_page_no_link_but_http_and_https(hostile) -> None:
+    lake, outputs = hostile
+    client = TestClient(create_app(lake), base_url=LOCAL)
+    paths = ["/api/lake", "/api/names", "/api/lineage", "/api/runs", "/api/datasets"]
+    paths += [f"/api/files/{f.name}" for f in lake.ls()]
+    paths += [f"/api/lineage?name={f.name}" for f in lake.ls()]
+    links = []
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        for url in ui_fixture.HOSTILE_URLS.values():
+            assert json.dumps(url)[1:-1] not in response.text, (path, url)
+        links += list(_links(response.json()))
+    assert links and all(urlsplit(u).scheme in ("http", "https") for u in links), links
+    assert ui_fixture.FORGE_URL in links  # a forge's link stays a link
+    forge = next(o for o in outputs if "/evil.forge/" in o)
+    assert client.get(f"/api/files/{forge}").json()["lineage"]["source"]["git"]["url"] == ui_fixture.FORGE_URL
+
+
+def test_the_page_runs_only_its_own_scripts(client) -> None:
+    """Defence in depth: were a record's string ever parsed as markup or a link, it would not run."""
+    policy = client.get("/").headers["content-security-policy"]
+    script = next(d for d in policy.split(";") if d.strip().startswith("script-src"))
+    assert script.split() == ["script-src", "'self'"]
+    assert client.get("/").headers["referrer-policy"] == "no-referrer"  # ?token= stays here
+    app_js = (Path(lakelet.__file__).parent / "ui" / "static" / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in app_js, sink  # strings from the lake become text nodes, never markup
+
+
+def test_a_request_naming_a_foreign_host_is_refused(built) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends `Host: evil.example`."""
+    import httpx
+
+    with _serving(built[0]) as base:
+        port = base.rsplit(":", 1)[1]
+        for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "", "[::2]"):
+            for path in ("/api/lake", f"/api/files/{_stage_output(built[0], 'load')}", "/"):
+                response = httpx.get(base + path, headers={"Host": host})
+                assert response.status_code in (400, 421), (host, path)
+                assert len(response.text) < 100 and str(built[0].root) not in response.text
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost", "LOCALHOST"):
+            assert httpx.get(base + "/api/lake", headers={"Host": host}).status_code == 200, host
+
+
+def test_the_cli_accepts_the_host_it_was_started_on(built) -> None:
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    command = [sys.executable, "-m", "lakelet", "--lake", str(built[0].root), "ui"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.2", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()  # printed once the socket listens
+        url = re.search(r"http://127\.0\.0\.2:(\d+)/", line)
+        assert url, line
+        base = f"http://127.0.0.2:{url.group(1)}"
+        assert httpx.get(f"{base}/api/lake").status_code == 200  # Host: 127.0.0.2:<port>
+        assert httpx.get(f"{base}/api/lake", headers={"Host": "evil.example"}).status_code in (400, 421)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_schemathesis_finds_no_server_errors(built) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation import GenerationMode
 
-    app = create_app(built[0])
+    app = create_app(built[0], hosts=["testserver"])  # the Host schemathesis sends
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
     failures: list[str] = []
     calls = []
@@ -364,3 +474,48 @@ def test_the_page_uses_no_outside_address() -> None:
     for name in ("index.html", "app.js", "app.css"):
         text = (static / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+
+
+# every attribute in the page that would run script: an inline handler, or a link or source whose
+# scheme (as the browser itself resolves it) is not http(s)
+_UNSAFE_ATTRIBUTES = """() => [...document.body.querySelectorAll('*')].flatMap((e) => [...e.attributes]
+    .filter((a) => /^on/i.test(a.name)
+        || (['href', 'src', 'action', 'formaction', 'xlink:href'].includes(a.name)
+            && !['http:', 'https:'].includes(new URL(a.value, location.href).protocol)))
+    .map((a) => `${e.tagName} ${a.name}=${a.value}`))"""
+
+
+def _click_every_outside_link(page, within: str) -> None:
+    """Click each link of ``within`` that leaves the page's own routes (a forge link excepted)."""
+    for link in page.locator(f"{within} a:not([href^='#'])").all():
+        if link.get_attribute("href") != ui_fixture.FORGE_URL:
+            link.click()
+
+
+def test_a_peer_s_javascript_link_never_reaches_the_page_in_chromium(hostile, browser) -> None:
+    lake, outputs = hostile
+    with _serving(lake) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        for output in outputs:
+            _open(page, f"{base}/#/file/{quote(output, safe='')}")
+            assert page.locator("h1").inner_text() == output  # markup in a name is text
+            assert page.get_by_text(f"return '{ui_fixture.MARKUP}'").count() == 1  # and in the code
+            _click_every_outside_link(page, "#view")
+            assert page.evaluate("window.__pwned") is None, output
+            assert page.evaluate(_UNSAFE_ATTRIBUTES) == [], output
+            forge = page.locator(f"a[href='{ui_fixture.FORGE_URL}']").count()
+            assert forge == ("/evil.forge/" in output), output
+
+        _open(page, f"{base}/#/lineage")
+        page.wait_for_function("() => window.lakelet.graph")
+        stages = page.evaluate("window.lakelet.graph.nodes('[kind = \"stage\"]').map(n => n.id())")
+        assert len(stages) == 3 + len(outputs)
+        forge_links = 0
+        for stage in stages:  # a tap on a stage run shows its code link in the side panel
+            page.evaluate("id => { window.lakelet.graph.$id(id).emit('tap'); }", stage)
+            _click_every_outside_link(page, "#details")
+            assert page.evaluate("window.__pwned") is None, stage
+            assert page.evaluate(_UNSAFE_ATTRIBUTES) == [], stage
+            forge_links += page.locator(f"#details a[href='{ui_fixture.FORGE_URL}']").count()
+        assert forge_links == 1
+        page.close()

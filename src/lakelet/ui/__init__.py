@@ -9,7 +9,7 @@ import ipaddress
 import secrets
 import socket
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lakelet import InvalidArgumentError
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from lakelet import Lake
 
-__all__ = ["LOOPBACK", "create_app", "is_loopback", "listen", "serve"]
+__all__ = ["LOOPBACK", "create_app", "hosts_for", "is_loopback", "listen", "serve"]
 
 LOOPBACK = "127.0.0.1"
 _EXTRA = {"fastapi", "starlette", "pydantic", "uvicorn"}  # what `pip install 'lakelet[ui]'` brings
@@ -32,7 +32,20 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
+def hosts_for(host: str) -> list[str]:
+    """The Host a request to a server listening on ``host`` may name besides loopback's: that
+    address or name; any, on every address (off loopback the token is what guards it)."""
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return ["*"]
+    except ValueError:
+        pass
+    return [f"[{host}]" if ":" in host else host]
+
+
+def create_app(lake: Lake, token: str | None = None, hosts: Sequence[str] = ()) -> ASGIApp:
+    """The app for one lake: every request must carry ``token`` if one is given, and name in its
+    Host header a loopback address, ``localhost`` or one of ``hosts`` ("*": any)."""
     try:
         from ._app import create_app as make
     except ModuleNotFoundError as e:
@@ -41,7 +54,7 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         raise InvalidArgumentError(
             f"lakelet ui needs the ui extra ({e.name} is missing): pip install 'lakelet[ui]'"
         ) from None
-    return make(lake, token)
+    return make(lake, token, hosts)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -69,7 +82,7 @@ def serve(
     """Serve the page until interrupted. Off loopback a token is required; one is made if not given."""
     if not is_loopback(host) and not token:
         token = secrets.token_urlsafe(24)
-    app = create_app(lake, token)
+    app = create_app(lake, token, hosts_for(host))
     import uvicorn
 
     sock = listen(host, port)

@@ -2,11 +2,17 @@
 
 Every route is a GET that calls one query in ``_queries``; an expected error
 becomes a JSON ``{"error": "..."}`` with a 4xx status, never a traceback.
+
+Around the routes, outermost first: the Host check (a DNS-rebinding page names
+its own host, so only loopback names and the hosts the server was started on
+are answered), the token gate when there is a token, and the headers that keep
+the page's own scripts the only ones it runs.
 """
 
 from __future__ import annotations
 
-import secrets
+import hmac
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,16 +22,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakelet import InvalidNameError, Lake, LakeletError, NotFoundError, __version__
 
 from . import _queries as q
 
-__all__ = ["STATIC", "TOKEN_COOKIE", "create_app"]
+__all__ = ["LOOPBACK_HOSTS", "SECURITY_HEADERS", "STATIC", "TOKEN_COOKIE", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "lakelet_token"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # as a Host header names them, without the port
+
+# Scripts only from the page's own files: no inline script, no handler attribute, no javascript:
+# URL runs even if a string from a record slipped into the page as markup. No referrer: the
+# page's URL may carry ?token=, and a forge link must not receive it.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        b"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 class _TokenGate:
@@ -35,6 +56,13 @@ class _TokenGate:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = token
+        self.expected = token.encode()
+
+    def matches(self, offered: str | None) -> bool:
+        # as bytes: compare_digest refuses a str with non-ASCII characters (?token=%C3%A9)
+        return offered is not None and hmac.compare_digest(
+            offered.encode(errors="surrogatepass"), self.expected
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +76,7 @@ class _TokenGate:
             request.cookies.get(TOKEN_COOKIE),
             header.removeprefix("Bearer ") if header.startswith("Bearer ") else None,
         ]
-        if not any(c is not None and secrets.compare_digest(c, self.token) for c in candidates):
+        if not any(self.matches(c) for c in candidates):
             response: Response = JSONResponse(
                 {"error": "this lakelet ui needs its token: open the URL `lakelet ui` printed"},
                 status_code=401,
@@ -65,8 +93,21 @@ class _TokenGate:
         await self.app(scope, receive, send_with_cookie)
 
 
-def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
-    """The app for one lake. With ``token``, every request must carry it."""
+def _with_security_headers(app: ASGIApp) -> ASGIApp:
+    async def secured(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await app(scope, receive, send_secured if scope["type"] == "http" else send)
+
+    return secured
+
+
+def create_app(lake: Lake, token: str | None = None, hosts: Sequence[str] = ()) -> ASGIApp:
+    """The app for one lake. With ``token``, every request must carry it. A request whose Host
+    header names neither loopback nor one of ``hosts`` ("*": any) is refused with a 400."""
     app = FastAPI(
         title="lakelet",
         version=__version__,
@@ -145,4 +186,5 @@ def create_app(lake: Lake, token: str | None = None) -> ASGIApp:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return _TokenGate(app, token) if token else app
+    gated = _with_security_headers(_TokenGate(app, token) if token else app)
+    return TrustedHostMiddleware(gated, allowed_hosts=[*LOOPBACK_HOSTS, *hosts], www_redirect=False)

@@ -5,12 +5,19 @@ Names come from the local catalog only (a name bound elsewhere shows after
 `lakelet sync`). Lineage records that are only on the remote are fetched into
 the local cache, verified, as `lakelet lineage` does: they are small and the
 graph needs them. Dataset files are never fetched for a preview.
+
+Lineage records may come from a peer (through the shared remote), so the links
+the page draws from them (a run's code link: ``source.git.url``, a graph node's
+``code_url``) leave here only as http(s) URLs, else as None: a ``javascript:``
+link would run in the page's origin.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import lakelet
 from lakelet import File, Lake, NotFoundError
@@ -26,9 +33,35 @@ __all__ = [
     "rows",
     "run",
     "runs",
+    "web_link",
 ]
 
 MAX_NAMES = 5000
+
+# No blank and no control character anywhere: browsers drop some of them before they read the
+# scheme (" javascript:", "java\tscript:"), so only a URL that is plainly http(s) is one here.
+_WEB_LINK = re.compile(r"https?://[^\s\x00-\x1f\x7f-\x9f]+", re.IGNORECASE)
+
+
+def web_link(value: object) -> str | None:
+    """``value`` if it is an http(s) URL with a host, else None."""
+    if not isinstance(value, str) or not _WEB_LINK.fullmatch(value):
+        return None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6 host
+        return None
+    return value if parts.scheme in ("http", "https") and host else None
+
+
+def _linked(record: dict[str, Any]) -> dict[str, Any]:
+    """A lineage record as the page gets it: its code link kept only if it is a web link."""
+    source = record.get("source")
+    git = source.get("git") if isinstance(source, dict) else None
+    if not isinstance(source, dict) or not isinstance(git, dict) or "url" not in git:
+        return record
+    return {**record, "source": {**source, "git": {**git, "url": web_link(git["url"])}}}
 
 
 def _file_row(f: File) -> dict[str, Any]:
@@ -90,17 +123,24 @@ def file_info(lake: Lake, name: str) -> dict[str, Any]:
         **_file_row(f),
         "meta": f.meta,
         "path": str(f.path) if f.is_local else None,
-        "lineage": record,
+        "lineage": _linked(record),
         "inputs": lake.lineage_inputs(record),
         "downstream": [o.name for o in f.downstream()],
     }
 
 
 def lineage(lake: Lake, name: str | None, depth: int, direction: str) -> dict[str, Any]:
-    if name is None:
-        return lake.lineage_graph().to_json()
-    f = _known(lake, name)
-    return lake.lineage_graph(f.name, depth, direction).to_json()
+    graph = (
+        lake.lineage_graph()
+        if name is None
+        else lake.lineage_graph(_known(lake, name).name, depth, direction)
+    )
+    shown = graph.to_json()
+    # a stage run's node carries its record's source.git.url as code_url
+    shown["nodes"] = [
+        {**n, "code_url": web_link(n["code_url"])} if "code_url" in n else n for n in shown["nodes"]
+    ]
+    return shown
 
 
 def datasets(lake: Lake) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._durable import fsync_dir, make_dirs, publish_file
-from lakelet.core.errors import ConfigError, LakeNotFoundError
+from lakelet.core._names import segment_problem
+from lakelet.core.errors import ConfigError, InvalidNameError, LakeNotFoundError
 
 __all__ = [
     "CONFIG_FILE",
@@ -212,8 +213,21 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
 
 
 def current_user() -> str:
-    """$LAKELET_USER, else git's user.email, else $USER@host."""
-    return os.environ.get("LAKELET_USER") or _default_user()
+    """$LAKELET_USER, else git's user.email, else $USER@host: one path segment, since it names
+    folders (``scopes/user/<user>``, ``secrets/user/<user>``). Raises InvalidNameError."""
+    user = os.environ.get("LAKELET_USER")
+    # Checked on every call, with the rule of `--scope user/<user>`: a user of '../org' would
+    # otherwise write the org's secrets, or another scope's names.
+    if user:
+        return _checked_user(user, "LAKELET_USER")
+    return _checked_user(_default_user(), "the user (git's user.email, else $USER@host; set LAKELET_USER)")
+
+
+def _checked_user(user: str, source: str) -> str:
+    problem = segment_problem(user)
+    if problem:
+        raise InvalidNameError(f"invalid user {user!r} from {source}: {problem}", name=user)
+    return user
 
 
 @cache

@@ -4,6 +4,11 @@ did not finish; a bound add reports success."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,104 @@ def test_an_invalid_lakelet_user_is_one_error_in_every_api_that_uses_it(
     assert snapshot(lake.root) == before
     monkeypatch.setenv("LAKELET_USER", "tester@example.com")
     assert lake.secrets.values(["API"]) == {"API": "org-value"}
+
+
+# --- add --move: the sources survive until their names are bound ---------------------------
+
+MOVE_SCRIPT = """
+import sys, lakelet
+lake = lakelet.open(sys.argv[1])
+lake.add(sys.argv[2], sys.argv[3], move=True)
+print("done", flush=True)
+"""
+
+# every step of a move-add from the first file stored to the names bound
+MOVE_POINTS = ["blob-after-rename", "objects-stored", "segment-written", "names-bound"]
+
+
+def _move_in_subprocess(
+    lake_root: Path, src: Path, name: str, crash_at: str
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", MOVE_SCRIPT, str(lake_root), str(src), name],
+        env={**os.environ, "LAKELET_CRASH_AT": crash_at},
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _assert_no_file_lost(lake_root: Path, contents: dict[Path, bytes], names: dict[Path, str]) -> None:
+    """Each source is at its path with its content, or its name reads back that content."""
+    lake = lakelet.open(lake_root)
+    for path, content in contents.items():
+        if path.exists():
+            assert path.read_bytes() == content, path
+        else:
+            assert lake.exists(names[path]), f"{path} is gone and {names[path]} is not bound"
+            assert lake.file(names[path]).read_bytes() == content
+
+
+@pytest.mark.parametrize("point", MOVE_POINTS)
+def test_a_move_add_killed_before_its_names_are_bound_loses_no_source(lake, tmp_path, point) -> None:
+    directory = tmp_path / "incoming"
+    contents = {}
+    for i in range(12):
+        # small files, and one over a chunk (4 MiB), which is streamed rather than read whole
+        path = directory / f"sub{i % 3}" / f"f{i:02}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        contents[path] = os.urandom((5 << 20) if i == 4 else 100 + i)
+        path.write_bytes(contents[path])
+    names = {p: "in/" + p.relative_to(directory).as_posix() for p in contents}
+
+    crashed = _move_in_subprocess(lake.root, directory, "in", point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    _assert_no_file_lost(lake.root, contents, names)
+    # a day later, gc drops what no name refers to: never the only copy of a source
+    lakelet.open(lake.root).gc(now=datetime.now(UTC) + timedelta(days=2))
+    _assert_no_file_lost(lake.root, contents, names)
+
+    again = _move_in_subprocess(lake.root, directory, "in", "")
+    assert again.returncode == 0, again.stderr.decode()
+    reopened = lakelet.open(lake.root)
+    assert {f.name: f.read_bytes() for f in reopened.ls("in/")} == {names[p]: c for p, c in contents.items()}
+    assert not any(p.exists() for p in contents)
+    assert reopened.fsck().ok
+
+
+@pytest.mark.parametrize("point", ["blob-after-rename", "objects-stored"])
+def test_a_single_file_move_killed_before_it_is_bound_keeps_the_source(lake, make_file, point) -> None:
+    content = os.urandom(9 << 20)
+    src = make_file("big.bin", content)
+    crashed = _move_in_subprocess(lake.root, src, "big.bin", point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    assert src.read_bytes() == content
+    lakelet.open(lake.root).gc(now=datetime.now(UTC) + timedelta(days=2))
+    assert src.read_bytes() == content
+    again = _move_in_subprocess(lake.root, src, "big.bin", "")
+    assert again.returncode == 0, again.stderr.decode()
+    assert not src.exists()
+    assert lakelet.open(lake.root).file("big.bin").read_bytes() == content
+
+
+def test_moving_a_file_with_another_name_keeps_the_stored_content_apart(lake, make_file) -> None:
+    src = make_file("linked.bin", b"original content")
+    other = src.with_name("other-name.bin")
+    os.link(src, other)
+    f = lake.add(src, "linked.bin", move=True)
+    assert not src.exists()
+    other.chmod(0o644)
+    other.write_bytes(b"changed by its owner")  # in place: same inode
+    assert lakelet.open(lake.root).file("linked.bin").read_bytes() == b"original content"
+    assert os.stat(f.path).st_nlink == 1
+
+
+def test_moving_a_symlink_stores_its_content_and_removes_the_link(lake, make_file) -> None:
+    target = make_file("target.bin", b"original content")
+    link = target.with_name("link.bin")
+    link.symlink_to(target)
+    f = lake.add(link, "link.bin", move=True)
+    assert not os.path.lexists(link) and target.read_bytes() == b"original content"
+    assert not os.path.islink(f.path)
+    target.chmod(0o644)
+    target.write_bytes(b"changed by its owner")
+    assert lakelet.open(lake.root).file("link.bin").read_bytes() == b"original content"

@@ -4,10 +4,14 @@ did not finish; a bound add reports success."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -172,3 +176,55 @@ def test_moving_a_symlink_stores_its_content_and_removes_the_link(lake, make_fil
     target.chmod(0o644)
     target.write_bytes(b"changed by its owner")
     assert lakelet.open(lake.root).file("link.bin").read_bytes() == b"original content"
+
+
+# --- add from http: a body shorter than announced binds nothing -----------------------------
+
+
+@pytest.fixture
+def lying_server() -> Iterator[str]:
+    """Announces 100,000 bytes, sends 5,000 and closes (``/short``); ``/chunked`` stops a
+    chunked body mid-chunk; ``/ok`` sends what it announces."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            if self.path == "/chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"1388\r\n" + b"c" * 3000)  # 0x1388 = 5000 announced, 3000 sent
+            else:
+                self.send_header("Content-Length", "5000" if self.path == "/ok" else "100000")
+                self.end_headers()
+                self.wfile.write(b"x" * 5000)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/short", "/chunked"])
+def test_a_download_shorter_than_announced_fails_and_binds_nothing(lake, lying_server, path) -> None:
+    before = snapshot(lake.root)
+    with pytest.raises(lakelet.SourceError, match="cannot download") as raised:
+        lake.add(lying_server + path, "web.bin")
+    assert "\n" not in str(raised.value)
+    assert lake.ls() == [] and snapshot(lake.root) == before
+    assert list((lake.root / "tmp").iterdir()) == []
+    done = run_lakelet("--lake", str(lake.root), "add", lying_server + path, "web.bin")
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot download"), lines
+    assert lakelet.open(lake.root).ls() == [] and snapshot(lake.root) == before
+    # what the server announces and sends whole is added
+    assert lake.add(lying_server + "/ok", "ok.bin").read_bytes() == b"x" * 5000

@@ -228,3 +228,128 @@ def test_a_download_shorter_than_announced_fails_and_binds_nothing(lake, lying_s
     assert lakelet.open(lake.root).ls() == [] and snapshot(lake.root) == before
     # what the server announces and sends whole is added
     assert lake.add(lying_server + "/ok", "ok.bin").read_bytes() == b"x" * 5000
+
+
+# --- a full disk: a failed add binds nothing, a bound add reports success --------------------
+
+
+def _cli(lake_root: Path, *args: str, fault: str = "") -> subprocess.CompletedProcess[bytes]:
+    return run_lakelet("--lake", str(lake_root), *args, env={"LAKELET_FAULT": fault})
+
+
+def _one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr.decode()
+    return lines[0]
+
+
+def _names_and_config(lake_root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot(lake_root).items() if not k.startswith("objects/")}
+
+
+# where an add writes before its names are bound: a big file's copy, a small file's blob,
+# the segment that binds the names
+@pytest.mark.parametrize(
+    "point, size", [("blob-partly-written", 5 << 20), ("blob-before-rename", 100), ("segment-written", 100)]
+)
+def test_a_full_disk_before_the_names_are_bound_is_one_line_and_binds_nothing(
+    lake, make_file, point, size
+) -> None:
+    src = make_file("data.bin", os.urandom(size))
+    before = _names_and_config(lake.root)
+    line = _one_error_line(_cli(lake.root, "add", str(src), "data.bin", fault=f"{point}:ENOSPC"))
+    assert "No space left on device" in line
+    # an object stored before the failure may stay, bound to nothing, for gc
+    assert _names_and_config(lake.root) == before and list((lake.root / "tmp").iterdir()) == []
+    assert lakelet.open(lake.root).ls() == []
+    assert _cli(lake.root, "add", str(src), "data.bin").returncode == 0  # once there is room
+    assert lakelet.open(lake.root).file("data.bin").read_bytes() == src.read_bytes()
+
+
+def test_a_full_disk_at_the_index_after_the_bind_reports_success(lake, make_file) -> None:
+    src = make_file("data.bin", b"bound before the index filled up")
+    done = _cli(lake.root, "add", str(src), "data.bin", fault="segment-indexed:ENOSPC")
+    assert done.returncode == 0 and done.stdout.startswith(b"added data.bin"), done.stderr.decode()
+    # the index catches up from the segment
+    assert _cli(lake.root, "cat", "data.bin").stdout == src.read_bytes()
+    assert lakelet.open(lake.root).fsck().ok
+
+
+def test_a_move_that_fails_on_a_full_disk_gives_the_file_back(lake, make_file) -> None:
+    content = os.urandom(5000)
+    src = make_file("mine.bin", content)
+    src.chmod(0o640)
+    _one_error_line(_cli(lake.root, "add", "--move", str(src), "mine.bin", fault="segment-written:ENOSPC"))
+    st = src.stat()
+    assert src.read_bytes() == content and st.st_nlink == 1 and st.st_mode & 0o777 == 0o640
+    assert lakelet.open(lake.root).ls() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs, mounted for the test (needs root, as in CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # lakes opened here hold files
+
+
+def _fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s filesystem."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        for chunk in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == 28  # ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_an_object_larger_than_the_free_space_is_one_line_and_binds_nothing(small_disk, tmp_path) -> None:
+    lake = lakelet.init(small_disk / "lake")
+    src = tmp_path / "too-big.bin"
+    src.write_bytes(os.urandom(4 << 20))
+    line = _one_error_line(_cli(lake.root, "add", str(src), "big.bin"))
+    assert "No space left on device" in line
+    assert lakelet.open(lake.root).ls() == [] and list((lake.root / "tmp").iterdir()) == []
+    directory = tmp_path / "many"  # small files: written whole, synced once
+    for i in range(60):
+        (directory / f"f{i:02}.bin").parent.mkdir(exist_ok=True)
+        (directory / f"f{i:02}.bin").write_bytes(os.urandom(64 << 10))
+    _one_error_line(_cli(lake.root, "add", str(directory), "many"))
+    assert lakelet.open(lake.root).ls() == [] and list((lake.root / "tmp").iterdir()) == []
+
+
+def test_a_disk_that_fills_up_after_the_bind_reports_success(small_disk, tmp_path) -> None:
+    """The real index on a real full disk: SQLite's own error, after the segment is durable."""
+    lake = lakelet.init(small_disk / "lake")
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"bound before the disk filled up")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lakelet", "--lake", str(lake.root), "add", str(src), "data.bin"],
+        env={**os.environ, "LAKELET_FAULT": "names-bound:stop"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # until it stops at the point
+    if not os.WIFSTOPPED(status):
+        pytest.fail(f"the add ended before the names were bound: {proc.stderr.read().decode()}")
+    try:
+        filler = _fill(small_disk)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.startswith(b"added data.bin"), err.decode()
+    filler.unlink()
+    assert _cli(lake.root, "cat", "data.bin").stdout == src.read_bytes()
+    assert lakelet.open(lake.root).fsck().ok

@@ -26,7 +26,7 @@ from lakelet.core._durable import new_temp_path
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core._version import __version__
-from lakelet.core.errors import InvalidNameError, SourceError
+from lakelet.core.errors import InvalidNameError, SourceError, StorageError
 from lakelet.storage._objects import (
     ObjectStore,
     StoredBlob,
@@ -89,7 +89,22 @@ def ingest(
     progress: Progress,
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
-    only those of these names (a stage's temp files beside a file it returned, which is copied)."""
+    only those of these names (a stage's temp files beside a file it returned, which is copied).
+    Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
+    try:
+        return _ingest(lake, items, meta, move, progress)
+    except OSError as e:  # the full disk of C1 was a raw traceback
+        where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
+        raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
+
+
+def _ingest(
+    lake: LakeContext,
+    items: list[tuple[str, Source]],
+    meta: dict[str, str],
+    move: bool | Collection[str],
+    progress: Progress,
+) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
     catalog, refs = lake.catalog, lake.refs

@@ -187,7 +187,11 @@ def write_blob(
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
+    try:
+        return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # not placed (a full disk): gone after the rename
+        raise
 
 
 def _copy_through_buffer(reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int:

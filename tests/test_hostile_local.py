@@ -4,10 +4,12 @@ did not finish; a bound add reports success."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -353,3 +355,62 @@ def test_a_disk_that_fills_up_after_the_bind_reports_success(small_disk, tmp_pat
     filler.unlink()
     assert _cli(lake.root, "cat", "data.bin").stdout == src.read_bytes()
     assert lakelet.open(lake.root).fsck().ok
+
+
+# --- get: only ever a regular file at the destination ---------------------------------------
+
+
+def _specials(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO, a character device like /dev/null, a symlink to a file and a dangling one."""
+    places = tmp_path / "places"
+    places.mkdir()
+    os.mkfifo(places / "fifo")
+    with contextlib.suppress(PermissionError):  # not root: the other kinds still make the point
+        os.mknod(places / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+    (places / "victim.txt").write_text("not yours to replace")
+    (places / "link").symlink_to(places / "victim.txt")
+    (places / "dangling").symlink_to(places / "nowhere")
+    return {p.name: p for p in places.iterdir() if p.name != "victim.txt"}
+
+
+def _kinds(paths: dict[str, Path]) -> dict[str, int]:
+    return {name: os.lstat(p).st_mode for name, p in paths.items()}
+
+
+def test_get_refuses_a_fifo_a_device_or_a_symlink_as_its_destination(lake, make_file, tmp_path) -> None:
+    lake.add(make_file("x.txt", "content"), "x.txt")
+    specials = _specials(tmp_path)
+    before = _kinds(specials)
+    for name, path in specials.items():
+        line = _one_error_line(_cli(lake.root, "get", "x.txt", str(path)))
+        assert str(path) in line and "regular file" in line, (name, line)
+    assert _kinds(specials) == before
+    assert (tmp_path / "places" / "victim.txt").read_text() == "not yours to replace"
+    assert not (tmp_path / "places" / "nowhere").exists()
+    assert [p.name for p in (tmp_path / "places").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_export_and_scoped_get_refuse_what_is_not_a_regular_file(lake, make_file, tmp_path) -> None:
+    f = lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.user.puts("x.txt", b"content")
+    specials = _specials(tmp_path)
+    before = _kinds(specials)
+    for path in specials.values():
+        with pytest.raises(lakelet.InvalidArgumentError, match="regular file"):
+            f.export(path)
+        with pytest.raises(lakelet.InvalidArgumentError, match="regular file"):
+            lake.user.get("x.txt", path)
+    assert _kinds(specials) == before
+    assert (tmp_path / "places" / "victim.txt").read_text() == "not yours to replace"
+    # a regular file is replaced, and a directory given keeps the name's last segment
+    (tmp_path / "places" / "plain.txt").write_text("old")
+    assert f.export(tmp_path / "places" / "plain.txt").read_text() == "content"
+    assert f.export(tmp_path / "places") == tmp_path / "places" / "x.txt"
+
+
+def test_get_into_a_place_that_refuses_files_is_one_line(lake, make_file) -> None:
+    lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.user.puts("x.txt", b"content")
+    assert "cannot write /proc/version" in _one_error_line(_cli(lake.root, "get", "x.txt", "/proc/version"))
+    with pytest.raises(lakelet.StorageError, match="cannot write /proc/version"):
+        lake.user.get("x.txt", "/proc/version")

@@ -14,7 +14,7 @@ what a caller may act on::
     ├── NameExistsError        a write-once name already bound to other content         .name
     ├── IntegrityError         stored bytes no longer match their digest              .digest
     ├── SourceError            a source to add cannot be read
-    ├── StorageError           the lake's own files cannot be written: disk full, read-only .path
+    ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
     ├── RemoteError            an object store cannot be reached or refused us           .url
     ├── SecretError            a secret cannot be read: wrong key, or its backend refused
     └── RunError               stages failed; the others finished, their results kept .failures
@@ -111,8 +111,9 @@ class SourceError(LakeletError):
 
 
 class StorageError(LakeletError):
-    """The lake's own files cannot be written (or read): the disk is full, read-only, or
-    refuses access. An add that raises it bound nothing in this lake."""
+    """A file lakelet writes cannot be written: the lake's own (the disk is full, read-only,
+    or refuses access), or a destination given to ``get``. An add that raises it bound
+    nothing in this lake."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)

@@ -414,3 +414,29 @@ def test_get_into_a_place_that_refuses_files_is_one_line(lake, make_file) -> Non
     assert "cannot write /proc/version" in _one_error_line(_cli(lake.root, "get", "x.txt", "/proc/version"))
     with pytest.raises(lakelet.StorageError, match="cannot write /proc/version"):
         lake.user.get("x.txt", "/proc/version")
+
+
+# --- where the lake is: a file where a folder should be, a folder where a file should be ----
+
+
+def test_a_lake_path_that_is_a_file_is_one_line_and_changes_nothing(tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for args in (["init", str(afile)], ["init", str(afile / "sub")], ["--lake", str(afile), "ls"]):
+        line = _one_error_line(run_lakelet(*args))
+        assert str(afile) in line and "a file" in line, (args, line)
+    assert afile.read_text() == "mine"
+    with pytest.raises(lakelet.InvalidArgumentError, match="a file"):
+        lakelet.init(afile)
+    with pytest.raises(lakelet.LakeNotFoundError, match="a file"):
+        lakelet.open(afile)
+
+
+def test_a_lakelet_toml_that_is_a_directory_is_one_line(tmp_path) -> None:
+    root = tmp_path / "lake"
+    (root / "lakelet.toml").mkdir(parents=True)
+    for args in (["--lake", str(root), "ls"], ["init", str(root)]):
+        line = _one_error_line(run_lakelet(*args))
+        assert "lakelet.toml is a directory" in line, (args, line)
+    with pytest.raises(lakelet.ConfigError, match="is a directory"):
+        lakelet.open(root)

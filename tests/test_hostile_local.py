@@ -277,11 +277,12 @@ def test_a_full_disk_at_the_index_after_the_bind_reports_success(lake, make_file
     assert lakelet.open(lake.root).fsck().ok
 
 
-def test_a_move_that_fails_on_a_full_disk_gives_the_file_back(lake, make_file) -> None:
+@pytest.mark.parametrize("point", ["blob-before-rename", "segment-written"])
+def test_a_move_that_fails_on_a_full_disk_gives_the_file_back(lake, make_file, point) -> None:
     content = os.urandom(5000)
     src = make_file("mine.bin", content)
     src.chmod(0o640)
-    _one_error_line(_cli(lake.root, "add", "--move", str(src), "mine.bin", fault="segment-written:ENOSPC"))
+    _one_error_line(_cli(lake.root, "add", "--move", str(src), "mine.bin", fault=f"{point}:ENOSPC"))
     st = src.stat()
     assert src.read_bytes() == content and st.st_nlink == 1 and st.st_mode & 0o777 == 0o640
     assert lakelet.open(lake.root).ls() == []

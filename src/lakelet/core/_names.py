@@ -14,9 +14,9 @@ from lakelet.core.errors import InvalidNameError
 __all__ = [
     "MAX_NAME_BYTES",
     "name_key",
+    "segment_problem",
     "validate_name",
     "validate_path_name",
-    "segment_problem",
     "validate_prefix",
     "validate_segment",
 ]

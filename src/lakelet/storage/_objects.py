@@ -437,7 +437,10 @@ def link_file(
                 os.fsync(f.fileno())
         return _place(tmp, digest, size, place, durable)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp):  # not placed: the user's file is theirs again, as it was
+            tmp.unlink()
+            with contextlib.suppress(OSError):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
         raise
 
 

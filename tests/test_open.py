@@ -98,6 +98,7 @@ def test_public_names_are_exactly_the_contract() -> None:
         "SecretInfo",
         "Secrets",
         "SourceError",
+        "StorageError",
         "Stage",
         "StageFinished",
         "StageGraph",

@@ -26,6 +26,7 @@ from lakelet.core.errors import (
     SchemaConflictError,
     SecretError,
     SourceError,
+    StorageError,
 )
 from lakelet.facade._current import current_lake, use
 from lakelet.facade._file import File
@@ -77,6 +78,7 @@ __all__ = [
     "SecretInfo",
     "Secrets",
     "SourceError",
+    "StorageError",
     "Stage",
     "StageFinished",
     "StageGraph",

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 
 from lakelet.catalog._catalog import Catalog
 from lakelet.core import _faults
-from lakelet.core.errors import NotFoundError
+from lakelet.core.errors import NotFoundError, StorageError
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._refs import NameRecord, RefStore, check_same_content
 from lakelet.storage._scopes import LAKE
@@ -84,7 +84,8 @@ def bind_once(
             new = [r for r in records if r.name not in bound]
             same = [bound[r.name] for r in records if r.name in bound]
             if not new:
-                catalog.record_verified_many(verified)
+                with contextlib.suppress(StorageError):  # only fingerprints: reads re-hash
+                    catalog.record_verified_many(verified)
                 return [], same
             _check_still_stored(stored)
             try:
@@ -93,9 +94,29 @@ def bind_once(
                 # Written by a binder that did not take the lock (a lakelet older than
                 # segments cannot: it binds per-name files). Read it, check again.
                 continue
+            except OSError as e:
+                # The disk refused the segment (full, read-only). A failure after the link (the
+                # directory's fsync) leaves it in place: then the names are bound after all.
+                if not _holds(refs, applied + 1, new):
+                    raise StorageError(
+                        f"cannot bind names in {refs.directory}: {e.strerror or e}; nothing was bound",
+                        path=str(refs.directory),
+                    ) from None
             _faults.reached("names-bound")
-            catalog.apply_segment(applied + 1, new, verified)
+            # The names are bound: the segment is durable. An index that cannot take them now
+            # (C1: a full disk) catches up from the segment on the next bind or lookup, so
+            # this bind succeeded; an error here would tell the caller it had not.
+            with contextlib.suppress(StorageError):
+                catalog.apply_segment(applied + 1, new, verified)
             return new, same
+
+
+def _holds(refs: RefStore, seq: int, records: list[NameRecord]) -> bool:
+    """Whether segment ``seq`` is on disk and is exactly ``records``."""
+    try:
+        return refs.segment_path(seq).read_bytes() == NameRecord.lines(records)
+    except OSError:
+        return False
 
 
 def _check_still_stored(stored: Iterable[tuple[str, str]]) -> None:

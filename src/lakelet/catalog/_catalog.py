@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lakelet.core import _faults
+from lakelet.core.errors import StorageError
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._packs import Member, Pack
 from lakelet.storage._refs import NameRecord
@@ -77,6 +79,16 @@ _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter
 _Row = tuple[str, str, str, int, str, str, str, str | None]
 
 
+# SQLite's result codes for a disk that refuses a write; others (a damaged file) are not ours
+_DISK_ERRORS = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+}
+
+
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     # SQLite compares TEXT bytewise (UTF-8); no valid name character sorts above U+10FFFF.
     return prefix, prefix + "\U0010ffff"
@@ -104,17 +116,18 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._local = threading.local()
-        db = self._db()
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        # The index is derived data: an index of another version is dropped and
-        # rebuilt from the records by the Lake (``fresh`` tells it to).
-        self.fresh = version != SCHEMA_VERSION
-        if self.fresh:
-            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in tables:
-                db.execute(f'DROP TABLE "{table}"')
-        db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with self._disk_errors():
+            db = self._db()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            # The index is derived data: an index of another version is dropped and
+            # rebuilt from the records by the Lake (``fresh`` tells it to).
+            self.fresh = version != SCHEMA_VERSION
+            if self.fresh:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    db.execute(f'DROP TABLE "{table}"')
+            db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -129,14 +142,34 @@ class Catalog:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        with self._disk_errors():
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk can end the transaction):
+                # a second ROLLBACK would raise and hide the first error.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        """A disk that refuses the index (full, read-only, failing) is a StorageError."""
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            yield
+        except sqlite3.Error as e:
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) not in _DISK_ERRORS:
+                raise
+            raise StorageError(
+                f"cannot write the lake's index {self._path}: {e}", path=str(self._path)
+            ) from None
+        except OSError as e:
+            raise StorageError(
+                f"cannot write the lake's index {self._path}: {e.strerror or e}", path=str(self._path)
+            ) from None
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -222,6 +255,7 @@ class Catalog:
             row = db.execute("SELECT value FROM state WHERE key = ?", (_SEGMENTS_APPLIED,)).fetchone()
             if row is None or int(row[0]) < seq:
                 db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(seq)))
+            _faults.reached("segment-indexed")  # before the commit
 
     def delete(self, scope: str, names: Iterable[str]) -> None:
         with self._transaction() as db:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._durable import fsync_dir, make_dirs, publish_file
-from lakelet.core.errors import ConfigError, LakeNotFoundError
+from lakelet.core._names import segment_problem
+from lakelet.core.errors import (
+    ConfigError,
+    InvalidArgumentError,
+    InvalidNameError,
+    LakeNotFoundError,
+    StorageError,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -92,6 +99,14 @@ def load(root: Path) -> LakeConfig:
             f"no lake at {root}: create one with `lakelet init {root}` (or lakelet.init() in Python)",
             path=str(root),
         ) from None
+    except NotADirectoryError:
+        raise LakeNotFoundError(
+            f"no lake at {_file_in(root) or root}: it is a file, not a lake's folder", path=str(root)
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{config_path} is a directory: a lake's configuration is a file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {config_path}: {e.strerror or e}") from None
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -122,7 +137,18 @@ def load(root: Path) -> LakeConfig:
 
 
 def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None = None) -> None:
-    """Create ``lakelet.toml`` at ``root``; a lake that exists already is left alone."""
+    """Create ``lakelet.toml`` at ``root``; a lake that exists already is left alone.
+    Raises InvalidArgumentError when ``root`` is (or is under) a file, StorageError when the
+    folder cannot be written."""
+    if (afile := _file_in(root)) is not None:
+        raise InvalidArgumentError(f"cannot create a lake at {root}: {afile} is a file, not a folder")
+    try:
+        _write_new(root, remote, storage_options)
+    except OSError as e:
+        raise StorageError(f"cannot create a lake at {root}: {e.strerror or e}", path=str(root)) from None
+
+
+def _write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | None) -> None:
     lines = ["# lakelet lake configuration", "[lake]", f"format = {LAYOUT_FORMAT}"]
     if remote:
         lines.append(f"remote = {json.dumps(remote)}")
@@ -134,6 +160,14 @@ def write_new(root: Path, remote: str | None, storage_options: dict[str, Any] | 
     make_dirs(tmp_dir)
     with contextlib.suppress(FileExistsError):  # never overwrite an existing lake's config
         publish_file(root / CONFIG_FILE, ("\n".join(lines) + "\n").encode(), tmp_dir, point="config-written")
+
+
+def _file_in(root: Path) -> Path | None:
+    """``root`` or the nearest of its parents that exists, if that is not a folder."""
+    for path in (root, *root.parents):
+        if path.exists() or path.is_symlink():
+            return None if path.is_dir() else path
+    return None
 
 
 _TABLE_HEADER = re.compile(r"\s*\[")
@@ -212,8 +246,21 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
 
 
 def current_user() -> str:
-    """$LAKELET_USER, else git's user.email, else $USER@host."""
-    return os.environ.get("LAKELET_USER") or _default_user()
+    """$LAKELET_USER, else git's user.email, else $USER@host: one path segment, since it names
+    folders (``scopes/user/<user>``, ``secrets/user/<user>``). Raises InvalidNameError."""
+    user = os.environ.get("LAKELET_USER")
+    # Checked on every call, with the rule of `--scope user/<user>`: a user of '../org' would
+    # otherwise write the org's secrets, or another scope's names.
+    if user:
+        return _checked_user(user, "LAKELET_USER")
+    return _checked_user(_default_user(), "the user (git's user.email, else $USER@host; set LAKELET_USER)")
+
+
+def _checked_user(user: str, source: str) -> str:
+    problem = segment_problem(user)
+    if problem:
+        raise InvalidNameError(f"invalid user {user!r} from {source}: {problem}", name=user)
+    return user
 
 
 @cache

@@ -20,12 +20,22 @@ import itertools
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from lakelet.core import _faults
 from lakelet.core._streams import Readable
+from lakelet.core.errors import InvalidArgumentError
 
-__all__ = ["fsync_dir", "make_dirs", "new_temp_name", "new_temp_path", "publish_file", "write_all"]
+__all__ = [
+    "check_replaceable",
+    "fsync_dir",
+    "make_dirs",
+    "new_temp_name",
+    "new_temp_path",
+    "publish_file",
+    "write_all",
+]
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -102,6 +112,30 @@ def publish_file(
     finally:
         tmp.unlink(missing_ok=True)  # the temp name of a linked file; nothing after a replace
     fsync_dir(path.parent)
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise InvalidArgumentError unless ``path`` is absent or a regular file: what a user
+    names as a destination is replaced by a rename, which would put a regular file in place
+    of a FIFO, a device (``/dev/null``, as root) or a symlink rather than write through it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise InvalidArgumentError(f"{path} is {kind}: give the path of a regular file (or of a new one)")
 
 
 def make_dirs(directory: Path) -> None:

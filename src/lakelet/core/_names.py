@@ -14,6 +14,7 @@ from lakelet.core.errors import InvalidNameError
 __all__ = [
     "MAX_NAME_BYTES",
     "name_key",
+    "segment_problem",
     "validate_name",
     "validate_path_name",
     "validate_prefix",
@@ -75,14 +76,31 @@ def validate_prefix(prefix: str) -> str:
 
 def validate_segment(value: str, what: str) -> str:
     """A single path segment such as a user or a run id."""
+    problem = segment_problem(value)
+    if problem:
+        raise InvalidNameError(f"invalid {what} {value!r}: {problem}", name=value)
+    return value
+
+
+def segment_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a single path segment (``validate_segment``), or None."""
     problem = _problem(value)
+    if problem is None and not _is_utf8(value):
+        # what os.environ makes of undecodable bytes (surrogateescape): no record can hold it
+        problem = "it must be valid UTF-8 text"
     if problem is None and "/" in value:
         problem = "it must be a single segment without '/'"
     if problem is None and len(value.encode()) > _MAX_SEGMENT_BYTES:
         problem = f"it is at most {_MAX_SEGMENT_BYTES} bytes"
-    if problem:
-        raise InvalidNameError(f"invalid {what} {value!r}: {problem}", name=value)
-    return value
+    return problem
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def name_key(name: str) -> str:

@@ -14,6 +14,7 @@ what a caller may act on::
     ├── NameExistsError        a write-once name already bound to other content         .name
     ├── IntegrityError         stored bytes no longer match their digest              .digest
     ├── SourceError            a source to add cannot be read
+    ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
     ├── RemoteError            an object store cannot be reached or refused us           .url
     ├── SecretError            a secret cannot be read: wrong key, or its backend refused
     └── RunError               stages failed; the others finished, their results kept .failures
@@ -38,6 +39,7 @@ __all__ = [
     "SchemaConflictError",
     "SecretError",
     "SourceError",
+    "StorageError",
 ]
 
 
@@ -106,6 +108,16 @@ class IntegrityError(LakeletError):
 
 class SourceError(LakeletError):
     """A source given to `add` or `put` cannot be read."""
+
+
+class StorageError(LakeletError):
+    """A file lakelet writes cannot be written: the lake's own (the disk is full, read-only,
+    or refuses access), or a destination given to ``get``. An add that raises it bound
+    nothing in this lake."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path  # the file or folder that could not be written, when known
 
 
 class RemoteError(LakeletError):

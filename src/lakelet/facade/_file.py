@@ -9,10 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lakelet.core._durable import publish_file
+from lakelet.core._durable import check_replaceable, publish_file
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
-from lakelet.core.errors import InvalidArgumentError, NotFoundError
+from lakelet.core.errors import InvalidArgumentError, NotFoundError, StorageError
 from lakelet.lake._expiry import is_run_record
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
@@ -181,11 +181,13 @@ class File:
     def export(self, dest: str | os.PathLike[str], progress: Progress = SILENT) -> Path:
         """Write the content to the local file ``dest`` (a directory: the name's last segment in
         it), replacing it at once; returns the path written. On any error ``dest`` keeps what it
-        held and no temp file is left. Raises NotFoundError, InvalidArgumentError."""
+        held and no temp file is left. Raises NotFoundError, InvalidArgumentError (also when
+        the target is a FIFO, a device or a symlink: never replaced), StorageError."""
         dest = Path(dest)
         target = dest / self._name.rsplit("/", 1)[-1] if dest.is_dir() else dest
         if not target.parent.is_dir():
             raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
+        check_replaceable(target)
         with self.open("rb") as src:
             progress.add_total(self.size)
             try:
@@ -193,6 +195,8 @@ class File:
                 publish_file(target, _Advancing(src, progress), target.parent, replace=True)
             except IsADirectoryError:
                 raise InvalidArgumentError(f"{target} is a directory; give a file path") from None
+            except OSError as e:  # a full disk, a read-only folder, /proc
+                raise StorageError(f"cannot write {target}: {e.strerror or e}", path=str(target)) from None
         return target
 
     def read_bytes(self) -> bytes:

@@ -107,7 +107,7 @@ class Lake:
 
         A directory's files become ``name/<relative path>`` and a list is returned.
         Adding the same content under the same name again is a no-op.
-        Raises NameExistsError, InvalidNameError, NotFoundError, SourceError.
+        Raises NameExistsError, InvalidNameError, NotFoundError, SourceError, StorageError.
         """
         records, single = _add.add(self.context, src, name, move=move, progress=progress)
         files = [File.of(r, self) for r in records]

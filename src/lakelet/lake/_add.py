@@ -3,7 +3,9 @@
 The order is what makes a crash harmless: every object is durable before any
 name points at it, names are compared with what is already bound before
 anything is written, and all the names of one call are bound by one segment
-(``_bind``): all of them or none.
+(``_bind``): all of them or none. A moved source is linked into the store, not
+renamed, and unlinked only once its name is bound: a kill in between leaves the
+user's file where it was (and an unbound blob for gc), never only in the store.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import socket
 from collections.abc import Collection
 from pathlib import Path
@@ -19,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 from lakelet.catalog import _bind
 from lakelet.core import _config, _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
+from lakelet.core._durable import new_temp_path
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core._version import __version__
-from lakelet.core.errors import InvalidNameError, SourceError
+from lakelet.core.errors import InvalidNameError, SourceError, StorageError
 from lakelet.storage._objects import (
     ObjectStore,
     StoredBlob,
-    adopt_file,
     hash_stream,
-    is_cross_device,
     is_fingerprinted,
+    link_file,
     sync_filesystem,
     write_blob,
     write_small_blob,
@@ -86,7 +89,22 @@ def ingest(
     progress: Progress,
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
-    only those of these names (a stage's temp files beside a file it returned, which is copied)."""
+    only those of these names (a stage's temp files beside a file it returned, which is copied).
+    Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
+    try:
+        return _ingest(lake, items, meta, move, progress)
+    except OSError as e:  # the full disk of C1 was a raw traceback
+        where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
+        raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
+
+
+def _ingest(
+    lake: LakeContext,
+    items: list[tuple[str, Source]],
+    meta: dict[str, str],
+    move: bool | Collection[str],
+    progress: Progress,
+) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
     catalog, refs = lake.catalog, lake.refs
@@ -111,15 +129,18 @@ def ingest(
 
     durable = len(items) - len(existing) <= 1
     creator = _config.current_user()
-    stored = _store_objects(lake, [(n, s) for n, s in items if n not in existing], moved, durable, progress)
-    if not durable:
-        sync_filesystem(lake.root)
-    _faults.reached("objects-stored")
-
-    now = utc_now()
-    wanted = [NameRecord(LAKE, n, str(blob.digest), blob.size, now, creator, meta) for n, _, blob in stored]
-    syncer = lake.syncer() if lake.config.upload == "write-through" else None
+    stored: list[tuple[str, Source, StoredBlob]] = []  # filled as they are stored
+    modes: dict[str, int] = {}  # the permissions of moved sources, given back on failure
     try:
+        todo = [(n, s) for n, s in items if n not in existing]
+        _store_objects(lake, todo, moved, durable, progress, stored, modes)
+        if not durable:
+            sync_filesystem(lake.root)
+        _faults.reached("objects-stored")
+
+        now = utc_now()
+        wanted = [NameRecord(LAKE, n, str(b.digest), b.size, now, creator, meta) for n, _, b in stored]
+        syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
@@ -131,7 +152,7 @@ def ingest(
         on_disk = [(n, b.location) for n, _, b in stored]  # a gc may delete them until bound
         created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk)
     except BaseException:
-        _return_moved(stored, moved)
+        _give_back_moved(lake, stored, modes)
         raise
     existing.update((r.name, r) for r in same)
     _remove_moved_sources([s for n, s in items if n in moved])
@@ -140,14 +161,22 @@ def ingest(
 
 
 def _store_objects(
-    lake: LakeContext, items: list[tuple[str, Source]], moved: set[str], durable: bool, progress: Progress
-) -> list[tuple[str, Source, StoredBlob]]:
-    """Store the content of ``items``, moving in the sources of ``moved``; durable only if ``durable``."""
+    lake: LakeContext,
+    items: list[tuple[str, Source]],
+    moved: set[str],
+    durable: bool,
+    progress: Progress,
+    stored: list[tuple[str, Source, StoredBlob]],
+    modes: dict[str, int],
+) -> None:
+    """Store the content of ``items`` into ``stored``, moving in the sources of ``moved`` (their
+    permissions into ``modes``); durable only if ``durable``."""
     objects = lake.objects
     assert objects is not None
-    stored = []
     for n, source in items:
         move = n in moved
+        if move and source.location is not None:
+            modes[n] = os.stat(source.location).st_mode & 0o7777
         if durable or move or source.location is None or (source.size or 0) >= CHUNK_SIZE:
             blob = _store_lake_object(lake, source, move, durable, progress)
         else:
@@ -155,7 +184,6 @@ def _store_objects(
             blob = _store_small(lake, source, objects)
             progress.advance(blob.size)
         stored.append((n, source, blob))
-    return stored
 
 
 def _store_small(lake: LakeContext, source: Source, objects: ObjectStore) -> StoredBlob:
@@ -174,28 +202,43 @@ def _store_lake_object(
     if move and (path := source.local_path) is not None:
         with source.open() as reader:
             digest, size = hash_stream(reader, DEFAULT_ALGORITHM, progress)
-        try:
-            return adopt_file(path, digest, size, objects.path, durable=durable)
-        except OSError as e:
-            if not is_cross_device(e):
-                raise
+        # Linked in, not renamed: the source keeps its name until ours is bound, so a kill
+        # in between leaves it in place (D1: renamed files were lost to the next gc).
+        blob = link_file(path, digest, size, objects.path, lake.tmp, durable=durable)
+        if blob is not None:
+            return blob
     with source.open() as reader:
         return write_blob(reader, lake.tmp, objects.path, durable=durable, progress=progress)
 
 
-def _return_moved(stored: list[tuple[str, Source, StoredBlob]], moved: set[str]) -> None:
-    """After a failed move-add, put files that were renamed into the store back."""
+def _give_back_moved(
+    lake: LakeContext, stored: list[tuple[str, Source, StoredBlob]], modes: dict[str, int]
+) -> None:
+    """After a failed move-add, give the user back each file that was linked into the store
+    as a file of its own, with its permissions: the blob may be bound by then (a failure after
+    the bind, or another process adding the same content), so it stays as it is."""
     for n, source, blob in stored:
-        if n in moved and blob.created and (path := source.local_path) is not None and not path.exists():
-            with contextlib.suppress(OSError):
-                os.replace(blob.path, path)
-                os.chmod(path, 0o644)
+        path = source.local_path
+        if n not in modes or not blob.created or path is None:
+            continue
+        with contextlib.suppress(OSError):  # then the file stays read-only, its content intact
+            if not os.path.samefile(path, blob.path):
+                continue
+            copy = new_temp_path(lake.tmp)  # the lake's filesystem is the file's: it was linked
+            try:
+                shutil.copyfile(path, copy)
+                os.chmod(copy, modes[n])
+                os.replace(copy, path)
+            finally:
+                copy.unlink(missing_ok=True)
 
 
 def _remove_moved_sources(sources: list[Source]) -> None:
+    """Unlink the sources of a move once their names are bound. The add is done by then:
+    a source that cannot be removed stays where it is (a copy of bound content)."""
     for source in sources:
         if source.location is not None:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(source.location)
     for source in sources:  # then the directories they leave empty
         if source.location is None or not source.relative:

@@ -19,10 +19,10 @@ from pathlib import Path
 from lakelet.catalog._catalog import Catalog
 from lakelet.core import _config
 from lakelet.core._digest import Digest
-from lakelet.core._durable import new_temp_path, publish_file
+from lakelet.core._durable import check_replaceable, new_temp_path, publish_file
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._streams import Reader
-from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError
+from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SourceError, StorageError
 from lakelet.remote._scoped_remote import RemoteScope
 from lakelet.storage._objects import StoredBlob, VerifiedReader, write_blob
 from lakelet.storage._refs import NameRecord, utc_now
@@ -196,11 +196,14 @@ class ScopedStore:
         with reader:
             if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
                 raise NotFoundError(f"directory {target.parent} does not exist")
+            check_replaceable(target)
             try:
                 # the temp beside the target: a rename moves a name only within one filesystem
                 publish_file(target, reader, target.parent, replace=True)
             except IsADirectoryError:
                 raise InvalidArgumentError(f"{target} is a directory; give a file path") from None
+            except OSError as e:  # a full disk, a read-only folder, /proc
+                raise StorageError(f"cannot write {target}: {e.strerror or e}", path=str(target)) from None
 
     def gets(self, name: str, byte_range: list[int] | tuple[int, int] | None = None) -> bytes:
         """The content of ``name``, or only bytes ``[begin, end)`` of it."""

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from lakelet.core import _config
 from lakelet.core._durable import publish_file
+from lakelet.core._names import validate_segment
 from lakelet.core.errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
 
 __all__ = [
@@ -114,7 +115,11 @@ class LocalBackend:
         self._tmp = root / "tmp"
 
     def _path(self, scope: str, user: str, name: str) -> Path:
-        return self.root / ("org" if scope == "org" else f"user/{user}") / f"{name}.json"
+        # Both become path segments here, whoever the caller: checked again, so that no
+        # user or name can reach another folder (a user of '../org' is the org's folder).
+        validate_secret_name(name)
+        folder = "org" if scope == "org" else f"user/{validate_segment(user, 'user')}"
+        return self.root / folder / f"{name}.json"
 
     @staticmethod
     def _aad(scope: str, user: str, name: str) -> bytes:

@@ -44,6 +44,7 @@ __all__ = [
     "hash_stream",
     "is_cross_device",
     "is_fingerprinted",
+    "link_file",
     "start_writeback",
     "sync_filesystem",
     "write_blob",
@@ -186,7 +187,11 @@ def write_blob(
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
+    try:
+        return _place(tmp, Digest(algorithm, hasher.hexdigest()), size, place, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # not placed (a full disk): gone after the rename
+        raise
 
 
 def _copy_through_buffer(reader: Reader, fd: int, hasher: Hasher, durable: bool, progress: Progress) -> int:
@@ -392,6 +397,51 @@ def adopt_file(
         with open(path, "rb") as f:
             os.fsync(f.fileno())
     return _place(path, digest, size, place, durable)
+
+
+def link_file(
+    path: Path,
+    digest: Digest,
+    size: int,
+    place: Callable[[Digest], Path],
+    tmp_dir: Path,
+    *,
+    durable: bool = True,
+) -> StoredBlob | None:
+    """Store an already hashed file by giving it a second name in the store (``add --move`` on
+    one filesystem); None when this filesystem cannot link it there (the caller copies).
+
+    ``path`` stays where it is, read-only, for the caller to unlink once the name is bound:
+    a process killed before the bind leaves the user's file in place, never only in the
+    store, where a gc would delete it as unreferenced. When identical content is already
+    stored, ``path`` is not touched (``created=False``).
+    """
+    final = place(digest)
+    if final.is_file() and final.stat().st_size == size:
+        return StoredBlob(digest, size, os.fspath(final), fingerprint_of(final.stat()), created=False)
+    tmp = new_temp_path(tmp_dir)  # linked under a temp name first: os.link cannot replace
+    try:
+        os.link(path, tmp, follow_symlinks=False)
+    except OSError:  # another filesystem, no hard links, or linking a file we do not own
+        return None
+    st = os.lstat(tmp)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 2 or st.st_size != size:
+        # A symlink (the store would hold the link), or a file with other names that would
+        # stay writable beside the blob, or one that changed since it was hashed: copy it.
+        tmp.unlink()
+        return None
+    try:
+        os.chmod(tmp, 0o444)  # one inode: the user's file is read-only until it is unlinked
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        return _place(tmp, digest, size, place, durable)
+    except BaseException:
+        if os.path.lexists(tmp):  # not placed: the user's file is theirs again, as it was
+            tmp.unlink()
+            with contextlib.suppress(OSError):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+        raise
 
 
 def _place(

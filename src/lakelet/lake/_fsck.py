@@ -1,4 +1,5 @@
-"""``lakelet fsck``: verify every stored byte, quarantine what rotted, rebuild the index."""
+"""``lakelet fsck``: verify every stored byte, quarantine what rotted, rebuild the index, and
+remove what killed processes left in ``tmp/``."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
         if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
     ]
     _clean_stale_temp_files(lake.root / "tmp")
+    _clean_stale_work_folders(lake.root / "tmp")
     return FsckReport(checked, count, corrupt, missing)
 
 
@@ -86,6 +88,24 @@ def _clean_stale_temp_files(tmp_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
     for trash in tmp_dir.glob("trash-*"):
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_stale_work_folders(tmp_dir: Path) -> None:
+    """Folders named ``<pid>-…`` (a dataset write's staging folder, an ingest's work folder)
+    whose process is gone: it was killed before it could remove them."""
+    if not tmp_dir.is_dir():
+        return
+    with os.scandir(tmp_dir) as entries:
+        stale = [
+            e.path
+            for e in entries
+            if e.is_dir(follow_symlinks=False)
+            and (pid := e.name.split("-", 1)[0]).isascii()
+            and pid.isdigit()
+            and not _pid_alive(int(pid))
+        ]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:

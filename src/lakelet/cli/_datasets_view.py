@@ -7,15 +7,27 @@ from typing import Any
 
 import click
 
-from lakelet import Lake
+from lakelet import CorruptRecordError, Lake
 
-from ._render import human_size, new_table, stdout
+from ._render import human_size, new_table, stderr, stdout
 
 __all__ = ["dataset_info", "list_datasets"]
 
 
+def _readable(lake: Lake) -> list[dict[str, Any]]:
+    """The summary of each dataset's latest version; one whose manifest is invalid (damaged, or
+    a peer's) is left out and said so in one line."""
+    rows = []
+    for name in lake.datasets():
+        try:
+            rows.append(lake.dataset(name).summary())
+        except CorruptRecordError as e:
+            stderr.print(f"warning: skipped {e}", markup=False, highlight=False)
+    return rows
+
+
 def list_datasets(lake: Lake, as_json: bool) -> None:
-    rows = [lake.dataset(n).summary() for n in lake.datasets()]
+    rows = _readable(lake)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

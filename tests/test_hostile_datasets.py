@@ -194,6 +194,46 @@ def test_a_garbage_manifest_is_refused_and_the_rest_stays_usable(remote, machine
 
 
 @ON_PEER_REMOTES
+def test_markup_in_a_manifest_is_shown_as_text(remote, machine, tmp_path) -> None:
+    """A creator, a column name or a value in the data that reads as rich markup is printed as
+    it is, never interpreted ("[/red]" alone would stop the command with a traceback)."""
+    a = _shared(machine)
+    a.write_dataset("notes", pa.table({"[/b]": ["[/i]", "plain"]}))
+    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, creator="[/red]")).encode())
+    env = {"LAKELET_HOME": str(_victim(machine, tmp_path).root)}
+    listing = run_lakelet("datasets", env=env)
+    assert listing.returncode == 0 and listing.stderr == b"", listing.stderr.decode()
+    assert [line.split()[0] for line in listing.stdout.decode().splitlines()[1:]] == [
+        "customers",
+        "notes",
+        "orders",
+    ]
+    orders = run_lakelet("info", "datasets/orders", env=env)
+    assert orders.returncode == 0 and b"by [/red]" in orders.stdout, orders.stderr.decode()
+    notes = run_lakelet("info", "datasets/notes", env=env)
+    assert notes.returncode == 0 and b"[/b]" in notes.stdout and b"[/i]" in notes.stdout, notes.stderr
+
+
+@ON_PEER_REMOTES
+def test_statistics_that_disagree_with_their_sample_still_read(remote, machine, tmp_path) -> None:
+    """A sample reaching past min and max (a well-formed lie) is clamped into the histogram."""
+    _shared(machine)
+    forged = _forged(remote)
+    forged["stats"]["id"].update(min=1, max=3)
+    forged["stats"]["id"]["sample"] = {"seen": 4, "values": [-1000.0, 2.0, 1e300, float("inf")]}
+    _peer_put(remote, MANIFEST_2, json.dumps(forged).encode())
+    stats = _victim(machine, tmp_path).dataset("orders").stats()["id"]
+    assert stats["quantiles"]["0.5"] == 1e300 and sum(stats["histogram"]["counts"]) == 3
+
+
+def test_statistics_of_a_column_holding_infinities_read_back(lake) -> None:
+    lake.write_dataset("readings", pa.table({"v": [float("-inf"), 1.0, float("inf")]}))
+    stats = lakelet.open(lake.root).dataset("readings").stats()["v"]
+    assert (stats["min"], stats["quantiles"]["0.5"], stats["max"]) == (float("-inf"), 1.0, float("inf"))
+    assert "histogram" not in stats  # no finite bins between two infinities
+
+
+@ON_PEER_REMOTES
 def test_a_dataset_under_an_invalid_name_is_not_listed(remote, machine, tmp_path) -> None:
     a = _shared(machine)
     body = _peer_get(remote, "datasets/customers/_manifests/00000001.json")

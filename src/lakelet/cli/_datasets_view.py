@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lakelet import CorruptRecordError, Lake
 
 from ._render import human_size, new_table, stderr, stdout
+
+if TYPE_CHECKING:  # imported where a table is drawn
+    from rich.text import Text
 
 __all__ = ["dataset_info", "list_datasets"]
 
@@ -36,14 +39,24 @@ def list_datasets(lake: Lake, as_json: bool) -> None:
         table.add_column(column, justify="left" if column in ("dataset", "last write") else "right")
     for r in rows:
         table.add_row(
-            r["name"],
-            str(r["version"]),
-            f"{r['rows']:,}",
-            str(r["files"]),
-            human_size(r["bytes"]),
-            r["last_write"][:19].replace("T", " "),
+            *_plain(
+                r["name"],
+                str(r["version"]),
+                f"{r['rows']:,}",
+                str(r["files"]),
+                human_size(r["bytes"]),
+                r["last_write"][:19].replace("T", " "),
+            )
         )
     stdout.print(table, highlight=False)
+
+
+def _plain(*cells: str) -> list[Text]:
+    """Cells shown as they are: a name, a creator or a value in the data is never rich markup
+    (a manifest may come from a peer, and "[/b]" would stop the table)."""
+    from rich.text import Text
+
+    return [Text(c) for c in cells]
 
 
 def _fmt(value: Any) -> str:
@@ -63,6 +76,7 @@ def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
         f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
         f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
         f"by {s['creator']}\nfolder: {ds.folder}",
+        markup=False,
         highlight=False,
     )
     table = new_table(pad_edge=False)
@@ -71,13 +85,15 @@ def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
     for column, st in stats.items():
         q = st.get("quantiles", {})
         table.add_row(
-            column,
-            st["type"],
-            f"{st['count']:,}",
-            f"{st['nulls']:,}",
-            _fmt(st["min"]),
-            _fmt(st["max"]),
-            _fmt(q.get("0.5")),
-            _fmt(q.get("0.95")),
+            *_plain(
+                column,
+                st["type"],
+                f"{st['count']:,}",
+                f"{st['nulls']:,}",
+                _fmt(st["min"]),
+                _fmt(st["max"]),
+                _fmt(q.get("0.5")),
+                _fmt(q.get("0.95")),
+            )
         )
     stdout.print(table, highlight=False)

@@ -130,8 +130,8 @@ class Datasets:
         manifest is invalid (it is then not kept here)."""
         return self._files.read_immutable(
             manifest_key(name, version),
-            lambda data, copy: _manifest.parse(data, name, version, copy),
             point="manifest-written",
+            parse=lambda data, copy: _manifest.parse(data, name, version, copy),
         )
 
     def open(self, name: str, version: int | None = None) -> Dataset:

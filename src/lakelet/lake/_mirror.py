@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lakelet.core._durable import publish_file
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["MirroredFiles"]
 
 T = TypeVar("T")
+
+
+def _as_is(data: bytes, copy: str) -> bytes:
+    return data
 
 
 class MirroredFiles:
@@ -46,13 +50,23 @@ class MirroredFiles:
                 return data
         return local.read_bytes() if local.is_file() else None
 
+    @overload
+    def read_immutable(self, key: str, point: str | None = None) -> bytes | None: ...
+
+    @overload
     def read_immutable(
-        self, key: str, parse: Callable[[bytes, str], T], point: str | None = None
-    ) -> T | None:
-        """A write-once file, as ``parse(data, copy)`` makes it (``copy``: "local copy" or "on
-        the remote", for its errors): the local copy, else the remote's, kept here read-only
-        from now on once it parsed. A copy that does not parse raises what ``parse`` raised
-        and is not kept; None if there is none."""
+        self, key: str, point: str | None = None, *, parse: Callable[[bytes, str], T]
+    ) -> T | None: ...
+
+    def read_immutable(
+        self, key: str, point: str | None = None, *, parse: Callable[[bytes, str], Any] | None = None
+    ) -> Any:
+        """A write-once file: the local copy, else the remote's, kept here read-only from now
+        on; None if there is none. With ``parse``, what ``parse(data, copy)`` makes of it
+        (``copy``: "local copy" or "on the remote", for its errors): a remote copy is kept only
+        once it parsed, so a bad one raises what ``parse`` raised and leaves nothing here."""
+        if parse is None:
+            parse = _as_is
         local = self.local_path(key)
         if local.is_file():
             return parse(local.read_bytes(), "local copy")

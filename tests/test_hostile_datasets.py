@@ -215,6 +215,19 @@ def test_markup_in_a_manifest_is_shown_as_text(remote, machine, tmp_path) -> Non
 
 
 @ON_PEER_REMOTES
+def test_a_refused_manifest_quoting_markup_is_one_error_line(remote, machine, tmp_path) -> None:
+    _shared(machine)
+    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, mode="[/red]")).encode())
+    env = {"LAKELET_HOME": str(_victim(machine, tmp_path).root)}
+    info = run_lakelet("info", "datasets/orders", env=env)
+    assert info.returncode == 1 and info.stdout == b""
+    assert info.stderr.decode().splitlines() == [
+        f"error: dataset 'orders' version 2: invalid manifest {MANIFEST_2} (on the remote): mode is not "
+        "append or overwrite but '[/red]'; version 1 and older can still be read"
+    ]
+
+
+@ON_PEER_REMOTES
 def test_statistics_that_disagree_with_their_sample_still_read(remote, machine, tmp_path) -> None:
     """A sample reaching past min and max (a well-formed lie) is clamped into the histogram."""
     _shared(machine)

@@ -67,5 +67,7 @@ def fsck(ctx: click.Context) -> None:
         stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
     for name in report.missing:
         stderr.print(f"missing content: {name}", highlight=False)
+    for key in report.manifests_quarantined:
+        stderr.print(f"invalid manifest: {key} (moved to quarantine/)", markup=False, highlight=False)
     if not report.ok:
         sys.exit(1)

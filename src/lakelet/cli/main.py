@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 import lakelet
 from lakelet import File, Lake, LakeletError
@@ -37,7 +38,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except LakeletError as e:
-            stderr.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            # the message may quote a name or a record's value: text, never markup ("[/red]")
+            stderr.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
             sys.exit(1)
         except KeyboardInterrupt:
             stderr.print("interrupted")

@@ -13,6 +13,8 @@ what a caller may act on::
     ├── NotFoundError          a name or source file that does not exist  (also KeyError) .name
     ├── NameExistsError        a write-once name already bound to other content         .name
     ├── IntegrityError         stored bytes no longer match their digest              .digest
+    │   └── CorruptRecordError a record read back (a dataset manifest) is unreadable or invalid
+    │                          (damaged, or written so by a peer): nothing was done with it .record
     ├── SourceError            a source to add cannot be read
     ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
     ├── RemoteError            an object store cannot be reached or refused us           .url
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptRecordError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidNameError",
@@ -104,6 +107,15 @@ class IntegrityError(LakeletError):
     def __init__(self, message: str, *, digest: str | None = None) -> None:
         super().__init__(message)
         self.digest = digest  # the digest the bytes were expected to have
+
+
+class CorruptRecordError(IntegrityError):
+    """A record lakelet wrote and reads back (a dataset manifest) is unreadable or invalid: damaged
+    on disk, or written so by a peer with access to the remote. Nothing was read from it."""
+
+    def __init__(self, message: str, *, record: str | None = None) -> None:
+        super().__init__(message)
+        self.record = record  # the record's key (its path under the lake root and the remote)
 
 
 class SourceError(LakeletError):

@@ -5,6 +5,9 @@ Layout, the same under the lake root and on the remote (docs/datasets.md):
     datasets/<name>/<col>=<value>/…/part-<digest>.parquet   immutable, named by content
     datasets/<name>/_manifests/<version>.json                one per version, written once
 
+Every manifest read back goes through ``_manifest.parse``: a peer with write
+access to the remote may have written it, and a bad one is refused whole.
+
 A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
 temp folder (``_dataset_files``: statistics from the batches' null counts and
 the writer's Parquet metadata), renames each file under its digest, uploads
@@ -18,7 +21,6 @@ writers' files).
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +32,17 @@ from lakelet.core import _config, _faults
 from lakelet.core._digest import Digest
 from lakelet.core._names import validate_path_name
 from lakelet.core._values import kind_of
-from lakelet.core.errors import IntegrityError, InvalidArgumentError, NotFoundError, SchemaConflictError
-from lakelet.datasets import _stats
+from lakelet.core.errors import (
+    CorruptRecordError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidNameError,
+    NotFoundError,
+    SchemaConflictError,
+)
+from lakelet.datasets import _manifest, _stats
 from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
+from lakelet.datasets._manifest import Manifest, ManifestFile, manifest_key
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
 from lakelet.remote._remote import parallel
@@ -41,9 +51,8 @@ from lakelet.storage._objects import sync_filesystem, write_blob
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
-__all__ = ["Dataset", "Datasets", "MANIFEST_FORMAT"]
+__all__ = ["Dataset", "Datasets"]
 
-MANIFEST_FORMAT = 1
 _MAX_COMMIT_ATTEMPTS = 50
 
 
@@ -108,15 +117,6 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
     )
 
 
-def _schema_json(schema: pa.Schema) -> str:
-    serialized: bytes = schema.serialize().to_pybytes()
-    return serialized.hex()
-
-
-def _schema_from(hexed: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(hexed)))
-
-
 class Datasets:
     """The dataset part of one lake: local folder, remote keys, manifests."""
 
@@ -125,15 +125,18 @@ class Datasets:
         self.root = context.root / "datasets"
         self._files = MirroredFiles(context)
 
-    def _manifest_key(self, name: str, version: int) -> str:
-        return f"datasets/{name}/_manifests/{version:08d}.json"
-
-    def read_manifest(self, name: str, version: int) -> dict[str, Any] | None:
-        raw = self._files.read_immutable(self._manifest_key(name, version), point="manifest-written")
-        return json.loads(raw) if raw is not None else None
+    def read_manifest(self, name: str, version: int) -> Manifest | None:
+        """Version ``version`` of ``name``; None if there is none; CorruptRecordError if its
+        manifest is invalid (it is then not kept here)."""
+        return self._files.read_immutable(
+            manifest_key(name, version),
+            point="manifest-written",
+            parse=lambda data, copy: _manifest.parse(data, name, version, copy),
+        )
 
     def open(self, name: str, version: int | None = None) -> Dataset:
-        """The latest version of dataset ``name``, or ``version``; raises NotFoundError."""
+        """The latest version of dataset ``name``, or ``version``; raises NotFoundError, or
+        CorruptRecordError if that version's manifest is invalid."""
         validate_path_name(name, "dataset name")
         wanted = version if version is not None else self.latest_version(name)
         manifest = self.read_manifest(name, wanted) if wanted else None
@@ -145,16 +148,32 @@ class Datasets:
     def latest_version(self, name: str) -> int:
         """The newest committed version (0: none), asking the remote past what is local."""
         folder = self.root / name / "_manifests"
-        local = sorted(int(p.stem) for p in folder.glob("*.json")) if folder.is_dir() else []
-        version = local[-1] if local else 0
-        while self.read_manifest(name, version + 1) is not None:
+        local = (
+            [int(p.stem) for p in folder.glob("*.json") if _manifest.is_version_file(p.name)]
+            if folder.is_dir()
+            else []
+        )
+        version = max(local, default=0)
+        while self._taken(name, version + 1):
             version += 1
         return version
 
+    def _taken(self, name: str, version: int) -> bool:
+        try:
+            return self.read_manifest(name, version) is not None
+        except CorruptRecordError:
+            return True  # an invalid manifest still holds its number: the next commit is past it
+
     def names(self) -> list[str]:
+        """The datasets with a manifest here or on the remote; a key whose dataset name is not
+        valid (a peer's) names none."""
         keys = self._files.keys("datasets/", ".json", recursive=True)
         return sorted(
-            {k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k}
+            name
+            for name in {
+                k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k
+            }
+            if _is_dataset_name(name)
         )
 
     # writing
@@ -165,9 +184,11 @@ class Datasets:
             raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
         reader = _normalized(_reader(data))
         latest = self.latest_version(name)
-        previous = self.read_manifest(name, latest) if latest else None
+        # an append builds on the latest version (refused if its manifest is invalid); an
+        # overwrite reads none, so it can replace a version whose manifest is bad
+        previous = self.read_manifest(name, latest) if latest and mode == "append" else None
         if mode == "append":  # checked before a byte is written
-            _merged_schema(_schema_from(previous["schema"]) if previous else None, reader.schema, name)
+            _merged_schema(previous.schema if previous else None, reader.schema, name)
         for column in partition_by:
             if reader.schema.get_field_index(column) < 0:
                 raise InvalidArgumentError(f"partition column {column!r} is not in the data")
@@ -197,43 +218,47 @@ class Datasets:
         schema: pa.Schema,
         mode: str,
         latest: int,
-        previous: dict[str, Any] | None,
+        previous: Manifest | None,
     ) -> Dataset:
-        new_files = [w.__dict__ for w in written]
+        new_files = tuple(
+            ManifestFile(w.relative, Digest.parse(w.digest), w.size, w.rows, w.partition) for w in written
+        )
         for _ in range(_MAX_COMMIT_ATTEMPTS):
             version = latest + 1
-            base = previous if (mode == "append" and previous) else None
-            merged = _merged_schema(_schema_from(base["schema"]) if base else None, schema, name)
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "dataset": name,
-                "version": version,
-                "parent": latest or None,
-                "mode": mode,
-                "created_at": datetime.now(UTC).isoformat(),
-                "creator": _config.current_user(),
-                "schema": _schema_json(merged),
-                "files": (base["files"] if base else []) + new_files,
-                "num_rows": (base["num_rows"] if base else 0) + rows,
-                "stats": _merged_stats(
-                    (base or {}).get("stats", {}), base["num_rows"] if base else 0, stats, rows
-                ),
-                "write": {"rows": rows, "files": len(new_files)},
-            }
-            if self._create_manifest(name, version, manifest):
+            base = previous if mode == "append" else None
+            manifest = Manifest(
+                dataset=name,
+                version=version,
+                parent=latest or None,
+                mode=mode,
+                created_at=datetime.now(UTC).isoformat(),
+                creator=_config.current_user(),
+                schema=_merged_schema(base.schema if base else None, schema, name),
+                files=(base.files if base else ()) + new_files,
+                num_rows=(base.num_rows if base else 0) + rows,
+                stats=_merged_stats(base.stats if base else {}, base.num_rows if base else 0, stats, rows),
+                write={"rows": rows, "files": len(new_files)},
+            )
+            if self._create_manifest(manifest):
                 _note_in_stage(name, version, rows)
                 return Dataset(self, name, manifest)
             latest = self.latest_version(name)  # another writer committed: rebase on theirs
-            previous = self.read_manifest(name, latest)
+            previous = self.read_manifest(name, latest) if mode == "append" else None
         raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
 
-    def _create_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> bool:
-        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        key = self._manifest_key(name, version)
-        if self._files.create(key, body, point="manifest-written", read_only=True):
+    def _create_manifest(self, manifest: Manifest) -> bool:
+        if self._files.create(manifest.key, manifest.encode(), point="manifest-written", read_only=True):
             _faults.reached("dataset-committed")
             return True
         return False
+
+
+def _is_dataset_name(name: str) -> bool:
+    try:
+        validate_path_name(name, "dataset name")
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _note_in_stage(name: str, version: int, rows: int) -> None:
@@ -259,17 +284,22 @@ def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_r
 class Dataset:
     """One version of a dataset."""
 
-    def __init__(self, store: Datasets, name: str, manifest: dict[str, Any]) -> None:
+    def __init__(self, store: Datasets, name: str, record: Manifest) -> None:
         self._store = store
         self.name = name
-        self.manifest = manifest
+        self.record = record  # the validated manifest
 
     def __repr__(self) -> str:
-        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.files)} files>"
+        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.record.files)} files>"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as JSON values (docs/datasets.md)."""
+        return self.record.to_json()
 
     @property
     def version(self) -> int:
-        return int(self.manifest["version"])
+        return self.record.version
 
     def versions(self) -> list[int]:
         return list(range(1, self._store.latest_version(self.name) + 1))
@@ -277,7 +307,7 @@ class Dataset:
     @property
     def files(self) -> list[dict[str, Any]]:
         """The version's files: path (under the dataset folder), digest, size, rows, partition."""
-        return [dict(f) for f in self.manifest["files"]]
+        return [f.to_json() for f in self.record.files]
 
     @property
     def folder(self) -> Path:
@@ -285,14 +315,14 @@ class Dataset:
 
     @property
     def schema(self) -> pa.Schema:
-        return _schema_from(self.manifest["schema"])
+        return self.record.schema
 
     @property
     def num_rows(self) -> int:
-        return int(self.manifest["num_rows"])
+        return self.record.num_rows
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {c: _stats.summary(s) for c, s in self.manifest["stats"].items()}
+        return {c: _stats.summary(s) for c, s in self.record.stats.items()}
 
     def summary(self) -> dict[str, Any]:
         """What a listing shows of this version: name, version, rows, files, bytes, last_write
@@ -301,19 +331,18 @@ class Dataset:
             "name": self.name,
             "version": self.version,
             "rows": self.num_rows,
-            "files": len(self.manifest["files"]),
-            "bytes": sum(f["size"] for f in self.manifest["files"]),
-            "last_write": self.manifest["created_at"],
-            "creator": self.manifest["creator"],
+            "files": len(self.record.files),
+            "bytes": sum(f.size for f in self.record.files),
+            "last_write": self.record.created_at,
+            "creator": self.record.creator,
         }
 
     def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
         """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
-        partition_fields = _partition_fields(self.manifest, self.schema)
-        paths = [str(self.folder / f["relative"]) for f in self.manifest["files"]]
-        expressions = [
-            _partition_expression(f["partition"], partition_fields) for f in self.manifest["files"]
-        ]
+        files = self.record.files
+        partition_fields = _partition_fields(files, self.schema)
+        paths = [str(self.folder / f.relative) for f in files]
+        expressions = [_partition_expression(f.partition, partition_fields) for f in files]
         data_schema = self.schema
         fragments = pads.FileSystemDataset.from_paths(
             paths,
@@ -327,10 +356,9 @@ class Dataset:
             if filter is not None
             else set(paths)
         )
-        for f in self.manifest["files"]:
-            path = self.folder / f["relative"]
-            if str(path) in needed:
-                self._ensure_local(f, path)
+        for f, path in zip(files, paths, strict=True):
+            if path in needed:
+                self._ensure_local(f, Path(path))
         if filter is not None:
             kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
             fragments = pads.FileSystemDataset.from_paths(
@@ -348,27 +376,34 @@ class Dataset:
     def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
         return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
 
-    def _ensure_local(self, entry: dict[str, Any], path: Path) -> None:
+    def _ensure_local(self, entry: ManifestFile, path: Path) -> None:
         if path.is_file():
             return
         syncer = self._store.context.syncer()
         if syncer is None:
-            raise NotFoundError(f"dataset {self.name!r}: {entry['relative']} is missing locally")
-        expected = Digest.parse(entry["digest"])
-        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry['relative']}")) as r:
+            raise NotFoundError(f"dataset {self.name!r}: {entry.relative} is missing locally")
+        # The manifest's path stays under the folder (_manifest.parse); a symlink on the way,
+        # made here, could still lead out: nothing fetched is written through one.
+        if not path.resolve().is_relative_to(self.folder.resolve()):
+            raise IntegrityError(
+                f"dataset {self.name!r}: {path} leads outside {self.folder} (through a symlink): "
+                "not fetching it there",
+                digest=str(entry.digest),
+            )
+        expected = entry.digest
+        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry.relative}")) as r:
             blob = write_blob(
                 r, self._store.context.tmp, lambda d: path if d == expected else path.with_suffix(".corrupt")
             )
         if blob.digest != expected:
             blob.path.unlink(missing_ok=True)
             raise IntegrityError(
-                f"dataset {self.name!r}: remote copy of {entry['relative']} is corrupt",
-                digest=entry["digest"],
+                f"dataset {self.name!r}: remote copy of {entry.relative} is corrupt", digest=str(expected)
             )
 
 
-def _partition_fields(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, pa.DataType]:
-    names = {k for f in manifest["files"] for k in f["partition"]}
+def _partition_fields(files: tuple[ManifestFile, ...], schema: pa.Schema) -> dict[str, pa.DataType]:
+    names = {k for f in files for k in f.partition}
     return {n: schema.field(n).type for n in names if schema.get_field_index(n) >= 0}
 
 

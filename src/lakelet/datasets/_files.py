@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from lakelet.core import _faults
 from lakelet.datasets import _stats
 from lakelet.storage._objects import adopt_file, hash_file, start_writeback
 
@@ -96,6 +97,7 @@ def write_files(
                 max_rows_per_group=1 << 20,
                 file_visitor=visit,
             )
+        _faults.reached("dataset-files-staged")
         data_types = {n: t for n, t in types.items() if n not in partition_by}
         written = []
         for path, metadata in files:
@@ -160,4 +162,6 @@ def _place(staging: Path, folder: Path, path: Path, rows: int) -> Written:
 
 
 def staging_dir(lake_root: Path) -> Path:
+    """A folder of its own in ``tmp/``, named after this process: ``fsck`` removes it if the
+    process died before ``write_files`` did."""
     return lake_root / "tmp" / f"{os.getpid()}-dataset-{secrets.token_hex(6)}"

@@ -222,14 +222,23 @@ def summary(stats: dict[str, Any]) -> dict[str, Any]:
         n = len(sample)
         out["quantiles"] = {str(q): sample[min(n - 1, int(q * n))] for q in QUANTILES}
         lo, hi = float(stats["min"]), float(stats["max"])
-        width = (hi - lo) / HISTOGRAM_BINS or 1.0
-        counts = [0] * HISTOGRAM_BINS
-        for v in sample:
-            counts[min(HISTOGRAM_BINS - 1, int((v - lo) / width))] += 1
-        scale = stats["count"] / len(values)  # so the bins estimate rows; NaN rows are in none
-        out["histogram"] = {
-            "edges": [lo + i * width for i in range(HISTOGRAM_BINS + 1)],
-            "counts": [round(c * scale) for c in counts],
-        }
+        if math.isfinite(hi - lo):  # an infinite value leaves no finite bins to count in
+            out["histogram"] = _histogram(sample, lo, hi, stats["count"] / len(values))
         out["exact"] = stats["sample"]["seen"] <= SAMPLE_SIZE
     return out
+
+
+def _histogram(sample: list[float], lo: float, hi: float, scale: float) -> dict[str, list[Any]]:
+    """``HISTOGRAM_BINS`` bins between ``lo`` and ``hi``; ``scale``: rows per sampled value, so
+    the bins estimate rows (NaN rows are in none)."""
+    width = (hi - lo) / HISTOGRAM_BINS or 1.0
+    counts = [0] * HISTOGRAM_BINS
+    for v in sample:
+        # the sample lies between min and max; a manifest that says otherwise (a peer's) is
+        # clamped, and an infinite value has no bin
+        if math.isfinite(v):
+            counts[max(0, min(HISTOGRAM_BINS - 1, int((v - lo) / width)))] += 1
+    return {
+        "edges": [lo + i * width for i in range(HISTOGRAM_BINS + 1)],
+        "counts": [round(c * scale) for c in counts],
+    }

@@ -300,10 +300,16 @@ class Lake:
     # maintenance
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
-        """Verify every stored blob, quarantine corrupt ones, rebuild the index from records."""
+        """Verify every stored blob and dataset manifest, quarantine corrupt ones, rebuild the
+        index from records, remove what killed processes left in tmp/."""
         from lakelet.lake import _fsck
 
-        return _fsck.check(self.context, progress)
+        report = _fsck.check(self.context, progress)
+        if not (self.root / "datasets").is_dir():
+            return report  # no dataset: pyarrow, which the manifests need, stays unloaded
+        from lakelet.datasets._manifest import quarantine_invalid
+
+        return dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
 
     def gc(
         self,

@@ -1,10 +1,16 @@
-"""``lakelet fsck``: verify every stored byte, quarantine what rotted, rebuild the index."""
+"""``lakelet fsck``: verify every stored byte, quarantine what rotted, rebuild the index, and
+remove what killed processes left in ``tmp/``.
+
+Dataset manifests belong to a layer above this one: ``Lake.fsck`` has them checked
+(``datasets._manifest.quarantine_invalid``, with ``quarantine`` below) and adds what it
+found to this report.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +23,7 @@ from lakelet.storage._scopes import LAKE
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
-__all__ = ["FsckReport", "check"]
+__all__ = ["FsckReport", "check", "quarantine"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,12 @@ class FsckReport:
     names_indexed: int
     corrupt: list[str]  # blobs whose bytes no longer match their digest (moved to quarantine/)
     missing: list[str]  # 'scope:name' whose object is neither local nor on the remote
+    # local dataset manifests that do not parse (moved to quarantine/): their keys
+    manifests_quarantined: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt and not self.missing
+        return not self.corrupt and not self.missing and not self.manifests_quarantined
 
 
 def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
@@ -53,7 +61,7 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
             actual, _ = hash_stream(f, digest.algorithm, progress)
         if actual != digest:
             corrupt.append(str(digest))
-            _quarantine(lake.root, path)
+            quarantine(lake.root, path)
     count = lake.catalog.rebuild(records, segments_applied=last_segment)
     on_remote = lake.catalog.remote_digests(LAKE)
     missing = [
@@ -62,6 +70,7 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
         if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
     ]
     _clean_stale_temp_files(lake.root / "tmp")
+    _clean_stale_work_folders(lake.root / "tmp")
     return FsckReport(checked, count, corrupt, missing)
 
 
@@ -73,7 +82,8 @@ def _digest_from_path(path: Path) -> Digest:
     return Digest(path.parent.parent.name, path.parent.name + path.name)
 
 
-def _quarantine(root: Path, path: Path) -> None:
+def quarantine(root: Path, path: Path) -> None:
+    """Move ``path`` (under ``root``) to the same place under ``quarantine/``, never to be served."""
     target = root / "quarantine" / path.relative_to(root)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
@@ -86,6 +96,24 @@ def _clean_stale_temp_files(tmp_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
     for trash in tmp_dir.glob("trash-*"):
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_stale_work_folders(tmp_dir: Path) -> None:
+    """Folders named ``<pid>-…`` (a dataset write's staging folder, an ingest's work folder)
+    whose process is gone: it was killed before it could remove them."""
+    if not tmp_dir.is_dir():
+        return
+    with os.scandir(tmp_dir) as entries:
+        stale = [
+            e.path
+            for e in entries
+            if e.is_dir(follow_symlinks=False)
+            and (pid := e.name.split("-", 1)[0]).isascii()
+            and pid.isdigit()
+            and not _pid_alive(int(pid))
+        ]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:

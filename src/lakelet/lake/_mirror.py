@@ -9,8 +9,9 @@ the local copy is published durably (``publish_file``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lakelet.core._durable import publish_file
 
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
 __all__ = ["MirroredFiles"]
+
+T = TypeVar("T")
+
+
+def _as_is(data: bytes, copy: str) -> bytes:
+    return data
 
 
 class MirroredFiles:
@@ -43,18 +50,35 @@ class MirroredFiles:
                 return data
         return local.read_bytes() if local.is_file() else None
 
-    def read_immutable(self, key: str, point: str | None = None) -> bytes | None:
-        """A write-once file: the local copy, else the remote's, kept here read-only from now on."""
+    @overload
+    def read_immutable(self, key: str, point: str | None = None) -> bytes | None: ...
+
+    @overload
+    def read_immutable(
+        self, key: str, point: str | None = None, *, parse: Callable[[bytes, str], T]
+    ) -> T | None: ...
+
+    def read_immutable(
+        self, key: str, point: str | None = None, *, parse: Callable[[bytes, str], Any] | None = None
+    ) -> Any:
+        """A write-once file: the local copy, else the remote's, kept here read-only from now
+        on; None if there is none. With ``parse``, what ``parse(data, copy)`` makes of it
+        (``copy``: "local copy" or "on the remote", for its errors): a remote copy is kept only
+        once it parsed, so a bad one raises what ``parse`` raised and leaves nothing here."""
+        if parse is None:
+            parse = _as_is
         local = self.local_path(key)
         if local.is_file():
-            return local.read_bytes()
+            return parse(local.read_bytes(), "local copy")
         syncer = self._context.syncer()
         data = syncer.remote.read_bytes(key) if syncer is not None else None
-        if data is not None:
-            # a copy that is there already is the remote's too: keys are written once
-            with contextlib.suppress(FileExistsError):
-                publish_file(local, data, self._context.tmp, mode=0o444, point=point)
-        return data
+        if data is None:
+            return None
+        parsed = parse(data, "on the remote")  # first: a peer's bad record is never kept here
+        # a copy that is there already is the remote's too: keys are written once
+        with contextlib.suppress(FileExistsError):
+            publish_file(local, data, self._context.tmp, mode=0o444, point=point)
+        return parsed
 
     def replace(self, key: str, data: bytes, point: str | None = None, local_first: bool = False) -> None:
         """Write ``data`` under ``key``, replacing what was there, on the remote and here.

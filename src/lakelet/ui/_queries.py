@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import lakelet
-from lakelet import File, Lake, NotFoundError
+from lakelet import CorruptRecordError, File, Lake, NotFoundError
 
 __all__ = [
     "MAX_NAMES",
@@ -144,7 +144,14 @@ def lineage(lake: Lake, name: str | None, depth: int, direction: str) -> dict[st
 
 
 def datasets(lake: Lake) -> list[dict[str, Any]]:
-    return [lake.dataset(n).summary() for n in lake.datasets()]
+    """Every dataset whose latest manifest is valid (opening another one says what is wrong)."""
+    rows = []
+    for name in lake.datasets():
+        try:
+            rows.append(lake.dataset(name).summary())
+        except CorruptRecordError:
+            continue
+    return rows
 
 
 def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:

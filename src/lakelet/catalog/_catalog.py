@@ -172,6 +172,19 @@ class Catalog:
         )
         return [row[0] for row in rows]
 
+    def first_with_digest(self, scope: str, digest: str) -> NameRecord | None:
+        """The live name of ``scope`` bound to ``digest`` first (then by name), if any."""
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {_COLUMNS} FROM names WHERE digest = ? AND scope = ? AND removed_at IS NULL "
+                "ORDER BY created_at, name LIMIT 1",
+                (digest, scope),
+            )
+            .fetchone()
+        )
+        return _row_to_record(row) if row else None
+
     def scopes(self) -> list[str]:
         return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM names")]
 

@@ -47,11 +47,13 @@ def make_file(tmp_path: Path):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under a lake root except the index, temp files and the locks (empty: only flock'd)."""
+    """Every file under a lake root except the index, temp files, the locks (empty: only flock'd)
+    and views (links a read makes to name objects by suffix, docs/local-layout.md)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith(("index.sqlite", "tmp/", "locks/")) and p.name != ".lock":
+        derived = rel.startswith(("index.sqlite", "tmp/", "locks/", "views/"))
+        if p.is_file() and not derived and p.name != ".lock":
             out[rel] = p.read_bytes()
     return out
 

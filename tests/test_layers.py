@@ -24,6 +24,7 @@ LAYERS = [
     "facade",
     "stages",
     "runner",
+    "fs",
     "api",
     "ui",
     "cli",

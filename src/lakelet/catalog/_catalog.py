@@ -205,6 +205,44 @@ class Catalog:
         )
         return [row[0] for row in rows]
 
+    def listing(self, scope: str, prefix: str = "") -> list[tuple[str, str, int, str]]:
+        """(name, digest, size, created_at) of the live names starting with ``prefix``, by name:
+        what a file listing shows, without decoding each name's metadata."""
+        low, high = _prefix_bounds(prefix)
+        rows = self._db().execute(
+            "SELECT name, digest, size, created_at FROM names WHERE scope = ? AND name >= ? AND name < ? "
+            "AND removed_at IS NULL ORDER BY name",
+            (scope, low, high),
+        )
+        return rows.fetchall()
+
+    def first_with_digest(self, scope: str, digest: str) -> NameRecord | None:
+        """The live name of ``scope`` bound to ``digest`` first (then by name), if any."""
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {_COLUMNS} FROM names WHERE digest = ? AND scope = ? AND removed_at IS NULL "
+                "ORDER BY created_at, name LIMIT 1",
+                (digest, scope),
+            )
+            .fetchone()
+        )
+        return _row_to_record(row) if row else None
+
+    def has_prefix(self, scope: str, prefix: str) -> bool:
+        """Whether a live name of ``scope`` starts with ``prefix`` (one index probe)."""
+        low, high = _prefix_bounds(prefix)
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM names WHERE scope = ? AND name >= ? AND name < ? AND removed_at IS NULL "
+                "LIMIT 1",
+                (scope, low, high),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def scopes(self) -> list[str]:
         return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM names")]
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from lakelet.core._durable import check_replaceable, publish_file
+from lakelet.core._digest import Digest
+from lakelet.core._durable import check_replaceable, new_temp_path, publish_file
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, NotFoundError, StorageError
@@ -131,10 +133,19 @@ class File:
 
     @property
     def path(self) -> Path:
-        """The read-only local file holding the content (verified first)."""
-        with self.lake.context.open_record(self.record):
+        """The verified, read-only local copy of the content (fetched first if it is only on
+        the remote), at a path ending with the name's suffix (``….csv``), so that tools which
+        choose a reader by extension work: a link under the lake's ``views/`` to the stored
+        object (docs/local-layout.md)."""
+        context = self.lake.context
+        record = self.record
+        with context.open_record(record):  # verifies, and fetches what is not held here
             pass
-        return self.lake.context.blob_path(self.record)
+        return _view(context.root, context.tmp, context.blob_path(record), record.digest, self._name)
+
+    def __fspath__(self) -> str:
+        """``open(f)``, ``pd.read_csv(f)``, ``shutil.copy(f, …)``: the path of ``path``."""
+        return os.fspath(self.path)
 
     def open(self, mode: str = "r", encoding: str | None = "utf-8") -> IO[Any]:
         """Open for reading ("r", "rb"; verified against the digest) or, for a name not bound
@@ -206,6 +217,47 @@ class File:
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
+
+
+# A view is one file name: the digest's hex (less the two characters of its folder) and the
+# suffixes must fit the 255 bytes a local filesystem allows.
+_MAX_FILE_NAME = 255
+
+
+def _suffix(name: str, room: int) -> str:
+    """The suffixes of the name's last segment ('.csv', '.csv.gz'), or its last one, that fit."""
+    last = PurePosixPath(PurePosixPath(name).name)
+    for suffix in ("".join(last.suffixes), last.suffix):
+        if len(suffix.encode()) <= room:
+            return suffix
+    return ""
+
+
+def _view(root: Path, tmp: Path, blob: Path, digest: str, name: str) -> Path:
+    """``views/<algorithm>/<hh>/<rest of hex><suffix>``: a symlink to ``blob``.
+
+    A symlink, not a hard link: gc deletes an object and its bytes are gone,
+    whatever views point at it (a dangling view is remade by the next ``path``).
+    Relative, so a lake folder that is moved keeps its views. Replaced by a
+    rename, so a concurrent reader sees the old link or the new one.
+    """
+    parsed = Digest.parse(digest)
+    hexdigest = parsed.hexdigest
+    room = _MAX_FILE_NAME - len(hexdigest) + 2
+    view = root / "views" / parsed.algorithm / hexdigest[:2] / (hexdigest[2:] + _suffix(name, room))
+    target = os.path.relpath(blob, view.parent)
+    with contextlib.suppress(OSError):  # missing, or not a link
+        if os.readlink(view) == target:
+            return view
+    view.parent.mkdir(parents=True, exist_ok=True)
+    link = new_temp_path(tmp)
+    os.symlink(target, link)
+    try:
+        os.replace(link, view)
+    except BaseException:
+        link.unlink(missing_ok=True)
+        raise
+    return view
 
 
 class _Advancing:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakelet.catalog import _bind
 from lakelet.core import _config
+from lakelet.core._digest import Digest
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
@@ -63,9 +64,16 @@ class Lake:
         overwritten later and the handle should keep what it saw. With
         ``ask_remote=False`` a lake name is looked up now, in what this machine
         knows only (NotFoundError if it is not there).
+
+        A content digest (``"blake3:<64 hex>"``) in place of ``name`` is looked up
+        now: the handle is on the first live name bound to that content
+        (NotFoundError naming the digest if none is).
         """
         name = validate_name(name)
         scope = self._resolve_scope(scope)
+        digest = _as_digest(name)
+        if digest is not None:
+            return self._file_holding(digest, scope, ask_remote)
         if scope == LAKE and not ask_remote:
             record = self.context.lookup(LAKE, name, ask_remote=False)
             if record is None:
@@ -76,6 +84,20 @@ class Lake:
         if self.remote is not None:
             return File(name, lake=self, record=self.context.scoped(scope).record(name))
         return File(name, lake=self, record=self.context.record(scope, name))
+
+    def _file_holding(self, digest: str, scope: str, ask_remote: bool) -> File:
+        context = self.context
+        if scope == LAKE:  # maybe bound by a process killed before it indexed it
+            _bind.catch_up(context.catalog, context.refs)
+        record = context.catalog.first_with_digest(scope, digest)
+        syncer = context.syncer() if record is None and scope == LAKE and ask_remote else None
+        if syncer is not None:  # bound on another machine since the last sync?
+            syncer.pull_metadata()
+            record = context.catalog.first_with_digest(scope, digest)
+        if record is None:
+            where = "" if scope == LAKE else f" (scope {scope})"
+            raise NotFoundError(f"no name in the lake at {self.root} holds {digest}{where}", name=digest)
+        return File.of(record, self)
 
     def exists(self, name: str) -> bool:
         record = self.context.lookup(LAKE, validate_name(name))
@@ -325,6 +347,22 @@ class Lake:
         from lakelet.lake import _gc
 
         return _gc.collect(self.context, parse_duration(ttl, "ttl"), dry_run=dry_run, remote=remote, now=now)
+
+
+def _as_digest(text: str) -> str | None:
+    """``text`` if it is a whole content digest as lakelet prints them, else None.
+
+    Both algorithms give 32 bytes: a shorter hex part is an ordinary name that
+    happens to contain a colon, never a truncated digest.
+    """
+    try:
+        digest = Digest.parse(text)
+    except ValueError:
+        return None
+    return text if len(digest.hexdigest) == _DIGEST_HEX_LENGTH else None
+
+
+_DIGEST_HEX_LENGTH = 64
 
 
 def init(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import blake3
+
+from lakelet.core._records import shown
+from lakelet.core.errors import InvalidArgumentError
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_ALGORITHM", "Digest", "Hasher", "digest_bytes", "new_hasher"]
 
@@ -29,6 +33,10 @@ _ALGORITHMS: dict[str, Callable[[], Hasher]] = {
     "blake3": _blake3,
     "sha256": hashlib.sha256,
 }
+# hex digits of each algorithm's digest: a digest names a path (objects/<algo>/<hh>/<rest>), so
+# one read back from a record must be exactly this, never '../' or an empty rest
+_HEX_LENGTHS = {"blake3": 64, "sha256": 64}
+_LOWER_HEX = re.compile("[0-9a-f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +51,12 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        algorithm, sep, hexdigest = text.partition(":")
-        if not sep or algorithm not in _ALGORITHMS or not hexdigest or not _is_hex(hexdigest):
-            raise ValueError(f"not a digest: {text!r}")
+        """``algorithm:hex`` with a known algorithm and lowercase hex of its length; raises
+        InvalidArgumentError (a ValueError) otherwise."""
+        algorithm, _, hexdigest = text.partition(":") if isinstance(text, str) else ("", "", "")
+        if _HEX_LENGTHS.get(algorithm) != len(hexdigest) or not _LOWER_HEX.fullmatch(hexdigest):
+            raise InvalidArgumentError(f"not a digest: {shown(text)}")
         return cls(algorithm, hexdigest)
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
 
 
 def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:

@@ -140,11 +140,11 @@ def test_a_segment_line_is_the_record_json_byte_for_byte() -> None:
     """Segments are encoded by hand for speed; every field of a record must still be in them."""
     values = {
         "scope": "lake",
-        "name": 'd/\u00e9 "q" \\ \u2028 \U0001f600.txt',
-        "digest": "blake3:ab",
+        "name": 'd/\u00e9 "q" \u2028 \U0001f600.txt',  # (a name holds no '\\': the creator does)
+        "digest": "blake3:" + "ab" * 32,
         "size": 12,
         "created_at": "2026-01-01T00:00:00.000000Z",
-        "creator": "\u00e9@x",
+        "creator": '\u00e9@x \\ "q"',
         "meta": {"z": [1, None, {"b": "\u00e9"}], "a": 2.5},
         "removed_at": "2026-01-02T00:00:00Z",
     }
@@ -152,8 +152,9 @@ def test_a_segment_line_is_the_record_json_byte_for_byte() -> None:
     full = NameRecord(**values)
     shared = {"source": "/x"}
     records = [full, dataclasses.replace(full, removed_at=None)]
-    records += [NameRecord("lake", "a", "blake3:cd", 0, "t", "")]
-    records += [NameRecord("lake", n, "blake3:ef", 1, "t", "c", shared) for n in "bc"]
+    when = "2026-01-01T00:00:00Z"
+    records += [NameRecord("lake", "a", "blake3:" + "cd" * 32, 0, when, "")]
+    records += [NameRecord("lake", n, "sha256:" + "ef" * 32, 1, when, "c", shared) for n in "bc"]
     assert NameRecord.lines(records) == b"".join(r.to_json() + b"\n" for r in records)
     assert [NameRecord.from_json(line) for line in NameRecord.lines(records).splitlines()] == records
 

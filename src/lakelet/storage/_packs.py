@@ -27,7 +27,8 @@ from typing import Any
 
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest, new_hasher
 from lakelet.core._durable import new_temp_path
-from lakelet.core.errors import NotFoundError
+from lakelet.core._records import MAX_COUNT, check_count, shown
+from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, NotFoundError
 
 __all__ = ["MEMBER_MAX", "Member", "Pack", "TARGET", "key_of", "plan", "slices", "write"]
 
@@ -60,7 +61,37 @@ class Pack:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pack:
-        return cls(data["pack"], tuple(Member(d, int(o), int(s)) for d, o, s in data["members"]))
+        """The one validating parser of a pack line (a log entry's, or a snapshot's): the pack
+        and every member named by a strict digest (a digest chooses a key and a local path),
+        offsets and sizes counts. Raises CorruptRecordError saying what is wrong."""
+        if data.keys() != _PACK_FIELDS:
+            raise CorruptRecordError(f"a pack line with the fields {shown(sorted(data))}")
+        pack, members = data["pack"], data["members"]
+        _check_digest(pack)
+        if not isinstance(members, list):
+            raise CorruptRecordError(f"the members of pack {shown(pack)} are not a list")
+        return cls(pack, tuple(_member(m, pack) for m in members))
+
+
+_PACK_FIELDS = {"pack", "members"}
+
+
+def _member(item: object, pack: str) -> Member:
+    if not isinstance(item, list) or len(item) != 3:
+        raise CorruptRecordError(f"a member of pack {pack} is {shown(item)}, not [digest, offset, size]")
+    digest, offset, size = item
+    _check_digest(digest)
+    for value in (offset, size):
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:  # (check_count's message on failure)
+            check_count(value, f"the offset or size of {digest} in pack {pack}")
+    return Member(digest, offset, size)
+
+
+def _check_digest(text: object) -> None:
+    try:
+        Digest.parse(text)  # type: ignore[arg-type]  # anything a line holds: parse says what
+    except InvalidArgumentError as e:
+        raise CorruptRecordError(str(e)) from None
 
 
 def key_of(pack_digest: str) -> str:

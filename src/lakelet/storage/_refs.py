@@ -14,13 +14,20 @@ Mutable (scoped) names keep one file per name, replaced with ``os.replace``.
 A removed lake name gets a tombstone file, ``names/<hh>/<key>.removed.json``.
 The SQLite index is rebuilt from all of these; the remote holds the same records in its
 commit log (``_log``).
+
+Every record read back, here or from a remote, goes through one validating parser
+(``parse_record``): a record is checked as strictly as a name is on write, so inner code
+never meets a name with '..', a digest that is not one, or a negative size. Readers of
+local files skip a bad record and report it (``logging``, and to the caller that asks).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,17 +35,34 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
+from lakelet.core._digest import Digest
 from lakelet.core._durable import fsync_dir, publish_file
-from lakelet.core._names import name_key
-from lakelet.core.errors import NameExistsError
+from lakelet.core._names import MAX_NAME_BYTES, name_key, validate_name
+from lakelet.core._records import MAX_COUNT, check_count, parse_json_line, shown
+from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, NameExistsError
 
-__all__ = ["NameRecord", "RECORD_FORMAT", "RefStore", "SEGMENTS", "check_same_content", "utc_now"]
+__all__ = [
+    "NameRecord",
+    "RECORD_FORMAT",
+    "RefStore",
+    "SEGMENTS",
+    "check_same_content",
+    "parse_lines",
+    "parse_record",
+    "utc_now",
+]
 
 RECORD_FORMAT = 1
 SEGMENTS = "segments"
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one, not one per record
 _quote = encode_basestring_ascii  # how _ENCODER writes a str (ensure_ascii)
 _SEGMENT_SUFFIX = ".jsonl"
+_FIELDS = frozenset(
+    {"format", "scope", "name", "digest", "size", "created_at", "creator", "meta", "removed_at"}
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # a creator is printed by `lakelet ls`: no escapes
+_LAKE = "lake"  # (storage._scopes.LAKE: that module imports this one)
+_log = logging.getLogger("lakelet.records")
 
 
 def utc_now() -> str:
@@ -95,16 +119,95 @@ class NameRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> NameRecord:
-        return cls.from_dict(json.loads(raw))
+        """The record ``raw`` (one JSON object) holds; CorruptRecordError if it is not one."""
+        return parse_record(parse_json_line(raw))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NameRecord:
-        data = dict(data)
-        data.pop("format", None)
-        return cls(**data)
+    def from_dict(cls, data: object) -> NameRecord:
+        """``parse_record``: CorruptRecordError unless ``data`` is a valid record."""
+        return parse_record(data)
 
     def removed(self, when: str) -> NameRecord:
         return replace(self, removed_at=when)
+
+
+def parse_record(data: object) -> NameRecord:
+    """The one validating parser of a name record (``NameRecord.to_json``), wherever it was read.
+
+    The name passes the rules it passed when bound (``validate_name``), the scope is 'lake' or
+    a valid user or pipeline scope, the digest is strict (it chooses a path), the size an int
+    in [0, 2**63), the times ISO 8601, the creator a line of text, meta a JSON object.
+    Raises CorruptRecordError saying what is wrong.
+    """
+    if not isinstance(data, dict):
+        raise CorruptRecordError(f"a name record is a JSON object, not {type(data).__name__}")
+    if not _FIELDS.issuperset(data):
+        raise CorruptRecordError(f"unknown fields in a name record: {shown(sorted(data.keys() - _FIELDS))}")
+    if data.get("format", RECORD_FORMAT) != RECORD_FORMAT:
+        raise CorruptRecordError(f"a name record of unknown format {shown(data['format'])}")
+    try:
+        scope, name, digest = data["scope"], data["name"], data["digest"]
+        size, created_at, creator = data["size"], data["created_at"], data["creator"]
+    except KeyError as e:
+        raise CorruptRecordError(f"a name record without {e.args[0]!r}") from None
+    meta = data.get("meta", {})
+    removed_at = data.get("removed_at")
+    if not isinstance(name, str) or len(name) > MAX_NAME_BYTES:  # (its message quotes it whole)
+        raise CorruptRecordError(f"name {shown(name)} is not a string of at most {MAX_NAME_BYTES} bytes")
+    try:
+        if scope != _LAKE:
+            _check_scope(scope)
+        validate_name(name)
+        Digest.parse(digest)
+    except InvalidArgumentError as e:  # InvalidNameError is one
+        raise CorruptRecordError(str(e)) from None
+    if type(size) is not int or not 0 <= size <= MAX_COUNT:  # (check_count, its message made on failure)
+        check_count(size, f"the size of {name!r}")
+    _check_time(created_at, "created_at", name)
+    if removed_at is not None:
+        _check_time(removed_at, "removed_at", name)
+    if not isinstance(creator, str) or _CONTROL.search(creator):
+        raise CorruptRecordError(f"creator {shown(creator)} of {name!r} is not a line of text")
+    if not isinstance(meta, dict):
+        raise CorruptRecordError(f"meta of {name!r} is not a JSON object")
+    return NameRecord(scope, name, digest, size, created_at, creator, meta, removed_at)
+
+
+def _check_scope(scope: object) -> None:
+    # imported here: storage._scopes imports this module (for RefStore)
+    from lakelet.storage._scopes import parse_scope
+
+    if not isinstance(scope, str) or len(scope) > 300:  # a user or run id is one 255-byte segment
+        raise CorruptRecordError(f"scope {shown(scope)} is not a scope")
+    parse_scope(scope)
+
+
+def _check_time(value: object, what: str, name: str) -> None:
+    try:
+        datetime.fromisoformat(value)  # type: ignore[arg-type]  # checked: TypeError below
+    except (TypeError, ValueError):
+        raise CorruptRecordError(f"{what} {shown(value)} of {name!r} is not an ISO 8601 time") from None
+
+
+def parse_lines(raw: bytes, where: str) -> tuple[list[NameRecord], list[str]]:
+    """The records of a JSON-lines body (a name segment), and one problem line per line that
+    is not a valid record (skipped). For readers that keep the rest usable; ``fsck`` may
+    quarantine what they skip."""
+    records: list[NameRecord] = []
+    problems: list[str] = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(parse_record(parse_json_line(line)))
+        except CorruptRecordError as e:
+            problems.append(f"{where}, line {number}: skipped: {e}")
+    return records, problems
+
+
+def _report(problems: list[str]) -> None:
+    for problem in problems:
+        _log.warning("%s", problem)
 
 
 class RefStore:
@@ -129,7 +232,9 @@ class RefStore:
         else a per-name record. Names bound in segments are found through the index."""
         for path in (self._tombstone_path(name), self.path(name)):
             with contextlib.suppress(FileNotFoundError):
-                return NameRecord.from_json(path.read_bytes())
+                record = _read_record_file(path)
+                if record is not None:
+                    return record
         return None
 
     # segments (write-once names)
@@ -139,12 +244,16 @@ class RefStore:
         return self.directory / SEGMENTS / f"{seq:012d}{_SEGMENT_SUFFIX}"
 
     def read_segment(self, seq: int) -> list[NameRecord] | None:
-        """The records of segment ``seq``, or None if no segment has that number yet."""
+        """The records of segment ``seq``, or None if no segment has that number yet. A line
+        that is not a valid record is skipped and reported (``logging``)."""
+        path = self.segment_path(seq)
         try:
-            raw = self.segment_path(seq).read_bytes()
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        return [NameRecord.from_json(line) for line in raw.splitlines() if line]
+        records, problems = parse_lines(raw, str(path))
+        _report(problems)
+        return records
 
     def last_segment(self) -> int:
         """The highest segment number on disk (0 when there is none)."""
@@ -203,15 +312,28 @@ class RefStore:
         for prefix_dir in prefix_dirs:
             for entry in sorted(prefix_dir.glob("*.json")):
                 if not entry.name.endswith(".removed.json"):
-                    yield _unless_removed(NameRecord.from_json(entry.read_bytes()), tombstones)
+                    record = _read_record_file(entry)
+                    if record is not None:
+                        yield _unless_removed(record, tombstones)
         for seq in range(1, self.last_segment() + 1):
             for record in self.read_segment(seq) or ():  # a gap: a segment lost by hand
                 yield _unless_removed(record, tombstones)
 
 
+def _read_record_file(path: Path) -> NameRecord | None:
+    """The record of a one-record file; None (reported) when it is not a valid one."""
+    raw = path.read_bytes()
+    try:
+        return parse_record(parse_json_line(raw))
+    except CorruptRecordError as e:
+        _report([f"{path}: skipped: {e}"])
+        return None
+
+
 def _unless_removed(record: NameRecord, tombstones: dict[str, Path]) -> NameRecord:
     tomb = tombstones.get(name_key(record.name))
-    return NameRecord.from_json(tomb.read_bytes()) if tomb is not None else record
+    removed = _read_record_file(tomb) if tomb is not None else None
+    return removed if removed is not None else record
 
 
 def check_same_content(existing: NameRecord, wanted: NameRecord) -> None:

@@ -17,10 +17,21 @@ empty packs, which it ignores, and the log stays readable by it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from lakelet.core._records import check_count, shown
+from lakelet.core.errors import CorruptRecordError
+
 __all__ = ["Sweep"]
+
+# the keys a sweep may name: a loose object, or a pack (named by the digest of its bytes)
+_KEY = re.compile(
+    r"objects/(?:blake3|sha256)/[0-9a-f]{2}/[0-9a-f]{62}|packs/(?:blake3|sha256)/[0-9a-f]{2}/[0-9a-f]{62}\.pack"
+)
+_SWEEP_FIELDS = {"pack", "members", "sweep", "keys"}
+_SWEPT_FIELDS = {"pack", "members", "swept"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,21 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], at: int) -> Sweep:
-        """``at``: the entry (or snapshot) the line was read from."""
+        """The one validating parser of a sweep line; ``at``: the entry (or snapshot) it was
+        read from. A sweep is announced in its own entry and said done in a later one (a
+        snapshot holds sweeps announced up to it); every key names an object or a pack.
+        Raises CorruptRecordError saying what is wrong."""
+        fields = data.keys()
+        if fields not in (_SWEEP_FIELDS, _SWEPT_FIELDS) or data["pack"] != "" or data["members"] != []:
+            raise CorruptRecordError(f"a sweep line with the fields {shown(sorted(fields))}")
         if "swept" in data:
-            return cls(int(data["swept"]), done_at=at)
-        return cls(int(data["sweep"]), tuple(data["keys"]))
+            seq = check_count(data["swept"], "the sweep a line says is done")
+            if not 0 < seq < at:
+                raise CorruptRecordError(f"entry {at} says sweep {seq} is done: no entry before announced it")
+            return cls(seq, done_at=at)
+        seq, keys = check_count(data["sweep"], "a sweep's entry"), data["keys"]
+        if not 0 < seq <= at:
+            raise CorruptRecordError(f"sweep {seq} announced in entry {at}")
+        if not isinstance(keys, list) or not all(isinstance(k, str) and _KEY.fullmatch(k) for k in keys):
+            raise CorruptRecordError(f"sweep {seq} names keys that are neither objects nor packs")
+        return cls(seq, tuple(keys))

@@ -110,6 +110,37 @@ def _rows(records: Iterable[NameRecord]) -> Iterator[_Row]:
         yield (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, hit[1], r.removed_at)
 
 
+def _first_bindings(
+    db: sqlite3.Connection, records: list[NameRecord]
+) -> tuple[list[NameRecord], list[tuple[NameRecord, str]]]:
+    """Of the remote's ``records`` (in log order), those to apply, and those refused with the
+    digest the remote already binds their name to (see ``Catalog.apply_remote``)."""
+    bound: dict[tuple[str, str], str] = {}
+    for scope in {r.scope for r in records}:
+        names = [r.name for r in records if r.scope == scope]
+        for i in range(0, len(names), _IN_CHUNK):
+            chunk = names[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT name, digest FROM on_remote WHERE scope = ? AND name IN ({marks})", (scope, *chunk)
+            )
+            bound.update(((scope, name), digest) for name, digest in rows)
+    kept: list[NameRecord] = []
+    refused: list[tuple[NameRecord, str]] = []
+    for record in records:
+        key = (record.scope, record.name)
+        there = bound.get(key)
+        if there is None:  # its first binding
+            bound[key] = record.digest
+            kept.append(record)
+        elif there != record.digest:
+            refused.append((record, there))
+        elif record.removed_at is not None:  # a tombstone of the same content
+            kept.append(record)
+        # else: the same binding again; the first one's record stays
+    return kept, refused
+
+
 class Catalog:
     """Names, scopes and verified-blob fingerprints of one local lake."""
 
@@ -345,15 +376,20 @@ class Catalog:
 
     def apply_remote(
         self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
-    ) -> None:
+    ) -> list[tuple[NameRecord, str]]:
         """Index records, pack and sweep lines of the remote's log up to entry ``seq``, in one
-        transaction.
+        transaction. Returns the records refused: (record, the digest the remote binds its
+        name to).
 
+        A name is bound by the first record that holds it (docs/remote-layout.md): a later
+        record of that name applies only as a tombstone of the same content; one binding it
+        to other content (a forged entry or snapshot) is refused, so a name never changes
+        content here, and every machine agrees on it whatever the order it learned the log in.
         A name bound here but not on the remote (a deferred push that lost a race) keeps its
         local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
         """
-        records = list(records)
         with self._transaction() as db:
+            records, refused = _first_bindings(db, list(records))
             db.executemany(
                 f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
@@ -379,6 +415,7 @@ class Catalog:
                 else:
                     db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
             db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
+        return refused
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -9,12 +10,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:  # imported where first drawn: most commands print neither
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
-__all__ = ["DelayedBar", "human_size", "new_table", "stderr", "stdout"]
+__all__ = ["DelayedBar", "human_size", "new_table", "show_warnings", "stderr", "stdout"]
 
 # Bars appear only for work that lasts; the variable lets tests see one at once.
 _DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
@@ -98,3 +100,18 @@ class DelayedBar:
     ) -> None:
         if self._bar is not None:
             self._bar[0].stop()
+
+
+class _WarningLines(logging.Handler):
+    """Each warning the library logs (a record read back that it skipped) as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())  # one line, whatever it quotes
+        stderr.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
+
+
+def show_warnings() -> None:
+    """Print lakelet's logged warnings on stderr, one line each (the library never prints)."""
+    logger = logging.getLogger("lakelet")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))

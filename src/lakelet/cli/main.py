@@ -26,7 +26,7 @@ from . import (
     _ui_command,
 )
 from ._context import lake_of
-from ._render import DelayedBar, human_size, new_table, stderr, stdout
+from ._render import DelayedBar, human_size, new_table, show_warnings, stderr, stdout
 
 __all__ = ["cli", "main"]
 
@@ -61,6 +61,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, lake_path: str | None) -> None:
     """lakelet: a local-first data lake for Python pipelines."""
     ctx.obj = {"lake": lake_path}
+    show_warnings()
 
 
 @cli.command()

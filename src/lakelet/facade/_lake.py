@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -13,7 +14,13 @@ from lakelet.core import _config
 from lakelet.core._digest import Digest
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
-from lakelet.core.errors import InvalidArgumentError, InvalidNameError, NameExistsError, NotFoundError
+from lakelet.core.errors import (
+    CorruptRecordError,
+    InvalidArgumentError,
+    InvalidNameError,
+    NameExistsError,
+    NotFoundError,
+)
 from lakelet.facade._file import File
 from lakelet.lake import _add
 from lakelet.lake._context import LakeContext
@@ -22,7 +29,7 @@ from lakelet.lake._scoped import PipelineStore, ScopedStore
 from lakelet.remote._remote import Remote
 from lakelet.remote._sync import EvictReport, PushReport, SyncReport
 from lakelet.secrets._secrets import Secrets
-from lakelet.storage._refs import utc_now
+from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
 
 if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyarrow least of all)
@@ -33,6 +40,8 @@ if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyar
     from lakelet.lake._gc import GcReport
 
 __all__ = ["Lake", "init", "open_lake"]
+
+_log = logging.getLogger("lakelet.remote")
 
 
 class Lake:
@@ -109,8 +118,7 @@ class Lake:
         validate_prefix(prefix)
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
-            store = context.scoped(scope)
-            records = [store.record(n) for n in store.list(prefix)]
+            records = _remote_records(context.scoped(scope), prefix)
         else:
             if scope == LAKE:
                 _bind.catch_up(context.catalog, context.refs)
@@ -363,6 +371,18 @@ def _as_digest(text: str) -> str | None:
 
 
 _DIGEST_HEX_LENGTH = 64
+
+
+def _remote_records(store: ScopedStore, prefix: str) -> list[NameRecord]:
+    """The records under ``prefix`` of a scoped store on the remote; one that any user of the
+    remote made invalid is skipped and reported, so the others stay listed."""
+    records = []
+    for name in store.list(prefix):
+        try:
+            records.append(store.record(name))
+        except CorruptRecordError as e:
+            _log.warning("%s", e)
+    return records
 
 
 def init(

@@ -66,10 +66,11 @@ class RemoteLink:
 
     def sync(self, progress: Progress = SILENT) -> SyncReport:
         syncer = self.require("sync")
+        reported = len(syncer.problems)
         pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
         names, entries = syncer.pull_metadata()
         syncer.maybe_snapshot()
-        return SyncReport(pushed, names, entries)
+        return SyncReport(pushed, names, entries, syncer.problems[reported:])
 
     def evict(self, prefix: str) -> EvictReport:
         return self.require("evict").evict(self._catalog.records(LAKE, prefix))

@@ -11,14 +11,19 @@ bytes that are not there yet; a reader that finds bytes newer than the record
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
+from lakelet.core._names import validate_name
+from lakelet.core._records import shown
 from lakelet.core._streams import Reader
-from lakelet.core.errors import IntegrityError
+from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidNameError
 from lakelet.remote._remote import Remote
 from lakelet.storage._refs import NameRecord
 
 __all__ = ["RemoteScope"]
+
+_log = logging.getLogger("lakelet.remote")
 
 
 class RemoteScope:
@@ -38,8 +43,26 @@ class RemoteScope:
         self.remote.put_bytes(self._record_key(record.name), record.to_json())
 
     def record(self, name: str) -> NameRecord | None:
-        raw = self.remote.read_bytes(self._record_key(name))
-        return NameRecord.from_json(raw) if raw is not None else None
+        """The record of ``name``, None if there is none. CorruptRecordError if it is not a
+        valid record of that name in this scope: any user of the remote can write it, and
+        what it says is bound here (a record claiming a lake name would rebind that)."""
+        key = self._record_key(name)
+        raw = self.remote.read_bytes(key)
+        if raw is None:
+            return None
+        try:
+            record = NameRecord.from_json(raw)
+        except CorruptRecordError as e:
+            raise CorruptRecordError(
+                f"remote {self.remote.url}: {key} is not a valid record: {e}", record=key
+            ) from None
+        if record.scope != self.scope or record.name != name:
+            raise CorruptRecordError(
+                f"remote {self.remote.url}: {key} holds the record of {record.name!r} in scope "
+                f"{record.scope}, not of {name!r} in {self.scope}",
+                record=key,
+            )
+        return record
 
     def read_range(self, record: NameRecord, begin: int, end: int) -> bytes:
         """Bytes [begin, end) straight from the store: one ranged request, not the whole file.
@@ -57,9 +80,17 @@ class RemoteScope:
         return self.remote.open_file(self._file(name))
 
     def names(self, prefix: str) -> list[str]:
+        """The names under ``prefix`` that have a record; a key whose name is not a valid
+        name (any user of the remote can write one) is skipped and reported."""
         base = f"{self._base}/records/"
         keys = self.remote.find(base + prefix)
-        return sorted(k.removeprefix(base).removesuffix(".json") for k in keys if k.endswith(".json"))
+        names = []
+        for key in sorted(k for k in keys if k.endswith(".json")):
+            try:
+                names.append(validate_name(key.removeprefix(base).removesuffix(".json")))
+            except InvalidNameError as e:
+                _log.warning("remote %s: %s skipped: %s", self.remote.url, shown(key), e)
+        return names
 
     def delete(self, names: list[str]) -> None:
         for name in names:  # the record first: nobody is sent to bytes that are going away

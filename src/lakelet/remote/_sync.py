@@ -11,8 +11,9 @@ under a new one.
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +22,9 @@ from lakelet.catalog._catalog import Catalog
 from lakelet.core import _faults
 from lakelet.core._digest import Digest
 from lakelet.core._progress import SILENT, Progress
-from lakelet.core.errors import NameExistsError, NotFoundError, RemoteError
+from lakelet.core.errors import CorruptRecordError, NameExistsError, NotFoundError, RemoteError
 from lakelet.remote._fetch import Fetcher
-from lakelet.remote._log import SNAPSHOT_EVERY, Log
+from lakelet.remote._log import SNAPSHOT_EVERY, Entry, Log, entry_key, snapshot_key
 from lakelet.remote._remote import Remote
 from lakelet.remote._remote import parallel as _parallel
 from lakelet.storage import _packs
@@ -41,6 +42,7 @@ _FRESH_TAIL = 16  # random bytes that give a pack sent again a key no sweep has 
 _CURSOR = "log_seq"  # the last log entry applied (written by Catalog.apply_remote)
 _LAST_SYNC = "last_sync"
 _SNAPSHOT_SEEN = "snapshot_seq"
+_log = logging.getLogger("lakelet.remote")
 
 
 @dataclass
@@ -56,6 +58,9 @@ class SyncReport:
     pushed: PushReport
     new_names: int = 0
     entries_read: int = 0
+    # one line per record of the remote's log (or snapshot) that was skipped: damaged, or not
+    # what a lakelet writes (also logged, as warnings of the 'lakelet.remote' logger)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +78,12 @@ class Syncer:
         self._objects = objects
         self._tmp = tmp
         self._fetcher = Fetcher(remote, catalog, objects, tmp)
+        self.problems: list[str] = []  # every record skipped since this syncer was made
+
+    def _report(self, problem: str) -> None:
+        line = f"remote {self.remote.url}: {problem}"
+        self.problems.append(line)
+        _log.warning("%s", line)
 
     # writing to the remote
 
@@ -218,7 +229,7 @@ class Syncer:
                 self.pull_metadata()
                 continue
             _faults.reached("log-appended")
-            self._catalog.apply_remote(seq, new, entry_packs)
+            self._apply(seq, new, entry_packs)
             return [*bound, *new], conflicts
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
@@ -306,7 +317,7 @@ class Syncer:
             except FileExistsError:
                 self.pull_metadata()
                 continue
-            self._catalog.apply_remote(seq, [], [], [sweep])
+            self._apply(seq, [], [], [sweep])
             return sweep
         raise RemoteError(
             f"remote {self.remote.url}: {_MAX_ATTEMPTS} log entries in a row were taken by other "
@@ -330,28 +341,85 @@ class Syncer:
 
         The cost is one listing (one more per 1,000 entries) and one read per new
         entry: it does not grow with the number of names in the lake. A machine
-        that has read nothing yet starts from the latest snapshot.
+        that has read nothing yet starts from the latest snapshot that the log
+        vouches for. Lines that are not valid records are skipped and reported
+        (``problems``); the rest applies.
         """
         cursor = self.cursor()
         names = 0
+        listed: dict[int, list[int]] = {}  # log folder listings, shared by the snapshot check
         if cursor == 0:
-            taken = self.log.snapshots()
-            if taken:
-                records, packs, sweeps = self.log.read_snapshot(taken[-1])
-                self._catalog.apply_remote(taken[-1], records, packs, sweeps)
-                self._catalog.set_state(_SNAPSHOT_SEEN, str(taken[-1]))
-                names, cursor = len(records), taken[-1]
-        entries = self.log.entries_after(cursor)
+            snapshot = self._snapshot(listed)
+            if snapshot is not None:
+                self._apply(
+                    snapshot.seq,
+                    snapshot.records,
+                    snapshot.packs,
+                    snapshot.sweeps,
+                    snapshot_key(snapshot.seq),
+                )
+                self._catalog.set_state(_SNAPSHOT_SEEN, str(snapshot.seq))
+                names, cursor = len(snapshot.records), snapshot.seq
+        entries = self.log.entries_after(cursor, listed)
+        for entry in entries:
+            for problem in entry.problems:
+                self._report(problem)
         if entries:
-            self._catalog.apply_remote(
+            self._apply(
                 entries[-1].seq,
-                (r for e in entries for r in e.records),
+                [r for e in entries for r in e.records],
                 [p for e in entries for p in e.packs],
                 [s for e in entries for s in e.sweeps],
+                entries,
             )
             names += sum(len(e.records) for e in entries)
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
         return names, len(entries)
+
+    def _snapshot(self, listed: dict[int, list[int]]) -> Entry | None:
+        """The newest snapshot that is whole and taken after an entry the log holds; None to
+        read the log from its first entry.
+
+        A snapshot numbered past the log's last entry would make this machine skip every
+        entry up to its number, and is no state any machine reached: refused, as is one with
+        a line that is not a valid record (it would bind other than the log binds)."""
+        for seq in reversed(self.log.snapshots()):
+            if not self.log.holds(seq, listed):
+                self._report(
+                    f"snapshot {seq} is past the end of the log (there is no {entry_key(seq)}): "
+                    "ignored; a machine that is not a lakelet wrote it"
+                )
+                continue
+            try:
+                return self.log.read_snapshot(seq)
+            except FileNotFoundError:  # deleted since the listing: an older one will do
+                continue
+            except CorruptRecordError as e:
+                self._report(f"snapshot {seq} ignored: {e}")
+        return None
+
+    def _apply(
+        self,
+        seq: int,
+        records: list[NameRecord],
+        packs: list[Pack],
+        sweeps: list[Sweep] | None = None,
+        source: str | Iterable[Entry] = "",
+    ) -> None:
+        """Index what the log says up to entry ``seq``; report each record refused because
+        its name is bound to other content already. ``source``: where the records were read
+        (a snapshot's key, or the entries holding them), to say where a refused one is."""
+        refused = self._catalog.apply_remote(seq, records, packs, sweeps or [])
+        if not refused:
+            return
+        fallback = source if isinstance(source, str) and source else entry_key(seq)
+        entries = {} if isinstance(source, str) else {id(r): e.seq for e in source for r in e.records}
+        for record, bound in refused:
+            where = entry_key(entries[id(record)]) if id(record) in entries else fallback
+            self._report(
+                f"{where} binds {record.name!r} to {record.digest}, but the log bound it to {bound} "
+                "before: ignored (lake names are write-once)"
+            )
 
     def maybe_snapshot(self) -> bool:
         """Write a snapshot once SNAPSHOT_EVERY entries have followed the latest, so that a new
@@ -360,7 +428,9 @@ class Syncer:
         seen = int(self._catalog.get_state(_SNAPSHOT_SEEN) or 0)
         if cursor - seen < SNAPSHOT_EVERY:
             return False
-        latest = max(self.log.snapshots(), default=0)
+        # one numbered past this machine's last entry is no snapshot (a peer's forgery, refused by
+        # pull_metadata): counting it would stop every machine from taking one again
+        latest = max((n for n in self.log.snapshots() if n <= cursor), default=0)
         if cursor - latest < SNAPSHOT_EVERY:
             self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
             return False

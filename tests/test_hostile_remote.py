@@ -1,0 +1,368 @@
+"""A hostile peer: a machine with write access to the remote writes records no lakelet writes.
+
+For every record type a peer writes on the remote that another machine reads (log entries,
+snapshots, pack lines, sweep lines, the name record JSON itself, here and in scoped stores),
+one garbage record and well-formed malicious ones, on file:// and moto S3. Each asserts what
+the issue asks: no name changes its content, nothing is written outside the lake roots, the
+valid rest stays usable (sync, ls, pull, add) and one line reports the bad record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import fsspec
+import pytest
+
+import lakelet
+from lakelet.core._digest import digest_bytes
+from lakelet.remote._log import entry_key
+
+from .conftest import run_lakelet
+
+ON_FILE_AND_S3 = pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
+WHEN = "2026-01-01T00:00:00.000000Z"
+
+
+class Peer:
+    """A machine that writes the remote's keys as it likes, through fsspec: no lakelet code."""
+
+    def __init__(self, remote) -> None:
+        self.kind = remote.kind
+        self.fs, root = fsspec.core.url_to_fs(
+            remote.url, skip_instance_cache=True, use_listings_cache=False, **remote.storage_options
+        )
+        self.root = root.rstrip("/")
+
+    def put(self, key: str, data: bytes) -> None:
+        path = f"{self.root}/{key}"
+        if self.kind == "file":
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def next_entry(self) -> int:
+        keys = self.fs.find(f"{self.root}/log")
+        return max((int(k.rsplit("/", 1)[-1].removesuffix(".jsonl")) for k in keys), default=0) + 1
+
+    def entry(self, *lines: bytes | dict) -> str:
+        """Appends the next log entry holding ``lines``; returns its key."""
+        key = entry_key(self.next_entry())
+        self.put(key, b"".join(_line(x) + b"\n" for x in lines))
+        return key
+
+    def object(self, data: bytes) -> str:
+        """Uploads ``data`` as a loose object, as a push would; returns its digest."""
+        digest = digest_bytes(data)
+        h = digest.hexdigest
+        self.put(f"objects/{digest.algorithm}/{h[:2]}/{h[2:]}", data)
+        return str(digest)
+
+
+def snapshot_key(seq: int) -> str:
+    return f"snapshots/{seq:012d}.jsonl.gz"
+
+
+def _line(line: bytes | dict) -> bytes:
+    return line if isinstance(line, bytes) else json.dumps(line).encode()
+
+
+def record(name: str, digest: str, size: int, **changes) -> dict:
+    """A name record as lakelet writes one, with ``changes``."""
+    fields = {"format": 1, "scope": "lake", "name": name, "digest": digest, "size": size}
+    fields |= {"created_at": WHEN, "creator": "peer@example.com", "meta": {}}
+    return fields | changes
+
+
+def _outside(tmp_path: Path) -> set[str]:
+    """Every file under the test's folder but the lake roots, the remote and the sources."""
+    inside = ("a", "b", "c", "d", "remote", "src")
+    return {
+        p.relative_to(tmp_path).as_posix()
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.relative_to(tmp_path).parts[0] not in inside
+    }
+
+
+def _honest_lake(machine, make_file, tmp_path) -> tuple[lakelet.Lake, dict[str, bytes]]:
+    """Machine a binds a name alone (entry 1) and a folder of small files, packed (entry 2)."""
+    a = machine("a")
+    a.add(make_file("x.txt", "one"), "x.txt")
+    make_file("dir/1.txt", "first")
+    make_file("dir/2.txt", "second")
+    a.add(tmp_path / "src" / "dir", "dir")
+    return a, {"x.txt": b"one", "dir/1.txt": b"first", "dir/2.txt": b"second"}
+
+
+def _still_usable(
+    machine, make_file, a, expected: dict[str, bytes], bad_key: str, a_reads_it: bool = True
+) -> list[str]:
+    """After the peer's record, c binds a name; then a new machine syncs, lists, pulls, adds, and
+    a (which read the log before the peer wrote) syncs too. Returns b's report lines."""
+    c = machine("c")
+    c.add(make_file("later.txt", "later"), "later.txt")  # an entry after the peer's: not hidden
+    expected = {**expected, "later.txt": b"later"}
+
+    b = machine("b")
+    report = b.sync()
+    assert {f.name for f in b.ls()} == set(expected)
+    assert {f.name: f.read_bytes() for f in b.pull()} == expected
+    b.add(make_file("from-b.txt", "b's"), "from-b.txt")
+
+    seen = a.sync()
+    assert {f.name: f.read_bytes() for f in a.ls()} == {**expected, "from-b.txt": b"b's"}
+    assert len(report.problems) == 1 and bad_key in report.problems[0], report.problems
+    assert len(seen.problems) == a_reads_it and all(bad_key in p for p in seen.problems), seen.problems
+    return report.problems
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("lakelet")]
+
+
+# --- log entries ---------------------------------------------------------------------------
+
+_OK = b"a peer's honest file"
+BAD_LOG_LINES = {
+    "not JSON": lambda digest: b"{not json",
+    "nested past the parser": lambda digest: b"[" * 100_000 + b"]" * 100_000,
+    "a list": lambda digest: b"[1, 2]",
+    "a name with '..'": lambda digest: record("../../escaped.txt", digest, len(_OK)),
+    "a name with NUL": lambda digest: record("nul\x00.txt", digest, len(_OK)),
+    "a digest with '../'": lambda digest: record("dots.txt", "blake3:../../../../escaped", 4),
+    "a short digest": lambda digest: record("short.txt", "blake3:ab", 4),
+    "a negative size": lambda digest: record("negative.txt", digest, -5),
+    "a huge size": lambda digest: record("huge.txt", digest, 1 << 70),
+    "a size that is text": lambda digest: record("text.txt", digest, "20"),
+    "a time that is none": lambda digest: record("time.txt", digest, len(_OK), created_at="soon"),
+    "a scoped name": lambda digest: record("x.txt", digest, len(_OK), scope="user/tester@example.com"),
+    "an unknown field": lambda digest: record("field.txt", digest, len(_OK), run="rm -rf /"),
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_LOG_LINES))
+def test_a_bad_log_line_is_skipped_and_reported_and_its_entry_applies(
+    remote, machine, make_file, tmp_path, bad
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    before = _outside(tmp_path)
+    peer = Peer(remote)
+    digest = peer.object(_OK)
+    key = peer.entry(BAD_LOG_LINES[bad](digest), record("peer/ok.txt", digest, len(_OK)))
+
+    (problem,) = _still_usable(machine, make_file, a, {**expected, "peer/ok.txt": _OK}, key)
+    assert f"{key}, line 1: skipped" in problem and "\n" not in problem
+    assert _outside(tmp_path) == before
+
+
+@ON_FILE_AND_S3
+def test_the_cli_reports_a_bad_log_line_in_one_line(remote, machine, make_file, tmp_path) -> None:
+    _honest_lake(machine, make_file, tmp_path)
+    key = Peer(remote).entry(b"{not json\x1b[2J")
+    b = machine("b")
+    done = run_lakelet("sync", env={**remote.env, "LAKELET_HOME": str(b.root)})
+    assert done.returncode == 0, done.stderr
+    (warning,) = done.stderr.decode().splitlines()
+    assert warning.startswith("warning: ") and f"{key}, line 1: skipped: not JSON" in warning
+    assert "\x1b" not in warning  # a peer's bytes reach no terminal unquoted
+    listed = run_lakelet("ls", env={**remote.env, "LAKELET_HOME": str(b.root)})
+    assert listed.returncode == 0 and b"dir/2.txt" in listed.stdout and b"warning" not in listed.stderr
+
+
+@ON_FILE_AND_S3
+def test_a_log_entry_rebinding_a_bound_name_changes_no_content(remote, machine, make_file, tmp_path) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    a.pull()
+    peer = Peer(remote)
+    evil = peer.object(b"the peer's bytes")
+    key = peer.entry(
+        record("x.txt", evil, 16),  # a live name, to other content
+        record("dir/1.txt", evil, 16, removed_at=WHEN),  # a tombstone of other content
+    )
+    c = machine("c")
+    c.add(make_file("later.txt", "later"), "later.txt")
+
+    for lake in (a, machine("b")):  # a learned the log before the peer's entry, b learns it all now
+        report = lake.sync()
+        assert {f.name: f.read_bytes() for f in lake.ls()} == {**expected, "later.txt": b"later"}
+        assert lake.file("x.txt").digest != evil
+        assert len(report.problems) == 2 and all(key in p and "write-once" in p for p in report.problems)
+    with pytest.raises(lakelet.NameExistsError):  # the remote still binds x.txt to a's bytes
+        c.add(make_file("evil.txt", "the peer's bytes"), "x.txt")
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+@ON_FILE_AND_S3
+def test_a_snapshot_past_the_end_of_the_log_is_refused(
+    remote, machine, make_file, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr("lakelet.remote._sync.SNAPSHOT_EVERY", 5)
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    evil = peer.object(b"the peer's bytes")
+    forged = [record("x.txt", evil, 16), record("ghost.txt", evil, 16)]
+    peer.put(snapshot_key(1000), gzip.compress(b"".join(_line(r) + b"\n" for r in forged)))
+    c = machine("c")  # its first sync meets the forged snapshot
+    c.add(make_file("later.txt", "later"), "later.txt")
+    expected["later.txt"] = b"later"
+
+    b = machine("b")
+    report = b.sync()
+    assert {f.name: f.read_bytes() for f in b.pull()} == expected  # exactly what the log binds
+    assert len(report.problems) == 1 and "snapshot 1000 is past the end of the log" in report.problems[0]
+
+    # honest machines still take snapshots: the forged one does not count as the latest
+    for i in range(3):
+        a.add(make_file(f"more/{i}", str(i)), f"more/{i}")
+    a.sync()
+    assert sorted(peer.fs.find(f"{peer.root}/snapshots"))[0].endswith(snapshot_key(6))
+    d = machine("d")  # starts from a's snapshot, not the forged one
+    assert d.sync().problems == [report.problems[0]]
+    assert {f.name: f.read_bytes() for f in d.pull()} == {
+        **expected,
+        **{f"more/{i}": str(i).encode() for i in range(3)},
+    }
+
+
+BAD_SNAPSHOTS = {
+    "not gzip": lambda lines: b"\x00not gzip at all",
+    "cut short": lambda lines: gzip.compress(b"".join(lines))[:-9],
+    "a line that is no record": lambda lines: gzip.compress(b"".join([*lines, b'{"name": "../x"}\n'])),
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_SNAPSHOTS))
+def test_a_damaged_snapshot_is_refused_and_the_log_read_instead(
+    remote, machine, make_file, tmp_path, bad
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    evil = peer.object(b"the peer's bytes")
+    lines = [_line(record("x.txt", evil, 16)) + b"\n"]  # a snapshot at an entry the log holds
+    peer.put(snapshot_key(2), BAD_SNAPSHOTS[bad](lines))
+    before = _outside(tmp_path)
+    problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
+    assert problems[0].count("\n") == 0
+    assert _outside(tmp_path) == before
+
+
+# --- pack lines and sweep lines ------------------------------------------------------------
+
+BAD_PACK_LINES = {
+    "members that are text": lambda pack, digest: {"pack": pack, "members": "all of them"},
+    "a pack digest with '../'": lambda pack, digest: {
+        "pack": "blake3:../../../x",
+        "members": [[digest, 0, 20]],
+    },
+    "a member that is no triple": lambda pack, digest: {"pack": pack, "members": [[digest, 0]]},
+    "a negative offset": lambda pack, digest: {"pack": pack, "members": [[digest, -20, 20]]},
+    "a huge size": lambda pack, digest: {"pack": pack, "members": [[digest, 0, 1 << 70]]},
+    "a member digest with '../'": lambda pack, digest: {"pack": pack, "members": [["sha256:../..", 0, 1]]},
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_PACK_LINES))
+def test_a_bad_pack_line_is_skipped_and_reported(remote, machine, make_file, tmp_path, bad) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    before = _outside(tmp_path)
+    peer = Peer(remote)
+    digest = peer.object(_OK)
+    pack = str(digest_bytes(b"no such pack"))
+    key = peer.entry(BAD_PACK_LINES[bad](pack, digest), record("peer/ok.txt", digest, len(_OK)))
+
+    (problem,) = _still_usable(machine, make_file, a, {**expected, "peer/ok.txt": _OK}, key)
+    assert f"{key}, line 1: skipped" in problem  # its object is read where it is: loose
+    assert _outside(tmp_path) == before
+
+
+BAD_SWEEP_LINES = {
+    "a sweep number that is text": {"pack": "", "members": [], "sweep": "soon", "keys": []},
+    "a huge sweep number": {
+        "pack": "",
+        "members": [],
+        "sweep": 1 << 70,
+        "keys": [f"objects/blake3/ab/{'c' * 62}"],
+    },
+    "a key with '../'": {"pack": "", "members": [], "sweep": 3, "keys": ["../../../home/x"]},
+    "a done sweep that is text": {"pack": "", "members": [], "swept": [3]},
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_SWEEP_LINES))
+def test_a_bad_sweep_line_is_skipped_and_reported(remote, machine, make_file, tmp_path, bad) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    key = Peer(remote).entry(BAD_SWEEP_LINES[bad])
+    (problem,) = _still_usable(machine, make_file, a, expected, key)
+    assert f"{key}, line 1: skipped" in problem
+
+
+# --- name records in scoped stores on the remote --------------------------------------------
+
+
+def _user_record_key(name: str) -> str:
+    return f"scopes/user/tester@example.com/records/{name}.json"
+
+
+@ON_FILE_AND_S3
+def test_a_scoped_record_claiming_a_lake_name_rebinds_nothing(remote, machine, make_file, tmp_path) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    b = machine("b")
+    b.sync()
+    peer = Peer(remote)
+    evil = b"the peer's bytes"
+    digest = peer.object(evil)
+    peer.put("scopes/user/tester@example.com/files/x.txt", evil)
+    peer.put(_user_record_key("notes.txt"), _line(record("x.txt", digest, len(evil))))
+
+    with pytest.raises(lakelet.LakeletError) as refused:
+        b.user.gets("notes.txt")
+    assert {f.name: f.read_bytes() for f in b.ls()} == expected  # x.txt still a's bytes
+    assert b.file("x.txt").read_bytes() == b"one"
+    assert type(refused.value).__name__ == "CorruptRecordError"
+    assert "not of 'notes.txt' in user/tester@example.com" in str(refused.value)
+
+
+@ON_FILE_AND_S3
+def test_a_garbage_scoped_record_is_skipped_in_listings(remote, machine, caplog) -> None:
+    a = machine("a")
+    a.user.puts("kept.txt", b"kept")
+    Peer(remote).put(_user_record_key("broken.txt"), b"{not json")
+    b = machine("b")
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        assert [f.name for f in b.ls(scope="user")] == ["kept.txt"]
+    (warning,) = _warnings(caplog)
+    assert "broken.txt.json is not a valid record" in warning
+    with pytest.raises(lakelet.CorruptRecordError):
+        b.user.gets("broken.txt")
+    assert b.user.gets("kept.txt") == b"kept"
+
+
+# --- the same parser reads local name segments ----------------------------------------------
+
+
+def test_a_segment_line_that_is_no_valid_record_is_skipped_and_reported(lake, make_file, caplog) -> None:
+    lake.add(make_file("x.txt", "one"), "x.txt")
+    segment = lake.root / "names" / "segments" / "000000000002.jsonl"
+    digest = lake.file("x.txt").digest
+    lines = [record("../../escaped.txt", digest, 3), record("y.txt", digest, 3)]
+    segment.write_bytes(b"".join(_line(r) + b"\n" for r in lines))
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        assert [f.name for f in lake.ls()] == ["x.txt", "y.txt"]
+    (warning,) = _warnings(caplog)
+    assert "000000000002.jsonl, line 1: skipped: invalid name" in warning
+
+    listed = run_lakelet("ls", env={"LAKELET_HOME": str(lake.root)})
+    assert listed.returncode == 0 and b"y.txt" in listed.stdout
+    checked = run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)})
+    assert checked.returncode == 0, checked.stderr
+    (warning_line,) = checked.stderr.decode().splitlines()
+    assert warning_line.startswith("warning: ") and "line 1: skipped" in warning_line
+    assert lakelet.open(lake.root).file("y.txt").read_text() == "one"

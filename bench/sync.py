@@ -19,8 +19,8 @@ requests a sync makes go
 through the same ``Remote`` code (fsspec calls) whatever the store, so they are counted
 here by wrapping fsspec's LocalFileSystem methods (``ls``, ``find``, ``cat``, ``cat_file``,
 ``pipe_file``, ``put_file``, ``open``, ``size``, ``info``, ``exists``, ``rm_file``) and
-lakelet's two local write paths (``_local_create``, ``_local_put``, each one PUT on an
-object store). Only the outermost call counts (``cat`` calling ``cat_file`` is one
+lakelet's local write path (``Remote._local_publish``: a create, an upload or a put, each
+one PUT on an object store). Only the outermost call counts (``cat`` calling ``cat_file`` is one
 request per path, as s3fs would send); a listing counts one request per 1,000 entries
 returned (S3's ListObjectsV2 page). Times are local-disk times, not S3 times: on S3 each
 request adds its latency, which is why the count is the figure that matters.
@@ -74,7 +74,7 @@ _FS_METHODS = {
     "put_file": "write",
     "rm_file": "delete",
 }
-_LAKELET_WRITES = ("_local_create", "_local_put")
+_LAKELET_WRITES = ("_local_publish",)  # Remote's one local write path: create, upload, put_bytes
 
 
 class RequestCounter:
@@ -116,9 +116,9 @@ class RequestCounter:
             self._saved.append((LocalFileSystem, name, LocalFileSystem.__dict__.get(name)))
             setattr(LocalFileSystem, name, self._wrap(original, kind, name))
         for name in _LAKELET_WRITES:
-            original = getattr(_remote, name)
-            self._saved.append((_remote, name, original))
-            setattr(_remote, name, self._wrap(original, "write", name))
+            original = getattr(_remote.Remote, name)
+            self._saved.append((_remote.Remote, name, original))
+            setattr(_remote.Remote, name, self._wrap(original, "write", name))
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(self._saved):

@@ -194,6 +194,16 @@ def test_a_log_entry_rebinding_a_bound_name_changes_no_content(remote, machine, 
         c.add(make_file("evil.txt", "the peer's bytes"), "x.txt")
 
 
+@ON_FILE_AND_S3
+def test_a_folder_named_as_a_log_entry_is_skipped_and_reported(remote, machine, make_file, tmp_path) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    key = entry_key(peer.next_entry())
+    peer.put(f"{key}/inside", b"not an entry")  # honest writers go on with the next number
+    (problem,) = _still_usable(machine, make_file, a, expected, key)
+    assert "holds no file" in problem
+
+
 # --- snapshots -----------------------------------------------------------------------------
 
 
@@ -250,6 +260,16 @@ def test_a_damaged_snapshot_is_refused_and_the_log_read_instead(
     problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
     assert problems[0].count("\n") == 0
     assert _outside(tmp_path) == before
+
+
+@ON_FILE_AND_S3
+def test_a_folder_named_as_a_snapshot_is_passed_over(remote, machine, make_file, tmp_path) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    Peer(remote).put(snapshot_key(2) + "/inside", b"not a snapshot")
+    b = machine("b")
+    report = b.sync()
+    assert {f.name: f.read_bytes() for f in b.pull()} == expected
+    assert len(report.problems) <= 1 and all("snapshot 2 ignored" in p for p in report.problems)
 
 
 # --- pack lines and sweep lines ------------------------------------------------------------

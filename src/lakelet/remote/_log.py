@@ -84,7 +84,7 @@ def decode(body: bytes, seq: int, where: str) -> Entry:
         if not line.strip():
             continue
         try:
-            parsed = _parse_line(parse_json_line(line), seq)
+            parsed = _parse_line(parse_json_line(line), seq, entry.records[-1] if entry.records else None)
         except CorruptRecordError as e:
             entry.problems.append(f"{where}, line {number}: skipped: {e}")
             continue
@@ -97,14 +97,20 @@ def decode(body: bytes, seq: int, where: str) -> Entry:
     return entry
 
 
-def _parse_line(data: object, seq: int) -> NameRecord | Pack | Sweep:
+def _entry(body: bytes | None, seq: int) -> Entry:
+    if body is None:  # listed, yet no file: a folder (or a key deleted) by another writer
+        return Entry(seq, [], [], [], [f"{entry_key(seq)} skipped: it holds no file"])
+    return decode(body, seq, entry_key(seq))
+
+
+def _parse_line(data: object, seq: int, previous: NameRecord | None) -> NameRecord | Pack | Sweep:
     if not isinstance(data, dict):
         raise CorruptRecordError(f"a log line is a JSON object, not {type(data).__name__}")
     if Sweep.is_line(data):  # before "pack": a sweep line has one too (see _sweeps)
         return Sweep.from_dict(data, seq)
     if "pack" in data:
         return Pack.from_dict(data)
-    record = parse_record(data)
+    record = parse_record(data, previous)
     if record.scope != LAKE:  # scoped names live under scopes/, never in the log
         raise CorruptRecordError(
             f"the log binds lake names only, not {record.name!r} in scope {record.scope}"
@@ -115,7 +121,7 @@ def _parse_line(data: object, seq: int) -> NameRecord | Pack | Sweep:
 def _numbers(names: list[str], suffix: str) -> list[int]:
     stems = (n.removesuffix(suffix) for n in names if n.endswith(suffix))
     # ASCII digits only: str.isdigit() also takes '²', which int() refuses
-    return sorted(int(s) for s in stems if s.isascii() and s.isdigit())
+    return sorted({int(s) for s in stems if s.isascii() and s.isdigit()})  # a file and a folder: once
 
 
 class Log:
@@ -143,7 +149,7 @@ class Log:
                 break  # the folder is not full: nothing has been written past it
             folder += 1
         bodies = self.remote.read_many([entry_key(n) for n in wanted])
-        return [decode(bodies[entry_key(n)], n, entry_key(n)) for n in wanted]
+        return [_entry(bodies[entry_key(n)], n) for n in wanted]
 
     def holds(self, seq: int, listed: dict[int, list[int]]) -> bool:
         """Whether entry ``seq`` exists (one listing of its folder, kept in ``listed``)."""

@@ -36,6 +36,7 @@ _LOCAL_PROTOCOLS = {"file", "local"}
 T = TypeVar("T")
 R = TypeVar("R")
 _EXPECTED = (FileExistsError, FileNotFoundError)
+_NO_FILE = (FileNotFoundError, IsADirectoryError, NotADirectoryError)  # a key that holds no file
 
 
 class Remote:
@@ -193,14 +194,26 @@ class Remote:
             file: Reader = self.fs.open(self.path(relative), "rb")
             return file
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
-        """The bytes of each key, fetched concurrently (one request each)."""
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        """The bytes of each key, fetched concurrently (one request each); None for a key that
+        holds no file (gone since it was listed, or a folder: any writer can make one)."""
         if not keys:
             return {}
-        with self.errors(f"reading {keys[0].rsplit('/', 1)[0]}"):
-            raw = self.fs.cat([self.path(k) for k in keys], on_error="raise", **self._batch())
+        doing = f"reading {keys[0].rsplit('/', 1)[0]}"
+        with self.errors(doing):
+            raw = self.fs.cat([self.path(k) for k in keys], on_error="return", **self._batch())
         by_path = {self.path(k): k for k in keys}
-        return {by_path.get(p) or by_path[self.fs._strip_protocol(p)]: body for p, body in raw.items()}  # noqa: SLF001 - fsspec's normalizer
+        out: dict[str, bytes | None] = {}
+        for path, body in raw.items():
+            key = by_path.get(path) or by_path[self.fs._strip_protocol(path)]  # noqa: SLF001 - fsspec's normalizer
+            if isinstance(body, _NO_FILE):
+                out[key] = None
+            elif isinstance(body, BaseException):
+                with self.errors(doing):
+                    raise body
+            else:
+                out[key] = body
+        return out
 
     def size(self, relative: str) -> int | None:
         """The size of the key at ``relative``; None if there is nothing."""

@@ -392,9 +392,9 @@ class Syncer:
                 continue
             try:
                 return self.log.read_snapshot(seq)
-            except FileNotFoundError:  # deleted since the listing: an older one will do
+            except FileNotFoundError:  # deleted since the listing (or no file): an older one will do
                 continue
-            except CorruptRecordError as e:
+            except (CorruptRecordError, RemoteError) as e:  # RemoteError: e.g. a folder by that name
                 self._report(f"snapshot {seq} ignored: {e}")
         return None
 

@@ -71,6 +71,7 @@ def test_file_without_a_lake_uses_the_current_lake(tmp_path, make_file, monkeypa
 def test_public_names_are_exactly_the_contract() -> None:
     assert set(lakelet.__all__) == {
         "ConfigError",
+        "CorruptRecordError",
         "Dataset",
         "EvictReport",
         "File",

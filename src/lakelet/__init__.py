@@ -14,6 +14,7 @@ from lakelet.core._config import current_user
 from lakelet.core._version import __version__
 from lakelet.core.errors import (
     ConfigError,
+    CorruptRecordError,
     IntegrityError,
     InvalidArgumentError,
     InvalidNameError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "CorruptRecordError",
     "Dataset",
     "EvictReport",
     "File",

@@ -13,6 +13,7 @@ what a caller may act on::
     ├── NotFoundError          a name or source file that does not exist  (also KeyError) .name
     ├── NameExistsError        a write-once name already bound to other content         .name
     ├── IntegrityError         stored bytes no longer match their digest              .digest
+    ├── CorruptRecordError     a record read back (run record, run report) is invalid  .record
     ├── SourceError            a source to add cannot be read
     ├── RemoteError            an object store cannot be reached or refused us           .url
     ├── SecretError            a secret cannot be read: wrong key, or its backend refused
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptRecordError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidNameError",
@@ -102,6 +104,14 @@ class IntegrityError(LakeletError):
     def __init__(self, message: str, *, digest: str | None = None) -> None:
         super().__init__(message)
         self.digest = digest  # the digest the bytes were expected to have
+
+
+class CorruptRecordError(LakeletError):
+    """A record read back is damaged or invalid: cut short, or written by a buggy or hostile peer."""
+
+    def __init__(self, message: str, *, record: str | None = None) -> None:
+        super().__init__(message)
+        self.record = record  # the name or key it was read from
 
 
 class SourceError(LakeletError):

@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from lakelet.lake._expiry import current_run_record
 from lakelet.runner._events import RunObserver, RunReport, StageFinished, StageStarted
 from lakelet.runner._executors import lake_spec, start
 
@@ -43,7 +42,7 @@ def plan(lake: Lake, graph: StageGraph, stages: dict[str, Stage]) -> tuple[list[
             continue
         stage = stages[node_id]
         key = stage.key_in(lake, keys).digest
-        if current_run_record(lake.context, stage.qualname, key)[1] is not None:
+        if stage.current_run(lake, key)[1] is not None:
             cached[node_id] = StageFinished(node_id, "skipped", None, "cached", key)
             continue
         needed.add(node_id)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 
 import lakelet
+
+from .conftest import run_lakelet
 
 ON_FILE_AND_S3 = pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
 
@@ -274,8 +278,6 @@ def test_the_lineage_of_a_file_whose_run_record_is_refused_is_one_error(
 ) -> None:
     from lakelet.lake._add import bind_outputs
 
-    from .conftest import run_lakelet
-
     peer, victim = machine("peer"), machine("victim")
     _bind(peer, b"{not json", run)
     made = tmp_path / "made.txt"
@@ -299,3 +301,59 @@ def test_a_run_record_knows_every_format() -> None:
 
     assert set(_run_record.FORMATS) == set(FORMATS)
     assert "pickle" not in _run_record.output_kinds(None)
+
+
+# --- secrets in what a failing run leaves behind -----------------------------------------
+
+SECRET = "tok-" + "7Hq2-never-in-a-report"
+
+
+@lakelet.stage(secrets=["API_TOKEN"])
+def leaky() -> None:
+    token = os.environ["API_TOKEN"]
+    try:
+        raise KeyError(token)  # the cause, in the chain a traceback prints
+    except KeyError as e:
+        raise ConnectionError(f"login refused for {token!r}") from e
+
+
+@lakelet.stage(src=leaky)
+def after_leaky(src: None) -> int:
+    return 1
+
+
+def _remote_bytes(remote) -> list[bytes]:
+    fs, root = fsspec.core.url_to_fs(remote.url, **remote.storage_options)
+    return [fs.cat_file(path) for path in fs.find(root)]
+
+
+def _local_bytes(root: Path) -> list[bytes]:
+    return [p.read_bytes() for p in root.rglob("*") if p.is_file()]
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("executor", [None, "processes"])
+def test_a_failing_stage_leaves_its_secret_in_no_report_error_or_listing(
+    machine, remote, tmp_path, monkeypatch, executor
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the secrets' key
+    lake = machine("a")
+    lake.secrets.set("API_TOKEN", SECRET)
+    lakelet.use(lake)
+
+    with pytest.raises(lakelet.RunError) as error:
+        lakelet.run(after_leaky, executor=executor, run_id="leaky-run")
+    failure = error.value.failures[leaky.qualname]
+    assert SECRET not in str(error.value) and "login refused for '***'" in str(error.value)
+    assert SECRET not in failure and "KeyError: '***'" in failure  # the chain is masked too
+    assert "ConnectionError: login refused for '***'" in failure
+    report = json.dumps(lake.runs())
+    assert SECRET not in report and "login refused for '***'" in report
+    listed = run_lakelet("runs", "--json", env={**remote.env, "LAKELET_HOME": str(lake.root)})
+    assert listed.returncode == 0 and "leaky-run" in listed.stdout.decode()
+    assert SECRET.encode() not in listed.stdout + listed.stderr
+
+    with pytest.raises(ConnectionError, match=SECRET):  # a plain call: the user's own exception
+        leaky()
+    stored = [*_local_bytes(lake.root), *_remote_bytes(remote)]
+    assert stored and not [b for b in stored if SECRET.encode() in b]

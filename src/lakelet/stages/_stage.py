@@ -26,7 +26,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +63,7 @@ from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 
-__all__ = ["Outcome", "Stage", "stage"]
+__all__ = ["Outcome", "Stage", "handed_secrets", "mask_secrets", "stage"]
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -376,21 +377,46 @@ class Stage:
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
 
 
+def mask_secrets(text: str, values: Iterable[str]) -> str:
+    """``text`` with every secret value in ``values`` replaced by ``***``: as it is, and as a
+    repr or JSON escapes it (a value holding a quote, a backslash or a newline)."""
+    forms = {
+        form for value in values if value for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1])
+    }
+    for form in sorted(forms, key=len, reverse=True):  # a longer form first: it may hold a shorter one
+        text = text.replace(form, "***")
+    return text
+
+
 class _Mask(logging.Filter):
     """Replaces secret values in log records while a stage that holds them runs."""
 
     def __init__(self, values: list[str]) -> None:
         super().__init__()
-        self.values = sorted(values, key=len, reverse=True)
+        self.values = values
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = message
-        for value in self.values:
-            masked = masked.replace(value, "***")
+        masked = mask_secrets(message, self.values)
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+# The secret values handed to stages while ``handed_secrets`` collects them: what a runner
+# masks in a failure's text before it reports it, stores it or raises it.
+_HANDED: ContextVar[set[str] | None] = ContextVar("lakelet_handed_secrets", default=None)
+
+
+@contextlib.contextmanager
+def handed_secrets() -> Iterator[set[str]]:
+    """Collects the secret values every stage run within is given (upstream stages included)."""
+    handed: set[str] = set()
+    token = _HANDED.set(handed)
+    try:
+        yield handed
+    finally:
+        _HANDED.reset(token)
 
 
 @contextlib.contextmanager
@@ -399,6 +425,9 @@ def _secret_environment(values: dict[str, str]) -> Iterator[None]:
     if not values:
         yield
         return
+    handed = _HANDED.get()
+    if handed is not None:
+        handed.update(values.values())
     mask = _Mask(list(values.values()))
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:

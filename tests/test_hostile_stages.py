@@ -20,7 +20,7 @@ import pytest
 
 import lakelet
 
-from .conftest import run_lakelet
+from .conftest import run_lakelet, snapshot
 
 ON_FILE_AND_S3 = pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
 
@@ -357,3 +357,105 @@ def test_a_failing_stage_leaves_its_secret_in_no_report_error_or_listing(
         leaky()
     stored = [*_local_bytes(lake.root), *_remote_bytes(remote)]
     assert stored and not [b for b in stored if SECRET.encode() in b]
+
+
+# --- run reports -----------------------------------------------------------------------------
+
+
+def _write_remote(remote, key: str, data: bytes) -> None:
+    """What a peer with write access does: put any bytes under any key of the remote."""
+    fs, root = fsspec.core.url_to_fs(remote.url, **remote.storage_options)
+    fs.makedirs(f"{root}/runs", exist_ok=True)
+    fs.pipe_file(f"{root}/{key}", data)
+
+
+def _genuine_report(lake: lakelet.Lake) -> dict[str, Any]:
+    with lakelet.use(lake):
+        lakelet.run(produce, run_id="genuine")
+    (report,) = lake.runs()
+    return report
+
+
+def _assert_reports_usable(victim: lakelet.Lake, remote, caplog, key: str) -> None:
+    """The forged report under ``key`` is left out in one line; the genuine one is listed, by the
+    API and the CLI; reading changed nothing in the lake."""
+    before = snapshot(victim.root)
+    with caplog.at_level(logging.WARNING):
+        assert [r["run_id"] for r in victim.runs()] == ["genuine"]
+    refused = _refusals(caplog)
+    assert len(refused) == 1 and "\n" not in refused[0] and repr(key) in refused[0], refused
+    env = {**remote.env, "LAKELET_HOME": str(victim.root)}
+    for args in (["runs"], ["runs", "--json"]):
+        out = run_lakelet(*args, env=env)
+        warned = out.stderr.decode().splitlines()
+        assert out.returncode == 0 and "genuine" in out.stdout.decode(), out.stderr
+        assert len(warned) == 1 and repr(key) in warned[0]
+    assert [r["run_id"] for r in json.loads(out.stdout)] == ["genuine"]
+    assert snapshot(victim.root) == before
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_a_garbage_run_report_is_left_out_in_one_line(machine, remote, caplog, garbage) -> None:
+    victim = machine("victim")
+    _genuine_report(victim)
+    _write_remote(remote, "runs/forged.json", garbage)
+    _assert_reports_usable(victim, remote, caplog, "runs/forged.json")
+
+
+def _another_runs_id(report: dict[str, Any]) -> None:
+    report["run_id"] = "genuine"  # stored as runs/forged.json: it would list twice
+
+
+def _huge_report(report: dict[str, Any]) -> None:
+    report["stages"][produce.qualname]["why"] = "x" * (17 << 20)
+
+
+def _not_a_time(report: dict[str, Any]) -> None:
+    report["ended_at"] = "yesterday"
+
+
+def _lists_disagree(report: dict[str, Any]) -> None:
+    report["failed"] = ["never.ran"]
+
+
+def _unknown_status(report: dict[str, Any]) -> None:
+    report["stages"][produce.qualname]["status"] = "<img src=x onerror=alert(1)>"
+
+
+REPORT_FORGERIES = {
+    "another run's id": _another_runs_id,
+    "huge": _huge_report,
+    "not a time": _not_a_time,
+    "lists that disagree with the stages": _lists_disagree,
+    "unknown status": _unknown_status,
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("forge", REPORT_FORGERIES.values(), ids=REPORT_FORGERIES.keys())
+def test_a_forged_run_report_is_left_out_in_one_line(machine, remote, caplog, forge) -> None:
+    victim = machine("victim")
+    report = _genuine_report(victim) | {"run_id": "forged"}
+    forge(report)
+    _write_remote(remote, "runs/forged.json", json.dumps(report).encode())
+    _assert_reports_usable(victim, remote, caplog, "runs/forged.json")
+
+
+@ON_FILE_AND_S3
+def test_a_run_id_with_a_terminal_escape_is_left_out(machine, remote, caplog) -> None:
+    victim = machine("victim")
+    run_id = "forged\x1b]0;owned\x07"
+    report = _genuine_report(victim) | {"run_id": run_id}
+    _write_remote(remote, f"runs/{run_id}.json", json.dumps(report).encode())
+    _assert_reports_usable(victim, remote, caplog, f"runs/{run_id}.json")
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("run_id", ["../../escaped", "a/b", "", "x\x00y"])
+def test_a_run_id_that_is_not_one_segment_is_refused_before_anything_runs(machine, tmp_path, run_id) -> None:
+    lake = machine("a")
+    elsewhere = _outside(tmp_path)
+    with lakelet.use(lake), pytest.raises(lakelet.InvalidNameError, match="run id"):
+        lakelet.run(produce, run_id=run_id)
+    assert CALLS == [] and lake.runs() == [] and _outside(tmp_path) == elsewhere

@@ -13,6 +13,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from lakelet.core._names import validate_segment
 from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, RunError
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
@@ -50,7 +51,8 @@ def run(
         raise InvalidArgumentError(f"observer= lacks {', '.join(missing)}: see lakelet.RunObserver")
     observer = observer or _Silent()
     lake = current_lake()
-    run_id = run_id or f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    # it names the report's file and the run's scoped store: checked before anything runs
+    run_id = validate_segment(run_id, "run id") if run_id is not None else _new_run_id()
     report = RunReport(run_id, datetime.now(UTC).isoformat())
     graph, stages = build_graph(targets)
     to_run, cached = plan(lake, graph, stages)
@@ -76,6 +78,10 @@ def run(
         )
     values = tuple(_result(lake, stages[t], report.stages[t]["key"]) for t in graph.targets)
     return values[0] if len(values) == 1 else values
+
+
+def _new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 def _result(lake: Lake, stage: Stage, key: str) -> Any:

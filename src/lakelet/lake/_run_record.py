@@ -199,7 +199,9 @@ def _parse(value: object, name: str) -> RunRecord:
     key = check.hex_text(body.get("key"), "key", _KEY_HEX)
     parts = _parts(body.get("parts"), stage, key)
     if not _bound_as(name, stage, key):
-        raise check.Invalid(f"it is the record of {stage} key {key[:12]}…, bound under another name")
+        raise check.Invalid(
+            f"it is the record of {check.shown(stage)} key {key[:12]}…, bound under another name"
+        )
     fmt = parts["format"]
     returned = _returned(body.get("returned"), fmt)
     outputs = tuple(_output(o, f"outputs[{i}]") for i, o in enumerate(_list(body.get("outputs"), "outputs")))
@@ -224,7 +226,8 @@ def _parse(value: object, name: str) -> RunRecord:
         "stage": stage,
         "key": key,
         "parts": parts,
-        "returned": body["returned"],
+        "returned": {"kind": returned.kind, "names": list(returned.names), "type": returned.value_kind}
+        | ({"single": True} if returned.single else {}),
         "outputs": [{"name": o.name, "digest": str(o.digest)} for o in outputs],
         "inputs": parts["inputs"],
         "datasets_written": datasets,

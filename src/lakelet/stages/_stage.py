@@ -311,7 +311,13 @@ class Stage:
                 f"{MAX_RUN_RECORD_BYTES >> 20} MiB lakelet reads back: pass large values as files "
                 "(lakelet.raw or lakelet.File), not as parameters"
             )
-        parse_run_record(data, record_name)  # anything else it refuses is a bug of lakelet's: raise it
+        try:
+            parse_run_record(data, record_name)
+        except CorruptRecordError as e:  # a bug of lakelet's: say so rather than bind it
+            raise InvalidArgumentError(
+                f"stage {self.qualname}: lakelet would not read back the run record it made, so it "
+                f"binds none (please report this): {e}"
+            ) from None
 
     def _encode(self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs) -> Format | None:
         """Write the return value to ``path`` in its format; None for files and paths, bound as they are.

@@ -26,7 +26,8 @@ from typing import Any
 from lakelet.core._environ import patched_environ
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.facade._lake import Lake, init, open_lake
-from lakelet.stages._stage import Stage, handed_secrets, mask_secrets
+from lakelet.stages._secret_env import handed_secrets, mask_secrets
+from lakelet.stages._stage import Stage
 
 __all__ = ["StageFailure", "address", "failure_text", "lake_spec", "open_executor", "run_stage", "start"]
 

@@ -26,15 +26,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lakelet.core._durable import new_temp_path
-from lakelet.core._environ import patched_environ
 from lakelet.core._names import validate_name
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
@@ -62,8 +60,9 @@ from lakelet.stages import _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
+from lakelet.stages._secret_env import secret_environment
 
-__all__ = ["Outcome", "Stage", "handed_secrets", "mask_secrets", "stage"]
+__all__ = ["Outcome", "Stage", "stage"]
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -249,7 +248,7 @@ class Stage:
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
         secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
-        with _pending.collecting(prefix) as pending, _secret_environment(secret_values):
+        with _pending.collecting(prefix) as pending, secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
         meta = {"stage": self.qualname, "run": record_name}
@@ -381,69 +380,6 @@ class Stage:
             mine = [o for o in outputs if o[0] not in theirs]
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
-
-
-def mask_secrets(text: str, values: Iterable[str]) -> str:
-    """``text`` with every secret value in ``values`` replaced by ``***``: as it is, and as a
-    repr or JSON escapes it (a value holding a quote, a backslash or a newline)."""
-    forms = {
-        form for value in values if value for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1])
-    }
-    for form in sorted(forms, key=len, reverse=True):  # a longer form first: it may hold a shorter one
-        text = text.replace(form, "***")
-    return text
-
-
-class _Mask(logging.Filter):
-    """Replaces secret values in log records while a stage that holds them runs."""
-
-    def __init__(self, values: list[str]) -> None:
-        super().__init__()
-        self.values = values
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_secrets(message, self.values)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-# The secret values handed to stages while ``handed_secrets`` collects them: what a runner
-# masks in a failure's text before it reports it, stores it or raises it.
-_HANDED: ContextVar[set[str] | None] = ContextVar("lakelet_handed_secrets", default=None)
-
-
-@contextlib.contextmanager
-def handed_secrets() -> Iterator[set[str]]:
-    """Collects the secret values every stage run within is given (upstream stages included)."""
-    handed: set[str] = set()
-    token = _HANDED.set(handed)
-    try:
-        yield handed
-    finally:
-        _HANDED.reset(token)
-
-
-@contextlib.contextmanager
-def _secret_environment(values: dict[str, str]) -> Iterator[None]:
-    """The stage's secrets in os.environ for its run only, with log records masked."""
-    if not values:
-        yield
-        return
-    handed = _HANDED.get()
-    if handed is not None:
-        handed.update(values.values())
-    mask = _Mask(list(values.values()))
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(mask)
-    try:
-        with patched_environ(values):
-            yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(mask)
 
 
 def _unique(files: list[File]) -> list[File]:

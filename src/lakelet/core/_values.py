@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["kind_of"]
+__all__ = ["VALUE_KINDS", "kind_of"]
+
+VALUE_KINDS = ("pandas", "polars", "pyarrow", "numpy", "python")  # what kind_of returns
 
 
 def kind_of(value: Any) -> str:
     """'pandas', 'polars', 'pyarrow', 'numpy', or 'python' for anything else."""
     top = type(value).__module__.split(".")[0]
-    return top if top in ("pandas", "polars", "pyarrow", "numpy") else "python"
+    return top if top in VALUE_KINDS else "python"

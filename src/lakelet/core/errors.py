@@ -13,9 +13,9 @@ what a caller may act on::
     ├── NotFoundError          a name or source file that does not exist  (also KeyError) .name
     ├── NameExistsError        a write-once name already bound to other content         .name
     ├── IntegrityError         stored bytes no longer match their digest              .digest
-    │   └── CorruptRecordError a record read back (a dataset manifest, a log entry, a snapshot,
-    │                          a name record) is unreadable or invalid (damaged, or written
-    │                          so by a peer): nothing was done with it                 .record
+    │   └── CorruptRecordError a record read back (manifest, log entry, snapshot, name
+    │                          record, run record or report) is invalid (damaged, or
+    │                          written so by a peer): nothing was done with it        .record
     ├── SourceError            a source to add cannot be read
     ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
     ├── RemoteError            an object store cannot be reached or refused us           .url
@@ -112,8 +112,9 @@ class IntegrityError(LakeletError):
 
 class CorruptRecordError(IntegrityError):
     """A record lakelet wrote and reads back (a dataset manifest, a remote log entry or snapshot,
-    a name record) is unreadable or invalid: damaged on disk, or written so by a peer with access
-    to the remote. Nothing was read from it: readers of many records skip it and report it."""
+    a name record, a run record or report) is unreadable or invalid: damaged on disk, or written
+    so by a peer with access to the remote. Nothing was read from it: readers of many records skip
+    it and report it."""
 
     def __init__(self, message: str, *, record: str | None = None) -> None:
         super().__init__(message)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -16,6 +15,7 @@ from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, NotFoundError, StorageError
 from lakelet.lake._expiry import is_run_record
+from lakelet.lake._run_record import read_run_record
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
@@ -172,8 +172,9 @@ class File:
         added file, where it was added from, by whom and when."""
         meta = self.meta
         if "run" in meta:
-            record: dict[str, Any] = json.loads(self.lake.file(meta["run"]).read_bytes())
-            return record
+            # meta is a record's too: its "run" must be a run record's name, checked like one
+            run = self.lake.context.record(LAKE, validate_name(meta["run"]))
+            return read_run_record(self.lake.context, run).lineage
         return {
             "kind": "add",
             "outputs": [{"name": self.name, "digest": self.digest}],

@@ -5,10 +5,9 @@ Stage runs write their lineage records (``stages._stage``); this walks them.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from lakelet.lake._expiry import current_run_record
+from lakelet.lake._run_record import current_run, run_records
 
 if TYPE_CHECKING:
     from lakelet.facade._file import File
@@ -20,10 +19,9 @@ __all__ = ["downstream", "input_labels", "lake_inputs", "upstream"]
 def downstream(lake: Lake, name: str, depth: int | None = None) -> list[File]:
     """Files derived from ``name``, breadth first, up to ``depth`` stage runs away."""
     consumers: dict[str, list[str]] = {}  # input name -> output names of runs that read it
-    for run in lake.context.run_records():
-        record = json.loads(lake.file(run.name).read_bytes())
-        outputs = [o["name"] for o in record.get("outputs", [])]
-        for input_name in lake_inputs(lake, record):
+    for run in run_records(lake.context):  # a refused record is reported and left out
+        outputs = [o.name for o in run.outputs]
+        for input_name in lake_inputs(lake, run.lineage):
             consumers.setdefault(input_name, []).extend(outputs)
     seen: dict[str, None] = {}
     frontier, level = [name], 0
@@ -76,7 +74,5 @@ def input_labels(lake: Lake, record: dict[str, Any]) -> list[str]:
 
 
 def _outputs_of_key(lake: Lake, stage: str, key: str) -> list[str]:
-    run, record = current_run_record(lake.context, stage, key)
-    if record is None:
-        return []
-    return [o["name"] for o in json.loads(lake.file(run).read_bytes()).get("outputs", [])]
+    _, run = current_run(lake.context, stage, key)
+    return [] if run is None else [o.name for o in run.outputs]

@@ -9,8 +9,9 @@ run of the same key binds a new *generation* of names beside the old ones::
     stages/<module>.<function>/<key>.json        and  <key>/output.parquet   generation 1
     stages/<module>.<function>/<key>-g2.json     and  <key>-g2/output.parquet   after one expiry
 
-A key's current run record is its first generation that is not removed: one
-lookup per generation, and a key that never expired costs one, as before.
+A key's current run record is its first generation that is not removed (nor
+refused: ``_run_record.current_run``): one lookup per generation, and a key
+that never expired costs one, as before.
 """
 
 from __future__ import annotations
@@ -18,19 +19,14 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.storage._refs import NameRecord
-from lakelet.storage._scopes import LAKE
-
-if TYPE_CHECKING:
-    from lakelet.lake._context import LakeContext
 
 __all__ = [
     "EXPIRED",
     "RUN_RECORD",
-    "current_run_record",
     "expiry_fields",
     "holds_object",
     "is_run_record",
@@ -100,20 +96,6 @@ def record_name(stage: str, key: str, generation: int = 1) -> str:
     """The run record a key binds in its ``generation`` (its outputs go under the same stem + '/')."""
     suffix = "" if generation == 1 else f"-g{generation}"
     return f"stages/{stage}/{key[:40]}{suffix}.json"
-
-
-def current_run_record(lake: LakeContext, stage: str, key: str) -> tuple[str, NameRecord | None]:
-    """(the run record name ``key`` binds now, its live record or None when the key is not cached).
-
-    Skips the generations gc retired; their tombstones stay as lineage.
-    """
-    generation = 1
-    while True:
-        name = record_name(stage, key, generation)
-        record = lake.lookup(LAKE, name)
-        if record is None or record.removed_at is None:
-            return name, record
-        generation += 1
 
 
 def is_run_record(name: str) -> bool:

@@ -42,16 +42,17 @@ one renames or links its temp within moments of its last write, so it goes too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lakelet.catalog import _bind
 from lakelet.core import _faults
 from lakelet.core._digest import Digest
+from lakelet.core.errors import CorruptRecordError, IntegrityError
 from lakelet.lake._expiry import EXPIRED, holds_object, is_run_record
+from lakelet.lake._run_record import RunRecord, ignore, read_run_record
 from lakelet.lake._scoped import PipelineStore
 from lakelet.storage import _packs
 from lakelet.storage._refs import NameRecord, utc_now
@@ -144,7 +145,7 @@ def _referenced(records: Iterable[NameRecord], retiring: set[str]) -> set[str]:
 @dataclass
 class _Run:
     record: NameRecord  # of a live run record
-    body: dict[str, Any]
+    body: RunRecord
 
     @property
     def name(self) -> str:
@@ -154,14 +155,17 @@ class _Run:
     def folder(self) -> str:  # where its implicit outputs are: stages/<stage>/<key>[-g<n>]/
         return self.name.removesuffix(".json") + "/"
 
+    @property
+    def expires_at(self) -> str:  # as the record states it: the tombstones keep it
+        return str(self.body.lineage["expires_at"])
+
     def expired(self, now: datetime) -> bool:
-        expires = self.body.get("expires_at")
-        return expires is not None and datetime.fromisoformat(expires) <= now
+        return self.body.expires_at is not None and self.body.expires_at <= now
 
     def inputs(self) -> list[str]:
         """What this run read, as comparable tokens: content digests and upstream stage keys."""
         out = []
-        for identity in self.body.get("inputs", {}).values():
+        for identity in self.body.inputs.values():
             if "digest" in identity:
                 out.append(identity["digest"])
             if "stage" in identity:
@@ -170,28 +174,31 @@ class _Run:
 
     def provides(self) -> list[str]:
         """The tokens under which a later run may have read this run's outputs."""
-        digests = [o["digest"] for o in self.body.get("outputs", [])]
-        return [*digests, f"{self.body['stage']}@{self.body['key']}"]
+        digests = [str(o.digest) for o in self.body.outputs]
+        return [*digests, f"{self.body.stage}@{self.body.key}"]
 
     def cannot_expire(self) -> str | None:
-        named = [o["name"] for o in self.body.get("outputs", []) if not o["name"].startswith(self.folder)]
+        named = [o.name for o in self.body.outputs if not o.name.startswith(self.folder)]
         if named:
             return f"it bound names chosen by the caller, which are never bound again ({', '.join(named)})"
-        if self.body.get("datasets_written"):
+        if self.body.wrote_datasets:
             return "it wrote datasets, which a rerun would write again"
         return None
 
 
 def _stage_runs(lake: LakeContext) -> tuple[list[_Run], list[NameRecord]]:
     """(the live stage runs, the outputs of runs gc retired that are still live: left by a gc
-    that stopped between its two steps)."""
+    that stopped between its two steps). A run record that is refused is reported and left
+    alone: gc acts on nothing a record it cannot trust says."""
     runs, leftovers = [], []
     for record in lake.catalog.records(LAKE, "stages/", include_removed=True):
         if not is_run_record(record.name):
             continue
         if record.removed_at is None:
-            with lake.open_record(record) as f:
-                runs.append(_Run(record, json.loads(f.read())))
+            try:
+                runs.append(_Run(record, read_run_record(lake, record)))
+            except (CorruptRecordError, IntegrityError) as e:
+                ignore(lake, e, "gc leaves it and its outputs")
         elif EXPIRED in record.meta:
             leftovers += [_expired(r, record.meta[EXPIRED]) for r in _left_live(lake, record)]
     return runs, leftovers
@@ -208,8 +215,8 @@ def _anything_to_retire(lake: LakeContext, now: datetime) -> bool:
     left live by a gc that stopped between its two steps."""
     for record in lake.catalog.records(LAKE, "stages/", include_removed=True):
         if record.removed_at is None:
-            expires = record.meta.get("expires_at")
-            if expires is not None and datetime.fromisoformat(expires) <= now:
+            expires = _as_datetime(record.meta.get("expires_at"))  # meta a peer wrote may hold anything
+            if expires is not None and expires <= now:
                 return True
         elif EXPIRED in record.meta and is_run_record(record.name) and _left_live(lake, record):
             return True
@@ -252,15 +259,15 @@ def _expire_stage_runs(lake: LakeContext, now: datetime, report: GcReport) -> se
     report.stage_runs = [r.name for r in retire]
     outputs = list(leftovers)
     for run in retire:
-        for output in run.body.get("outputs", []):
-            record = lake.lookup(LAKE, output["name"])  # the index, else the remote
+        for output in run.body.outputs:
+            record = lake.lookup(LAKE, output.name)  # the index, else the remote
             if record is not None and record.removed_at is None:
-                outputs.append(_expired(record, run.body["expires_at"]))
+                outputs.append(_expired(record, run.expires_at))
     report.stage_outputs = [r.name for r in outputs]
     if not report.dry_run:
         # the run records first: a crash in between leaves a miss (the stage recomputes) and
         # outputs that the next gc retires, never a run record whose outputs are gone
-        lake.tombstone([_expired(r.record, r.body["expires_at"]) for r in retire])
+        lake.tombstone([_expired(r.record, r.expires_at) for r in retire])
         _faults.reached("gc-runs-retired")
         lake.tombstone(outputs)
     return set(report.stage_outputs)

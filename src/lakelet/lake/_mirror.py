@@ -36,19 +36,22 @@ class MirroredFiles:
     def local_path(self, key: str) -> Path:
         return self._context.root / key
 
-    def read(self, key: str, prefer_local: bool = False) -> bytes | None:
+    def read(self, key: str, prefer_local: bool = False, limit: int | None = None) -> bytes | None:
         """The remote's bytes when there is a remote (another machine may have replaced them),
         else the local copy's; None if there is none. ``prefer_local``: the local copy when
-        there is one (a file only its writer replaces), the remote's otherwise."""
+        there is one (a file only its writer replaces), the remote's otherwise. ``limit``: read
+        at most one byte more than that, so that a caller can refuse a file too large without
+        holding it (a peer may have written any size)."""
         local = self.local_path(key)
         if prefer_local and local.is_file():
-            return local.read_bytes()
+            return _read_local(local, limit)
         syncer = self._context.syncer()
         if syncer is not None:
-            data = syncer.remote.read_bytes(key)
+            start, end = (0, limit + 1) if limit is not None else (None, None)
+            data = syncer.remote.read_bytes(key, start, end)
             if data is not None:
                 return data
-        return local.read_bytes() if local.is_file() else None
+        return _read_local(local, limit) if local.is_file() else None
 
     @overload
     def read_immutable(self, key: str, point: str | None = None) -> bytes | None: ...
@@ -129,3 +132,8 @@ class MirroredFiles:
                 if k.endswith(suffix) and (recursive or "/" not in k[len(prefix) :])
             )
         return sorted(found)
+
+
+def _read_local(path: Path, limit: int | None) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(-1 if limit is None else limit + 1)

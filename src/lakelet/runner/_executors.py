@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from typing import Any
 from lakelet.core._environ import patched_environ
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.facade._lake import Lake, init, open_lake
+from lakelet.stages._secret_env import handed_secrets, mask_secrets
 from lakelet.stages._stage import Stage
 
-__all__ = ["address", "lake_spec", "open_executor", "run_stage", "start"]
+__all__ = ["StageFailure", "address", "failure_text", "lake_spec", "open_executor", "run_stage", "start"]
 
 
 @contextlib.contextmanager
@@ -131,11 +133,33 @@ def run_stage(module: str, attribute: str, spec: dict[str, Any], run_id: str) ->
     return _run_here(stage, spec, run_id)
 
 
+class StageFailure(Exception):
+    """A stage's failure as it leaves the worker: only its traceback text, with the secret values
+    lakelet handed the stage masked. The exception itself may hold a value in its message, its
+    arguments or its causes, and a worker process would pickle all of that back to the parent,
+    which reports it, stores it in the run report and raises it in RunError."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def failure_text(error: BaseException) -> str:
+    """The traceback text of a failed stage, as a run reports it."""
+    if isinstance(error, StageFailure):
+        return error.text
+    return "".join(traceback.format_exception(error))
+
+
 def _run_here(stage: Stage, spec: dict[str, Any], run_id: str) -> dict[str, Any]:
     lake = _worker_lake(spec)
     t0 = time.perf_counter()
-    with patched_environ({"LAKELET_RUN_ID": run_id}):
-        outcome = stage.call_in(lake, (), {}, explain=True)
+    with handed_secrets() as handed, patched_environ({"LAKELET_RUN_ID": run_id}):
+        try:
+            outcome = stage.call_in(lake, (), {}, explain=True)
+        except Exception as error:
+            # the text alone, masked; `from None`: the original must not travel as its cause
+            raise StageFailure(mask_secrets(failure_text(error), handed)) from None
     if not outcome.ran:  # bound since the parent looked, by another run or machine
         return {"status": "skipped", "duration_s": None, "why": outcome.why, "key": outcome.key}
     return {

@@ -13,11 +13,11 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from lakelet.core.errors import InvalidArgumentError, RunError
+from lakelet.core._names import validate_segment
+from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, RunError
 from lakelet.facade._current import current_lake
-from lakelet.facade._file import File
 from lakelet.facade._lake import Lake
-from lakelet.lake._expiry import current_run_record
+from lakelet.lake._run_record import ignore
 from lakelet.lake._run_reports import save_report
 from lakelet.runner._events import RunObserver, RunReport, RunStarted
 from lakelet.runner._executors import address, open_executor, run_stage
@@ -51,7 +51,8 @@ def run(
         raise InvalidArgumentError(f"observer= lacks {', '.join(missing)}: see lakelet.RunObserver")
     observer = observer or _Silent()
     lake = current_lake()
-    run_id = run_id or f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    # it names the report's file and the run's scoped store: checked before anything runs
+    run_id = validate_segment(run_id, "run id") if run_id is not None else _new_run_id()
     report = RunReport(run_id, datetime.now(UTC).isoformat())
     graph, stages = build_graph(targets)
     to_run, cached = plan(lake, graph, stages)
@@ -79,6 +80,10 @@ def run(
     return values[0] if len(values) == 1 else values
 
 
+def _new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
 def _result(lake: Lake, stage: Stage, key: str) -> Any:
     """A target's result: the run record its worker bound, or the parent found, under ``key``.
 
@@ -87,5 +92,12 @@ def _result(lake: Lake, stage: Stage, key: str) -> Any:
     """
     if not stage.options.get("cache", True):  # as any call of it: run again (and return that value)
         return stage.run(lake, (), {})
-    record_name, found = current_run_record(lake.context, stage.qualname, key)
-    return stage.load_output(lake, File(record_name, lake=lake, record=found))
+    _, found = stage.current_run(lake, key)
+    if found is not None:
+        try:
+            return stage.load_output(lake, found)
+        except CorruptRecordError as e:
+            ignore(lake.context, e, "the stage runs again")
+    # refused since the worker ran (its output cannot be loaded here): a plain call passes over
+    # that record, as any call does, and runs the stage again
+    return stage.run(lake, (), {})

@@ -10,12 +10,10 @@ everything else finishes, and running again resumes from the cache.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import traceback
 from typing import TYPE_CHECKING, Any
 
-from lakelet.lake._expiry import current_run_record
 from lakelet.runner._events import RunObserver, RunReport, StageFinished, StageStarted
-from lakelet.runner._executors import lake_spec, start
+from lakelet.runner._executors import failure_text, lake_spec, start
 
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake
@@ -43,7 +41,7 @@ def plan(lake: Lake, graph: StageGraph, stages: dict[str, Stage]) -> tuple[list[
             continue
         stage = stages[node_id]
         key = stage.key_in(lake, keys).digest
-        if current_run_record(lake.context, stage.qualname, key)[1] is not None:
+        if stage.current_run(lake, key)[1] is not None:
             cached[node_id] = StageFinished(node_id, "skipped", None, "cached", key)
             continue
         needed.add(node_id)
@@ -115,7 +113,7 @@ class Schedule:
             for deps in waiting.values():
                 deps.discard(stage)
             return
-        self.failures[stage] = "".join(traceback.format_exception(error))
+        self.failures[stage] = failure_text(error)  # masked by the worker (StageFailure)
         self.finish(StageFinished(stage, "failed", None, self.failures[stage].strip().splitlines()[-1]))
         for lost in self._descendants(stage, waiting):
             del waiting[lost]

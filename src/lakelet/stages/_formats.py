@@ -24,6 +24,7 @@ from typing import Any
 
 from lakelet.core._values import kind_of
 from lakelet.core.errors import InvalidArgumentError
+from lakelet.lake._run_record import INFERRED_FORMATS
 
 __all__ = ["FORMATS", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
 
@@ -242,7 +243,7 @@ FORMATS = {
         ),
     ]
 }
-_INFERRED = ("parquet", "npy", "bytes", "text", "json")  # in this order: a str is text, not json
+_INFERRED = INFERRED_FORMATS  # never pickle; in this order: a str is text, not json
 
 
 def _type_name(value: Any) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ from typing import Any
 
 from lakelet.core._digest import DEFAULT_ALGORITHM
 from lakelet.core._names import validate_name
-from lakelet.core.errors import InvalidArgumentError
+from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgumentError
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake
 from lakelet.lake._expiry import is_run_record
+from lakelet.lake._run_record import KEY_FORMAT, key_of, read_run_record
 from lakelet.stages._codehash import CodeIdentity, code_identity
 from lakelet.stages._formats import is_jsonable
 from lakelet.storage._objects import hash_stream
@@ -38,8 +38,6 @@ __all__ = [
     "resolve_raw",
     "what_changed",
 ]
-
-KEY_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,7 @@ def make_key(
         "params": json.loads(_canonical_params(params, stage)),
         "format": fmt,
     }
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return Key(hashlib.sha256(blob).hexdigest(), parts, inputs)
+    return Key(key_of(parts), parts, inputs)
 
 
 def _canonical_params(params: dict[str, Any], stage: str) -> str:
@@ -141,10 +138,14 @@ def _local_file_digest(path: Path) -> str:
 def what_changed(lake: Lake, stage: str, parts: dict[str, Any]) -> str:
     """Which part of the key changed since the last run of ``stage``, if any ran."""
     previous = [f for f in lake.ls(f"stages/{stage}/") if is_run_record(f.name)]
-    if not previous:
+    old = None
+    for f in sorted(previous, key=lambda f: f.record.created_at, reverse=True):
+        # a refused record is not a previous run (the call that looks it up reports it)
+        with contextlib.suppress(CorruptRecordError, IntegrityError):
+            old = read_run_record(lake.context, f.record).lineage["parts"]
+            break
+    if old is None:
         return "never ran"
-    latest = max(previous, key=lambda f: f.record.created_at)
-    old = json.loads(latest.read_bytes())["parts"]
     changed = []
     old_code, new_code = old.get("code", {}), parts["code"]
     for name in sorted(set(old_code) | set(new_code)):

@@ -33,20 +33,34 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._durable import new_temp_path
-from lakelet.core._environ import patched_environ
 from lakelet.core._names import validate_name
 from lakelet.core._values import kind_of
-from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundError
+from lakelet.core.errors import (
+    CorruptRecordError,
+    InvalidArgumentError,
+    NameExistsError,
+    NotFoundError,
+    RemoteError,
+)
 from lakelet.facade._current import current_lake
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
-from lakelet.lake._expiry import current_run_record, expiry_fields, stage_ttl
+from lakelet.lake._expiry import expiry_fields, stage_ttl
+from lakelet.lake._run_record import (
+    MAX_RUN_RECORD_BYTES,
+    RunRecord,
+    current_run,
+    ignore,
+    output_kinds,
+    parse_run_record,
+)
 from lakelet.stages import _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
+from lakelet.stages._secret_env import secret_environment
 
 __all__ = ["Outcome", "Stage", "stage"]
 
@@ -159,37 +173,73 @@ class Stage:
 
     def _outcome(self, lake: Lake, key: Key, args: _Args, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
-        record_name, found = current_run_record(lake.context, self.qualname, key.digest)  # the cache entry
-        if cache and found is not None:
-            return self._hit(lake, key, File(record_name, lake=lake, record=found), "cached")
+        passed: set[str] = set()  # run records whose output could not be loaded: not the cache entry
+        if cache and (hit := self._cached(lake, key, passed, "cached")):
+            return hit
         with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
-            record_name, found = current_run_record(lake.context, self.qualname, key.digest)
-            if cache and found is not None:
-                return self._hit(
-                    lake,
-                    key,
-                    File(record_name, lake=lake, record=found),
-                    "computed meanwhile by another process",
-                )
+            if cache and (hit := self._cached(lake, key, passed, "computed meanwhile by another process")):
+                return hit
+            record_name, _ = current_run(lake.context, self.qualname, key.digest, passed)
             # before the run: afterwards its own record is the latest
             reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
             return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
 
-    def _hit(self, lake: Lake, key: Key, run_record: File, reason: str) -> Outcome:
-        _log(self, "skipped", reason)
-        return Outcome(self.load_output(lake, run_record), False, reason, key.digest)
+    def _cached(self, lake: Lake, key: Key, passed: set[str], reason: str) -> Outcome | None:
+        """The stored result of ``key``, or None when it must run. A run record whose output cannot
+        be loaded is reported and passed over (added to ``passed``): the run binds the next generation."""
+        while True:
+            name, run = current_run(lake.context, self.qualname, key.digest, passed)
+            if run is None:
+                return None
+            try:
+                value = self.load_output(lake, run)
+            except CorruptRecordError as e:
+                ignore(lake.context, e, "the stage runs again")
+                passed.add(name)
+                continue
+            _log(self, "skipped", reason)
+            return Outcome(value, False, reason, key.digest)
 
-    def load_output(self, lake: Lake, run_record: File) -> Any:
-        """The stored result of a run (which may be None: a hit is the record, not its value)."""
-        returned = json.loads(run_record.read_bytes())["returned"]
-        if returned["kind"] == "files":
-            files = [lake.file(n) for n in returned["names"]]
-            return files[0] if returned.get("single") else files
-        if returned["kind"] == "path":
-            return lake.file(returned["names"][0]).path
-        path = lake.file(returned["names"][0]).path
-        return get_format(returned["kind"]).load(path, returned.get("type", "python"))
+    def current_run(self, lake: Lake, key: str) -> tuple[str, RunRecord | None]:
+        """(the run record ``key`` binds now, its checked record or None when the key is not cached)."""
+        return current_run(lake.context, self.qualname, key)
+
+    def load_output(self, lake: Lake, run: RunRecord) -> Any:
+        """The stored result of a run (which may be None: a hit is the record, not its value).
+
+        Raises CorruptRecordError when it cannot be loaded: a record that does not match this
+        stage's format, or an output its format cannot read back; RemoteError when the remote is
+        down.
+        """
+        returned = run.returned
+        declared = self.format.name if self.format else None
+        # The parser ties the record's format to its key, and so to this stage's declaration;
+        # checked again here, where the loading happens: never unpickle what the stage did not
+        # ask to be pickled.
+        if run.format != declared or returned.kind not in output_kinds(declared):
+            raise CorruptRecordError(
+                f"run record {run.name} stores a {returned.kind!r} output, which stage {self.qualname} "
+                f"(format {declared or 'not declared'}) does not load",
+                record=run.name,
+            )
+        try:
+            if returned.kind == "files":
+                files = [lake.file(n) for n in returned.names]
+                return files[0] if returned.single else files
+            path = lake.file(returned.names[0]).path
+            if returned.kind == "path":
+                return path
+            return get_format(returned.kind).load(path, returned.value_kind)
+        except RemoteError:
+            raise  # the network, not the record: the next call may load it
+        except Exception as e:  # any reader's refusal of the bytes: pyarrow, numpy, json, a missing name
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CorruptRecordError(
+                f"run record {run.name}: its output {returned.names[0]} cannot be loaded as "
+                f"{returned.kind} ({reason})",
+                record=run.name,
+            ) from None
 
     def _execute(self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]) -> Any:
         parts = key.parts
@@ -198,7 +248,7 @@ class Stage:
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
         secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
-        with _pending.collecting(prefix) as pending, _secret_environment(secret_values):
+        with _pending.collecting(prefix) as pending, secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
         meta = {"stage": self.qualname, "run": record_name}
@@ -240,14 +290,33 @@ class Stage:
             "duration_s": round(duration, 6),
             **expiry,
         }
+        data = json.dumps(record, sort_keys=True, indent=1).encode()
+        self._check_record(data, record_name)
         tmp = new_temp_path(lake.root / "tmp")
         try:
-            tmp.write_bytes(json.dumps(record, sort_keys=True, indent=1).encode())
+            tmp.write_bytes(data)
             with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
                 lake.add(tmp, record_name, move=True)
         finally:
             tmp.unlink(missing_ok=True)
         return value
+
+    def _check_record(self, data: bytes, record_name: str) -> None:
+        """Refuse to bind a run record the readers would refuse: every later call would run the
+        stage again and bind yet another generation. Raises InvalidArgumentError."""
+        if len(data) > MAX_RUN_RECORD_BYTES:
+            raise InvalidArgumentError(
+                f"stage {self.qualname}: its run record would be {len(data) >> 20} MiB, more than the "
+                f"{MAX_RUN_RECORD_BYTES >> 20} MiB lakelet reads back: pass large values as files "
+                "(lakelet.raw or lakelet.File), not as parameters"
+            )
+        try:
+            parse_run_record(data, record_name)
+        except CorruptRecordError as e:  # a bug of lakelet's: say so rather than bind it
+            raise InvalidArgumentError(
+                f"stage {self.qualname}: lakelet would not read back the run record it made, so it "
+                f"binds none (please report this): {e}"
+            ) from None
 
     def _encode(self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs) -> Format | None:
         """Write the return value to ``path`` in its format; None for files and paths, bound as they are.
@@ -311,41 +380,6 @@ class Stage:
             mine = [o for o in outputs if o[0] not in theirs]
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
-
-
-class _Mask(logging.Filter):
-    """Replaces secret values in log records while a stage that holds them runs."""
-
-    def __init__(self, values: list[str]) -> None:
-        super().__init__()
-        self.values = sorted(values, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = message
-        for value in self.values:
-            masked = masked.replace(value, "***")
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-@contextlib.contextmanager
-def _secret_environment(values: dict[str, str]) -> Iterator[None]:
-    """The stage's secrets in os.environ for its run only, with log records masked."""
-    if not values:
-        yield
-        return
-    mask = _Mask(list(values.values()))
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(mask)
-    try:
-        with patched_environ(values):
-            yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(mask)
 
 
 def _unique(files: list[File]) -> list[File]:

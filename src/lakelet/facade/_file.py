@@ -15,7 +15,6 @@ from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import InvalidArgumentError, NotFoundError, StorageError
 from lakelet.lake._expiry import is_run_record
-from lakelet.lake._run_record import read_run_record
 from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
@@ -174,6 +173,8 @@ class File:
         if "run" in meta:
             # meta is a record's too: its "run" must be a run record's name, checked like one
             run = self.lake.context.record(LAKE, validate_name(meta["run"]))
+            from lakelet.lake._run_record import read_run_record  # `lakelet ls` needs none of it
+
             return read_run_record(self.lake.context, run).lineage
         return {
             "kind": "add",

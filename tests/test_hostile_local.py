@@ -443,3 +443,81 @@ def test_a_lakelet_toml_that_is_a_directory_is_one_line(tmp_path) -> None:
         assert "lakelet.toml is a directory" in line, (args, line)
     with pytest.raises(lakelet.ConfigError, match="is a directory"):
         lakelet.open(root)
+
+
+# --- the index and the name records, damaged on disk: fsck repairs, nothing else dies -------
+
+
+def _lake_of_three(lake: lakelet.Lake, make_file) -> dict[str, bytes]:
+    contents = {"a.txt": b"alpha", "b.txt": b"bravo", "c.txt": b"charlie"}
+    for name, content in contents.items():
+        lake.add(make_file(name, content), name)
+    lake.close()  # the WAL checkpointed into index.sqlite
+    return contents
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        os.truncate(path, path.stat().st_size // 2)
+    else:
+        path.write_bytes(b"not a database at all " * 200)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_an_unreadable_index_is_one_line_everywhere_and_fsck_sets_it_aside_and_rebuilds_it(
+    lake, make_file, tmp_path, how
+) -> None:
+    contents = _lake_of_three(lake, make_file)
+    index = lake.root / "index.sqlite"
+    _damage(index, how)
+    damaged = index.read_bytes()
+    make_file("d.txt", "delta")
+    for args in (["ls"], ["cat", "a.txt"], ["add", str(tmp_path / "src" / "d.txt"), "d.txt"]):
+        line = _one_error_line(_cli(lake.root, *args))
+        assert "index" in line and "unreadable" in line and "`lakelet fsck`" in line, (args, line)
+    with pytest.raises(lakelet.StorageError, match="lakelet fsck"):
+        lakelet.open(lake.root).ls()
+
+    done = _cli(lake.root, "fsck")
+    assert done.returncode == 1 and b"indexed 3 names" in done.stdout, done.stderr
+    [line] = done.stderr.decode().splitlines()
+    moved = Path(line.split("moved to ", 1)[1].split(" and rebuilt")[0])
+    assert moved.parent == lake.root / "quarantine" and moved.read_bytes() == damaged  # kept, as it was
+    assert _cli(lake.root, "fsck").returncode == 0
+    reopened = lakelet.open(lake.root)
+    assert [f.name for f in reopened.ls()] == sorted(contents)
+    assert {name: reopened.file(name).read_bytes() for name in contents} == contents
+
+
+def test_a_segment_cut_mid_line_or_holding_garbage_is_quarantined_by_fsck_and_the_rest_indexed(
+    lake, make_file, tmp_path
+) -> None:
+    (tmp_path / "dir").mkdir()
+    for name in ("one.txt", "two.txt", "three.txt"):
+        (tmp_path / "dir" / name).write_text(name)
+    lake.add(tmp_path / "dir", "d")  # segment 1: three names
+    lake.add(make_file("x.txt", "xray"), "x.txt")  # segment 2
+    lake.close()
+    first, second = sorted((lake.root / "names" / "segments").iterdir())
+    whole = first.read_bytes()
+    cut = whole[: whole.index(b"\n") + 1 + 40]  # the first record, then 40 bytes of the second
+    for segment, body in ((first, cut), (second, second.read_bytes() + b"{not json\n\x00\xff garbage\n")):
+        segment.chmod(0o644)
+        segment.write_bytes(body)
+    (lake.root / "index.sqlite").unlink()  # rebuilt from the damaged segments
+    originals = {p.name: p.read_bytes() for p in (first, second)}
+
+    listed = _cli(lake.root, "ls")
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr
+    done = _cli(lake.root, "fsck")
+    assert done.returncode == 1, done.stderr
+    problems = done.stderr.decode().splitlines()
+    assert len(problems) == 3 and all(p.startswith("invalid name record: ") for p in problems), problems
+    assert f"{first}, line 2" in problems[0] and f"{second}, line 2" in problems[1]
+    kept = lake.root / "quarantine" / "names" / "segments"
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == originals
+    assert _cli(lake.root, "fsck").returncode == 0  # the segments now hold their valid lines only
+    reopened = lakelet.open(lake.root)
+    first_name = sorted(n for n in ("d/one.txt", "d/two.txt", "d/three.txt") if n.encode() in cut)
+    assert [f.name for f in reopened.ls()] == [*first_name, "x.txt"]
+    assert reopened.file("x.txt").read_bytes() == b"xray"

@@ -67,6 +67,14 @@ def fsck(ctx: click.Context) -> None:
         stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
     for name in report.missing:
         stderr.print(f"missing content: {name}", highlight=False)
+    if report.index_set_aside is not None:
+        stderr.print(
+            f"unreadable index: moved to {report.index_set_aside} and rebuilt", markup=False, highlight=False
+        )
+    for problem in report.records_quarantined:
+        stderr.print(
+            f"invalid name record: {problem} (a copy kept in quarantine/)", markup=False, highlight=False
+        )
     for key in report.manifests_quarantined:
         stderr.print(f"invalid manifest: {key} (moved to quarantine/)", markup=False, highlight=False)
     if not report.ok:

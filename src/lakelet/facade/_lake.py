@@ -329,12 +329,28 @@ class Lake:
 
     # maintenance
 
-    def fsck(self, progress: Progress = SILENT) -> FsckReport:
+    def fsck(self, progress: Progress = SILENT, *, remote: bool = False, repair: bool = False) -> FsckReport:
         """Verify every stored blob and dataset manifest, quarantine corrupt ones, rebuild the
-        index from records, remove what killed processes left in tmp/."""
+        index from records, remove what killed processes left in tmp/.
+
+        ``remote``: also read back every object the remote's names need and report those it
+        lacks or holds damaged; ``repair`` (with ``remote``): send this machine's intact copy
+        over each of them. Raises ConfigError without a remote."""
         from lakelet.lake import _fsck
 
+        if repair and not remote:
+            raise InvalidArgumentError(
+                "fsck: repair=True re-sends copies to the remote: pass remote=True too"
+            )
         report = _fsck.check(self.context, progress)
+        if remote:
+            found = _fsck.check_remote(self.context, repair, progress)
+            report = dataclasses.replace(
+                report,
+                remote_checked=found.remote_checked,
+                remote_damaged=found.remote_damaged,
+                remote_repaired=found.remote_repaired,
+            )
         if not (self.root / "datasets").is_dir():
             return report  # no dataset: pyarrow, which the manifests need, stays unloaded
         from lakelet.datasets._manifest import quarantine_invalid

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING
 from lakelet.catalog import _bind
 from lakelet.core._digest import Digest
 from lakelet.core._progress import SILENT, Progress
+from lakelet.remote._fetch import Fetcher
+from lakelet.remote._remote import Remote
 from lakelet.storage._objects import hash_stream
 from lakelet.storage._scopes import LAKE
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
-__all__ = ["FsckReport", "check", "quarantine"]
+__all__ = ["FsckReport", "check", "check_remote", "quarantine"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class FsckReport:
     records_quarantined: list[str] = field(default_factory=list)
     # where an index SQLite could not read was moved (under quarantine/) before the rebuild
     index_set_aside: str | None = None
+    # with remote=True: the objects the remote's names need, each read back and hashed…
+    remote_checked: int = 0
+    # …those it lacks or holds damaged ('blake3:…' -> 'missing' or 'corrupt (…)')…
+    remote_damaged: dict[str, str] = field(default_factory=dict)
+    # …and of those, the ones re-sent from a good local copy (with repair=True)
+    remote_repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +59,7 @@ class FsckReport:
             or self.manifests_quarantined
             or self.records_quarantined
             or self.index_set_aside
+            or self.remote_damaged
         )
 
 
@@ -97,6 +106,36 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
         records_quarantined=bad_records,
         index_set_aside=None if set_aside is None else str(set_aside),
     )
+
+
+def check_remote(lake: LakeContext, repair: bool, progress: Progress = SILENT) -> FsckReport:
+    """Read back every object the remote's live lake names need and hash it; with ``repair``,
+    send this machine's copy over each one the remote lacks or holds damaged, if that copy
+    hashes right. Returns only the remote_ fields of a report."""
+    syncer = lake.require_remote("fsck --remote")
+    syncer.pull_metadata()
+    bound = lake.catalog.remote_digests(LAKE)
+    records = lake.catalog.get_many(LAKE, bound)
+    sizes = {r.digest: r.size for r in records.values() if r.removed_at is None and bound[r.name] == r.digest}
+    damaged = Fetcher(syncer.remote, lake.catalog, lake.objects, lake.tmp).check(sizes, progress)
+    repaired = [d for d in sorted(damaged) if repair and _resend(lake, syncer.remote, Digest.parse(d))]
+    return FsckReport(
+        0, 0, [], [], remote_checked=len(sizes), remote_damaged=damaged, remote_repaired=repaired
+    )
+
+
+def _resend(lake: LakeContext, remote: Remote, digest: Digest) -> bool:
+    """Upload the local copy of ``digest`` to its loose key, where a fetch finds it (a damaged
+    pack member included), if that copy is intact; whether it was sent."""
+    path = lake.objects.path(digest)
+    try:
+        with open(path, "rb") as f:
+            if hash_stream(f, digest.algorithm)[0] != digest:
+                return False  # damaged here too: the next local fsck quarantines it
+    except FileNotFoundError:
+        return False
+    remote.upload(path, remote.object_key(digest))
+    return True
 
 
 def _digest_from_path(path: Path) -> Digest:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -521,3 +522,113 @@ def test_a_segment_cut_mid_line_or_holding_garbage_is_quarantined_by_fsck_and_th
     first_name = sorted(n for n in ("d/one.txt", "d/two.txt", "d/three.txt") if n.encode() in cut)
     assert [f.name for f in reopened.ls()] == [*first_name, "x.txt"]
     assert reopened.file("x.txt").read_bytes() == b"xray"
+
+
+# --- untyped errors: one `error:` line in the CLI, a LakeletError in the API ----------------
+
+LONG_SEGMENT = "s" * 300  # past the 255 bytes a Linux filesystem takes in one path segment
+
+
+def _damage_config(root: Path) -> None:
+    config = root / "lakelet.toml"
+    config.write_text(config.read_text().replace("[lake]", "[lake]\nremote = 5"))
+
+
+def _damage_marker(root: Path) -> None:
+    remote = root.parent / "remote"
+    (remote / "lakelet-remote.json").write_text('{"format": "two"}')
+    config = root / "lakelet.toml"
+    config.write_text(config.read_text().replace("[lake]", f'[lake]\nremote = "{remote.as_uri()}"'))
+
+
+def _damage_secret(root: Path) -> None:
+    [secret] = (root / "secrets").rglob("*.json")
+    secret.chmod(0o600)
+    secret.write_text('{"nonce": 5}')
+
+
+UNTYPED = {
+    # case: (damage the lake, the CLI command, what its one line says)
+    "get-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}"], "File name too long"),
+    "get-under-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}/x"], "File name too long"),
+    "config-remote-not-a-string": (_damage_config, ["ls"], "remote must be a URL"),
+    "remote-marker-damaged": (_damage_marker, ["sync"], "format marker"),
+}
+
+
+@pytest.mark.parametrize("case", UNTYPED)
+def test_a_hostile_input_is_one_error_line(lake, make_file, tmp_path, key_env, case) -> None:
+    damage, args, says = UNTYPED[case]
+    lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.secrets.set("API", "value")
+    (tmp_path / "remote").mkdir()
+    if damage is not None:
+        damage(lake.root)
+    line = _one_error_line(run_lakelet("--lake", str(lake.root), *args, env=key_env))
+    assert says in line, line
+
+
+def test_a_damaged_secret_file_is_one_warning_and_the_others_stay_listed(lake, key_env) -> None:
+    lake.secrets.set("API", "value")
+    _damage_secret(lake.root)
+    lake.secrets.set("OTHER", "value")
+    done = run_lakelet("--lake", str(lake.root), "secrets", "list", env=key_env)
+    [line] = done.stderr.decode().splitlines()
+    assert done.returncode == 0 and line.startswith("warning: secret file ") and "is damaged" in line
+    assert b"OTHER" in done.stdout and b"API" not in done.stdout
+
+
+def test_the_same_inputs_are_lakelet_errors_in_the_api(lake, make_file, tmp_path, key_env) -> None:
+    f = lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.user.puts("ten.bin", b"0123456789")
+    with pytest.raises(lakelet.StorageError, match="File name too long"):
+        f.export(tmp_path / LONG_SEGMENT)
+    with pytest.raises(lakelet.StorageError, match="File name too long"):
+        lake.user.get("ten.bin", tmp_path / LONG_SEGMENT / "x")
+    # a range past the end is empty, as a slice is
+    assert lake.user.gets("ten.bin", byte_range=[100, 200]) == b""
+    assert lake.user.gets("ten.bin", byte_range=[8, 200]) == b"89"
+    lake.secrets.set("API", "value")
+    _damage_secret(lake.root)
+    with pytest.raises(lakelet.CorruptRecordError, match="is damaged"):
+        lake.secrets.values(["API"])
+    assert lake.secrets.list() == []  # skipped (and logged), the listing still works
+    _damage_config(lake.root)
+    with pytest.raises(lakelet.ConfigError, match="remote must be a URL"):
+        lakelet.open(lake.root)
+
+
+@pytest.mark.parametrize("name", ["x[bold]y", "[red]q", "a[/red]b", "[link=javascript:alert(1)]z[/link]"])
+def test_names_print_as_they_are_never_as_markup(lake, make_file, name) -> None:
+    src = make_file("x.txt", "content")
+    added = run_lakelet("--lake", str(lake.root), "add", str(src), name)
+    assert added.returncode == 0 and added.stdout.decode().startswith(f"added {name} "), added
+    listed = run_lakelet("--lake", str(lake.root), "ls")
+    assert name in listed.stdout.decode().split(), listed.stdout
+    missing = _one_error_line(run_lakelet("--lake", str(lake.root), "cat", name + "-missing"))
+    assert repr(name + "-missing") in missing
+
+
+def test_a_missing_path_while_publishing_to_a_file_remote_is_named(lake, make_file, tmp_path) -> None:
+    """Not "its bucket does not exist": the remote's folder exists, a path under it went."""
+    remote = tmp_path / "remote"
+    shared = lakelet.init(tmp_path / "shared", remote=remote.as_uri())
+    src = make_file("data.bin", "content")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lakelet", "--lake", str(shared.root), "add", str(src), "data.bin"],
+        env={**os.environ, "LAKELET_FAULT": "remote-file-written:stop"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # its temp file is written in the remote's tmp/
+    if not os.WIFSTOPPED(status):
+        pytest.fail(f"the add ended before it published to the remote: {proc.stderr.read().decode()}")
+    try:
+        shutil.rmtree(remote / "tmp")  # removed under it (a clean-up of the shared folder)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    [line] = err.decode().splitlines()
+    assert proc.returncode == 1 and line.startswith("error: "), err
+    assert "bucket" not in line and f"{remote / 'tmp'}/" in line and "No such file or directory" in line
+    assert lakelet.open(shared.root).ls() == []

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 import lakelet
 from lakelet import File, Lake, LakeletError
@@ -26,7 +27,7 @@ from . import (
     _ui_command,
 )
 from ._context import lake_of
-from ._render import DelayedBar, human_size, new_table, show_warnings, stderr, stdout
+from ._render import DelayedBar, human_size, new_table, show_warnings, stderr, stdout, warn
 
 __all__ = ["cli", "main"]
 
@@ -118,9 +119,9 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
 
 
 _STATE_STYLE = {
-    "local": "local",
-    "remote": "[cyan]remote[/cyan]",
-    "unpushed": "[yellow]unpushed[/yellow]",
+    "local": Text("local"),
+    "remote": Text("remote", "cyan"),
+    "unpushed": Text("unpushed", "yellow"),
 }
 
 
@@ -129,24 +130,14 @@ def _warn_out_of_sync(lake: Lake) -> None:
     if status["remote"] is None:
         return
     if status["unpushed"]:
-        stderr.print(
-            f"[yellow]warning:[/yellow] {status['unpushed']} names are not on "
-            f"{status['remote']} yet: run `lakelet push`",
-            highlight=False,
-        )
+        warn(f"{status['unpushed']} names are not on {status['remote']} yet: run `lakelet push`")
     last = status["last_sync"]
     if last is None:
-        stderr.print(
-            f"[yellow]warning:[/yellow] never synced with {status['remote']}: names bound "
-            "elsewhere are not listed; run `lakelet sync`",
-            highlight=False,
+        warn(
+            f"never synced with {status['remote']}: names bound elsewhere are not listed; run `lakelet sync`"
         )
     elif isinstance(last, datetime) and datetime.now(UTC) - last > timedelta(days=1):
-        stderr.print(
-            f"[yellow]warning:[/yellow] last sync with {status['remote']} was "
-            f"{last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`",
-            highlight=False,
-        )
+        warn(f"last sync with {status['remote']} was {last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`")
 
 
 @cli.command()

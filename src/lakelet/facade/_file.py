@@ -197,10 +197,13 @@ class File:
         held and no temp file is left. Raises NotFoundError, InvalidArgumentError (also when
         the target is a FIFO, a device or a symlink: never replaced), StorageError."""
         dest = Path(dest)
-        target = dest / self._name.rsplit("/", 1)[-1] if dest.is_dir() else dest
-        if not target.parent.is_dir():
-            raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
-        check_replaceable(target)
+        try:
+            target = dest / self._name.rsplit("/", 1)[-1] if dest.is_dir() else dest
+            if not target.parent.is_dir():
+                raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
+            check_replaceable(target)
+        except OSError as e:  # a segment too long for the filesystem
+            raise StorageError(f"cannot write {dest}: {e.strerror or e}", path=str(dest)) from None
         with self.open("rb") as src:
             progress.add_total(self.size)
             try:

@@ -194,9 +194,7 @@ class ScopedStore:
         reader, _ = self.open_reader(name)
         target = Path(file)
         with reader:
-            if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
-                raise NotFoundError(f"directory {target.parent} does not exist")
-            check_replaceable(target)
+            _check_target(target)
             try:
                 # the temp beside the target: a rename moves a name only within one filesystem
                 publish_file(target, reader, target.parent, replace=True)
@@ -260,6 +258,15 @@ class PipelineStore(ScopedStore):
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _check_target(target: Path) -> None:
+    try:
+        if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
+            raise NotFoundError(f"directory {target.parent} does not exist")
+        check_replaceable(target)
+    except OSError as e:  # a segment too long for the filesystem
+        raise StorageError(f"cannot write {target}: {e.strerror or e}", path=str(target)) from None
+
+
 def _check_range(byte_range: list[int] | tuple[int, int], size: int) -> tuple[int, int]:
     try:
         begin, end = (int(x) for x in byte_range)
@@ -267,4 +274,4 @@ def _check_range(byte_range: list[int] | tuple[int, int], size: int) -> tuple[in
         raise InvalidArgumentError(f"byte_range must be [begin, end), got {byte_range!r}") from None
     if not 0 <= begin <= end:
         raise InvalidArgumentError(f"byte_range must satisfy 0 <= begin <= end, got {byte_range!r}")
-    return begin, min(end, size)
+    return min(begin, size), min(end, size)  # as a slice: past the end is empty

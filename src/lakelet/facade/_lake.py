@@ -115,7 +115,7 @@ class Lake:
     def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
         """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
         scope = self._resolve_scope(scope)
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
             records = _remote_records(context.scoped(scope), prefix)
@@ -150,7 +150,7 @@ class Lake:
         record stays as a tombstone so lineage survives. In a scoped store this
         is ``delete(name, recursive)``.
         """
-        validate_name(name)
+        name = validate_name(name)
         scope = self._resolve_scope(scope)
         if scope != LAKE:
             self.context.scoped(scope).delete(name, recursive=recursive)
@@ -184,7 +184,7 @@ class Lake:
     ) -> list[File]:
         """Sync, then download the content of ``names`` (default: every name under ``prefix``)
         that is not held locally."""
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         syncer = self.context.require_remote("pull")
         syncer.pull_metadata()
         if names is None:
@@ -197,7 +197,7 @@ class Lake:
 
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         return self.context.link.evict(prefix)
 
     def url(self, name: str, expires: timedelta | float | str = 3600) -> str:

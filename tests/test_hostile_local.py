@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import os
 import shutil
 import signal
@@ -632,3 +633,48 @@ def test_a_missing_path_while_publishing_to_a_file_remote_is_named(lake, make_fi
     assert proc.returncode == 1 and line.startswith("error: "), err
     assert "bucket" not in line and f"{remote / 'tmp'}/" in line and "No such file or directory" in line
     assert lakelet.open(shared.root).ls() == []
+
+
+# --- a directory add: what it follows out of the folder, and what it leaves out, is said ----
+
+
+def _odd_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (tmp_path / "outside.txt").write_text("outside")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.txt").write_text("b")
+    (folder / "link_in").symlink_to(folder / "a.txt")
+    (folder / "link_out").symlink_to(tmp_path / "outside.txt")
+    (folder / "linkdir").symlink_to(tmp_path / "elsewhere")
+    (folder / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(folder / "fifo")
+    return folder
+
+
+def test_a_directory_add_reports_symlinks_out_and_entries_left_out(lake, tmp_path, caplog) -> None:
+    folder = _odd_folder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        files = lake.add(folder, "d")
+    assert {f.name: f.read_text() for f in files} == {
+        "d/a.txt": "a",
+        "d/link_in": "a",
+        "d/link_out": "outside",
+    }
+    out, left = (r.getMessage() for r in caplog.records)
+    assert f"link_out -> {tmp_path / 'outside.txt'}" in out and "link_in" not in out
+    for entry in ("dangling (a symlink to nothing)", "fifo (a FIFO)", "linkdir (a symlink to a folder"):
+        assert entry in left, left
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        files = lake.add(folder, "strict", follow_symlinks=False)
+    assert [f.name for f in files] == ["strict/a.txt"]
+    [left] = (r.getMessage() for r in caplog.records)
+    assert "link_in (a symlink, not followed)" in left and "link_out (a symlink, not followed)" in left
+
+    done = run_lakelet("--lake", str(lake.root), "add", "--no-follow", str(folder), "cli")
+    [line] = done.stderr.decode().splitlines()
+    assert done.returncode == 0 and line.startswith("warning: adding ") and "not followed" in line
+    assert done.stdout.startswith(b"added cli/a.txt ")

@@ -144,12 +144,18 @@ def _warn_out_of_sync(lake: Lake) -> None:
 @click.argument("src")
 @click.argument("name")
 @click.option("--copy/--move", "copy", default=True, help="Copy SRC (default) or move it into the lake.")
+@click.option(
+    "--follow/--no-follow",
+    "follow",
+    default=True,
+    help="Follow symlinks to files inside a directory SRC (default), or leave them out.",
+)
 @click.pass_context
-def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
+def add(ctx: click.Context, src: str, name: str, copy: bool, follow: bool) -> None:
     """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
     lake = lake_of(ctx)
     with DelayedBar(f"adding {name}") as bar:
-        result = lake.add(src, name, move=not copy, progress=bar)
+        result = lake.add(src, name, move=not copy, progress=bar, follow_symlinks=follow)
     files = result if isinstance(result, list) else [result]
     total = sum(f.size for f in files)
     what = files[0].name if len(files) == 1 else f"{len(files)} files under {name}/"

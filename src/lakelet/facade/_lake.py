@@ -132,14 +132,20 @@ class Lake:
         *,
         move: bool = False,
         progress: Progress = SILENT,
+        follow_symlinks: bool = True,
     ) -> File | list[File]:
         """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``.
 
-        A directory's files become ``name/<relative path>`` and a list is returned.
+        A directory's files become ``name/<relative path>`` and a list is returned; a symlink
+        in it to a file is followed unless ``follow_symlinks=False``. What it leaves out (a
+        symlink to a folder, a FIFO…) and a symlink it follows out of the directory are
+        reported as warnings of the ``lakelet`` logger.
         Adding the same content under the same name again is a no-op.
         Raises NameExistsError, InvalidNameError, NotFoundError, SourceError, StorageError.
         """
-        records, single = _add.add(self.context, src, name, move=move, progress=progress)
+        records, single = _add.add(
+            self.context, src, name, move=move, progress=progress, follow_symlinks=follow_symlinks
+        )
         files = [File.of(r, self) for r in records]
         return files[0] if single else files
 

@@ -48,12 +48,18 @@ __all__ = ["add", "add_environment", "bind_outputs", "ingest"]
 
 
 def add(
-    context: LakeContext, src: str | os.PathLike[str], name: str, *, move: bool, progress: Progress
+    context: LakeContext,
+    src: str | os.PathLike[str],
+    name: str,
+    *,
+    move: bool,
+    progress: Progress,
+    follow_symlinks: bool = True,
 ) -> tuple[list[NameRecord], bool]:
     """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``; a directory's
     files under ``name/<relative path>``. Returns the records, and whether ``src`` was one file."""
     name = validate_name(name)
-    sources = resolve(src)
+    sources = resolve(src, follow_symlinks)
     if not sources:
         raise SourceError(f"{os.fspath(src)} holds no files to add")
     single = len(sources) == 1 and sources[0].relative == ""

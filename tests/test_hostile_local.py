@@ -552,6 +552,8 @@ UNTYPED = {
     # case: (damage the lake, the CLI command, what its one line says)
     "get-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}"], "File name too long"),
     "get-under-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}/x"], "File name too long"),
+    # a name may have a segment of any length; a folder given takes it as the file's name
+    "get-long-name-into-a-folder": (None, ["get", f"n/{LONG_SEGMENT}", "/tmp"], f"/tmp/{LONG_SEGMENT}:"),
     "config-remote-not-a-string": (_damage_config, ["ls"], "remote must be a URL"),
     "remote-marker-damaged": (_damage_marker, ["sync"], "format marker"),
 }
@@ -561,6 +563,7 @@ UNTYPED = {
 def test_a_hostile_input_is_one_error_line(lake, make_file, tmp_path, key_env, case) -> None:
     damage, args, says = UNTYPED[case]
     lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.add(make_file("long.txt", "content"), f"n/{LONG_SEGMENT}")
     lake.secrets.set("API", "value")
     (tmp_path / "remote").mkdir()
     if damage is not None:

@@ -382,9 +382,10 @@ def test_a_segment_line_that_is_no_valid_record_is_skipped_and_reported(lake, ma
     listed = run_lakelet("ls", env={"LAKELET_HOME": str(lake.root)})
     assert listed.returncode == 0 and b"y.txt" in listed.stdout
     checked = run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)})
-    assert checked.returncode == 0, checked.stderr
-    (warning_line,) = checked.stderr.decode().splitlines()
-    assert warning_line.startswith("warning: ") and "line 1: skipped" in warning_line
+    assert checked.returncode == 1, checked.stderr  # found, and taken out of the segment
+    (problem,) = checked.stderr.decode().splitlines()
+    assert problem.startswith("invalid name record: ") and "line 1: skipped" in problem
+    assert run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)}).returncode == 0
     assert lakelet.open(lake.root).file("y.txt").read_text() == "one"
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -443,3 +445,239 @@ def test_a_lakelet_toml_that_is_a_directory_is_one_line(tmp_path) -> None:
         assert "lakelet.toml is a directory" in line, (args, line)
     with pytest.raises(lakelet.ConfigError, match="is a directory"):
         lakelet.open(root)
+
+
+# --- the index and the name records, damaged on disk: fsck repairs, nothing else dies -------
+
+
+def _lake_of_three(lake: lakelet.Lake, make_file) -> dict[str, bytes]:
+    contents = {"a.txt": b"alpha", "b.txt": b"bravo", "c.txt": b"charlie"}
+    for name, content in contents.items():
+        lake.add(make_file(name, content), name)
+    lake.close()  # the WAL checkpointed into index.sqlite
+    return contents
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        os.truncate(path, path.stat().st_size // 2)
+    else:
+        path.write_bytes(b"not a database at all " * 200)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_an_unreadable_index_is_one_line_everywhere_and_fsck_sets_it_aside_and_rebuilds_it(
+    lake, make_file, tmp_path, how
+) -> None:
+    contents = _lake_of_three(lake, make_file)
+    index = lake.root / "index.sqlite"
+    _damage(index, how)
+    damaged = index.read_bytes()
+    make_file("d.txt", "delta")
+    for args in (["ls"], ["cat", "a.txt"], ["add", str(tmp_path / "src" / "d.txt"), "d.txt"]):
+        line = _one_error_line(_cli(lake.root, *args))
+        assert "index" in line and "unreadable" in line and "`lakelet fsck`" in line, (args, line)
+    with pytest.raises(lakelet.StorageError, match="lakelet fsck"):
+        lakelet.open(lake.root).ls()
+
+    done = _cli(lake.root, "fsck")
+    assert done.returncode == 1 and b"indexed 3 names" in done.stdout, done.stderr
+    [line] = done.stderr.decode().splitlines()
+    moved = Path(line.split("moved to ", 1)[1].split(" and rebuilt")[0])
+    assert moved.parent == lake.root / "quarantine" and moved.read_bytes() == damaged  # kept, as it was
+    assert _cli(lake.root, "fsck").returncode == 0
+    reopened = lakelet.open(lake.root)
+    assert [f.name for f in reopened.ls()] == sorted(contents)
+    assert {name: reopened.file(name).read_bytes() for name in contents} == contents
+
+
+def test_a_segment_cut_mid_line_or_holding_garbage_is_quarantined_by_fsck_and_the_rest_indexed(
+    lake, make_file, tmp_path
+) -> None:
+    (tmp_path / "dir").mkdir()
+    for name in ("one.txt", "two.txt", "three.txt"):
+        (tmp_path / "dir" / name).write_text(name)
+    lake.add(tmp_path / "dir", "d")  # segment 1: three names
+    lake.add(make_file("x.txt", "xray"), "x.txt")  # segment 2
+    lake.close()
+    first, second = sorted((lake.root / "names" / "segments").iterdir())
+    whole = first.read_bytes()
+    cut = whole[: whole.index(b"\n") + 1 + 40]  # the first record, then 40 bytes of the second
+    for segment, body in ((first, cut), (second, second.read_bytes() + b"{not json\n\x00\xff garbage\n")):
+        segment.chmod(0o644)
+        segment.write_bytes(body)
+    (lake.root / "index.sqlite").unlink()  # rebuilt from the damaged segments
+    originals = {p.name: p.read_bytes() for p in (first, second)}
+
+    listed = _cli(lake.root, "ls")
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr
+    done = _cli(lake.root, "fsck")
+    assert done.returncode == 1, done.stderr
+    problems = done.stderr.decode().splitlines()
+    assert len(problems) == 3 and all(p.startswith("invalid name record: ") for p in problems), problems
+    assert f"{first}, line 2" in problems[0] and f"{second}, line 2" in problems[1]
+    kept = lake.root / "quarantine" / "names" / "segments"
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == originals
+    assert _cli(lake.root, "fsck").returncode == 0  # the segments now hold their valid lines only
+    reopened = lakelet.open(lake.root)
+    first_name = sorted(n for n in ("d/one.txt", "d/two.txt", "d/three.txt") if n.encode() in cut)
+    assert [f.name for f in reopened.ls()] == [*first_name, "x.txt"]
+    assert reopened.file("x.txt").read_bytes() == b"xray"
+
+
+# --- untyped errors: one `error:` line in the CLI, a LakeletError in the API ----------------
+
+LONG_SEGMENT = "s" * 300  # past the 255 bytes a Linux filesystem takes in one path segment
+
+
+def _damage_config(root: Path) -> None:
+    config = root / "lakelet.toml"
+    config.write_text(config.read_text().replace("[lake]", "[lake]\nremote = 5"))
+
+
+def _damage_marker(root: Path) -> None:
+    remote = root.parent / "remote"
+    (remote / "lakelet-remote.json").write_text('{"format": "two"}')
+    config = root / "lakelet.toml"
+    config.write_text(config.read_text().replace("[lake]", f'[lake]\nremote = "{remote.as_uri()}"'))
+
+
+def _damage_secret(root: Path) -> None:
+    [secret] = (root / "secrets").rglob("*.json")
+    secret.chmod(0o600)
+    secret.write_text('{"nonce": 5}')
+
+
+UNTYPED = {
+    # case: (damage the lake, the CLI command, what its one line says)
+    "get-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}"], "File name too long"),
+    "get-under-long-segment": (None, ["get", "x.txt", f"/tmp/{LONG_SEGMENT}/x"], "File name too long"),
+    # a name may have a segment of any length; a folder given takes it as the file's name
+    "get-long-name-into-a-folder": (None, ["get", f"n/{LONG_SEGMENT}", "/tmp"], f"/tmp/{LONG_SEGMENT}:"),
+    "config-remote-not-a-string": (_damage_config, ["ls"], "remote must be a URL"),
+    "remote-marker-damaged": (_damage_marker, ["sync"], "format marker"),
+}
+
+
+@pytest.mark.parametrize("case", UNTYPED)
+def test_a_hostile_input_is_one_error_line(lake, make_file, tmp_path, key_env, case) -> None:
+    damage, args, says = UNTYPED[case]
+    lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.add(make_file("long.txt", "content"), f"n/{LONG_SEGMENT}")
+    lake.secrets.set("API", "value")
+    (tmp_path / "remote").mkdir()
+    if damage is not None:
+        damage(lake.root)
+    line = _one_error_line(run_lakelet("--lake", str(lake.root), *args, env=key_env))
+    assert says in line, line
+
+
+def test_a_damaged_secret_file_is_one_warning_and_the_others_stay_listed(lake, key_env) -> None:
+    lake.secrets.set("API", "value")
+    _damage_secret(lake.root)
+    lake.secrets.set("OTHER", "value")
+    done = run_lakelet("--lake", str(lake.root), "secrets", "list", env=key_env)
+    [line] = done.stderr.decode().splitlines()
+    assert done.returncode == 0 and line.startswith("warning: secret file ") and "is damaged" in line
+    assert b"OTHER" in done.stdout and b"API" not in done.stdout
+
+
+def test_the_same_inputs_are_lakelet_errors_in_the_api(lake, make_file, tmp_path, key_env) -> None:
+    f = lake.add(make_file("x.txt", "content"), "x.txt")
+    lake.user.puts("ten.bin", b"0123456789")
+    with pytest.raises(lakelet.StorageError, match="File name too long"):
+        f.export(tmp_path / LONG_SEGMENT)
+    with pytest.raises(lakelet.StorageError, match="File name too long"):
+        lake.user.get("ten.bin", tmp_path / LONG_SEGMENT / "x")
+    # a range past the end is empty, as a slice is
+    assert lake.user.gets("ten.bin", byte_range=[100, 200]) == b""
+    assert lake.user.gets("ten.bin", byte_range=[8, 200]) == b"89"
+    lake.secrets.set("API", "value")
+    _damage_secret(lake.root)
+    with pytest.raises(lakelet.CorruptRecordError, match="is damaged"):
+        lake.secrets.values(["API"])
+    assert lake.secrets.list() == []  # skipped (and logged), the listing still works
+    _damage_config(lake.root)
+    with pytest.raises(lakelet.ConfigError, match="remote must be a URL"):
+        lakelet.open(lake.root)
+
+
+@pytest.mark.parametrize("name", ["x[bold]y", "[red]q", "a[/red]b", "[link=javascript:alert(1)]z[/link]"])
+def test_names_print_as_they_are_never_as_markup(lake, make_file, name) -> None:
+    src = make_file("x.txt", "content")
+    added = run_lakelet("--lake", str(lake.root), "add", str(src), name)
+    assert added.returncode == 0 and added.stdout.decode().startswith(f"added {name} "), added
+    listed = run_lakelet("--lake", str(lake.root), "ls")
+    assert name in listed.stdout.decode().split(), listed.stdout
+    missing = _one_error_line(run_lakelet("--lake", str(lake.root), "cat", name + "-missing"))
+    assert repr(name + "-missing") in missing
+
+
+def test_a_missing_path_while_publishing_to_a_file_remote_is_named(lake, make_file, tmp_path) -> None:
+    """Not "its bucket does not exist": the remote's folder exists, a path under it went."""
+    remote = tmp_path / "remote"
+    shared = lakelet.init(tmp_path / "shared", remote=remote.as_uri())
+    src = make_file("data.bin", "content")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lakelet", "--lake", str(shared.root), "add", str(src), "data.bin"],
+        env={**os.environ, "LAKELET_FAULT": "remote-file-written:stop"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # its temp file is written in the remote's tmp/
+    if not os.WIFSTOPPED(status):
+        pytest.fail(f"the add ended before it published to the remote: {proc.stderr.read().decode()}")
+    try:
+        shutil.rmtree(remote / "tmp")  # removed under it (a clean-up of the shared folder)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    [line] = err.decode().splitlines()
+    assert proc.returncode == 1 and line.startswith("error: "), err
+    assert "bucket" not in line and f"{remote / 'tmp'}/" in line and "No such file or directory" in line
+    assert lakelet.open(shared.root).ls() == []
+
+
+# --- a directory add: what it follows out of the folder, and what it leaves out, is said ----
+
+
+def _odd_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (tmp_path / "outside.txt").write_text("outside")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.txt").write_text("b")
+    (folder / "link_in").symlink_to(folder / "a.txt")
+    (folder / "link_out").symlink_to(tmp_path / "outside.txt")
+    (folder / "linkdir").symlink_to(tmp_path / "elsewhere")
+    (folder / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(folder / "fifo")
+    return folder
+
+
+def test_a_directory_add_reports_symlinks_out_and_entries_left_out(lake, tmp_path, caplog) -> None:
+    folder = _odd_folder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        files = lake.add(folder, "d")
+    assert {f.name: f.read_text() for f in files} == {
+        "d/a.txt": "a",
+        "d/link_in": "a",
+        "d/link_out": "outside",
+    }
+    out, left = (r.getMessage() for r in caplog.records)
+    assert f"link_out -> {tmp_path / 'outside.txt'}" in out and "link_in" not in out
+    for entry in ("dangling (a symlink to nothing)", "fifo (a FIFO)", "linkdir (a symlink to a folder"):
+        assert entry in left, left
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lakelet"):
+        files = lake.add(folder, "strict", follow_symlinks=False)
+    assert [f.name for f in files] == ["strict/a.txt"]
+    [left] = (r.getMessage() for r in caplog.records)
+    assert "link_in (a symlink, not followed)" in left and "link_out (a symlink, not followed)" in left
+
+    done = run_lakelet("--lake", str(lake.root), "add", "--no-follow", str(folder), "cli")
+    [line] = done.stderr.decode().splitlines()
+    assert done.returncode == 0 and line.startswith("warning: adding ") and "not followed" in line
+    assert done.stdout.startswith(b"added cli/a.txt ")

@@ -382,7 +382,59 @@ def test_a_segment_line_that_is_no_valid_record_is_skipped_and_reported(lake, ma
     listed = run_lakelet("ls", env={"LAKELET_HOME": str(lake.root)})
     assert listed.returncode == 0 and b"y.txt" in listed.stdout
     checked = run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)})
-    assert checked.returncode == 0, checked.stderr
-    (warning_line,) = checked.stderr.decode().splitlines()
-    assert warning_line.startswith("warning: ") and "line 1: skipped" in warning_line
+    assert checked.returncode == 1, checked.stderr  # found, and taken out of the segment
+    (problem,) = checked.stderr.decode().splitlines()
+    assert problem.startswith("invalid name record: ") and "line 1: skipped" in problem
+    assert run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)}).returncode == 0
     assert lakelet.open(lake.root).file("y.txt").read_text() == "one"
+
+
+# --- objects on the remote: verified by fsck --remote, repaired from a good local copy -------
+
+
+@ON_FILE_AND_S3
+def test_fsck_remote_finds_damaged_objects_and_repair_resends_the_local_copies(
+    remote, machine, make_file, tmp_path
+) -> None:
+    a = machine("a")
+    (tmp_path / "small").mkdir()
+    contents = {f"small/{i}.txt": f"small file {i}".encode() for i in range(3)}  # one pack
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    a.add(tmp_path / "small", "small")
+    contents |= {"alone.bin": b"a loose object", "gone.bin": b"deleted by the peer"}
+    loose = {name: a.add(make_file(name, contents[name]), name).digest for name in ("alone.bin", "gone.bin")}
+    peer = Peer(remote)
+    [pack] = peer.fs.find(f"{peer.root}/packs")
+    peer.fs.pipe_file(pack, b"\0" * peer.fs.size(pack))  # every member damaged, its size kept
+
+    def key(digest: str) -> str:
+        algorithm, hexdigest = digest.split(":")
+        return f"{peer.root}/objects/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
+
+    peer.fs.pipe_file(key(loose["alone.bin"]), b"evil bytes")
+    peer.fs.rm_file(key(loose["gone.bin"]))
+
+    b = machine("b")
+    b.sync()
+    with pytest.raises(lakelet.IntegrityError, match=r"lakelet fsck --remote --repair"):
+        b.file("alone.bin").read_bytes()
+    report = b.fsck(remote=True, repair=True)  # b holds no copy: it can only report
+    assert report.remote_checked == 5 and len(report.remote_damaged) == 5 and report.remote_repaired == []
+    assert report.remote_damaged[loose["gone.bin"]] == "missing"
+    assert report.remote_damaged[loose["alone.bin"]].startswith("corrupt")
+
+    before = {k: peer.fs.cat_file(k) for k in peer.fs.find(peer.root)}
+    assert sorted(a.fsck(remote=True).remote_damaged) == sorted(report.remote_damaged)
+    assert {k: peer.fs.cat_file(k) for k in peer.fs.find(peer.root)} == before  # only reported
+
+    done = run_lakelet("--lake", str(a.root), "fsck", "--remote", "--repair", env=remote.env)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1 and len(lines) == 5, done.stderr
+    assert all(line.startswith("remote: blake3:") and "re-sent from the local copy" in line for line in lines)
+    assert a.fsck(remote=True).ok
+    c = machine("c")
+    c.sync()
+    assert {name: c.file(name).read_bytes() for name in contents} == contents
+    with pytest.raises(lakelet.InvalidArgumentError, match="remote=True"):
+        a.fsck(repair=True)

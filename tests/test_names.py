@@ -7,7 +7,7 @@ import pytest
 import lakelet
 from lakelet.core._names import validate_name
 
-from .conftest import snapshot
+from .conftest import run_lakelet, snapshot
 
 BAD_NAMES = [
     "",
@@ -82,3 +82,25 @@ def test_run_ids_and_users_are_single_safe_segments(lake, run_id, monkeypatch) -
     monkeypatch.setenv("LAKELET_USER", run_id or "..")
     with pytest.raises(lakelet.InvalidNameError):
         lake.user.puts("x", b"1")
+
+
+NFC, NFD = "caf\u00e9.csv", "cafe\u0301.csv"  # 'café.csv' both, as typed and as macOS spells it
+
+
+def test_nfc_and_nfd_spellings_are_one_name(lake, make_file, tmp_path) -> None:
+    assert NFC != NFD and validate_name(NFD) == NFC
+    lake.add(make_file("a.csv", "a,b\n"), NFD)
+    assert [f.name for f in lake.ls()] == [NFC]
+    assert lake.exists(NFC) and lake.file(NFC).read_text() == "a,b\n"
+    with pytest.raises(lakelet.NameExistsError):  # not a second name that looks the same
+        lake.add(make_file("other.csv", "other"), NFC)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / NFD).write_text("from a folder")
+    lake.add(folder, "dir")
+    assert lake.file(f"dir/{NFC}").read_text() == "from a folder"
+    assert [f.name for f in lake.ls("dir/")] == [f"dir/{NFC}"]
+    lake.user.puts(NFD, b"scoped")
+    assert lake.user.gets(NFC) == b"scoped" and lake.user.list() == [NFC]
+    done = run_lakelet("--lake", str(lake.root), "cat", NFD)
+    assert done.returncode == 0 and done.stdout == b"a,b\n", done.stderr

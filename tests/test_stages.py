@@ -744,3 +744,20 @@ def test_two_machines_missing_together_both_succeed_one_result_wins(tmp_path) ->
     c.sync()
     outputs = [f for f in c.ls("stages/") if "/output." in f.name]
     assert len(outputs) == 1 and outputs[0].read_text() in results  # one result is bound
+
+
+def test_a_raw_input_edited_in_place_with_its_size_and_mtime_put_back_runs_again(pipeline) -> None:
+    m = pipeline.load()
+    assert m.total() == 12
+    before = os.stat(pipeline.raw)
+    with open(pipeline.raw, "r+b") as f:  # same inode, same size: 1 2 3 -> 4 5 6
+        f.write(b"4\n5\n6\n")
+    os.utime(pipeline.raw, ns=(before.st_atime_ns, before.st_mtime_ns))  # the mtime put back
+    after = os.stat(pipeline.raw)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    m = pipeline.load()
+    assert m.total() == 30 and sorted(pipeline.ran) == ["enrich", "read_raw", "total"]

@@ -9,13 +9,17 @@ it applied, so that a lag is found with one ``stat`` (see ``_bind``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lakelet.core import _faults
 from lakelet.core.errors import StorageError
@@ -89,6 +93,39 @@ _DISK_ERRORS = {
 }
 
 
+# ...and for a file that is no index, or a damaged one: `lakelet fsck` sets it aside and rebuilds
+_UNREADABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _unreadable(e: sqlite3.Error) -> bool:
+    return (getattr(e, "sqlite_errorcode", 0) & 0xFF) in _UNREADABLE
+
+
+def _index_errors(method: _Method) -> _Method:
+    """A damaged index found by ``method`` (SQLite finds it page by page, at any query) is one
+    StorageError that says to run fsck, and every later use of the index raises it too."""
+
+    @functools.wraps(method)
+    def guarded(self: Catalog, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if not _unreadable(e):
+                raise
+            self.unreadable = str(e)
+            raise self.unreadable_error() from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _guard_public_methods(cls: type[Catalog]) -> type[Catalog]:
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_") and name != "unreadable_error":
+            setattr(cls, name, _index_errors(member))
+    return cls
+
+
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     # SQLite compares TEXT bytewise (UTF-8); no valid name character sorts above U+10FFFF.
     return prefix, prefix + "\U0010ffff"
@@ -141,12 +178,28 @@ def _first_bindings(
     return kept, refused
 
 
+@_guard_public_methods
 class Catalog:
-    """Names, scopes and verified-blob fingerprints of one local lake."""
+    """Names, scopes and verified-blob fingerprints of one local lake.
+
+    An index SQLite cannot read (damaged, truncated, not a database) does not stop the lake
+    from opening: ``unreadable`` says why, every use raises StorageError telling to run
+    ``lakelet fsck``, and fsck sets it aside (``set_aside_if_unreadable``) and rebuilds it.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._local = threading.local()
+        self.unreadable: str | None = None  # why SQLite cannot read the index, once it said so
+        self.fresh = False
+        try:
+            self._open()
+        except sqlite3.DatabaseError as e:
+            if not _unreadable(e):
+                raise
+            self.unreadable = str(e)
+
+    def _open(self) -> None:
         with self._disk_errors():
             db = self._db()
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -160,7 +213,41 @@ class Catalog:
             db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def unreadable_error(self) -> StorageError:
+        return StorageError(
+            f"the lake's index {self._path} is unreadable ({self.unreadable}): "
+            "run `lakelet fsck` to set it aside and rebuild it from the name records",
+            path=str(self._path),
+        )
+
+    def set_aside_if_unreadable(self, quarantine: Path) -> Path | None:
+        """If SQLite cannot read the index (or its ``quick_check`` fails), move it and its WAL
+        into ``quarantine`` and start an empty one; returns where it went (kept for whoever
+        wants to look), None if the index is sound. The caller rebuilds it."""
+        if self.unreadable is None:
+            try:
+                problem = self._db().execute("PRAGMA quick_check(1)").fetchone()[0]
+            except sqlite3.DatabaseError as e:
+                if not _unreadable(e):
+                    raise
+                problem = str(e)
+            if problem == "ok":
+                return None
+            self.unreadable = problem
+        self.close()
+        quarantine.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = quarantine / f"{self._path.stem}-{stamp}{self._path.suffix}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self._path}{suffix}", f"{target}{suffix}")
+        self.unreadable = None
+        self._open()
+        return target
+
     def _db(self) -> sqlite3.Connection:
+        if self.unreadable is not None:
+            raise self.unreadable_error()
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self._path, timeout=60, isolation_level=None)

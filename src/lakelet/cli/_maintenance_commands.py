@@ -53,20 +53,47 @@ def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bo
 
 
 @click.command()
+@click.option(
+    "--remote",
+    "on_remote",
+    is_flag=True,
+    help="Also read back every object the remote's names need, and report those it lacks or holds damaged.",
+)
+@click.option("--repair", is_flag=True, help="With --remote: send the good local copy over each of those.")
 @click.pass_context
-def fsck(ctx: click.Context) -> None:
+def fsck(ctx: click.Context, on_remote: bool, repair: bool) -> None:
     """Verify every stored object against its digest and rebuild the local index."""
     lake = lake_of(ctx)
     with DelayedBar("verifying") as bar:
-        report = lake.fsck(progress=bar)
+        report = lake.fsck(progress=bar, remote=on_remote, repair=repair)
     stdout.print(
         f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
         highlight=False,
     )
+    if on_remote:
+        stdout.print(
+            f"checked {report.remote_checked} objects on remote {lake.remote}", markup=False, highlight=False
+        )
+    for digest, problem in report.remote_damaged.items():
+        if digest in report.remote_repaired:
+            then = "re-sent from the local copy"
+        elif repair:
+            then = "no intact copy here: repair from a machine that holds it"
+        else:
+            then = "run `lakelet fsck --remote --repair` on a machine that holds it"
+        stderr.print(f"remote: {digest} {problem}: {then}", markup=False, highlight=False)
     for digest in report.corrupt:
         stderr.print(f"corrupt: {digest} (moved to quarantine/)", highlight=False)
     for name in report.missing:
         stderr.print(f"missing content: {name}", highlight=False)
+    if report.index_set_aside is not None:
+        stderr.print(
+            f"unreadable index: moved to {report.index_set_aside} and rebuilt", markup=False, highlight=False
+        )
+    for problem in report.records_quarantined:
+        stderr.print(
+            f"invalid name record: {problem} (a copy kept in quarantine/)", markup=False, highlight=False
+        )
     for key in report.manifests_quarantined:
         stderr.print(f"invalid manifest: {key} (moved to quarantine/)", markup=False, highlight=False)
     if not report.ok:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from lakelet import parse_duration
 
@@ -30,7 +31,9 @@ def _fail_on_conflicts(conflicts: list[str]) -> None:
     if conflicts:
         shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
         stderr.print(
-            f"[red]error:[/red] bound elsewhere to other content, kept local-only: {shown}", highlight=False
+            f"[red]error:[/red] bound elsewhere to other content, kept local-only: {escape(shown)}",
+            markup=True,
+            highlight=False,
         )
         sys.exit(1)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported where first drawn: most commands print neither
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
-__all__ = ["DelayedBar", "human_size", "new_table", "show_warnings", "stderr", "stdout"]
+__all__ = ["DelayedBar", "human_size", "new_table", "show_warnings", "stderr", "stdout", "warn"]
 
 # Bars appear only for work that lasts; the variable lets tests see one at once.
 _DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
@@ -24,8 +24,18 @@ _DELAY_S = float(os.environ.get("LAKELET_PROGRESS_DELAY", "1.0"))
 # Piped output must not be cut at rich's default 80 columns: a script reading
 # `lakelet ls | grep` needs whole names.
 _PIPE_WIDTH = 100_000
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+# Markup off by default: what is printed quotes names, paths, URLs and records a peer wrote, and
+# "[/red]" in a name must print as it is (or "[bold]" vanish). A print that styles says
+# markup=True and escapes what it quotes (``warn``).
+stdout = Console(soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+stderr = Console(
+    stderr=True, soft_wrap=True, markup=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH
+)
+
+
+def warn(text: str) -> None:
+    """One 'warning:' line on stderr; ``text`` printed as it is."""
+    stderr.print(f"[yellow]warning:[/yellow] {escape(text)}", markup=True, highlight=False)
 
 
 def human_size(n: int) -> str:
@@ -88,7 +98,13 @@ class DelayedBar:
                 transient=True,
             )
             bar.start()
-            self._bar = bar, bar.add_task(self._description, total=self._total or None)
+            self._bar = (
+                bar,
+                bar.add_task(
+                    escape(self._description),  # a name, never markup
+                    total=self._total or None,
+                ),
+            )
         bar, task = self._bar
         bar.update(task, completed=self._done)
 
@@ -106,8 +122,7 @@ class _WarningLines(logging.Handler):
     """Each warning the library logs (a record read back that it skipped) as one line."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = " ".join(record.getMessage().split())  # one line, whatever it quotes
-        stderr.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
+        warn(" ".join(record.getMessage().split()))  # one line, whatever it quotes
 
 
 def show_warnings() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 import lakelet
 from lakelet import File, Lake, LakeletError
@@ -26,7 +27,7 @@ from . import (
     _ui_command,
 )
 from ._context import lake_of
-from ._render import DelayedBar, human_size, new_table, show_warnings, stderr, stdout
+from ._render import DelayedBar, human_size, new_table, show_warnings, stderr, stdout, warn
 
 __all__ = ["cli", "main"]
 
@@ -118,9 +119,9 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
 
 
 _STATE_STYLE = {
-    "local": "local",
-    "remote": "[cyan]remote[/cyan]",
-    "unpushed": "[yellow]unpushed[/yellow]",
+    "local": Text("local"),
+    "remote": Text("remote", "cyan"),
+    "unpushed": Text("unpushed", "yellow"),
 }
 
 
@@ -129,36 +130,32 @@ def _warn_out_of_sync(lake: Lake) -> None:
     if status["remote"] is None:
         return
     if status["unpushed"]:
-        stderr.print(
-            f"[yellow]warning:[/yellow] {status['unpushed']} names are not on "
-            f"{status['remote']} yet: run `lakelet push`",
-            highlight=False,
-        )
+        warn(f"{status['unpushed']} names are not on {status['remote']} yet: run `lakelet push`")
     last = status["last_sync"]
     if last is None:
-        stderr.print(
-            f"[yellow]warning:[/yellow] never synced with {status['remote']}: names bound "
-            "elsewhere are not listed; run `lakelet sync`",
-            highlight=False,
+        warn(
+            f"never synced with {status['remote']}: names bound elsewhere are not listed; run `lakelet sync`"
         )
     elif isinstance(last, datetime) and datetime.now(UTC) - last > timedelta(days=1):
-        stderr.print(
-            f"[yellow]warning:[/yellow] last sync with {status['remote']} was "
-            f"{last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`",
-            highlight=False,
-        )
+        warn(f"last sync with {status['remote']} was {last:%Y-%m-%d %H:%M} UTC: run `lakelet sync`")
 
 
 @cli.command()
 @click.argument("src")
 @click.argument("name")
 @click.option("--copy/--move", "copy", default=True, help="Copy SRC (default) or move it into the lake.")
+@click.option(
+    "--follow/--no-follow",
+    "follow",
+    default=True,
+    help="Follow symlinks to files inside a directory SRC (default), or leave them out.",
+)
 @click.pass_context
-def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
+def add(ctx: click.Context, src: str, name: str, copy: bool, follow: bool) -> None:
     """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
     lake = lake_of(ctx)
     with DelayedBar(f"adding {name}") as bar:
-        result = lake.add(src, name, move=not copy, progress=bar)
+        result = lake.add(src, name, move=not copy, progress=bar, follow_symlinks=follow)
     files = result if isinstance(result, list) else [result]
     total = sum(f.size for f in files)
     what = files[0].name if len(files) == 1 else f"{len(files)} files under {name}/"

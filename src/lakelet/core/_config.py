@@ -112,6 +112,8 @@ def load(root: Path) -> LakeConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{config_path} is not valid TOML: {e}") from None
     lake = data.get("lake", {})
+    if not isinstance(lake, dict):
+        raise ConfigError(f"{config_path}: [lake] must be a table")
     layout = lake.get("format", 1)
     if not isinstance(layout, int) or isinstance(layout, bool):
         raise ConfigError(f"{config_path}: format must be an integer, not {layout!r}")
@@ -121,6 +123,8 @@ def load(root: Path) -> LakeConfig:
             f"understands ({LAYOUT_FORMAT}): upgrade lakelet"
         )
     remote = lake.get("remote") or None
+    if remote is not None and not isinstance(remote, str):
+        raise ConfigError(f"{config_path}: remote must be a URL (a string), not {remote!r}")
     options = data.get("storage_options", {})
     if not isinstance(options, dict):
         raise ConfigError(f"{config_path}: [storage_options] must be a table")

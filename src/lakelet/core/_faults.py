@@ -10,7 +10,10 @@ an operator's ``kill -9`` or a power cut would: no cleanup handlers run.
   full disk would fail it;
 - ``stop``: the process stops itself (``SIGSTOP``), so that a test waiting for
   it (``waitpid`` with ``WUNTRACED``) can change the world at that exact step
-  — fill the disk, say — and let it go on with ``SIGCONT``.
+  — fill the disk, say — and let it go on with ``SIGCONT``, or kill it there.
+
+``<point>@<n>:<fault>`` faults the n-th time the point is reached (the 3rd object
+stored, say), not the first.
 
 Unset (always, outside those tests), ``reached`` is one dict lookup.
 """
@@ -25,7 +28,8 @@ __all__ = ["reached"]
 
 _CRASH_AT = os.environ.get("LAKELET_CRASH_AT", "")
 _FAULT_AT, _, _FAULT = os.environ.get("LAKELET_FAULT", "").partition(":")
-_faulted = False
+_FAULT_AT, _, _NTH = _FAULT_AT.partition("@")
+_left = int(_NTH or 1)  # times the point is still to be reached before the fault; 0: done
 
 
 def reached(point: str) -> None:
@@ -36,10 +40,12 @@ def reached(point: str) -> None:
 
 
 def _fault() -> None:
-    global _faulted
-    if _faulted:
+    global _left
+    if _left == 0:
         return
-    _faulted = True
+    _left -= 1
+    if _left:
+        return
     if _FAULT == "stop":
         os.kill(os.getpid(), signal.SIGSTOP)
         return

@@ -1,13 +1,16 @@
 """Validation of names and the single path segments (users, run ids) that scope them.
 
 Every name is checked here before it reaches a path, a key or the index, so
-inner code can assume a name is safe to join under a root.
+inner code can assume a name is safe to join under a root. A name comes back in
+Unicode NFC: 'café' typed on a keyboard (NFC) and 'café' from a macOS file name (NFD)
+look the same and are one name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 from lakelet.core.errors import InvalidNameError
 
@@ -48,17 +51,18 @@ def _problem(name: str) -> str | None:
 
 
 def validate_name(name: str) -> str:
-    """Return ``name`` unchanged if it is a valid lake name; raise InvalidNameError otherwise."""
+    """Return ``name`` in Unicode NFC if it is a valid lake name; raise InvalidNameError
+    otherwise. Callers go on with what it returns: that is the name."""
     problem = _problem(name)
     if problem:
         raise InvalidNameError(f"invalid name {name!r}: {problem}", name=name)
-    return name
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 def validate_path_name(name: str, what: str) -> str:
     """A name that becomes a folder path as it is (datasets, pipeline state): each segment must
     also fit a local file system's 255-byte limit."""
-    validate_name(name)
+    name = validate_name(name)
     if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in name.split("/")):
         raise InvalidNameError(
             f"invalid {what} {name!r}: a segment is at most {_MAX_SEGMENT_BYTES} bytes", name=name
@@ -67,11 +71,12 @@ def validate_path_name(name: str, what: str) -> str:
 
 
 def validate_prefix(prefix: str) -> str:
-    """A listing prefix: empty, or a name optionally ending in '/'."""
+    """A listing prefix (empty, or a name optionally ending in '/'), in NFC as names are."""
     if prefix == "":
         return prefix
-    validate_name(prefix[:-1] if prefix.endswith("/") else prefix)
-    return prefix
+    if prefix.endswith("/"):
+        return validate_name(prefix[:-1]) + "/"
+    return validate_name(prefix)
 
 
 def validate_segment(value: str, what: str) -> str:

@@ -18,6 +18,7 @@ what a caller may act on::
     │                          written so by a peer): nothing was done with it        .record
     ├── SourceError            a source to add cannot be read
     ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
+    │                          (also: the index is unreadable; `lakelet fsck` rebuilds it)
     ├── RemoteError            an object store cannot be reached or refused us           .url
     ├── SecretError            a secret cannot be read: wrong key, or its backend refused
     └── RunError               stages failed; the others finished, their results kept .failures
@@ -128,7 +129,7 @@ class SourceError(LakeletError):
 class StorageError(LakeletError):
     """A file lakelet writes cannot be written: the lake's own (the disk is full, read-only,
     or refuses access), or a destination given to ``get``. An add that raises it bound
-    nothing in this lake."""
+    nothing in this lake. Also: the lake's index is unreadable (run ``lakelet fsck``)."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)

@@ -196,11 +196,15 @@ class File:
         it), replacing it at once; returns the path written. On any error ``dest`` keeps what it
         held and no temp file is left. Raises NotFoundError, InvalidArgumentError (also when
         the target is a FIFO, a device or a symlink: never replaced), StorageError."""
-        dest = Path(dest)
-        target = dest / self._name.rsplit("/", 1)[-1] if dest.is_dir() else dest
-        if not target.parent.is_dir():
-            raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
-        check_replaceable(target)
+        target = dest = Path(dest)
+        try:
+            if dest.is_dir():
+                target = dest / self._name.rsplit("/", 1)[-1]
+            if not target.parent.is_dir():
+                raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
+            check_replaceable(target)
+        except OSError as e:  # a segment too long for the filesystem
+            raise StorageError(f"cannot write {target}: {e.strerror or e}", path=str(target)) from None
         with self.open("rb") as src:
             progress.add_total(self.size)
             try:

@@ -115,7 +115,7 @@ class Lake:
     def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
         """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
         scope = self._resolve_scope(scope)
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
             records = _remote_records(context.scoped(scope), prefix)
@@ -132,14 +132,20 @@ class Lake:
         *,
         move: bool = False,
         progress: Progress = SILENT,
+        follow_symlinks: bool = True,
     ) -> File | list[File]:
         """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``.
 
-        A directory's files become ``name/<relative path>`` and a list is returned.
+        A directory's files become ``name/<relative path>`` and a list is returned; a symlink
+        in it to a file is followed unless ``follow_symlinks=False``. What it leaves out (a
+        symlink to a folder, a FIFO…) and a symlink it follows out of the directory are
+        reported as warnings of the ``lakelet`` logger.
         Adding the same content under the same name again is a no-op.
         Raises NameExistsError, InvalidNameError, NotFoundError, SourceError, StorageError.
         """
-        records, single = _add.add(self.context, src, name, move=move, progress=progress)
+        records, single = _add.add(
+            self.context, src, name, move=move, progress=progress, follow_symlinks=follow_symlinks
+        )
         files = [File.of(r, self) for r in records]
         return files[0] if single else files
 
@@ -150,7 +156,7 @@ class Lake:
         record stays as a tombstone so lineage survives. In a scoped store this
         is ``delete(name, recursive)``.
         """
-        validate_name(name)
+        name = validate_name(name)
         scope = self._resolve_scope(scope)
         if scope != LAKE:
             self.context.scoped(scope).delete(name, recursive=recursive)
@@ -184,7 +190,7 @@ class Lake:
     ) -> list[File]:
         """Sync, then download the content of ``names`` (default: every name under ``prefix``)
         that is not held locally."""
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         syncer = self.context.require_remote("pull")
         syncer.pull_metadata()
         if names is None:
@@ -197,7 +203,7 @@ class Lake:
 
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         return self.context.link.evict(prefix)
 
     def url(self, name: str, expires: timedelta | float | str = 3600) -> str:
@@ -329,12 +335,28 @@ class Lake:
 
     # maintenance
 
-    def fsck(self, progress: Progress = SILENT) -> FsckReport:
+    def fsck(self, progress: Progress = SILENT, *, remote: bool = False, repair: bool = False) -> FsckReport:
         """Verify every stored blob and dataset manifest, quarantine corrupt ones, rebuild the
-        index from records, remove what killed processes left in tmp/."""
+        index from records, remove what killed processes left in tmp/.
+
+        ``remote``: also read back every object the remote's names need and report those it
+        lacks or holds damaged; ``repair`` (with ``remote``): send this machine's intact copy
+        over each of them. Raises ConfigError without a remote."""
         from lakelet.lake import _fsck
 
+        if repair and not remote:
+            raise InvalidArgumentError(
+                "fsck: repair=True re-sends copies to the remote: pass remote=True too"
+            )
         report = _fsck.check(self.context, progress)
+        if remote:
+            found = _fsck.check_remote(self.context, repair, progress)
+            report = dataclasses.replace(
+                report,
+                remote_checked=found.remote_checked,
+                remote_damaged=found.remote_damaged,
+                remote_repaired=found.remote_repaired,
+            )
         if not (self.root / "datasets").is_dir():
             return report  # no dataset: pyarrow, which the manifests need, stays unloaded
         from lakelet.datasets._manifest import quarantine_invalid

@@ -48,18 +48,22 @@ __all__ = ["add", "add_environment", "bind_outputs", "ingest"]
 
 
 def add(
-    context: LakeContext, src: str | os.PathLike[str], name: str, *, move: bool, progress: Progress
+    context: LakeContext,
+    src: str | os.PathLike[str],
+    name: str,
+    *,
+    move: bool,
+    progress: Progress,
+    follow_symlinks: bool = True,
 ) -> tuple[list[NameRecord], bool]:
     """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``; a directory's
     files under ``name/<relative path>``. Returns the records, and whether ``src`` was one file."""
-    validate_name(name)
-    sources = resolve(src)
+    name = validate_name(name)
+    sources = resolve(src, follow_symlinks)
     if not sources:
         raise SourceError(f"{os.fspath(src)} holds no files to add")
     single = len(sources) == 1 and sources[0].relative == ""
-    names = [name] if single else [f"{name}/{s.relative}" for s in sources]
-    for n in names:
-        validate_name(n)
+    names = [name] if single else [validate_name(f"{name}/{s.relative}") for s in sources]
     if len(set(names)) != len(names):
         raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
     # the lineage of an add: where it came from, and with what (user and time are in the record)

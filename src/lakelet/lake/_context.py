@@ -15,7 +15,7 @@ from lakelet.catalog import _bind
 from lakelet.catalog._catalog import Catalog
 from lakelet.core import _config
 from lakelet.core._digest import Digest
-from lakelet.core.errors import NotFoundError
+from lakelet.core.errors import NotFoundError, StorageError
 from lakelet.lake._expiry import is_run_record
 from lakelet.lake._scoped import ScopedStore
 from lakelet.remote._link import RemoteLink
@@ -54,10 +54,16 @@ class LakeContext:
             _config.raise_format(root)  # segments from a lakelet that did not record it
         # A new, lost or older-format index is rebuilt from the records; so is an index from
         # before segments, which trusted per-name files a lookup could still find on a miss.
-        if catalog.fresh or catalog.segments_applied() is None:
-            layouts = _layouts(root, layout, tmp)
-            records, last = _bind.all_records(layout.refs, [x.refs for x in layouts])
-            catalog.rebuild(records, segments_applied=last)
+        try:
+            if catalog.fresh or catalog.segments_applied() is None:
+                layouts = _layouts(root, layout, tmp)
+                records, last = _bind.all_records(layout.refs, [x.refs for x in layouts])
+                catalog.rebuild(records, segments_applied=last)
+        except StorageError:
+            # An unreadable index still opens: every use of it says to run fsck, which must
+            # be able to open the lake to set it aside and rebuild it.
+            if catalog.unreadable is None:
+                raise
         remote = Remote(config.remote, config.storage_options, config.transfers) if config.remote else None
         assert layout.objects is not None
         link = RemoteLink(remote, catalog, layout.objects, tmp, root / _config.CONFIG_FILE)

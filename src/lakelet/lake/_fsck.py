@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,13 +18,15 @@ from typing import TYPE_CHECKING
 from lakelet.catalog import _bind
 from lakelet.core._digest import Digest
 from lakelet.core._progress import SILENT, Progress
+from lakelet.remote._fetch import Fetcher
+from lakelet.remote._remote import Remote
 from lakelet.storage._objects import hash_stream
 from lakelet.storage._scopes import LAKE
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
-__all__ = ["FsckReport", "check", "quarantine"]
+__all__ = ["FsckReport", "check", "check_remote", "quarantine"]
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,34 @@ class FsckReport:
     missing: list[str]  # 'scope:name' whose object is neither local nor on the remote
     # local dataset manifests that do not parse (moved to quarantine/): their keys
     manifests_quarantined: list[str] = field(default_factory=list)
+    # name records that are not valid (a segment line cut short, garbage, a bad per-name file),
+    # taken out and kept under quarantine/: one line each, saying where and what is wrong
+    records_quarantined: list[str] = field(default_factory=list)
+    # where an index SQLite could not read was moved (under quarantine/) before the rebuild
+    index_set_aside: str | None = None
+    # with remote=True: the objects the remote's names need, each read back and hashed…
+    remote_checked: int = 0
+    # …those it lacks or holds damaged ('blake3:…' -> 'missing' or 'corrupt (…)')…
+    remote_damaged: dict[str, str] = field(default_factory=dict)
+    # …and of those, the ones re-sent from a good local copy (with repair=True)
+    remote_repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt and not self.missing and not self.manifests_quarantined
+        return not (
+            self.corrupt
+            or self.missing
+            or self.manifests_quarantined
+            or self.records_quarantined
+            or self.index_set_aside
+            or self.remote_damaged
+        )
 
 
 def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
+    set_aside = lake.catalog.set_aside_if_unreadable(lake.root / "quarantine")
+    with _bind.locked(lake.refs):  # no binder appends a segment while one is rewritten
+        bad_records = [p for x in lake.layouts() for p in x.refs.set_aside_invalid(_keeper(lake.root))]
     records, last_segment = _bind.all_records(lake.refs, [x.refs for x in lake.layouts()])
     live = [r for r in records if r.removed_at is None]
     paths = {lake.blob_path(r) for r in live}
@@ -63,6 +87,9 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
             corrupt.append(str(digest))
             quarantine(lake.root, path)
     count = lake.catalog.rebuild(records, segments_applied=last_segment)
+    syncer = lake.syncer() if set_aside is not None else None
+    if syncer is not None:  # what the remote holds was in the index set aside: read its log again
+        syncer.pull_metadata()
     on_remote = lake.catalog.remote_digests(LAKE)
     missing = [
         f"{r.scope}:{r.name}"
@@ -71,7 +98,44 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
     ]
     _clean_stale_temp_files(lake.root / "tmp")
     _clean_stale_work_folders(lake.root / "tmp")
-    return FsckReport(checked, count, corrupt, missing)
+    return FsckReport(
+        checked,
+        count,
+        corrupt,
+        missing,
+        records_quarantined=bad_records,
+        index_set_aside=None if set_aside is None else str(set_aside),
+    )
+
+
+def check_remote(lake: LakeContext, repair: bool, progress: Progress = SILENT) -> FsckReport:
+    """Read back every object the remote's live lake names need and hash it; with ``repair``,
+    send this machine's copy over each one the remote lacks or holds damaged, if that copy
+    hashes right. Returns only the remote_ fields of a report."""
+    syncer = lake.require_remote("fsck --remote")
+    syncer.pull_metadata()
+    bound = lake.catalog.remote_digests(LAKE)
+    records = lake.catalog.get_many(LAKE, bound)
+    sizes = {r.digest: r.size for r in records.values() if r.removed_at is None and bound[r.name] == r.digest}
+    damaged = Fetcher(syncer.remote, lake.catalog, lake.objects, lake.tmp).check(sizes, progress)
+    repaired = [d for d in sorted(damaged) if repair and _resend(lake, syncer.remote, Digest.parse(d))]
+    return FsckReport(
+        0, 0, [], [], remote_checked=len(sizes), remote_damaged=damaged, remote_repaired=repaired
+    )
+
+
+def _resend(lake: LakeContext, remote: Remote, digest: Digest) -> bool:
+    """Upload the local copy of ``digest`` to its loose key, where a fetch finds it (a damaged
+    pack member included), if that copy is intact; whether it was sent."""
+    path = lake.objects.path(digest)
+    try:
+        with open(path, "rb") as f:
+            if hash_stream(f, digest.algorithm)[0] != digest:
+                return False  # damaged here too: the next local fsck quarantines it
+    except FileNotFoundError:
+        return False
+    remote.upload(path, remote.object_key(digest))
+    return True
 
 
 def _digest_from_path(path: Path) -> Digest:
@@ -87,6 +151,22 @@ def quarantine(root: Path, path: Path) -> None:
     target = root / "quarantine" / path.relative_to(root)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
+
+
+def _keeper(root: Path) -> Callable[[Path], None]:
+    def keep(path: Path) -> None:
+        """A copy of ``path`` under ``quarantine/`` (a second link: the caller replaces it)."""
+        target = root / "quarantine" / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        while True:
+            try:
+                os.link(path, target.with_name(f"{target.name}.{n}") if n else target)
+                return
+            except FileExistsError:  # one kept by an earlier fsck
+                n += 1
+
+    return keep
 
 
 def _clean_stale_temp_files(tmp_dir: Path) -> None:

@@ -71,7 +71,7 @@ class ScopedStore:
 
     def put(self, name: str, file: str | os.PathLike[str]) -> None:
         """Store the local file ``file`` under ``name``, replacing what was there."""
-        validate_name(name)
+        name = validate_name(name)
         try:
             reader = open(file, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -83,7 +83,7 @@ class ScopedStore:
 
     def puts(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name``, replacing what was there."""
-        validate_name(name)
+        name = validate_name(name)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"puts() takes bytes, not {type(data).__name__}")
         self._put_stream(name, io.BytesIO(data))
@@ -115,7 +115,7 @@ class ScopedStore:
 
     def delete(self, name: str, recursive: bool = False) -> None:
         """Delete ``name``; with ``recursive``, also every name under ``name/``."""
-        validate_name(name)
+        name = validate_name(name)
         with self._locked():
             names = [name] if self.exists(name) else []
             if recursive:
@@ -139,7 +139,7 @@ class ScopedStore:
     # reading
 
     def record(self, name: str) -> NameRecord:
-        validate_name(name)
+        name = validate_name(name)
         if self._remote is not None:
             record = self._remote.record(name)
         else:
@@ -151,7 +151,7 @@ class ScopedStore:
     def open_reader(self, name: str) -> tuple[io.BufferedReader, NameRecord]:
         for _ in range(2):  # a concurrent put may replace the content between lookup and open
             record = self.record(name)
-            path = self._layout.blob_path(name, Digest.parse(record.digest))
+            path = self._layout.blob_path(record.name, Digest.parse(record.digest))
             try:
                 return self._reader.open(path, Digest.parse(record.digest), record.size), record
             except FileNotFoundError:
@@ -194,9 +194,7 @@ class ScopedStore:
         reader, _ = self.open_reader(name)
         target = Path(file)
         with reader:
-            if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
-                raise NotFoundError(f"directory {target.parent} does not exist")
-            check_replaceable(target)
+            _check_target(target)
             try:
                 # the temp beside the target: a rename moves a name only within one filesystem
                 publish_file(target, reader, target.parent, replace=True)
@@ -210,7 +208,7 @@ class ScopedStore:
         if byte_range is not None and self._remote is not None:
             record = self.record(name)
             begin, end = _check_range(byte_range, record.size)
-            local = self._layout.blob_path(name, Digest.parse(record.digest))
+            local = self._layout.blob_path(record.name, Digest.parse(record.digest))
             if not local.is_file():  # one ranged request instead of fetching the whole file
                 return self._remote.read_range(record, begin, end) if end > begin else b""
         reader, record = self.open_reader(name)
@@ -223,7 +221,7 @@ class ScopedStore:
 
     def list(self, prefix: str = "") -> list[str]:
         """Every name starting with ``prefix``, sorted."""
-        validate_prefix(prefix)
+        prefix = validate_prefix(prefix)
         if self._remote is not None:
             return self._remote.names(prefix)
         return self._catalog.names(self.scope, prefix)
@@ -232,7 +230,7 @@ class ScopedStore:
         return self.record(name).size
 
     def exists(self, name: str) -> bool:
-        validate_name(name)
+        name = validate_name(name)
         if self._remote is not None:
             return self._remote.record(name) is not None
         return self._catalog.get(self.scope, name) is not None
@@ -241,8 +239,8 @@ class ScopedStore:
         """A URL the content can be read from: presigned on cloud remotes, ``file://`` locally."""
         record = self.record(name)
         if self._remote is not None:
-            return self._remote.url(name, expires)
-        return self._layout.blob_path(name, Digest.parse(record.digest)).as_uri()
+            return self._remote.url(record.name, expires)
+        return self._layout.blob_path(record.name, Digest.parse(record.digest)).as_uri()
 
 
 class PipelineStore(ScopedStore):
@@ -260,6 +258,15 @@ class PipelineStore(ScopedStore):
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _check_target(target: Path) -> None:
+    try:
+        if not target.parent.is_dir():  # publish_file would create it: bad input changes nothing
+            raise NotFoundError(f"directory {target.parent} does not exist")
+        check_replaceable(target)
+    except OSError as e:  # a segment too long for the filesystem
+        raise StorageError(f"cannot write {target}: {e.strerror or e}", path=str(target)) from None
+
+
 def _check_range(byte_range: list[int] | tuple[int, int], size: int) -> tuple[int, int]:
     try:
         begin, end = (int(x) for x in byte_range)
@@ -267,4 +274,4 @@ def _check_range(byte_range: list[int] | tuple[int, int], size: int) -> tuple[in
         raise InvalidArgumentError(f"byte_range must be [begin, end), got {byte_range!r}") from None
     if not 0 <= begin <= end:
         raise InvalidArgumentError(f"byte_range must satisfy 0 <= begin <= end, got {byte_range!r}")
-    return begin, min(end, size)
+    return min(begin, size), min(end, size)  # as a slice: past the end is empty

@@ -25,7 +25,14 @@ from lakelet.core._streams import Reader
 from lakelet.core.errors import IntegrityError, NotFoundError
 from lakelet.remote._remote import Remote, parallel
 from lakelet.storage import _packs
-from lakelet.storage._objects import ObjectStore, StoredBlob, sync_filesystem, write_blob, write_small_blob
+from lakelet.storage._objects import (
+    ObjectStore,
+    StoredBlob,
+    hash_stream,
+    sync_filesystem,
+    write_blob,
+    write_small_blob,
+)
 from lakelet.storage._packs import Member
 from lakelet.storage._refs import NameRecord
 
@@ -110,7 +117,10 @@ class Fetcher:
                 else:
                     stored.append(self._store_member(chunk, records[member.digest], progress))
             except IntegrityError as e:
-                corrupt.append(e)
+                try:  # a good copy at its loose key (put there by `fsck --remote --repair`)?
+                    stored.append(self._loose(records[member.digest], progress))
+                except (IntegrityError, NotFoundError):
+                    corrupt.append(e)
         if corrupt:
             more = f" (and {len(corrupt) - 1} more in that pack)" if len(corrupt) > 1 else ""
             raise IntegrityError(f"{corrupt[0]}{more}")
@@ -152,8 +162,8 @@ class Fetcher:
     def _corrupt(self, record: NameRecord, actual: Digest) -> IntegrityError:
         return IntegrityError(
             f"the copy of {record.digest} on remote {self.remote.url} is corrupt "
-            f"(its bytes hash to {actual}): nothing was cached; repair the remote "
-            "with `lakelet push` from a machine that holds the file"
+            f"(its bytes hash to {actual}): nothing was cached; repair the remote with "
+            "`lakelet fsck --remote --repair` on a machine that holds the file"
         )
 
     def _missing(self, record: NameRecord) -> NotFoundError:
@@ -161,6 +171,62 @@ class Fetcher:
             f"the content of {record.name!r} ({record.digest}) is neither local nor on "
             f"remote {self.remote.url}"
         )
+
+    def check(self, sizes: dict[str, int], progress: Progress = SILENT) -> dict[str, str]:
+        """What is wrong with the remote's copy of each object of ``sizes`` (digest -> size):
+        'missing', or 'corrupt (…)'; one held intact is left out. Reads every byte. A packed
+        object whose member is damaged, or whose pack is gone, counts as held if its loose
+        key holds it intact: ``fetch`` reads it there then (``fsck --remote --repair`` puts a
+        good copy there)."""
+        progress.add_total(sum(sizes.values()))
+        by_pack: dict[str, list[Member]] = {}
+        for pack, member in self._catalog.pack_locations(sizes).values():
+            by_pack.setdefault(pack, []).append(member)
+        in_packs = {m.digest for members in by_pack.values() for m in members}
+        jobs: list[Callable[[], dict[str, str]]] = [
+            partial(self._check_pack, pack, members, sizes, progress) for pack, members in by_pack.items()
+        ]
+        jobs += [partial(self._check_loose, d, progress) for d in sizes if d not in in_packs]
+        return {
+            d: problem
+            for found in parallel(lambda job: job(), jobs, self.remote.transfers)
+            for d, problem in found.items()
+        }
+
+    def _check_pack(
+        self, pack: str, members: list[Member], sizes: dict[str, int], progress: Progress
+    ) -> dict[str, str]:
+        members = sorted(members, key=lambda m: m.offset)
+        start, end = members[0].offset, max(m.end for m in members)
+        found: dict[str, str] = {}
+        data = self.remote.read_bytes(_packs.key_of(pack), start, end) if end - start <= _WHOLE_READ else None
+        for member in members:
+            expected = Digest.parse(member.digest)
+            if data is not None:
+                chunk = next(c for _, c in _packs.slices(data, start, [member]))
+                actual, size = digest_bytes(chunk, expected.algorithm), len(chunk)
+                progress.advance(size)
+            else:
+                try:
+                    file = self.remote.open_file(_packs.key_of(pack))
+                except FileNotFoundError:
+                    actual, size = None, 0
+                else:
+                    with _Span(file, member) as span, self.remote.errors(f"reading {pack}"):
+                        actual, size = hash_stream(span, expected.algorithm, progress)
+            if actual != expected or size != sizes[member.digest]:
+                found.update(self._check_loose(member.digest, SILENT))  # where a fetch looks next
+        return found
+
+    def _check_loose(self, digest: str, progress: Progress) -> dict[str, str]:
+        expected = Digest.parse(digest)
+        try:
+            reader = self.remote.open_object(expected)
+        except FileNotFoundError:
+            return {digest: "missing"}
+        with reader, self.remote.errors(f"reading object {digest}"):
+            actual, _ = hash_stream(reader, expected.algorithm, progress)
+        return {} if actual == expected else {digest: f"corrupt (its bytes hash to {actual})"}
 
     def is_on_remote(self, record: NameRecord, sizes: dict[str, int | None]) -> bool:
         """Whether the remote holds the bytes of ``record``: its pack (checked once per pack,

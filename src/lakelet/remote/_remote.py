@@ -80,6 +80,11 @@ class Remote:
         try:
             yield
         except FileNotFoundError as e:
+            if self.is_local:  # a folder, not a bucket: say which path is missing
+                raise RemoteError(
+                    f"remote {self.url}: cannot write {e.filename or self.root}: {e.strerror or e}",
+                    url=self.url,
+                ) from None
             raise RemoteError(
                 f"remote {self.url}: its bucket or container does not exist ({_first_line(e)})", url=self.url
             ) from None
@@ -108,7 +113,11 @@ class Remote:
                     ) from None
                 self._create_marker()
                 return
-        found = data.get("format", 0)
+        found = data.get("format", 0) if isinstance(data, dict) else None
+        if not isinstance(found, int) or isinstance(found, bool):
+            raise RemoteError(
+                f"remote {self.url}: its format marker {MARKER} is damaged (no integer format)", url=self.url
+            )
         if found > REMOTE_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, newer than this lakelet "

@@ -373,6 +373,7 @@ class Syncer:
                 entries,
             )
             names += sum(len(e.records) for e in entries)
+        _faults.reached("log-applied")
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
         return names, len(entries)
 

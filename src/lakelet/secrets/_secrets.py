@@ -21,6 +21,7 @@ import base64
 import builtins
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets as _random
@@ -33,7 +34,14 @@ from typing import Any, Protocol
 from lakelet.core import _config
 from lakelet.core._durable import publish_file
 from lakelet.core._names import validate_segment
-from lakelet.core.errors import ConfigError, InvalidNameError, LakeletError, NotFoundError, SecretError
+from lakelet.core.errors import (
+    ConfigError,
+    CorruptRecordError,
+    InvalidNameError,
+    LakeletError,
+    NotFoundError,
+    SecretError,
+)
 
 __all__ = [
     "Backend",
@@ -46,6 +54,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEYRING_SERVICE = "lakelet"
+_log = logging.getLogger("lakelet.secrets")
 
 
 @dataclass(frozen=True)
@@ -147,15 +156,11 @@ class LocalBackend:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         try:
-            record = json.loads(self._path(scope, user, name).read_bytes())
+            nonce, sealed, _, _ = _parse_secret_file(self._path(scope, user, name))
         except FileNotFoundError:
             return None
         try:
-            plain = AESGCM(_key()).decrypt(
-                base64.b64decode(record["nonce"]),
-                base64.b64decode(record["sealed"]),
-                self._aad(scope, user, name),
-            )
+            plain = AESGCM(_key()).decrypt(nonce, sealed, self._aad(scope, user, name))
         except InvalidTag:
             raise SecretError(
                 f"cannot decrypt {scope} secret {name!r}: it was encrypted with another key "
@@ -174,9 +179,33 @@ class LocalBackend:
         folder = self._path(scope, user, "x").parent
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            record = json.loads(path.read_bytes())
-            out.append(SecretInfo(path.stem, scope, record["set_at"], record["set_by"]))
+            try:
+                _, _, set_at, set_by = _parse_secret_file(path)
+            except CorruptRecordError as e:  # the others stay listed
+                _log.warning("%s", e)
+                continue
+            out.append(SecretInfo(path.stem, scope, set_at, set_by))
         return out
+
+
+def _parse_secret_file(path: Path) -> tuple[bytes, bytes, str, str]:
+    """The one parser of a local secret file (``LocalBackend.put``): nonce, sealed value, set_at,
+    set_by. Raises CorruptRecordError naming the file if it is not one."""
+    try:
+        record = json.loads(path.read_bytes())
+        if not isinstance(record, dict):
+            raise TypeError(type(record).__name__)
+        nonce = base64.b64decode(record["nonce"], validate=True)
+        sealed = base64.b64decode(record["sealed"], validate=True)
+        set_at, set_by = record["set_at"], record["set_by"]
+        if not isinstance(set_at, str) or not isinstance(set_by, str) or len(nonce) != 12:
+            raise TypeError("set_at, set_by or nonce")
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError and binascii.Error are ValueErrors
+        raise CorruptRecordError(
+            f"secret file {path} is damaged ({type(e).__name__}: {e}): set the secret again",
+            record=str(path),
+        ) from None
+    return nonce, sealed, " ".join(set_at.split()), " ".join(set_by.split())
 
 
 class SsmBackend:

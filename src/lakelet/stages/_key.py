@@ -121,12 +121,14 @@ def resolve_raw(lake: Lake, source: Raw, stage: str) -> Resolved:
     return Resolved({"path": str(path), "digest": _local_file_digest(path)}, lambda: str(path))
 
 
-_file_digests: dict[tuple[str, int, int, int], str] = {}
+# keyed as git keys its index: an edit in place that puts the size and mtime back still
+# changes the ctime (which no call can set)
+_file_digests: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def _local_file_digest(path: Path) -> str:
     st = path.stat()
-    fingerprint = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    fingerprint = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _file_digests.get(fingerprint)
     if digest is None:  # touching a file re-hashes it; only a content change changes the key
         with open(path, "rb") as f:

@@ -305,6 +305,35 @@ class RefStore:
         with contextlib.suppress(FileExistsError):
             publish_file(self._tombstone_path(record.name), record.to_json(), self._tmp_dir, mode=0o444)
 
+    def set_aside_invalid(self, keep: Callable[[Path], None]) -> list[str]:
+        """Take out what is not a valid record: a per-name file (or tombstone) that is not one is
+        removed, a segment with bad lines (cut mid-line, garbage) is replaced by its valid
+        lines. ``keep`` is handed each such file first, to keep a copy. Returns one problem line
+        per record taken out. Callers hold the bind lock (``_bind.locked``)."""
+        if not self.directory.is_dir():
+            return []
+        problems: list[str] = []
+        for path in sorted(self.directory.glob("*/*.json")):
+            try:
+                parse_record(parse_json_line(path.read_bytes()))
+            except CorruptRecordError as e:
+                keep(path)
+                path.unlink()
+                problems.append(f"{path}: {e}")
+        for seq in range(1, self.last_segment() + 1):
+            path = self.segment_path(seq)
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            records, bad = parse_lines(raw, str(path))
+            if bad:
+                keep(path)
+                # the number stays taken (readers stop at a gap), now by the valid lines only
+                publish_file(path, NameRecord.lines(records), self._tmp_dir, replace=True, mode=0o444)
+                problems.extend(bad)
+        return problems
+
     def records(self) -> Iterator[NameRecord]:
         """Every record of the scope, for rebuilding the index: per-name files, then
         segments in binding order, a tombstone replacing the record it removes.

@@ -107,7 +107,7 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
             table.add_column(column, justify="right" if column == "size" else "left")
         for f in files:
             table.add_row(
-                f.name,
+                escape(f.name),
                 human_size(f.size),
                 f.record.created_at[:19].replace("T", " "),
                 f.creator,
@@ -153,16 +153,35 @@ def _warn_out_of_sync(lake: Lake) -> None:
 @click.argument("src")
 @click.argument("name")
 @click.option("--copy/--move", "copy", default=True, help="Copy SRC (default) or move it into the lake.")
+@click.option(
+    "--meta", "meta_json", metavar="JSON", help='Your own keys for the record, e.g. \'{"run_id": "r1"}\'.'
+)
 @click.pass_context
-def add(ctx: click.Context, src: str, name: str, copy: bool) -> None:
-    """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
+def add(ctx: click.Context, src: str, name: str, copy: bool, meta_json: str | None) -> None:
+    """Add SRC (a file, directory, URL, fsspec URL, or - for standard input) to the lake as NAME."""
+    meta = _parse_meta(meta_json)
     lake = lake_of(ctx)
     with DelayedBar(f"adding {name}") as bar:
-        result = lake.add(src, name, move=not copy, progress=bar)
+        if src == "-":
+            result = lake.add(sys.stdin.buffer, name, meta=meta, progress=bar)
+        else:
+            result = lake.add(src, name, move=not copy, meta=meta, progress=bar)
     files = result if isinstance(result, list) else [result]
     total = sum(f.size for f in files)
     what = files[0].name if len(files) == 1 else f"{len(files)} files under {name}/"
-    stdout.print(f"added {what} ({human_size(total)})", highlight=False)
+    stdout.print(f"added {escape(what)} ({human_size(total)})", highlight=False)
+
+
+def _parse_meta(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise lakelet.InvalidArgumentError(f"--meta is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise lakelet.InvalidArgumentError('--meta must be a JSON object, e.g. \'{"run_id": "r1"}\'')
+    return meta
 
 
 @cli.command()
@@ -194,9 +213,9 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
         ("creator", f.creator),
         ("where", f"local ({f.path})" if f.is_local else "missing locally"),
     ]
-    rows += [(k, str(v)) for k, v in sorted(f.meta.items())]
+    rows += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(f.meta.items())]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(escape(key), escape(value))  # names and meta are anyone's text: never markup
     stdout.print(table, highlight=False)
 
 

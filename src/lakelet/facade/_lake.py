@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from lakelet.remote._sync import EvictReport, PushReport, SyncReport
 from lakelet.secrets._secrets import Secrets
 from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
+from lakelet.storage._sources import AddSource
 
 if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyarrow least of all)
     from lakelet.datasets._datasets import Dataset
@@ -127,19 +128,25 @@ class Lake:
 
     def add(
         self,
-        src: str | os.PathLike[str],
+        src: AddSource,
         name: str,
         *,
         move: bool = False,
+        meta: Mapping[str, Any] | None = None,
         progress: Progress = SILENT,
     ) -> File | list[File]:
-        """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``.
+        """Store ``src`` under ``name``: a path, directory, http(s) URL or fsspec URL, or the
+        content itself — bytes, a binary file object (read from its position to its end, left
+        open) or an iterable of bytes — streamed, verified, and bound only once it is whole.
 
         A directory's files become ``name/<relative path>`` and a list is returned.
         Adding the same content under the same name again is a no-op.
-        Raises NameExistsError, InvalidNameError, NotFoundError, SourceError, StorageError.
+        ``meta``: your own JSON keys for the record (``File.meta``); lakelet's keys are refused.
+        ``progress``: a ``Progress`` told the bytes as they are stored (the CLI draws a bar).
+        Raises NameExistsError, InvalidNameError, InvalidArgumentError (bad meta or data),
+        NotFoundError, SourceError, StorageError.
         """
-        records, single = _add.add(self.context, src, name, move=move, progress=progress)
+        records, single = _add.add(self.context, src, name, move=move, progress=progress, meta=meta)
         files = [File.of(r, self) for r in records]
         return files[0] if single else files
 

@@ -15,18 +15,19 @@ import os
 import platform
 import shutil
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lakelet.catalog import _bind
 from lakelet.core import _config, _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
 from lakelet.core._durable import new_temp_path
+from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core._version import __version__
-from lakelet.core.errors import InvalidNameError, SourceError, StorageError
+from lakelet.core.errors import InvalidArgumentError, InvalidNameError, SourceError, StorageError
 from lakelet.storage._objects import (
     ObjectStore,
     StoredBlob,
@@ -39,7 +40,7 @@ from lakelet.storage._objects import (
 )
 from lakelet.storage._refs import NameRecord, check_same_content, utc_now
 from lakelet.storage._scopes import LAKE
-from lakelet.storage._sources import Source, read_small, redact, resolve
+from lakelet.storage._sources import AddSource, Source, from_memory, read_small, redact, resolve
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
@@ -48,23 +49,39 @@ __all__ = ["add", "add_environment", "bind_outputs", "ingest"]
 
 
 def add(
-    context: LakeContext, src: str | os.PathLike[str], name: str, *, move: bool, progress: Progress
+    context: LakeContext,
+    src: AddSource,
+    name: str,
+    *,
+    move: bool,
+    progress: Progress,
+    meta: Mapping[str, Any] | None = None,
 ) -> tuple[list[NameRecord], bool]:
-    """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``; a directory's
-    files under ``name/<relative path>``. Returns the records, and whether ``src`` was one file."""
+    """Store ``src`` (a path, directory, http(s) URL, fsspec URL, bytes, a binary file object or
+    an iterable of bytes) under ``name``; a directory's files under ``name/<relative path>``;
+    ``meta``: the user's own keys for the records. Returns the records, and whether ``src``
+    was one file."""
     validate_name(name)
-    sources = resolve(src)
-    if not sources:
-        raise SourceError(f"{os.fspath(src)} holds no files to add")
+    user_meta = check_user_meta(meta)
+    in_memory = from_memory(src)
+    if in_memory is not None:
+        if move:
+            raise InvalidArgumentError("move=True needs a path: data in memory can only be copied")
+        sources, label = [in_memory[0]], in_memory[1]
+    else:
+        path = cast("str | os.PathLike[str]", src)
+        sources, label = resolve(path), redact(os.fspath(path))
+        if not sources:
+            raise SourceError(f"{os.fspath(path)} holds no files to add")
     single = len(sources) == 1 and sources[0].relative == ""
     names = [name] if single else [f"{name}/{s.relative}" for s in sources]
     for n in names:
         validate_name(n)
     if len(set(names)) != len(names):
-        raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
+        raise InvalidNameError(f"{label} maps two files to one name")
     # the lineage of an add: where it came from, and with what (user and time are in the record)
-    meta = {"source": redact(os.fspath(src)), **add_environment()}
-    return ingest(context, list(zip(names, sources, strict=True)), meta, move, progress), single
+    record_meta = {**user_meta, "source": label, **add_environment()}
+    return ingest(context, list(zip(names, sources, strict=True)), record_meta, move, progress), single
 
 
 def add_environment() -> dict[str, str]:
@@ -84,7 +101,7 @@ def bind_outputs(
 def ingest(
     lake: LakeContext,
     items: list[tuple[str, Source]],
-    meta: dict[str, str],
+    meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
 ) -> list[NameRecord]:
@@ -101,7 +118,7 @@ def ingest(
 def _ingest(
     lake: LakeContext,
     items: list[tuple[str, Source]],
-    meta: dict[str, str],
+    meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
 ) -> list[NameRecord]:

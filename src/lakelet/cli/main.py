@@ -94,9 +94,13 @@ def _file_json(f: File) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
-    """List names starting with PREFIX."""
+    """List names starting with PREFIX, or matching it if it is a pattern ('raw/**/*.csv':
+    * and ? within a segment, ** across segments)."""
     lake = lake_of(ctx)
-    files = lake.ls(prefix, scope=scope)
+    if any(c in prefix for c in "*?["):
+        files = lake.ls(scope=scope, glob=prefix)
+    else:
+        files = lake.ls(prefix, scope=scope)
     if as_json:
         click.echo(json.dumps([_file_json(f) for f in files], indent=2))
     elif not files:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from lakelet.catalog import _bind
 from lakelet.core import _config
 from lakelet.core._digest import Digest
+from lakelet.core._globs import compile_glob, literal_prefix
+from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import (
@@ -113,10 +115,19 @@ class Lake:
         record = self.context.lookup(LAKE, validate_name(name))
         return record is not None and record.removed_at is None
 
-    def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
-        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
+    def ls(self, prefix: str = "", scope: str = LAKE, *, glob: str | None = None) -> list[File]:
+        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>');
+        with ``glob``, only those whose whole name matches it (``*`` and ``?`` within a
+        segment, ``**`` across segments, ``[abc]``: ``lake.ls(glob="raw/**/*.csv")``)."""
         scope = self._resolve_scope(scope)
         validate_prefix(prefix)
+        if glob is not None:
+            pattern = compile_glob(glob)
+            literal = literal_prefix(glob)
+            narrower = literal if literal.startswith(prefix) else prefix
+            return [
+                f for f in self.ls(narrower, scope) if f.name.startswith(prefix) and pattern.match(f.name)
+            ]
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
             records = _remote_records(context.scoped(scope), prefix)
@@ -207,19 +218,23 @@ class Lake:
         validate_prefix(prefix)
         return self.context.link.evict(prefix)
 
-    def url(self, name: str, expires: timedelta | float | str = 3600) -> str:
-        """A URL another tool can read ``name`` from: presigned on cloud stores (valid for
-        ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of the local copy
-        for an embedded lake."""
-        record = self.context.record(LAKE, validate_name(name))
+    def url(self, name: str, expires: timedelta | float | str = 3600, *, scope: str = LAKE) -> str:
+        """A URL another tool can read ``name`` (or a content digest) from: presigned on cloud
+        stores (valid for ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of
+        the local copy for an embedded lake. ``scope``: 'lake', 'user' or 'pipeline/<run>'."""
+        seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
+        scope = self._resolve_scope(scope)
+        if scope != LAKE:
+            return self.context.scoped(scope).url(validate_name(name), seconds)
+        f = self.file(name)
+        record, name = f.record, f.name
         syncer = self.context.syncer()
         if syncer is None:
-            return File(name, lake=self, record=record).path.as_uri()
+            return f.path.as_uri()
         if not self.context.link.is_pushed(record):
             raise NotFoundError(
                 f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`", name=name
             )
-        seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
         return syncer.url(record, seconds)
 
     def status(self) -> dict[str, object]:
@@ -235,12 +250,16 @@ class Lake:
         partition_by: list[str] | tuple[str, ...] = (),
         mode: str = "append",
         compression: str = "zstd",
+        *,
+        meta: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
-        the partitioned Parquet dataset ``name``; returns that version."""
+        the partitioned Parquet dataset ``name``; returns that version. ``meta``: your own JSON
+        keys for this version (``Dataset.meta``), checked before anything is written."""
         from lakelet.datasets._datasets import Datasets
 
-        return Datasets(self.context).write(name, data, list(partition_by), mode, compression)
+        checked = check_user_meta(meta)
+        return Datasets(self.context).write(name, data, list(partition_by), mode, compression, checked)
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""

@@ -90,12 +90,16 @@ def add_environment() -> dict[str, str]:
 
 
 def bind_outputs(
-    context: LakeContext, outputs: list[tuple[str, Path, bool]], meta: dict[str, Any]
+    context: LakeContext,
+    outputs: list[tuple[str, Path, bool]],
+    meta: dict[str, Any],
+    meta_of: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
-    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none."""
+    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none.
+    ``meta_of``: the user's keys of single outputs (checked), beside ``meta``."""
     items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
     moved = [name for name, _, move in outputs if move]
-    return ingest(context, items, meta, moved, SILENT)
+    return ingest(context, items, meta, moved, SILENT, meta_of)
 
 
 def ingest(
@@ -104,12 +108,14 @@ def ingest(
     meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
+    meta_of: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
-    only those of these names (a stage's temp files beside a file it returned, which is copied).
+    only those of these names (a stage's temp files beside a file it returned, which is copied);
+    ``meta_of``: more keys for the records of some names.
     Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
     try:
-        return _ingest(lake, items, meta, move, progress)
+        return _ingest(lake, items, meta, move, progress, meta_of or {})
     except OSError as e:  # the full disk of C1 was a raw traceback
         where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
         raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
@@ -121,6 +127,7 @@ def _ingest(
     meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
+    meta_of: Mapping[str, dict[str, Any]],
 ) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
@@ -156,7 +163,13 @@ def _ingest(
         _faults.reached("objects-stored")
 
         now = utc_now()
-        wanted = [NameRecord(LAKE, n, str(b.digest), b.size, now, creator, meta) for n, _, b in stored]
+        # (one meta dict shared by a batch: the segment encodes it once)
+        wanted = [
+            NameRecord(
+                LAKE, n, str(b.digest), b.size, now, creator, {**meta_of[n], **meta} if n in meta_of else meta
+            )
+            for n, _, b in stored
+        ]
         syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name

@@ -24,6 +24,7 @@ from lakelet.core.errors import (
     NotFoundError,
 )
 from lakelet.facade._file import File
+from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake import _add
 from lakelet.lake._context import LakeContext
 from lakelet.lake._expiry import parse_duration
@@ -144,7 +145,7 @@ class Lake:
         *,
         move: bool = False,
         meta: Mapping[str, Any] | None = None,
-        progress: Progress = SILENT,
+        progress: ProgressOption = None,
     ) -> File | list[File]:
         """Store ``src`` under ``name``: a path, directory, http(s) URL or fsspec URL, or the
         content itself — bytes, a binary file object (read from its position to its end, left
@@ -153,11 +154,13 @@ class Lake:
         A directory's files become ``name/<relative path>`` and a list is returned.
         Adding the same content under the same name again is a no-op.
         ``meta``: your own JSON keys for the record (``File.meta``); lakelet's keys are refused.
-        ``progress``: a ``Progress`` told the bytes as they are stored (the CLI draws a bar).
+        ``progress``: a ``Progress`` told the bytes; True/False: a bar on stderr or none;
+        None (default): a bar in an interactive session (a terminal, Jupyter) only.
         Raises NameExistsError, InvalidNameError, InvalidArgumentError (bad meta or data),
         NotFoundError, SourceError, StorageError.
         """
-        records, single = _add.add(self.context, src, name, move=move, progress=progress, meta=meta)
+        with chosen(progress, f"adding {name}") as shown:
+            records, single = _add.add(self.context, src, name, move=move, progress=shown, meta=meta)
         files = [File.of(r, self) for r in records]
         return files[0] if single else files
 
@@ -186,22 +189,25 @@ class Lake:
 
     # the remote
 
-    def push(self, progress: Progress = SILENT) -> PushReport:
+    def push(self, progress: ProgressOption = None) -> PushReport:
         """Send names bound here but not yet on the remote (``upload = "deferred"``, or after
         an interrupted push). Names another machine bound to other content meanwhile are
-        listed in ``conflicts`` and stay local-only."""
-        return self.context.link.push(progress)
+        listed in ``conflicts`` and stay local-only. ``progress``: as for ``add``."""
+        with chosen(progress, "pushing") as shown:
+            return self.context.link.push(shown)
 
-    def sync(self, progress: Progress = SILENT) -> SyncReport:
+    def sync(self, progress: ProgressOption = None) -> SyncReport:
         """Push what is pending, then learn every name bound elsewhere since the last sync.
-        Downloads no content: files are fetched when first opened (or by ``pull``)."""
-        return self.context.link.sync(progress)
+        Downloads no content: files are fetched when first opened (or by ``pull``).
+        ``progress``: as for ``add``."""
+        with chosen(progress, "syncing") as shown:
+            return self.context.link.sync(shown)
 
     def pull(
-        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
+        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: ProgressOption = None
     ) -> list[File]:
         """Sync, then download the content of ``names`` (default: every name under ``prefix``)
-        that is not held locally."""
+        that is not held locally. ``progress``: as for ``add``."""
         validate_prefix(prefix)
         syncer = self.context.require_remote("pull")
         syncer.pull_metadata()
@@ -210,7 +216,8 @@ class Lake:
         else:
             wanted = [names] if isinstance(names, str) else list(names)
             records = [self.context.record(LAKE, validate_name(n)) for n in wanted]
-        syncer.fetch_many(records, progress)
+        with chosen(progress, "pulling") as shown:
+            syncer.fetch_many(records, shown)
         return [File.of(r, self) for r in records]
 
     def evict(self, prefix: str = "") -> EvictReport:

@@ -49,7 +49,7 @@ class _Writer(io.FileIO):
                 pending.meta[self._name] = self._meta
         else:
             try:
-                self._lake.add(self._tmp, self._name, move=True, meta=self._meta)
+                self._lake.add(self._tmp, self._name, move=True, meta=self._meta, progress=False)
             finally:
                 self._tmp.unlink(missing_ok=True)
 

@@ -25,7 +25,7 @@ from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
 from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
-from lakelet.core._progress import SILENT, Progress
+from lakelet.core._progress import SILENT, Progress, begin_phase
 from lakelet.core._version import __version__
 from lakelet.core.errors import InvalidArgumentError, InvalidNameError, SourceError, StorageError
 from lakelet.storage._objects import (
@@ -172,6 +172,7 @@ def _ingest(
         ]
         syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
+            begin_phase(progress, "uploading")
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
         verified = [

@@ -314,7 +314,7 @@ class Stage:
         try:
             tmp.write_bytes(data)
             with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
-                lake.add(tmp, record_name, move=True)
+                lake.add(tmp, record_name, move=True, progress=False)
         finally:
             tmp.unlink(missing_ok=True)
         return value

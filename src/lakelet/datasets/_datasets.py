@@ -339,6 +339,16 @@ class Dataset:
         """The writer's own keys for this version (``write_dataset(meta=...)``)."""
         return dict(self.record.meta)
 
+    def _repr_html_(self) -> str:
+        from lakelet.datasets._display import dataset_card
+
+        return dataset_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.datasets._display import dataset_card
+
+        dataset_card(self).pretty(p, cycle)
+
     def summary(self) -> dict[str, Any]:
         """What a listing shows of this version: name, version, rows, files, bytes, last_write
         (when it was committed) and creator."""

@@ -63,6 +63,17 @@ class File:
     def __repr__(self) -> str:
         return f"File({self._name!r})" if self._scope == LAKE else f"File({self._name!r}, {self._scope})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the record, its state, how it was made, the user's meta (escaped)."""
+        from lakelet.facade._display import file_card
+
+        return file_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.facade._display import file_card
+
+        file_card(self).pretty(p, cycle)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, File):
             return NotImplemented

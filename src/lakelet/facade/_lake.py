@@ -64,6 +64,17 @@ class Lake:
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: root, remote, counts, the names added last (escaped)."""
+        from lakelet.facade._display import lake_card
+
+        return lake_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.facade._display import lake_card
+
+        lake_card(self).pretty(p, cycle)
+
     def close(self) -> None:
         self.context.close()
 

@@ -5,6 +5,7 @@ library plus rendering."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -300,7 +301,16 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
     elif fmt == "mermaid":
         click.echo(view.as_mermaid(lake, records))
     else:
-        stdout.print(view.as_text(lake, records))
+        width = _text_width()
+        stdout.print(view.as_text(lake, records, width), width=width, soft_wrap=False)
+
+
+def _text_width() -> int:
+    """A terminal's width; in a pipe, $COLUMNS if it is a number, else unbounded (for grep)."""
+    columns = os.environ.get("COLUMNS", "")
+    if stdout.is_terminal or not columns.isdigit() or int(columns) < 20:
+        return stdout.width
+    return int(columns)
 
 
 @cli.command()

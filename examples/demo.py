@@ -108,6 +108,8 @@ def tell(work: Path) -> None:
             total += sum(float(row["amount"]) for row in csv.DictReader(fh))
     console.print(f"revenue over {len(lake.ls('raw/orders/'))} days: {total:.2f}")
 
+    other_tools(lake)
+
     step("5. Scoped stores: a pipeline run's scratch space, and yours")
     run = lake.pipeline("nightly-2025-01-22")
     buf = io.StringIO()
@@ -150,6 +152,44 @@ def tell(work: Path) -> None:
     datasets(incoming, lake)
 
     console.print("\n[bold green]That is lakelet today.[/bold green]")
+
+
+class _Notebook:
+    """What IPython hands ``_repr_pretty_``: the demo shows the text a notebook cell shows."""
+
+    def __init__(self) -> None:
+        self.out = ""
+
+    def text(self, text: str) -> None:
+        self.out += text
+
+
+def notebook_view(obj: object) -> str:
+    printer = _Notebook()
+    obj._repr_pretty_(printer, False)  # type: ignore[attr-defined]  # what IPython calls
+    return printer.out
+
+
+def other_tools(lake: lakelet.Lake) -> None:
+    step("4b. Other tools read lake names: lakelet:// URLs, files as paths, bytes in, your own meta")
+    import pandas as pd
+
+    with lakelet.use(lake):  # lakelet:// with no options means the current lake
+        df = pd.read_csv("lakelet://raw/orders/2025-01-21.csv")
+    console.print(
+        f'pd.read_csv("lakelet://raw/orders/2025-01-21.csv") → {len(df)} rows, columns {list(df.columns)}'
+    )
+    f = lake.file("raw/orders/2025-01-20.csv")
+    console.print(
+        f"pd.read_csv(lake.file(name)) → {len(pd.read_csv(f))} rows, from the read-only path {f.path.name}"
+    )
+    note = lake.add(b"checked by hand\n", "notes/2025-01-20.txt", meta={"ticket": "OPS-12"})
+    console.print(f"lake.add(b'...', 'notes/2025-01-20.txt', meta=...) → meta {note.meta['ticket']!r}")
+    console.print(f"lake.ls(glob='raw/**/*-2?.csv') → {[g.name for g in lake.ls(glob='raw/**/*-2?.csv')]}")
+    console.print(
+        "what a notebook cell ending in `lake.file('notes/2025-01-20.txt')` shows (as text; HTML in Jupyter):"
+    )
+    console.print(notebook_view(note), markup=False, soft_wrap=True)
 
 
 PIPELINE = """\

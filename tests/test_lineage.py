@@ -136,3 +136,18 @@ def test_a_run_from_an_edited_tree_is_marked_dirty(project) -> None:
         if ".total/" in f.name and "/output." in f.name and f.name != project["final"].name
     )
     assert final.lineage()["source"]["git"]["dirty"] is True
+
+
+def test_cli_lineage_fits_80_columns(project) -> None:
+    """Three boxes with a stage output's 40-hex key twice ran ~230 columns wide: at 80 they
+    are stacked with keys cut to 12 hex digits; the JSON keeps the full names."""
+    lake, final = project["lake"], project["final"]
+    out = run_lakelet("lineage", final.name, env={"LAKELET_HOME": str(lake.root), "COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert "creation method" in out.stdout.decode() and "raw/in.txt" in out.stdout.decode()
+    records = json.loads(
+        run_lakelet("lineage", final.name, "--format", "json", env={"LAKELET_HOME": str(lake.root)}).stdout
+    )
+    assert any(o["name"] == final.name for r in records for o in r["outputs"])

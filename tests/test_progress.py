@@ -7,6 +7,8 @@ import pty
 import subprocess
 import sys
 
+import pytest
+
 import lakelet
 
 from .conftest import run_lakelet
@@ -62,6 +64,8 @@ def test_no_bar_for_work_shorter_than_the_delay(tmp_path) -> None:
 
 
 PIPELINE = """
+import pytest
+
 import lakelet
 
 @lakelet.stage
@@ -94,3 +98,53 @@ def test_a_library_run_draws_nothing_even_on_a_terminal(tmp_path) -> None:
     )
     code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
     assert code == 0 and screen == b"2\r\n"
+
+
+class _Phases:
+    """A Progress that keeps (description, total, done) of each step it is told of."""
+
+    def __init__(self) -> None:
+        self.steps = [["", 0, 0]]
+
+    def phase(self, description: str) -> None:
+        self.steps.append([description, 0, 0])
+
+    def add_total(self, nbytes: int, /) -> None:
+        self.steps[-1][1] += nbytes
+
+    def advance(self, nbytes: int, /) -> None:
+        self.steps[-1][2] += nbytes
+
+
+@pytest.mark.parametrize("remote", ["s3"], indirect=True)
+def test_an_add_to_a_remote_counts_each_byte_once_per_step(machine) -> None:
+    """An add to an S3 lake stores, then uploads: a bar showed 2x the file (160.0/160.0 MB
+    for 80 MB); each step now counts the file's size once."""
+    lake = machine("a")
+    steps = _Phases()
+    lake.add(os.urandom(3 << 20), "big.bin", progress=steps)
+    assert steps.steps == [["", 3 << 20, 3 << 20], ["uploading", 3 << 20, 3 << 20]]
+
+
+LIBRARY_ADD = """
+import os, sys, lakelet
+lake = lakelet.open(sys.argv[1])
+lake.add(os.urandom(8 << 20), sys.argv[2], progress={progress})
+"""
+
+
+def test_library_progress_is_on_for_a_terminal_and_off_for_a_pipe(tmp_path) -> None:
+    lake = lakelet.init(tmp_path / "lake")
+    env = {"LAKELET_PROGRESS_DELAY": "0"}
+    script = tmp_path / "add.py"
+    script.write_text(LIBRARY_ADD.format(progress="None"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a.bin"])
+    assert code == 0, screen
+    assert b"adding a.bin" in screen and b"MB" in screen  # interactive: the default draws a bar
+    piped = subprocess.run(
+        [sys.executable, str(script), str(lake.root), "b.bin"], capture_output=True, env={**os.environ, **env}
+    )
+    assert piped.returncode == 0 and piped.stderr == b""  # a pipe: nothing
+    script.write_text(LIBRARY_ADD.format(progress="False"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "c.bin"])
+    assert code == 0 and b"adding" not in screen

@@ -452,6 +452,8 @@ def test_browser_overview_lineage_graph_and_dataset_histogram(built, browser) ->
         page.mouse.click(box["x"] + x, box["y"] + y)
         page.wait_for_function("() => document.body.dataset.ready.startsWith('#/file/')")
         assert page.locator("h1").inner_text() == "raw/orders.csv"
+        assert page.get_by_text("<b>OPS-12</b>").is_visible()  # the user's meta, as text, never markup
+        assert page.locator("b", has_text="OPS-12").count() == 0
         assert page.get_by_text(_stage_output(lake, "load")).count() >= 1  # derived from it
 
         _open(page, base + "/#/datasets/sales%2Fdaily")

@@ -52,7 +52,7 @@ def build(root: Path, remote: str | None = None) -> tuple[lakelet.Lake, object]:
     ]
     csv = root / "orders.csv"
     csv.write_text("\n".join(lines) + "\n")
-    lake.add(csv, "raw/orders.csv")
+    lake.add(csv, "raw/orders.csv", meta={"ticket": "<b>OPS-12</b>"})  # user meta: text on the page
     lake.secrets.set("API_TOKEN", SECRET)
     name = f"ui_pipeline_{uuid.uuid4().hex[:8]}"
     (root / f"{name}.py").write_text(PIPELINE)

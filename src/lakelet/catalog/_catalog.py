@@ -334,6 +334,27 @@ class Catalog:
         )
         return rows.fetchall()
 
+    def totals(self, scope: str) -> tuple[int, int]:
+        """(live names, their bytes) of ``scope``: what a notebook shows of a lake."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM names WHERE scope = ? AND removed_at IS NULL",
+                (scope,),
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
+
+    def recent(self, scope: str, limit: int) -> list[NameRecord]:
+        """The ``limit`` live names of ``scope`` bound last, newest first."""
+        rows = self._db().execute(
+            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND removed_at IS NULL "
+            "ORDER BY created_at DESC, name LIMIT ?",
+            (scope, limit),
+        )
+        return [_row_to_record(row) for row in rows]
+
     def first_with_digest(self, scope: str, digest: str) -> NameRecord | None:
         """The live name of ``scope`` bound to ``digest`` first (then by name), if any."""
         row = (

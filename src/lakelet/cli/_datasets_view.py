@@ -70,12 +70,14 @@ def dataset_info(lake: Lake, name: str, as_json: bool) -> None:
     stats = ds.stats()
     s = ds.summary()
     if as_json:
-        click.echo(json.dumps({**s, "schema": str(ds.schema), "stats": stats}, indent=2, default=str))
+        shown = {**s, "schema": str(ds.schema), "stats": stats, "meta": ds.meta}
+        click.echo(json.dumps(shown, indent=2, default=str))
         return
+    meta = "".join(f"\n{k}: {json.dumps(v)}" for k, v in sorted(ds.meta.items()))
     stdout.print(
         f"dataset {name}: version {s['version']} of {len(ds.versions())}, {s['rows']:,} rows in "
         f"{s['files']} files ({human_size(s['bytes'])}), last write {s['last_write'][:19]} "
-        f"by {s['creator']}\nfolder: {ds.folder}",
+        f"by {s['creator']}\nfolder: {ds.folder}{meta}",
         markup=False,
         highlight=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.columns import Columns
@@ -19,20 +20,40 @@ def _outputs(record: dict[str, Any]) -> list[str]:
     return [o["name"] for o in record.get("outputs", [])]
 
 
-def as_text(lake: Lake, records: list[dict[str, Any]]) -> Group:
+# a stage's 40-hex key (in its output names) or a 64-hex digest: the first 12 tell them apart
+_KEY = re.compile(r"(?<![0-9a-f])([0-9a-f]{12})[0-9a-f]{28,52}(?![0-9a-f])")
+_BOX = 4  # a panel's borders and padding
+_BETWEEN = 3 + 2 * 2  # an arrow and the gaps beside it
+
+
+def _boxes(inputs: list[str], method: str, outputs: list[str], width: int) -> RenderableType:
+    """Three boxes side by side when they fit ``width``; else with keys cut to 12 hex digits
+    (``--format json`` has them whole), stacked one under the other if still too wide."""
+    columns = [inputs, [method], outputs]
+    if _side_by_side_width(columns) > width:
+        columns = [[_KEY.sub(r"\1…", line) for line in lines] for lines in columns]
+    titles = ["inputs", "creation method", "outputs"]
+    panels = [
+        Panel(Text("\n".join(lines)), title=title, expand=False)
+        for lines, title in zip(columns, titles, strict=True)
+    ]
+    if _side_by_side_width(columns) <= width:
+        arrow = Text("→", justify="center")
+        return Columns([panels[0], arrow, panels[1], arrow, panels[2]], align="center")
+    arrow = Text("  ↓")
+    return Group(panels[0], arrow, panels[1], arrow, panels[2])
+
+
+def _side_by_side_width(columns: list[list[str]]) -> int:
+    return sum(max(map(len, lines), default=0) + _BOX for lines in columns) + 2 * _BETWEEN
+
+
+def as_text(lake: Lake, records: list[dict[str, Any]], width: int) -> Group:
+    """The boxes of each record and its details, laid out for a terminal ``width`` wide."""
     blocks: list[RenderableType] = []
     for record in records:
         inputs = lake.lineage_inputs(record) or ["(none)"]
-        boxes = Columns(
-            [
-                Panel("\n".join(inputs), title="inputs", expand=False),
-                Text("→", justify="center"),
-                Panel(LineageGraph.method(record), title="creation method", expand=False),
-                Text("→", justify="center"),
-                Panel("\n".join(_outputs(record)), title="outputs", expand=False),
-            ],
-            align="center",
-        )
+        boxes = _boxes(inputs, LineageGraph.method(record), _outputs(record), width)
         details = []
         git = (record.get("source") or {}).get("git") if record.get("kind") == "stage" else None
         if record.get("kind") == "stage":

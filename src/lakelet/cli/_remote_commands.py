@@ -79,8 +79,10 @@ def evict(ctx: click.Context, prefix: str) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--expires", default="1h", show_default=True, help="Lifetime of a presigned URL: 30m, 1h, 7d.")
+@click.option("--scope", default="lake", show_default=True, help="'lake', 'user' or 'pipeline/<run id>'.")
 @click.pass_context
-def url(ctx: click.Context, name: str, expires: str) -> None:
-    """A URL another tool can read NAME from (presigned on cloud stores)."""
+def url(ctx: click.Context, name: str, expires: str, scope: str) -> None:
+    """A URL another tool can read NAME (or a content digest, blake3:<hex>) from (presigned on
+    cloud stores)."""
     seconds = parse_duration(expires, "--expires").total_seconds()
-    click.echo(lake_of(ctx).url(name, expires=max(1, int(seconds))))
+    click.echo(lake_of(ctx).url(name, expires=max(1, int(seconds)), scope=scope))

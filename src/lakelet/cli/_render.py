@@ -68,6 +68,14 @@ class DelayedBar:
         self._done = 0
         self._bar: tuple[Progress, TaskID] | None = None  # the bar and its one task, once drawn
 
+    def phase(self, description: str) -> None:
+        """A new step over the same bytes (the upload after an add): counted from zero."""
+        self._total = self._done = 0
+        self._description = f"{description} {self._description.split(' ', 1)[-1]}"
+        if self._bar is not None:
+            bar, task = self._bar
+            bar.update(task, description=self._description, completed=0, total=None)
+
     def add_total(self, nbytes: int, /) -> None:
         self._total += nbytes
         if self._bar is not None:

@@ -5,6 +5,7 @@ library plus rendering."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -95,9 +96,13 @@ def _file_json(f: File) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
-    """List names starting with PREFIX."""
+    """List names starting with PREFIX, or matching it if it is a pattern ('raw/**/*.csv':
+    * and ? within a segment, ** across segments)."""
     lake = lake_of(ctx)
-    files = lake.ls(prefix, scope=scope)
+    if any(c in prefix for c in "*?["):
+        files = lake.ls(scope=scope, glob=prefix)
+    else:
+        files = lake.ls(prefix, scope=scope)
     if as_json:
         click.echo(json.dumps([_file_json(f) for f in files], indent=2))
     elif not files:
@@ -150,16 +155,35 @@ def _warn_out_of_sync(lake: Lake) -> None:
     default=True,
     help="Follow symlinks to files inside a directory SRC (default), or leave them out.",
 )
+@click.option(
+    "--meta", "meta_json", metavar="JSON", help='Your own keys for the record, e.g. \'{"run_id": "r1"}\'.'
+)
 @click.pass_context
-def add(ctx: click.Context, src: str, name: str, copy: bool, follow: bool) -> None:
-    """Add SRC (a file, directory, URL or fsspec URL) to the lake as NAME."""
+def add(ctx: click.Context, src: str, name: str, copy: bool, follow: bool, meta_json: str | None) -> None:
+    """Add SRC (a file, directory, URL, fsspec URL, or - for standard input) to the lake as NAME."""
+    meta = _parse_meta(meta_json)
     lake = lake_of(ctx)
     with DelayedBar(f"adding {name}") as bar:
-        result = lake.add(src, name, move=not copy, progress=bar, follow_symlinks=follow)
+        if src == "-":
+            result = lake.add(sys.stdin.buffer, name, meta=meta, progress=bar)
+        else:
+            result = lake.add(src, name, move=not copy, meta=meta, progress=bar, follow_symlinks=follow)
     files = result if isinstance(result, list) else [result]
     total = sum(f.size for f in files)
     what = files[0].name if len(files) == 1 else f"{len(files)} files under {name}/"
     stdout.print(f"added {what} ({human_size(total)})", highlight=False)
+
+
+def _parse_meta(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise lakelet.InvalidArgumentError(f"--meta is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise lakelet.InvalidArgumentError('--meta must be a JSON object, e.g. \'{"run_id": "r1"}\'')
+    return meta
 
 
 @cli.command()
@@ -191,9 +215,9 @@ def info(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
         ("creator", f.creator),
         ("where", f"local ({f.path})" if f.is_local else "missing locally"),
     ]
-    rows += [(k, str(v)) for k, v in sorted(f.meta.items())]
+    rows += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(f.meta.items())]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, value)  # the console prints text, never markup: names and meta are anyone's
     stdout.print(table, highlight=False)
 
 
@@ -274,7 +298,16 @@ def lineage(ctx: click.Context, name: str, upstream: bool, depth: int | None, fm
     elif fmt == "mermaid":
         click.echo(view.as_mermaid(lake, records))
     else:
-        stdout.print(view.as_text(lake, records))
+        width = _text_width()
+        stdout.print(view.as_text(lake, records, width), width=width, soft_wrap=False)
+
+
+def _text_width() -> int:
+    """A terminal's width; in a pipe, $COLUMNS if it is a number, else unbounded (for grep)."""
+    columns = os.environ.get("COLUMNS", "")
+    if stdout.is_terminal or not columns.isdigit() or int(columns) < 20:
+        return stdout.width
+    return int(columns)
 
 
 @cli.command()

@@ -40,6 +40,7 @@ __all__ = [
     "find_root",
     "load",
     "new_root",
+    "progress_delay",
     "raise_format",
     "write_new",
 ]
@@ -247,6 +248,15 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"{json.dumps(str(key))} = {json.dumps(value)}")
     return lines + nested
+
+
+def progress_delay(default: float) -> float:
+    """Seconds of work before a progress bar appears: $LAKELET_PROGRESS_DELAY (tests set 0),
+    else ``default``."""
+    try:
+        return float(os.environ.get("LAKELET_PROGRESS_DELAY", default))
+    except ValueError:
+        return default
 
 
 def current_user() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["NoProgress", "Progress", "SILENT"]
+__all__ = ["NoProgress", "Progress", "SILENT", "begin_phase"]
 
 
 class Progress(Protocol):
@@ -30,3 +30,13 @@ class NoProgress:
 
 
 SILENT: Progress = NoProgress()
+
+
+def begin_phase(progress: Progress, description: str) -> None:
+    """Tell ``progress`` that the bytes that follow are a new step over the same data (the
+    upload of what an add just stored): a bar with a ``phase(description)`` method starts its
+    count again, so an 80 MB add shows 80 MB, not 160; any other Progress sees one running
+    total, as before."""
+    phase = getattr(progress, "phase", None)
+    if callable(phase):
+        phase(description)

@@ -178,7 +178,15 @@ class Datasets:
 
     # writing
 
-    def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
+    def write(
+        self,
+        name: str,
+        data: Any,
+        partition_by: list[str],
+        mode: str,
+        compression: str,
+        meta: dict[str, Any] | None = None,
+    ) -> Dataset:
         validate_path_name(name, "dataset name")
         if mode not in ("append", "overwrite"):
             raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
@@ -196,7 +204,7 @@ class Datasets:
             reader, staging_dir(self.context.root), self.root / name, partition_by, compression
         )
         self._upload(name, written)
-        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
+        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous, meta or {})
 
     def _upload(self, name: str, written: list[Written]) -> None:
         sync_filesystem(self.context.root)  # the files are durable before a manifest names them
@@ -219,6 +227,7 @@ class Datasets:
         mode: str,
         latest: int,
         previous: Manifest | None,
+        meta: dict[str, Any],
     ) -> Dataset:
         new_files = tuple(
             ManifestFile(w.relative, Digest.parse(w.digest), w.size, w.rows, w.partition) for w in written
@@ -238,6 +247,7 @@ class Datasets:
                 num_rows=(base.num_rows if base else 0) + rows,
                 stats=_merged_stats(base.stats if base else {}, base.num_rows if base else 0, stats, rows),
                 write={"rows": rows, "files": len(new_files)},
+                meta=meta,
             )
             if self._create_manifest(manifest):
                 _note_in_stage(name, version, rows)
@@ -323,6 +333,21 @@ class Dataset:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {c: _stats.summary(s) for c, s in self.record.stats.items()}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The writer's own keys for this version (``write_dataset(meta=...)``)."""
+        return dict(self.record.meta)
+
+    def _repr_html_(self) -> str:
+        from lakelet.datasets._display import dataset_card
+
+        return dataset_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.datasets._display import dataset_card
+
+        dataset_card(self).pretty(p, cycle)
 
     def summary(self) -> dict[str, Any]:
         """What a listing shows of this version: name, version, rows, files, bytes, last_write

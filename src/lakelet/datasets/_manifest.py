@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -104,6 +104,7 @@ class Manifest:
     num_rows: int
     stats: dict[str, dict[str, Any]]  # column -> count, nulls, min, max, sample (see _stats)
     write: dict[str, int]  # what this version's write added: rows, files
+    meta: dict[str, Any] = field(default_factory=dict)  # the writer's own keys (write_dataset(meta=))
 
     @property
     def key(self) -> str:
@@ -124,7 +125,7 @@ class Manifest:
             "num_rows": self.num_rows,
             "stats": self.stats,
             "write": dict(self.write),
-        }
+        } | ({"meta": self.meta} if self.meta else {})
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
@@ -233,6 +234,7 @@ def _manifest(body: Any, name: str, version: int) -> Manifest:
         num_rows=_count(obj.get("num_rows"), "num_rows"),
         stats={c: _column_stats(s, f"stats[{c!r}]") for c, s in _object(obj.get("stats"), "stats").items()},
         write=_write(obj.get("write")),
+        meta=_object(obj.get("meta", {}), "meta"),
     )
 
 

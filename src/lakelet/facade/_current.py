@@ -43,6 +43,12 @@ class use(contextlib.AbstractContextManager["Lake"]):  # noqa: N801 - reads as a
     def __enter__(self) -> Lake:
         return self._lake
 
+    def __repr__(self) -> str:  # a notebook cell ending in use(lake) shows what is now current
+        return f"lakelet.use({self._lake!r})"
+
+    def _repr_html_(self) -> str:
+        return self._lake._repr_html_()  # noqa: SLF001 - the protocol a notebook calls
+
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(ValueError):
             _used.remove(self._lake)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from lakelet.core._digest import Digest
+from lakelet.core._digest import Digest, is_digest
 from lakelet.core._durable import check_replaceable, new_temp_path, publish_file
 from lakelet.core._names import validate_name
 from lakelet.core._progress import SILENT, Progress
@@ -28,7 +29,8 @@ class File:
     """A lake name and the object it is bound to.
 
     ``File("raw/a.csv")`` refers to a name in the current lake (see
-    ``lakelet.use``); ``lake.file(name)`` to one in a given lake.
+    ``lakelet.use``); ``lake.file(name)`` to one in a given lake. ``File("blake3:<hex>")``
+    refers to content: on first use it becomes the first live name bound to it.
     """
 
     __slots__ = ("_lake", "_name", "_record", "_scope")
@@ -61,13 +63,24 @@ class File:
     def __repr__(self) -> str:
         return f"File({self._name!r})" if self._scope == LAKE else f"File({self._name!r}, {self._scope})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the record, its state, how it was made, the user's meta (escaped)."""
+        from lakelet.facade._display import file_card
+
+        return file_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.facade._display import file_card
+
+        file_card(self).pretty(p, cycle)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, File):
             return NotImplemented
-        return (self._name, self._scope, self.lake.root) == (other._name, other._scope, other.lake.root)
+        return (self.name, self._scope, self.lake.root) == (other.name, other._scope, other.lake.root)
 
     def __hash__(self) -> int:
-        return hash((self._name, self._scope))
+        return hash((self.name, self._scope))
 
     @property
     def lake(self) -> Lake:
@@ -80,12 +93,17 @@ class File:
     @property
     def record(self) -> NameRecord:
         """The name's record; raises NotFoundError if the name is not bound."""
+        if self._record is None and self._scope == LAKE and is_digest(self._name):
+            holder = self.lake.file(self._name)  # NotFoundError naming the digest if none holds it
+            self._name, self._record = holder.name, holder.record
         if self._record is None:
             self._record = self.lake.context.record(self._scope, self._name)
         return self._record
 
     @property
     def name(self) -> str:
+        if self._record is None and self._scope == LAKE and is_digest(self._name):
+            return self.record.name
         return self._name
 
     @property
@@ -115,7 +133,7 @@ class File:
     @property
     def kind(self) -> str:
         """'run record' (a stage run's lineage record), 'stage output' or 'added'."""
-        if is_run_record(self._name):
+        if is_run_record(self.name):
             return "run record"
         return "stage output" if "stage" in self.record.meta else "added"
 
@@ -146,16 +164,20 @@ class File:
         """``open(f)``, ``pd.read_csv(f)``, ``shutil.copy(f, …)``: the path of ``path``."""
         return os.fspath(self.path)
 
-    def open(self, mode: str = "r", encoding: str | None = "utf-8") -> IO[Any]:
+    def open(
+        self, mode: str = "r", encoding: str | None = "utf-8", *, meta: Mapping[str, Any] | None = None
+    ) -> IO[Any]:
         """Open for reading ("r", "rb"; verified against the digest) or, for a name not bound
         yet, for writing ("w", "wb"): the name is bound when the file is closed, or, inside a
-        stage, when the stage returns."""
+        stage, when the stage returns; ``meta``: your own JSON keys for its record."""
         if mode in ("w", "wb", "wt"):
             from lakelet.facade._writer import open_for_writing
 
             if self._scope != LAKE:
                 raise InvalidArgumentError("write scoped names with put/puts")
-            return open_for_writing(self.lake, self._name, "wb" if mode == "wb" else "w", encoding)
+            return open_for_writing(self.lake, self._name, "wb" if mode == "wb" else "w", encoding, meta)
+        if meta is not None:
+            raise InvalidArgumentError("meta= is for a file opened for writing ('w' or 'wb')")
         if mode not in ("r", "rb", "rt"):
             raise InvalidArgumentError(
                 f"File.open mode {mode!r}: use 'r' or 'rb' to read, 'w' or 'wb' to create"
@@ -199,7 +221,7 @@ class File:
         target = dest = Path(dest)
         try:
             if dest.is_dir():
-                target = dest / self._name.rsplit("/", 1)[-1]
+                target = dest / self.name.rsplit("/", 1)[-1]
             if not target.parent.is_dir():
                 raise NotFoundError(f"directory {target.parent} does not exist", name=str(target.parent))
             check_replaceable(target)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakelet.catalog import _bind
 from lakelet.core import _config
 from lakelet.core._digest import Digest
+from lakelet.core._globs import compile_glob, literal_prefix
+from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name, validate_prefix
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import (
@@ -22,6 +24,7 @@ from lakelet.core.errors import (
     NotFoundError,
 )
 from lakelet.facade._file import File
+from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake import _add
 from lakelet.lake._context import LakeContext
 from lakelet.lake._expiry import parse_duration
@@ -31,6 +34,7 @@ from lakelet.remote._sync import EvictReport, PushReport, SyncReport
 from lakelet.secrets._secrets import Secrets
 from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
+from lakelet.storage._sources import AddSource
 
 if TYPE_CHECKING:  # loaded where used: `lakelet ls` pays for none of them (pyarrow least of all)
     from lakelet.datasets._datasets import Dataset
@@ -59,6 +63,17 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: root, remote, counts, the names added last (escaped)."""
+        from lakelet.facade._display import lake_card
+
+        return lake_card(self).html()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from lakelet.facade._display import lake_card
+
+        lake_card(self).pretty(p, cycle)
 
     def close(self) -> None:
         self.context.close()
@@ -112,10 +127,19 @@ class Lake:
         record = self.context.lookup(LAKE, validate_name(name))
         return record is not None and record.removed_at is None
 
-    def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
-        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
+    def ls(self, prefix: str = "", scope: str = LAKE, *, glob: str | None = None) -> list[File]:
+        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>');
+        with ``glob``, only those whose whole name matches it (``*`` and ``?`` within a
+        segment, ``**`` across segments, ``[abc]``: ``lake.ls(glob="raw/**/*.csv")``)."""
         scope = self._resolve_scope(scope)
         prefix = validate_prefix(prefix)
+        if glob is not None:
+            pattern = compile_glob(glob)
+            literal = literal_prefix(glob)
+            narrower = literal if literal.startswith(prefix) else prefix
+            return [
+                f for f in self.ls(narrower, scope) if f.name.startswith(prefix) and pattern.match(f.name)
+            ]
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
             records = _remote_records(context.scoped(scope), prefix)
@@ -127,25 +151,39 @@ class Lake:
 
     def add(
         self,
-        src: str | os.PathLike[str],
+        src: AddSource,
         name: str,
         *,
         move: bool = False,
-        progress: Progress = SILENT,
+        meta: Mapping[str, Any] | None = None,
+        progress: ProgressOption = None,
         follow_symlinks: bool = True,
     ) -> File | list[File]:
-        """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``.
+        """Store ``src`` under ``name``: a path, directory, http(s) URL or fsspec URL, or the
+        content itself — bytes, a binary file object (read from its position to its end, left
+        open) or an iterable of bytes — streamed, verified, and bound only once it is whole.
 
         A directory's files become ``name/<relative path>`` and a list is returned; a symlink
         in it to a file is followed unless ``follow_symlinks=False``. What it leaves out (a
         symlink to a folder, a FIFO…) and a symlink it follows out of the directory are
         reported as warnings of the ``lakelet`` logger.
         Adding the same content under the same name again is a no-op.
-        Raises NameExistsError, InvalidNameError, NotFoundError, SourceError, StorageError.
+        ``meta``: your own JSON keys for the record (``File.meta``); lakelet's keys are refused.
+        ``progress``: a ``Progress`` told the bytes; True/False: a bar on stderr or none;
+        None (default): a bar in an interactive session (a terminal, Jupyter) only.
+        Raises NameExistsError, InvalidNameError, InvalidArgumentError (bad meta or data),
+        NotFoundError, SourceError, StorageError.
         """
-        records, single = _add.add(
-            self.context, src, name, move=move, progress=progress, follow_symlinks=follow_symlinks
-        )
+        with chosen(progress, f"adding {name}") as shown:
+            records, single = _add.add(
+                self.context,
+                src,
+                name,
+                move=move,
+                progress=shown,
+                meta=meta,
+                follow_symlinks=follow_symlinks,
+            )
         files = [File.of(r, self) for r in records]
         return files[0] if single else files
 
@@ -174,22 +212,25 @@ class Lake:
 
     # the remote
 
-    def push(self, progress: Progress = SILENT) -> PushReport:
+    def push(self, progress: ProgressOption = None) -> PushReport:
         """Send names bound here but not yet on the remote (``upload = "deferred"``, or after
         an interrupted push). Names another machine bound to other content meanwhile are
-        listed in ``conflicts`` and stay local-only."""
-        return self.context.link.push(progress)
+        listed in ``conflicts`` and stay local-only. ``progress``: as for ``add``."""
+        with chosen(progress, "pushing") as shown:
+            return self.context.link.push(shown)
 
-    def sync(self, progress: Progress = SILENT) -> SyncReport:
+    def sync(self, progress: ProgressOption = None) -> SyncReport:
         """Push what is pending, then learn every name bound elsewhere since the last sync.
-        Downloads no content: files are fetched when first opened (or by ``pull``)."""
-        return self.context.link.sync(progress)
+        Downloads no content: files are fetched when first opened (or by ``pull``).
+        ``progress``: as for ``add``."""
+        with chosen(progress, "syncing") as shown:
+            return self.context.link.sync(shown)
 
     def pull(
-        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: Progress = SILENT
+        self, names: Iterable[str] | None = None, *, prefix: str = "", progress: ProgressOption = None
     ) -> list[File]:
         """Sync, then download the content of ``names`` (default: every name under ``prefix``)
-        that is not held locally."""
+        that is not held locally. ``progress``: as for ``add``."""
         prefix = validate_prefix(prefix)
         syncer = self.context.require_remote("pull")
         syncer.pull_metadata()
@@ -198,7 +239,8 @@ class Lake:
         else:
             wanted = [names] if isinstance(names, str) else list(names)
             records = [self.context.record(LAKE, validate_name(n)) for n in wanted]
-        syncer.fetch_many(records, progress)
+        with chosen(progress, "pulling") as shown:
+            syncer.fetch_many(records, shown)
         return [File.of(r, self) for r in records]
 
     def evict(self, prefix: str = "") -> EvictReport:
@@ -206,19 +248,23 @@ class Lake:
         prefix = validate_prefix(prefix)
         return self.context.link.evict(prefix)
 
-    def url(self, name: str, expires: timedelta | float | str = 3600) -> str:
-        """A URL another tool can read ``name`` from: presigned on cloud stores (valid for
-        ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of the local copy
-        for an embedded lake."""
-        record = self.context.record(LAKE, validate_name(name))
+    def url(self, name: str, expires: timedelta | float | str = 3600, *, scope: str = LAKE) -> str:
+        """A URL another tool can read ``name`` (or a content digest) from: presigned on cloud
+        stores (valid for ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of
+        the local copy for an embedded lake. ``scope``: 'lake', 'user' or 'pipeline/<run>'."""
+        seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
+        scope = self._resolve_scope(scope)
+        if scope != LAKE:
+            return self.context.scoped(scope).url(validate_name(name), seconds)
+        f = self.file(name)
+        record, name = f.record, f.name
         syncer = self.context.syncer()
         if syncer is None:
-            return File(name, lake=self, record=record).path.as_uri()
+            return f.path.as_uri()
         if not self.context.link.is_pushed(record):
             raise NotFoundError(
                 f"{name!r} is not on remote {syncer.remote.url} yet: run `lakelet push`", name=name
             )
-        seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
         return syncer.url(record, seconds)
 
     def status(self) -> dict[str, object]:
@@ -234,12 +280,16 @@ class Lake:
         partition_by: list[str] | tuple[str, ...] = (),
         mode: str = "append",
         compression: str = "zstd",
+        *,
+        meta: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
-        the partitioned Parquet dataset ``name``; returns that version."""
+        the partitioned Parquet dataset ``name``; returns that version. ``meta``: your own JSON
+        keys for this version (``Dataset.meta``), checked before anything is written."""
         from lakelet.datasets._datasets import Datasets
 
-        return Datasets(self.context).write(name, data, list(partition_by), mode, compression)
+        checked = check_user_meta(meta)
+        return Datasets(self.context).write(name, data, list(partition_by), mode, compression, checked)
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""

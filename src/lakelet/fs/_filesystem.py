@@ -253,7 +253,7 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
                 return
             try:
                 with _lakelet_errors(name):
-                    lake.add(tmp, name, move=True)
+                    lake.add(tmp, name, move=True, progress=False)
             finally:
                 tmp.unlink(missing_ok=True)
 

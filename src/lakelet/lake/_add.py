@@ -15,18 +15,19 @@ import os
 import platform
 import shutil
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lakelet.catalog import _bind
 from lakelet.core import _config, _faults
 from lakelet.core._digest import CHUNK_SIZE, DEFAULT_ALGORITHM, Digest
 from lakelet.core._durable import new_temp_path
+from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
-from lakelet.core._progress import SILENT, Progress
+from lakelet.core._progress import SILENT, Progress, begin_phase
 from lakelet.core._version import __version__
-from lakelet.core.errors import InvalidNameError, SourceError, StorageError
+from lakelet.core.errors import InvalidArgumentError, InvalidNameError, SourceError, StorageError
 from lakelet.storage._objects import (
     ObjectStore,
     StoredBlob,
@@ -39,7 +40,7 @@ from lakelet.storage._objects import (
 )
 from lakelet.storage._refs import NameRecord, check_same_content, utc_now
 from lakelet.storage._scopes import LAKE
-from lakelet.storage._sources import Source, read_small, redact, resolve
+from lakelet.storage._sources import AddSource, Source, from_memory, read_small, redact, resolve
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
@@ -49,26 +50,37 @@ __all__ = ["add", "add_environment", "bind_outputs", "ingest"]
 
 def add(
     context: LakeContext,
-    src: str | os.PathLike[str],
+    src: AddSource,
     name: str,
     *,
     move: bool,
     progress: Progress,
+    meta: Mapping[str, Any] | None = None,
     follow_symlinks: bool = True,
 ) -> tuple[list[NameRecord], bool]:
-    """Store ``src`` (a path, directory, http(s) URL or fsspec URL) under ``name``; a directory's
-    files under ``name/<relative path>``. Returns the records, and whether ``src`` was one file."""
+    """Store ``src`` (a path, directory, http(s) URL, fsspec URL, bytes, a binary file object or
+    an iterable of bytes) under ``name``; a directory's files under ``name/<relative path>``;
+    ``meta``: the user's own keys for the records. Returns the records, and whether ``src``
+    was one file."""
     name = validate_name(name)
-    sources = resolve(src, follow_symlinks)
-    if not sources:
-        raise SourceError(f"{os.fspath(src)} holds no files to add")
+    user_meta = check_user_meta(meta)
+    in_memory = from_memory(src)
+    if in_memory is not None:
+        if move:
+            raise InvalidArgumentError("move=True needs a path: data in memory can only be copied")
+        sources, label = [in_memory[0]], in_memory[1]
+    else:
+        path = cast("str | os.PathLike[str]", src)
+        sources, label = resolve(path, follow_symlinks), redact(os.fspath(path))
+        if not sources:
+            raise SourceError(f"{os.fspath(path)} holds no files to add")
     single = len(sources) == 1 and sources[0].relative == ""
     names = [name] if single else [validate_name(f"{name}/{s.relative}") for s in sources]
     if len(set(names)) != len(names):
-        raise InvalidNameError(f"{os.fspath(src)} maps two files to one name")
+        raise InvalidNameError(f"{label} maps two files to one name")
     # the lineage of an add: where it came from, and with what (user and time are in the record)
-    meta = {"source": redact(os.fspath(src)), **add_environment()}
-    return ingest(context, list(zip(names, sources, strict=True)), meta, move, progress), single
+    record_meta = {**user_meta, "source": label, **add_environment()}
+    return ingest(context, list(zip(names, sources, strict=True)), record_meta, move, progress), single
 
 
 def add_environment() -> dict[str, str]:
@@ -77,26 +89,32 @@ def add_environment() -> dict[str, str]:
 
 
 def bind_outputs(
-    context: LakeContext, outputs: list[tuple[str, Path, bool]], meta: dict[str, Any]
+    context: LakeContext,
+    outputs: list[tuple[str, Path, bool]],
+    meta: dict[str, Any],
+    meta_of: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
-    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none."""
+    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none.
+    ``meta_of``: the user's keys of single outputs (checked), beside ``meta``."""
     items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
     moved = [name for name, _, move in outputs if move]
-    return ingest(context, items, meta, moved, SILENT)
+    return ingest(context, items, meta, moved, SILENT, meta_of)
 
 
 def ingest(
     lake: LakeContext,
     items: list[tuple[str, Source]],
-    meta: dict[str, str],
+    meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
+    meta_of: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
-    only those of these names (a stage's temp files beside a file it returned, which is copied).
+    only those of these names (a stage's temp files beside a file it returned, which is copied);
+    ``meta_of``: more keys for the records of some names.
     Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
     try:
-        return _ingest(lake, items, meta, move, progress)
+        return _ingest(lake, items, meta, move, progress, meta_of or {})
     except OSError as e:  # the full disk of C1 was a raw traceback
         where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
         raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
@@ -105,9 +123,10 @@ def ingest(
 def _ingest(
     lake: LakeContext,
     items: list[tuple[str, Source]],
-    meta: dict[str, str],
+    meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
+    meta_of: Mapping[str, dict[str, Any]],
 ) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
@@ -143,9 +162,16 @@ def _ingest(
         _faults.reached("objects-stored")
 
         now = utc_now()
-        wanted = [NameRecord(LAKE, n, str(b.digest), b.size, now, creator, meta) for n, _, b in stored]
+        # (one meta dict shared by a batch: the segment encodes it once)
+        wanted = [
+            NameRecord(
+                LAKE, n, str(b.digest), b.size, now, creator, {**meta_of[n], **meta} if n in meta_of else meta
+            )
+            for n, _, b in stored
+        ]
         syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
+            begin_phase(progress, "uploading")
             wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
         verified = [

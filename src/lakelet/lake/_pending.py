@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lakelet.core.errors import InvalidNameError
 
@@ -26,6 +27,7 @@ class PendingOutputs:
 
     implicit_prefix: str  # where File() with no name goes: stages/<stage>/<key>/
     written: dict[str, Path] = field(default_factory=dict)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # user meta of written files
     datasets: list[dict[str, object]] = field(default_factory=list)  # versions committed meanwhile
     count: int = 0
 

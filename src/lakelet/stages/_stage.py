@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._durable import new_temp_path
+from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
@@ -64,7 +65,7 @@ from lakelet.stages._secret_env import secret_environment
 
 __all__ = ["Outcome", "Stage", "stage"]
 
-_OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
+_OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain", "meta"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
 
 
@@ -84,15 +85,16 @@ class Stage:
     def __init__(self, func: Any, inputs: dict[str, Raw | Stage], options: dict[str, Any]) -> None:
         unknown = set(options) - _OPTIONS
         if unknown:
-            raise InvalidArgumentError(f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}")
+            raise InvalidArgumentError(_unknown_options(func, {k: options[k] for k in sorted(unknown)}))
         self.func = func
         self.inputs = inputs
         self.options = options
         self.qualname = qualified_name(func)
         self.format: Format | None = get_format(options["format"]) if options.get("format") else None
         if options.get("name") is not None:
-            validate_name(options["name"])
+            options["name"] = validate_name(options["name"])
         self.ttl = stage_ttl(self.qualname, options)
+        self.meta = check_user_meta(options.get("meta"))  # the user's keys on every output; not in the key
         self._signature = inspect.signature(func)  # built once: key() runs on every call
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
@@ -160,6 +162,18 @@ class Stage:
         return out
 
     # running
+
+    def output(self, *args: Any, **kwargs: Any) -> File | list[File]:
+        """The lake file holding this stage's result for these arguments (a list if it returned
+        several Files), computed first if it is not stored, as a call would:
+        ``pd.read_parquet(parse.output("2025-01-20"))``. Raises what a call raises."""
+        lake = current_lake()
+        outcome = self.call_in(lake, args, kwargs)
+        _, run = current_run(lake.context, self.qualname, outcome.key)
+        if run is None:  # cache=False binds a run record too: only a gc between could do this
+            raise NotFoundError(f"stage {self.qualname}: no stored output for key {outcome.key}")
+        files = [lake.file(n) for n in run.returned.names]
+        return files if run.returned.kind == "files" and not run.returned.single else files[0]
 
     def run(self, lake: Lake, args: _Args, kwargs: dict[str, Any]) -> Any:
         return self.call_in(lake, args, kwargs).value
@@ -251,7 +265,7 @@ class Stage:
         with _pending.collecting(prefix) as pending, secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
         duration = time.perf_counter() - t0
-        meta = {"stage": self.qualname, "run": record_name}
+        meta = {**self.meta, "stage": self.qualname, "run": record_name}
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
@@ -261,7 +275,11 @@ class Stage:
             fmt = self._encode(lake, value, encoded, pending)
             returned, from_value = self._returned(value, fmt, encoded, prefix)
             bound = self._bind(
-                lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value], prefix, meta
+                lake,
+                [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value],
+                prefix,
+                meta,
+                pending.meta,
             )
         finally:
             pending.discard()
@@ -296,7 +314,7 @@ class Stage:
         try:
             tmp.write_bytes(data)
             with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
-                lake.add(tmp, record_name, move=True)
+                lake.add(tmp, record_name, move=True, progress=False)
         finally:
             tmp.unlink(missing_ok=True)
         return value
@@ -359,7 +377,12 @@ class Stage:
         return {"kind": "files", "names": [v.name for v in value]}, []
 
     def _bind(
-        self, lake: Lake, outputs: list[tuple[str, Path, bool]], prefix: str, meta: dict[str, str]
+        self,
+        lake: Lake,
+        outputs: list[tuple[str, Path, bool]],
+        prefix: str,
+        meta: dict[str, Any],
+        meta_of: dict[str, dict[str, Any]],
     ) -> list[File]:
         """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
         the run record, bound after them, is what marks the run complete."""
@@ -370,7 +393,7 @@ class Stage:
                 f"stage {self.qualname} has two outputs named {twice}: give each output its own name"
             )
         try:
-            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta)]
+            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta, meta_of)]
         except NameExistsError:
             # Another machine ran this key first and bound other bytes under the key's own
             # names (a non-deterministic stage): its outputs are the ones kept, ours discarded.
@@ -378,8 +401,24 @@ class Stage:
             if not theirs:
                 raise
             mine = [o for o in outputs if o[0] not in theirs]
-            ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
+            ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta, meta_of)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
+
+
+def _unknown_options(func: Any, unknown: dict[str, Any]) -> str:
+    """What to say of decorator arguments that are no option: an input given as a plain path
+    (LWDP's ``@stage(raw_file="raw/input.csv")``) is told to use ``lakelet.raw``."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    for arg, value in unknown.items():
+        if arg in params and isinstance(value, str | os.PathLike):
+            return (
+                f"stage {qualified_name(func)}: input {arg!r} is a plain string; bind a lake name or "
+                f"local file with {arg}=lakelet.raw({os.fspath(value)!r}), or another stage"
+            )
+    return f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}"
 
 
 def _unique(files: list[File]) -> list[File]:
@@ -416,7 +455,7 @@ def stage(func: Any = None, /, **options: Any) -> Any:
 
     Keyword arguments that are ``lakelet.raw(...)`` or other stages bind inputs
     (LWDP style); the others are options: cache, format, name, version,
-    secrets, ttl, explain.
+    secrets, ttl, explain, meta (your own JSON keys on every output's record).
     """
     inputs = {k: v for k, v in options.items() if isinstance(v, Raw | Stage)}
     settings = {k: v for k, v in options.items() if k not in inputs}

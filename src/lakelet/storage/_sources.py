@@ -1,4 +1,5 @@
-"""What `add` can ingest: a local file or directory, an http(s) URL, or any fsspec URL."""
+"""What `add` can ingest: a local file or directory, an http(s) URL, any fsspec URL, or data
+in memory (bytes, a binary file object, an iterable of bytes)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import logging
 import os
 import stat
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
-from lakelet.core._streams import Reader
-from lakelet.core.errors import NotFoundError, SourceError
+from lakelet.core._streams import Readable, Reader
+from lakelet.core.errors import InvalidArgumentError, NotFoundError, SourceError
 
-__all__ = ["Source", "read_small", "redact", "resolve"]
+__all__ = ["AddSource", "Source", "from_memory", "read_small", "redact", "resolve"]
+
+# What ``Lake.add`` takes: a path or URL, or the content itself
+AddSource: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | Readable | Iterable[bytes]"
 
 _HTTP_TIMEOUT_S = 60
 _SHOWN = 10  # entries named in a warning line; the rest counted
@@ -293,3 +297,133 @@ def _fsspec_opener(fs: Any, path: str) -> Callable[[], Reader]:  # fs: an fsspec
         return file
 
     return opener
+
+
+def from_memory(data: object) -> tuple[Source, str] | None:
+    """A single-file Source for content held by the caller, and how to name it in lineage:
+    bytes, a binary file object (read from where it stands, to its end, and left open) or an
+    iterable of bytes (read once); None for a path or URL. InvalidArgumentError for a text
+    stream or anything else."""
+    if isinstance(data, str | os.PathLike):
+        return None
+    if isinstance(data, bytes | bytearray | memoryview):
+        content = bytes(data)  # a copy: the caller may change a bytearray while we store it
+        return Source("", None, len(content), lambda: io.BytesIO(content)), "<bytes>"
+    if isinstance(data, io.TextIOBase):
+        raise InvalidArgumentError("add() takes a binary file object: open the file with 'rb', not 'r'")
+    if callable(getattr(data, "read", None)):
+        name = getattr(data, "name", None)
+        label = f"<file object {name}>" if isinstance(name, str) else "<file object>"
+        return Source("", None, _remaining(data), _read_once(lambda: _Borrowed(data))), label
+    if isinstance(data, Iterable) and not isinstance(data, dict):
+        chunks = iter(data)
+        return Source("", None, None, _read_once(lambda: _Chunks(chunks))), "<iterator>"
+    raise InvalidArgumentError(
+        f"add() takes a path, a URL, bytes, a binary file object or an iterable of bytes, "
+        f"not {type(data).__name__}"
+    )
+
+
+def _remaining(data: Any) -> int | None:
+    """How many bytes a seekable file object holds past its position (for progress), else None."""
+    try:
+        if not data.seekable():
+            return None
+        here = data.tell()
+        end = data.seek(0, io.SEEK_END)
+        data.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return int(end - here) if isinstance(end, int) else None
+
+
+def _read_once(opener: Callable[[], Reader]) -> Callable[[], Reader]:
+    """A stream the caller handed over can be read once: a second read would store nothing."""
+    opened = False
+
+    def once() -> Reader:
+        nonlocal opened
+        if opened:
+            raise SourceError("a file object or iterator given to add() was already read")
+        opened = True
+        return opener()
+
+    return once
+
+
+class _StreamReader:
+    """A Reader over the caller's stream: ``readinto`` from ``_next`` chunks; closing it leaves
+    the caller's object open (it is theirs); it cannot seek."""
+
+    def __init__(self) -> None:
+        self._pending = memoryview(b"")
+
+    def _next(self) -> bytes:  # b"" at the end
+        raise NotImplementedError
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        while not self._pending:
+            chunk = self._next()
+            if not chunk:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def read(self, size: int = -1, /) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            buffer = bytearray(1 << 20 if size < 0 else size - len(out))
+            n = self.readinto(buffer)
+            if n == 0:
+                break
+            out += buffer[:n]
+        return bytes(out)
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        raise io.UnsupportedOperation("a stream given to add() cannot seek")
+
+    def close(self) -> None:
+        self._pending = memoryview(b"")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_READ_SIZE = 4 << 20
+
+
+class _Borrowed(_StreamReader):
+    def __init__(self, file: Any) -> None:
+        super().__init__()
+        self._file = file
+
+    def _next(self) -> bytes:
+        chunk = self._file.read(_READ_SIZE)
+        if chunk is None:  # a non-blocking raw stream with nothing ready: not a file to add
+            raise SourceError("the file object given to add() returned no data (non-blocking?)")
+        return _checked(chunk, "the file object given to add()")
+
+
+class _Chunks(_StreamReader):
+    def __init__(self, chunks: Iterator[object]) -> None:
+        super().__init__()
+        self._chunks = chunks
+
+    def _next(self) -> bytes:
+        for chunk in self._chunks:  # skips empty chunks: b"" would end the stream early
+            data = _checked(chunk, "the iterator given to add()")
+            if data:
+                return data
+        return b""
+
+
+def _checked(chunk: object, what: str) -> bytes:
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    raise InvalidArgumentError(f"{what} yielded {type(chunk).__name__}, not bytes: open it in binary mode")

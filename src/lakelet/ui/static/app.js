@@ -118,6 +118,8 @@ async function showNames(params) {
 
 // ---- one file ----------------------------------------------------------------------------------------
 
+const LAKELET_META = new Set(["source", "host", "lakelet", "python", "stage", "run", "expires_at", "expired_at"]);
+
 async function showFile(name) {
   const f = await api(`files/${pathOf(name)}`);
   const record = f.lineage || {};
@@ -132,12 +134,16 @@ async function showFile(name) {
     .filter(([, v]) => v).map(([k, v]) => `${k} ${text(v)}`).join(", ");
   const inputs = Array.isArray(f.inputs) ? f.inputs.map(text) : [];
   const downstream = Array.isArray(f.downstream) ? f.downstream.map(text) : [];
+  // the user's own keys (add(meta=...)); lakelet's own are shown above
+  const meta = Object.entries(f.meta && typeof f.meta === "object" ? f.meta : {})
+    .filter(([k]) => !LAKELET_META.has(k)).map(([k, v]) => [text(k), typeof v === "string" ? v : JSON.stringify(v)]);
   show(
     h("h1", {}, text(f.name)),
     h("p", {}, route(`/lineage/${encodeURIComponent(text(f.name))}`, "lineage graph")),
     kv([["state", badge(f.state)], ["size", `${size(f.size)} (${num(f.size)} bytes)`], ["digest", h("code", {}, text(f.digest))],
         ["created", when(f.created_at)], ["creator", text(f.creator)], ["kind", text(f.kind)],
         ["local copy", f.path ? h("code", {}, text(f.path)) : "only on the remote"]]),
+    meta.length ? [h("h2", {}, "Metadata"), kv(meta)] : null,
     h("h2", {}, "How it was made"),
     kv([["method", made], ["code", code || muted("not recorded")],
         ["commit", git.commit ? [h("code", {}, text(git.commit).slice(0, 12)), git.dirty ? " (uncommitted changes)" : ""] : ""],

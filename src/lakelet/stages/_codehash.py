@@ -198,8 +198,14 @@ def _add_package(obj: Any, parts: dict[str, str]) -> None:
 
 
 @cache
+def _packages_distributions() -> dict[str, list[str]]:
+    # ~1 s on a full venv (it reads every distribution's file list): once per process
+    return dict(importlib.metadata.packages_distributions())
+
+
+@cache
 def _distribution_of(top_level: str) -> tuple[str, str] | None:
-    names = importlib.metadata.packages_distributions().get(top_level)
+    names = _packages_distributions().get(top_level)
     if not names:
         return None
     try:

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,9 @@ from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
+from lakelet.storage._objects import hash_file
 
-__all__ = ["Outcome", "Stage", "stage"]
+__all__ = ["Computed", "Outcome", "Stage", "commit", "stage"]
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -242,7 +243,19 @@ class Stage:
             ) from None
 
     def _execute(self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]) -> Any:
-        parts = key.parts
+        done = self.compute(lake, key, record_name, args, kwargs)
+        try:
+            commit(lake, [done])
+        finally:
+            done.discard()
+        return done.value
+
+    def compute(
+        self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]
+    ) -> Computed:
+        """Run the function and prepare what to bind (its outputs and run record, in temp files),
+        binding nothing: ``commit`` binds one or many of these in one segment. The caller
+        discards it once committed (or not)."""
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -255,53 +268,58 @@ class Stage:
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
-        encoded = new_temp_path(lake.root / "tmp")
+        done = Computed(self, value, record_name, prefix, meta, pending, new_temp_path(lake.root / "tmp"))
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
-            fmt = self._encode(lake, value, encoded, pending)
-            returned, from_value = self._returned(value, fmt, encoded, prefix)
-            bound = self._bind(
-                lake, [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value], prefix, meta
-            )
-        finally:
-            pending.discard()
-            encoded.unlink(missing_ok=True)
-        record = {
-            "kind": "stage",
-            "stage": self.qualname,
-            "key": key.digest,
-            "parts": parts,
-            "returned": returned,
-            # a returned File the stage did not write (passed through) is an output too
-            "outputs": [
-                {"name": f.name, "digest": f.digest}
-                for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])
-            ],
-            "inputs": parts["inputs"],
-            "datasets_written": pending.datasets,
-            "code_digest": identity_of(self.func).digest,
-            "code_source": _provenance.source_text(self.func),
-            "source": _provenance.source_location(self.func),
-            "environment": _provenance.environment(),
-            "packages": module_packages(self.func)
-            | {k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
-            "started_at": started.isoformat(),
-            "ended_at": datetime.now(UTC).isoformat(),
-            "duration_s": round(duration, 6),
-            **expiry,
-        }
-        data = json.dumps(record, sort_keys=True, indent=1).encode()
-        self._check_record(data, record_name)
-        tmp = new_temp_path(lake.root / "tmp")
-        try:
-            tmp.write_bytes(data)
-            with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
-                lake.add(tmp, record_name, move=True)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return value
+            fmt = self._encode(lake, value, done.encoded, pending)
+            returned, from_value = self._returned(value, fmt, done.encoded, prefix)
+            done.outputs = [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value]
+            _check_unique(self, [n for n, _, _ in done.outputs])
+            written = {n: str(hash_file(path)[0]) for n, path, _ in done.outputs}
+            passed_through = {n: lake.file(n).digest for n in returned["names"] if n not in written}
+            done.record = {
+                "kind": "stage",
+                "stage": self.qualname,
+                "key": key.digest,
+                "parts": key.parts,
+                "returned": returned,
+                # a returned File the stage did not write (passed through) is an output too
+                "outputs": [{"name": n, "digest": d} for n, d in {**written, **passed_through}.items()],
+                "inputs": key.parts["inputs"],
+                "datasets_written": pending.datasets,
+                "code_digest": identity_of(self.func).digest,
+                "code_source": _provenance.source_text(self.func),
+                "source": _provenance.source_location(self.func),
+                "environment": _provenance.environment(),
+                "packages": module_packages(self.func)
+                | {
+                    k.removeprefix("package:"): v
+                    for k, v in key.parts["code"].items()
+                    if k.startswith("package:")
+                },
+                "started_at": started.isoformat(),
+                "ended_at": datetime.now(UTC).isoformat(),
+                "duration_s": round(duration, 6),
+                **expiry,
+            }
+            done.write_record()
+        except BaseException:
+            done.discard()
+            raise
+        return done
 
-    def _check_record(self, data: bytes, record_name: str) -> None:
+    def commit_alone(self, lake: Lake, done: Computed) -> None:
+        """Bind one run's outputs, then its record: the way when a group commit met a name bound
+        by another machine (whose outputs, if they are under this key's names, are kept)."""
+        bound = self._bind(lake, done.outputs, done.prefix, done.meta)
+        returned = [lake.file(n) for n in done.record["returned"]["names"]]
+        done.record["outputs"] = [{"name": f.name, "digest": f.digest} for f in _unique([*bound, *returned])]
+        done.write_record()
+        assert done.record_path is not None
+        with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
+            bind_outputs(lake.context, [(done.record_name, done.record_path, True)], done.record_meta)
+
+    def check_record(self, data: bytes, record_name: str) -> None:
         """Refuse to bind a run record the readers would refuse: every later call would run the
         stage again and bind yet another generation. Raises InvalidArgumentError."""
         if len(data) > MAX_RUN_RECORD_BYTES:
@@ -364,11 +382,6 @@ class Stage:
         """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
         the run record, bound after them, is what marks the run complete."""
         names = [name for name, _, _ in outputs]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise InvalidArgumentError(
-                f"stage {self.qualname} has two outputs named {twice}: give each output its own name"
-            )
         try:
             return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta)]
         except NameExistsError:
@@ -380,6 +393,80 @@ class Stage:
             mine = [o for o in outputs if o[0] not in theirs]
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
+
+
+def _check_unique(stage: Stage, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidArgumentError(
+            f"stage {stage.qualname} has two outputs named {twice}: give each output its own name"
+        )
+
+
+@dataclass
+class Computed:
+    """One run of a stage, done but not bound yet: its value, and its outputs and run record in
+    temp files."""
+
+    stage: Stage
+    value: Any
+    record_name: str
+    prefix: str  # the generation's folder
+    meta: dict[str, str]  # of its outputs
+    pending: _pending.PendingOutputs
+    encoded: Path  # the return value in its format (a temp file)
+    outputs: list[tuple[str, Path, bool]] = field(default_factory=list)  # (name, path, move it in)
+    record: dict[str, Any] = field(default_factory=dict)
+    record_path: Path | None = None
+
+    @property
+    def record_meta(self) -> dict[str, str]:
+        return {"stage": self.stage.qualname}
+
+    def write_record(self) -> None:
+        data = json.dumps(self.record, sort_keys=True, indent=1).encode()
+        self.stage.check_record(data, self.record_name)
+        if self.record_path is None:
+            self.record_path = new_temp_path(self.encoded.parent)
+        self.record_path.write_bytes(data)
+
+    def discard(self) -> None:
+        self.pending.discard()
+        self.encoded.unlink(missing_ok=True)
+        if self.record_path is not None:
+            self.record_path.unlink(missing_ok=True)
+
+
+def commit(lake: Lake, runs: list[Computed]) -> None:
+    """Bind the outputs of ``runs`` in one segment, then their run records in a second (a group
+    commit: two catalog transactions, no fsync, as for all derived data). Records apart from
+    outputs: a remote packs small objects bound together, and a run record outlives its
+    outputs (gc keeps it as lineage), which must not keep their pack. Two runs naming one
+    output, or a name another machine bound first, fall back to binding each run alone."""
+    outputs = [o for done in runs for o in done.outputs]
+    metas = {n: done.meta for done in runs for n, _, _ in done.outputs}
+    names = [n for n, _, _ in outputs]
+    alone: list[Computed] = []
+    if len(set(names)) != len(names):
+        alone = runs
+    elif outputs:
+        try:
+            bind_outputs(lake.context, outputs, {}, metas)
+        except NameExistsError:
+            alone = runs  # each alone: the one whose names another machine took adopts its outputs
+    for done in alone:
+        done.stage.commit_alone(lake, done)
+    grouped = [done for done in runs if done not in alone]
+    records = [(d.record_name, d.record_path, True) for d in grouped if d.record_path is not None]
+    record_metas = {d.record_name: d.record_meta for d in grouped}
+    if not records:
+        return
+    try:
+        bind_outputs(lake.context, records, {}, record_metas)
+    except NameExistsError:  # another machine bound one first: the same key, so its result stands
+        for record in records:
+            with contextlib.suppress(NameExistsError):
+                bind_outputs(lake.context, [record], {}, record_metas)
 
 
 def _unique(files: list[File]) -> list[File]:

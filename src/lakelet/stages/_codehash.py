@@ -12,6 +12,7 @@ docs/caching.md.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.metadata
 import inspect
@@ -57,8 +58,17 @@ def code_identity(func: Any) -> CodeIdentity:
 
 
 def _unwrap(obj: Any) -> Any:
+    # Read from the object's own __dict__, never through getattr: the attributes of any object
+    # may be made up by its __getattr__ (a Polars expression answers every name), and nothing
+    # is tested for truth, which user types may refuse (a NumPy array, a Polars expression).
     while True:
-        inner = getattr(obj, "__lakelet_function__", None) or getattr(obj, "__wrapped__", None)
+        try:
+            attrs = vars(obj)
+        except TypeError:
+            return obj
+        inner = attrs.get("__lakelet_function__")
+        if inner is None:
+            inner = attrs.get("__wrapped__")
         if inner is None or inner is obj:
             return obj
         obj = inner
@@ -91,8 +101,10 @@ def _collect(obj: Any, parts: dict[str, str], seen: set[int]) -> None:
                 parts[f"constant:{function.__module__}.{label}"] = _constant_digest(value)
             elif isinstance(value, types.ModuleType):
                 _add_package(value, parts)
-            else:
+            elif callable(value):
                 _collect(_unwrap(value), parts, seen)
+            else:
+                parts[f"object:{function.__module__}.{label}"] = _object_digest(value)
 
 
 def _referenced(func: types.FunctionType) -> list[tuple[str, Any]]:
@@ -123,6 +135,20 @@ def _constant_digest(value: Any) -> str:
     except TypeError:
         text = type(value).__qualname__
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _object_digest(value: Any) -> str:
+    """Any other module-level value: by its type, and its bytes when it is an array (NumPy's
+    ``tobytes``), never by comparing it or asking its truth, which user types may refuse (a
+    Polars expression raises on ``bool``). Other values of one type share a digest: declare
+    ``version=`` when a stage depends on such a value's content."""
+    kind = type(value)
+    h = hashlib.sha256(f"{kind.__module__}.{kind.__qualname__}".encode())
+    if all(hasattr(kind, a) for a in ("tobytes", "dtype", "shape")):
+        with contextlib.suppress(Exception):  # any refusal: keyed by type alone
+            h.update(repr((str(value.dtype), tuple(value.shape))).encode())
+            h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def _canonical(value: Any) -> Any:

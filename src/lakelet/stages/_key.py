@@ -152,7 +152,7 @@ def what_changed(lake: Lake, stage: str, parts: dict[str, Any]) -> str:
         if old_code.get(name) != new_code.get(name):
             if name == stage:
                 changed.append("code")
-            elif name.startswith(("constant:", "package:")):
+            elif name.startswith(("constant:", "package:", "object:")):
                 changed.append(name.replace(":", " ", 1))
             else:
                 changed.append(f"helper {name}")

@@ -105,12 +105,21 @@ def browsable_base(remote: str | None) -> str | None:
     return f"https://{m.group(1)}/{m.group(2)}"
 
 
-def source_location(func: Any) -> dict[str, Any]:
+@cache
+def _where(func: Any) -> tuple[Path, int] | None:
+    # Once per function, like its code identity (``_key.identity_of``): the lineage then
+    # names the source the key was made of, even if the file was edited since the import.
     try:
-        filename = Path(inspect.getsourcefile(func) or "").resolve()
-        line = inspect.getsourcelines(func)[1]
+        return Path(inspect.getsourcefile(func) or "").resolve(), inspect.getsourcelines(func)[1]
     except (OSError, TypeError):
+        return None
+
+
+def source_location(func: Any) -> dict[str, Any]:
+    where = _where(func)
+    if where is None:
         return {"file": None, "line": None, "git": None}
+    filename, line = where
     repo = _repository(filename.parent) if filename.name else None
     location: dict[str, Any] = {"file": str(filename), "line": line, "git": None}
     if repo is None:
@@ -126,6 +135,7 @@ def source_location(func: Any) -> dict[str, Any]:
     return location
 
 
+@cache
 def source_text(func: Any) -> str | None:
     try:
         return inspect.getsource(func)

@@ -19,6 +19,7 @@ from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.lake._run_record import ignore
 from lakelet.lake._run_reports import save_report
+from lakelet.runner import _map  # noqa: F401  (fills Stage.map's hook)
 from lakelet.runner._events import RunObserver, RunReport, RunStarted
 from lakelet.runner._executors import address, open_executor, run_stage
 from lakelet.runner._graph import build_graph

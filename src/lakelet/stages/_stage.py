@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 
 from lakelet.core._durable import new_temp_path
 from lakelet.core._names import validate_name
+from lakelet.core._progress import SILENT, Progress
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
     CorruptRecordError,
@@ -48,6 +49,7 @@ from lakelet.facade._lake import Lake
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import expiry_fields, stage_ttl
+from lakelet.lake._expiry import record_name as generation_name
 from lakelet.lake._run_record import (
     MAX_RUN_RECORD_BYTES,
     RunRecord,
@@ -62,8 +64,12 @@ from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
 from lakelet.storage._objects import hash_file
+from lakelet.storage._scopes import LAKE
 
-__all__ = ["Computed", "Outcome", "Stage", "commit", "stage"]
+__all__ = ["MAPPER", "Computed", "Outcome", "Stage", "commit", "stage"]
+
+# Stage.map runs on lakelet.run's executors, a layer above: lakelet.runner fills this in
+MAPPER: Callable[[Stage, tuple[Any, ...], Any, int | None, Progress], list[Any]] | None = None
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -77,6 +83,7 @@ class Outcome:
     ran: bool
     why: str  # "" for a run unless the reason was asked for: finding it costs a listing
     key: str  # whose run record holds the result
+    record: str = ""  # the name of that run record
 
 
 class Stage:
@@ -104,6 +111,25 @@ class Stage:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(current_lake(), args, kwargs)
 
+    def map(
+        self,
+        *iterables: Any,
+        executor: Any = None,
+        max_workers: int | None = None,
+        progress: Progress = SILENT,
+    ) -> list[Any]:
+        """Call the stage once per item (several iterables zip into positional arguments, as the
+        builtin ``map``), each keyed as ``stage(*item)`` is; returns the results in input order.
+
+        ``executor``: as ``lakelet.run``'s. ``progress`` is told the number of items
+        (``add_total``) and advanced by one as each is done. Items that fail do not stop the
+        others, which are kept; then raises RunError naming the failed items (``.failures``:
+        their tracebacks, by ``module.qualname[index]``).
+        """
+        if MAPPER is None:  # filled when lakelet.runner is imported, as `import lakelet` does
+            raise InvalidArgumentError("Stage.map needs lakelet.runner: import lakelet")
+        return MAPPER(self, iterables, executor, max_workers, progress)
+
     # the key
 
     def key(
@@ -125,6 +151,10 @@ class Stage:
             self._resolve(lake, {} if keys is None else keys),
             self._params(args, kwargs),
         )
+
+    def key_for(self, lake: Lake, args: _Args, kwargs: dict[str, Any], keys: dict[Stage, Key]) -> Key:
+        """The key of a call with these arguments; ``keys``: upstream keys worked out so far."""
+        return self._key(lake, args, kwargs, keys)
 
     def key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
         """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
@@ -170,7 +200,36 @@ class Stage:
         return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
 
     def value_for(self, lake: Lake, key: Key) -> Any:
+        """The value a downstream stage reads. A ``cache=False`` stage is read from its latest
+        run (in ``lakelet.run``, the one this run made), run first when it has none."""
+        if not self.options.get("cache", True):
+            latest = self.latest_run(lake, key.digest)
+            if latest is not None:
+                with contextlib.suppress(CorruptRecordError):
+                    return self.load_output(lake, latest)
         return self._outcome(lake, key, (), {}, explain=False).value
+
+    def latest_run(self, lake: Lake, key: str) -> RunRecord | None:
+        """The last live generation of ``key`` whose record is valid (``cache=False`` binds one
+        per call), or None."""
+        found: RunRecord | None = None
+        taken: set[str] = set()
+        while True:
+            name, run = current_run(lake.context, self.qualname, key, taken)
+            if run is None:
+                return found
+            found = run
+            taken.add(name)
+
+    def free_generation(self, lake: Lake, key: str, taken: set[str]) -> str:
+        """The name of the first generation of ``key`` that no record holds and that is not in
+        ``taken`` (names a batch is about to bind): where a ``cache=False`` call binds its run."""
+        generation = 1
+        while True:
+            name = generation_name(self.qualname, key, generation)
+            if name not in taken and lake.context.lookup(LAKE, name) is None:
+                return name
+            generation += 1
 
     def _outcome(self, lake: Lake, key: Key, args: _Args, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
@@ -180,11 +239,15 @@ class Stage:
         with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
             if cache and (hit := self._cached(lake, key, passed, "computed meanwhile by another process")):
                 return hit
-            record_name, _ = current_run(lake.context, self.qualname, key.digest, passed)
+            if cache:
+                record_name, _ = current_run(lake.context, self.qualname, key.digest, passed)
+            else:  # each call is a run of its own, kept as the key's next generation
+                record_name = self.free_generation(lake, key.digest, set())
             # before the run: afterwards its own record is the latest
             reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
-            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
+            value = self._execute(lake, key, record_name, args, kwargs)
+            return Outcome(value, True, reason, key.digest, record_name)
 
     def _cached(self, lake: Lake, key: Key, passed: set[str], reason: str) -> Outcome | None:
         """The stored result of ``key``, or None when it must run. A run record whose output cannot
@@ -200,7 +263,7 @@ class Stage:
                 passed.add(name)
                 continue
             _log(self, "skipped", reason)
-            return Outcome(value, False, reason, key.digest)
+            return Outcome(value, False, reason, key.digest, name)
 
     def current_run(self, lake: Lake, key: str) -> tuple[str, RunRecord | None]:
         """(the run record ``key`` binds now, its checked record or None when the key is not cached)."""

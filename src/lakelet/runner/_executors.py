@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from lakelet.core._environ import patched_environ
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake, init, open_lake
+from lakelet.stages._codehash import adopt_distributions, known_distributions
 from lakelet.stages._many import ItemDone, call_many
 from lakelet.stages._secret_env import handed_secrets, mask_secrets
 from lakelet.stages._stage import Stage
@@ -48,9 +49,12 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def open_executor(executor: Any, max_workers: int | None) -> Iterator[cf.Executor | None]:
-    """The pool ``executor=`` names (None: in this process), shut down at the end if made here."""
-    pool, owned = _choose(executor, max_workers)
+def open_executor(
+    executor: Any, max_workers: int | None, modules: Collection[str] = ()
+) -> Iterator[cf.Executor | None]:
+    """The pool ``executor=`` names (None: in this process), shut down at the end if made here.
+    A process pool made here has its workers import ``modules`` (the stages') before it is used."""
+    pool, owned = _choose(executor, max_workers, sorted(set(modules)))
     try:
         yield pool
     finally:
@@ -58,7 +62,7 @@ def open_executor(executor: Any, max_workers: int | None) -> Iterator[cf.Executo
             pool.shutdown(wait=True)
 
 
-def _choose(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None, bool]:
+def _choose(executor: Any, max_workers: int | None, modules: list[str]) -> tuple[cf.Executor | None, bool]:
     """(executor, whether we own it and must shut it down)."""
     if executor is None:
         return None, False
@@ -68,8 +72,21 @@ def _choose(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None,
         # as did ProcessPoolExecutor.shutdown about one run in ten. A fork server forks from a
         # clean single-threaded process; workers import the stage's module by name, with the
         # parent's sys.path, so scripts need the usual `if __name__ == "__main__":` guard.
+        # The server was started once, with the environment of that moment: each worker takes
+        # the parent's environment of now, as a forked one would (secrets, credentials, flags).
         context = multiprocessing.get_context("forkserver")
-        return cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=context), True
+        pool = cf.ProcessPoolExecutor(
+            max_workers=max_workers,
+            mp_context=context,
+            initializer=_adopt_parent,
+            initargs=(dict(os.environ), known_distributions()),
+        )
+        # Such a pool starts a worker only when a task finds none idle, and a new worker takes
+        # a while to import lakelet: two stages that could run at once would run one after the
+        # other on the first worker. So every worker is started now, all at once.
+        workers = max_workers or os.cpu_count() or 1
+        cf.wait([pool.submit(_ready, modules) for _ in range(workers)])
+        return pool, True
     if isinstance(executor, str) and executor.startswith("dask://"):
         from distributed import Client
 
@@ -83,6 +100,22 @@ def _choose(executor: Any, max_workers: int | None) -> tuple[cf.Executor | None,
         'executor must be None, "processes", a concurrent.futures.Executor, a dask Client '
         f'or "dask://host:port", not {executor!r}'
     )
+
+
+def _ready(modules: list[str]) -> None:
+    """A worker's first task: import the stages' modules (lakelet's worker side, this module, is
+    imported by now), so that the first stage a worker runs does not wait for them."""
+    for module in modules:
+        with contextlib.suppress(Exception):  # the stage itself reports what fails to import
+            importlib.import_module(module)
+
+
+def _adopt_parent(environ: dict[str, str], distributions: dict[str, list[str]] | None) -> None:
+    """What a forked worker would have inherited: the environment, and the package lookup a
+    code hash needs (a second per process to work out)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    adopt_distributions(distributions)
 
 
 def address(stage: Stage, label: str) -> tuple[str, str]:

@@ -73,7 +73,7 @@ def map_stage(
         call_many(stage, lake, sorted(todo), tell)
     elif todo:
         assert where is not None
-        with open_executor(executor, max_workers) as pool:
+        with open_executor(executor, max_workers, [where[0]]) as pool:
             assert pool is not None
             _on_pool(pool, where, lake, todo, max_workers, tell)
     failures = {f"{stage.qualname}[{i}]": d.error for i, d in sorted(done.items()) if d.status == "failed"}

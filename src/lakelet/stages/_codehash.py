@@ -27,9 +27,11 @@ from typing import Any
 
 __all__ = [
     "CodeIdentity",
+    "adopt_distributions",
     "code_identity",
     "is_project_code",
     "is_project_module",
+    "known_distributions",
     "module_packages",
     "normalized_digest",
     "qualified_name",
@@ -223,10 +225,28 @@ def _add_package(obj: Any, parts: dict[str, str]) -> None:
         parts[f"package:{dist[0]}"] = dist[1]
 
 
-@cache
+_distributions: dict[str, list[str]] | None = None
+
+
 def _packages_distributions() -> dict[str, list[str]]:
-    # ~1 s on a full venv (it reads every distribution's file list): once per process
-    return dict(importlib.metadata.packages_distributions())
+    # ~1 s on a full venv (it reads every distribution's file list): once per process, and a
+    # worker process is handed its parent's (known_distributions, adopt_distributions)
+    global _distributions
+    if _distributions is None:
+        _distributions = dict(importlib.metadata.packages_distributions())
+    return _distributions
+
+
+def known_distributions() -> dict[str, list[str]] | None:
+    """Top-level module -> distributions, if this process has worked it out."""
+    return _distributions
+
+
+def adopt_distributions(mapping: dict[str, list[str]] | None) -> None:
+    """Take a parent process's ``known_distributions`` (the same installation)."""
+    global _distributions
+    if mapping is not None and _distributions is None:
+        _distributions = mapping
 
 
 @cache

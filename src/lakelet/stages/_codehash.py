@@ -284,8 +284,14 @@ def is_project_code(obj: Any) -> bool:
     return is_project_module(module)
 
 
+@cache
 def module_packages(func: Any) -> dict[str, str]:
-    """Versions of the installed packages the function's module imports (for lineage)."""
+    """Versions of the installed packages the function's module imports (for lineage): once per
+    function and process, like its code identity (shared: callers must not change it)."""
+    return dict(_module_packages(func))
+
+
+def _module_packages(func: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in list(getattr(_unwrap(func), "__globals__", {}).values()):
         name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)

@@ -291,9 +291,11 @@ class Stage:
             if returned.kind == "files":
                 files = [lake.file(n) for n in returned.names]
                 return files[0] if returned.single else files
-            path = lake.file(returned.names[0]).path
             if returned.kind == "path":
-                return path
+                return lake.file(returned.names[0]).path
+            # the stored object itself (verified on open), not a view named with the suffix:
+            # the format's loader needs none, and a view costs a link per output
+            path = _verified_blob(lake, returned.names[0])
             return get_format(returned.kind).load(path, returned.value_kind)
         except RemoteError:
             raise  # the network, not the record: the next call may load it
@@ -456,6 +458,14 @@ class Stage:
             mine = [o for o in outputs if o[0] not in theirs]
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
+
+
+def _verified_blob(lake: Lake, name: str) -> Path:
+    """The local object bound to ``name``, verified (fetched first if only on the remote)."""
+    record = lake.file(name).record
+    with lake.context.open_record(record):
+        pass
+    return lake.context.blob_path(record)
 
 
 def _check_unique(stage: Stage, names: list[str]) -> None:

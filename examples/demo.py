@@ -221,6 +221,13 @@ def by_customer(orders):
 @lakelet.stage(totals=by_customer)
 def report(totals):
     return "\\n".join(f"{c}: {t:.2f}" for c, t in sorted(totals.items()))
+
+
+@lakelet.stage
+def day_total(orders: lakelet.File):
+    \"\"\"One day's revenue with tax: mapped over the day files.\"\"\"
+    with orders.open() as f:
+        return round(sum(with_tax(float(row["amount"])) for row in csv.DictReader(f)), 2)
 """
 
 
@@ -274,6 +281,16 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     console.print(f"  → {result!r}")
     shell(lake.root, "runs")
     os.environ.pop("LAKELET_EXPLAIN")
+    days = [f for f in lake.ls("raw/orders/") if f.is_local]  # step 7's rotten file is quarantined
+    console.print(
+        f"[bold]one call per file: day_total.map(lake.ls('raw/orders/'), executor=\"processes\") "
+        f"over {len(days)} files[/bold]"
+    )
+    totals = pipeline.day_total.map(days, executor="processes", max_workers=2)
+    console.print(f"  → {dict(zip([f.name for f in days], totals, strict=True))}")
+    again = pipeline.day_total.map(days)
+    console.print(f"  again: each item keyed like day_total(file), nothing runs → {again == totals}")
+    shell(lake.root, "ls")
     final = [f for f in lake.ls("stages/pipeline.report/") if "/output." in f.name][-1]
     os.environ["COLUMNS"] = "160"
     shell(lake.root, "lineage", final.name, "--depth", "2")

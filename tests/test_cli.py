@@ -211,3 +211,19 @@ def test_run_a_failing_stage_is_one_line(home, pipeline) -> None:
 )
 def test_run_with_a_bad_target_is_one_line(home, pipeline, target, message) -> None:
     assert message in _fails("run", target.format(pipeline=pipeline), env=home)
+
+
+def test_ls_keeps_stage_outputs_out_of_the_listing_unless_asked(home, make_file) -> None:
+    lake = lakelet.open(home["LAKELET_HOME"])
+    lake.add(make_file("chosen.txt", "mine"), "reports/chosen.txt")
+    with lakelet.use(lake):
+        lakelet.stage(name="reports/named.json")(lambda: {"a": 1})()  # a name the user chose
+        lakelet.stage(lambda x: x + 1).__call__(1)
+    out = run_lakelet("ls", env=home)
+    assert out.returncode == 0
+    names = [line.split()[0] for line in out.stdout.decode().splitlines()[1:] if line.strip()]
+    assert names == ["reports/chosen.txt", "reports/named.json"]
+    assert "3 stage outputs and run records under stages/ not shown" in out.stderr.decode()
+    listed = [e["name"] for e in json.loads(_ok("ls", "--json", "--all", env=home))]
+    assert len(listed) == 5 and sum(n.startswith("stages/") for n in listed) == 3
+    assert "stages/" in _ok("ls", "stages/", env=home)

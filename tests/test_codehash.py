@@ -102,3 +102,44 @@ def test_helpers_in_another_project_module_count(load, tmp_path) -> None:
     (tmp_path / "helpers_mod.py").write_text("def clean(x):\n    return x.strip().lower()\n")
     sys.modules.pop("helpers_mod", None)
     assert load(source) != before
+
+
+UNTESTABLE = '''
+class Expr:
+    """Like a Polars expression: every attribute is another expression, and asking one for
+    its truth or comparing it raises."""
+
+    def __getattr__(self, name):
+        return Expr()
+
+    def __bool__(self):
+        raise TypeError("the truth value of an Expr is ambiguous")
+
+    def __eq__(self, other):
+        raise TypeError("Expr == is lazy")
+
+    __hash__ = object.__hash__
+
+
+TOTAL = Expr()
+
+
+def stage(x):
+    return (TOTAL, x)
+'''
+
+
+def test_a_global_that_refuses_truth_and_comparison_is_keyed_by_its_type(load, tmp_path) -> None:
+    assert "object:M.TOTAL=" in load(UNTESTABLE)
+    (tmp_path / "exprs_mod.py").write_text(textwrap.dedent(UNTESTABLE))
+    module = importlib.import_module("exprs_mod")
+    before = code_identity(module.stage).parts
+    module.TOTAL = module.Expr()  # another instance: the same key (by type, not by id or repr)
+    assert code_identity(module.stage).parts == before
+
+
+def test_a_global_array_is_keyed_by_its_bytes(load) -> None:
+    source = "import numpy\n\nWEIGHTS = numpy.array([1.0, 2.0])\n\ndef stage(x):\n    return WEIGHTS * x\n"
+    before = load(source)
+    assert before == load(source)
+    assert load(source.replace("2.0", "3.0")) != before

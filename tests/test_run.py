@@ -392,7 +392,8 @@ def test_a_worker_that_finds_its_stage_cached_reports_it_skipped(diamond) -> Non
     module.source()
     done = run_stage(module.__name__, "source", lake_spec(lake), "r1")
     key, _ = module.source.key(lake)
-    assert done == {"status": "skipped", "duration_s": None, "why": "cached", "key": key}
+    record, _ = module.source.current_run(lake, key)
+    assert done == {"status": "skipped", "duration_s": None, "why": "cached", "key": key, "record": record}
 
 
 def test_a_worker_that_cannot_see_the_lake_shares_through_s3(s3_server, tmp_path, monkeypatch) -> None:

@@ -126,6 +126,9 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if _LAZY[name].startswith("stages."):
+        # Stage.map runs on the runner's executors, a layer above stages: it fills their hook
+        importlib.import_module(".runner._map", __name__)
     globals()[name] = value
     return value
 

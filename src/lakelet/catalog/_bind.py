@@ -65,6 +65,7 @@ def bind_once(
     records: list[NameRecord],
     verified: Iterable[tuple[str, Fingerprint]] = (),
     stored: Iterable[tuple[str, str]] = (),
+    durable: bool = True,
 ) -> tuple[list[NameRecord], list[NameRecord]]:
     """Bind write-once lake names, all in one segment.
 
@@ -72,7 +73,8 @@ def bind_once(
     content). Raises NameExistsError, before writing anything, if any name is
     bound to other content or was removed, and NotFoundError if one of the
     ``stored`` objects (name, path) is gone. ``verified`` (blobs this process
-    just wrote) is indexed in the same transaction as the names.
+    just wrote) is indexed in the same transaction as the names. ``durable=False``: the
+    segment is not fsynced (derived data, recomputable).
     """
     with locked(refs):
         while True:
@@ -89,7 +91,7 @@ def bind_once(
                 return [], same
             _check_still_stored(stored)
             try:
-                refs.append_segment(applied + 1, new)
+                refs.append_segment(applied + 1, new, durable)
             except FileExistsError:
                 # Written by a binder that did not take the lock (a lakelet older than
                 # segments cannot: it binds per-name files). Read it, check again.

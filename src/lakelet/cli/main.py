@@ -94,19 +94,34 @@ def _file_json(f: File) -> dict[str, Any]:
 @click.argument("prefix", default="")
 @click.option("--scope", default="lake", show_default=True, help="'lake', 'user' or 'pipeline/<run id>'.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Also the stage outputs and run records under stages/.")
 @click.pass_context
-def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
+def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool, show_all: bool) -> None:
     """List names starting with PREFIX, or matching it if it is a pattern ('raw/**/*.csv':
-    * and ? within a segment, ** across segments)."""
+    * and ? within a segment, ** across segments). The names under stages/ (stage outputs and
+    run records) only with --all or a PREFIX under stages/."""
     lake = lake_of(ctx)
     if any(c in prefix for c in "*?["):
         files = lake.ls(scope=scope, glob=prefix)
     else:
         files = lake.ls(prefix, scope=scope)
+    hidden = 0
+    if not show_all and not prefix.startswith(_STAGES):
+        # a 10,000-item map binds 20,000 names there: the names people chose would drown
+        kept = [f for f in files if not f.name.startswith(_STAGES)]
+        hidden, files = len(files) - len(kept), kept
+    if hidden:
+        stderr.print(
+            f"{hidden:,} stage outputs and run records under {_STAGES} not shown: "
+            f"`lakelet ls {_STAGES}` or `lakelet ls --all`",
+            highlight=False,
+        )
     if as_json:
         click.echo(json.dumps([_file_json(f) for f in files], indent=2))
-    elif not files:
+    elif not files and not hidden:
         stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
+    elif not files:
+        pass
     else:
         table = new_table(box=None, pad_edge=False)
         for column in ("name", "size", "created", "creator", "state"):
@@ -122,6 +137,8 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
         stdout.print(table)
     _warn_out_of_sync(lake)
 
+
+_STAGES = "stages/"
 
 _STATE_STYLE = {
     "local": Text("local"),

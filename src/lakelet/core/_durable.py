@@ -77,6 +77,7 @@ def publish_file(
     replace: bool = False,
     mode: int = 0o666,
     point: str | None = None,
+    sync: bool = True,
 ) -> None:
     """Give ``path`` the bytes ``content`` (or a copy of the file at ``content``, or what is
     left to read from the binary file ``content``), durably. On any error, the temp file goes
@@ -85,7 +86,9 @@ def publish_file(
     ``tmp_dir`` must be on the filesystem of ``path``; missing parent directories of
     ``path`` are created, durably. ``mode`` goes through the umask, as ``open``'s does.
     ``point`` names the ``_faults`` point reached once the temp file is durable.
-    Raises FileExistsError if ``path`` exists, unless ``replace``.
+    Raises FileExistsError if ``path`` exists, unless ``replace``. ``sync=False`` skips both
+    fsyncs: still all or nothing against a kill, but a power cut may lose or tear the file
+    (for recomputable data: docs/local-layout.md, "Durability by kind").
     """
     make_dirs(path.parent)
     tmp = new_temp_path(tmp_dir)
@@ -100,7 +103,8 @@ def publish_file(
                     if isinstance(source, Path):
                         source = stack.enter_context(open(source, "rb"))
                     shutil.copyfileobj(source, target, 1 << 20)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if point is not None:
@@ -111,7 +115,8 @@ def publish_file(
             os.link(tmp, path)  # unlike a rename, fails if the name is taken
     finally:
         tmp.unlink(missing_ok=True)  # the temp name of a linked file; nothing after a replace
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 _KINDS = {

@@ -92,13 +92,18 @@ def bind_outputs(
     context: LakeContext,
     outputs: list[tuple[str, Path, bool]],
     meta: dict[str, Any],
-    meta_of: Mapping[str, dict[str, Any]] | None = None,
+    metas: dict[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
-    """Bind a stage's outputs (name, path, whether to move it in): all in one segment, or none.
-    ``meta_of``: the user's keys of single outputs (checked), beside ``meta``."""
+    """Bind stage outputs (name, path, whether to move it in): all in one segment, or none.
+    ``metas``: the metadata of some names, in place of ``meta`` (one segment for many runs).
+
+    What a stage derived is recomputable, so its objects are not fsynced (docs/local-layout.md,
+    "Durability by kind"): the segment that binds them is. A power cut may then leave a name on
+    a torn object, which every read verifies: the run record or output fails to load, and the
+    stage runs again under the key's next generation."""
     items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
     moved = [name for name, _, move in outputs if move]
-    return ingest(context, items, meta, moved, SILENT, meta_of)
+    return ingest(context, items, meta, moved, SILENT, derived=True, metas=metas)
 
 
 def ingest(
@@ -107,14 +112,16 @@ def ingest(
     meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
-    meta_of: Mapping[str, dict[str, Any]] | None = None,
+    *,
+    derived: bool = False,
+    metas: dict[str, dict[str, Any]] | None = None,
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
-    only those of these names (a stage's temp files beside a file it returned, which is copied);
-    ``meta_of``: more keys for the records of some names.
+    only those of these names (a stage's temp files beside a file it returned, which is copied).
+    ``derived``: stage outputs, whose objects need not be durable (``bind_outputs``).
     Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
     try:
-        return _ingest(lake, items, meta, move, progress, meta_of or {})
+        return _ingest(lake, items, meta, move, progress, derived, metas or {})
     except OSError as e:  # the full disk of C1 was a raw traceback
         where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
         raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
@@ -126,7 +133,8 @@ def _ingest(
     meta: dict[str, Any],
     move: bool | Collection[str],
     progress: Progress,
-    meta_of: Mapping[str, dict[str, Any]],
+    derived: bool,
+    metas: dict[str, dict[str, Any]],
 ) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
@@ -150,24 +158,20 @@ def _ingest(
         check_same_content(record, record_check)
         existing[n] = record
 
-    durable = len(items) - len(existing) <= 1
+    durable = not derived and len(items) - len(existing) <= 1
     creator = _config.current_user()
     stored: list[tuple[str, Source, StoredBlob]] = []  # filled as they are stored
     modes: dict[str, int] = {}  # the permissions of moved sources, given back on failure
     try:
         todo = [(n, s) for n, s in items if n not in existing]
         _store_objects(lake, todo, moved, durable, progress, stored, modes)
-        if not durable:
+        if not durable and not derived:
             sync_filesystem(lake.root)
         _faults.reached("objects-stored")
 
         now = utc_now()
-        # (one meta dict shared by a batch: the segment encodes it once)
         wanted = [
-            NameRecord(
-                LAKE, n, str(b.digest), b.size, now, creator, {**meta_of[n], **meta} if n in meta_of else meta
-            )
-            for n, _, b in stored
+            NameRecord(LAKE, n, str(b.digest), b.size, now, creator, metas.get(n, meta)) for n, _, b in stored
         ]
         syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
@@ -180,7 +184,7 @@ def _ingest(
             if (fp := b.fingerprint) is not None and is_fingerprinted(b.size)
         ]
         on_disk = [(n, b.location) for n, _, b in stored]  # a gc may delete them until bound
-        created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk)
+        created, same = _bind.bind_once(catalog, refs, wanted, verified, on_disk, durable=not derived)
     except BaseException:
         _give_back_moved(lake, stored, modes)
         raise
@@ -213,7 +217,19 @@ def _store_objects(
             # Most of a directory is small files, where per-file overhead, not bytes, is the cost.
             blob = _store_small(lake, source, objects)
             progress.advance(blob.size)
+        if durable and not blob.created:
+            # the same bytes stored before, maybe by a stage, whose objects are not synced:
+            # what the user adds must survive a power cut before its name does
+            _fsync_file(blob.location)
         stored.append((n, source, blob))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _store_small(lake: LakeContext, source: Source, objects: ObjectStore) -> StoredBlob:

@@ -150,10 +150,28 @@ def current_run(
             return name, None
         if found.removed_at is None and name not in passed:
             try:
-                return name, read_run_record(context, found)
+                return name, _read_cached(context, found)
             except (CorruptRecordError, IntegrityError) as e:  # the bytes, not the network
                 ignore(context, e, "the stage runs again")
         generation += 1
+
+
+_parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
+_PARSED_MAX = 1 << 14
+
+
+def _read_cached(context: LakeContext, found: NameRecord) -> RunRecord:
+    """``read_run_record``, remembered by the record's name and digest: its bytes are immutable,
+    so a cached call (one lookup per call, 10,000 calls in a map) need not open, verify and
+    parse them again. Only for stage calls, which read the record and never hand it out."""
+    memo = (str(context.root), found.name, found.digest)
+    run = _parsed.get(memo)
+    if run is None:
+        run = read_run_record(context, found)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[memo] = run
+    return run
 
 
 def run_records(context: LakeContext) -> list[RunRecord]:

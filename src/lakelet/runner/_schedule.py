@@ -13,7 +13,7 @@ import concurrent.futures as cf
 from typing import TYPE_CHECKING, Any
 
 from lakelet.runner._events import RunObserver, RunReport, StageFinished, StageStarted
-from lakelet.runner._executors import failure_text, lake_spec, start
+from lakelet.runner._executors import Call, failure_text, lake_spec, start
 
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake
@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 __all__ = ["Schedule", "plan"]
 
 
-def plan(lake: Lake, graph: StageGraph, stages: dict[str, Stage]) -> tuple[list[str], list[StageFinished]]:
-    """(the ids of the stages to run, in graph order; the cached stages the targets need)."""
+def plan(
+    lake: Lake, graph: StageGraph, stages: dict[str, Stage], calls: dict[str, Call]
+) -> tuple[list[str], list[StageFinished]]:
+    """(the ids of the stages to run, in graph order; the cached stages the targets need).
+    ``calls``: the arguments of the targets given them. A ``cache=False`` stage always runs."""
     # Each key is worked out once for the whole run, and a stage's key holds its upstream keys. Raw
     # inputs do not all hold still meanwhile: a lake name is write-once, but a local file can be edited
     # while the run goes on (and raw("x") turns from the local file to the lake name if a stage binds
@@ -40,8 +43,11 @@ def plan(lake: Lake, graph: StageGraph, stages: dict[str, Stage]) -> tuple[list[
         if node_id in needed or node_id in cached:
             continue
         stage = stages[node_id]
-        key = stage.key_in(lake, keys).digest
-        if stage.current_run(lake, key)[1] is not None:
+        if node_id in calls:  # its key with its arguments: not kept in ``keys``, read by none
+            key = stage.key_for(lake, *calls[node_id], {**keys}).digest
+        else:
+            key = stage.key_in(lake, keys).digest
+        if stage.options.get("cache", True) and stage.current_run(lake, key)[1] is not None:
             cached[node_id] = StageFinished(node_id, "skipped", None, "cached", key)
             continue
         needed.add(node_id)
@@ -59,6 +65,7 @@ class Schedule:
         stages: dict[str, Stage],
         report: RunReport,
         observer: RunObserver,
+        calls: dict[str, Call],
     ) -> None:
         self.lake = lake
         self.upstream = {node.id: node.upstream for node in graph.nodes}
@@ -66,6 +73,8 @@ class Schedule:
         self.report = report
         self.observer = observer
         self.failures: dict[str, str] = {}  # stage -> traceback
+        self.calls = calls  # stage -> the arguments it is called with (targets given a partial)
+        self.records: dict[str, str] = {}  # stage -> the run record its worker bound or found
 
     def finish(self, event: StageFinished) -> None:
         """Enter ``event`` in the report, then tell the observer."""
@@ -93,7 +102,8 @@ class Schedule:
             for stage in ready:
                 del waiting[stage]
                 self.observer.stage_started(StageStarted(stage))
-                future = start(pool, self.stages[stage], where[stage], spec, self.report.run_id)
+                call = self.calls.get(stage, ((), {}))
+                future = start(pool, self.stages[stage], where[stage], spec, self.report.run_id, call)
                 if pool is None:  # it ran just now: done before the next one starts
                     self._done(stage, future, waiting)
                 else:
@@ -107,6 +117,7 @@ class Schedule:
         error = future.exception()
         if error is None:
             result = future.result()
+            self.records[stage] = result.get("record", "")
             self.finish(
                 StageFinished(stage, result["status"], result["duration_s"], result["why"], result["key"])
             )

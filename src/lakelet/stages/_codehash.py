@@ -12,6 +12,7 @@ docs/caching.md.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.metadata
 import inspect
@@ -26,9 +27,11 @@ from typing import Any
 
 __all__ = [
     "CodeIdentity",
+    "adopt_distributions",
     "code_identity",
     "is_project_code",
     "is_project_module",
+    "known_distributions",
     "module_packages",
     "normalized_digest",
     "qualified_name",
@@ -57,8 +60,17 @@ def code_identity(func: Any) -> CodeIdentity:
 
 
 def _unwrap(obj: Any) -> Any:
+    # Read from the object's own __dict__, never through getattr: the attributes of any object
+    # may be made up by its __getattr__ (a Polars expression answers every name), and nothing
+    # is tested for truth, which user types may refuse (a NumPy array, a Polars expression).
     while True:
-        inner = getattr(obj, "__lakelet_function__", None) or getattr(obj, "__wrapped__", None)
+        try:
+            attrs = vars(obj)
+        except TypeError:
+            return obj
+        inner = attrs.get("__lakelet_function__")
+        if inner is None:
+            inner = attrs.get("__wrapped__")
         if inner is None or inner is obj:
             return obj
         obj = inner
@@ -91,8 +103,10 @@ def _collect(obj: Any, parts: dict[str, str], seen: set[int]) -> None:
                 parts[f"constant:{function.__module__}.{label}"] = _constant_digest(value)
             elif isinstance(value, types.ModuleType):
                 _add_package(value, parts)
-            else:
+            elif callable(value):
                 _collect(_unwrap(value), parts, seen)
+            else:
+                parts[f"object:{function.__module__}.{label}"] = _object_digest(value)
 
 
 def _referenced(func: types.FunctionType) -> list[tuple[str, Any]]:
@@ -123,6 +137,20 @@ def _constant_digest(value: Any) -> str:
     except TypeError:
         text = type(value).__qualname__
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _object_digest(value: Any) -> str:
+    """Any other module-level value: by its type, and its bytes when it is an array (NumPy's
+    ``tobytes``), never by comparing it or asking its truth, which user types may refuse (a
+    Polars expression raises on ``bool``). Other values of one type share a digest: declare
+    ``version=`` when a stage depends on such a value's content."""
+    kind = type(value)
+    h = hashlib.sha256(f"{kind.__module__}.{kind.__qualname__}".encode())
+    if all(hasattr(kind, a) for a in ("tobytes", "dtype", "shape")):
+        with contextlib.suppress(Exception):  # any refusal: keyed by type alone
+            h.update(repr((str(value.dtype), tuple(value.shape))).encode())
+            h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def _canonical(value: Any) -> Any:
@@ -197,9 +225,33 @@ def _add_package(obj: Any, parts: dict[str, str]) -> None:
         parts[f"package:{dist[0]}"] = dist[1]
 
 
+_distributions: dict[str, list[str]] | None = None
+
+
+def _packages_distributions() -> dict[str, list[str]]:
+    # ~1 s on a full venv (it reads every distribution's file list): once per process, and a
+    # worker process is handed its parent's (known_distributions, adopt_distributions)
+    global _distributions
+    if _distributions is None:
+        _distributions = dict(importlib.metadata.packages_distributions())
+    return _distributions
+
+
+def known_distributions() -> dict[str, list[str]] | None:
+    """Top-level module -> distributions, if this process has worked it out."""
+    return _distributions
+
+
+def adopt_distributions(mapping: dict[str, list[str]] | None) -> None:
+    """Take a parent process's ``known_distributions`` (the same installation)."""
+    global _distributions
+    if mapping is not None and _distributions is None:
+        _distributions = mapping
+
+
 @cache
 def _distribution_of(top_level: str) -> tuple[str, str] | None:
-    names = importlib.metadata.packages_distributions().get(top_level)
+    names = _packages_distributions().get(top_level)
     if not names:
         return None
     try:
@@ -232,8 +284,14 @@ def is_project_code(obj: Any) -> bool:
     return is_project_module(module)
 
 
+@cache
 def module_packages(func: Any) -> dict[str, str]:
-    """Versions of the installed packages the function's module imports (for lineage)."""
+    """Versions of the installed packages the function's module imports (for lineage): once per
+    function and process, like its code identity (shared: callers must not change it)."""
+    return dict(_module_packages(func))
+
+
+def _module_packages(func: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in list(getattr(_unwrap(func), "__globals__", {}).values()):
         name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)

@@ -84,6 +84,8 @@ def make_key(
         if isinstance(value, File):
             identities[arg] = {"name": value.name, "digest": value.digest}
             del params[arg]
+        else:
+            params[arg] = _files_as_inputs(value, arg, identities)
     parts = {
         "key_format": KEY_FORMAT,
         "stage": stage,
@@ -95,14 +97,34 @@ def make_key(
     return Key(key_of(parts), parts, inputs)
 
 
+def _files_as_inputs(value: Any, label: str, identities: dict[str, Any], depth: int = 0) -> Any:
+    """``value`` with each ``File`` in its lists, tuples and dicts replaced by the label of an
+    input (``files[0]``, ``by_day["mon"]``) that holds its name and digest: the key covers every
+    file's content, and gc and lineage see what the run read."""
+    if isinstance(value, File):
+        identities[label] = {"name": value.name, "digest": value.digest}
+        return {"lakelet.File": label}
+    if depth > 20:  # deeper is left to the JSON encoder, which refuses what it cannot encode
+        return value
+    if isinstance(value, list | tuple):
+        return [_files_as_inputs(v, f"{label}[{i}]", identities, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {
+            k: _files_as_inputs(v, f"{label}[{json.dumps(k)}]", identities, depth + 1)
+            for k, v in value.items()
+        }
+    return value
+
+
 def _canonical_params(params: dict[str, Any], stage: str) -> str:
     try:
         return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         bad = {k: type(v).__name__ for k, v in params.items() if not is_jsonable(v)}
         raise InvalidArgumentError(
-            f"stage {stage}: parameters must be JSON-able values to enter the cache key; "
-            f"got {bad} (pass files as lakelet.raw(...) or lakelet.File)"
+            f"stage {stage}: parameters must be JSON-able values, lakelet.File, or lists, tuples "
+            f"and dicts of them to enter the cache key; got {bad} (pass local files as "
+            "lakelet.raw(...) or add them to the lake)"
         ) from None
 
 
@@ -154,7 +176,7 @@ def what_changed(lake: Lake, stage: str, parts: dict[str, Any]) -> str:
         if old_code.get(name) != new_code.get(name):
             if name == stage:
                 changed.append("code")
-            elif name.startswith(("constant:", "package:")):
+            elif name.startswith(("constant:", "package:", "object:")):
                 changed.append(name.replace(":", " ", 1))
             else:
                 changed.append(f"helper {name}")

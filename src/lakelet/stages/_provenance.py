@@ -1,15 +1,21 @@
 """Where code lives: file, line, git commit, remote, a browsable URL, and whether the tree was dirty.
 
 Git is asked only when a stage runs (a cached call pays for no subprocess),
-and for a repository's root and remote only once per process.
+for a repository's root and remote only once per process, and for its commit
+and dirtiness again only when something may have changed them: a commit, a
+checkout, an ``add`` (git's HEAD, branch ref or index changed), an edit of the
+stage's own file, or after ``_GIT_STATE_TTL_S``. A fan-out of 10,000 calls
+would otherwise start 20,000 git processes.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,7 +46,53 @@ def _repository(directory: Path) -> dict[str, Any] | None:
     if not top:
         return None
     root = Path(top)
-    return {"root": root, "remote": _git(root, "remote", "get-url", "origin")}
+    git_dir = _git(root, "rev-parse", "--absolute-git-dir")
+    return {"root": root, "remote": _git(root, "remote", "get-url", "origin"), "git_dir": git_dir}
+
+
+_GIT_STATE_TTL_S = 2.0
+_git_states: dict[Path, tuple[tuple[Any, ...], float, str | None, bool]] = {}
+
+
+def _stat_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _fingerprint(repo: dict[str, Any], source: Path) -> tuple[Any, ...]:
+    """What changes when the commit or the dirtiness of the stage's file may have changed."""
+    git_dir = Path(repo["git_dir"] or repo["root"] / ".git")
+    head = git_dir / "HEAD"
+    try:
+        ref = head.read_text().strip().removeprefix("ref: ")
+    except OSError:
+        ref = ""
+    ref_path = git_dir / ref if ref.startswith("refs/") else None
+    return (
+        ref,
+        _stat_of(head),
+        _stat_of(git_dir / "index"),
+        _stat_of(git_dir / "packed-refs"),
+        _stat_of(ref_path) if ref_path else None,
+        _stat_of(source),
+    )
+
+
+def _git_state(repo: dict[str, Any], source: Path) -> tuple[str | None, bool]:
+    """(HEAD's commit, whether tracked files differ from it), asked again only when needed."""
+    root: Path = repo["root"]
+    fingerprint = _fingerprint(repo, source)
+    now = time.monotonic()
+    known = _git_states.get(root)
+    if known is not None and known[0] == fingerprint and now - known[1] < _GIT_STATE_TTL_S:
+        return known[2], known[3]
+    commit = _git(root, "rev-parse", "HEAD")
+    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+    _git_states[root] = (fingerprint, now, commit, dirty)
+    return commit, dirty
 
 
 def browsable_base(remote: str | None) -> str | None:
@@ -53,20 +105,27 @@ def browsable_base(remote: str | None) -> str | None:
     return f"https://{m.group(1)}/{m.group(2)}"
 
 
-def source_location(func: Any) -> dict[str, Any]:
+@cache
+def _where(func: Any) -> tuple[Path, int] | None:
+    # Once per function, like its code identity (``_key.identity_of``): the lineage then
+    # names the source the key was made of, even if the file was edited since the import.
     try:
-        filename = Path(inspect.getsourcefile(func) or "").resolve()
-        line = inspect.getsourcelines(func)[1]
+        return Path(inspect.getsourcefile(func) or "").resolve(), inspect.getsourcelines(func)[1]
     except (OSError, TypeError):
+        return None
+
+
+def source_location(func: Any) -> dict[str, Any]:
+    where = _where(func)
+    if where is None:
         return {"file": None, "line": None, "git": None}
+    filename, line = where
     repo = _repository(filename.parent) if filename.name else None
     location: dict[str, Any] = {"file": str(filename), "line": line, "git": None}
     if repo is None:
         return location
     path = filename.relative_to(repo["root"]).as_posix()
-    # commit and dirtiness are read at every run (not cached): a notebook commits and edits
-    commit = _git(repo["root"], "rev-parse", "HEAD")
-    dirty = bool(_git(repo["root"], "status", "--porcelain", "--untracked-files=no"))
+    commit, dirty = _git_state(repo, filename)  # a notebook commits and edits: see _git_state
     git = {"commit": commit, "remote": _redact(repo["remote"]), "path": path, "dirty": dirty}
     base = browsable_base(repo["remote"])
     if base and commit:
@@ -76,6 +135,7 @@ def source_location(func: Any) -> dict[str, Any]:
     return location
 
 
+@cache
 def source_text(func: Any) -> str | None:
     try:
         return inspect.getsource(func)
@@ -88,5 +148,12 @@ def _redact(remote: str | None) -> str | None:
     return re.sub(r"//[^@/]+@", "//", remote) if remote else remote
 
 
+@cache
+def _host_environment() -> dict[str, str]:
+    # host name and versions do not change while a process runs
+    return {**add_environment(), "executable": sys.executable}
+
+
 def environment() -> dict[str, Any]:
-    return {"user": _config.current_user(), **add_environment(), "executable": sys.executable}
+    # the user is read at every run: LAKELET_USER may be set between calls
+    return {"user": _config.current_user(), **_host_environment()}

@@ -26,8 +26,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
+from lakelet.core._progress import SILENT, Progress
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
     CorruptRecordError,
@@ -49,6 +50,7 @@ from lakelet.facade._lake import Lake
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import expiry_fields, stage_ttl
+from lakelet.lake._expiry import record_name as generation_name
 from lakelet.lake._run_record import (
     MAX_RUN_RECORD_BYTES,
     RunRecord,
@@ -62,8 +64,13 @@ from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
+from lakelet.storage._objects import hash_file
+from lakelet.storage._scopes import LAKE
 
-__all__ = ["Outcome", "Stage", "stage"]
+__all__ = ["MAPPER", "Computed", "Outcome", "Stage", "commit", "stage"]
+
+# Stage.map runs on lakelet.run's executors, a layer above: lakelet.runner fills this in
+MAPPER: Callable[[Stage, tuple[Any, ...], Any, int | None, Progress], list[Any]] | None = None
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain", "meta"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -77,6 +84,7 @@ class Outcome:
     ran: bool
     why: str  # "" for a run unless the reason was asked for: finding it costs a listing
     key: str  # whose run record holds the result
+    record: str = ""  # the name of that run record
 
 
 class Stage:
@@ -105,6 +113,25 @@ class Stage:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(current_lake(), args, kwargs)
 
+    def map(
+        self,
+        *iterables: Any,
+        executor: Any = None,
+        max_workers: int | None = None,
+        progress: Progress = SILENT,
+    ) -> list[Any]:
+        """Call the stage once per item (several iterables zip into positional arguments, as the
+        builtin ``map``), each keyed as ``stage(*item)`` is; returns the results in input order.
+
+        ``executor``: as ``lakelet.run``'s. ``progress`` is told the number of items
+        (``add_total``) and advanced by one as each is done. Items that fail do not stop the
+        others, which are kept; then raises RunError naming the failed items (``.failures``:
+        their tracebacks, by ``module.qualname[index]``).
+        """
+        if MAPPER is None:  # filled when lakelet.runner is imported, as `import lakelet` does
+            raise InvalidArgumentError("Stage.map needs lakelet.runner: import lakelet")
+        return MAPPER(self, iterables, executor, max_workers, progress)
+
     # the key
 
     def key(
@@ -126,6 +153,10 @@ class Stage:
             self._resolve(lake, {} if keys is None else keys),
             self._params(args, kwargs),
         )
+
+    def key_for(self, lake: Lake, args: _Args, kwargs: dict[str, Any], keys: dict[Stage, Key]) -> Key:
+        """The key of a call with these arguments; ``keys``: upstream keys worked out so far."""
+        return self._key(lake, args, kwargs, keys)
 
     def key_in(self, lake: Lake, keys: dict[Stage, Key]) -> Key:
         """This stage's key (no arguments), worked out once per ``keys``: by the stage, not its name,
@@ -183,7 +214,36 @@ class Stage:
         return self._outcome(lake, self._key(lake, args, kwargs), args, kwargs, explain)
 
     def value_for(self, lake: Lake, key: Key) -> Any:
+        """The value a downstream stage reads. A ``cache=False`` stage is read from its latest
+        run (in ``lakelet.run``, the one this run made), run first when it has none."""
+        if not self.options.get("cache", True):
+            latest = self.latest_run(lake, key.digest)
+            if latest is not None:
+                with contextlib.suppress(CorruptRecordError):
+                    return self.load_output(lake, latest)
         return self._outcome(lake, key, (), {}, explain=False).value
+
+    def latest_run(self, lake: Lake, key: str) -> RunRecord | None:
+        """The last live generation of ``key`` whose record is valid (``cache=False`` binds one
+        per call), or None."""
+        found: RunRecord | None = None
+        taken: set[str] = set()
+        while True:
+            name, run = current_run(lake.context, self.qualname, key, taken)
+            if run is None:
+                return found
+            found = run
+            taken.add(name)
+
+    def free_generation(self, lake: Lake, key: str, taken: set[str]) -> str:
+        """The name of the first generation of ``key`` that no record holds and that is not in
+        ``taken`` (names a batch is about to bind): where a ``cache=False`` call binds its run."""
+        generation = 1
+        while True:
+            name = generation_name(self.qualname, key, generation)
+            if name not in taken and lake.context.lookup(LAKE, name) is None:
+                return name
+            generation += 1
 
     def _outcome(self, lake: Lake, key: Key, args: _Args, kwargs: dict[str, Any], explain: bool) -> Outcome:
         cache = self.options.get("cache", True)
@@ -193,11 +253,15 @@ class Stage:
         with _key_lock(lake, key.digest):  # one process per machine computes a key; the others reuse
             if cache and (hit := self._cached(lake, key, passed, "computed meanwhile by another process")):
                 return hit
-            record_name, _ = current_run(lake.context, self.qualname, key.digest, passed)
+            if cache:
+                record_name, _ = current_run(lake.context, self.qualname, key.digest, passed)
+            else:  # each call is a run of its own, kept as the key's next generation
+                record_name = self.free_generation(lake, key.digest, set())
             # before the run: afterwards its own record is the latest
             reason = what_changed(lake, self.qualname, key.parts) if explain or _explaining(self) else ""
             _log(self, "running", reason)
-            return Outcome(self._execute(lake, key, record_name, args, kwargs), True, reason, key.digest)
+            value = self._execute(lake, key, record_name, args, kwargs)
+            return Outcome(value, True, reason, key.digest, record_name)
 
     def _cached(self, lake: Lake, key: Key, passed: set[str], reason: str) -> Outcome | None:
         """The stored result of ``key``, or None when it must run. A run record whose output cannot
@@ -213,7 +277,7 @@ class Stage:
                 passed.add(name)
                 continue
             _log(self, "skipped", reason)
-            return Outcome(value, False, reason, key.digest)
+            return Outcome(value, False, reason, key.digest, name)
 
     def current_run(self, lake: Lake, key: str) -> tuple[str, RunRecord | None]:
         """(the run record ``key`` binds now, its checked record or None when the key is not cached)."""
@@ -241,9 +305,11 @@ class Stage:
             if returned.kind == "files":
                 files = [lake.file(n) for n in returned.names]
                 return files[0] if returned.single else files
-            path = lake.file(returned.names[0]).path
             if returned.kind == "path":
-                return path
+                return lake.file(returned.names[0]).path
+            # the stored object itself (verified on open), not a view named with the suffix:
+            # the format's loader needs none, and a view costs a link per output
+            path = _verified_blob(lake, returned.names[0])
             return get_format(returned.kind).load(path, returned.value_kind)
         except RemoteError:
             raise  # the network, not the record: the next call may load it
@@ -256,7 +322,19 @@ class Stage:
             ) from None
 
     def _execute(self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]) -> Any:
-        parts = key.parts
+        done = self.compute(lake, key, record_name, args, kwargs)
+        try:
+            commit(lake, [done])
+        finally:
+            done.discard()
+        return done.value
+
+    def compute(
+        self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]
+    ) -> Computed:
+        """Run the function and prepare what to bind (its outputs and run record, in temp files),
+        binding nothing: ``commit`` binds one or many of these in one segment. The caller
+        discards it once committed (or not)."""
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -269,57 +347,58 @@ class Stage:
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
-        encoded = new_temp_path(lake.root / "tmp")
+        done = Computed(self, value, record_name, prefix, meta, pending, new_temp_path(lake.root / "tmp"))
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
-            fmt = self._encode(lake, value, encoded, pending)
-            returned, from_value = self._returned(value, fmt, encoded, prefix)
-            bound = self._bind(
-                lake,
-                [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value],
-                prefix,
-                meta,
-                pending.meta,
-            )
-        finally:
-            pending.discard()
-            encoded.unlink(missing_ok=True)
-        record = {
-            "kind": "stage",
-            "stage": self.qualname,
-            "key": key.digest,
-            "parts": parts,
-            "returned": returned,
-            # a returned File the stage did not write (passed through) is an output too
-            "outputs": [
-                {"name": f.name, "digest": f.digest}
-                for f in _unique([*bound, *(lake.file(n) for n in returned["names"])])
-            ],
-            "inputs": parts["inputs"],
-            "datasets_written": pending.datasets,
-            "code_digest": identity_of(self.func).digest,
-            "code_source": _provenance.source_text(self.func),
-            "source": _provenance.source_location(self.func),
-            "environment": _provenance.environment(),
-            "packages": module_packages(self.func)
-            | {k.removeprefix("package:"): v for k, v in parts["code"].items() if k.startswith("package:")},
-            "started_at": started.isoformat(),
-            "ended_at": datetime.now(UTC).isoformat(),
-            "duration_s": round(duration, 6),
-            **expiry,
-        }
-        data = json.dumps(record, sort_keys=True, indent=1).encode()
-        self._check_record(data, record_name)
-        tmp = new_temp_path(lake.root / "tmp")
-        try:
-            tmp.write_bytes(data)
-            with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
-                lake.add(tmp, record_name, move=True, progress=False)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return value
+            fmt = self._encode(lake, value, done.encoded, pending)
+            returned, from_value = self._returned(value, fmt, done.encoded, prefix)
+            done.outputs = [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value]
+            _check_unique(self, [n for n, _, _ in done.outputs])
+            written = {n: str(hash_file(path)[0]) for n, path, _ in done.outputs}
+            passed_through = {n: lake.file(n).digest for n in returned["names"] if n not in written}
+            done.record = {
+                "kind": "stage",
+                "stage": self.qualname,
+                "key": key.digest,
+                "parts": key.parts,
+                "returned": returned,
+                # a returned File the stage did not write (passed through) is an output too
+                "outputs": [{"name": n, "digest": d} for n, d in {**written, **passed_through}.items()],
+                "inputs": key.parts["inputs"],
+                "datasets_written": pending.datasets,
+                "code_digest": identity_of(self.func).digest,
+                "code_source": _provenance.source_text(self.func),
+                "source": _provenance.source_location(self.func),
+                "environment": _provenance.environment(),
+                "packages": module_packages(self.func)
+                | {
+                    k.removeprefix("package:"): v
+                    for k, v in key.parts["code"].items()
+                    if k.startswith("package:")
+                },
+                "started_at": started.isoformat(),
+                "ended_at": datetime.now(UTC).isoformat(),
+                "duration_s": round(duration, 6),
+                **expiry,
+            }
+            done.write_record()
+        except BaseException:
+            done.discard()
+            raise
+        return done
 
-    def _check_record(self, data: bytes, record_name: str) -> None:
+    def commit_alone(self, lake: Lake, done: Computed) -> None:
+        """Bind one run's outputs, then its record: the way when a group commit met a name bound
+        by another machine (whose outputs, if they are under this key's names, are kept)."""
+        bound = self._bind(lake, done.outputs, done.prefix, done.meta, done.pending.meta)
+        returned = [lake.file(n) for n in done.record["returned"]["names"]]
+        done.record["outputs"] = [{"name": f.name, "digest": f.digest} for f in _unique([*bound, *returned])]
+        done.write_record()
+        assert done.record_path is not None
+        with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
+            bind_outputs(lake.context, [(done.record_name, done.record_path, True)], done.record_meta)
+
+    def check_record(self, data: bytes, record_name: str) -> None:
         """Refuse to bind a run record the readers would refuse: every later call would run the
         stage again and bind yet another generation. Raises InvalidArgumentError."""
         if len(data) > MAX_RUN_RECORD_BYTES:
@@ -387,13 +466,9 @@ class Stage:
         """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
         the run record, bound after them, is what marks the run complete."""
         names = [name for name, _, _ in outputs]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise InvalidArgumentError(
-                f"stage {self.qualname} has two outputs named {twice}: give each output its own name"
-            )
         try:
-            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta, meta_of)]
+            metas = {n: {**meta_of[n], **meta} for n, _, _ in outputs if n in meta_of}
+            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta, metas)]
         except NameExistsError:
             # Another machine ran this key first and bound other bytes under the key's own
             # names (a non-deterministic stage): its outputs are the ones kept, ours discarded.
@@ -401,7 +476,8 @@ class Stage:
             if not theirs:
                 raise
             mine = [o for o in outputs if o[0] not in theirs]
-            ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta, meta_of)]
+            metas = {n: {**meta_of[n], **meta} for n, _, _ in mine if n in meta_of}
+            ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta, metas)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
 
 
@@ -419,6 +495,93 @@ def _unknown_options(func: Any, unknown: dict[str, Any]) -> str:
                 f"local file with {arg}=lakelet.raw({os.fspath(value)!r}), or another stage"
             )
     return f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}"
+
+
+def _verified_blob(lake: Lake, name: str) -> Path:
+    """The local object bound to ``name``, verified (fetched first if only on the remote)."""
+    record = lake.file(name).record
+    with lake.context.open_record(record):
+        pass
+    return lake.context.blob_path(record)
+
+
+def _check_unique(stage: Stage, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidArgumentError(
+            f"stage {stage.qualname} has two outputs named {twice}: give each output its own name"
+        )
+
+
+@dataclass
+class Computed:
+    """One run of a stage, done but not bound yet: its value, and its outputs and run record in
+    temp files."""
+
+    stage: Stage
+    value: Any
+    record_name: str
+    prefix: str  # the generation's folder
+    meta: dict[str, Any]  # of its outputs (lakelet's keys and the stage's meta=)
+    pending: _pending.PendingOutputs
+    encoded: Path  # the return value in its format (a temp file)
+    outputs: list[tuple[str, Path, bool]] = field(default_factory=list)  # (name, path, move it in)
+    record: dict[str, Any] = field(default_factory=dict)
+    record_path: Path | None = None
+
+    def meta_of(self, name: str) -> dict[str, Any]:
+        """The record meta of output ``name``: the user's keys of a file it wrote (``File.open(
+        "wb", meta=...)``) under lakelet's own, which they cannot override."""
+        return {**self.pending.meta.get(name, {}), **self.meta}
+
+    @property
+    def record_meta(self) -> dict[str, str]:
+        return {"stage": self.stage.qualname}
+
+    def write_record(self) -> None:
+        data = json.dumps(self.record, sort_keys=True, indent=1).encode()
+        self.stage.check_record(data, self.record_name)
+        if self.record_path is None:
+            self.record_path = new_temp_path(self.encoded.parent)
+        self.record_path.write_bytes(data)
+
+    def discard(self) -> None:
+        self.pending.discard()
+        self.encoded.unlink(missing_ok=True)
+        if self.record_path is not None:
+            self.record_path.unlink(missing_ok=True)
+
+
+def commit(lake: Lake, runs: list[Computed]) -> None:
+    """Bind the outputs of ``runs`` in one segment, then their run records in a second (a group
+    commit: two catalog transactions, no fsync, as for all derived data). Records apart from
+    outputs: a remote packs small objects bound together, and a run record outlives its
+    outputs (gc keeps it as lineage), which must not keep their pack. Two runs naming one
+    output, or a name another machine bound first, fall back to binding each run alone."""
+    outputs = [o for done in runs for o in done.outputs]
+    metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
+    names = [n for n, _, _ in outputs]
+    alone: list[Computed] = []
+    if len(set(names)) != len(names):
+        alone = runs
+    elif outputs:
+        try:
+            bind_outputs(lake.context, outputs, {}, metas)
+        except NameExistsError:
+            alone = runs  # each alone: the one whose names another machine took adopts its outputs
+    for done in alone:
+        done.stage.commit_alone(lake, done)
+    grouped = [done for done in runs if done not in alone]
+    records = [(d.record_name, d.record_path, True) for d in grouped if d.record_path is not None]
+    record_metas = {d.record_name: d.record_meta for d in grouped}
+    if not records:
+        return
+    try:
+        bind_outputs(lake.context, records, {}, record_metas)
+    except NameExistsError:  # another machine bound one first: the same key, so its result stands
+        for record in records:
+            with contextlib.suppress(NameExistsError):
+                bind_outputs(lake.context, [record], {}, record_metas)
 
 
 def _unique(files: list[File]) -> list[File]:

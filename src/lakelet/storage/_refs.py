@@ -275,8 +275,9 @@ class RefStore:
         ]
         return max(numbers, default=0)
 
-    def append_segment(self, seq: int, records: list[NameRecord]) -> None:
-        """Publish ``records`` as segment ``seq``, durably. Raises FileExistsError if ``seq``
+    def append_segment(self, seq: int, records: list[NameRecord], durable: bool = True) -> None:
+        """Publish ``records`` as segment ``seq``, durably unless not ``durable`` (stage outputs,
+        which a power cut may lose: docs/local-layout.md). Raises FileExistsError if ``seq``
         is taken. Callers hold the bind lock (see ``_bind``)."""
         final = self.segment_path(seq)
         if not final.parent.is_dir():  # the lake's first segment
@@ -287,7 +288,9 @@ class RefStore:
                 fsync_dir(directory)
         # One fsync of the whole batch, before it can be seen: the objects it names were
         # synced before this is called, so once linked every name in it is durable.
-        publish_file(final, NameRecord.lines(records), self._tmp_dir, mode=0o444, point="segment-written")
+        publish_file(
+            final, NameRecord.lines(records), self._tmp_dir, mode=0o444, point="segment-written", sync=durable
+        )
 
     def put(self, record: NameRecord) -> NameRecord | None:
         """Bind or rebind a mutable name; returns the record it replaced."""

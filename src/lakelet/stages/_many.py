@@ -1,0 +1,104 @@
+"""Many calls of one stage in one process, bound in group commits: what ``Stage.map`` does in
+process and in each worker.
+
+Each call is keyed as ``stage(*args)`` is. A cached one is reported, not loaded (the caller
+loads the results it needs). The others run one after another, and every ``_BATCH`` runs (or
+``_BATCH_S`` seconds) their outputs are bound in one segment and their run records in a second
+(``_stage.commit``), not two segments per call. A call that raises is reported with its
+traceback; the others go on. A process killed mid-batch loses the runs not yet committed, never
+binds half of one.
+
+Unlike a single call, a batch takes no per-key lock: two processes mapping the same new item at
+once both run it, and the second to bind finds the first's names (the same bytes: a no-op; other
+bytes: it adopts the first's outputs, as two machines do).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from lakelet.lake._run_record import current_run
+from lakelet.stages._stage import Computed, commit
+
+if TYPE_CHECKING:
+    from lakelet.facade._lake import Lake
+    from lakelet.stages._key import Key
+    from lakelet.stages._stage import Stage
+
+__all__ = ["ItemDone", "call_many"]
+
+_BATCH = 64  # runs per group commit
+_BATCH_S = 0.5  # and at most this long between commits: a slow stage still shows progress
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    """What one call of a batch did: ``record`` names the run record holding its result."""
+
+    index: int  # in the calls given
+    status: Literal["ran", "skipped", "failed"]
+    key: str = ""
+    record: str = ""
+    error: str = ""  # a failure's traceback text
+
+
+def call_many(
+    stage: Stage,
+    lake: Lake,
+    calls: list[tuple[int, Call]],
+    on_done: Callable[[ItemDone], None] = lambda done: None,
+) -> list[ItemDone]:
+    """Run the calls ``(index, (args, kwargs))`` of ``stage`` that miss; ``on_done`` is told of
+    each as it is committed (or found cached, or failed)."""
+    cache = stage.options.get("cache", True)
+    keys: dict[Stage, Key] = {}  # upstream keys, worked out once for the batch
+    results: list[ItemDone] = []
+    pending: list[tuple[int, Computed]] = []
+    since = time.monotonic()
+
+    def tell(done: ItemDone) -> None:
+        results.append(done)
+        on_done(done)
+
+    def flush() -> None:
+        nonlocal since
+        since = time.monotonic()
+        if not pending:
+            return
+        try:
+            commit(lake, [done for _, done in pending])
+        except Exception as error:  # the batch's bind failed: each of its runs failed
+            text = "".join(traceback.format_exception(error))
+            for index, done in pending:
+                tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
+        else:
+            for index, done in pending:
+                tell(ItemDone(index, "ran", done.record["key"], done.record_name))
+        finally:
+            for _, done in pending:
+                done.discard()
+            pending.clear()
+
+    for index, (args, kwargs) in calls:
+        try:
+            key = stage.key_for(lake, args, kwargs, keys)
+            if cache:
+                name, found = current_run(lake.context, stage.qualname, key.digest)
+                if found is not None:
+                    tell(ItemDone(index, "skipped", key.digest, name))
+                    continue
+            else:  # each call its own generation, distinct from those the batch holds
+                name = stage.free_generation(lake, key.digest, {d.record_name for _, d in pending})
+            pending.append((index, stage.compute(lake, key, name, args, kwargs)))
+        except Exception as error:  # the others go on; the caller reports it
+            tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
+        if len(pending) >= _BATCH or time.monotonic() - since >= _BATCH_S:
+            flush()
+    flush()
+    return results

@@ -1,52 +1,55 @@
-"""Datasets: versioned, partitioned Parquet that any engine can read straight from the folder.
+"""Datasets: versioned, partitioned Parquet as Delta Lake tables that any engine reads at a version.
 
 Layout, the same under the lake root and on the remote (docs/datasets.md):
 
     datasets/<name>/<col>=<value>/…/part-<digest>.parquet   immutable, named by content
-    datasets/<name>/_manifests/<version>.json                one per version, written once
+    datasets/<name>/_delta_log/<20 digits>.json              one commit per version, written once
+    datasets/<name>/_delta_log/<20 digits>.checkpoint.parquet  every 10 commits (deltalake)
 
-Every manifest read back goes through ``_manifest.parse``: a peer with write
-access to the remote may have written it, and a bad one is refused whole.
+lakelet version N is Delta version N − 1. Every commit file read back goes through
+``_delta_log.parse_commit`` and ``apply``: a peer with write access to the remote may
+have written it, and a bad one is refused whole, with every version built on it.
 
-A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
-temp folder (``_dataset_files``: statistics from the batches' null counts and
-the writer's Parquet metadata), renames each file under its digest, uploads
-the files, then commits the version by creating its manifest with a
-conditional create. Two writers that pick the
-same version number: one wins; the other re-reads the winner's manifest,
-re-checks the schema and commits the next number (an append keeps both
-writers' files).
+A write streams the batches through ``pyarrow.dataset.write_dataset`` into a temp
+folder (``_files``), renames each file under its digest, uploads the files, then
+commits the version by creating its commit file with the store's conditional create.
+Two writers that pick the same version: one wins; the other re-reads the table,
+re-checks the schema and commits the next version (an append keeps both writers'
+files; an overwrite removes what the winner added too).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from lakelet.core import _config, _faults
 from lakelet.core._digest import Digest
 from lakelet.core._names import validate_path_name
 from lakelet.core._values import kind_of
+from lakelet.core._version import __version__ as LAKELET_VERSION
 from lakelet.core.errors import (
     CorruptRecordError,
-    IntegrityError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
     SchemaConflictError,
+    UnsupportedFeatureError,
 )
-from lakelet.datasets import _manifest, _stats
-from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
-from lakelet.datasets._manifest import Manifest, ManifestFile, manifest_key
+from lakelet.datasets import _delta_log, _delta_schema, _stats
+from lakelet.datasets._dataset import Dataset, snapshot_rows, snapshot_schema, snapshot_stats
+from lakelet.datasets._delta_log import AddFile, Commit, LakeletInfo, Metadata, Protocol, Snapshot
+from lakelet.datasets._files import NULL_PARTITION, Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
 from lakelet.remote._remote import parallel
-from lakelet.storage._objects import sync_filesystem, write_blob
+from lakelet.storage._objects import sync_filesystem
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Dataset", "Datasets"]
 
 _MAX_COMMIT_ATTEMPTS = 50
+CHECKPOINT_INTERVAL = 10
+_MODES = ("append", "overwrite")
 
 
 def _reader(data: Any) -> pa.RecordBatchReader:
@@ -118,88 +123,151 @@ def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schem
 
 
 class Datasets:
-    """The dataset part of one lake: local folder, remote keys, manifests."""
+    """The dataset part of one lake: local folder, remote keys, Delta logs."""
 
     def __init__(self, context: LakeContext) -> None:
         self.context = context
         self.root = context.root / "datasets"
         self._files = MirroredFiles(context)
 
-    def read_manifest(self, name: str, version: int) -> Manifest | None:
-        """Version ``version`` of ``name``; None if there is none; CorruptRecordError if its
-        manifest is invalid (it is then not kept here)."""
+    # reading the log
+
+    def read_commit(self, name: str, version: int) -> Commit | None:
+        """Delta version ``version`` of ``name``; None if there is none; CorruptRecordError if
+        its commit file is invalid (it is then not kept here)."""
         return self._files.read_immutable(
-            manifest_key(name, version),
+            _delta_log.commit_key(name, version),
             point="manifest-written",
-            parse=lambda data, copy: _manifest.parse(data, name, version, copy),
+            parse=lambda data, copy: _delta_log.parse_commit(data, name, version, copy),
         )
+
+    def _checkpoint(self, name: str, version: int) -> Snapshot | None:
+        return self._files.read_immutable(
+            _delta_log.checkpoint_key(name, version),
+            parse=lambda data, copy: _delta_log.parse_checkpoint(data, name, version, copy),
+        )
+
+    def _last_checkpoint(self, name: str) -> int | None:
+        data = self._files.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
+        return _delta_log.parse_last_checkpoint(data) if data is not None else None
 
     def open(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``; raises NotFoundError, or
-        CorruptRecordError if that version's manifest is invalid."""
+        CorruptRecordError if a commit up to that version is invalid."""
         validate_path_name(name, "dataset name")
         wanted = version if version is not None else self.latest_version(name)
-        manifest = self.read_manifest(name, wanted) if wanted else None
-        if manifest is None:
+        if wanted < 1 or (version is not None and self.read_commit(name, wanted - 1) is None):
             which = f"version {version} of " if version is not None else ""
             raise NotFoundError(f"no {which}dataset {name!r} in this lake", name=name)
-        return Dataset(self, name, manifest)
+        return Dataset(self, name, self.snapshot(name, wanted - 1))
+
+    def snapshot(self, name: str, delta_version: int) -> Snapshot:
+        """The table at ``delta_version``: from the nearest checkpoint at or before it (or the
+        first commit), then each commit after it through the parser."""
+        snapshot, start = None, 0
+        hint = self._last_checkpoint(name)
+        for at in dict.fromkeys(c for c in (hint, delta_version - delta_version % CHECKPOINT_INTERVAL) if c):
+            if at is not None and 0 < at <= delta_version:
+                snapshot = self._checkpoint(name, at)
+                if snapshot is not None:
+                    start = at + 1
+                    break
+        for v in range(start, delta_version + 1):
+            commit = self.read_commit(name, v)
+            if commit is None:
+                key = _delta_log.commit_key(name, v)
+                raise CorruptRecordError(
+                    f"dataset {name!r}: commit {key} is missing, so version {v + 1} and later cannot be read",
+                    record=key,
+                )
+            snapshot = _delta_log.apply(snapshot, commit, name)
+        assert snapshot is not None  # delta_version >= 0: the loop ran or a checkpoint was read
+        if snapshot.info is None and start == delta_version + 1:  # a checkpoint keeps no commitInfo
+            last = self.read_commit(name, delta_version)
+            if last is not None:
+                snapshot = Snapshot(
+                    snapshot.version,
+                    snapshot.protocol,
+                    snapshot.metadata,
+                    snapshot.files,
+                    last.info,
+                    last.timestamp,
+                )
+        return snapshot
 
     def latest_version(self, name: str) -> int:
-        """The newest committed version (0: none), asking the remote past what is local."""
-        folder = self.root / name / "_manifests"
+        """The newest committed lakelet version (0: none), asking the remote past what is local."""
+        return self._latest(name) + 1
+
+    def _latest(self, name: str) -> int:
+        folder = self.root / name / "_delta_log"
         local = (
-            [int(p.stem) for p in folder.glob("*.json") if _manifest.is_version_file(p.name)]
+            [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
             if folder.is_dir()
             else []
         )
-        version = max(local, default=0)
+        version = max([*local, self._last_checkpoint(name) or -1], default=-1)
         while self._taken(name, version + 1):
             version += 1
         return version
 
     def _taken(self, name: str, version: int) -> bool:
         try:
-            return self.read_manifest(name, version) is not None
-        except CorruptRecordError:
-            return True  # an invalid manifest still holds its number: the next commit is past it
+            return self.read_commit(name, version) is not None
+        except (CorruptRecordError, UnsupportedFeatureError):
+            return True  # an invalid commit still holds its number: the next commit is past it
 
     def names(self) -> list[str]:
-        """The datasets with a manifest here or on the remote; a key whose dataset name is not
+        """The datasets with a Delta log here or on the remote; a key whose dataset name is not
         valid (a peer's) names none."""
         keys = self._files.keys("datasets/", ".json", recursive=True)
         return sorted(
             name
             for name in {
-                k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k
+                k.removeprefix("datasets/").split("/_delta_log/")[0] for k in keys if "/_delta_log/" in k
             }
             if _is_dataset_name(name)
         )
 
     # writing
 
-    def write(self, name: str, data: Any, partition_by: list[str], mode: str, compression: str) -> Dataset:
+    def write(
+        self,
+        name: str,
+        data: Any,
+        partition_by: list[str],
+        mode: str,
+        compression: str,
+        lineage: dict[str, Any] | None = None,
+    ) -> Dataset:
         validate_path_name(name, "dataset name")
-        if mode not in ("append", "overwrite"):
+        if mode not in _MODES:
             raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
         reader = _normalized(_reader(data))
-        latest = self.latest_version(name)
-        # an append builds on the latest version (refused if its manifest is invalid); an
-        # overwrite reads none, so it can replace a version whose manifest is bad
-        previous = self.read_manifest(name, latest) if latest and mode == "append" else None
-        if mode == "append":  # checked before a byte is written
-            _merged_schema(previous.schema if previous else None, reader.schema, name)
+        latest = self._latest(name)
+        # everything is checked before a byte is written
+        base = self.snapshot(name, latest) if latest >= 0 else None
+        if base is not None:
+            base.protocol.check_writable(name)
+        partition_by = _partitioning(base, partition_by, mode, name)
         for column in partition_by:
             if reader.schema.get_field_index(column) < 0:
                 raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        if mode == "append" and base is not None:
+            _merged_schema(snapshot_schema(base), reader.schema, name)
+        try:
+            _delta_schema.delta_schema(reader.schema)
+        except TypeError as e:
+            raise InvalidArgumentError(f"dataset {name!r}: {e}") from None
         written, stats, rows = write_files(
             reader, staging_dir(self.context.root), self.root / name, partition_by, compression
         )
         self._upload(name, written)
-        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous)
+        new = _Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {})
+        return self._commit(name, new, latest, base)
 
     def _upload(self, name: str, written: list[Written]) -> None:
-        sync_filesystem(self.context.root)  # the files are durable before a manifest names them
+        sync_filesystem(self.context.root)  # the files are durable before a commit names them
         syncer = self.context.syncer()
         if syncer is None:
             return
@@ -209,48 +277,154 @@ class Datasets:
             syncer.remote.transfers,
         )
 
-    def _commit(
+    def _commit(self, name: str, new: _Write, latest: int, base: Snapshot | None) -> Dataset:
+        when = int(datetime.now(UTC).timestamp() * 1000)
+        adds = [new.add_file(w, when) for w in new.written]
+        for _ in range(_MAX_COMMIT_ATTEMPTS):
+            version = latest + 1
+            body = _commit_body(name, new, adds, version, base, when)
+            if self._files.create(
+                _delta_log.commit_key(name, version), body, point="manifest-written", read_only=True
+            ):
+                _faults.reached("dataset-committed")
+                commit = _delta_log.parse_commit(body, name, version)
+                snapshot = _delta_log.apply(base, commit, name)
+                if version % CHECKPOINT_INTERVAL == 0 and version > 0:
+                    self._write_checkpoint(name, version)
+                _note_in_stage(name, version + 1, new.rows)
+                return Dataset(self, name, snapshot)
+            latest = self._latest(name)  # another writer committed: rebase on theirs
+            base = self.snapshot(name, latest)
+            base.protocol.check_writable(name)
+        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+
+    def _write_checkpoint(self, name: str, version: int) -> None:
+        """Delta version ``version`` as a Parquet checkpoint, so that no reader (lakelet's or
+        another engine's) replays every commit: deltalake writes it from the local log, then
+        it is created on the remote (a checkpoint is the same for every writer: the first
+        one stays) and ``_last_checkpoint``, a hint every reader checks, is replaced."""
+        import deltalake
+
+        deltalake.DeltaTable(str(self.root / name), version=version).create_checkpoint()
+        syncer = self.context.syncer()
+        if syncer is None:
+            return
+        local = self.context.root / _delta_log.checkpoint_key(name, version)
+        with contextlib.suppress(FileExistsError):
+            syncer.remote.create(_delta_log.checkpoint_key(name, version), local.read_bytes())
+        hint = (self.context.root / _delta_log.last_checkpoint_key(name)).read_bytes()
+        syncer.remote.put_bytes(_delta_log.last_checkpoint_key(name), hint)
+
+
+class _Write:
+    """What one write made, waiting to be committed on top of whatever version is latest."""
+
+    def __init__(
         self,
-        name: str,
         written: list[Written],
         stats: dict[str, Any],
         rows: int,
         schema: pa.Schema,
+        partition_by: list[str],
         mode: str,
-        latest: int,
-        previous: Manifest | None,
-    ) -> Dataset:
-        new_files = tuple(
-            ManifestFile(w.relative, Digest.parse(w.digest), w.size, w.rows, w.partition) for w in written
-        )
-        for _ in range(_MAX_COMMIT_ATTEMPTS):
-            version = latest + 1
-            base = previous if mode == "append" else None
-            manifest = Manifest(
-                dataset=name,
-                version=version,
-                parent=latest or None,
-                mode=mode,
-                created_at=datetime.now(UTC).isoformat(),
-                creator=_config.current_user(),
-                schema=_merged_schema(base.schema if base else None, schema, name),
-                files=(base.files if base else ()) + new_files,
-                num_rows=(base.num_rows if base else 0) + rows,
-                stats=_merged_stats(base.stats if base else {}, base.num_rows if base else 0, stats, rows),
-                write={"rows": rows, "files": len(new_files)},
-            )
-            if self._create_manifest(manifest):
-                _note_in_stage(name, version, rows)
-                return Dataset(self, name, manifest)
-            latest = self.latest_version(name)  # another writer committed: rebase on theirs
-            previous = self.read_manifest(name, latest) if mode == "append" else None
-        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+        lineage: dict[str, Any],
+    ) -> None:
+        self.written, self.stats, self.rows, self.schema = written, stats, rows, schema
+        self.partition_by, self.mode, self.lineage = partition_by, mode, lineage
 
-    def _create_manifest(self, manifest: Manifest) -> bool:
-        if self._files.create(manifest.key, manifest.encode(), point="manifest-written", read_only=True):
-            _faults.reached("dataset-committed")
-            return True
-        return False
+    def add_file(self, w: Written, when: int) -> AddFile:
+        values = {c: _delta_value(w.partition.get(c)) for c in self.partition_by}
+        return AddFile(w.relative, values, w.size, w.rows, Digest.parse(w.digest), when, w.stats or None)
+
+
+def _delta_value(raw: str | None) -> str | None:
+    """A Hive folder's value (URI-escaped by pyarrow) as the Delta log spells a partition value."""
+    from urllib.parse import unquote
+
+    if raw is None:
+        return None
+    value = unquote(raw)
+    return None if value == NULL_PARTITION else value
+
+
+def _partitioning(base: Snapshot | None, partition_by: list[str], mode: str, name: str) -> list[str]:
+    """An append goes into the table's partition columns; an overwrite may choose new ones."""
+    if base is None or mode == "overwrite":
+        return partition_by
+    table = list(base.metadata.partition_columns)
+    if partition_by and partition_by != table:
+        raise InvalidArgumentError(
+            f"dataset {name!r} is partitioned by {table}, not {partition_by}: append with the "
+            'same partition_by (or none), or write with mode="overwrite"'
+        )
+    return table
+
+
+def _commit_body(
+    name: str, new: _Write, adds: list[AddFile], version: int, base: Snapshot | None, when: int
+) -> bytes:
+    append = new.mode == "append" and base is not None
+    old_schema = snapshot_schema(base) if base is not None else None
+    if append and base is not None and list(base.metadata.partition_columns) != new.partition_by:
+        raise SchemaConflictError(
+            f"dataset {name!r} was re-partitioned by another writer meanwhile; nothing was committed",
+            dataset=name,
+        )
+    schema = _merged_schema(old_schema, new.schema, name) if append else new.schema
+    delta = _delta_schema.delta_schema(schema)
+    ntz = _delta_schema.needs_timestamp_ntz(delta)
+    protocol: Protocol | None = None
+    if base is None or (ntz and "timestampNtz" not in base.protocol.reader_features):
+        protocol = (
+            Protocol(3, 7, frozenset({"timestampNtz"}), frozenset({"timestampNtz"}))
+            if ntz
+            else Protocol(1, 2)
+        )
+        if base is not None and ntz:
+            protocol = Protocol(
+                3,
+                7,
+                base.protocol.reader_features | {"timestampNtz"},
+                base.protocol.writer_features | {"timestampNtz"},
+            )
+    metadata: Metadata | None = None
+    schema_string = json.dumps(delta, separators=(",", ":"))
+    if (
+        base is None
+        or base.metadata.schema_string != schema_string
+        or list(base.metadata.partition_columns) != new.partition_by
+    ):
+        metadata = Metadata(
+            base.metadata.id if base else str(uuid.uuid4()),
+            schema_string,
+            _delta_schema.to_arrow(delta),
+            tuple(new.partition_by),
+            base.metadata.configuration if base else {},
+            base.metadata.created_time if base else when,
+        )
+    removes = list(base.files.values()) if base is not None and not append else []
+    old_rows = snapshot_rows(base) if append and base is not None else 0
+    old_stats = snapshot_stats(base) if append and base is not None else {}
+    info = LakeletInfo(
+        version=version + 1,
+        mode=new.mode,
+        created_at=datetime.fromtimestamp(when / 1000, UTC).isoformat(),
+        creator=_config.current_user(),
+        schema=schema,
+        num_rows=old_rows + new.rows,
+        stats=_merged_stats(old_stats, old_rows, new.stats, new.rows),
+        write={"rows": new.rows, "files": len(adds)},
+        run_id=os.environ.get("LAKELET_RUN_ID"),
+        lineage=new.lineage or _stage_lineage(),
+    )
+    return _delta_log.encode_commit(
+        protocol, metadata, adds, removes, info, when, f"lakelet {LAKELET_VERSION}", new.partition_by
+    )
+
+
+def _stage_lineage() -> dict[str, Any]:
+    pending = CURRENT.get()
+    return {"stage_outputs": pending.implicit_prefix} if pending is not None else {}
 
 
 def _is_dataset_name(name: str) -> bool:
@@ -279,139 +453,3 @@ def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_r
         else:
             out[column] = _stats.merge(old[column], new[column])
     return out
-
-
-class Dataset:
-    """One version of a dataset."""
-
-    def __init__(self, store: Datasets, name: str, record: Manifest) -> None:
-        self._store = store
-        self.name = name
-        self.record = record  # the validated manifest
-
-    def __repr__(self) -> str:
-        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.record.files)} files>"
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as JSON values (docs/datasets.md)."""
-        return self.record.to_json()
-
-    @property
-    def version(self) -> int:
-        return self.record.version
-
-    def versions(self) -> list[int]:
-        return list(range(1, self._store.latest_version(self.name) + 1))
-
-    @property
-    def files(self) -> list[dict[str, Any]]:
-        """The version's files: path (under the dataset folder), digest, size, rows, partition."""
-        return [f.to_json() for f in self.record.files]
-
-    @property
-    def folder(self) -> Path:
-        return self._store.root / self.name
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.record.schema
-
-    @property
-    def num_rows(self) -> int:
-        return self.record.num_rows
-
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return {c: _stats.summary(s) for c, s in self.record.stats.items()}
-
-    def summary(self) -> dict[str, Any]:
-        """What a listing shows of this version: name, version, rows, files, bytes, last_write
-        (when it was committed) and creator."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "rows": self.num_rows,
-            "files": len(self.record.files),
-            "bytes": sum(f.size for f in self.record.files),
-            "last_write": self.record.created_at,
-            "creator": self.record.creator,
-        }
-
-    def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
-        """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
-        files = self.record.files
-        partition_fields = _partition_fields(files, self.schema)
-        paths = [str(self.folder / f.relative) for f in files]
-        expressions = [_partition_expression(f.partition, partition_fields) for f in files]
-        data_schema = self.schema
-        fragments = pads.FileSystemDataset.from_paths(
-            paths,
-            schema=data_schema,
-            format=pads.ParquetFileFormat(),
-            filesystem=pa.fs.LocalFileSystem(),
-            partitions=expressions,
-        )
-        needed = (
-            {frag.path for frag in fragments.get_fragments(filter=filter)}
-            if filter is not None
-            else set(paths)
-        )
-        for f, path in zip(files, paths, strict=True):
-            if path in needed:
-                self._ensure_local(f, Path(path))
-        if filter is not None:
-            kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
-            fragments = pads.FileSystemDataset.from_paths(
-                [p for p, _ in kept],
-                schema=data_schema,
-                format=pads.ParquetFileFormat(),
-                filesystem=pa.fs.LocalFileSystem(),
-                partitions=[e for _, e in kept],
-            )
-        return fragments.scanner(filter=filter, columns=columns)
-
-    def to_arrow(self, filter: Any = None, columns: list[str] | None = None) -> pa.Table:  # noqa: A002
-        return self.scanner(filter=filter, columns=columns).to_table()
-
-    def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
-        return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
-
-    def _ensure_local(self, entry: ManifestFile, path: Path) -> None:
-        if path.is_file():
-            return
-        syncer = self._store.context.syncer()
-        if syncer is None:
-            raise NotFoundError(f"dataset {self.name!r}: {entry.relative} is missing locally")
-        # The manifest's path stays under the folder (_manifest.parse); a symlink on the way,
-        # made here, could still lead out: nothing fetched is written through one.
-        if not path.resolve().is_relative_to(self.folder.resolve()):
-            raise IntegrityError(
-                f"dataset {self.name!r}: {path} leads outside {self.folder} (through a symlink): "
-                "not fetching it there",
-                digest=str(entry.digest),
-            )
-        expected = entry.digest
-        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry.relative}")) as r:
-            blob = write_blob(
-                r, self._store.context.tmp, lambda d: path if d == expected else path.with_suffix(".corrupt")
-            )
-        if blob.digest != expected:
-            blob.path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"dataset {self.name!r}: remote copy of {entry.relative} is corrupt", digest=str(expected)
-            )
-
-
-def _partition_fields(files: tuple[ManifestFile, ...], schema: pa.Schema) -> dict[str, pa.DataType]:
-    names = {k for f in files for k in f.partition}
-    return {n: schema.field(n).type for n in names if schema.get_field_index(n) >= 0}
-
-
-def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataType]) -> pads.Expression:
-    expression = pads.scalar(True)
-    for column, raw in partition.items():
-        scalar = partition_value(raw, fields.get(column, pa.string()))
-        expression = expression & (
-            pads.field(column).is_null() if scalar is None else pads.field(column) == scalar
-        )
-    return expression

@@ -68,6 +68,6 @@ def fsck(ctx: click.Context) -> None:
     for name in report.missing:
         stderr.print(f"missing content: {name}", highlight=False)
     for key in report.manifests_quarantined:
-        stderr.print(f"invalid manifest: {key} (moved to quarantine/)", markup=False, highlight=False)
+        stderr.print(f"invalid dataset commit: {key} (moved to quarantine/)", markup=False, highlight=False)
     if not report.ok:
         sys.exit(1)

@@ -21,6 +21,7 @@ files; an overwrite removes what the winner added too).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import uuid
@@ -40,11 +41,10 @@ from lakelet.core.errors import (
     InvalidNameError,
     NotFoundError,
     SchemaConflictError,
-    UnsupportedFeatureError,
 )
 from lakelet.datasets import _delta_log, _delta_schema, _stats
 from lakelet.datasets._dataset import Dataset, snapshot_rows, snapshot_schema, snapshot_stats
-from lakelet.datasets._delta_log import AddFile, Commit, LakeletInfo, Metadata, Protocol, Snapshot
+from lakelet.datasets._delta_log import AddFile, LakeletInfo, Metadata, Protocol, Snapshot
 from lakelet.datasets._files import NULL_PARTITION, Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
@@ -132,14 +132,25 @@ class Datasets:
 
     # reading the log
 
-    def read_commit(self, name: str, version: int) -> Commit | None:
-        """Delta version ``version`` of ``name``; None if there is none; CorruptRecordError if
-        its commit file is invalid (it is then not kept here)."""
+    def read_commit(self, name: str, version: int, base: Snapshot | None = None) -> Snapshot | None:
+        """The table at Delta version ``version`` of ``name``, that commit applied on ``base``;
+        None if there is none; CorruptRecordError if the commit file is invalid or does not fit
+        ``base`` (it is then not kept here)."""
         return self._files.read_immutable(
             _delta_log.commit_key(name, version),
             point="manifest-written",
-            parse=lambda data, copy: _delta_log.parse_commit(data, name, version, copy),
+            parse=lambda data, copy: _delta_log.apply(
+                base, _delta_log.parse_commit(data, name, version, copy), name, copy
+            ),
         )
+
+    def _exists(self, name: str, version: int) -> bool:
+        """Whether Delta version ``version`` is committed (valid or not: its number is taken)."""
+        key = _delta_log.commit_key(name, version)
+        if (self.context.root / key).is_file():
+            return True
+        syncer = self.context.syncer()
+        return syncer is not None and syncer.remote.size(key) is not None
 
     def _checkpoint(self, name: str, version: int) -> Snapshot | None:
         return self._files.read_immutable(
@@ -156,7 +167,7 @@ class Datasets:
         CorruptRecordError if a commit up to that version is invalid."""
         validate_path_name(name, "dataset name")
         wanted = version if version is not None else self.latest_version(name)
-        if wanted < 1 or (version is not None and self.read_commit(name, wanted - 1) is None):
+        if wanted < 1 or (version is not None and not self._exists(name, wanted - 1)):
             which = f"version {version} of " if version is not None else ""
             raise NotFoundError(f"no {which}dataset {name!r} in this lake", name=name)
         return Dataset(self, name, self.snapshot(name, wanted - 1))
@@ -173,26 +184,22 @@ class Datasets:
                     start = at + 1
                     break
         for v in range(start, delta_version + 1):
-            commit = self.read_commit(name, v)
-            if commit is None:
+            applied = self.read_commit(name, v, snapshot)
+            if applied is None:
                 key = _delta_log.commit_key(name, v)
                 raise CorruptRecordError(
                     f"dataset {name!r}: commit {key} is missing, so version {v + 1} and later cannot be read",
                     record=key,
                 )
-            snapshot = _delta_log.apply(snapshot, commit, name)
+            snapshot = applied
         assert snapshot is not None  # delta_version >= 0: the loop ran or a checkpoint was read
-        if snapshot.info is None and start == delta_version + 1:  # a checkpoint keeps no commitInfo
-            last = self.read_commit(name, delta_version)
+        if start == delta_version + 1:  # a checkpoint keeps no commitInfo: the commit has it
+            last = self._files.read_immutable(
+                _delta_log.commit_key(name, delta_version),
+                parse=lambda data, copy: _delta_log.parse_commit(data, name, delta_version, copy),
+            )
             if last is not None:
-                snapshot = Snapshot(
-                    snapshot.version,
-                    snapshot.protocol,
-                    snapshot.metadata,
-                    snapshot.files,
-                    last.info,
-                    last.timestamp,
-                )
+                snapshot = dataclasses.replace(snapshot, info=last.info, timestamp=last.timestamp)
         return snapshot
 
     def latest_version(self, name: str) -> int:
@@ -207,15 +214,9 @@ class Datasets:
             else []
         )
         version = max([*local, self._last_checkpoint(name) or -1], default=-1)
-        while self._taken(name, version + 1):
+        while self._exists(name, version + 1):
             version += 1
         return version
-
-    def _taken(self, name: str, version: int) -> bool:
-        try:
-            return self.read_commit(name, version) is not None
-        except (CorruptRecordError, UnsupportedFeatureError):
-            return True  # an invalid commit still holds its number: the next commit is past it
 
     def names(self) -> list[str]:
         """The datasets with a Delta log here or on the remote; a key whose dataset name is not

@@ -337,7 +337,7 @@ class Lake:
         report = _fsck.check(self.context, progress)
         if not (self.root / "datasets").is_dir():
             return report  # no dataset: pyarrow, which the manifests need, stays unloaded
-        from lakelet.datasets._manifest import quarantine_invalid
+        from lakelet.datasets._delta_log import quarantine_invalid
 
         return dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
 

@@ -2,7 +2,7 @@
 remove what killed processes left in ``tmp/``.
 
 Dataset manifests belong to a layer above this one: ``Lake.fsck`` has them checked
-(``datasets._manifest.quarantine_invalid``, with ``quarantine`` below) and adds what it
+(``datasets._delta_log.quarantine_invalid``, with ``quarantine`` below) and adds what it
 found to this report.
 """
 

@@ -202,6 +202,17 @@ class Datasets:
                 snapshot = dataclasses.replace(snapshot, info=last.info, timestamp=last.timestamp)
         return snapshot
 
+    def url(self, name: str) -> str:
+        """Where a Delta reader opens dataset ``name``: its folder on the remote (the remote's own
+        URL scheme, as delta-rs, DuckDB and Spark take it), else this machine's."""
+        validate_path_name(name, "dataset name")
+        if self.latest_version(name) < 1:
+            raise NotFoundError(f"no dataset {name!r} in this lake", name=name)
+        syncer = self.context.syncer()
+        if syncer is None:
+            return (self.root / name).resolve().as_uri()
+        return f"{syncer.remote.url}/datasets/{name}"
+
     def latest_version(self, name: str) -> int:
         """The newest committed lakelet version (0: none), asking the remote past what is local."""
         return self._latest(name) + 1

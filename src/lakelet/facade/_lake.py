@@ -193,7 +193,20 @@ class Lake:
             wanted = [names] if isinstance(names, str) else list(names)
             records = [self.context.record(LAKE, validate_name(n)) for n in wanted]
         syncer.fetch_many(records, progress)
+        if names is None and (prefix + "/").startswith("datasets/"):
+            for dataset in self.datasets_under(prefix):
+                dataset.materialize()
         return [File.of(r, self) for r in records]
+
+    def datasets_under(self, prefix: str) -> list[Dataset]:
+        """The latest version of every dataset whose folder is under ``prefix`` (``datasets/``,
+        ``datasets/sales/``, ``datasets/sales/orders``)."""
+        inside = prefix.removeprefix("datasets").lstrip("/").rstrip("/")
+        return [
+            self.dataset(n)
+            for n in self.datasets()
+            if not inside or n == inside or n.startswith(inside + "/")
+        ]
 
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
@@ -203,7 +216,12 @@ class Lake:
     def url(self, name: str, expires: timedelta | float | str = 3600) -> str:
         """A URL another tool can read ``name`` from: presigned on cloud stores (valid for
         ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of the local copy
-        for an embedded lake."""
+        for an embedded lake. ``datasets/<name>``: the URL of that Delta table's folder (on the
+        remote when there is one), which any Delta reader opens."""
+        if name.startswith("datasets/") and not self.exists(name):
+            from lakelet.datasets._datasets import Datasets
+
+            return Datasets(self.context).url(name.removeprefix("datasets/").rstrip("/"))
         record = self.context.record(LAKE, validate_name(name))
         syncer = self.context.syncer()
         if syncer is None:

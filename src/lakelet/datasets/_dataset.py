@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,25 +38,47 @@ def snapshot_stats(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
     summed from the per-file statistics of the Delta log (no sample: no quantiles)."""
     if snapshot.info is not None:
         return snapshot.info.stats
-    import json
-
     rows = snapshot_rows(snapshot)
+    parsed = [_file_stats(add.stats) for add in snapshot.files.values()]
     out: dict[str, dict[str, Any]] = {}
     for f in snapshot_schema(snapshot):
-        nulls = 0
-        for add in snapshot.files.values():
-            parsed = json.loads(add.stats) if add.stats else {}
-            counted = parsed.get("nullCount", {}) if isinstance(parsed, dict) else {}
-            value = counted.get(f.name) if isinstance(counted, dict) else None
-            nulls += value if type(value) is int and value >= 0 else 0
+        nulls = sum(_count_of(p.get("nullCount"), f.name) for p in parsed)
+        lows = [v for p in parsed if (v := _bound_of(p.get("minValues"), f.name)) is not None]
+        highs = [v for p in parsed if (v := _bound_of(p.get("maxValues"), f.name)) is not None]
+        complete = len(lows) == len(highs) == len(parsed)  # a file without bounds may hold anything
         out[f.name] = {
             "type": str(f.type),
             "count": max(0, rows - nulls),
             "nulls": nulls,
-            "min": None,
-            "max": None,
+            "min": _extreme(min, lows) if complete else None,
+            "max": _extreme(max, highs) if complete else None,
         }
     return out
+
+
+def _file_stats(text: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text) if text else {}
+    except ValueError:  # the parser already refused a commit whose stats are not JSON
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _count_of(values: Any, column: str) -> int:
+    value = values.get(column) if isinstance(values, dict) else None
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _bound_of(values: Any, column: str) -> Any:
+    value = values.get(column) if isinstance(values, dict) else None
+    return value if type(value) in (int, float, str) else None
+
+
+def _extreme(pick: Any, values: list[Any]) -> Any:
+    try:
+        return pick(values) if values else None
+    except TypeError:  # bounds of different types (a peer's): none
+        return None
 
 
 class Dataset:

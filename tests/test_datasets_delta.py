@@ -54,3 +54,87 @@ def test_a_table_delta_rs_wrote_is_listed_read_and_written_on_top(lake) -> None:
         lake.write_dataset("external/orders", _orders("2025-01-22", [5]), partition_by=["id"])
     deltalake.write_deltalake(str(folder), _orders("2025-01-23", [9]), mode="overwrite", partition_by=["dt"])
     assert lake.dataset("external/orders").to_arrow().column("id").to_pylist() == [9]
+
+
+def _former_format(lake, name: str, versions: list[tuple[str, list[tuple[str, list[int]]]]]) -> None:
+    """Dataset ``name`` as lakelet kept it before Delta: content-named Parquet files in Hive
+    folders and one manifest per version (``_manifests/<8 digits>.json``)."""
+    import io
+    from datetime import UTC, datetime
+
+    import blake3
+    import pyarrow.parquet as pq
+
+    from lakelet.core._digest import Digest
+    from lakelet.datasets._manifest import Manifest, ManifestFile
+
+    folder = lake.root / "datasets" / name
+    files: tuple = ()
+    rows = 0
+    for number, (mode, parts) in enumerate(versions, start=1):
+        written = []
+        for day, ids in parts:
+            buffer = io.BytesIO()
+            pq.write_table(pa.table({"id": ids}), buffer)
+            data = buffer.getvalue()
+            digest = blake3.blake3(data).hexdigest()
+            relative = f"dt={day}/part-{digest[:32]}.parquet"
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_bytes(data)
+            written.append(ManifestFile(relative, Digest("blake3", digest), len(data), len(ids), {"dt": day}))
+        added = sum(f.rows for f in written)
+        files = (files if mode == "append" else ()) + tuple(written)
+        rows = (rows if mode == "append" else 0) + added
+        manifest = Manifest(
+            dataset=name,
+            version=number,
+            parent=number - 1 or None,
+            mode=mode,
+            created_at=datetime(2025, 1, number, tzinfo=UTC).isoformat(),
+            creator="old@example.com",
+            schema=pa.schema({"dt": pa.string(), "id": pa.int64()}),
+            files=files,
+            num_rows=rows,
+            stats={"id": {"type": "int64", "count": rows, "nulls": 0, "min": None, "max": None}},
+            write={"rows": added, "files": len(written)},
+        )
+        (folder / "_manifests").mkdir(exist_ok=True)
+        (folder / "_manifests" / f"{number:08d}.json").write_bytes(manifest.encode())
+
+
+def test_a_former_manifest_dataset_is_converted_without_rewriting_data(lake) -> None:
+    from .conftest import run_lakelet
+
+    history = [
+        ("append", [("2025-01-20", [1, 2])]),
+        ("append", [("2025-01-21", [3])]),
+        ("overwrite", [("2025-01-22", [7, 8])]),
+    ]
+    _former_format(lake, "orders", history)
+    _former_format(lake, "customers", [("append", [("2025-01-20", [10])])])
+    data = {p: p.stat().st_mtime_ns for p in (lake.root / "datasets").rglob("*.parquet")}
+    assert lake.datasets() == ["customers", "orders"]
+    with pytest.raises(lakelet.InvalidArgumentError, match="lakelet fsck --upgrade"):
+        lake.dataset("orders")
+
+    upgraded = run_lakelet("fsck", "--upgrade", env={"LAKELET_HOME": str(lake.root)})
+    assert upgraded.returncode == 0, upgraded.stderr.decode()
+    assert upgraded.stdout.decode().splitlines()[:2] == [
+        "dataset customers: converted to a Delta table",
+        "dataset orders: converted to a Delta table",
+    ]
+    folder = str(lake.root / "datasets" / "orders")
+    for version, ids in ((1, [1, 2]), (2, [1, 2, 3]), (3, [7, 8])):
+        assert sorted(lake.dataset("orders", version=version).to_arrow().column("id").to_pylist()) == ids
+        table = deltalake.DeltaTable(folder, version=version - 1).to_pyarrow_table()
+        assert sorted(table.column("id").to_pylist()) == ids
+    assert lake.dataset("orders").summary()["creator"] == "old@example.com"
+    assert {p: p.stat().st_mtime_ns for p in (lake.root / "datasets").rglob("*.parquet")} == data
+    assert lakelet.open(lake.root).fsck(upgrade=True).datasets_upgraded == []  # once only
+
+
+def test_a_former_manifest_dataset_is_converted_on_its_first_write(lake) -> None:
+    _former_format(lake, "orders", [("append", [("2025-01-20", [1, 2])]), ("append", [("2025-01-21", [3])])])
+    ds = lake.write_dataset("orders", _orders("2025-01-22", [4]), partition_by=["dt"])
+    assert ds.version == 3 and sorted(ds.to_arrow().column("id").to_pylist()) == [1, 2, 3, 4]
+    assert deltalake.DeltaTable(str(ds.folder)).version() == 2

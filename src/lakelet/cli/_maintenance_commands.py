@@ -53,12 +53,17 @@ def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bo
 
 
 @click.command()
+@click.option(
+    "--upgrade", is_flag=True, help="Convert datasets in the former manifest format to Delta tables."
+)
 @click.pass_context
-def fsck(ctx: click.Context) -> None:
+def fsck(ctx: click.Context, upgrade: bool) -> None:
     """Verify every stored object against its digest and rebuild the local index."""
     lake = lake_of(ctx)
     with DelayedBar("verifying") as bar:
-        report = lake.fsck(progress=bar)
+        report = lake.fsck(progress=bar, upgrade=upgrade)
+    for name in report.datasets_upgraded:
+        stdout.print(f"dataset {name}: converted to a Delta table", markup=False, highlight=False)
     stdout.print(
         f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
         highlight=False,

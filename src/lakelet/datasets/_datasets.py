@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from lakelet.core.errors import (
     NotFoundError,
     SchemaConflictError,
 )
-from lakelet.datasets import _delta_log, _delta_schema, _stats
+from lakelet.datasets import _delta_log, _delta_schema, _stats, _upgrade
 from lakelet.datasets._dataset import Dataset, snapshot_rows, snapshot_schema, snapshot_stats
 from lakelet.datasets._delta_log import AddFile, LakeletInfo, Metadata, Protocol, Snapshot
 from lakelet.datasets._files import NULL_PARTITION, Written, staging_dir, write_files
@@ -128,7 +129,7 @@ class Datasets:
     def __init__(self, context: LakeContext) -> None:
         self.context = context
         self.root = context.root / "datasets"
-        self._files = MirroredFiles(context)
+        self.mirrored = MirroredFiles(context)
 
     # reading the log
 
@@ -136,7 +137,7 @@ class Datasets:
         """The table at Delta version ``version`` of ``name``, that commit applied on ``base``;
         None if there is none; CorruptRecordError if the commit file is invalid or does not fit
         ``base`` (it is then not kept here)."""
-        return self._files.read_immutable(
+        return self.mirrored.read_immutable(
             _delta_log.commit_key(name, version),
             point="manifest-written",
             parse=lambda data, copy: _delta_log.apply(
@@ -153,14 +154,23 @@ class Datasets:
         return syncer is not None and syncer.remote.size(key) is not None
 
     def _checkpoint(self, name: str, version: int) -> Snapshot | None:
-        return self._files.read_immutable(
+        return self.mirrored.read_immutable(
             _delta_log.checkpoint_key(name, version),
             parse=lambda data, copy: _delta_log.parse_checkpoint(data, name, version, copy),
         )
 
     def _last_checkpoint(self, name: str) -> int | None:
-        data = self._files.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
+        data = self.mirrored.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
         return _delta_log.parse_last_checkpoint(data) if data is not None else None
+
+    def create_commit(self, name: str, version: int, body: bytes) -> bool:
+        """Create Delta version ``version`` of ``name``; False if another writer got there first."""
+        created = self.mirrored.create(
+            _delta_log.commit_key(name, version), body, point="manifest-written", read_only=True
+        )
+        if created:
+            _faults.reached("dataset-committed")
+        return created
 
     def open(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``; raises NotFoundError, or
@@ -169,6 +179,11 @@ class Datasets:
         wanted = version if version is not None else self.latest_version(name)
         if wanted < 1 or (version is not None and not self._exists(name, wanted - 1)):
             which = f"version {version} of " if version is not None else ""
+            if _upgrade.manifest_versions(self, name):
+                raise InvalidArgumentError(
+                    f"dataset {name!r} is in lakelet's former manifest format: convert it to a Delta "
+                    "table with `lakelet fsck --upgrade` (a write converts it too)"
+                )
             raise NotFoundError(f"no {which}dataset {name!r} in this lake", name=name)
         return Dataset(self, name, self.snapshot(name, wanted - 1))
 
@@ -194,7 +209,7 @@ class Datasets:
             snapshot = applied
         assert snapshot is not None  # delta_version >= 0: the loop ran or a checkpoint was read
         if start == delta_version + 1:  # a checkpoint keeps no commitInfo: the commit has it
-            last = self._files.read_immutable(
+            last = self.mirrored.read_immutable(
                 _delta_log.commit_key(name, delta_version),
                 parse=lambda data, copy: _delta_log.parse_commit(data, name, delta_version, copy),
             )
@@ -212,6 +227,10 @@ class Datasets:
         if syncer is None:
             return (self.root / name).resolve().as_uri()
         return f"{syncer.remote.url}/datasets/{name}"
+
+    def upgrade_all(self) -> list[str]:
+        """Convert every dataset still in the former manifest format; returns their names."""
+        return [name for name in self.names() if _upgrade.upgrade(self, name)]
 
     def latest_version(self, name: str) -> int:
         """The newest committed lakelet version (0: none), asking the remote past what is local."""
@@ -232,11 +251,13 @@ class Datasets:
     def names(self) -> list[str]:
         """The datasets with a Delta log here or on the remote; a key whose dataset name is not
         valid (a peer's) names none."""
-        keys = self._files.keys("datasets/", ".json", recursive=True)
+        keys = self.mirrored.keys("datasets/", ".json", recursive=True)
         return sorted(
             name
             for name in {
-                k.removeprefix("datasets/").split("/_delta_log/")[0] for k in keys if "/_delta_log/" in k
+                re.split("/_delta_log/|/_manifests/", k.removeprefix("datasets/"))[0]
+                for k in keys
+                if "/_delta_log/" in k or "/_manifests/" in k
             }
             if _is_dataset_name(name)
         )
@@ -259,6 +280,11 @@ class Datasets:
         latest = self._latest(name)
         # everything is checked before a byte is written
         base = self.snapshot(name, latest) if latest >= 0 else None
+        if (base is None or (base.info and _upgrade.UPGRADED in base.info.lineage)) and _upgrade.upgrade(
+            self, name
+        ):  # a dataset in the former manifest format (or its conversion cut short): converted first
+            latest = self._latest(name)
+            base = self.snapshot(name, latest)
         if base is not None:
             base.protocol.check_writable(name)
         partition_by = _partitioning(base, partition_by, mode, name)
@@ -295,10 +321,7 @@ class Datasets:
         for _ in range(_MAX_COMMIT_ATTEMPTS):
             version = latest + 1
             body = _commit_body(name, new, adds, version, base, when)
-            if self._files.create(
-                _delta_log.commit_key(name, version), body, point="manifest-written", read_only=True
-            ):
-                _faults.reached("dataset-committed")
+            if self.create_commit(name, version, body):
                 commit = _delta_log.parse_commit(body, name, version)
                 snapshot = _delta_log.apply(base, commit, name)
                 if version % CHECKPOINT_INTERVAL == 0 and version > 0:

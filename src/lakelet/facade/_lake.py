@@ -347,9 +347,10 @@ class Lake:
 
     # maintenance
 
-    def fsck(self, progress: Progress = SILENT) -> FsckReport:
+    def fsck(self, progress: Progress = SILENT, upgrade: bool = False) -> FsckReport:
         """Verify every stored blob and dataset manifest, quarantine corrupt ones, rebuild the
-        index from records, remove what killed processes left in tmp/."""
+        index from records, remove what killed processes left in tmp/. ``upgrade``: convert
+        datasets still in the former manifest format to Delta tables (no data file rewritten)."""
         from lakelet.lake import _fsck
 
         report = _fsck.check(self.context, progress)
@@ -357,7 +358,12 @@ class Lake:
             return report  # no dataset: pyarrow, which the manifests need, stays unloaded
         from lakelet.datasets._delta_log import quarantine_invalid
 
-        return dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
+        report = dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
+        if not upgrade:
+            return report
+        from lakelet.datasets._datasets import Datasets
+
+        return dataclasses.replace(report, datasets_upgraded=Datasets(self.context).upgrade_all())
 
     def gc(
         self,

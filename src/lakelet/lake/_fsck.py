@@ -36,6 +36,7 @@ class FsckReport:
     missing: list[str]  # 'scope:name' whose object is neither local nor on the remote
     # local dataset manifests that do not parse (moved to quarantine/): their keys
     manifests_quarantined: list[str] = field(default_factory=list)
+    datasets_upgraded: list[str] = field(default_factory=list)  # converted to Delta tables (--upgrade)
 
     @property
     def ok(self) -> bool:

@@ -189,6 +189,15 @@ class Dataset:
     def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
         return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
 
+    def read_files(self, files: list[AddFile], columns: list[str] | None = None) -> pa.Table:
+        """The rows of some of this version's files (fetched if remote), partition columns included."""
+        types = {f.name: f.type for f in self.schema}
+        for f in files:
+            self._ensure_local(f, self.folder / f.path)
+        paths = [str(self.folder / f.path) for f in files]
+        expressions = [_partition_expression(f.partition, types) for f in files]
+        return _fragments(paths, expressions, self.schema).to_table(columns=columns)
+
     def materialize(self) -> list[str]:
         """Fetch every file of this version that is only on the remote, so that any Delta reader
         opens ``folder`` here; returns the paths fetched."""

@@ -22,31 +22,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lakelet.core import _config, _faults
-from lakelet.core._digest import Digest
+from lakelet.core import _faults
 from lakelet.core._names import validate_path_name
 from lakelet.core._values import kind_of
-from lakelet.core._version import __version__ as LAKELET_VERSION
 from lakelet.core.errors import (
     CorruptRecordError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
-    SchemaConflictError,
 )
-from lakelet.datasets import _delta_log, _delta_schema, _stats, _upgrade
-from lakelet.datasets._dataset import Dataset, snapshot_rows, snapshot_schema, snapshot_stats
-from lakelet.datasets._delta_log import AddFile, LakeletInfo, Metadata, Protocol, Snapshot
-from lakelet.datasets._files import NULL_PARTITION, Written, staging_dir, write_files
+from lakelet.datasets import _commits, _delta_log, _delta_schema, _merge, _upgrade
+from lakelet.datasets._dataset import Dataset, snapshot_schema
+from lakelet.datasets._delta_log import AddFile, Snapshot
+from lakelet.datasets._files import Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
 from lakelet.remote._remote import parallel
@@ -59,7 +53,8 @@ __all__ = ["Dataset", "Datasets"]
 
 _MAX_COMMIT_ATTEMPTS = 50
 CHECKPOINT_INTERVAL = 10
-_MODES = ("append", "overwrite")
+_MODES = ("append", "overwrite", "merge")
+_MAX_MERGE_ATTEMPTS = 10
 
 
 def _reader(data: Any) -> pa.RecordBatchReader:
@@ -96,31 +91,6 @@ def _normalized(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     fields = [f.with_type(_LOGICAL.get(f.type, f.type)) for f in reader.schema]
     target = pa.schema(fields, metadata=reader.schema.metadata)
     return reader if target.equals(reader.schema) else reader.cast(target)
-
-
-def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema:
-    """The schema after appending ``new``: new nullable columns are fine, type changes are not."""
-    if old is None:
-        return new
-    for field in new:
-        index = old.get_field_index(field.name)
-        if index >= 0 and not old.field(index).type.equals(field.type):
-            raise SchemaConflictError(
-                f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
-                f"but {field.type} in the new data; nothing was written (cast it, or write with "
-                'mode="overwrite")',
-                dataset=name,
-            )
-        if index < 0 and not field.nullable:
-            raise SchemaConflictError(
-                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended", dataset=name
-            )
-    missing = [f for f in old if new.get_field_index(f.name) < 0]
-    return (
-        pa.schema(list(new) + missing)
-        if missing
-        else pa.schema(list(old) + [f for f in new if old.get_field_index(f.name) < 0])
-    )
 
 
 class Datasets:
@@ -272,37 +242,107 @@ class Datasets:
         mode: str,
         compression: str,
         lineage: dict[str, Any] | None = None,
+        keys: list[str] | None = None,
     ) -> Dataset:
         validate_path_name(name, "dataset name")
         if mode not in _MODES:
-            raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
+            raise InvalidArgumentError(f'mode must be "append", "overwrite" or "merge", not {mode!r}')
+        if (mode == "merge") != bool(keys):
+            raise InvalidArgumentError(
+                'mode="merge" needs keys=[...], the columns that identify a row'
+                if mode == "merge"
+                else 'keys=[...] go with mode="merge" only'
+            )
         reader = _normalized(_reader(data))
-        latest = self._latest(name)
+        if mode == "merge":
+            return self._merge(
+                name,
+                reader.read_all(),
+                _merge.checked_keys(keys, reader.schema, name),
+                partition_by,
+                compression,
+                lineage,
+            )
         # everything is checked before a byte is written
-        base = self.snapshot(name, latest) if latest >= 0 else None
-        if (base is None or (base.info and _upgrade.UPGRADED in base.info.lineage)) and _upgrade.upgrade(
-            self, name
-        ):  # a dataset in the former manifest format (or its conversion cut short): converted first
-            latest = self._latest(name)
-            base = self.snapshot(name, latest)
-        if base is not None:
-            base.protocol.check_writable(name)
-        partition_by = _partitioning(base, partition_by, mode, name)
-        for column in partition_by:
-            if reader.schema.get_field_index(column) < 0:
-                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
-        if mode == "append" and base is not None:
-            _merged_schema(snapshot_schema(base), reader.schema, name)
-        try:
-            _delta_schema.delta_schema(reader.schema)
-        except TypeError as e:
-            raise InvalidArgumentError(f"dataset {name!r}: {e}") from None
+        latest, base = self._base(name)
+        partition_by = self._checked(name, base, reader.schema, partition_by, mode)
         written, stats, rows = write_files(
             reader, staging_dir(self.context.root), self.root / name, partition_by, compression
         )
         self._upload(name, written)
-        new = _Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {})
-        return self._commit(name, new, latest, base)
+        new = _commits.Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {})
+        done = self._commit(name, new, latest, base, _MAX_COMMIT_ATTEMPTS)
+        if done is None:
+            raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+        return done
+
+    def _base(self, name: str) -> tuple[int, Snapshot | None]:
+        """The latest Delta version and the table at it (None: no table yet), a dataset in the
+        former manifest format (or its conversion cut short) converted first."""
+        latest = self._latest(name)
+        base = self.snapshot(name, latest) if latest >= 0 else None
+        if (base is None or (base.info and _upgrade.UPGRADED in base.info.lineage)) and _upgrade.upgrade(
+            self, name
+        ):
+            latest = self._latest(name)
+            base = self.snapshot(name, latest)
+        if base is not None:
+            base.protocol.check_writable(name)
+        return latest, base
+
+    def _checked(
+        self, name: str, base: Snapshot | None, schema: pa.Schema, partition_by: list[str], mode: str
+    ) -> list[str]:
+        """The partition columns of the write, once its schema is known to fit the table's."""
+        partition_by = _commits.partitioning(base, partition_by, mode, name)
+        for column in partition_by:
+            if schema.get_field_index(column) < 0:
+                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        if mode != "overwrite" and base is not None:
+            _commits.merged_schema(snapshot_schema(base), schema, name)
+        try:
+            _delta_schema.delta_schema(schema)
+        except TypeError as e:
+            raise InvalidArgumentError(f"dataset {name!r}: {e}") from None
+        return partition_by
+
+    def _merge(
+        self,
+        name: str,
+        table: pa.Table,
+        keys: list[str],
+        partition_by: list[str],
+        compression: str,
+        lineage: dict[str, Any] | None,
+    ) -> Dataset:
+        """Replace the rows whose keys match and append the rest, as one commit removing the
+        files it rewrote. A writer that committed meanwhile may have added rows with these keys
+        or rewritten these files: the merge is then computed again on top of it, never rebased."""
+        _merge.check_unique(table, keys, name)
+        for _ in range(_MAX_MERGE_ATTEMPTS):
+            latest, base = self._base(name)
+            if base is not None:
+                _merge.checked_keys(keys, snapshot_schema(base), name)
+            parts = self._checked(name, base, table.schema, partition_by, "merge")
+            schema = _commits.merged_schema(snapshot_schema(base) if base else None, table.schema, name)
+            replaces: list[AddFile] = []
+            replaced = kept = None
+            if base is not None:
+                replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
+            combined = _merge.combined(kept, table, schema)
+            written, stats, rows = write_files(
+                combined.to_reader(), staging_dir(self.context.root), self.root / name, parts, compression
+            )
+            self._upload(name, written)
+            new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {})
+            new.replaces, new.replaced = replaces, replaced
+            done = self._commit(name, new, latest, base, 1)
+            if done is not None:
+                return done
+        raise InvalidArgumentError(
+            f"dataset {name!r}: other writers changed it during each of {_MAX_MERGE_ATTEMPTS} merge "
+            "attempts; nothing was merged, try again"
+        )
 
     def _upload(self, name: str, written: list[Written]) -> None:
         sync_filesystem(self.context.root)  # the files are durable before a commit names them
@@ -315,12 +355,20 @@ class Datasets:
             syncer.remote.transfers,
         )
 
-    def _commit(self, name: str, new: _Write, latest: int, base: Snapshot | None) -> Dataset:
+    def _commit(
+        self, name: str, new: _commits.Write, latest: int, base: Snapshot | None, attempts: int
+    ) -> Dataset | None:
+        """Commit ``new`` as the next version, rebasing on another writer's commit up to
+        ``attempts`` times; None if every attempt lost the race."""
         when = int(datetime.now(UTC).timestamp() * 1000)
         adds = [new.add_file(w, when) for w in new.written]
-        for _ in range(_MAX_COMMIT_ATTEMPTS):
+        for attempt in range(attempts):
+            if attempt:
+                latest = self._latest(name)  # another writer committed: rebase on theirs
+                base = self.snapshot(name, latest)
+                base.protocol.check_writable(name)
             version = latest + 1
-            body = _commit_body(name, new, adds, version, base, when)
+            body = _commits.commit_body(name, new, adds, version, base, when)
             if self.create_commit(name, version, body):
                 commit = _delta_log.parse_commit(body, name, version)
                 snapshot = _delta_log.apply(base, commit, name)
@@ -328,10 +376,7 @@ class Datasets:
                     self._write_checkpoint(name, version)
                 _note_in_stage(name, version + 1, new.rows)
                 return Dataset(self, name, snapshot)
-            latest = self._latest(name)  # another writer committed: rebase on theirs
-            base = self.snapshot(name, latest)
-            base.protocol.check_writable(name)
-        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+        return None
 
     def _write_checkpoint(self, name: str, version: int) -> None:
         """Delta version ``version`` as a Parquet checkpoint, so that no reader (lakelet's or
@@ -351,117 +396,6 @@ class Datasets:
         syncer.remote.put_bytes(_delta_log.last_checkpoint_key(name), hint)
 
 
-class _Write:
-    """What one write made, waiting to be committed on top of whatever version is latest."""
-
-    def __init__(
-        self,
-        written: list[Written],
-        stats: dict[str, Any],
-        rows: int,
-        schema: pa.Schema,
-        partition_by: list[str],
-        mode: str,
-        lineage: dict[str, Any],
-    ) -> None:
-        self.written, self.stats, self.rows, self.schema = written, stats, rows, schema
-        self.partition_by, self.mode, self.lineage = partition_by, mode, lineage
-
-    def add_file(self, w: Written, when: int) -> AddFile:
-        values = {c: _delta_value(w.partition.get(c)) for c in self.partition_by}
-        return AddFile(w.relative, values, w.size, w.rows, Digest.parse(w.digest), when, w.stats or None)
-
-
-def _delta_value(raw: str | None) -> str | None:
-    """A Hive folder's value (URI-escaped by pyarrow) as the Delta log spells a partition value."""
-    from urllib.parse import unquote
-
-    if raw is None:
-        return None
-    value = unquote(raw)
-    return None if value == NULL_PARTITION else value
-
-
-def _partitioning(base: Snapshot | None, partition_by: list[str], mode: str, name: str) -> list[str]:
-    """An append goes into the table's partition columns; an overwrite may choose new ones."""
-    if base is None or mode == "overwrite":
-        return partition_by
-    table = list(base.metadata.partition_columns)
-    if partition_by and partition_by != table:
-        raise InvalidArgumentError(
-            f"dataset {name!r} is partitioned by {table}, not {partition_by}: append with the "
-            'same partition_by (or none), or write with mode="overwrite"'
-        )
-    return table
-
-
-def _commit_body(
-    name: str, new: _Write, adds: list[AddFile], version: int, base: Snapshot | None, when: int
-) -> bytes:
-    append = new.mode == "append" and base is not None
-    old_schema = snapshot_schema(base) if base is not None else None
-    if append and base is not None and list(base.metadata.partition_columns) != new.partition_by:
-        raise SchemaConflictError(
-            f"dataset {name!r} was re-partitioned by another writer meanwhile; nothing was committed",
-            dataset=name,
-        )
-    schema = _merged_schema(old_schema, new.schema, name) if append else new.schema
-    delta = _delta_schema.delta_schema(schema)
-    ntz = _delta_schema.needs_timestamp_ntz(delta)
-    protocol: Protocol | None = None
-    if base is None or (ntz and "timestampNtz" not in base.protocol.reader_features):
-        protocol = (
-            Protocol(3, 7, frozenset({"timestampNtz"}), frozenset({"timestampNtz"}))
-            if ntz
-            else Protocol(1, 2)
-        )
-        if base is not None and ntz:
-            protocol = Protocol(
-                3,
-                7,
-                base.protocol.reader_features | {"timestampNtz"},
-                base.protocol.writer_features | {"timestampNtz"},
-            )
-    metadata: Metadata | None = None
-    schema_string = json.dumps(delta, separators=(",", ":"))
-    if (
-        base is None
-        or base.metadata.schema_string != schema_string
-        or list(base.metadata.partition_columns) != new.partition_by
-    ):
-        metadata = Metadata(
-            base.metadata.id if base else str(uuid.uuid4()),
-            schema_string,
-            _delta_schema.to_arrow(delta),
-            tuple(new.partition_by),
-            base.metadata.configuration if base else {},
-            base.metadata.created_time if base else when,
-        )
-    removes = list(base.files.values()) if base is not None and not append else []
-    old_rows = snapshot_rows(base) if append and base is not None else 0
-    old_stats = snapshot_stats(base) if append and base is not None else {}
-    info = LakeletInfo(
-        version=version + 1,
-        mode=new.mode,
-        created_at=datetime.fromtimestamp(when / 1000, UTC).isoformat(),
-        creator=_config.current_user(),
-        schema=schema,
-        num_rows=old_rows + new.rows,
-        stats=_merged_stats(old_stats, old_rows, new.stats, new.rows),
-        write={"rows": new.rows, "files": len(adds)},
-        run_id=os.environ.get("LAKELET_RUN_ID"),
-        lineage=new.lineage or _stage_lineage(),
-    )
-    return _delta_log.encode_commit(
-        protocol, metadata, adds, removes, info, when, f"lakelet {LAKELET_VERSION}", new.partition_by
-    )
-
-
-def _stage_lineage() -> dict[str, Any]:
-    pending = CURRENT.get()
-    return {"stage_outputs": pending.implicit_prefix} if pending is not None else {}
-
-
 def _is_dataset_name(name: str) -> bool:
     try:
         validate_path_name(name, "dataset name")
@@ -475,16 +409,3 @@ def _note_in_stage(name: str, version: int, rows: int) -> None:
     pending = CURRENT.get()
     if pending is not None:
         pending.datasets.append({"dataset": name, "version": version, "rows": rows})
-
-
-def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_rows: int) -> dict[str, Any]:
-    """Column statistics after an append; a column absent from one side is null in its rows."""
-    out = {}
-    for column in [*new, *(c for c in old if c not in new)]:
-        if column not in old:
-            out[column] = {**new[column], "nulls": new[column]["nulls"] + old_rows}
-        elif column not in new:
-            out[column] = {**old[column], "nulls": old[column]["nulls"] + new_rows}
-        else:
-            out[column] = _stats.merge(old[column], new[column])
-    return out

@@ -246,12 +246,14 @@ class Lake:
         partition_by: list[str] | tuple[str, ...] = (),
         mode: str = "append",
         compression: str = "zstd",
+        keys: list[str] | None = None,
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
-        the partitioned Parquet dataset ``name``; returns that version."""
+        the Delta table ``name``: ``mode`` "append", "overwrite", or "merge" (rows whose
+        ``keys`` match are replaced, the others appended); returns that version."""
         from lakelet.datasets._datasets import Datasets
 
-        return Datasets(self.context).write(name, data, list(partition_by), mode, compression)
+        return Datasets(self.context).write(name, data, list(partition_by), mode, compression, keys=keys)
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""

@@ -367,3 +367,19 @@ def test_a_manifest_is_on_disk_before_its_name(lake, monkeypatch) -> None:
     linked = events.index(("link", os.fspath(manifest)))
     assert ("fsync", manifest.stat().st_ino) in events[:linked]
     assert ("fsync", manifest.parent.stat().st_ino) in events[linked:]
+
+
+def test_bookmarks_and_run_logs_go_through_their_parser(lake, caplog) -> None:
+    from lakelet.datasets._state import run_logs, write_run_log
+
+    write_run_log(lake.context, "p", {"pipeline": "p", "ok": True, "rows": {"s": 1}})
+    (lake.root / "logs" / "p" / "00000000T000000.000000Z-bad.json").write_bytes(b"[1, 2]")
+    with caplog.at_level("WARNING", logger="lakelet"):
+        assert [log["rows"] for log in run_logs(lake.context, "p")] == [{"s": 1}]
+    assert "invalid run log logs/p/00000000T000000.000000Z-bad.json" in caplog.text
+    state = lake.root / "state" / "p" / "state.json"
+    state.parent.mkdir(parents=True)
+    for bad in (b"[]", b'{"a": Infinity}', b"{" * 10, b'{"a":' * 100 + b"1" + b"}" * 100):
+        state.write_bytes(bad)
+        with pytest.raises(lakelet.CorruptRecordError, match="invalid pipeline state state/p/state.json"):
+            lake.state("p").get()

@@ -191,12 +191,16 @@ class Dataset:
 
     def read_files(self, files: list[AddFile], columns: list[str] | None = None) -> pa.Table:
         """The rows of some of this version's files (fetched if remote), partition columns included."""
+        return self.files_scanner(files, columns).to_table()
+
+    def files_scanner(self, files: list[AddFile], columns: list[str] | None = None) -> pads.Scanner:
+        """A Scanner over some of this version's files (fetched if remote)."""
         types = {f.name: f.type for f in self.schema}
         for f in files:
             self._ensure_local(f, self.folder / f.path)
         paths = [str(self.folder / f.path) for f in files]
         expressions = [_partition_expression(f.partition, types) for f in files]
-        return _fragments(paths, expressions, self.schema).to_table(columns=columns)
+        return _fragments(paths, expressions, self.schema).scanner(columns=columns)
 
     def materialize(self) -> list[str]:
         """Fetch every file of this version that is only on the remote, so that any Delta reader

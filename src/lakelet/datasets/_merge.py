@@ -53,10 +53,13 @@ def touched(dataset: Dataset, new: pa.Table, keys: list[str]) -> tuple[list[AddF
     wanted = new.select(keys)
     candidates = [f for f in dataset.snapshot.files.values() if _may_hold(f, wanted, keys)]
     hit = []
-    for entry in candidates:
-        found = dataset.read_files([entry], columns=keys)
-        if found.num_rows and found.join(wanted, keys, join_type="left semi").num_rows:
-            hit.append(entry)
+    if candidates:  # one scan of the key columns; each batch says which file it came from
+        paths = set()
+        for tagged in dataset.files_scanner(candidates, columns=keys).scan_batches():
+            batch = pa.Table.from_batches([tagged.record_batch])
+            if tagged.fragment.path not in paths and batch.join(wanted, keys, join_type="left semi").num_rows:
+                paths.add(tagged.fragment.path)
+        hit = [f for f in candidates if str(dataset.folder / f.path) in paths]
     rows = dataset.read_files(hit) if hit else dataset.schema.empty_table()
     kept = rows.join(wanted, keys, join_type="left anti") if rows.num_rows else rows
     return hit, rows, kept.select(rows.column_names)

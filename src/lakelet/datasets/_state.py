@@ -76,10 +76,12 @@ def parse_state(data: bytes, key: str) -> dict[str, Any]:
 
 
 def parse_run_log(data: bytes, key: str) -> dict[str, Any]:
-    """One run's log: a JSON object naming its pipeline and whether the run was ok."""
+    """One run's log: a JSON object; its pipeline name, if any, text, and its ok flag a boolean."""
     log = _object(data, key, "run log")
-    if not isinstance(log.get("pipeline"), str) or not isinstance(log.get("ok"), bool):
-        raise CorruptRecordError(f"invalid run log {key}: no pipeline name or ok flag", record=key)
+    if not isinstance(log.get("pipeline", ""), str) or not isinstance(log.get("ok", True), bool):
+        raise CorruptRecordError(
+            f"invalid run log {key}: pipeline is not text or ok not a boolean", record=key
+        )
     return log
 
 

@@ -88,7 +88,17 @@ def delta_schema(schema: pa.Schema) -> dict[str, Any]:
 
 def needs_timestamp_ntz(delta: dict[str, Any]) -> bool:
     """Whether the schema holds a timestamp without zone (table feature ``timestampNtz``)."""
-    return '"timestamp_ntz"' in repr(delta).replace("'", '"')
+
+    def holds(t: Any) -> bool:
+        if isinstance(t, str):
+            return t == "timestamp_ntz"
+        if isinstance(t, dict):
+            return any(
+                holds(v) for k, v in t.items() if k in ("type", "elementType", "keyType", "valueType")
+            ) or any(holds(f.get("type")) for f in t.get("fields", []))
+        return False
+
+    return holds(delta)
 
 
 def to_arrow(delta: Any, depth: int = 0) -> pa.Schema:

@@ -1,4 +1,6 @@
-"""Dataset manifests: their value type, and the one validating parser every reader goes through.
+"""Dataset manifests, lakelet's former format (datasets are Delta tables now: ``_delta_log``):
+their value type, and the one validating parser ``_upgrade`` reads them through, whose small
+checks the Delta commit parser shares.
 
 A manifest is read back from the local lake or from the shared remote, where any
 peer with write access may have written it, damaged or forged. ``parse`` takes
@@ -7,8 +9,7 @@ meets a file path that leaves the dataset's folder (``..``, an absolute path, an
 empty or NUL segment), a digest that is not one, a negative or oversized count, a
 partition value that is not a string of its column's type, or a schema or
 statistics it cannot use. A bad manifest raises ``CorruptRecordError`` naming
-its key, and nothing is read from it; ``fsck`` moves a bad local copy aside
-(``quarantine_invalid``).
+its key, and nothing is read from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeGuard
 
 import pyarrow as pa
@@ -26,7 +26,6 @@ from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError
 from lakelet.datasets._files import partition_value
 from lakelet.datasets._stats import SAMPLE_SIZE
-from lakelet.lake._fsck import quarantine
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -43,7 +42,6 @@ __all__ = [
     "is_version_file",
     "manifest_key",
     "parse",
-    "quarantine_invalid",
 ]
 
 MANIFEST_FORMAT = 1
@@ -154,23 +152,6 @@ def parse(data: bytes, name: str, version: int, copy: str = "") -> Manifest:
         raise CorruptRecordError(
             f"dataset {name!r} version {version}: invalid manifest {key}{where}: {e}{older}", record=key
         ) from None
-
-
-def quarantine_invalid(root: Path) -> list[str]:
-    """``fsck``'s part: move every local manifest that does not parse to ``quarantine/``
-    (the remote's copy, if good, is fetched again when next read); returns their keys."""
-    folder = root / "datasets"
-    bad = []
-    for path in sorted(folder.glob("**/_manifests/*.json")):
-        name = path.parent.parent.relative_to(folder).as_posix()
-        try:
-            if not is_version_file(path.name):
-                raise CorruptRecordError(f"{path} is not named as a version")
-            parse(path.read_bytes(), name, int(path.name.removesuffix(".json")))
-        except (CorruptRecordError, OSError):
-            quarantine(root, path)
-            bad.append(path.relative_to(root).as_posix())
-    return bad
 
 
 # the parser: each helper checks one part and raises Invalid saying which

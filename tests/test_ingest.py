@@ -159,6 +159,7 @@ def test_a_tap_that_resends_the_whole_file_leaves_no_duplicates(jsonl, lake) -> 
     assert ds.version == 2
     rows = sorted(zip(*ds.to_arrow().select(["id", "name"]).to_pydict().values(), strict=True))
     assert rows == [(1, "ada"), (2, "grace hopper"), (3, "edsger")]  # merged on key_properties
+    assert ds.commit_info["lineage"] == {"pipeline": "pipeline", "tap": "tap-jsonl", "stream": "customers"}
     table = deltalake.DeltaTable(str(ds.folder)).to_pyarrow_table()
     assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
 

@@ -275,6 +275,7 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
         last_state = _stream_tap(command, source["tap"], buffers, work, previous, keys)
         files = 0
         rows = {}
+        lineage = {"pipeline": name, "tap": source["tap"]}  # in each commit's commitInfo
         for stream, buffer in buffers.items():
             rows[stream] = buffer.count
             if buffer.count == 0:
@@ -288,11 +289,19 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
                     list(partition_by),
                     mode="merge",
                     compression=compression,
+                    lineage={**lineage, "stream": stream},
                     keys=buffer.keys,
                 )
             else:
                 mode = "append" if incremental else "overwrite"
-                written = datasets.write(dataset, buffer.close(), list(partition_by), mode, compression)
+                written = datasets.write(
+                    dataset,
+                    buffer.close(),
+                    list(partition_by),
+                    mode,
+                    compression,
+                    lineage={**lineage, "stream": stream},
+                )
             files += written.commit_info["write"]["files"]
         if last_state is not None:
             state.set(last_state)

@@ -13,7 +13,7 @@ machine) and its peak RSS (``ru_maxrss``); "read the source only" is the baselin
 pay on top.
 
 - write: ``lake.write_dataset(name, reader, partition_by=["dt"], compression="zstd")``
-  (statistics, content-named files, one syncfs, manifest) against
+  (statistics, content-named files, one syncfs, the Delta commit) against
   ``pyarrow.dataset.write_dataset(reader, dir, format="parquet", partitioning=["dt"],
   partitioning_flavor="hive", file_options=zstd)``; fresh output dir per rep,
   lakelet and pyarrow alternating, median of 3 (2 with --quick, N with --write-reps N).
@@ -317,7 +317,7 @@ def main() -> None:
             return median([r["peak_rss_mib"] for r in runs[kind]])
 
         labels = {
-            "write-lakelet": "lakelet write_dataset (stats, digests, syncfs, manifest)",
+            "write-lakelet": "lakelet write_dataset (stats, digests, syncfs, Delta commit)",
             "write-pyarrow": "pyarrow.dataset.write_dataset",
             "write-pyarrow-sync": "pyarrow.dataset.write_dataset + syncfs (reference)",
         }

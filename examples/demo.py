@@ -301,7 +301,7 @@ def datasets(incoming: Path, lake: lakelet.Lake) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.dataset as pads
 
-    step("10. Datasets: versioned, partitioned Parquet any engine reads")
+    step("10. Datasets: Delta Lake tables that DuckDB, Polars and delta-rs read at any version")
     for day_file in sorted(incoming.glob("*.csv")):
         table = pacsv.read_csv(day_file)
         table = table.append_column("dt", pa.array([day_file.stem] * table.num_rows))
@@ -316,9 +316,36 @@ def datasets(incoming: Path, lake: lakelet.Lake) -> None:
         f"one partition, pruned before reading: {day.num_rows} rows, "
         f"customers {sorted(set(day.column('customer').to_pylist()))}"
     )
-    folder = lake.dataset("sales/orders").folder
-    rows = pads.dataset(folder, partitioning="hive").count_rows()
-    console.print(f"plain pyarrow on the folder {folder.name}/: {rows} rows")
+    first = table.slice(0, 1)
+    changed = first.set_column(first.schema.get_field_index("amount"), "amount", pa.array([999.0]))
+    ds = lake.write_dataset("sales/orders", changed, mode="merge", keys=["order_id", "dt"])
+    console.print(
+        f"write_dataset(..., mode='merge', keys=['order_id', 'dt']) → version {ds.version}: "
+        f"order {first.column('order_id')[0]} of {first.column('dt')[0]} now costs 999.0, "
+        f"still {ds.num_rows} rows"
+    )
+    delta_readers(ds)
+
+
+def delta_readers(ds: lakelet.Dataset) -> None:
+    """Engines lakelet did not write: each reads the Delta table in ds.folder at a version."""
+    import deltalake
+    import duckdb
+    import polars as pl
+
+    folder = str(ds.folder)
+    con = duckdb.connect()
+    con.register("orders", deltalake.DeltaTable(folder).to_pyarrow_dataset())
+    total = con.sql("SELECT count(*), round(sum(amount), 2) FROM orders").fetchall()[0]
+    console.print(
+        f"DuckDB on deltalake's dataset of {ds.folder.name}/ (Delta version {ds.version - 1}): {total}"
+    )
+    before = pl.read_delta(folder, version=ds.version - 2)
+    console.print(
+        f"Polars, time travel to lakelet version {ds.version - 1} (Delta {ds.version - 2}): "
+        f"{before.height} rows, max amount {before['amount'].max()}"
+    )
+    console.print(f"ds.files: {[p.split('/sales/orders/')[1] for p in ds.files]}")
 
 
 def share(work: Path, incoming: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import blake3
+import deltalake
 import duckdb
 import pandas as pd
 import polars as pl
@@ -40,7 +41,8 @@ def test_write_versions_and_read_back(lake) -> None:
     assert sorted(ds.to_arrow().column("id").to_pylist()) == [1, 2, 3]
     assert lake.dataset("sales/orders", version=1).num_rows == 2
     assert ds.schema.names == ["dt", "id", "amount", "customer"]
-    for f in ds.files:  # Hive layout, files named by their content digest
+    assert ds.files == [str(ds.folder / f["relative"]) for f in ds.file_details]
+    for f in ds.file_details:  # Hive layout, files named by their content digest
         assert f["relative"].startswith("dt=2025-01-2") and f["relative"].split("/")[-1].startswith("part-")
         assert f["digest"].startswith("blake3:") and f["digest"][7:39] in f["relative"]
         content = (ds.folder / f["relative"]).read_bytes()
@@ -103,6 +105,37 @@ def test_filters_prune_partitions_and_other_engines_read_the_folder(lake) -> Non
         ("2025-01-21", 4.5),
         ("2025-01-22", 22.5),
     ]  # DuckDB reads dt as a date
+
+
+def _rows(table: pa.Table) -> list[tuple]:
+    return sorted(zip(*table.select(["dt", "id"]).to_pydict().values(), strict=True))
+
+
+def test_delta_readers_see_exactly_each_version(lake) -> None:
+    """append, append, overwrite: every Delta reader sees the 3 rows of the overwrite, not the 6
+    files in the folder, and each older version by Delta's number (lakelet's minus one)."""
+    lake.write_dataset("orders", _orders("2025-01-20", [1, 2]), partition_by=["dt"])
+    lake.write_dataset("orders", _orders("2025-01-21", [3]), partition_by=["dt"])
+    ds = lake.write_dataset("orders", _orders("2025-01-22", [7, 8, 9]), partition_by=["dt"], mode="overwrite")
+    folder = str(ds.folder)
+    latest = [("2025-01-22", 7), ("2025-01-22", 8), ("2025-01-22", 9)]
+    table = deltalake.DeltaTable(folder)
+    assert table.version() == ds.version - 1 == 2 and _rows(table.to_pyarrow_table()) == latest
+    assert table.metadata().partition_columns == ["dt"]
+    assert _rows(pl.read_delta(folder).to_arrow()) == latest
+    arrow_ds = deltalake.DeltaTable(folder).to_pyarrow_dataset()
+    con = duckdb.connect()
+    con.register("orders", arrow_ds)
+    assert con.sql("SELECT count(*), sum(id) FROM orders").fetchall() == [(3, 24)]
+    assert sorted(deltalake.DeltaTable(folder).to_pandas()["id"]) == [7, 8, 9]
+    assert _rows(ds.to_arrow()) == latest and sorted(ds.to_pandas()["id"]) == [7, 8, 9]
+    for version, ids in ((1, [1, 2]), (2, [1, 2, 3])):
+        old = deltalake.DeltaTable(folder, version=version - 1).to_pyarrow_table()
+        assert sorted(old.column("id").to_pylist()) == ids
+        assert sorted(pl.read_delta(folder, version=version - 1)["id"].to_list()) == ids
+        assert sorted(lake.dataset("orders", version=version).to_arrow().column("id").to_pylist()) == ids
+    assert len(ds.files) == 1 and all(p.startswith(folder) and p.endswith(".parquet") for p in ds.files)
+    assert pads.dataset(ds.files).count_rows() == 3  # the paths of this version's files only
 
 
 def test_statistics(lake) -> None:
@@ -212,9 +245,13 @@ def test_concurrent_appends_from_two_machines_all_survive(tmp_path) -> None:
     assert ds.version == 10 and ds.num_rows == 10
     rows = sorted(zip(*ds.to_arrow().to_pydict().values(), strict=True))
     assert rows == sorted([(w, i) for w in "ab" for i in range(5)])
-    manifests = sorted((tmp_path / "remote" / "datasets" / "shared" / "_manifests").iterdir())
-    assert [json.loads(m.read_bytes())["version"] for m in manifests] == list(range(1, 11))
-    assert os.access(manifests[0], os.R_OK)
+    log = tmp_path / "remote" / "datasets" / "shared" / "_delta_log"
+    commits = sorted(log.glob("*.json"))
+    assert [int(c.name[:20]) for c in commits] == list(range(10))
+    table = deltalake.DeltaTable(str(tmp_path / "remote" / "datasets" / "shared"))
+    assert table.version() == 9 and sorted(table.to_pyarrow_table().to_pydict()["i"]) == sorted(
+        list(range(5)) * 2
+    )
 
 
 def test_cli_datasets_and_info(lake) -> None:
@@ -298,8 +335,8 @@ def test_a_write_killed_around_its_manifest_shows_the_old_version_or_the_whole_n
     ds = fresh.dataset("sales/orders")
     assert ds.version == version and ds.versions() == list(range(1, version + 1))
     assert sorted(ds.to_arrow().column("id").to_pylist()) == [1, 3][:version]
-    manifests = sorted((lake.root / "datasets" / "sales" / "orders" / "_manifests").iterdir())
-    assert [json.loads(m.read_bytes())["version"] for m in manifests] == list(range(1, version + 1))
+    commits = sorted((lake.root / "datasets" / "sales" / "orders" / "_delta_log").glob("*.json"))
+    assert [int(c.name[:20]) + 1 for c in commits] == list(range(1, version + 1))
     assert fresh.fsck().ok and list((lake.root / "tmp").iterdir()) == []
     again = subprocess.run([sys.executable, "-c", WRITE, str(lake.root)], capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
@@ -326,7 +363,23 @@ def test_a_manifest_is_on_disk_before_its_name(lake, monkeypatch) -> None:
     monkeypatch.setattr(os, "link", watched_link)
     lake.write_dataset("d", pa.table({"id": [2]}))
     monkeypatch.undo()
-    manifest = lake.root / "datasets" / "d" / "_manifests" / "00000002.json"
+    manifest = lake.root / "datasets" / "d" / "_delta_log" / "00000000000000000001.json"
     linked = events.index(("link", os.fspath(manifest)))
     assert ("fsync", manifest.stat().st_ino) in events[:linked]
     assert ("fsync", manifest.parent.stat().st_ino) in events[linked:]
+
+
+def test_bookmarks_and_run_logs_go_through_their_parser(lake, caplog) -> None:
+    from lakelet.datasets._state import run_logs, write_run_log
+
+    write_run_log(lake.context, "p", {"pipeline": "p", "ok": True, "rows": {"s": 1}})
+    (lake.root / "logs" / "p" / "00000000T000000.000000Z-bad.json").write_bytes(b"[1, 2]")
+    with caplog.at_level("WARNING", logger="lakelet"):
+        assert [log["rows"] for log in run_logs(lake.context, "p")] == [{"s": 1}]
+    assert "invalid run log logs/p/00000000T000000.000000Z-bad.json" in caplog.text
+    state = lake.root / "state" / "p" / "state.json"
+    state.parent.mkdir(parents=True)
+    for bad in (b"[]", b'{"a": Infinity}', b"{" * 10, b'{"a":' * 100 + b"1" + b"}" * 100):
+        state.write_bytes(bad)
+        with pytest.raises(lakelet.CorruptRecordError, match="invalid pipeline state state/p/state.json"):
+            lake.state("p").get()

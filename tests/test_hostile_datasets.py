@@ -1,12 +1,12 @@
 """Datasets against a hostile peer and a killed writer.
 
-A peer with write access to the shared remote can write any manifest under
-``datasets/<name>/_manifests/``: garbage, or a well-formed one naming a file
+A peer with write access to the shared remote can write any commit file under
+``datasets/<name>/_delta_log/``: garbage, or a well-formed one naming a file
 outside the lake, a negative size, a partition value that is not a string.
-Another machine reading it refuses it in one line, writes nothing outside its
-lake root (nor anything inside), and keeps every other dataset and every older
-version usable. A write killed before its manifest leaves a staging folder that
-the next ``fsck`` removes.
+Another machine reading it refuses it in one line naming the file and version,
+writes nothing outside its lake root (nor anything inside), and keeps every other
+dataset and every older version usable. A write killed before its commit leaves a
+staging folder that the next ``fsck`` removes.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from .conftest import run_lakelet, snapshot
 
 # a peer reaches these two the way any other store is reached: through the same remote
 ON_PEER_REMOTES = pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
+# the parser's cases: each on a folder store (what reaches the parser is the same bytes)
+ON_FOLDER_REMOTE = pytest.mark.parametrize("remote", ["file"], indirect=True)
 
-MANIFEST_2 = "datasets/orders/_manifests/00000002.json"
+COMMIT_0 = "datasets/orders/_delta_log/00000000000000000000.json"
+COMMIT_1 = "datasets/orders/_delta_log/00000000000000000001.json"
 
 
 def _orders(day: str, ids: list[int]) -> pa.Table:
@@ -72,11 +75,22 @@ def _shared(machine):
     return a
 
 
-def _forged(remote, **changes) -> dict:
-    """Version 2 of 'orders' as a peer forges it from the real version 1."""
-    body = json.loads(_peer_get(remote, "datasets/orders/_manifests/00000001.json"))
-    body.update(version=2, parent=1, **changes)
-    return body
+def _actions(remote, key: str = COMMIT_0) -> list[dict]:
+    return [json.loads(line) for line in _peer_get(remote, key).splitlines()]
+
+
+def _forged(remote, add=None, **info) -> list[dict]:
+    """Version 2 of 'orders' (Delta version 1) as a peer forges it from the real version 1: an
+    append of ``add`` (default: the real file again), with ``info`` in lakelet's commitInfo."""
+    actions = _actions(remote)
+    commit = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+    commit["lakelet"].update(version=2, **info)
+    real = next(a["add"] for a in actions if "add" in a)
+    return [{"commitInfo": commit}, {"add": real if add is None else add}]
+
+
+def _encode(actions: list[dict]) -> bytes:
+    return "\n".join(json.dumps(a) for a in actions).encode()
 
 
 def _victim(machine, tmp_path: Path):
@@ -88,7 +102,7 @@ def _victim(machine, tmp_path: Path):
     return victim
 
 
-def _assert_refused(victim, tmp_path: Path, capsys=None) -> None:
+def _assert_refused(victim, tmp_path: Path, error=lakelet.CorruptRecordError) -> None:
     """The forged version 2 is refused in one typed line that names it; nothing is written
     anywhere; every other dataset and version reads as before."""
     before = snapshot(victim.root)
@@ -96,14 +110,17 @@ def _assert_refused(victim, tmp_path: Path, capsys=None) -> None:
         lambda: victim.dataset("orders").to_arrow(),
         lambda: victim.dataset("orders", version=2).to_arrow(),
         lambda: victim.write_dataset("orders", _orders("2025-01-21", [4])),  # an append builds on it
+        lambda: victim.write_dataset("orders", _orders("2025-01-21", [4]), mode="overwrite"),
     ):
-        with pytest.raises(lakelet.CorruptRecordError) as raised:
+        with pytest.raises(error) as raised:
             attempt()
         message = str(raised.value)
-        assert "\n" not in message and "'orders' version 2" in message and MANIFEST_2 in message
-        assert raised.value.record == MANIFEST_2
+        assert "\n" not in message and "'orders'" in message
+        if error is lakelet.CorruptRecordError:
+            assert "version 2 (Delta version 1)" in message and COMMIT_1 in message
+            assert raised.value.record == COMMIT_1
     assert sorted(p.name for p in (tmp_path / "victim").iterdir()) == ["lake"]  # nothing beside it
-    assert snapshot(victim.root) == before  # nor anything in it, the bad manifest included
+    assert snapshot(victim.root) == before  # nor anything in it, the bad commit included
 
     assert victim.datasets() == ["customers", "orders"]
     assert victim.dataset("orders", version=1).to_arrow().column("id").to_pylist() == [1, 2, 3]
@@ -115,91 +132,165 @@ def _assert_refused(victim, tmp_path: Path, capsys=None) -> None:
     assert listing.returncode == 0, listing.stderr.decode()
     assert [d["name"] for d in json.loads(listing.stdout)] == ["customers"]
     warning = listing.stderr.decode().strip()
-    assert len(warning.splitlines()) == 1 and "'orders' version 2" in warning, warning
-
-    # an overwrite starts afresh from no manifest: it repairs the dataset
-    repaired = victim.write_dataset("orders", _orders("2025-01-22", [7]), mode="overwrite")
-    assert repaired.version == 3 and repaired.to_arrow().column("id").to_pylist() == [7]
+    assert len(warning.splitlines()) == 1 and "'orders'" in warning, warning
 
 
 @ON_PEER_REMOTES
-@pytest.mark.parametrize("how", ["up the tree", "absolute"])
-def test_a_manifest_naming_a_file_outside_the_lake_writes_nothing_there(
+@pytest.mark.parametrize("how", ["up the tree", "absolute", "encoded", "url"])
+def test_a_commit_naming_a_file_outside_the_table_writes_nothing_there(
     remote, machine, tmp_path, how
 ) -> None:
-    """The forged file's bytes are on the remote under the key the manifest names and match
-    its digest: what lakelet fetched before, it wrote beside the lake (a .pth file there
-    would run in every Python started with that folder on its path)."""
+    """The forged file's bytes are on the remote under the key the commit names: what lakelet
+    fetched, it would write beside the lake (a .pth file there runs in every Python started
+    with that folder on its path)."""
     _shared(machine)
     evil = b"import os; os.system('echo owned')\n"
-    # from victim/lake/datasets/orders, both land beside victim/lake
-    relative = "../../../evil.pth" if how == "up the tree" else str(tmp_path / "victim" / "evil.pth")
-    _peer_put(remote, f"datasets/orders/{relative}", evil)
-    entry = {"relative": relative, "digest": _digest(evil), "size": len(evil), "rows": 1, "partition": {}}
-    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, files=[entry])).encode())
-
-    victim = _victim(machine, tmp_path)
-    _assert_refused(victim, tmp_path)
+    # from victim/lake/datasets/orders, each lands beside victim/lake
+    relative = {
+        "up the tree": "../../../evil.pth",
+        "absolute": str(tmp_path / "victim" / "evil.pth"),
+        "encoded": "%2E%2E/%2E%2E/%2E%2E/evil.parquet",
+        "url": (tmp_path / "victim" / "evil.parquet").as_uri(),
+    }[how]
+    if how == "up the tree":
+        _peer_put(remote, f"datasets/orders/{relative}", evil)
+    add = {"path": relative, "partitionValues": {"dt": "2025-01-20"}, "size": len(evil), "dataChange": True}
+    _peer_put(remote, COMMIT_1, _encode(_forged(remote, add=add)))
+    _assert_refused(_victim(machine, tmp_path), tmp_path)
     assert not (tmp_path / "victim" / "evil.pth").exists()
 
 
-@ON_PEER_REMOTES
+def _with_digest(add: dict, digest: str) -> dict:
+    return {**add, "tags": {"lakelet.digest": digest}}
+
+
+@ON_FOLDER_REMOTE
 @pytest.mark.parametrize(
     "forge",
     [
         pytest.param(lambda f: {**f, "size": -5}, id="negative size"),
-        pytest.param(lambda f: {**f, "rows": 2**70}, id="huge row count"),
-        pytest.param(lambda f: {**f, "partition": {"dt": 5}}, id="partition value not a string"),
-        pytest.param(lambda f: {**f, "digest": "blake3:../../x"}, id="digest not hex"),
+        pytest.param(lambda f: {**f, "stats": json.dumps({"numRecords": 2**70})}, id="huge row count"),
+        pytest.param(lambda f: {**f, "stats": "{not json"}, id="stats not json"),
+        pytest.param(lambda f: {**f, "partitionValues": {"dt": 5}}, id="partition value not a string"),
+        pytest.param(lambda f: {**f, "partitionValues": {"region": "eu"}}, id="not the partition columns"),
+        pytest.param(lambda f: _with_digest(f, "blake3:../../x"), id="digest not hex"),
+        pytest.param(lambda f: _with_digest(f, "blake3:" + "0" * 64), id="not named after its digest"),
         pytest.param(
-            lambda f: {**f, "relative": "dt=2025-01-20//" + f["relative"].split("/")[-1]}, id="empty segment"
+            lambda f: {**f, "path": "dt=2025-01-20//" + f["path"].split("/")[-1]}, id="empty segment"
         ),
-        pytest.param(lambda f: {**f, "relative": f["relative"] + "\x00.txt"}, id="NUL in path"),
-        pytest.param(lambda f: {**f, "relative": "_manifests/00000003.json"}, id="not a data file"),
+        pytest.param(lambda f: {**f, "path": f["path"] + "%00.txt"}, id="NUL in path"),
+        pytest.param(lambda f: {**f, "path": "_delta_log/00000000000000000003.json"}, id="not a data file"),
+        pytest.param(
+            lambda f: {**f, "deletionVector": {"storageType": "u"}}, id="undeclared deletion vector"
+        ),
     ],
 )
-def test_a_well_formed_manifest_with_a_bad_file_entry_is_refused(remote, machine, tmp_path, forge) -> None:
+def test_a_well_formed_commit_with_a_bad_add_is_refused(remote, machine, tmp_path, forge) -> None:
     _shared(machine)
-    real = json.loads(_peer_get(remote, "datasets/orders/_manifests/00000001.json"))["files"]
-    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, files=[forge(real[0])])).encode())
+    real = next(a["add"] for a in _actions(remote) if "add" in a)
+    _peer_put(remote, COMMIT_1, _encode(_forged(remote, add=forge(real))))
+    _assert_refused(_victim(machine, tmp_path), tmp_path)
+
+
+@ON_FOLDER_REMOTE
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(lambda body, meta: b"\x00\xff{not json", id="not json"),
+        pytest.param(lambda body, meta: body[: len(body) // 2], id="truncated"),
+        pytest.param(lambda body, meta: b"[]", id="not an object"),
+        pytest.param(lambda body, meta: body + b'\n{"add": "all of them"}', id="wrong type"),
+        pytest.param(lambda body, meta: body + b'\n{"sneaky": {}}', id="unknown action"),
+        pytest.param(
+            lambda body, meta: (
+                body + b"\n" + json.dumps({"metaData": {**meta, "schemaString": "zz"}}).encode()
+            ),
+            id="bad schema",
+        ),
+        pytest.param(
+            lambda body, meta: (
+                body + b"\n" + json.dumps({"metaData": {**meta, "partitionColumns": ["nope"]}}).encode()
+            ),
+            id="partition column not in the schema",
+        ),
+        pytest.param(
+            lambda body, meta: (
+                body
+                + b"\n"
+                + json.dumps(
+                    {
+                        "metaData": {
+                            **meta,
+                            "schemaString": json.dumps(
+                                {
+                                    "type": "struct",
+                                    "fields": [
+                                        f
+                                        for f in json.loads(meta["schemaString"])["fields"]
+                                        if f["name"] != "dt"
+                                    ],
+                                }
+                            ),
+                            "partitionColumns": [],
+                        }
+                    }
+                ).encode()
+            ),
+            id="schema break",
+        ),
+        pytest.param(
+            lambda body, meta: body.replace(b'"count": 3', b'"count": "many"', 1), id="bad statistics"
+        ),
+        pytest.param(
+            lambda body, meta: body.replace(b'"version": 2', b'"version": 7', 1), id="wrong version"
+        ),
+        pytest.param(lambda body, meta: b"[" * 100_000, id="nested too deep"),
+    ],
+)
+def test_a_garbage_commit_is_refused_and_the_rest_stays_usable(remote, machine, tmp_path, garbage) -> None:
+    _shared(machine)
+    meta = next(a["metaData"] for a in _actions(remote) if "metaData" in a)
+    _peer_put(remote, COMMIT_1, garbage(_encode(_forged(remote)), meta))
     _assert_refused(_victim(machine, tmp_path), tmp_path)
 
 
 @ON_PEER_REMOTES
 @pytest.mark.parametrize(
-    "garbage",
+    ("protocol", "feature"),
     [
-        pytest.param(lambda body: b"\x00\xff{not json", id="not json"),
-        pytest.param(lambda body: body[: len(body) // 2], id="truncated"),
-        pytest.param(lambda body: b"[]", id="not an object"),
-        pytest.param(
-            lambda body: json.dumps({**json.loads(body), "files": "all of them"}).encode(), id="wrong type"
+        (
+            {
+                "minReaderVersion": 3,
+                "minWriterVersion": 7,
+                "readerFeatures": ["deletionVectors"],
+                "writerFeatures": ["deletionVectors"],
+            },
+            "deletionVectors",
         ),
-        pytest.param(lambda body: json.dumps({**json.loads(body), "schema": "zz"}).encode(), id="bad schema"),
-        pytest.param(
-            lambda body: json.dumps({**json.loads(body), "stats": {"id": {"count": "many"}}}).encode(),
-            id="bad statistics",
-        ),
-        pytest.param(
-            lambda body: json.dumps({**json.loads(body), "version": 7}).encode(), id="wrong version"
-        ),
-        pytest.param(lambda body: b"[" * 100_000, id="nested too deep"),
+        ({"minReaderVersion": 2, "minWriterVersion": 5}, "column mapping"),
     ],
 )
-def test_a_garbage_manifest_is_refused_and_the_rest_stays_usable(remote, machine, tmp_path, garbage) -> None:
+def test_a_table_using_a_feature_lakelet_does_not_support_is_one_line_naming_it(
+    remote, machine, tmp_path, protocol, feature
+) -> None:
     _shared(machine)
-    body = json.dumps(_forged(remote)).encode()
-    _peer_put(remote, MANIFEST_2, garbage(body))
-    _assert_refused(_victim(machine, tmp_path), tmp_path)
+    _peer_put(remote, COMMIT_1, _encode([*_forged(remote), {"protocol": protocol}]))
+    victim = _victim(machine, tmp_path)
+    with pytest.raises(lakelet.LakeletError, match=f"'orders' is a Delta table using {feature}") as raised:
+        victim.dataset("orders")
+    assert raised.value.feature.startswith(feature) and "\n" not in str(raised.value)
+    info = run_lakelet("info", "datasets/orders", env={"LAKELET_HOME": str(victim.root)})
+    assert info.returncode == 1 and len(info.stderr.decode().splitlines()) == 1
+    assert f"using {feature}" in info.stderr.decode()
 
 
 @ON_PEER_REMOTES
-def test_markup_in_a_manifest_is_shown_as_text(remote, machine, tmp_path) -> None:
+def test_markup_in_a_commit_is_shown_as_text(remote, machine, tmp_path) -> None:
     """A creator, a column name or a value in the data that reads as rich markup is printed as
     it is, never interpreted ("[/red]" alone would stop the command with a traceback)."""
     a = _shared(machine)
     a.write_dataset("notes", pa.table({"[/b]": ["[/i]", "plain"]}))
-    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, creator="[/red]")).encode())
+    _peer_put(remote, COMMIT_1, _encode(_forged(remote, creator="[/red]")))
     env = {"LAKELET_HOME": str(_victim(machine, tmp_path).root)}
     listing = run_lakelet("datasets", env=env)
     assert listing.returncode == 0 and listing.stderr == b"", listing.stderr.decode()
@@ -215,15 +306,15 @@ def test_markup_in_a_manifest_is_shown_as_text(remote, machine, tmp_path) -> Non
 
 
 @ON_PEER_REMOTES
-def test_a_refused_manifest_quoting_markup_is_one_error_line(remote, machine, tmp_path) -> None:
+def test_a_refused_commit_quoting_markup_is_one_error_line(remote, machine, tmp_path) -> None:
     _shared(machine)
-    _peer_put(remote, MANIFEST_2, json.dumps(_forged(remote, mode="[/red]")).encode())
+    _peer_put(remote, COMMIT_1, _encode(_forged(remote, mode="[/red]")))
     env = {"LAKELET_HOME": str(_victim(machine, tmp_path).root)}
     info = run_lakelet("info", "datasets/orders", env=env)
     assert info.returncode == 1 and info.stdout == b""
     assert info.stderr.decode().splitlines() == [
-        f"error: dataset 'orders' version 2: invalid manifest {MANIFEST_2} (on the remote): mode is not "
-        "append or overwrite but '[/red]'; version 1 and older can still be read"
+        f"error: dataset 'orders' version 2 (Delta version 1): invalid commit {COMMIT_1} (on the remote): "
+        "mode is not append, overwrite or merge but '[/red]'; version 1 and older can still be read"
     ]
 
 
@@ -232,25 +323,29 @@ def test_statistics_that_disagree_with_their_sample_still_read(remote, machine, 
     """A sample reaching past min and max (a well-formed lie) is clamped into the histogram."""
     _shared(machine)
     forged = _forged(remote)
-    forged["stats"]["id"].update(min=1, max=3)
-    forged["stats"]["id"]["sample"] = {"seen": 4, "values": [-1000.0, 2.0, 1e300, float("inf")]}
-    _peer_put(remote, MANIFEST_2, json.dumps(forged).encode())
+    stats = forged[0]["commitInfo"]["lakelet"]["stats"]["id"]
+    stats.update(min=1, max=3)
+    stats["sample"] = {"seen": 4, "values": [-1000.0, 2.0, 1e300, {"float": "inf"}]}
+    _peer_put(remote, COMMIT_1, _encode(forged))
     stats = _victim(machine, tmp_path).dataset("orders").stats()["id"]
     assert stats["quantiles"]["0.5"] == 1e300 and sum(stats["histogram"]["counts"]) == 3
 
 
 def test_statistics_of_a_column_holding_infinities_read_back(lake) -> None:
-    lake.write_dataset("readings", pa.table({"v": [float("-inf"), 1.0, float("inf")]}))
+    lake.write_dataset("readings", pa.table({"v": [float("-inf"), 1.0, float("inf"), float("nan")]}))
     stats = lakelet.open(lake.root).dataset("readings").stats()["v"]
     assert (stats["min"], stats["quantiles"]["0.5"], stats["max"]) == (float("-inf"), 1.0, float("inf"))
     assert "histogram" not in stats  # no finite bins between two infinities
+    import deltalake  # the commit holding them is still JSON every Delta reader parses
+
+    assert deltalake.DeltaTable(str(lake.root / "datasets" / "readings")).to_pyarrow_table().num_rows == 4
 
 
 @ON_PEER_REMOTES
 def test_a_dataset_under_an_invalid_name_is_not_listed(remote, machine, tmp_path) -> None:
     a = _shared(machine)
-    body = _peer_get(remote, "datasets/customers/_manifests/00000001.json")
-    _peer_put(remote, "datasets/bad\x01name/_manifests/00000001.json", body)
+    body = _peer_get(remote, "datasets/customers/_delta_log/00000000000000000000.json")
+    _peer_put(remote, "datasets/bad\x01name/_delta_log/00000000000000000000.json", body)
     assert a.datasets() == ["customers", "orders"]
     listing = run_lakelet("datasets", "--json", env={"LAKELET_HOME": str(a.root)})
     assert listing.returncode == 0, listing.stderr.decode()
@@ -258,14 +353,14 @@ def test_a_dataset_under_an_invalid_name_is_not_listed(remote, machine, tmp_path
 
 
 @ON_PEER_REMOTES
-def test_fsck_quarantines_a_bad_local_manifest_and_the_remote_copy_is_read_again(
+def test_fsck_quarantines_a_bad_local_commit_and_the_remote_copy_is_read_again(
     remote, machine, tmp_path
 ) -> None:
     """A local copy that rotted (or that an older lakelet kept from a peer) is moved aside and
     reported; the remote's copy is fetched again on the next read."""
     _shared(machine)
     victim = _victim(machine, tmp_path)
-    local = victim.root / "datasets" / "orders" / "_manifests" / "00000001.json"
+    local = victim.root / COMMIT_0
     good = local.read_bytes()
     local.chmod(0o644)
     local.write_bytes(good[:-10])
@@ -273,30 +368,30 @@ def test_fsck_quarantines_a_bad_local_manifest_and_the_remote_copy_is_read_again
         victim.dataset("orders")
 
     report = victim.fsck()
-    assert report.manifests_quarantined == ["datasets/orders/_manifests/00000001.json"] and not report.ok
-    assert (victim.root / "quarantine" / "datasets" / "orders" / "_manifests" / "00000001.json").is_file()
+    assert report.manifests_quarantined == [COMMIT_0] and not report.ok
+    assert (victim.root / "quarantine" / COMMIT_0).is_file()
     assert victim.dataset("orders").to_arrow().column("id").to_pylist() == [1, 2, 3]
     assert local.read_bytes() == good
 
 
-def test_cli_fsck_reports_a_quarantined_manifest_in_one_line(lake) -> None:
+def test_cli_fsck_reports_a_quarantined_commit_in_one_line(lake) -> None:
     lake.write_dataset("orders", _orders("2025-01-20", [1]))
-    local = lake.root / "datasets" / "orders" / "_manifests" / "00000001.json"
+    local = lake.root / COMMIT_0
     local.chmod(0o644)
     local.write_bytes(b"{}")
     checked = run_lakelet("fsck", env={"LAKELET_HOME": str(lake.root)})
     assert checked.returncode == 1
     lines = checked.stderr.decode().splitlines()
-    assert lines == ["invalid manifest: datasets/orders/_manifests/00000001.json (moved to quarantine/)"]
+    assert lines == [f"invalid dataset commit: {COMMIT_0} (moved to quarantine/)"]
     assert lakelet.open(lake.root).datasets() == []  # its only version is gone: no dataset left
 
 
-def test_a_dataset_listing_in_the_ui_skips_a_bad_manifest(lake) -> None:
+def test_a_dataset_listing_in_the_ui_skips_a_bad_commit(lake) -> None:
     from lakelet.ui import _queries
 
     lake.write_dataset("orders", _orders("2025-01-20", [1]))
     lake.write_dataset("customers", CUSTOMERS)
-    local = lake.root / "datasets" / "orders" / "_manifests" / "00000001.json"
+    local = lake.root / COMMIT_0
     local.chmod(0o644)
     local.write_bytes(b"garbage")
     assert [d["name"] for d in _queries.datasets(lake)] == ["customers"]

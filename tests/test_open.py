@@ -107,6 +107,7 @@ def test_public_names_are_exactly_the_contract() -> None:
         "StageStarted",
         "State",
         "SyncReport",
+        "UnsupportedFeatureError",
         "__version__",
         "current_lake",
         "current_user",

@@ -28,6 +28,7 @@ from lakelet.core.errors import (
     SecretError,
     SourceError,
     StorageError,
+    UnsupportedFeatureError,
 )
 from lakelet.facade._current import current_lake, use
 from lakelet.facade._file import File
@@ -88,6 +89,7 @@ __all__ = [
     "StageStarted",
     "State",
     "SyncReport",
+    "UnsupportedFeatureError",
     "__version__",
     "current_lake",
     "current_user",

@@ -60,12 +60,17 @@ def gc(ctx: click.Context, ttl: str, dry_run: bool, on_remote: bool, as_json: bo
     help="Also read back every object the remote's names need, and report those it lacks or holds damaged.",
 )
 @click.option("--repair", is_flag=True, help="With --remote: send the good local copy over each of those.")
+@click.option(
+    "--upgrade", is_flag=True, help="Convert datasets in the former manifest format to Delta tables."
+)
 @click.pass_context
-def fsck(ctx: click.Context, on_remote: bool, repair: bool) -> None:
+def fsck(ctx: click.Context, on_remote: bool, repair: bool, upgrade: bool) -> None:
     """Verify every stored object against its digest and rebuild the local index."""
     lake = lake_of(ctx)
     with DelayedBar("verifying") as bar:
-        report = lake.fsck(progress=bar, remote=on_remote, repair=repair)
+        report = lake.fsck(progress=bar, upgrade=upgrade, remote=on_remote, repair=repair)
+    for name in report.datasets_upgraded:
+        stdout.print(f"dataset {name}: converted to a Delta table", markup=False, highlight=False)
     stdout.print(
         f"checked {report.objects_checked} objects, indexed {report.names_indexed} names",
         highlight=False,
@@ -95,6 +100,6 @@ def fsck(ctx: click.Context, on_remote: bool, repair: bool) -> None:
             f"invalid name record: {problem} (a copy kept in quarantine/)", markup=False, highlight=False
         )
     for key in report.manifests_quarantined:
-        stderr.print(f"invalid manifest: {key} (moved to quarantine/)", markup=False, highlight=False)
+        stderr.print(f"invalid dataset commit: {key} (moved to quarantine/)", markup=False, highlight=False)
     if not report.ok:
         sys.exit(1)

@@ -59,6 +59,15 @@ def pull(ctx: click.Context, prefix: str) -> None:
     """Sync, then download the content of every name under PREFIX."""
     with DelayedBar("pulling") as bar:
         files = lake_of(ctx).pull(prefix=prefix, progress=bar)
+    if (prefix + "/").startswith("datasets/"):
+        for dataset in lake_of(ctx).datasets_under(prefix):
+            stdout.print(
+                f"dataset {dataset.name} version {dataset.version} is local in {dataset.folder}",
+                markup=False,
+                highlight=False,
+            )
+        if not files:
+            return
     stdout.print(f"{len(files)} files under {prefix or 'the lake'} are local", highlight=False)
 
 

@@ -17,6 +17,7 @@ what a caller may act on::
     │                          record, run record or report) is invalid (damaged, or
     │                          written so by a peer): nothing was done with it        .record
     ├── SourceError            a source to add cannot be read
+    ├── UnsupportedFeatureError  a Delta table uses a feature lakelet cannot read or write .feature
     ├── StorageError           a file cannot be written: disk full, read-only, refused    .path
     │                          (also: the index is unreadable; `lakelet fsck` rebuilds it)
     ├── RemoteError            an object store cannot be reached or refused us           .url
@@ -45,6 +46,7 @@ __all__ = [
     "SecretError",
     "SourceError",
     "StorageError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -124,6 +126,14 @@ class CorruptRecordError(IntegrityError):
 
 class SourceError(LakeletError):
     """A source given to `add` or `put` cannot be read."""
+
+
+class UnsupportedFeatureError(LakeletError):
+    """A Delta table uses a feature (deletion vectors, column mapping, …) lakelet does not support."""
+
+    def __init__(self, message: str, *, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
 
 
 class StorageError(LakeletError):

@@ -1,52 +1,50 @@
-"""Datasets: versioned, partitioned Parquet that any engine can read straight from the folder.
+"""Datasets: versioned, partitioned Parquet as Delta Lake tables that any engine reads at a version.
 
 Layout, the same under the lake root and on the remote (docs/datasets.md):
 
     datasets/<name>/<col>=<value>/…/part-<digest>.parquet   immutable, named by content
-    datasets/<name>/_manifests/<version>.json                one per version, written once
+    datasets/<name>/_delta_log/<20 digits>.json              one commit per version, written once
+    datasets/<name>/_delta_log/<20 digits>.checkpoint.parquet  every 10 commits (deltalake)
 
-Every manifest read back goes through ``_manifest.parse``: a peer with write
-access to the remote may have written it, and a bad one is refused whole.
+lakelet version N is Delta version N − 1. Every commit file read back goes through
+``_delta_log.parse_commit`` and ``apply``: a peer with write access to the remote may
+have written it, and a bad one is refused whole, with every version built on it.
 
-A write streams the batches through ``pyarrow.dataset.write_dataset`` into a
-temp folder (``_dataset_files``: statistics from the batches' null counts and
-the writer's Parquet metadata), renames each file under its digest, uploads
-the files, then commits the version by creating its manifest with a
-conditional create. Two writers that pick the
-same version number: one wins; the other re-reads the winner's manifest,
-re-checks the schema and commits the next number (an append keeps both
-writers' files).
+A write streams the batches through ``pyarrow.dataset.write_dataset`` into a temp
+folder (``_files``), renames each file under its digest, uploads the files, then
+commits the version by creating its commit file with the store's conditional create.
+Two writers that pick the same version: one wins; the other re-reads the table,
+re-checks the schema and commits the next version (an append keeps both writers'
+files; an overwrite removes what the winner added too).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
-from lakelet.core import _config, _faults
-from lakelet.core._digest import Digest
+from lakelet.core import _faults
 from lakelet.core._names import validate_path_name
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
     CorruptRecordError,
-    IntegrityError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
-    SchemaConflictError,
 )
-from lakelet.datasets import _manifest, _stats
-from lakelet.datasets._files import Written, partition_value, staging_dir, write_files
-from lakelet.datasets._manifest import Manifest, ManifestFile, manifest_key
+from lakelet.datasets import _commits, _delta_log, _delta_schema, _merge, _upgrade
+from lakelet.datasets._dataset import Dataset, snapshot_schema
+from lakelet.datasets._delta_log import AddFile, Snapshot
+from lakelet.datasets._files import Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
 from lakelet.remote._remote import parallel
-from lakelet.storage._objects import sync_filesystem, write_blob
+from lakelet.storage._objects import sync_filesystem
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
@@ -54,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["Dataset", "Datasets"]
 
 _MAX_COMMIT_ATTEMPTS = 50
+CHECKPOINT_INTERVAL = 10
+_MODES = ("append", "overwrite", "merge")
+_MAX_MERGE_ATTEMPTS = 10
 
 
 def _reader(data: Any) -> pa.RecordBatchReader:
@@ -92,86 +93,141 @@ def _normalized(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return reader if target.equals(reader.schema) else reader.cast(target)
 
 
-def _merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema:
-    """The schema after appending ``new``: new nullable columns are fine, type changes are not."""
-    if old is None:
-        return new
-    for field in new:
-        index = old.get_field_index(field.name)
-        if index >= 0 and not old.field(index).type.equals(field.type):
-            raise SchemaConflictError(
-                f"dataset {name!r}: column {field.name!r} is {old.field(index).type} in the dataset "
-                f"but {field.type} in the new data; nothing was written (cast it, or write with "
-                'mode="overwrite")',
-                dataset=name,
-            )
-        if index < 0 and not field.nullable:
-            raise SchemaConflictError(
-                f"dataset {name!r}: new column {field.name!r} must be nullable to be appended", dataset=name
-            )
-    missing = [f for f in old if new.get_field_index(f.name) < 0]
-    return (
-        pa.schema(list(new) + missing)
-        if missing
-        else pa.schema(list(old) + [f for f in new if old.get_field_index(f.name) < 0])
-    )
-
-
 class Datasets:
-    """The dataset part of one lake: local folder, remote keys, manifests."""
+    """The dataset part of one lake: local folder, remote keys, Delta logs."""
 
     def __init__(self, context: LakeContext) -> None:
         self.context = context
         self.root = context.root / "datasets"
-        self._files = MirroredFiles(context)
+        self.mirrored = MirroredFiles(context)
 
-    def read_manifest(self, name: str, version: int) -> Manifest | None:
-        """Version ``version`` of ``name``; None if there is none; CorruptRecordError if its
-        manifest is invalid (it is then not kept here)."""
-        return self._files.read_immutable(
-            manifest_key(name, version),
+    # reading the log
+
+    def read_commit(self, name: str, version: int, base: Snapshot | None = None) -> Snapshot | None:
+        """The table at Delta version ``version`` of ``name``, that commit applied on ``base``;
+        None if there is none; CorruptRecordError if the commit file is invalid or does not fit
+        ``base`` (it is then not kept here)."""
+        return self.mirrored.read_immutable(
+            _delta_log.commit_key(name, version),
             point="manifest-written",
-            parse=lambda data, copy: _manifest.parse(data, name, version, copy),
+            parse=lambda data, copy: _delta_log.apply(
+                base, _delta_log.parse_commit(data, name, version, copy), name, copy
+            ),
         )
+
+    def _exists(self, name: str, version: int) -> bool:
+        """Whether Delta version ``version`` is committed (valid or not: its number is taken)."""
+        key = _delta_log.commit_key(name, version)
+        if (self.context.root / key).is_file():
+            return True
+        syncer = self.context.syncer()
+        return syncer is not None and syncer.remote.size(key) is not None
+
+    def _checkpoint(self, name: str, version: int) -> Snapshot | None:
+        return self.mirrored.read_immutable(
+            _delta_log.checkpoint_key(name, version),
+            parse=lambda data, copy: _delta_log.parse_checkpoint(data, name, version, copy),
+        )
+
+    def _last_checkpoint(self, name: str) -> int | None:
+        data = self.mirrored.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
+        return _delta_log.parse_last_checkpoint(data) if data is not None else None
+
+    def create_commit(self, name: str, version: int, body: bytes) -> bool:
+        """Create Delta version ``version`` of ``name``; False if another writer got there first."""
+        created = self.mirrored.create(
+            _delta_log.commit_key(name, version), body, point="manifest-written", read_only=True
+        )
+        if created:
+            _faults.reached("dataset-committed")
+        return created
 
     def open(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``; raises NotFoundError, or
-        CorruptRecordError if that version's manifest is invalid."""
+        CorruptRecordError if a commit up to that version is invalid."""
         validate_path_name(name, "dataset name")
         wanted = version if version is not None else self.latest_version(name)
-        manifest = self.read_manifest(name, wanted) if wanted else None
-        if manifest is None:
+        if wanted < 1 or (version is not None and not self._exists(name, wanted - 1)):
             which = f"version {version} of " if version is not None else ""
+            if _upgrade.manifest_versions(self, name):
+                raise InvalidArgumentError(
+                    f"dataset {name!r} is in lakelet's former manifest format: convert it to a Delta "
+                    "table with `lakelet fsck --upgrade` (a write converts it too)"
+                )
             raise NotFoundError(f"no {which}dataset {name!r} in this lake", name=name)
-        return Dataset(self, name, manifest)
+        return Dataset(self, name, self.snapshot(name, wanted - 1))
+
+    def snapshot(self, name: str, delta_version: int) -> Snapshot:
+        """The table at ``delta_version``: from the nearest checkpoint at or before it (or the
+        first commit), then each commit after it through the parser."""
+        snapshot, start = None, 0
+        hint = self._last_checkpoint(name)
+        for at in dict.fromkeys(c for c in (hint, delta_version - delta_version % CHECKPOINT_INTERVAL) if c):
+            if at is not None and 0 < at <= delta_version:
+                snapshot = self._checkpoint(name, at)
+                if snapshot is not None:
+                    start = at + 1
+                    break
+        for v in range(start, delta_version + 1):
+            applied = self.read_commit(name, v, snapshot)
+            if applied is None:
+                key = _delta_log.commit_key(name, v)
+                raise CorruptRecordError(
+                    f"dataset {name!r}: commit {key} is missing, so version {v + 1} and later cannot be read",
+                    record=key,
+                )
+            snapshot = applied
+        assert snapshot is not None  # delta_version >= 0: the loop ran or a checkpoint was read
+        if start == delta_version + 1:  # a checkpoint keeps no commitInfo: the commit has it
+            last = self.mirrored.read_immutable(
+                _delta_log.commit_key(name, delta_version),
+                parse=lambda data, copy: _delta_log.parse_commit(data, name, delta_version, copy),
+            )
+            if last is not None:
+                snapshot = dataclasses.replace(snapshot, info=last.info, timestamp=last.timestamp)
+        return snapshot
+
+    def url(self, name: str) -> str:
+        """Where a Delta reader opens dataset ``name``: its folder on the remote (the remote's own
+        URL scheme, as delta-rs, DuckDB and Spark take it), else this machine's."""
+        validate_path_name(name, "dataset name")
+        if self.latest_version(name) < 1:
+            raise NotFoundError(f"no dataset {name!r} in this lake", name=name)
+        syncer = self.context.syncer()
+        if syncer is None:
+            return (self.root / name).resolve().as_uri()
+        return f"{syncer.remote.url}/datasets/{name}"
+
+    def upgrade_all(self) -> list[str]:
+        """Convert every dataset still in the former manifest format; returns their names."""
+        return [name for name in self.names() if _upgrade.upgrade(self, name)]
 
     def latest_version(self, name: str) -> int:
-        """The newest committed version (0: none), asking the remote past what is local."""
-        folder = self.root / name / "_manifests"
+        """The newest committed lakelet version (0: none), asking the remote past what is local."""
+        return self._latest(name) + 1
+
+    def _latest(self, name: str) -> int:
+        folder = self.root / name / "_delta_log"
         local = (
-            [int(p.stem) for p in folder.glob("*.json") if _manifest.is_version_file(p.name)]
+            [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
             if folder.is_dir()
             else []
         )
-        version = max(local, default=0)
-        while self._taken(name, version + 1):
+        version = max([*local, self._last_checkpoint(name) or -1], default=-1)
+        while self._exists(name, version + 1):
             version += 1
         return version
 
-    def _taken(self, name: str, version: int) -> bool:
-        try:
-            return self.read_manifest(name, version) is not None
-        except CorruptRecordError:
-            return True  # an invalid manifest still holds its number: the next commit is past it
-
     def names(self) -> list[str]:
-        """The datasets with a manifest here or on the remote; a key whose dataset name is not
+        """The datasets with a Delta log here or on the remote; a key whose dataset name is not
         valid (a peer's) names none."""
-        keys = self._files.keys("datasets/", ".json", recursive=True)
+        keys = self.mirrored.keys("datasets/", ".json", recursive=True)
         return sorted(
             name
             for name in {
-                k.removeprefix("datasets/").split("/_manifests/")[0] for k in keys if "/_manifests/" in k
+                re.split("/_delta_log/|/_manifests/", k.removeprefix("datasets/"))[0]
+                for k in keys
+                if "/_delta_log/" in k or "/_manifests/" in k
             }
             if _is_dataset_name(name)
         )
@@ -185,29 +241,114 @@ class Datasets:
         partition_by: list[str],
         mode: str,
         compression: str,
+        lineage: dict[str, Any] | None = None,
+        keys: list[str] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Dataset:
         validate_path_name(name, "dataset name")
-        if mode not in ("append", "overwrite"):
-            raise InvalidArgumentError(f'mode must be "append" or "overwrite", not {mode!r}')
+        if mode not in _MODES:
+            raise InvalidArgumentError(f'mode must be "append", "overwrite" or "merge", not {mode!r}')
+        if (mode == "merge") != bool(keys):
+            raise InvalidArgumentError(
+                'mode="merge" needs keys=[...], the columns that identify a row'
+                if mode == "merge"
+                else 'keys=[...] go with mode="merge" only'
+            )
         reader = _normalized(_reader(data))
-        latest = self.latest_version(name)
-        # an append builds on the latest version (refused if its manifest is invalid); an
-        # overwrite reads none, so it can replace a version whose manifest is bad
-        previous = self.read_manifest(name, latest) if latest and mode == "append" else None
-        if mode == "append":  # checked before a byte is written
-            _merged_schema(previous.schema if previous else None, reader.schema, name)
-        for column in partition_by:
-            if reader.schema.get_field_index(column) < 0:
-                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        if mode == "merge":
+            return self._merge(
+                name,
+                reader.read_all(),
+                _merge.checked_keys(keys, reader.schema, name),
+                partition_by,
+                compression,
+                lineage,
+                meta,
+            )
+        # everything is checked before a byte is written
+        latest, base = self._base(name)
+        partition_by = self._checked(name, base, reader.schema, partition_by, mode)
         written, stats, rows = write_files(
             reader, staging_dir(self.context.root), self.root / name, partition_by, compression
         )
         self._upload(name, written)
-        return self._commit(name, written, stats, rows, reader.schema, mode, latest, previous, meta or {})
+        new = _commits.Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {}, meta)
+        done = self._commit(name, new, latest, base, _MAX_COMMIT_ATTEMPTS)
+        if done is None:
+            raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+        return done
+
+    def _base(self, name: str) -> tuple[int, Snapshot | None]:
+        """The latest Delta version and the table at it (None: no table yet), a dataset in the
+        former manifest format (or its conversion cut short) converted first."""
+        latest = self._latest(name)
+        base = self.snapshot(name, latest) if latest >= 0 else None
+        if (base is None or (base.info and _upgrade.UPGRADED in base.info.lineage)) and _upgrade.upgrade(
+            self, name
+        ):
+            latest = self._latest(name)
+            base = self.snapshot(name, latest)
+        if base is not None:
+            base.protocol.check_writable(name)
+        return latest, base
+
+    def _checked(
+        self, name: str, base: Snapshot | None, schema: pa.Schema, partition_by: list[str], mode: str
+    ) -> list[str]:
+        """The partition columns of the write, once its schema is known to fit the table's."""
+        partition_by = _commits.partitioning(base, partition_by, mode, name)
+        for column in partition_by:
+            if schema.get_field_index(column) < 0:
+                raise InvalidArgumentError(f"partition column {column!r} is not in the data")
+        if mode != "overwrite" and base is not None:
+            _commits.merged_schema(snapshot_schema(base), schema, name)
+        try:
+            _delta_schema.delta_schema(schema)
+        except TypeError as e:
+            raise InvalidArgumentError(f"dataset {name!r}: {e}") from None
+        return partition_by
+
+    def _merge(
+        self,
+        name: str,
+        table: pa.Table,
+        keys: list[str],
+        partition_by: list[str],
+        compression: str,
+        lineage: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> Dataset:
+        """Replace the rows whose keys match and append the rest, as one commit removing the
+        files it rewrote. A writer that committed meanwhile may have added rows with these keys
+        or rewritten these files: the merge is then computed again on top of it, never rebased."""
+        _merge.check_unique(table, keys, name)
+        for _ in range(_MAX_MERGE_ATTEMPTS):
+            latest, base = self._base(name)
+            if base is not None:
+                _merge.checked_keys(keys, snapshot_schema(base), name)
+            parts = self._checked(name, base, table.schema, partition_by, "merge")
+            schema = _commits.merged_schema(snapshot_schema(base) if base else None, table.schema, name)
+            replaces: list[AddFile] = []
+            replaced = kept = None
+            if base is not None:
+                replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
+            combined = _merge.combined(kept, table, schema)
+            written, stats, rows = write_files(
+                combined.to_reader(), staging_dir(self.context.root), self.root / name, parts, compression
+            )
+            self._upload(name, written)
+            new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {}, meta)
+            new.replaces, new.replaced = replaces, replaced
+            done = self._commit(name, new, latest, base, 1)
+            if done is not None:
+                return done
+        raise InvalidArgumentError(
+            f"dataset {name!r}: other writers changed it during each of {_MAX_MERGE_ATTEMPTS} merge "
+            "attempts; nothing was merged, try again"
+        )
 
     def _upload(self, name: str, written: list[Written]) -> None:
-        sync_filesystem(self.context.root)  # the files are durable before a manifest names them
+        sync_filesystem(self.context.root)  # the files are durable before a commit names them
         syncer = self.context.syncer()
         if syncer is None:
             return
@@ -218,49 +359,44 @@ class Datasets:
         )
 
     def _commit(
-        self,
-        name: str,
-        written: list[Written],
-        stats: dict[str, Any],
-        rows: int,
-        schema: pa.Schema,
-        mode: str,
-        latest: int,
-        previous: Manifest | None,
-        meta: dict[str, Any],
-    ) -> Dataset:
-        new_files = tuple(
-            ManifestFile(w.relative, Digest.parse(w.digest), w.size, w.rows, w.partition) for w in written
-        )
-        for _ in range(_MAX_COMMIT_ATTEMPTS):
+        self, name: str, new: _commits.Write, latest: int, base: Snapshot | None, attempts: int
+    ) -> Dataset | None:
+        """Commit ``new`` as the next version, rebasing on another writer's commit up to
+        ``attempts`` times; None if every attempt lost the race."""
+        when = int(datetime.now(UTC).timestamp() * 1000)
+        adds = [new.add_file(w, when) for w in new.written]
+        for attempt in range(attempts):
+            if attempt:
+                latest = self._latest(name)  # another writer committed: rebase on theirs
+                base = self.snapshot(name, latest)
+                base.protocol.check_writable(name)
             version = latest + 1
-            base = previous if mode == "append" else None
-            manifest = Manifest(
-                dataset=name,
-                version=version,
-                parent=latest or None,
-                mode=mode,
-                created_at=datetime.now(UTC).isoformat(),
-                creator=_config.current_user(),
-                schema=_merged_schema(base.schema if base else None, schema, name),
-                files=(base.files if base else ()) + new_files,
-                num_rows=(base.num_rows if base else 0) + rows,
-                stats=_merged_stats(base.stats if base else {}, base.num_rows if base else 0, stats, rows),
-                write={"rows": rows, "files": len(new_files)},
-                meta=meta,
-            )
-            if self._create_manifest(manifest):
-                _note_in_stage(name, version, rows)
-                return Dataset(self, name, manifest)
-            latest = self.latest_version(name)  # another writer committed: rebase on theirs
-            previous = self.read_manifest(name, latest) if mode == "append" else None
-        raise InvalidArgumentError(f"dataset {name!r}: too many concurrent writers, try again")
+            body = _commits.commit_body(name, new, adds, version, base, when)
+            if self.create_commit(name, version, body):
+                commit = _delta_log.parse_commit(body, name, version)
+                snapshot = _delta_log.apply(base, commit, name)
+                if version % CHECKPOINT_INTERVAL == 0 and version > 0:
+                    self._write_checkpoint(name, version)
+                _note_in_stage(name, version + 1, new.rows)
+                return Dataset(self, name, snapshot)
+        return None
 
-    def _create_manifest(self, manifest: Manifest) -> bool:
-        if self._files.create(manifest.key, manifest.encode(), point="manifest-written", read_only=True):
-            _faults.reached("dataset-committed")
-            return True
-        return False
+    def _write_checkpoint(self, name: str, version: int) -> None:
+        """Delta version ``version`` as a Parquet checkpoint, so that no reader (lakelet's or
+        another engine's) replays every commit: deltalake writes it from the local log, then
+        it is created on the remote (a checkpoint is the same for every writer: the first
+        one stays) and ``_last_checkpoint``, a hint every reader checks, is replaced."""
+        import deltalake
+
+        deltalake.DeltaTable(str(self.root / name), version=version).create_checkpoint()
+        syncer = self.context.syncer()
+        if syncer is None:
+            return
+        local = self.context.root / _delta_log.checkpoint_key(name, version)
+        with contextlib.suppress(FileExistsError):
+            syncer.remote.create(_delta_log.checkpoint_key(name, version), local.read_bytes())
+        hint = (self.context.root / _delta_log.last_checkpoint_key(name)).read_bytes()
+        syncer.remote.put_bytes(_delta_log.last_checkpoint_key(name), hint)
 
 
 def _is_dataset_name(name: str) -> bool:
@@ -276,167 +412,3 @@ def _note_in_stage(name: str, version: int, rows: int) -> None:
     pending = CURRENT.get()
     if pending is not None:
         pending.datasets.append({"dataset": name, "version": version, "rows": rows})
-
-
-def _merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_rows: int) -> dict[str, Any]:
-    """Column statistics after an append; a column absent from one side is null in its rows."""
-    out = {}
-    for column in [*new, *(c for c in old if c not in new)]:
-        if column not in old:
-            out[column] = {**new[column], "nulls": new[column]["nulls"] + old_rows}
-        elif column not in new:
-            out[column] = {**old[column], "nulls": old[column]["nulls"] + new_rows}
-        else:
-            out[column] = _stats.merge(old[column], new[column])
-    return out
-
-
-class Dataset:
-    """One version of a dataset."""
-
-    def __init__(self, store: Datasets, name: str, record: Manifest) -> None:
-        self._store = store
-        self.name = name
-        self.record = record  # the validated manifest
-
-    def __repr__(self) -> str:
-        return f"<Dataset {self.name} v{self.version}: {self.num_rows} rows, {len(self.record.files)} files>"
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as JSON values (docs/datasets.md)."""
-        return self.record.to_json()
-
-    @property
-    def version(self) -> int:
-        return self.record.version
-
-    def versions(self) -> list[int]:
-        return list(range(1, self._store.latest_version(self.name) + 1))
-
-    @property
-    def files(self) -> list[dict[str, Any]]:
-        """The version's files: path (under the dataset folder), digest, size, rows, partition."""
-        return [f.to_json() for f in self.record.files]
-
-    @property
-    def folder(self) -> Path:
-        return self._store.root / self.name
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.record.schema
-
-    @property
-    def num_rows(self) -> int:
-        return self.record.num_rows
-
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return {c: _stats.summary(s) for c, s in self.record.stats.items()}
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """The writer's own keys for this version (``write_dataset(meta=...)``)."""
-        return dict(self.record.meta)
-
-    def _repr_html_(self) -> str:
-        from lakelet.datasets._display import dataset_card
-
-        return dataset_card(self).html()
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from lakelet.datasets._display import dataset_card
-
-        dataset_card(self).pretty(p, cycle)
-
-    def summary(self) -> dict[str, Any]:
-        """What a listing shows of this version: name, version, rows, files, bytes, last_write
-        (when it was committed) and creator."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "rows": self.num_rows,
-            "files": len(self.record.files),
-            "bytes": sum(f.size for f in self.record.files),
-            "last_write": self.record.created_at,
-            "creator": self.record.creator,
-        }
-
-    def scanner(self, filter: Any = None, columns: list[str] | None = None) -> pads.Scanner:  # noqa: A002
-        """A pyarrow Scanner over this version; files pruned by partition first, fetched if remote."""
-        files = self.record.files
-        partition_fields = _partition_fields(files, self.schema)
-        paths = [str(self.folder / f.relative) for f in files]
-        expressions = [_partition_expression(f.partition, partition_fields) for f in files]
-        data_schema = self.schema
-        fragments = pads.FileSystemDataset.from_paths(
-            paths,
-            schema=data_schema,
-            format=pads.ParquetFileFormat(),
-            filesystem=pa.fs.LocalFileSystem(),
-            partitions=expressions,
-        )
-        needed = (
-            {frag.path for frag in fragments.get_fragments(filter=filter)}
-            if filter is not None
-            else set(paths)
-        )
-        for f, path in zip(files, paths, strict=True):
-            if path in needed:
-                self._ensure_local(f, Path(path))
-        if filter is not None:
-            kept = [(p, e) for p, e in zip(paths, expressions, strict=True) if p in needed]
-            fragments = pads.FileSystemDataset.from_paths(
-                [p for p, _ in kept],
-                schema=data_schema,
-                format=pads.ParquetFileFormat(),
-                filesystem=pa.fs.LocalFileSystem(),
-                partitions=[e for _, e in kept],
-            )
-        return fragments.scanner(filter=filter, columns=columns)
-
-    def to_arrow(self, filter: Any = None, columns: list[str] | None = None) -> pa.Table:  # noqa: A002
-        return self.scanner(filter=filter, columns=columns).to_table()
-
-    def to_pandas(self, filter: Any = None, columns: list[str] | None = None, **kwargs: Any) -> Any:  # noqa: A002
-        return self.to_arrow(filter=filter, columns=columns).to_pandas(**kwargs)
-
-    def _ensure_local(self, entry: ManifestFile, path: Path) -> None:
-        if path.is_file():
-            return
-        syncer = self._store.context.syncer()
-        if syncer is None:
-            raise NotFoundError(f"dataset {self.name!r}: {entry.relative} is missing locally")
-        # The manifest's path stays under the folder (_manifest.parse); a symlink on the way,
-        # made here, could still lead out: nothing fetched is written through one.
-        if not path.resolve().is_relative_to(self.folder.resolve()):
-            raise IntegrityError(
-                f"dataset {self.name!r}: {path} leads outside {self.folder} (through a symlink): "
-                "not fetching it there",
-                digest=str(entry.digest),
-            )
-        expected = entry.digest
-        with contextlib.closing(syncer.remote.open_file(f"datasets/{self.name}/{entry.relative}")) as r:
-            blob = write_blob(
-                r, self._store.context.tmp, lambda d: path if d == expected else path.with_suffix(".corrupt")
-            )
-        if blob.digest != expected:
-            blob.path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"dataset {self.name!r}: remote copy of {entry.relative} is corrupt", digest=str(expected)
-            )
-
-
-def _partition_fields(files: tuple[ManifestFile, ...], schema: pa.Schema) -> dict[str, pa.DataType]:
-    names = {k for f in files for k in f.partition}
-    return {n: schema.field(n).type for n in names if schema.get_field_index(n) >= 0}
-
-
-def _partition_expression(partition: dict[str, str], fields: dict[str, pa.DataType]) -> pads.Expression:
-    expression = pads.scalar(True)
-    for column, raw in partition.items():
-        scalar = partition_value(raw, fields.get(column, pa.string()))
-        expression = expression & (
-            pads.field(column).is_null() if scalar is None else pads.field(column) == scalar
-        )
-    return expression

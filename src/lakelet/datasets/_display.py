@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lakelet.core._display import Card, human_size
 
 if TYPE_CHECKING:
-    from lakelet.datasets._datasets import Dataset
+    from lakelet.datasets._dataset import Dataset
 
 __all__ = ["dataset_card"]
 
@@ -32,17 +32,17 @@ def dataset_card(ds: Dataset) -> Card:
         ],
     )
     columns, rows = _first_rows(ds)
-    first = ds.record.files[0].relative if ds.record.files else ""
+    first = next(iter(ds.snapshot.files), "")
     return card.table(f"first rows of {first}", columns, rows)
 
 
 def _first_rows(ds: Dataset) -> tuple[list[str], list[list[Any]]]:
     import pyarrow.parquet as pq
 
-    files = ds.record.files
-    if not files:
+    first = next(iter(ds.snapshot.files), None)
+    if first is None:
         return [], []
-    path = ds.folder / files[0].relative
+    path = ds.folder / first
     if not path.is_file():
         return [], []  # only on the remote: to_arrow() fetches it
     batch = next(pq.ParquetFile(path).iter_batches(batch_size=_FIRST_ROWS), None)

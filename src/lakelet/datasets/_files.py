@@ -9,6 +9,8 @@ file it closes, the numeric samples from a reservoir that touches a few thousand
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 import shutil
@@ -39,6 +41,7 @@ class Written:
     size: int
     rows: int
     partition: dict[str, str]
+    stats: str = ""  # the Delta log's per-file statistics (JSON): numRecords, min, max, nulls
 
 
 def partition_value(raw: str, type_: pa.DataType) -> pa.Scalar | None:
@@ -106,9 +109,12 @@ def write_files(
             def read_back(row_group: int, column: str, staged: Path = staged) -> pa.ChunkedArray:
                 return pq.ParquetFile(staged).read_row_group(row_group, columns=[column]).column(0)
 
+            bounds: dict[str, tuple[Any, Any]] = {}
             for name, lo, hi in _stats.parquet_min_max(metadata, data_types, read_back):
                 columns[name].observe(lo, hi)
+                bounds[name] = _widen(bounds.get(name), lo, hi)
             w = _place(staging, folder, staged, metadata.num_rows)
+            w.stats = _delta_stats(metadata, bounds, data_types)
             for name in by_path & w.partition.keys():
                 value = partition_value(w.partition[name], types[name])
                 if value is not None:
@@ -117,6 +123,59 @@ def write_files(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written, {c: s.to_json() for c, s in columns.items()}, counted[0]
+
+
+def _widen(bounds: tuple[Any, Any] | None, lo: Any, hi: Any) -> tuple[Any, Any]:
+    if bounds is None:
+        return lo, hi
+    old_lo, old_hi = bounds
+    if lo is not None and lo == lo and (old_lo is None or lo < old_lo):
+        old_lo = lo
+    if hi is not None and hi == hi and (old_hi is None or hi > old_hi):
+        old_hi = hi
+    return old_lo, old_hi
+
+
+def _stat_value(value: Any, type_: pa.DataType) -> Any:
+    """A min or max as the Delta log's statistics hold it, or None where lakelet leaves it out:
+    a reader skips files on these bounds, so only values that compare exactly as the reader's
+    are written (no timestamps, whose units and zones differ; no integers past int64; no
+    non-finite float; no string long enough that another writer would truncate it)."""
+    if value is None:
+        return None
+    if pa.types.is_integer(type_):
+        return value if -(2**63) <= value < 2**63 else None
+    if pa.types.is_floating(type_):
+        return value + 0.0 if math.isfinite(value) else None
+    if pa.types.is_string(type_):
+        return value if len(value) <= 32 else None
+    if pa.types.is_date(type_):
+        return value.isoformat()
+    return None
+
+
+def _delta_stats(
+    metadata: pq.FileMetaData, bounds: dict[str, tuple[Any, Any]], types: dict[str, pa.DataType]
+) -> str:
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    for name, (lo, hi) in bounds.items():
+        lo, hi = _stat_value(lo, types[name]), _stat_value(hi, types[name])
+        if lo is not None and hi is not None:
+            lows[name], highs[name] = lo, hi
+    index = {metadata.schema.column(j).path: j for j in range(metadata.num_columns)}
+    nulls: dict[str, int] = {}
+    for name in types:
+        j = index.get(name)
+        groups = (
+            [metadata.row_group(r).column(j).statistics for r in range(metadata.num_row_groups)]
+            if j is not None
+            else []
+        )
+        if j is not None and all(g is not None and g.has_null_count for g in groups):
+            nulls[name] = sum(g.null_count for g in groups)
+    body = {"numRecords": metadata.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
 class _Flusher:

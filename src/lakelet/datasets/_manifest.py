@@ -1,4 +1,6 @@
-"""Dataset manifests: their value type, and the one validating parser every reader goes through.
+"""Dataset manifests, lakelet's former format (datasets are Delta tables now: ``_delta_log``):
+their value type, and the one validating parser ``_upgrade`` reads them through, whose small
+checks the Delta commit parser shares.
 
 A manifest is read back from the local lake or from the shared remote, where any
 peer with write access may have written it, damaged or forged. ``parse`` takes
@@ -7,8 +9,7 @@ meets a file path that leaves the dataset's folder (``..``, an absolute path, an
 empty or NUL segment), a digest that is not one, a negative or oversized count, a
 partition value that is not a string of its column's type, or a schema or
 statistics it cannot use. A bad manifest raises ``CorruptRecordError`` naming
-its key, and nothing is read from it; ``fsck`` moves a bad local copy aside
-(``quarantine_invalid``).
+its key, and nothing is read from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeGuard
 
 import pyarrow as pa
@@ -26,16 +26,22 @@ from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError
 from lakelet.datasets._files import partition_value
 from lakelet.datasets._stats import SAMPLE_SIZE
-from lakelet.lake._fsck import quarantine
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "Invalid",
+    "arrow_schema",
+    "column_stats",
+    "count",
+    "json_object",
+    "json_value",
+    "short",
+    "text",
     "Manifest",
     "ManifestFile",
     "is_version_file",
     "manifest_key",
     "parse",
-    "quarantine_invalid",
 ]
 
 MANIFEST_FORMAT = 1
@@ -131,7 +137,7 @@ class Manifest:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """What is wrong and where; ``parse`` turns it into one CorruptRecordError."""
 
 
@@ -140,8 +146,8 @@ def parse(data: bytes, name: str, version: int, copy: str = "") -> Manifest:
     CorruptRecordError naming it (``copy``: which copy was read, for the message)."""
     key = manifest_key(name, version)
     try:
-        return _manifest(_json(data), name, version)
-    except _Invalid as e:
+        return _manifest(json_value(data), name, version)
+    except Invalid as e:
         older = f"; version {version - 1} and older can still be read" if version > 1 else ""
         where = f" ({copy})" if copy else ""
         raise CorruptRecordError(
@@ -149,107 +155,92 @@ def parse(data: bytes, name: str, version: int, copy: str = "") -> Manifest:
         ) from None
 
 
-def quarantine_invalid(root: Path) -> list[str]:
-    """``fsck``'s part: move every local manifest that does not parse to ``quarantine/``
-    (the remote's copy, if good, is fetched again when next read); returns their keys."""
-    folder = root / "datasets"
-    bad = []
-    for path in sorted(folder.glob("**/_manifests/*.json")):
-        name = path.parent.parent.relative_to(folder).as_posix()
-        try:
-            if not is_version_file(path.name):
-                raise CorruptRecordError(f"{path} is not named as a version")
-            parse(path.read_bytes(), name, int(path.name.removesuffix(".json")))
-        except (CorruptRecordError, OSError):
-            quarantine(root, path)
-            bad.append(path.relative_to(root).as_posix())
-    return bad
+# the parser: each helper checks one part and raises Invalid saying which
 
 
-# the parser: each helper checks one part and raises _Invalid saying which
-
-
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = repr(value)  # repr: quoted, and one line whatever the value holds
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _json(data: bytes) -> Any:
+def json_value(data: bytes) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise _Invalid(f"not JSON ({e})") from None
+        raise Invalid(f"not JSON ({e})") from None
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
+def json_object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Invalid(f"{where} is not an object but {_short(value)}")
+        raise Invalid(f"{where} is not an object but {short(value)}")
     return value
 
 
-def _count(value: Any, where: str) -> int:
+def count(value: Any, where: str) -> int:
     if type(value) is not int or not 0 <= value <= _MAX_COUNT:  # not bool: type(True) is bool
-        raise _Invalid(f"{where} is not a count but {_short(value)}")
+        raise Invalid(f"{where} is not a count but {short(value)}")
     return value
 
 
-def _text(value: Any, where: str) -> str:
+def text(value: Any, where: str) -> str:
     if not isinstance(value, str) or len(value) > _MAX_TEXT or _CONTROL.search(value):
-        raise _Invalid(f"{where} is not a line of text but {_short(value)}")
+        raise Invalid(f"{where} is not a line of text but {short(value)}")
     return value
 
 
 def _manifest(body: Any, name: str, version: int) -> Manifest:
-    obj = _object(body, "the manifest")
+    obj = json_object(body, "the manifest")
     fmt = obj.get("format")
     if type(fmt) is int and fmt > MANIFEST_FORMAT:
-        raise _Invalid(f"format {fmt} is newer than this lakelet reads ({MANIFEST_FORMAT}): upgrade lakelet")
+        raise Invalid(f"format {fmt} is newer than this lakelet reads ({MANIFEST_FORMAT}): upgrade lakelet")
     if fmt != MANIFEST_FORMAT or type(fmt) is not int:
-        raise _Invalid(f"format is {_short(fmt)}, not {MANIFEST_FORMAT}")
+        raise Invalid(f"format is {short(fmt)}, not {MANIFEST_FORMAT}")
     if obj.get("dataset") != name:
-        raise _Invalid(f"it names dataset {_short(obj.get('dataset'))}")
+        raise Invalid(f"it names dataset {short(obj.get('dataset'))}")
     if obj.get("version") != version or type(obj.get("version")) is not int:
-        raise _Invalid(f"it names version {_short(obj.get('version'))}")
+        raise Invalid(f"it names version {short(obj.get('version'))}")
     parent = obj.get("parent")
     if parent is not None and not (type(parent) is int and 1 <= parent < version):
-        raise _Invalid(f"parent is not an earlier version but {_short(parent)}")
+        raise Invalid(f"parent is not an earlier version but {short(parent)}")
     mode = obj.get("mode")
     if not isinstance(mode, str) or mode not in _MODES:
-        raise _Invalid(f"mode is not append or overwrite but {_short(mode)}")
-    created_at = _text(obj.get("created_at"), "created_at")
+        raise Invalid(f"mode is not append or overwrite but {short(mode)}")
+    created_at = text(obj.get("created_at"), "created_at")
     try:
         datetime.fromisoformat(created_at)
     except ValueError:
-        raise _Invalid(f"created_at is not a time but {_short(created_at)}") from None
-    schema = _schema(obj.get("schema"))
+        raise Invalid(f"created_at is not a time but {short(created_at)}") from None
+    schema = arrow_schema(obj.get("schema"))
     return Manifest(
         dataset=name,
         version=version,
         parent=parent,
         mode=mode,
         created_at=created_at,
-        creator=_text(obj.get("creator"), "creator"),
+        creator=text(obj.get("creator"), "creator"),
         schema=schema,
         files=_files(obj.get("files"), schema),
-        num_rows=_count(obj.get("num_rows"), "num_rows"),
-        stats={c: _column_stats(s, f"stats[{c!r}]") for c, s in _object(obj.get("stats"), "stats").items()},
+        num_rows=count(obj.get("num_rows"), "num_rows"),
+        stats={
+            c: column_stats(s, f"stats[{c!r}]") for c, s in json_object(obj.get("stats"), "stats").items()
+        },
         write=_write(obj.get("write")),
-        meta=_object(obj.get("meta", {}), "meta"),
+        meta=json_object(obj.get("meta", {}), "meta"),
     )
 
 
-def _schema(value: Any) -> pa.Schema:
+def arrow_schema(value: Any) -> pa.Schema:
     if not isinstance(value, str):
-        raise _Invalid(f"schema is not text but {_short(value)}")
+        raise Invalid(f"schema is not text but {short(value)}")
     try:
         return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(value)))
     except (ValueError, pa.ArrowException):  # not hex, or not an Arrow schema
-        raise _Invalid("schema is not a serialized Arrow schema") from None
+        raise Invalid("schema is not a serialized Arrow schema") from None
 
 
 def _files(value: Any, schema: pa.Schema) -> tuple[ManifestFile, ...]:
     if not isinstance(value, list):
-        raise _Invalid(f"files is not a list but {_short(value)}")
+        raise Invalid(f"files is not a list but {short(value)}")
     # one path may be listed twice: appending the same rows again names the same file
     files = tuple(_file(entry, f"files[{i}]") for i, entry in enumerate(value))
     # A reader turns each partition value into its column's type to prune files; one that does
@@ -259,27 +250,27 @@ def _files(value: Any, schema: pa.Schema) -> tuple[ManifestFile, ...]:
         try:
             partition_value(raw, types[column])
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            raise _Invalid(f"partition value {column}={_short(raw)} is not a {types[column]}") from None
+            raise Invalid(f"partition value {column}={short(raw)} is not a {types[column]}") from None
     return files
 
 
 def _file(value: Any, where: str) -> ManifestFile:
-    obj = _object(value, where)
+    obj = json_object(value, where)
     relative = _relative(obj.get("relative"), f"{where}.relative")
     digest = _digest(obj.get("digest"), f"{where}.digest")
     named = relative.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet")
     if digest.hexdigest[:32] != named:
-        raise _Invalid(f"{where}: {_short(relative)} is not named after its digest")
-    partition = _object(obj.get("partition"), f"{where}.partition")
+        raise Invalid(f"{where}: {short(relative)} is not named after its digest")
+    partition = json_object(obj.get("partition"), f"{where}.partition")
     if not all(isinstance(v, str) for v in partition.values()):
-        raise _Invalid(f"{where}.partition holds a value that is not a string: {_short(partition)}")
+        raise Invalid(f"{where}.partition holds a value that is not a string: {short(partition)}")
     if partition != dict(s.split("=", 1) for s in relative.split("/")[:-1]):
-        raise _Invalid(f"{where}.partition {_short(partition)} is not what its folders say")
+        raise Invalid(f"{where}.partition {short(partition)} is not what its folders say")
     return ManifestFile(
         relative,
         digest,
-        _count(obj.get("size"), f"{where}.size"),
-        _count(obj.get("rows"), f"{where}.rows"),
+        count(obj.get("size"), f"{where}.size"),
+        count(obj.get("rows"), f"{where}.rows"),
         partition,
     )
 
@@ -289,12 +280,12 @@ def _relative(value: Any, where: str) -> str:
     then ``part-<32 hex>.parquet``. Nothing else can name a place outside the folder (or a
     manifest inside it)."""
     if not isinstance(value, str) or not value:
-        raise _Invalid(f"{where} is not a path but {_short(value)}")
+        raise Invalid(f"{where} is not a path but {short(value)}")
     if _WRITTEN_PATH.fullmatch(value) and len(value.encode("utf-8", "surrogatepass")) <= _MAX_SEGMENT_BYTES:
         return value  # no segment can be too long either
     problem = _path_problem(value)
     if problem:
-        raise _Invalid(f"{where} {_short(value)} {problem}")
+        raise Invalid(f"{where} {short(value)} {problem}")
     return value
 
 
@@ -322,7 +313,7 @@ def _path_problem(path: str) -> str | None:
 def _digest(value: Any, where: str) -> Digest:
     match = _DIGEST.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise _Invalid(f"{where} is not a digest but {_short(value)}")
+        raise Invalid(f"{where} is not a digest but {short(value)}")
     return Digest(match[1], match[2])
 
 
@@ -330,31 +321,31 @@ def _number(value: Any) -> TypeGuard[int | float]:
     return type(value) is int or type(value) is float  # not bool
 
 
-def _column_stats(value: Any, where: str) -> dict[str, Any]:
+def column_stats(value: Any, where: str) -> dict[str, Any]:
     """One column's statistics, with only the keys ``_stats`` reads, each of the type it reads."""
-    obj = _object(value, where)
+    obj = json_object(value, where)
     lo, hi = obj.get("min"), obj.get("max")
     for bound in (lo, hi):
         if not (bound is None or isinstance(bound, bool | int | float | str)):
-            raise _Invalid(f"{where}: min or max is not a value but {_short(bound)}")
+            raise Invalid(f"{where}: min or max is not a value but {short(bound)}")
     out = {
-        "type": _text(obj.get("type"), f"{where}.type"),
-        "count": _count(obj.get("count"), f"{where}.count"),
-        "nulls": _count(obj.get("nulls"), f"{where}.nulls"),
+        "type": text(obj.get("type"), f"{where}.type"),
+        "count": count(obj.get("count"), f"{where}.count"),
+        "nulls": count(obj.get("nulls"), f"{where}.nulls"),
         "min": lo,
         "max": hi,
     }
     if "sample" in obj:  # numeric columns: quantiles and a histogram between min and max
-        sample = _object(obj["sample"], f"{where}.sample")
+        sample = json_object(obj["sample"], f"{where}.sample")
         values = sample.get("values")
         if not isinstance(values, list) or len(values) > SAMPLE_SIZE or not all(map(_number, values)):
-            raise _Invalid(f"{where}.sample.values is not a list of at most {SAMPLE_SIZE} numbers")
+            raise Invalid(f"{where}.sample.values is not a list of at most {SAMPLE_SIZE} numbers")
         if not ((lo is None and hi is None) or (_number(lo) and _number(hi) and lo <= hi)):
-            raise _Invalid(f"{where}: min and max are not an ordered pair of numbers")
-        out["sample"] = {"seen": _count(sample.get("seen"), f"{where}.sample.seen"), "values": values}
+            raise Invalid(f"{where}: min and max are not an ordered pair of numbers")
+        out["sample"] = {"seen": count(sample.get("seen"), f"{where}.sample.seen"), "values": values}
     return out
 
 
 def _write(value: Any) -> dict[str, int]:
-    obj = _object(value, "write")
-    return {"rows": _count(obj.get("rows"), "write.rows"), "files": _count(obj.get("files"), "write.files")}
+    obj = json_object(value, "write")
+    return {"rows": count(obj.get("rows"), "write.rows"), "files": count(obj.get("files"), "write.files")}

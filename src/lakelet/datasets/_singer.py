@@ -1,22 +1,29 @@
-"""``lakelet ingest PIPELINE.yaml``: a Singer tap's streams into partitioned Parquet datasets.
+"""``lakelet ingest PIPELINE.yaml``: a Singer tap's streams into Delta tables (docs/ingest.md).
+
+The YAML is DataSpoc Pipe's, read unchanged, with lakelet's additions:
 
     name: orders-pipeline            # optional: the state and log name (default: the file's stem)
     source:
       tap: tap-postgres              # an executable on PATH or beside this Python
       config: tap-config.json        # relative to the YAML file
-      select:                        # tap_stream_id or stream name; optionally a replication key
-        - public-orders
+      streams: [public-orders]       # DataSpoc's list of streams (tap_stream_id or stream name)
+      select:                        # lakelet's: the same, optionally with a replication key
         - {stream: public-customers, replication_key: updated_at}
     destination:
+      bucket: s3://team-bucket       # must hold this lake's remote: refused otherwise
       path: raw                      # datasets land at <path>/<source>/<stream>
       partition_by: [dt]             # dt = the extraction date
       compression: zstd
+    incremental: true                # DataSpoc's switch (or {enabled: true}): resume from the bookmark
 
 The tap runs as a subprocess; its RECORD messages are buffered per stream into
 Arrow IPC files on disk (memory stays bounded), and only after the tap exits
 cleanly is each stream committed as a new dataset version and the last STATE
-kept as the bookmark passed to the next run. A tap that fails commits nothing
-and keeps the previous bookmark.
+kept as the bookmark passed to the next run. A stream whose SCHEMA names
+``key_properties`` is merged on them (the row at the ``>=`` bookmark, or a whole
+file a tap sends again, replaces its earlier copy instead of doubling it); any
+other stream is appended (replaced, on a full extraction). A tap that fails
+commits nothing and keeps the previous bookmark.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakelet.core._names import validate_name, validate_segment
 from lakelet.core.errors import ConfigError, SourceError
@@ -66,9 +74,43 @@ def _load_spec(path: Path) -> dict[str, Any]:
     for key in ("tap", "config"):
         if not isinstance(source.get(key), str):
             raise ConfigError(f"{path}: source.{key} is required (a string)")
-    if not isinstance(source.get("select", []), list):
-        raise ConfigError(f"{path}: source.select must be a list of streams")
+    for key in ("select", "streams"):
+        if not isinstance(source.get(key, []), list):
+            raise ConfigError(f"{path}: source.{key} must be a list of streams")
+    destination = spec.get("destination") or {}
+    if not isinstance(destination, dict):
+        raise ConfigError(f"{path}: destination must be a mapping (bucket, path, compression)")
+    if "bucket" in destination and not isinstance(destination["bucket"], str):
+        raise ConfigError(f"{path}: destination.bucket must be a URL such as s3://bucket")
     return spec
+
+
+def _incremental(spec: dict[str, Any], path: Path) -> bool:
+    """DataSpoc's ``incremental``: true or false, or a mapping with ``enabled``; default true."""
+    value = spec.get("incremental", True)
+    if isinstance(value, dict):
+        value = value.get("enabled", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: incremental must be true or false (or {{enabled: …}})")
+    return value
+
+
+def _check_bucket(context: LakeContext, bucket: str | None, path: Path) -> None:
+    """DataSpoc writes to ``destination.bucket``; lakelet writes to the lake's remote. A bucket
+    that holds the remote is honoured (the tables land there); any other is refused."""
+    if bucket is None:
+        return
+    syncer = context.syncer()
+    remote = syncer.remote.url if syncer is not None else None
+    wanted = bucket.rstrip("/")
+    if remote is not None and (remote == wanted or remote.startswith(wanted + "/")):
+        return
+    where = f"its remote {remote}" if remote else f"{context.root} (it has no remote)"
+    raise ConfigError(
+        f"{path}: destination.bucket {bucket} is not where this lake keeps its datasets ({where}): "
+        f"run the pipeline in a lake whose remote is in {bucket} (lakelet init --remote {wanted}/<prefix>), "
+        "or remove destination.bucket"
+    )
 
 
 def _tap_command(tap: str) -> str:
@@ -101,9 +143,12 @@ def _arrow_type(schema: dict[str, Any]) -> pa.DataType:
 class _StreamBuffer:
     """The records of one stream, spilled to an Arrow IPC file every ``_FLUSH_ROWS`` rows."""
 
-    def __init__(self, stream: str, json_schema: dict[str, Any], tmp: Path) -> None:
+    def __init__(self, stream: str, json_schema: dict[str, Any], keys: Any, tmp: Path) -> None:
         properties = json_schema.get("properties", {})
         self.columns = list(properties)
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k in properties for k in keys):
+            raise SourceError(f"stream {stream!r}: key_properties {keys!r} are not columns of its SCHEMA")
+        self.keys: list[str] = keys
         self.types = {c: _arrow_type(properties[c]) for c in self.columns}
         self.schema = pa.schema(
             [pa.field(c, self.types[c]) for c in self.columns] + [pa.field("dt", pa.string())]
@@ -144,6 +189,14 @@ class _StreamBuffer:
         self._writer.close()
         self._sink.close()
         return pa.ipc.open_stream(pa.memory_map(str(self.path)))
+
+    def last_per_key(self) -> pa.Table:
+        """The buffered rows, only the last one sent for each key (a tap may send a row again
+        within one run, updated)."""
+        table = self.close().read_all()
+        rows = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+        last = rows.group_by(self.keys).aggregate([("__row", "max")]).column("__row_max")
+        return table.take(last.take(pc.sort_indices(last)))  # in the order the tap sent them
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -194,6 +247,8 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
     tap = _tap_command(source["tap"])
     source_name = str(source.get("name") or source["tap"].removeprefix("tap-"))
     validate_segment(source_name, "source name")
+    _check_bucket(context, destination.get("bucket"), path)
+    incremental = _incremental(spec, path)
     base = validate_name(str(destination.get("path", "raw")))
     partition_by = list(destination.get("partition_by", ["dt"]))
     compression = str(destination.get("compression", "zstd"))
@@ -207,29 +262,47 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
     buffers: dict[str, _StreamBuffer] = {}
     try:
         discovered = _run_tap([tap, "--config", str(config), "--discover"], source["tap"])
-        catalog, keys = _select(json.loads(discovered), source.get("select", []))
+        selected = list(source.get("streams", [])) + list(source.get("select", []))
+        catalog, keys = _select(json.loads(discovered), selected)
         (work / "catalog.json").write_text(json.dumps(catalog))
         command = [tap, "--config", str(config), "--catalog", str(work / "catalog.json")]
         state = State(context, name)
         datasets = Datasets(context)
-        previous = state.get()
+        previous = state.get() if incremental else {}
         if previous:
             (work / "state.json").write_text(json.dumps(previous))
             command += ["--state", str(work / "state.json")]
         last_state = _stream_tap(command, source["tap"], buffers, work, previous, keys)
         files = 0
         rows = {}
+        lineage = {"pipeline": name, "tap": source["tap"]}  # in each commit's commitInfo
         for stream, buffer in buffers.items():
             rows[stream] = buffer.count
             if buffer.count == 0:
                 buffer.discard()
                 continue
             dataset = f"{base}/{source_name}/{stream}"
-            before = len(datasets.open(dataset).files) if dataset in datasets.names() else 0
-            written = datasets.write(
-                dataset, buffer.close(), list(partition_by), mode="append", compression=compression
-            )
-            files += len(written.files) - before
+            if buffer.keys:
+                written = datasets.write(
+                    dataset,
+                    buffer.last_per_key(),
+                    list(partition_by),
+                    mode="merge",
+                    compression=compression,
+                    lineage={**lineage, "stream": stream},
+                    keys=buffer.keys,
+                )
+            else:
+                mode = "append" if incremental else "overwrite"
+                written = datasets.write(
+                    dataset,
+                    buffer.close(),
+                    list(partition_by),
+                    mode,
+                    compression,
+                    lineage={**lineage, "stream": stream},
+                )
+            files += written.commit_info["write"]["files"]
         if last_state is not None:
             state.set(last_state)
     except BaseException as e:
@@ -299,7 +372,9 @@ def _stream_tap(
                 raise SourceError(f"{tap} wrote a line that is not Singer: {line[:120]!r}") from None
             kind = message.get("type")
             if kind == "SCHEMA" and message["stream"] not in buffers:
-                buffers[message["stream"]] = _StreamBuffer(message["stream"], message["schema"], work)
+                buffers[message["stream"]] = _StreamBuffer(
+                    message["stream"], message["schema"], message.get("key_properties") or [], work
+                )
             elif kind == "RECORD":
                 stream = message["stream"]
                 if stream not in buffers:

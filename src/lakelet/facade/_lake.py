@@ -241,7 +241,20 @@ class Lake:
             records = [self.context.record(LAKE, validate_name(n)) for n in wanted]
         with chosen(progress, "pulling") as shown:
             syncer.fetch_many(records, shown)
+        if names is None and (prefix + "/").startswith("datasets/"):
+            for dataset in self.datasets_under(prefix):
+                dataset.materialize()
         return [File.of(r, self) for r in records]
+
+    def datasets_under(self, prefix: str) -> list[Dataset]:
+        """The latest version of every dataset whose folder is under ``prefix`` (``datasets/``,
+        ``datasets/sales/``, ``datasets/sales/orders``)."""
+        inside = prefix.removeprefix("datasets").lstrip("/").rstrip("/")
+        return [
+            self.dataset(n)
+            for n in self.datasets()
+            if not inside or n == inside or n.startswith(inside + "/")
+        ]
 
     def evict(self, prefix: str = "") -> EvictReport:
         """Drop local copies under ``prefix`` that are safely on the remote (never unpushed ones)."""
@@ -251,11 +264,17 @@ class Lake:
     def url(self, name: str, expires: timedelta | float | str = 3600, *, scope: str = LAKE) -> str:
         """A URL another tool can read ``name`` (or a content digest) from: presigned on cloud
         stores (valid for ``expires``: seconds, a timedelta or text like "1h"), a file:// URL of
-        the local copy for an embedded lake. ``scope``: 'lake', 'user' or 'pipeline/<run>'."""
+        the local copy for an embedded lake. ``scope``: 'lake', 'user' or 'pipeline/<run>'.
+        ``datasets/<name>``: the URL of that Delta table's folder (on the remote when there is
+        one), which any Delta reader opens."""
         seconds = max(1, int(parse_duration(expires, "expiry").total_seconds()))
         scope = self._resolve_scope(scope)
         if scope != LAKE:
             return self.context.scoped(scope).url(validate_name(name), seconds)
+        if name.startswith("datasets/") and not self.exists(name):
+            from lakelet.datasets._datasets import Datasets
+
+            return Datasets(self.context).url(name.removeprefix("datasets/").rstrip("/"))
         f = self.file(name)
         record, name = f.record, f.name
         syncer = self.context.syncer()
@@ -280,16 +299,20 @@ class Lake:
         partition_by: list[str] | tuple[str, ...] = (),
         mode: str = "append",
         compression: str = "zstd",
+        keys: list[str] | None = None,
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
-        the partitioned Parquet dataset ``name``; returns that version. ``meta``: your own JSON
-        keys for this version (``Dataset.meta``), checked before anything is written."""
+        the Delta table ``name``: ``mode`` "append", "overwrite", or "merge" (rows whose
+        ``keys`` match are replaced, the others appended); returns that version. ``meta``: your
+        own JSON keys for this version (``Dataset.meta``), checked before anything is written."""
         from lakelet.datasets._datasets import Datasets
 
         checked = check_user_meta(meta)
-        return Datasets(self.context).write(name, data, list(partition_by), mode, compression, checked)
+        return Datasets(self.context).write(
+            name, data, list(partition_by), mode, compression, keys=keys, meta=checked
+        )
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""
@@ -385,9 +408,17 @@ class Lake:
 
     # maintenance
 
-    def fsck(self, progress: Progress = SILENT, *, remote: bool = False, repair: bool = False) -> FsckReport:
-        """Verify every stored blob and dataset manifest, quarantine corrupt ones, rebuild the
-        index from records, remove what killed processes left in tmp/.
+    def fsck(
+        self,
+        progress: Progress = SILENT,
+        upgrade: bool = False,
+        *,
+        remote: bool = False,
+        repair: bool = False,
+    ) -> FsckReport:
+        """Verify every stored blob and dataset commit, quarantine corrupt ones, rebuild the
+        index from records, remove what killed processes left in tmp/. ``upgrade``: convert
+        datasets still in the former manifest format to Delta tables (no data file rewritten).
 
         ``remote``: also read back every object the remote's names need and report those it
         lacks or holds damaged; ``repair`` (with ``remote``): send this machine's intact copy
@@ -409,9 +440,14 @@ class Lake:
             )
         if not (self.root / "datasets").is_dir():
             return report  # no dataset: pyarrow, which the manifests need, stays unloaded
-        from lakelet.datasets._manifest import quarantine_invalid
+        from lakelet.datasets._delta_log import quarantine_invalid
 
-        return dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
+        report = dataclasses.replace(report, manifests_quarantined=quarantine_invalid(self.root))
+        if not upgrade:
+            return report
+        from lakelet.datasets._datasets import Datasets
+
+        return dataclasses.replace(report, datasets_upgraded=Datasets(self.context).upgrade_all())
 
     def gc(
         self,

@@ -2,7 +2,7 @@
 remove what killed processes left in ``tmp/``.
 
 Dataset manifests belong to a layer above this one: ``Lake.fsck`` has them checked
-(``datasets._manifest.quarantine_invalid``, with ``quarantine`` below) and adds what it
+(``datasets._delta_log.quarantine_invalid``, with ``quarantine`` below) and adds what it
 found to this report.
 """
 
@@ -50,6 +50,7 @@ class FsckReport:
     remote_damaged: dict[str, str] = field(default_factory=dict)
     # …and of those, the ones re-sent from a good local copy (with repair=True)
     remote_repaired: list[str] = field(default_factory=list)
+    datasets_upgraded: list[str] = field(default_factory=list)  # converted to Delta tables (--upgrade)
 
     @property
     def ok(self) -> bool:

@@ -157,16 +157,18 @@ def datasets(lake: Lake) -> list[dict[str, Any]]:
 def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
     ds = lake.dataset(name, version)
     partitions: dict[str, set[str]] = {}
-    for entry in ds.files:
+    for entry in ds.file_details:
         for column, value in entry["partition"].items():
-            partitions.setdefault(column, set()).add(value)
+            partitions.setdefault(column, set()).add(
+                value if value is not None else "__HIVE_DEFAULT_PARTITION__"
+            )
     return {
         **ds.summary(),
         "versions": ds.versions(),
-        "mode": ds.manifest.get("mode"),
+        "mode": ds.commit_info.get("mode"),
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in ds.schema],
         "partitions": {c: sorted(v) for c, v in partitions.items()},
-        "file_list": ds.files,
+        "file_list": ds.file_details,
         "stats": ds.stats(),
     }
 
@@ -174,7 +176,7 @@ def dataset(lake: Lake, name: str, version: int | None) -> dict[str, Any]:
 def rows(lake: Lake, name: str, version: int | None, limit: int) -> dict[str, Any]:
     """The first rows of a version, when its files are on this machine (a preview never fetches)."""
     ds = lake.dataset(name, version)
-    if not all((ds.folder / f["relative"]).is_file() for f in ds.files):
+    if not all((ds.folder / f["relative"]).is_file() for f in ds.file_details):
         return {
             "columns": [],
             "rows": [],

@@ -27,6 +27,11 @@ def test_the_public_module_holds_every_error_and_lakelet_exports_them() -> None:
         (errors.IntegrityError("corrupt", digest="blake3:00"), "digest", "blake3:00"),
         (errors.LakeNotFoundError("no lake", path="/x"), "path", "/x"),
         (errors.SchemaConflictError("clash", dataset="sales"), "dataset", "sales"),
+        (
+            errors.UnsupportedFeatureError("deletion vectors", feature="deletionVectors"),
+            "feature",
+            "deletionVectors",
+        ),
         (errors.RunError("1 stage failed", {"m.f": "Traceback…"}), "failures", {"m.f": "Traceback…"}),
     ],
 )

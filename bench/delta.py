@@ -1,0 +1,237 @@
+"""Datasets as Delta tables against delta-rs (the ``deltalake`` package) on the same data, same run.
+
+- read a version: ``lake.dataset(name, version=1).to_arrow()`` against
+  ``deltalake.DeltaTable(folder, version=0).to_pyarrow_table()`` of the same table (N rows, then a
+  small append, so both time-travel); one process, one warm-up each, alternating, median of 7.
+- open the latest version of a table of C one-row commits (a checkpoint every 10):
+  ``lake.dataset(name)`` against ``deltalake.DeltaTable(folder)``; alternating, median of 7.
+- merge 1 % of the rows (changed values for existing ids) into the N-row table:
+  ``lake.write_dataset(name, changes, mode="merge", keys=["id"])`` against delta-rs's
+  ``merge(...).when_matched_update_all().when_not_matched_insert_all()`` on a copy of the
+  same table; each in a fresh process (peak RSS is the process's), alternating, median of R.
+
+The write itself (lakelet's Delta commit included) against plain pyarrow is bench/datasets.py.
+
+    .venv/bin/python bench/delta.py [--rows N] [--commits C] [--merge-reps R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import load_note, machine, median, scratch, table
+
+NAME = "bench/events"
+DAYS = [f"2025-01-{d:02d}" for d in range(1, 31)]
+
+
+def _rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _data(rows: int, seed: int = 0):
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "id": np.arange(rows, dtype=np.int64),
+            "value": rng.random(rows),
+            "dt": pa.array(DAYS).take(rng.integers(0, len(DAYS), rows)),
+        }
+    )
+
+
+def _changes(rows: int):
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(1)
+    ids = np.sort(rng.choice(rows, rows // 100, replace=False))
+    return pa.table(
+        {
+            "id": ids,
+            "value": rng.random(len(ids)) + 10,
+            "dt": pa.array(DAYS).take(rng.integers(0, 30, len(ids))),
+        }
+    )
+
+
+def child(kind: str, work: Path, rows: int, reps: int) -> dict:
+    import deltalake
+
+    import lakelet
+
+    folder = work / "lake" / "datasets" / NAME
+    if kind == "setup":  # here, so that the parent stays small: a child inherits its peak RSS
+        import pyarrow as pa
+
+        commits = reps
+        lake = lakelet.init(work / "lake")
+        t0 = time.perf_counter()
+        lake.write_dataset(NAME, _data(rows), partition_by=["dt"])
+        extra = _data(1000, seed=2).set_column(0, "id", pa.array(range(rows, rows + 1000)))
+        lake.write_dataset(NAME, extra)
+        wrote = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(commits):
+            lake.write_dataset("bench/log", pa.table({"i": [i]}))
+        return {"wrote": wrote, "committed": time.perf_counter() - t0, "rss": _rss()}
+    if kind == "merge-lakelet":
+        lake = lakelet.open(work / "lake")
+        changes = _changes(rows)
+        t0 = time.perf_counter()
+        ds = lake.write_dataset(NAME, changes, mode="merge", keys=["id"])
+        return {"time": time.perf_counter() - t0, "rss": _rss(), "rows": ds.num_rows}
+    if kind == "merge-deltars":
+        changes = _changes(rows)
+        t0 = time.perf_counter()
+        dt = deltalake.DeltaTable(str(work / "copy"))
+        zstd = deltalake.WriterProperties(compression="ZSTD")  # what lakelet writes
+        (
+            dt.merge(
+                source=changes,
+                predicate="t.id = s.id",
+                source_alias="s",
+                target_alias="t",
+                writer_properties=zstd,
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        elapsed = time.perf_counter() - t0
+        return {"time": elapsed, "rss": _rss(), "rows": deltalake.DeltaTable(str(work / "copy")).count()}
+    if kind in ("read", "open"):
+        lake = lakelet.open(work / "lake")
+        target = NAME if kind == "read" else "bench/log"
+        path = folder if kind == "read" else work / "lake" / "datasets" / "bench" / "log"
+        sides = {
+            "lakelet": (lambda: lake.dataset(target, version=1).to_arrow())
+            if kind == "read"
+            else (lambda: lake.dataset(target).num_rows),
+            "delta-rs": (lambda: deltalake.DeltaTable(str(path), version=0).to_pyarrow_table())
+            if kind == "read"
+            else (lambda: deltalake.DeltaTable(str(path)).version() + 1),
+        }
+        out: dict = {}
+        for side, fn in sides.items():
+            t0 = time.perf_counter()
+            value = fn()  # the first call: nothing of the table in this process yet
+            first = time.perf_counter() - t0
+            out[side] = {"answer": value.num_rows if kind == "read" else value, "times": [], "first": first}
+        for i in range(reps):
+            for side in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+                t0 = time.perf_counter()
+                sides[side]()
+                out[side]["times"].append(time.perf_counter() - t0)
+        out["rss"] = _rss()
+        return out
+    raise SystemExit(f"unknown child {kind}")
+
+
+def run_child(kind: str, work: Path, rows: int, reps: int = 1) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--work",
+        str(work),
+        "--rows",
+        str(rows),
+        "--reps",
+        str(reps),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--commits", type=int, default=10_000)
+    parser.add_argument("--merge-reps", type=int, default=3)
+    parser.add_argument("--child")
+    parser.add_argument("--work")
+    parser.add_argument("--reps", type=int, default=1)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, Path(args.work), args.rows, args.reps)))
+        return
+
+    import deltalake
+    import pyarrow as pa
+
+    import lakelet
+
+    print(f"# delta: {args.rows:,} rows (id, value, dt: 30 values), {args.commits:,} one-row commits")
+    print(f"# {machine()}")
+    print(f"# lakelet {lakelet.__version__}, deltalake {deltalake.__version__}, pyarrow {pa.__version__}")
+    print(f"# at start: {load_note()}")
+    with scratch("delta") as work:
+        setup = run_child("setup", work, args.rows, args.commits)
+        print(f"  wrote the table in {setup['wrote']:.1f} s", flush=True)
+        each = setup["committed"] / max(1, args.commits) * 1e3
+        print(f"  made {args.commits:,} one-row commits in {setup['committed']:.0f} s ({each:.0f} ms each)")
+        read = run_child("read", work, args.rows, 7)
+        opened = run_child("open", work, args.rows, 7)
+
+        merges: dict[str, list[dict]] = {"lakelet": [], "delta-rs": []}
+        pristine = work / "pristine"
+        shutil.copytree(work / "lake" / "datasets" / NAME, pristine)
+        for i in range(args.merge_reps):
+            for side in ("lakelet", "delta-rs") if i % 2 == 0 else ("delta-rs", "lakelet"):
+                folder = work / "lake" / "datasets" / NAME
+                shutil.rmtree(folder)
+                shutil.copytree(pristine, folder)
+                shutil.rmtree(work / "copy", ignore_errors=True)
+                shutil.copytree(pristine, work / "copy")
+                subprocess.run(["sync"], check=False)
+                merges[side].append(
+                    run_child(f"merge-{'lakelet' if side == 'lakelet' else 'deltars'}", work, args.rows)
+                )
+                print(f"  merge {side}: {merges[side][-1]['time']:.2f} s", flush=True)
+
+    rows = []
+    for label, result in (("read version 1 (time travel)", read), ("open the latest version", opened)):
+        base = median(result["delta-rs"]["times"])
+        for side in ("lakelet", "delta-rs"):
+            m = median(result[side]["times"])
+            cold = result[side]["first"] * 1e3
+            rows.append(
+                [
+                    f"{label}: {side}",
+                    f"{m * 1e3:.1f} ms",
+                    f"{m / base:.2f}x",
+                    f"{cold:.1f} ms",
+                    result[side]["answer"],
+                ]
+            )
+    base = median([m["time"] for m in merges["delta-rs"]])
+    for side in ("lakelet", "delta-rs"):
+        m = median([x["time"] for x in merges[side]])
+        rss = max(x["rss"] for x in merges[side])
+        label = f"merge 1% ({args.rows // 100:,} rows): {side}"
+        rows.append([label, f"{m:.2f} s", f"{m / base:.2f}x", "-", f"peak RSS {rss:.0f} MiB"])
+    print()
+    print(table(["measurement", "median", "vs delta-rs", "first call (imports too)", "rows / memory"], rows))
+    print(
+        f"\n  peak RSS: the writer {setup['rss']:.0f} MiB, the read process (both readers) "
+        f"{read['rss']:.0f} MiB, the open process {opened['rss']:.0f} MiB"
+    )
+    print(f"# at end: {load_note()}")
+
+
+if __name__ == "__main__":
+    main()

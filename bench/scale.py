@@ -116,7 +116,8 @@ elif step == "ops":
     adds, lss = [], []
     for k in range(5):
         src.write_bytes(b"one %d" % k)
-        t = time.perf_counter(); lake.add(src, f"new/one-{os.getpid()}-{k}.txt"); adds.append(time.perf_counter() - t)
+        t = time.perf_counter(); lake.add(src, f"new/{os.getpid()}-{k}.txt")
+        adds.append(time.perf_counter() - t)
     for k in range(5):
         t = time.perf_counter(); files = lake.ls(f"d{k:05d}/"); lss.append(time.perf_counter() - t)
         assert len(files) == 1000, len(files)
@@ -218,7 +219,9 @@ def run_size(work: Path, n: int, args: argparse.Namespace) -> list[object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=10_000, help="names per log entry (one add)")
     parser.add_argument("--no-snapshot", action="store_true", help="a new machine replays the log")

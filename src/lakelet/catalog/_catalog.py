@@ -9,15 +9,17 @@ it applied, so that a lag is found with one ``stat`` (see ``_bind``).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lakelet.core import _faults
+from lakelet.core._batch import batch_size
 from lakelet.core.errors import StorageError
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._packs import Member, Pack
@@ -75,6 +77,10 @@ _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
 _INSERT = f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
 _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
+# Catalog.apply_remote's work inside an open transaction: (seq, records, packs, sweeps) -> refused
+_ApplyRemote = Callable[
+    [int, Iterable[NameRecord], Iterable[Pack], Iterable[Sweep]], list[tuple[NameRecord, str]]
+]
 # a row of ``names``: scope, name, digest, size, created_at, creator, meta (JSON), removed_at
 _Row = tuple[str, str, str, int, str, str, str, str | None]
 
@@ -139,6 +145,43 @@ def _first_bindings(
             kept.append(record)
         # else: the same binding again; the first one's record stays
     return kept, refused
+
+
+def _apply_remote(
+    db: sqlite3.Connection,
+    seq: int,
+    records: Iterable[NameRecord],
+    packs: Iterable[Pack],
+    sweeps: Iterable[Sweep] = (),
+) -> list[tuple[NameRecord, str]]:
+    """``Catalog.apply_remote`` inside the transaction of ``db``."""
+    records, refused = _first_bindings(db, list(records))
+    db.executemany(
+        f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
+        "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
+        "meta = excluded.meta, removed_at = excluded.removed_at "
+        "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
+        "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
+        _rows(records),
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
+        ((r.scope, r.name, r.digest) for r in records),
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+        ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
+    )
+    for sweep in sweeps:
+        if sweep.done_at is None:
+            db.executemany(
+                "INSERT OR IGNORE INTO sweeps VALUES (?, ?)", ((sweep.seq, key) for key in sweep.keys)
+            )
+        else:
+            db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
+    db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
+    return refused
 
 
 class Catalog:
@@ -219,13 +262,36 @@ class Catalog:
         return _row_to_record(row) if row else None
 
     def records(self, scope: str, prefix: str = "", include_removed: bool = False) -> list[NameRecord]:
+        return list(self.iter_records(scope, prefix, include_removed))
+
+    def iter_records(
+        self,
+        scope: str,
+        prefix: str = "",
+        include_removed: bool = False,
+        *,
+        after: str = "",
+        limit: int | None = None,
+    ) -> Iterator[NameRecord]:
+        """The records of ``scope`` whose names start with ``prefix``, by name, from the first
+        name past ``after``, at most ``limit`` of them. Read a batch at a time (``batch_size``),
+        each page by one query that starts where the last ended: no read transaction stays
+        open between pages, so writers and checkpoints go on while a caller iterates."""
         low, high = _prefix_bounds(prefix)
         live = "" if include_removed else "AND removed_at IS NULL "
-        rows = self._db().execute(
-            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? {live}ORDER BY name",
-            (scope, low, high),
+        query = (
+            f"SELECT {_COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? AND name > ? "
+            f"{live}ORDER BY name LIMIT ?"
         )
-        return [_row_to_record(row) for row in rows]
+        left = limit
+        while left is None or left > 0:
+            page = batch_size() if left is None else min(left, batch_size())
+            rows = self._db().execute(query, (scope, low, high, after, page)).fetchall()
+            yield from map(_row_to_record, rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][1]
+            left = None if left is None else left - len(rows)
 
     def names(self, scope: str, prefix: str = "") -> list[str]:
         low, high = _prefix_bounds(prefix)
@@ -290,6 +356,18 @@ class Catalog:
             )
             found.update((row[1], _row_to_record(row)) for row in rows)
         return found
+
+    def with_digests(self, scope: str, digests: Iterable[str]) -> Iterator[NameRecord]:
+        """Every record of ``scope`` (tombstones too) holding one of ``digests``."""
+        db = self._db()
+        digests = list(digests)
+        for i in range(0, len(digests), _IN_CHUNK):
+            chunk = digests[i : i + _IN_CHUNK]
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM names WHERE digest IN ({','.join('?' * len(chunk))}) AND scope = ?",
+                (*chunk, scope),
+            ).fetchall()
+            yield from map(_row_to_record, rows)
 
     def upsert(self, records: Iterable[NameRecord]) -> None:
         with self._transaction() as db:
@@ -366,13 +444,54 @@ class Catalog:
 
     def not_on_remote(self, scope: str) -> list[NameRecord]:
         """Live names whose record the remote is not known to hold: what ``push`` sends."""
-        rows = self._db().execute(
+        return [r for batch in self.unpushed_batches(scope) for r in batch]
+
+    def unpushed_batches(self, scope: str) -> Iterator[list[NameRecord]]:
+        """``not_on_remote``, a batch (``batch_size``) at a time, by name."""
+        query = (
             f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n "
             "LEFT JOIN on_remote r ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest "
-            "WHERE n.scope = ? AND n.removed_at IS NULL AND r.name IS NULL ORDER BY n.name",
-            (scope,),
+            "WHERE n.scope = ? AND n.name > ? AND n.removed_at IS NULL AND r.name IS NULL "
+            "ORDER BY n.name LIMIT ?"
         )
-        return [_row_to_record(row) for row in rows]
+        after = ""
+        while True:
+            page = batch_size()
+            rows = self._db().execute(query, (scope, after, page)).fetchall()
+            if rows:
+                yield [_row_to_record(row) for row in rows]
+            if len(rows) < page:
+                return
+            after = rows[-1][1]
+
+    def count_not_on_remote(self, scope: str) -> int:
+        count: int = (
+            self._db()
+            .execute(
+                "SELECT count(*) FROM names n WHERE n.scope = ? AND n.removed_at IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM on_remote r WHERE r.scope = n.scope AND r.name = n.name "
+                "AND r.digest = n.digest)",
+                (scope,),
+            )
+            .fetchone()[0]
+        )
+        return count
+
+    def unpushed_digests(self, scope: str, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that a live name not known to be on the remote holds."""
+        db = self._db()
+        digests = list(digests)
+        found: set[str] = set()
+        for i in range(0, len(digests), _IN_CHUNK):
+            chunk = digests[i : i + _IN_CHUNK]
+            rows = db.execute(
+                "SELECT DISTINCT n.digest FROM names n WHERE n.scope = ? AND n.removed_at IS NULL "
+                f"AND n.digest IN ({','.join('?' * len(chunk))}) AND NOT EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = n.scope AND r.name = n.name AND r.digest = n.digest)",
+                (scope, *chunk),
+            )
+            found.update(row[0] for row in rows)
+        return found
 
     def apply_remote(
         self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
@@ -388,34 +507,15 @@ class Catalog:
         A name bound here but not on the remote (a deferred push that lost a race) keeps its
         local record, so it stays visible as unpushed; ``on_remote`` holds the remote's digest.
         """
+        with self.applying_remote() as apply:
+            return apply(seq, records, packs, sweeps)
+
+    @contextmanager
+    def applying_remote(self) -> Iterator[_ApplyRemote]:
+        """One transaction over many calls of ``apply_remote``'s work (a snapshot read in
+        pieces, a run of log entries): all of them apply, or, when the block raises, none."""
         with self._transaction() as db:
-            records, refused = _first_bindings(db, list(records))
-            db.executemany(
-                f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
-                "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
-                "meta = excluded.meta, removed_at = excluded.removed_at "
-                "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
-                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
-                _rows(records),
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
-                ((r.scope, r.name, r.digest) for r in records),
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
-                ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
-            )
-            for sweep in sweeps:
-                if sweep.done_at is None:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO sweeps VALUES (?, ?)", ((sweep.seq, key) for key in sweep.keys)
-                    )
-                else:
-                    db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
-            db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
-        return refused
+            yield functools.partial(_apply_remote, db)
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""
@@ -442,14 +542,17 @@ class Catalog:
                 out[d] = (row[0], Member(d, row[1], row[2]))
         return out
 
-    def packs(self) -> list[Pack]:
-        """Every pack the remote's log mentions, with its members."""
-        members: dict[str, list[Member]] = {}
-        for digest, pack, offset, size in self._db().execute(
-            "SELECT digest, pack, offset, size FROM packed ORDER BY pack, offset"
-        ):
-            members.setdefault(pack, []).append(Member(digest, offset, size))
-        return [Pack(pack, tuple(ms)) for pack, ms in members.items()]
+    def packs(self) -> Iterator[Pack]:
+        """Every pack the remote's log mentions, with its members, one pack at a time."""
+        query = "SELECT digest, offset, size FROM packed WHERE pack = ? ORDER BY offset"
+        db = self._db()
+        # the pack digests first (one per ~1,000 members), then each pack's members
+        for (pack,) in db.execute("SELECT DISTINCT pack FROM packed ORDER BY pack").fetchall():
+            yield Pack(pack, tuple(Member(*row) for row in db.execute(query, (pack,))))
+
+    def pack_members(self, pack: str) -> list[str]:
+        """The digests the log places in ``pack``."""
+        return [row[0] for row in self._db().execute("SELECT digest FROM packed WHERE pack = ?", (pack,))]
 
     def swept(self, keys: Iterable[str], since: int) -> set[str]:
         """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
@@ -476,24 +579,36 @@ class Catalog:
             keys.setdefault(seq, []).append(key)
         return [Sweep(seq, tuple(ks)) for seq, ks in keys.items()]
 
-    def remote_records(self, scope: str) -> list[NameRecord] | None:
-        """The records the remote binds, as this index knows them; None when a name bound
-        here differs from the remote's (its record here is not the remote's)."""
-        db = self._db()
-        differing = db.execute(
-            "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
-            "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
-            (scope,),
-        ).fetchone()
-        if differing:
-            return None
-        rows = db.execute(
+    def remote_differs(self, scope: str) -> bool:
+        """Whether a name bound here is bound to other content on the remote (its record here
+        is not the remote's)."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
+                "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
+                (scope,),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def remote_records(self, scope: str) -> Iterator[NameRecord]:
+        """The records the remote binds, as this index knows them, by name, a batch at a time
+        (see ``remote_differs``)."""
+        query = (
             f"SELECT {', '.join('n.' + c for c in _COLUMNS.split(', '))} FROM names n JOIN on_remote r "
             "ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest WHERE n.scope = ? "
-            "ORDER BY n.name",
-            (scope,),
+            "AND n.name > ? ORDER BY n.name LIMIT ?"
         )
-        return [_row_to_record(row) for row in rows]
+        after = ""
+        while True:
+            page = batch_size()
+            rows = self._db().execute(query, (scope, after, page)).fetchall()
+            yield from map(_row_to_record, rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][1]
 
     def get_state(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,25 +97,59 @@ def _file_json(f: File) -> dict[str, Any]:
 def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool) -> None:
     """List names starting with PREFIX."""
     lake = lake_of(ctx)
-    files = lake.ls(prefix, scope=scope)
+    pages = _pages(lake, prefix, scope)
     if as_json:
-        click.echo(json.dumps([_file_json(f) for f in files], indent=2))
-    elif not files:
-        stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
+        _print_json_array(_file_json(f) for page in pages for f in page)
     else:
-        table = new_table(box=None, pad_edge=False)
-        for column in ("name", "size", "created", "creator", "state"):
-            table.add_column(column, justify="right" if column == "size" else "left")
-        for f in files:
-            table.add_row(
-                f.name,
-                human_size(f.size),
-                f.record.created_at[:19].replace("T", " "),
-                f.creator,
-                _STATE_STYLE[f.state],
-            )
-        stdout.print(table)
+        listed = False
+        widths: dict[str, int] = {"size": 10}  # the first page's, so that the pages line up
+        for page in pages:
+            if not listed:
+                widths["name"] = max(len(f.name) for f in page)
+                widths["creator"] = max(len(f.creator) for f in page)
+            table = new_table(box=None, pad_edge=False, show_header=not listed)
+            for column in ("name", "size", "created", "creator", "state"):
+                table.add_column(
+                    column, justify="right" if column == "size" else "left", min_width=widths.get(column)
+                )
+            for f in page:
+                table.add_row(
+                    f.name,
+                    human_size(f.size),
+                    f.record.created_at[:19].replace("T", " "),
+                    f.creator,
+                    _STATE_STYLE[f.state],
+                )
+            stdout.print(table)
+            listed = True
+        if not listed:
+            stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
     _warn_out_of_sync(lake)
+
+
+# The first page is short, so that the first screen shows at once; the rest stream in
+# bigger pages (each one query of the index, and one table: rich lays a table out whole).
+_FIRST_PAGE, _PAGE = 100, 2000
+
+
+def _pages(lake: Lake, prefix: str, scope: str) -> Iterator[list[File]]:
+    """The listing of ``prefix``, a page at a time (``Lake.ls`` with ``limit`` and ``after``)."""
+    limit, after = _FIRST_PAGE, ""
+    while page := lake.ls(prefix, scope=scope, limit=limit, after=after):
+        yield page
+        if len(page) < limit:
+            return
+        limit, after = _PAGE, page[-1].name
+
+
+def _print_json_array(items: Iterable[dict[str, Any]]) -> None:
+    """``json.dumps(list(items), indent=2)``, byte for byte, printed an item at a time."""
+    first = True
+    for item in items:
+        body = json.dumps(item, indent=2).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 _STATE_STYLE = {

@@ -112,17 +112,25 @@ class Lake:
         record = self.context.lookup(LAKE, validate_name(name))
         return record is not None and record.removed_at is None
 
-    def ls(self, prefix: str = "", scope: str = LAKE) -> list[File]:
-        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>')."""
+    def ls(
+        self, prefix: str = "", scope: str = LAKE, *, limit: int | None = None, after: str = ""
+    ) -> list[File]:
+        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>'),
+        by name. A page of a long listing: at most ``limit`` of them, from the first name past
+        ``after`` (the last name of the page before)."""
         scope = self._resolve_scope(scope)
         validate_prefix(prefix)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be a count of 0 or more, not {limit!r}")
+        if not isinstance(after, str):
+            raise InvalidArgumentError(f"after must be a name, not {after!r}")
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
-            records = _remote_records(context.scoped(scope), prefix)
+            records = _remote_records(context.scoped(scope), prefix, after, limit)
         else:
             if scope == LAKE:
                 _bind.catch_up(context.catalog, context.refs)
-            records = context.catalog.records(scope, prefix)
+            records = list(context.catalog.iter_records(scope, prefix, after=after, limit=limit))
         return [File.of(r, self) for r in records]
 
     def add(
@@ -373,11 +381,14 @@ def _as_digest(text: str) -> str | None:
 _DIGEST_HEX_LENGTH = 64
 
 
-def _remote_records(store: ScopedStore, prefix: str) -> list[NameRecord]:
-    """The records under ``prefix`` of a scoped store on the remote; one that any user of the
-    remote made invalid is skipped and reported, so the others stay listed."""
-    records = []
-    for name in store.list(prefix):
+def _remote_records(store: ScopedStore, prefix: str, after: str, limit: int | None) -> list[NameRecord]:
+    """The records under ``prefix`` of a scoped store on the remote (a page of them: see
+    ``Lake.ls``); one that any user of the remote made invalid is skipped and reported, so
+    the others stay listed."""
+    records: list[NameRecord] = []
+    for name in sorted(n for n in store.list(prefix) if n > after):
+        if limit is not None and len(records) >= limit:
+            break
         try:
             records.append(store.record(name))
         except CorruptRecordError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,16 +44,14 @@ class FsckReport:
 
 
 def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
-    records, last_segment = _bind.all_records(lake.refs, [x.refs for x in lake.layouts()])
-    live = [r for r in records if r.removed_at is None]
-    paths = {lake.blob_path(r) for r in live}
-    objects = lake.objects
-    if objects is not None:
-        paths.update(objects.path(d) for d in objects.digests())
-    progress.add_total(sum(p.stat().st_size for p in paths if p.exists()))
+    # Streamed: the objects are walked, and the records read, a batch at a time; nothing
+    # holds every name (a lake may have millions).
+    layouts = lake.layouts()
+    scoped_blobs = [lake.blob_path(r) for x in layouts if x.scope != LAKE for r in x.refs.records()]
+    progress.add_total(sum(_size(p) for p in _stored(lake, scoped_blobs)))
     corrupt: list[str] = []
     checked = 0
-    for path in sorted(paths):
+    for path in _stored(lake, scoped_blobs):
         if not path.exists():
             continue
         checked += 1
@@ -62,16 +61,34 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
         if actual != digest:
             corrupt.append(str(digest))
             quarantine(lake.root, path)
+    records, last_segment = _bind.all_records(lake.refs, [x.refs for x in layouts])
     count = lake.catalog.rebuild(records, segments_applied=last_segment)
-    on_remote = lake.catalog.remote_digests(LAKE)
+    # a live name is missing when neither its object is here nor the remote binds it to it
     missing = [
         f"{r.scope}:{r.name}"
-        for r in live
-        if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
+        for scope in lake.catalog.scopes()
+        for batch in lake.catalog.unpushed_batches(scope)
+        for r in batch
+        if not lake.blob_path(r).exists()
     ]
     _clean_stale_temp_files(lake.root / "tmp")
     _clean_stale_work_folders(lake.root / "tmp")
     return FsckReport(checked, count, corrupt, missing)
+
+
+def _stored(lake: LakeContext, scoped_blobs: list[Path]) -> Iterator[Path]:
+    """The lake's objects, then the blobs of its scoped names (walked, never all held)."""
+    objects = lake.objects
+    if objects is not None:
+        yield from (objects.path(d) for d in objects.digests())
+    yield from sorted(set(scoped_blobs))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _digest_from_path(path: Path) -> Digest:

@@ -1,0 +1,126 @@
+"""Lakes of many names: every operation works a batch at a time (``LAKELET_BATCH``), so its
+memory depends on the batch, not on the lake; listings page.
+
+The lakes here hold a few thousand names (big sizes are bench/scale.py's). Memory is
+sampled with tracemalloc: the same operation on the same lake, with a batch of 100 and
+with a batch bigger than the lake, must peak well apart. Only the file:// remote: what is
+measured is the reading side, the same code on every store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import lakelet
+from lakelet.remote import _sync
+from lakelet.remote._log import snapshot_key
+
+pytestmark = pytest.mark.parametrize("remote", ["file"], indirect=True)
+
+N = 3000
+
+
+def _peak(fn: Callable[[], object]) -> int:
+    """The most memory Python objects held while ``fn`` ran."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _add_many(lake: lakelet.Lake, tmp_path: Path, n: int = N, per_add: int = 100) -> None:
+    """``n`` names, ``many/00000.txt``…, added ``per_add`` at a time (a log entry, a pack each:
+    a pack line is one line, read whole)."""
+    for start in range(0, n, per_add):
+        folder = tmp_path / "many" / f"{start}"
+        folder.mkdir(parents=True)
+        for i in range(start, min(n, start + per_add)):
+            (folder / f"{i:05d}.txt").write_text(f"file {i}")
+        lake.add(folder, "many")
+
+
+def _peaks(
+    machine, monkeypatch: pytest.MonkeyPatch, run: Callable[[lakelet.Lake], object]
+) -> tuple[int, int]:
+    """(peak with a batch of 100, peak with one batch for the whole lake) of ``run`` on two new
+    machines; a third runs it first, so that neither pays for importing what it uses."""
+    run(machine("warm"))
+    small, whole = machine("small"), machine("whole")
+    monkeypatch.setenv("LAKELET_BATCH", "100")
+    in_batches = _peak(lambda: run(small))
+    monkeypatch.setenv("LAKELET_BATCH", str(10 * N))
+    at_once = _peak(lambda: run(whole))
+    assert {f.name for f in small.ls()} == {f.name for f in whole.ls()}
+    return in_batches, at_once
+
+
+def test_a_first_sync_loads_the_snapshot_a_batch_at_a_time(machine, remote, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 1)  # a snapshot after every entry
+    a = machine("a")
+    _add_many(a, tmp_path)
+    a.sync()
+    snapshot = Path(remote.url.removeprefix("file://")) / snapshot_key(N // 100)
+    assert snapshot.is_file()
+
+    in_batches, at_once = _peaks(machine, monkeypatch, lambda lake: lake.sync())
+    assert len(machine("again").ls()) == 0  # (a machine not synced lists nothing)
+    assert in_batches < at_once / 2, (in_batches, at_once)
+
+    # Read in pieces, a snapshot is still taken whole or not at all: one whose last line is
+    # bad binds nothing of its first pieces (the log binds the names instead)
+    lines = gzip.decompress(snapshot.read_bytes()).splitlines()
+    forged = [*lines[:-1], json.dumps({**json.loads(lines[-1]), "digest": "blake3:../x"}).encode()]
+    snapshot.write_bytes(gzip.compress(b"\n".join(forged) + b"\n"))
+    monkeypatch.setenv("LAKELET_BATCH", "100")
+    b = machine("b")
+    report = b.sync()
+    assert len(report.problems) == 1 and f"snapshot {N // 100} ignored" in report.problems[0]
+    assert report.entries_read == N // 100 and len(b.ls()) == N
+
+
+def test_gc_asks_the_index_a_batch_of_objects_at_a_time(machine, monkeypatch, tmp_path) -> None:
+    a = machine("a")
+    _add_many(a, tmp_path)
+    for lake in (machine("warm"), machine("small"), machine("whole")):
+        lake.sync()
+        lake.pull()  # every object local: gc looks at each
+
+    in_batches, at_once = _peaks(machine, monkeypatch, lambda lake: lake.gc())
+    assert in_batches < at_once / 2, (in_batches, at_once)
+
+
+def test_push_sends_a_log_entry_per_batch(machine, monkeypatch, tmp_path) -> None:
+    a = machine("a", upload="deferred")
+    _add_many(a, tmp_path)
+    monkeypatch.setenv("LAKELET_BATCH", "1000")
+    assert a.push().names == N
+    report = machine("b").sync()
+    assert (report.new_names, report.entries_read) == (N, 3)  # (N names in N / 100 adds)
+    assert a.status()["unpushed"] == 0
+
+
+def test_ls_pages_with_limit_and_after(machine, tmp_path) -> None:
+    a = machine("a")
+    _add_many(a, tmp_path, 250)
+    everything = [f.name for f in a.ls("many/")]
+    pages, after = [], ""
+    while page := a.ls("many/", limit=100, after=after):
+        pages.append([f.name for f in page])
+        after = page[-1].name
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert [n for p in pages for n in p] == everything == sorted(everything)
+    assert a.ls("many/", limit=0) == []
+    assert [f.name for f in a.ls("many/0024", after="many/00245.txt")] == [
+        f"many/{i:05d}.txt" for i in range(246, 250)
+    ]
+    for bad in (-1, 1.5, "10"):
+        with pytest.raises(lakelet.InvalidArgumentError):
+            a.ls("many/", limit=bad)

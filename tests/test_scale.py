@@ -124,3 +124,17 @@ def test_ls_pages_with_limit_and_after(machine, tmp_path) -> None:
     for bad in (-1, 1.5, "10"):
         with pytest.raises(lakelet.InvalidArgumentError):
             a.ls("many/", limit=bad)
+
+
+def test_the_index_keeps_what_the_names_of_an_add_share_once(remote, tmp_path) -> None:
+    # an add's source folder (in every record's meta) 1,000 bytes long: held once per add, the
+    # index of N names holds it far fewer than N times
+    folder = tmp_path.joinpath(*["s" * 249] * 4)
+    folder.mkdir(parents=True)
+    for i in range(N):
+        (folder / f"{i:05d}.txt").write_text(f"file {i}")
+    a = lakelet.init(tmp_path / "lake")  # (a remote's side of the index is not shared: see bench)
+    a.add(folder, "many")
+    index = sum(p.stat().st_size for p in a.root.glob("index.sqlite*"))
+    assert index < N * 500, index / N
+    assert {f.meta["source"] for f in a.ls()} == {str(folder)}  # (every record keeps it)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core import _faults
-from lakelet.core._batch import batch_size
+from lakelet.core._batch import batch_size, batched
 from lakelet.core.errors import StorageError
 from lakelet.storage._objects import Fingerprint
 from lakelet.storage._packs import Member, Pack
@@ -30,20 +30,31 @@ __all__ = ["Catalog", "SCHEMA_VERSION"]
 
 # 4: sweeps. An index of 3 is rebuilt, and so reads the remote's log again: it may have
 # skipped sweep lines that a push must know of (docs/remote-layout.md, "gc against a push").
-SCHEMA_VERSION = 4
+# 5: the facts a batch of names shares (time, creator, meta) in ``batches``, once, not per
+# name; pack digests in ``packs``, once, not per member. An older index is rebuilt.
+SCHEMA_VERSION = 5
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS names (
+-- the facts a batch of names shares (an add's time, creator, source and environment), once
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    UNIQUE (created_at, creator, meta)
+);
+CREATE TABLE IF NOT EXISTS name_rows (
     scope TEXT NOT NULL,
     name TEXT NOT NULL,
     digest TEXT NOT NULL,
     size INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    creator TEXT NOT NULL,
-    meta TEXT NOT NULL,
+    batch INTEGER NOT NULL,
     removed_at TEXT,
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS names_by_digest ON names (digest);
+CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (digest);
+-- what readers see: a record per row
+CREATE VIEW IF NOT EXISTS names AS SELECT n.scope, n.name, n.digest, n.size, b.created_at, b.creator,
+    b.meta, n.removed_at FROM name_rows n JOIN batches b ON b.id = n.batch;
 -- what the remote binds each name to (learned from its log, or bound there by us)
 CREATE TABLE IF NOT EXISTS on_remote (
     scope TEXT NOT NULL,
@@ -53,9 +64,10 @@ CREATE TABLE IF NOT EXISTS on_remote (
 ) WITHOUT ROWID;
 -- where the remote keeps small objects: inside which pack, at which offset (see _packs);
 -- the newest pack line for a digest wins (an older pack may have been deleted by gc)
+CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS packed (
     digest TEXT PRIMARY KEY,
-    pack TEXT NOT NULL,
+    pack INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     size INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -74,8 +86,10 @@ CREATE TABLE IF NOT EXISTS verified (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
-_INSERT = f"INSERT OR REPLACE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_STORED = "scope, name, digest, size, batch, removed_at"  # the columns of name_rows
+_INSERT = f"INSERT OR REPLACE INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?)"
 _SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
+_BULK_CACHE_KIB = 256 << 10  # 256 MiB, at most, while the remote's log is applied
 _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
 # Catalog.apply_remote's work inside an open transaction: (seq, records, packs, sweeps) -> refused
 _ApplyRemote = Callable[
@@ -83,6 +97,8 @@ _ApplyRemote = Callable[
 ]
 # a row of ``names``: scope, name, digest, size, created_at, creator, meta (JSON), removed_at
 _Row = tuple[str, str, str, int, str, str, str, str | None]
+# a row of ``name_rows``: scope, name, digest, size, batch, removed_at
+_StoredRow = tuple[str, str, str, int, int, str | None]
 
 
 # SQLite's result codes for a disk that refuses a write; others (a damaged file) are not ours
@@ -105,15 +121,45 @@ def _row_to_record(row: _Row) -> NameRecord:
     return NameRecord(scope, name, digest, size, created_at, creator, json.loads(meta), removed_at)
 
 
-def _rows(records: Iterable[NameRecord]) -> Iterator[_Row]:
-    # The records of one add share one meta dict: encode it once, not once per name
-    # (the entry keeps the dict alive, so its id cannot be reused meanwhile).
-    encoded: dict[int, tuple[dict[str, Any], str]] = {}
-    for r in records:
-        hit = encoded.get(id(r.meta))
-        if hit is None:
-            hit = encoded[id(r.meta)] = (r.meta, json.dumps(r.meta, sort_keys=True))
-        yield (r.scope, r.name, r.digest, r.size, r.created_at, r.creator, hit[1], r.removed_at)
+def _rows(db: sqlite3.Connection, records: Iterable[NameRecord]) -> Iterator[list[_StoredRow]]:
+    """The rows of ``records``, a batch at a time, each pointing at its batch of shared facts
+    (made when new). The records of one add share one meta dict: it is encoded once, not once
+    per name (the key holds the dict, so its id cannot be reused meanwhile)."""
+    ids: dict[tuple[str, str, int], tuple[dict[str, Any], int]] = {}
+    for chunk in batched(records):
+        rows = []
+        for r in chunk:
+            key = (r.created_at, r.creator, id(r.meta))
+            hit = ids.get(key)
+            if hit is None:
+                hit = ids[key] = (
+                    r.meta,
+                    _batch_id(db, r.created_at, r.creator, json.dumps(r.meta, sort_keys=True)),
+                )
+            rows.append((r.scope, r.name, r.digest, r.size, hit[1], r.removed_at))
+        yield rows
+
+
+def _batch_id(db: sqlite3.Connection, created_at: str, creator: str, meta: str) -> int:
+    db.execute(
+        "INSERT OR IGNORE INTO batches (created_at, creator, meta) VALUES (?, ?, ?)",
+        (created_at, creator, meta),
+    )
+    row = db.execute(
+        "SELECT id FROM batches WHERE created_at = ? AND creator = ? AND meta = ?",
+        (created_at, creator, meta),
+    ).fetchone()
+    return int(row[0])
+
+
+def _insert(db: sqlite3.Connection, statement: str, records: Iterable[NameRecord]) -> None:
+    for rows in _rows(db, records):
+        db.executemany(statement, rows)
+
+
+def _pack_id(db: sqlite3.Connection, digest: str) -> int:
+    db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest,))
+    return int(db.execute("SELECT id FROM packs WHERE digest = ?", (digest,)).fetchone()[0])
 
 
 def _first_bindings(
@@ -156,23 +202,25 @@ def _apply_remote(
 ) -> list[tuple[NameRecord, str]]:
     """``Catalog.apply_remote`` inside the transaction of ``db``."""
     records, refused = _first_bindings(db, list(records))
-    db.executemany(
-        f"INSERT INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    _insert(
+        db,
+        f"INSERT INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, "
-        "size = excluded.size, created_at = excluded.created_at, creator = excluded.creator, "
-        "meta = excluded.meta, removed_at = excluded.removed_at "
-        "WHERE names.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
-        "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)",
-        _rows(records),
+        "size = excluded.size, batch = excluded.batch, removed_at = excluded.removed_at "
+        "WHERE name_rows.digest = excluded.digest OR EXISTS (SELECT 1 FROM on_remote r "
+        "WHERE r.scope = name_rows.scope AND r.name = name_rows.name AND r.digest = name_rows.digest)",
+        records,
     )
     db.executemany(
         "INSERT OR REPLACE INTO on_remote VALUES (?, ?, ?)",
         ((r.scope, r.name, r.digest) for r in records),
     )
-    db.executemany(
-        "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
-        ((m.digest, p.digest, m.offset, m.size) for p in packs for m in p.members),
-    )
+    for p in packs:
+        pack = _pack_id(db, p.digest)
+        db.executemany(
+            "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+            ((m.digest, pack, m.offset, m.size) for m in p.members),
+        )
     for sweep in sweeps:
         if sweep.done_at is None:
             db.executemany(
@@ -197,9 +245,10 @@ class Catalog:
             # rebuilt from the records by the Lake (``fresh`` tells it to).
             self.fresh = version != SCHEMA_VERSION
             if self.fresh:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                for table in tables:
-                    db.execute(f'DROP TABLE "{table}"')
+                for kind in ("view", "table"):  # a view first: it reads the tables
+                    found = db.execute("SELECT name FROM sqlite_master WHERE type = ?", (kind,)).fetchall()
+                    for (name,) in found:
+                        db.execute(f'DROP {kind.upper()} "{name}"')
             db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -296,7 +345,7 @@ class Catalog:
     def names(self, scope: str, prefix: str = "") -> list[str]:
         low, high = _prefix_bounds(prefix)
         rows = self._db().execute(
-            "SELECT name FROM names WHERE scope = ? AND name >= ? AND name < ? "
+            "SELECT name FROM name_rows WHERE scope = ? AND name >= ? AND name < ? "
             "AND removed_at IS NULL ORDER BY name",
             (scope, low, high),
         )
@@ -332,7 +381,7 @@ class Catalog:
         row = (
             self._db()
             .execute(
-                "SELECT 1 FROM names WHERE scope = ? AND name >= ? AND name < ? AND removed_at IS NULL "
+                "SELECT 1 FROM name_rows WHERE scope = ? AND name >= ? AND name < ? AND removed_at IS NULL "
                 "LIMIT 1",
                 (scope, low, high),
             )
@@ -341,7 +390,7 @@ class Catalog:
         return row is not None
 
     def scopes(self) -> list[str]:
-        return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM names")]
+        return [row[0] for row in self._db().execute("SELECT DISTINCT scope FROM name_rows")]
 
     def get_many(self, scope: str, names: Iterable[str]) -> dict[str, NameRecord]:
         """The records of those ``names`` that the index holds, by name."""
@@ -357,6 +406,18 @@ class Catalog:
             found.update((row[1], _row_to_record(row)) for row in rows)
         return found
 
+    def live_holders(self, scope: str, digests: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(digest, name) of each live name of ``scope`` holding one of ``digests``."""
+        db = self._db()
+        digests = list(digests)
+        for i in range(0, len(digests), _IN_CHUNK):
+            chunk = digests[i : i + _IN_CHUNK]
+            yield from db.execute(
+                f"SELECT digest, name FROM name_rows WHERE digest IN ({','.join('?' * len(chunk))}) "
+                "AND scope = ? AND removed_at IS NULL",
+                (*chunk, scope),
+            ).fetchall()
+
     def with_digests(self, scope: str, digests: Iterable[str]) -> Iterator[NameRecord]:
         """Every record of ``scope`` (tombstones too) holding one of ``digests``."""
         db = self._db()
@@ -371,7 +432,7 @@ class Catalog:
 
     def upsert(self, records: Iterable[NameRecord]) -> None:
         with self._transaction() as db:
-            db.executemany(_INSERT, _rows(records))
+            _insert(db, _INSERT, records)
 
     # lake-name segments (see _bind)
 
@@ -391,10 +452,7 @@ class Catalog:
         that record already applied, or its tombstone, and is kept.
         """
         with self._transaction() as db:
-            db.executemany(
-                f"INSERT OR IGNORE INTO names ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                _rows(records),
-            )
+            _insert(db, f"INSERT OR IGNORE INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?)", records)
             db.executemany(
                 "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
                 ((key, *fp) for key, fp in verified),
@@ -406,11 +464,11 @@ class Catalog:
 
     def delete(self, scope: str, names: Iterable[str]) -> None:
         with self._transaction() as db:
-            db.executemany("DELETE FROM names WHERE scope = ? AND name = ?", ((scope, n) for n in names))
+            db.executemany("DELETE FROM name_rows WHERE scope = ? AND name = ?", ((scope, n) for n in names))
 
     def drop_scope(self, scope: str) -> None:
         with self._transaction() as db:
-            db.execute("DELETE FROM names WHERE scope = ?", (scope,))
+            db.execute("DELETE FROM name_rows WHERE scope = ?", (scope,))
 
     def rebuild(self, records: Iterable[NameRecord], segments_applied: int) -> int:
         """Re-index the local ``records``, which include lake segments up to at least
@@ -421,15 +479,16 @@ class Catalog:
         """
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM on_remote r "
-                "WHERE r.scope = names.scope AND r.name = names.name AND r.digest = names.digest)"
+                "DELETE FROM name_rows WHERE NOT EXISTS (SELECT 1 FROM on_remote r "
+                "WHERE r.scope = name_rows.scope AND r.name = name_rows.name AND r.digest = name_rows.digest)"
             )
             db.execute("DELETE FROM verified")
-            db.executemany(_INSERT, _rows(records))
+            _insert(db, _INSERT, records)
+            db.execute("DELETE FROM batches WHERE id NOT IN (SELECT batch FROM name_rows)")
             db.execute(
                 "INSERT OR REPLACE INTO state VALUES (?, ?)", (_SEGMENTS_APPLIED, str(segments_applied))
             )
-            count: int = db.execute("SELECT count(*) FROM names").fetchone()[0]
+            count: int = db.execute("SELECT count(*) FROM name_rows").fetchone()[0]
             return count
 
     # what the remote holds (see _sync)
@@ -468,7 +527,7 @@ class Catalog:
         count: int = (
             self._db()
             .execute(
-                "SELECT count(*) FROM names n WHERE n.scope = ? AND n.removed_at IS NULL AND NOT EXISTS "
+                "SELECT count(*) FROM name_rows n WHERE n.scope = ? AND n.removed_at IS NULL AND NOT EXISTS "
                 "(SELECT 1 FROM on_remote r WHERE r.scope = n.scope AND r.name = n.name "
                 "AND r.digest = n.digest)",
                 (scope,),
@@ -485,7 +544,7 @@ class Catalog:
         for i in range(0, len(digests), _IN_CHUNK):
             chunk = digests[i : i + _IN_CHUNK]
             rows = db.execute(
-                "SELECT DISTINCT n.digest FROM names n WHERE n.scope = ? AND n.removed_at IS NULL "
+                "SELECT DISTINCT n.digest FROM name_rows n WHERE n.scope = ? AND n.removed_at IS NULL "
                 f"AND n.digest IN ({','.join('?' * len(chunk))}) AND NOT EXISTS (SELECT 1 FROM on_remote r "
                 "WHERE r.scope = n.scope AND r.name = n.name AND r.digest = n.digest)",
                 (scope, *chunk),
@@ -515,13 +574,19 @@ class Catalog:
         """One transaction over many calls of ``apply_remote``'s work (a snapshot read in
         pieces, a run of log entries): all of them apply, or, when the block raises, none."""
         with self._transaction() as db:
-            yield functools.partial(_apply_remote, db)
+            # a bulk load inserts into B-trees keyed by digests, in random order: a page cache
+            # that holds them (SQLite's default is 2 MiB) turns rereads of pages into hits
+            db.execute(f"PRAGMA cache_size = {-_BULK_CACHE_KIB}")
+            try:
+                yield functools.partial(_apply_remote, db)
+            finally:
+                db.execute("PRAGMA cache_size = -2000")
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""
         db = self._db()
         query = (
-            "SELECT r.digest, n.removed_at IS NOT NULL FROM on_remote r LEFT JOIN names n "
+            "SELECT r.digest, n.removed_at IS NOT NULL FROM on_remote r LEFT JOIN name_rows n "
             "ON n.scope = r.scope AND n.name = r.name AND n.digest = r.digest "
             "WHERE r.scope = ? AND r.name = ?"
         )
@@ -537,7 +602,11 @@ class Catalog:
         db = self._db()
         out = {}
         for d in digests:
-            row = db.execute("SELECT pack, offset, size FROM packed WHERE digest = ?", (d,)).fetchone()
+            row = db.execute(
+                "SELECT p.digest, m.offset, m.size FROM packed m JOIN packs p ON p.id = m.pack "
+                "WHERE m.digest = ?",
+                (d,),
+            ).fetchone()
             if row is not None:
                 out[d] = (row[0], Member(d, row[1], row[2]))
         return out
@@ -546,13 +615,18 @@ class Catalog:
         """Every pack the remote's log mentions, with its members, one pack at a time."""
         query = "SELECT digest, offset, size FROM packed WHERE pack = ? ORDER BY offset"
         db = self._db()
-        # the pack digests first (one per ~1,000 members), then each pack's members
-        for (pack,) in db.execute("SELECT DISTINCT pack FROM packed ORDER BY pack").fetchall():
-            yield Pack(pack, tuple(Member(*row) for row in db.execute(query, (pack,))))
+        # the packs first (one per ~1,000 members), then each pack's members
+        for pack, digest in db.execute("SELECT id, digest FROM packs ORDER BY digest").fetchall():
+            members = tuple(Member(*row) for row in db.execute(query, (pack,)))
+            if members:  # (every member since placed in a newer pack)
+                yield Pack(digest, members)
 
     def pack_members(self, pack: str) -> list[str]:
         """The digests the log places in ``pack``."""
-        return [row[0] for row in self._db().execute("SELECT digest FROM packed WHERE pack = ?", (pack,))]
+        rows = self._db().execute(
+            "SELECT m.digest FROM packed m JOIN packs p ON p.id = m.pack WHERE p.digest = ?", (pack,)
+        )
+        return [row[0] for row in rows]
 
     def swept(self, keys: Iterable[str], since: int) -> set[str]:
         """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
@@ -585,7 +659,7 @@ class Catalog:
         row = (
             self._db()
             .execute(
-                "SELECT 1 FROM on_remote r JOIN names n ON n.scope = r.scope AND n.name = r.name "
+                "SELECT 1 FROM on_remote r JOIN name_rows n ON n.scope = r.scope AND n.name = r.name "
                 "WHERE r.scope = ? AND n.digest != r.digest LIMIT 1",
                 (scope,),
             )

@@ -125,8 +125,11 @@ class _Referenced:
     def __call__(self, digests: Iterable[str]) -> set[str]:
         digests = set(digests)
         held = digests & self._scoped
-        lake_records = self._lake.catalog.with_digests(LAKE, digests - held)
-        return held | _referenced(lake_records, self._retiring)
+        catalog = self._lake.catalog
+        # a live name holds its object (unless this gc retires it): asked without decoding
+        # records, as almost every name is live; then the tombstones, record by record
+        held |= {d for d, name in catalog.live_holders(LAKE, digests - held) if name not in self._retiring}
+        return held | _referenced(catalog.with_digests(LAKE, digests - held), self._retiring)
 
 
 def _collect_local(lake: LakeContext, referenced: _Referenced, now: datetime, report: GcReport) -> None:

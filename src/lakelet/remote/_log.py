@@ -106,8 +106,9 @@ def decode(body: bytes, seq: int, where: str) -> Entry:
 
 
 def decode_pieces(lines: Iterable[bytes], seq: int, where: str, size: int | None = None) -> Iterator[Entry]:
-    """``decode`` of ``lines``, in pieces of at most ``size`` lines (default ``batch_size()``):
-    a body of any size is read holding one piece's records at a time."""
+    """``decode`` of ``lines``, in pieces of about ``size`` records or pack members (default
+    ``batch_size()``): a body of any size is read holding one piece at a time (a line is
+    read whole: one pack line may list more members)."""
     size = size or batch_size()
     piece = Entry(seq, [], [], [])
     count = 0
@@ -127,8 +128,10 @@ def decode_pieces(lines: Iterable[bytes], seq: int, where: str, size: int | None
             piece.records.append(parsed)
         elif isinstance(parsed, Pack):
             piece.packs.append(parsed)
+            count += len(parsed.members)  # a member weighs about what a record does
         else:
             piece.sweeps.append(parsed)
+            count += len(parsed.keys)
     yield piece
 
 

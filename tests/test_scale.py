@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -138,3 +139,47 @@ def test_the_index_keeps_what_the_names_of_an_add_share_once(remote, tmp_path) -
     index = sum(p.stat().st_size for p in a.root.glob("index.sqlite*"))
     assert index < N * 500, index / N
     assert {f.meta["source"] for f in a.ls()} == {str(folder)}  # (every record keeps it)
+
+
+# what a lakelet of index schema 4 made of the tables of schema 5 (names and pack digests
+# in every row): a lake it left behind
+_BACK_TO_SCHEMA_4 = """
+CREATE TABLE names4 AS SELECT * FROM names;
+DROP VIEW names; DROP TABLE name_rows; DROP TABLE batches;
+CREATE TABLE names (
+    scope TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    created_at TEXT NOT NULL, creator TEXT NOT NULL, meta TEXT NOT NULL, removed_at TEXT,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+INSERT INTO names SELECT * FROM names4; DROP TABLE names4;
+CREATE INDEX names_by_digest ON names (digest);
+CREATE TABLE packed4 (digest TEXT PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
+    size INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO packed4 SELECT m.digest, p.digest, m.offset, m.size FROM packed m JOIN packs p ON p.id = m.pack;
+DROP TABLE packed; DROP TABLE packs; ALTER TABLE packed4 RENAME TO packed;
+CREATE INDEX packed_by_pack ON packed (pack);
+PRAGMA user_version = 4;
+"""
+
+
+def test_an_index_of_schema_4_is_upgraded_in_place(machine, make_file) -> None:
+    a = machine("a")
+    a.add(make_file("d/1.txt", "one").parent, "d")
+    make_file("e/3.txt", "three")
+    a.add(make_file("e/2.txt", "two").parent, "e")  # two small files: one pack
+    b = machine("b")
+    b.sync()
+    before = {f.name: (f.digest, f.meta, f.created_at) for f in b.ls()}
+    last_sync = b.status()["last_sync"]
+    b.context.catalog.close()
+    db = sqlite3.connect(b.root / "index.sqlite")
+    db.executescript(_BACK_TO_SCHEMA_4)
+    db.close()
+
+    # b learned its names from the remote and holds no record of them: rebuilt from its
+    # records, its index would list none until the next sync
+    b = lakelet.open(b.root)
+    assert {f.name: (f.digest, f.meta, f.created_at) for f in b.ls()} == before
+    assert b.status()["last_sync"] == last_sync
+    assert b.file("e/2.txt").read_bytes() == b"two"  # from its pack, as the index placed it
+    assert b.sync().new_names == 0 and b.fsck().ok

@@ -85,6 +85,27 @@ CREATE TABLE IF NOT EXISTS verified (
     ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+# schema 4 -> 5: the shared facts and pack digests move out; the indexes and the view are
+# then made by _SCHEMA
+_UPGRADE_FROM_4 = [
+    "CREATE TABLE batches (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, creator TEXT NOT NULL, "
+    "meta TEXT NOT NULL, UNIQUE (created_at, creator, meta))",
+    "INSERT INTO batches (created_at, creator, meta) SELECT DISTINCT created_at, creator, meta FROM names",
+    "CREATE TABLE name_rows (scope TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, "
+    "size INTEGER NOT NULL, batch INTEGER NOT NULL, removed_at TEXT, PRIMARY KEY (scope, name)) "
+    "WITHOUT ROWID",
+    "INSERT INTO name_rows SELECT n.scope, n.name, n.digest, n.size, b.id, n.removed_at FROM names n "
+    "JOIN batches b ON b.created_at = n.created_at AND b.creator = n.creator AND b.meta = n.meta",
+    "DROP TABLE names",
+    "CREATE TABLE packs (id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE)",
+    "INSERT INTO packs (digest) SELECT DISTINCT pack FROM packed",
+    "CREATE TABLE packed_5 (digest TEXT PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, "
+    "size INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO packed_5 SELECT m.digest, p.id, m.offset, m.size FROM packed m "
+    "JOIN packs p ON p.digest = m.pack",
+    "DROP TABLE packed",
+    "ALTER TABLE packed_5 RENAME TO packed",
+]
 _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
 _STORED = "scope, name, digest, size, batch, removed_at"  # the columns of name_rows
 _INSERT = f"INSERT OR REPLACE INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?)"
@@ -241,6 +262,8 @@ class Catalog:
         with self._disk_errors():
             db = self._db()
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 4:
+                version = self._upgrade_from_4()
             # The index is derived data: an index of another version is dropped and
             # rebuilt from the records by the Lake (``fresh`` tells it to).
             self.fresh = version != SCHEMA_VERSION
@@ -251,6 +274,20 @@ class Catalog:
                         db.execute(f'DROP {kind.upper()} "{name}"')
             db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade_from_4(self) -> int:
+        """Move an index of schema 4 to 5 in place, in one transaction; returns the version now.
+
+        Rebuilt instead, it would forget the names it learned from the remote until the next
+        sync (a lake with a remote keeps no local record of them), and `ls` would list none."""
+        with self._transaction() as db:
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != 4:  # another process upgraded it meanwhile
+                return version
+            for statement in _UPGRADE_FROM_4:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return SCHEMA_VERSION
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

@@ -111,6 +111,8 @@ _STORED = "scope, name, digest, size, batch, removed_at"  # the columns of name_
 _INSERT = f"INSERT OR REPLACE INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?)"
 _SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
 _BULK_CACHE_KIB = 256 << 10  # 256 MiB, at most, while the remote's log is applied
+# (a query by digest says ``+scope``: every name of a lake may share one scope, and SQLite,
+# without statistics, would rather scan the scope's part of the primary key than the digests)
 _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
 # Catalog.apply_remote's work inside an open transaction: (seq, records, packs, sweeps) -> refused
 _ApplyRemote = Callable[
@@ -404,7 +406,7 @@ class Catalog:
         row = (
             self._db()
             .execute(
-                f"SELECT {_COLUMNS} FROM names WHERE digest = ? AND scope = ? AND removed_at IS NULL "
+                f"SELECT {_COLUMNS} FROM names WHERE digest = ? AND +scope = ? AND removed_at IS NULL "
                 "ORDER BY created_at, name LIMIT 1",
                 (digest, scope),
             )
@@ -451,7 +453,7 @@ class Catalog:
             chunk = digests[i : i + _IN_CHUNK]
             yield from db.execute(
                 f"SELECT digest, name FROM name_rows WHERE digest IN ({','.join('?' * len(chunk))}) "
-                "AND scope = ? AND removed_at IS NULL",
+                "AND +scope = ? AND removed_at IS NULL",
                 (*chunk, scope),
             ).fetchall()
 
@@ -462,7 +464,7 @@ class Catalog:
         for i in range(0, len(digests), _IN_CHUNK):
             chunk = digests[i : i + _IN_CHUNK]
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM names WHERE digest IN ({','.join('?' * len(chunk))}) AND scope = ?",
+                f"SELECT {_COLUMNS} FROM names WHERE digest IN ({','.join('?' * len(chunk))}) AND +scope = ?",
                 (*chunk, scope),
             ).fetchall()
             yield from map(_row_to_record, rows)
@@ -581,7 +583,7 @@ class Catalog:
         for i in range(0, len(digests), _IN_CHUNK):
             chunk = digests[i : i + _IN_CHUNK]
             rows = db.execute(
-                "SELECT DISTINCT n.digest FROM name_rows n WHERE n.scope = ? AND n.removed_at IS NULL "
+                "SELECT DISTINCT n.digest FROM name_rows n WHERE +n.scope = ? AND n.removed_at IS NULL "
                 f"AND n.digest IN ({','.join('?' * len(chunk))}) AND NOT EXISTS (SELECT 1 FROM on_remote r "
                 "WHERE r.scope = n.scope AND r.name = n.name AND r.digest = n.digest)",
                 (scope, *chunk),

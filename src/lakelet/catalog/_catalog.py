@@ -110,7 +110,6 @@ _COLUMNS = "scope, name, digest, size, created_at, creator, meta, removed_at"
 _STORED = "scope, name, digest, size, batch, removed_at"  # the columns of name_rows
 _INSERT = f"INSERT OR REPLACE INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?)"
 _SEGMENTS_APPLIED = "segments_applied"  # the last names/segments/<seq>.jsonl in the index
-_BULK_CACHE_KIB = 256 << 10  # 256 MiB, at most, while the remote's log is applied
 # (a query by digest says ``+scope``: every name of a lake may share one scope, and SQLite,
 # without statistics, would rather scan the scope's part of the primary key than the digests)
 _IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
@@ -612,14 +611,11 @@ class Catalog:
     def applying_remote(self) -> Iterator[_ApplyRemote]:
         """One transaction over many calls of ``apply_remote``'s work (a snapshot read in
         pieces, a run of log entries): all of them apply, or, when the block raises, none."""
+        # (SQLite's page cache stays at its 2 MiB default: raised to 256 MiB for a first sync it
+        # halved the time, but the peak RSS grew with the lake, 685 MiB at 1 M names, 1.3 GiB
+        # at 2 M, where it stays at ~90 MiB at its default: bench/README.md)
         with self._transaction() as db:
-            # a bulk load inserts into B-trees keyed by digests, in random order: a page cache
-            # that holds them (SQLite's default is 2 MiB) turns rereads of pages into hits
-            db.execute(f"PRAGMA cache_size = {-_BULK_CACHE_KIB}")
-            try:
-                yield functools.partial(_apply_remote, db)
-            finally:
-                db.execute("PRAGMA cache_size = -2000")
+            yield functools.partial(_apply_remote, db)
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""

@@ -130,10 +130,10 @@ def _check_still_stored(stored: Iterable[tuple[str, str]]) -> None:
             )
 
 
-def all_records(lake_refs: RefStore, refs: Iterable[RefStore]) -> tuple[list[NameRecord], int]:
-    """Every record of ``refs`` (the lake's among them), and the last lake segment they include,
-    for ``Catalog.rebuild``."""
+def all_records(lake_refs: RefStore, refs: Iterable[RefStore]) -> tuple[Iterator[NameRecord], int]:
+    """Every record of ``refs`` (the lake's among them), read as they are iterated (a segment
+    at a time), and the last lake segment they include, for ``Catalog.rebuild``."""
     # The number is read before the records: a segment appended meanwhile is either among
     # them or caught up later (applying one twice is harmless), never skipped.
     last = lake_refs.last_segment()
-    return [r for store in refs for r in store.records()], last
+    return (r for store in list(refs) for r in store.records()), last

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -101,44 +102,81 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool, show_all: boo
     * and ? within a segment, ** across segments). The names under stages/ (stage outputs and
     run records) only with --all or a PREFIX under stages/."""
     lake = lake_of(ctx)
-    if any(c in prefix for c in "*?["):
-        files = lake.ls(scope=scope, glob=prefix)
+    glob = prefix if any(c in prefix for c in "*?[") else None
+    hide_stages = not show_all and not prefix.startswith(_STAGES)
+    hidden = [0]  # counted as the pages go by
+    pages = _pages(lake, "" if glob else prefix, scope, glob, hidden if hide_stages else None)
+    if as_json:
+        _print_json_array(_file_json(f) for page in pages for f in page)
     else:
-        files = lake.ls(prefix, scope=scope)
-    hidden = 0
-    if not show_all and not prefix.startswith(_STAGES):
-        # a 10,000-item map binds 20,000 names there: the names people chose would drown
-        kept = [f for f in files if not f.name.startswith(_STAGES)]
-        hidden, files = len(files) - len(kept), kept
-    if hidden:
+        listed = False
+        widths: dict[str, int] = {"size": 10}  # the first page's, so that the pages line up
+        for page in pages:
+            if not listed:
+                widths["name"] = max(len(f.name) for f in page)
+                widths["creator"] = max(len(f.creator) for f in page)
+            table = new_table(box=None, pad_edge=False, show_header=not listed)
+            for column in ("name", "size", "created", "creator", "state"):
+                table.add_column(
+                    column, justify="right" if column == "size" else "left", min_width=widths.get(column)
+                )
+            for f in page:
+                table.add_row(
+                    f.name,
+                    human_size(f.size),
+                    f.record.created_at[:19].replace("T", " "),
+                    f.creator,
+                    _STATE_STYLE[f.state],
+                )
+            stdout.print(table)
+            listed = True
+        if not listed and not hidden[0]:
+            stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
+    if hidden[0]:
         stderr.print(
-            f"{hidden:,} stage outputs and run records under {_STAGES} not shown: "
+            f"{hidden[0]:,} stage outputs and run records under {_STAGES} not shown: "
             f"`lakelet ls {_STAGES}` or `lakelet ls --all`",
             highlight=False,
         )
-    if as_json:
-        click.echo(json.dumps([_file_json(f) for f in files], indent=2))
-    elif not files and not hidden:
-        stderr.print(f"no names under {prefix!r}" if prefix else "the lake is empty")
-    elif not files:
-        pass
-    else:
-        table = new_table(box=None, pad_edge=False)
-        for column in ("name", "size", "created", "creator", "state"):
-            table.add_column(column, justify="right" if column == "size" else "left")
-        for f in files:
-            table.add_row(
-                f.name,
-                human_size(f.size),
-                f.record.created_at[:19].replace("T", " "),
-                f.creator,
-                _STATE_STYLE[f.state],
-            )
-        stdout.print(table)
     _warn_out_of_sync(lake)
 
 
 _STAGES = "stages/"
+
+# The first page is short, so that the first screen shows at once; the rest stream in
+# bigger pages (each one query of the index, and one table: rich lays a table out whole).
+_FIRST_PAGE, _PAGE = 100, 2000
+
+
+def _pages(
+    lake: Lake, prefix: str, scope: str, glob: str | None, hidden: list[int] | None
+) -> Iterator[list[File]]:
+    """The listing of ``prefix`` (or ``glob``), a page at a time (``Lake.ls`` with ``limit`` and
+    ``after``); with ``hidden``, the names under stages/ are left out and counted in it (a
+    10,000-item map binds 20,000 names there: the names people chose would drown)."""
+    limit, after = _FIRST_PAGE, ""
+    while page := lake.ls(prefix, scope=scope, glob=glob, limit=limit, after=after):
+        full, last = len(page) == limit, page[-1].name
+        if hidden is not None:
+            kept = [f for f in page if not f.name.startswith(_STAGES)]
+            hidden[0] += len(page) - len(kept)
+            page = kept
+        if page:
+            yield page
+        if not full:
+            return
+        limit, after = _PAGE, last
+
+
+def _print_json_array(items: Iterable[dict[str, Any]]) -> None:
+    """``json.dumps(list(items), indent=2)``, byte for byte, printed an item at a time."""
+    first = True
+    for item in items:
+        body = json.dumps(item, indent=2).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
+
 
 _STATE_STYLE = {
     "local": Text("local"),

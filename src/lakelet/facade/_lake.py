@@ -48,6 +48,9 @@ __all__ = ["Lake", "init", "open_lake"]
 _log = logging.getLogger("lakelet.remote")
 
 
+_GLOB_PAGE = 5000  # names read per query while a pattern filters them
+
+
 class Lake:
     """An opened lake. Create one with ``lakelet.init`` and open it with ``lakelet.open``."""
 
@@ -127,27 +130,51 @@ class Lake:
         record = self.context.lookup(LAKE, validate_name(name))
         return record is not None and record.removed_at is None
 
-    def ls(self, prefix: str = "", scope: str = LAKE, *, glob: str | None = None) -> list[File]:
-        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>');
-        with ``glob``, only those whose whole name matches it (``*`` and ``?`` within a
-        segment, ``**`` across segments, ``[abc]``: ``lake.ls(glob="raw/**/*.csv")``)."""
+    def ls(
+        self,
+        prefix: str = "",
+        scope: str = LAKE,
+        *,
+        glob: str | None = None,
+        limit: int | None = None,
+        after: str = "",
+    ) -> list[File]:
+        """Files whose names start with ``prefix`` in ``scope`` ('lake', 'user', 'pipeline/<run>'),
+        by name; with ``glob``, only those whose whole name matches it (``*`` and ``?`` within a
+        segment, ``**`` across segments, ``[abc]``: ``lake.ls(glob="raw/**/*.csv")``). A page of
+        a long listing: at most ``limit`` of them, from the first name past ``after`` (the last
+        name of the page before)."""
         scope = self._resolve_scope(scope)
         prefix = validate_prefix(prefix)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be a count of 0 or more, not {limit!r}")
+        if not isinstance(after, str):
+            raise InvalidArgumentError(f"after must be a name, not {after!r}")
         if glob is not None:
-            pattern = compile_glob(glob)
-            literal = literal_prefix(glob)
-            narrower = literal if literal.startswith(prefix) else prefix
-            return [
-                f for f in self.ls(narrower, scope) if f.name.startswith(prefix) and pattern.match(f.name)
-            ]
+            return self._glob(prefix, scope, glob, limit, after)
         context = self.context
         if scope != LAKE and self.remote is not None:  # the remote holds every machine's puts
-            records = _remote_records(context.scoped(scope), prefix)
+            records = _remote_records(context.scoped(scope), prefix, after, limit)
         else:
             if scope == LAKE:
                 _bind.catch_up(context.catalog, context.refs)
-            records = context.catalog.records(scope, prefix)
+            records = list(context.catalog.iter_records(scope, prefix, after=after, limit=limit))
         return [File.of(r, self) for r in records]
+
+    def _glob(self, prefix: str, scope: str, glob: str, limit: int | None, after: str) -> list[File]:
+        """``ls`` by pattern: the names under the pattern's literal start, a page at a time,
+        kept if they match (so memory holds a page, not the listing)."""
+        pattern = compile_glob(glob)
+        literal = literal_prefix(glob)
+        narrower = literal if literal.startswith(prefix) else prefix
+        found: list[File] = []
+        while limit is None or len(found) < limit:
+            page = self.ls(narrower, scope, limit=_GLOB_PAGE, after=after)
+            found += [f for f in page if f.name.startswith(prefix) and pattern.match(f.name)]
+            if len(page) < _GLOB_PAGE:
+                break
+            after = page[-1].name
+        return found if limit is None else found[:limit]
 
     def add(
         self,
@@ -481,11 +508,14 @@ def _as_digest(text: str) -> str | None:
 _DIGEST_HEX_LENGTH = 64
 
 
-def _remote_records(store: ScopedStore, prefix: str) -> list[NameRecord]:
-    """The records under ``prefix`` of a scoped store on the remote; one that any user of the
-    remote made invalid is skipped and reported, so the others stay listed."""
-    records = []
-    for name in store.list(prefix):
+def _remote_records(store: ScopedStore, prefix: str, after: str, limit: int | None) -> list[NameRecord]:
+    """The records under ``prefix`` of a scoped store on the remote (a page of them: see
+    ``Lake.ls``); one that any user of the remote made invalid is skipped and reported, so
+    the others stay listed."""
+    records: list[NameRecord] = []
+    for name in sorted(n for n in store.list(prefix) if n > after):
+        if limit is not None and len(records) >= limit:
+            break
         try:
             records.append(store.record(name))
         except CorruptRecordError as e:

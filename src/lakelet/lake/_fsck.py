@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,16 +68,14 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
     set_aside = lake.catalog.set_aside_if_unreadable(lake.root / "quarantine")
     with _bind.locked(lake.refs):  # no binder appends a segment while one is rewritten
         bad_records = [p for x in lake.layouts() for p in x.refs.set_aside_invalid(_keeper(lake.root))]
-    records, last_segment = _bind.all_records(lake.refs, [x.refs for x in lake.layouts()])
-    live = [r for r in records if r.removed_at is None]
-    paths = {lake.blob_path(r) for r in live}
-    objects = lake.objects
-    if objects is not None:
-        paths.update(objects.path(d) for d in objects.digests())
-    progress.add_total(sum(p.stat().st_size for p in paths if p.exists()))
+    # Streamed: the objects are walked, and the records read, a batch at a time; nothing
+    # holds every name (a lake may have millions).
+    layouts = lake.layouts()
+    scoped_blobs = [lake.blob_path(r) for x in layouts if x.scope != LAKE for r in x.refs.records()]
+    progress.add_total(sum(_size(p) for p in _stored(lake, scoped_blobs)))
     corrupt: list[str] = []
     checked = 0
-    for path in sorted(paths):
+    for path in _stored(lake, scoped_blobs):
         if not path.exists():
             continue
         checked += 1
@@ -87,15 +85,18 @@ def check(lake: LakeContext, progress: Progress = SILENT) -> FsckReport:
         if actual != digest:
             corrupt.append(str(digest))
             quarantine(lake.root, path)
+    records, last_segment = _bind.all_records(lake.refs, [x.refs for x in layouts])
     count = lake.catalog.rebuild(records, segments_applied=last_segment)
     syncer = lake.syncer() if set_aside is not None else None
     if syncer is not None:  # what the remote holds was in the index set aside: read its log again
         syncer.pull_metadata()
-    on_remote = lake.catalog.remote_digests(LAKE)
+    # a live name is missing when neither its object is here nor the remote binds it to it
     missing = [
         f"{r.scope}:{r.name}"
-        for r in live
-        if not lake.blob_path(r).exists() and on_remote.get(r.name) != r.digest
+        for scope in lake.catalog.scopes()
+        for batch in lake.catalog.unpushed_batches(scope)
+        for r in batch
+        if not lake.blob_path(r).exists()
     ]
     _clean_stale_temp_files(lake.root / "tmp")
     _clean_stale_work_folders(lake.root / "tmp")
@@ -137,6 +138,21 @@ def _resend(lake: LakeContext, remote: Remote, digest: Digest) -> bool:
         return False
     remote.upload(path, remote.object_key(digest))
     return True
+
+
+def _stored(lake: LakeContext, scoped_blobs: list[Path]) -> Iterator[Path]:
+    """The lake's objects, then the blobs of its scoped names (walked, never all held)."""
+    objects = lake.objects
+    if objects is not None:
+        yield from (objects.path(d) for d in objects.digests())
+    yield from sorted(set(scoped_blobs))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _digest_from_path(path: Path) -> Digest:

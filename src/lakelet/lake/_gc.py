@@ -45,23 +45,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakelet.catalog import _bind
 from lakelet.core import _faults
+from lakelet.core._batch import batched
 from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError, IntegrityError
 from lakelet.lake._expiry import EXPIRED, holds_object, is_run_record
 from lakelet.lake._run_record import RunRecord, ignore, read_run_record
 from lakelet.lake._scoped import PipelineStore
-from lakelet.storage import _packs
 from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, scope_id
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
     from lakelet.remote._remote import Remote
-    from lakelet.remote._sync import Syncer
 
 __all__ = ["GRACE", "GcReport", "collect"]
 
@@ -104,33 +104,55 @@ def collect(
 
     retiring = _expire_stage_runs(lake, now, report)
     with _bind.locked(lake.refs):  # no bind between reading the records and deleting
-        records = [r for layout in lake.layouts() for r in layout.refs.records()]
-        records += lake.catalog.records(LAKE, "", include_removed=True)
-        referenced = _referenced(records, retiring)
+        _bind.catch_up(lake.catalog, lake.refs)  # the index now holds every lake record
+        scoped = [r for layout in lake.layouts() if layout.scope != LAKE for r in layout.refs.records()]
+        referenced = _Referenced(lake, _referenced(scoped, retiring), retiring)
         _collect_local(lake, referenced, now, report)
 
     if remote:
-        _collect_remote(lake, referenced, retiring, now, report)
+        _collect_remote(lake, referenced, now, report)
     return report
 
 
-def _collect_local(lake: LakeContext, referenced: set[str], now: datetime, report: GcReport) -> None:
+class _Referenced:
+    """Which digests some record holds: those of the scoped stores (read from their files),
+    or a lake record in the index, asked a batch of digests at a time (never every name
+    at once)."""
+
+    def __init__(self, lake: LakeContext, scoped: set[str], retiring: set[str]) -> None:
+        self._lake, self._scoped, self._retiring = lake, scoped, retiring
+
+    def __call__(self, digests: Iterable[str]) -> set[str]:
+        digests = set(digests)
+        held = digests & self._scoped
+        catalog = self._lake.catalog
+        # a live name holds its object (unless this gc retires it): asked without decoding
+        # records, as almost every name is live; then the tombstones, record by record
+        held |= {d for d, name in catalog.live_holders(LAKE, digests - held) if name not in self._retiring}
+        return held | _referenced(catalog.with_digests(LAKE, digests - held), self._retiring)
+
+
+def _collect_local(lake: LakeContext, referenced: _Referenced, now: datetime, report: GcReport) -> None:
     objects = lake.objects
     assert objects is not None
-    for digest in list(objects.digests()):
-        if str(digest) in referenced:
-            continue
-        path = objects.path(digest)
-        try:
-            st = path.stat()
-        except FileNotFoundError:  # another gc, or fsck, took it meanwhile
-            continue
-        if now - datetime.fromtimestamp(st.st_ctime, UTC) < GRACE:
-            continue  # maybe an add's, whose names are on their way
-        report.objects.append(str(digest))
-        report.bytes += st.st_size
-        if not report.dry_run:
-            path.unlink(missing_ok=True)
+    for batch in batched(objects.digests()):
+        held = referenced(str(d) for d in batch)
+        for digest in batch:
+            if str(digest) not in held:
+                _collect_object(objects.path(digest), digest, now, report)
+
+
+def _collect_object(path: Path, digest: Digest, now: datetime, report: GcReport) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:  # another gc, or fsck, took it meanwhile
+        return
+    if now - datetime.fromtimestamp(st.st_ctime, UTC) < GRACE:
+        return  # maybe an add's, whose names are on their way
+    report.objects.append(str(digest))
+    report.bytes += st.st_size
+    if not report.dry_run:
+        path.unlink(missing_ok=True)
 
 
 def _referenced(records: Iterable[NameRecord], retiring: set[str]) -> set[str]:
@@ -280,13 +302,11 @@ def _expired(record: NameRecord, expires_at: str) -> NameRecord:
 # the remote
 
 
-def _collect_remote(
-    lake: LakeContext, referenced: set[str], retiring: set[str], now: datetime, report: GcReport
-) -> None:
+def _collect_remote(lake: LakeContext, referenced: _Referenced, now: datetime, report: GcReport) -> None:
     syncer = lake.require_remote("gc --remote")
     remote = syncer.remote
     syncer.pull_metadata()  # the log names every record: the index now knows them all
-    unreferenced = _Unreferenced(lake, syncer, referenced, retiring)
+    unreferenced = _Unreferenced(lake, referenced)
     keys = [*remote.find("objects/"), *(k for k in remote.find("packs/") if k.endswith(".pack"))]
     # younger keys may be another machine's uploads whose names are on their way
     old = _older_than_grace(remote, unreferenced(keys), now)
@@ -345,30 +365,24 @@ def _collect_remote_temps(remote: Remote, now: datetime, report: GcReport) -> No
 
 class _Unreferenced:
     """Which remote keys hold nothing a record references, as far as the index knows: a
-    record bound here, or one of the log's entries applied so far."""
+    record bound here, or one of the log's entries applied so far (asked when called)."""
 
-    def __init__(self, lake: LakeContext, syncer: Syncer, referenced: set[str], retiring: set[str]) -> None:
-        self._lake, self._syncer, self._referenced, self._retiring = lake, syncer, referenced, retiring
-        self._seq: int | None = None
-        self._held: set[str] = set()
-        self._members: dict[str, list[str]] = {}
+    def __init__(self, lake: LakeContext, referenced: _Referenced) -> None:
+        self._catalog, self._referenced = lake.catalog, referenced
 
     def __call__(self, keys: list[str]) -> list[str]:
-        seq = self._syncer.cursor()
-        if seq != self._seq:  # read every record again only when more of the log is applied
-            self._seq = seq
-            catalog = self._lake.catalog
-            self._held = self._referenced | _referenced(
-                catalog.records(LAKE, "", include_removed=True), self._retiring
-            )
-            self._members = {_packs.key_of(p.digest): [m.digest for m in p.members] for p in catalog.packs()}
-        return [k for k in keys if not any(d in self._held for d in self._holds(k))]
+        out = []
+        for batch in batched(keys):
+            holds = {k: self._holds(k) for k in batch}
+            held = self._referenced(d for ds in holds.values() for d in ds)
+            out += [k for k in batch if not any(d in held for d in holds[k])]
+        return out
 
     def _holds(self, key: str) -> list[str]:
         # A pack goes only when none of its members is referenced: packs are never rewritten,
         # so a partly referenced one stays whole (docs/remote-layout.md). One that no pack
         # line lists (left by an interrupted push) holds nothing anyone can reach.
-        return self._members.get(key, []) if key.startswith("packs/") else [_digest_of(key)]
+        return self._catalog.pack_members(_digest_of(key)) if key.startswith("packs/") else [_digest_of(key)]
 
 
 def _digest_of(key: str) -> str:

@@ -62,18 +62,29 @@ class RemoteLink:
         return self._catalog.remote_digests(LAKE, record.name).get(record.name) == record.digest
 
     def push(self, progress: Progress = SILENT) -> PushReport:
-        return self.require("push").push(self._catalog.not_on_remote(LAKE), progress)
+        return self._push(self.require("push"), progress)
+
+    def _push(self, syncer: Syncer, progress: Progress) -> PushReport:
+        """Push the unpushed names a batch at a time: one log entry per batch."""
+        report = PushReport()
+        for batch in self._catalog.unpushed_batches(LAKE):
+            pushed = syncer.push(batch, progress)
+            report.names += pushed.names
+            report.objects += pushed.objects
+            report.bytes += pushed.bytes
+            report.conflicts += pushed.conflicts
+        return report
 
     def sync(self, progress: Progress = SILENT) -> SyncReport:
         syncer = self.require("sync")
         reported = len(syncer.problems)
-        pushed = syncer.push(self._catalog.not_on_remote(LAKE), progress)
+        pushed = self._push(syncer, progress)
         names, entries = syncer.pull_metadata()
         syncer.maybe_snapshot()
         return SyncReport(pushed, names, entries, syncer.problems[reported:])
 
     def evict(self, prefix: str) -> EvictReport:
-        return self.require("evict").evict(self._catalog.records(LAKE, prefix))
+        return self.require("evict").evict(self._catalog.iter_records(LAKE, prefix))
 
     def status(self) -> dict[str, object]:
         if self._remote is None:
@@ -82,6 +93,6 @@ class RemoteLink:
         syncer = self._checked or Syncer(self._remote, self._catalog, self._objects, self._tmp)
         return {
             "remote": self._remote.url,
-            "unpushed": len(self._catalog.not_on_remote(LAKE)),
+            "unpushed": self._catalog.count_not_on_remote(LAKE),
             "last_sync": syncer.last_sync(),
         }

@@ -30,12 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
+import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from lakelet.core._records import parse_json_line, shown
+from lakelet.core._batch import batch_size, batched
+from lakelet.core._records import MAX_COUNT, parse_json_line, shown
+from lakelet.core._streams import Reader
 from lakelet.core.errors import CorruptRecordError
 from lakelet.remote._remote import Remote
 from lakelet.storage._packs import Pack
@@ -43,10 +48,22 @@ from lakelet.storage._refs import NameRecord, parse_record
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 
-__all__ = ["Entry", "FOLDER", "Log", "SNAPSHOT_EVERY", "decode", "encode", "entry_key", "snapshot_key"]
+__all__ = [
+    "Entry",
+    "FOLDER",
+    "Log",
+    "SNAPSHOT_EVERY",
+    "decode",
+    "decode_pieces",
+    "encode",
+    "entry_key",
+    "snapshot_key",
+]
 
 FOLDER = 1000  # entries per folder: one listing page on every store
 SNAPSHOT_EVERY = 1000  # entries between snapshots: a new machine reads at most ~2 folders after one
+_CHUNK = 1 << 16
+_MAX_LINE = 64 << 20  # a snapshot line is one record or one pack line (~100 bytes a member)
 
 
 @dataclass(frozen=True)
@@ -79,28 +96,43 @@ def encode(records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterabl
 def decode(body: bytes, seq: int, where: str) -> Entry:
     """The lines of entry (or snapshot) ``seq``, read from ``where``: each parsed by the one
     validating parser of its kind; a line that is none of them is skipped and reported."""
-    entry = Entry(seq, [], [], [])
-    for number, line in enumerate(body.splitlines(), 1):
+    whole = Entry(seq, [], [], [])
+    for piece in decode_pieces(body.splitlines(), seq, where, size=MAX_COUNT):
+        whole.records.extend(piece.records)
+        whole.packs.extend(piece.packs)
+        whole.sweeps.extend(piece.sweeps)
+        whole.problems.extend(piece.problems)
+    return whole
+
+
+def decode_pieces(lines: Iterable[bytes], seq: int, where: str, size: int | None = None) -> Iterator[Entry]:
+    """``decode`` of ``lines``, in pieces of about ``size`` records or pack members (default
+    ``batch_size()``): a body of any size is read holding one piece at a time (a line is
+    read whole: one pack line may list more members)."""
+    size = size or batch_size()
+    piece = Entry(seq, [], [], [])
+    count = 0
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if count >= size:
+            yield piece
+            piece, count = Entry(seq, [], [], []), 0
+        count += 1
         try:
-            parsed = _parse_line(parse_json_line(line), seq, entry.records[-1] if entry.records else None)
+            parsed = _parse_line(parse_json_line(line), seq, piece.records[-1] if piece.records else None)
         except CorruptRecordError as e:
-            entry.problems.append(f"{where}, line {number}: skipped: {e}")
+            piece.problems.append(f"{where}, line {number}: skipped: {e}")
             continue
         if isinstance(parsed, NameRecord):
-            entry.records.append(parsed)
+            piece.records.append(parsed)
         elif isinstance(parsed, Pack):
-            entry.packs.append(parsed)
+            piece.packs.append(parsed)
+            count += len(parsed.members)  # a member weighs about what a record does
         else:
-            entry.sweeps.append(parsed)
-    return entry
-
-
-def _entry(body: bytes | None, seq: int) -> Entry:
-    if body is None:  # listed, yet no file: a folder (or a key deleted) by another writer
-        return Entry(seq, [], [], [], [f"{entry_key(seq)} skipped: it holds no file"])
-    return decode(body, seq, entry_key(seq))
+            piece.sweeps.append(parsed)
+            count += len(parsed.keys)
+    yield piece
 
 
 def _parse_line(data: object, seq: int, previous: NameRecord | None) -> NameRecord | Pack | Sweep:
@@ -136,8 +168,8 @@ class Log:
         """Create entry ``seq``; FileExistsError if another writer created it first."""
         self.remote.create(entry_key(seq), encode(records, packs, sweeps or []))
 
-    def entries_after(self, seq: int, listed: dict[int, list[int]] | None = None) -> list[Entry]:
-        """Every entry numbered above ``seq``, in order: a listing per folder, a read per entry.
+    def entries_after(self, seq: int, listed: dict[int, list[int]] | None = None) -> list[int]:
+        """The numbers of every entry above ``seq``, in order: a listing per folder.
         ``listed``: folder listings already made (``holds``), reused rather than repeated."""
         listed = {} if listed is None else listed
         wanted: list[int] = []
@@ -148,8 +180,20 @@ class Log:
             if not numbers or numbers[-1] != folder * FOLDER + FOLDER - 1:
                 break  # the folder is not full: nothing has been written past it
             folder += 1
-        bodies = self.remote.read_many([entry_key(n) for n in wanted])
-        return [_entry(bodies[entry_key(n)], n) for n in wanted]
+        return wanted
+
+    def read_entries(self, numbers: list[int]) -> Iterator[Entry]:
+        """Entries ``numbers``, in order, in pieces (``decode_pieces``): read a few at a time
+        (concurrently, one request each), so that only those few are held at once."""
+        for i in range(0, len(numbers), max(1, self.remote.transfers)):
+            group = numbers[i : i + max(1, self.remote.transfers)]
+            bodies = self.remote.read_many([entry_key(n) for n in group])
+            for n in group:
+                body = bodies.pop(entry_key(n))
+                if body is None:  # listed, yet no file: a folder (or a key deleted) by another writer
+                    yield Entry(n, [], [], [], [f"{entry_key(n)} skipped: it holds no file"])
+                    continue
+                yield from decode_pieces(io.BytesIO(body), n, entry_key(n))  # lines read lazily
 
     def holds(self, seq: int, listed: dict[int, list[int]]) -> bool:
         """Whether entry ``seq`` exists (one listing of its folder, kept in ``listed``)."""
@@ -166,28 +210,62 @@ class Log:
         """The numbers of the entries the snapshots were taken after, oldest first."""
         return _numbers(self.remote.list_dir("snapshots"), ".jsonl.gz")
 
-    def read_snapshot(self, seq: int) -> Entry:
-        """Snapshot ``seq``, whole: CorruptRecordError if any line of it is not valid (a
-        snapshot is a shortcut through the log, so a damaged one is not taken at all)."""
+    def read_snapshot(self, seq: int) -> Iterator[Entry]:
+        """Snapshot ``seq``, streamed in pieces (``decode_pieces``). Raises CorruptRecordError
+        at its first line that is not valid (a snapshot is a shortcut through the log, so a
+        damaged one is not taken at all: the caller applies the pieces in one transaction
+        and rolls it back), FileNotFoundError when there is none."""
         key = snapshot_key(seq)
-        body = self.remote.read_bytes(key)
-        if body is None:
-            raise FileNotFoundError(key)
-        try:
-            text = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            raise CorruptRecordError(
-                f"{key} is not gzip ({type(e).__name__}: {shown(str(e))})", record=key
-            ) from None
-        snapshot = decode(text, seq, key)
-        if snapshot.problems:
-            raise CorruptRecordError(snapshot.problems[0], record=key)
-        return snapshot
+        with self.remote.open_file(key) as raw:
+            try:
+                for piece in decode_pieces(_gzip_lines(raw, key), seq, key):
+                    if piece.problems:
+                        raise CorruptRecordError(piece.problems[0], record=key)
+                    yield piece
+            except zlib.error as e:
+                raise CorruptRecordError(
+                    f"{key} is not gzip ({type(e).__name__}: {shown(str(e))})", record=key
+                ) from None
 
     def write_snapshot(
-        self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
+        self,
+        seq: int,
+        records: Iterable[NameRecord],
+        packs: Iterable[Pack],
+        sweeps: Iterable[Sweep] = (),
+        tmp: Path | None = None,
     ) -> None:
-        """``sweeps``: those not done by entry ``seq`` (a push after it must still see them)."""
-        body = gzip.compress(encode(records, packs, sweeps), mtime=0)
+        """``sweeps``: those not done by entry ``seq`` (a push after it must still see them).
+        Compressed a batch at a time into a temp file in ``tmp`` (default: in memory), so
+        that the records need not be held at once."""
+        key = snapshot_key(seq)
+        with tempfile.TemporaryFile(dir=tmp) as staging:
+            with gzip.GzipFile(fileobj=staging, mode="wb", mtime=0) as out:
+                out.write(encode((), packs, sweeps))
+                for chunk in batched(records):
+                    out.write(NameRecord.lines(chunk))
+            staging.seek(0)
+            body = staging.read()  # compressed: a snapshot takes ~30 bytes a name
         with contextlib.suppress(FileExistsError):  # another machine took the same one: same content
-            self.remote.create(snapshot_key(seq), body)
+            self.remote.create(key, body)
+
+
+def _gzip_lines(raw: Reader, key: str) -> Iterator[bytes]:
+    """The lines of the gzip stream ``raw``, decompressed 64 KiB at a time (a small body that
+    inflates to gigabytes is read no faster than a big one). Raises CorruptRecordError
+    when the stream is empty or cut short, or holds a line longer than a record can be."""
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing
+    pending, started = b"", False
+    while chunk := inflate.unconsumed_tail or raw.read(_CHUNK):
+        started = True
+        pending += inflate.decompress(chunk, _CHUNK)
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+        if len(pending) > _MAX_LINE:
+            raise CorruptRecordError(f"{key} holds a line longer than {_MAX_LINE} bytes", record=key)
+        if inflate.eof:
+            break
+    if not started or not inflate.eof:
+        raise CorruptRecordError(f"{key} is not whole gzip (empty, or cut short)", record=key)
+    if pending:
+        yield pending

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from lakelet.catalog._catalog import Catalog
 from lakelet.core import _faults
+from lakelet.core._batch import batched
 from lakelet.core._digest import Digest
 from lakelet.core._progress import SILENT, Progress
 from lakelet.core.errors import CorruptRecordError, NameExistsError, NotFoundError, RemoteError
 from lakelet.remote._fetch import Fetcher
-from lakelet.remote._log import SNAPSHOT_EVERY, Entry, Log, entry_key, snapshot_key
+from lakelet.remote._log import SNAPSHOT_EVERY, Log, entry_key, snapshot_key
 from lakelet.remote._remote import Remote
 from lakelet.remote._remote import parallel as _parallel
 from lakelet.storage import _packs
@@ -349,41 +350,32 @@ class Syncer:
         names = 0
         listed: dict[int, list[int]] = {}  # log folder listings, shared by the snapshot check
         if cursor == 0:
-            snapshot = self._snapshot(listed)
-            if snapshot is not None:
-                self._apply(
-                    snapshot.seq,
-                    snapshot.records,
-                    snapshot.packs,
-                    snapshot.sweeps,
-                    snapshot_key(snapshot.seq),
-                )
-                self._catalog.set_state(_SNAPSHOT_SEEN, str(snapshot.seq))
-                names, cursor = len(snapshot.records), snapshot.seq
-        entries = self.log.entries_after(cursor, listed)
-        for entry in entries:
-            for problem in entry.problems:
-                self._report(problem)
-        if entries:
-            self._apply(
-                entries[-1].seq,
-                [r for e in entries for r in e.records],
-                [p for e in entries for p in e.packs],
-                [s for e in entries for s in e.sweeps],
-                entries,
-            )
-            names += sum(len(e.records) for e in entries)
+            taken = self._load_snapshot(listed)
+            if taken is not None:
+                names, cursor = taken
+        numbers = self.log.entries_after(cursor, listed)
+        if numbers:
+            # one transaction, as one apply was: the cursor names an entry applied whole
+            with self._catalog.applying_remote() as apply:
+                for piece in self.log.read_entries(numbers):
+                    for problem in piece.problems:
+                        self._report(problem)
+                    refused = apply(piece.seq, piece.records, piece.packs, piece.sweeps)
+                    self._report_refused(refused, entry_key(piece.seq))
+                    names += len(piece.records)
         _faults.reached("log-applied")
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
-        return names, len(entries)
+        return names, len(numbers)
 
-    def _snapshot(self, listed: dict[int, list[int]]) -> Entry | None:
-        """The newest snapshot that is whole and taken after an entry the log holds; None to
-        read the log from its first entry.
+    def _load_snapshot(self, listed: dict[int, list[int]]) -> tuple[int, int] | None:
+        """Index the newest snapshot that is whole and taken after an entry the log holds,
+        streamed in pieces; returns (its names, its entry number), or None to read the log
+        from its first entry.
 
         A snapshot numbered past the log's last entry would make this machine skip every
         entry up to its number, and is no state any machine reached: refused, as is one with
-        a line that is not a valid record (it would bind other than the log binds)."""
+        a line that is not a valid record (it would bind other than the log binds): its
+        pieces are applied in one transaction, rolled back at the first bad line."""
         for seq in reversed(self.log.snapshots()):
             if not self.log.holds(seq, listed):
                 self._report(
@@ -391,32 +383,32 @@ class Syncer:
                     "ignored; a machine that is not a lakelet wrote it"
                 )
                 continue
+            names = 0
+            refused: list[tuple[NameRecord, str]] = []
             try:
-                return self.log.read_snapshot(seq)
+                with self._catalog.applying_remote() as apply:
+                    for piece in self.log.read_snapshot(seq):
+                        refused += apply(seq, piece.records, piece.packs, piece.sweeps)
+                        names += len(piece.records)
             except FileNotFoundError:  # deleted since the listing (or no file): an older one will do
                 continue
             except (CorruptRecordError, RemoteError) as e:  # RemoteError: e.g. a folder by that name
                 self._report(f"snapshot {seq} ignored: {e}")
+                continue
+            self._report_refused(refused, snapshot_key(seq))
+            self._catalog.set_state(_SNAPSHOT_SEEN, str(seq))
+            return names, seq
         return None
 
     def _apply(
-        self,
-        seq: int,
-        records: list[NameRecord],
-        packs: list[Pack],
-        sweeps: list[Sweep] | None = None,
-        source: str | Iterable[Entry] = "",
+        self, seq: int, records: list[NameRecord], packs: list[Pack], sweeps: list[Sweep] | None = None
     ) -> None:
-        """Index what the log says up to entry ``seq``; report each record refused because
-        its name is bound to other content already. ``source``: where the records were read
-        (a snapshot's key, or the entries holding them), to say where a refused one is."""
-        refused = self._catalog.apply_remote(seq, records, packs, sweeps or [])
-        if not refused:
-            return
-        fallback = source if isinstance(source, str) and source else entry_key(seq)
-        entries = {} if isinstance(source, str) else {id(r): e.seq for e in source for r in e.records}
+        """Index an entry this machine has just appended as entry ``seq``."""
+        self._report_refused(self._catalog.apply_remote(seq, records, packs, sweeps or []), entry_key(seq))
+
+    def _report_refused(self, refused: list[tuple[NameRecord, str]], where: str) -> None:
+        """Report each record refused because its name is bound to other content already."""
         for record, bound in refused:
-            where = entry_key(entries[id(record)]) if id(record) in entries else fallback
             self._report(
                 f"{where} binds {record.name!r} to {record.digest}, but the log bound it to {bound} "
                 "before: ignored (lake names are write-once)"
@@ -435,10 +427,15 @@ class Syncer:
         if cursor - latest < SNAPSHOT_EVERY:
             self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
             return False
-        records = self._catalog.remote_records(LAKE)
-        if records is None:  # a name here lost a race: leave the snapshot to another machine
+        if self._catalog.remote_differs(LAKE):  # a name here lost a race: leave it to another machine
             return False
-        self.log.write_snapshot(cursor, records, self._catalog.packs(), self._catalog.open_sweeps())
+        self.log.write_snapshot(
+            cursor,
+            self._catalog.remote_records(LAKE),
+            self._catalog.packs(),
+            self._catalog.open_sweeps(),
+            tmp=self._tmp,
+        )
         self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 
@@ -455,11 +452,20 @@ class Syncer:
     def fetch_many(self, records: list[NameRecord], progress: Progress = SILENT) -> int:
         return self._fetcher.fetch_many(records, progress)
 
-    def evict(self, records: list[NameRecord]) -> EvictReport:
+    def evict(self, records: Iterable[NameRecord]) -> EvictReport:
         report = EvictReport()
-        on_remote = self._catalog.remote_digests(LAKE)
-        keep = {r.digest for r in self._catalog.not_on_remote(LAKE)}
         sizes: dict[str, int | None] = {}  # one size request per pack or loose object
+        for batch in batched(records):
+            self._evict_batch(batch, sizes, report)
+        return report
+
+    def _evict_batch(
+        self, records: list[NameRecord], sizes: dict[str, int | None], report: EvictReport
+    ) -> None:
+        on_remote = {
+            n: d for n, (d, _) in self._catalog.remote_bindings(LAKE, (r.name for r in records)).items()
+        }
+        keep = self._catalog.unpushed_digests(LAKE, {r.digest for r in records})
         for record in records:
             path = self._objects.path(Digest.parse(record.digest))
             if not path.is_file():
@@ -474,7 +480,6 @@ class Syncer:
             path.unlink(missing_ok=True)
             report.files += 1
             report.bytes += size
-        return report
 
     def url(self, record: NameRecord, expires_s: int) -> str:
         return self._fetcher.url(record, expires_s)

@@ -1,0 +1,259 @@
+"""Scale: what a lake of N names costs a new machine, a listing, an add, fsck and gc.
+
+The remote is built by a **generator** that writes what lakelet writes, through lakelet's
+own writers: each batch of ``--batch`` names (10,000: one directory add) is one pack
+holding their objects (each object is its name's bytes, so every digest is distinct),
+uploaded to ``packs/``, and one log entry (``Log.append``: its pack line and the name
+records, ``NameRecord.to_json``; the records of a batch share one creator, time and meta,
+as an add's do). After the last entry it writes a snapshot (``Log.write_snapshot``), as
+the machine whose sync passes 1,000 entries would (``Syncer.maybe_snapshot``; the
+generator takes it at the end whatever the count, so that a new machine starts from it;
+``--no-snapshot`` replays the log instead). Building 1 M names through ``Lake.add`` would
+take ~3 minutes of hashing and binding that this benchmark does not measure
+(bench/ingest.py does).
+
+Then, per size, on a ``file://`` remote (local-disk times: see bench/sync.py for request
+counts):
+
+* **first sync**: a new machine (``lakelet.init`` + ``Lake.sync`` in a child process):
+  wall time and the child's peak RSS (``wait4``'s ``ru_maxrss``);
+* **index**: ``index.sqlite`` (and its WAL) bytes per name after that sync;
+* **one-name add** (write-through: one log entry), **1,000-name prefix ls**: medians of 5,
+  in a child process that opened the lake once;
+* **``lakelet ls`` start**: the CLI in a subprocess, time to its first byte of output and to
+  its end (listing every name), output read through a pipe;
+* **fsck**: ``Lake.fsck`` (the index rebuilt; no local objects to hash);
+* **gc --remote**: ``Lake.gc(remote=True)`` (nothing to delete: every pack is referenced);
+* **remote**: bytes of ``log/`` + ``snapshots/`` per name.
+
+    .venv/bin/python bench/scale.py                       # 100,000 and 1,000,000 names
+    .venv/bin/python bench/scale.py --sizes 10000         # any sizes
+    .venv/bin/python bench/scale.py --sizes 10000000 --skip-cli-ls
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import MiB, OtherLoad, load_note, machine, median, scratch, table
+
+from lakelet.core._digest import digest_bytes
+from lakelet.core._version import __version__
+from lakelet.remote._log import Log
+from lakelet.remote._remote import Remote
+from lakelet.storage._packs import Member, Pack, key_of
+from lakelet.storage._refs import NameRecord
+
+PYTHON = sys.executable
+LAKELET = [PYTHON, "-m", "lakelet"]
+
+
+def name_of(i: int) -> str:
+    # 1,000 names a folder: a prefix ls of one folder lists 1,000 names
+    return f"d{i // 1000:05d}/f{i:09d}.bin"
+
+
+def build_remote(root: Path, n: int, batch: int, snapshot: bool) -> float:
+    """Write a remote of ``n`` names as lakelet writes it; returns the seconds spent."""
+    t0 = time.perf_counter()
+    remote = Remote(root.as_uri())
+    remote.check_format(create=True)
+    log = Log(remote)
+    seq = 0
+    all_records: list[NameRecord] = []
+    all_packs: list[Pack] = []
+    for start in range(0, n, batch):
+        seq += 1
+        meta = {
+            "source": f"/data/batch-{seq}",
+            "host": "bench-host",
+            "lakelet": __version__,
+            "python": "3.11.7",
+        }
+        created = f"2026-12-01T00:{seq // 60 % 60:02d}:{seq % 60:02d}.000000Z"
+        records, members, body, offset = [], [], bytearray(), 0
+        for i in range(start, min(n, start + batch)):
+            name = name_of(i)
+            content = name.encode()
+            digest = str(digest_bytes(content))
+            records.append(NameRecord("lake", name, digest, len(content), created, "bench", meta))
+            members.append(Member(digest, offset, len(content)))
+            body += content
+            offset += len(content)
+        pack = Pack(str(digest_bytes(bytes(body))), tuple(members))
+        remote.put_bytes(key_of(pack.digest), bytes(body))
+        log.append(seq, records, [pack])
+        if snapshot:
+            all_records += records
+            all_packs.append(pack)
+    if snapshot:
+        log.write_snapshot(seq, sorted(all_records, key=lambda r: r.name), all_packs)
+    return time.perf_counter() - t0
+
+
+_CHILD = r"""
+import json, os, resource, sys, time
+from pathlib import Path
+import lakelet
+root, url, step = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+out = {}
+t0 = time.perf_counter()
+if step == "sync":
+    lakelet.init(root, remote=url)
+    lake = lakelet.open(root)
+    report = lake.sync()
+    out["seconds"] = time.perf_counter() - t0
+    out["names"] = report.new_names
+elif step == "ops":
+    lake = lakelet.open(root)
+    src = root.parent / "one.txt"
+    adds, lss = [], []
+    for k in range(5):
+        src.write_bytes(b"one %d" % k)
+        t = time.perf_counter(); lake.add(src, f"new/{os.getpid()}-{k}.txt")
+        adds.append(time.perf_counter() - t)
+    for k in range(5):
+        t = time.perf_counter(); files = lake.ls(f"d{k:05d}/"); lss.append(time.perf_counter() - t)
+        assert len(files) == 1000, len(files)
+    out["add"], out["ls"] = adds, lss
+elif step == "fsck":
+    lake = lakelet.open(root)
+    t = time.perf_counter(); report = lake.fsck(); out["seconds"] = time.perf_counter() - t
+    out["indexed"] = report.names_indexed
+elif step == "gc":
+    lake = lakelet.open(root)
+    t = time.perf_counter(); report = lake.gc(remote=True); out["seconds"] = time.perf_counter() - t
+    out["deleted"] = len(report.remote_objects)
+print(json.dumps(out))
+"""
+
+
+def child(root: Path, url: str, step: str) -> tuple[dict[str, object], int]:
+    """Run ``step`` in a fresh interpreter; returns its output and its peak RSS in bytes."""
+    proc = subprocess.Popen([PYTHON, "-c", _CHILD, str(root), url, step], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"child {step} failed ({proc.returncode})")
+    return json.loads(text), usage.ru_maxrss * 1024
+
+
+def cli_ls(root: Path, timeout: float) -> tuple[float, float | None]:
+    """(seconds to the first byte of `lakelet ls`'s output, seconds to its end or None past
+    ``timeout``)."""
+    env = {**os.environ, "LAKELET_HOME": str(root), "COLUMNS": "120"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*LAKELET, "ls"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    proc.stdout.read(1)
+    first = time.perf_counter() - t0
+    try:
+        while proc.stdout.read(1 << 16):
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                return first, None
+        proc.wait()
+    finally:
+        proc.stdout.close()
+    return first, time.perf_counter() - t0
+
+
+def folder_bytes(root: Path, *folders: str) -> int:
+    total = 0
+    for folder in folders:
+        for dirpath, _dirs, names in os.walk(root / folder):
+            total += sum(os.path.getsize(os.path.join(dirpath, n)) for n in names)
+    return total
+
+
+def index_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.glob("index.sqlite*"))
+
+
+def run_size(work: Path, n: int, args: argparse.Namespace) -> list[object]:
+    remote_root, b_root = work / f"remote-{n}", work / f"machine-{n}"
+    remote_root.mkdir()
+    built = build_remote(remote_root, n, args.batch, not args.no_snapshot)
+    url = remote_root.as_uri()
+    print(f"  {n:,} names: remote built in {built:.1f} s", flush=True)
+    synced, rss = child(b_root, url, "sync")
+    assert synced["names"] == n, synced
+    print(f"  first sync {synced['seconds']:.2f} s, peak RSS {rss / MiB:.0f} MiB", flush=True)
+    index = index_bytes(b_root)
+    ops, _ = child(b_root, url, "ops")
+    add_ms = median(ops["add"]) * 1000  # type: ignore[arg-type]
+    ls_ms = median(ops["ls"]) * 1000  # type: ignore[arg-type]
+    print(f"  one-name add {add_ms:.1f} ms, 1,000-name ls {ls_ms:.1f} ms", flush=True)
+    if args.skip_cli_ls:
+        first, whole = float("nan"), None
+    else:
+        first, whole = cli_ls(b_root, args.ls_timeout)
+        print(f"  lakelet ls: first byte {first:.2f} s, whole {whole}", flush=True)
+    fsck, _ = child(b_root, url, "fsck")
+    print(f"  fsck {fsck['seconds']:.2f} s", flush=True)
+    gc, _ = child(b_root, url, "gc")
+    print(f"  gc --remote {gc['seconds']:.2f} s", flush=True)
+    metadata = folder_bytes(remote_root, "log", "snapshots")
+    return [
+        f"{n:,}",
+        f"{synced['seconds']:.2f} s",
+        f"{rss / MiB:.0f} MiB",
+        f"{add_ms:.1f} ms",
+        f"{ls_ms:.1f} ms",
+        f"{first:.2f} s",
+        "—" if whole is None else f"{whole:.1f} s",
+        f"{fsck['seconds']:.2f} s",
+        f"{gc['seconds']:.2f} s",
+        f"{index / n:.0f} B",
+        f"{metadata / n:.0f} B",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--batch", type=int, default=10_000, help="names per log entry (one add)")
+    parser.add_argument("--no-snapshot", action="store_true", help="a new machine replays the log")
+    parser.add_argument("--skip-cli-ls", action="store_true")
+    parser.add_argument("--ls-timeout", type=float, default=120.0)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default bench/.work)")
+    args = parser.parse_args()
+    print(f"# scale: file:// remote, {args.batch:,} names a log entry")
+    print(f"# {machine()}")
+    print(f"# {load_note()}")
+    load = OtherLoad()
+    rows = []
+    kwargs = {} if args.work is None else {"root": args.work}
+    for n in args.sizes:
+        with scratch(f"scale-{n}", **kwargs) as work:
+            rows.append(run_size(work, n, args))
+    headers = [
+        "names",
+        "first sync",
+        "its peak RSS",
+        "one-name add",
+        "1,000-name ls",
+        "`lakelet ls` 1st byte",
+        "`lakelet ls` all",
+        "fsck",
+        "gc --remote",
+        "index / name",
+        "log+snapshots / name",
+    ]
+    print(table(headers, rows))
+    print(f"# {load.note()}")
+
+
+if __name__ == "__main__":
+    main()

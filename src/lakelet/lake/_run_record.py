@@ -49,7 +49,9 @@ __all__ = [
     "key_of",
     "output_kinds",
     "parse_run_record",
+    "read_run_cached",
     "read_run_record",
+    "remember_run",
     "run_records",
 ]
 
@@ -150,7 +152,7 @@ def current_run(
             return name, None
         if found.removed_at is None and name not in passed:
             try:
-                return name, _read_cached(context, found)
+                return name, read_run_cached(context, found)
             except (CorruptRecordError, IntegrityError) as e:  # the bytes, not the network
                 ignore(context, e, "the stage runs again")
         generation += 1
@@ -160,18 +162,24 @@ _parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> i
 _PARSED_MAX = 1 << 14
 
 
-def _read_cached(context: LakeContext, found: NameRecord) -> RunRecord:
+def read_run_cached(context: LakeContext, found: NameRecord) -> RunRecord:
     """``read_run_record``, remembered by the record's name and digest: its bytes are immutable,
     so a cached call (one lookup per call, 10,000 calls in a map) need not open, verify and
     parse them again. Only for stage calls, which read the record and never hand it out."""
-    memo = (str(context.root), found.name, found.digest)
-    run = _parsed.get(memo)
+    run = _parsed.get((str(context.root), found.name, found.digest))
     if run is None:
         run = read_run_record(context, found)
-        if len(_parsed) >= _PARSED_MAX:
-            _parsed.clear()
-        _parsed[memo] = run
+        remember_run(context, found, run)
     return run
+
+
+def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> None:
+    """Remember ``run`` as the parsed content of the record ``found`` this process just bound:
+    the writer parsed those very bytes before binding them (``Stage.check_record``), so the
+    first cached call need not read them back and parse them a second time."""
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[(str(context.root), found.name, found.digest)] = run
 
 
 def run_records(context: LakeContext) -> list[RunRecord]:

@@ -24,7 +24,7 @@ from lakelet.core._progress import Progress
 from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgumentError, RunError
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
-from lakelet.lake._run_record import RunRecord, ignore, read_run_record
+from lakelet.lake._run_record import RunRecord, ignore, read_run_cached
 from lakelet.runner._executors import Call, address, lake_spec, open_executor, run_items, to_wire
 from lakelet.stages import _stage
 from lakelet.stages._many import ItemDone, call_many
@@ -149,7 +149,7 @@ def _load(
         try:
             if run is None:
                 assert found is not None
-                run = read_run_record(lake.context, found)
+                run = read_run_cached(lake.context, found)
             return stage.load_output(lake, run)
         except (CorruptRecordError, IntegrityError) as e:  # torn by a power cut, say
             ignore(lake.context, e, "the stage runs again")

@@ -58,13 +58,15 @@ from lakelet.lake._run_record import (
     ignore,
     output_kinds,
     parse_run_record,
+    remember_run,
 )
-from lakelet.stages import _provenance
+from lakelet.stages import _loaded, _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
 from lakelet.storage._objects import hash_file
+from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
 __all__ = ["MAPPER", "Computed", "Outcome", "Stage", "commit", "stage"]
@@ -309,8 +311,16 @@ class Stage:
                 return lake.file(returned.names[0]).path
             # the stored object itself (verified on open), not a view named with the suffix:
             # the format's loader needs none, and a view costs a link per output
-            path = _verified_blob(lake, returned.names[0])
-            return get_format(returned.kind).load(path, returned.value_kind)
+            record = lake.file(returned.names[0]).record
+            memo = (str(lake.root), record.digest, returned.kind, returned.value_kind)
+            value = _loaded.recall(memo)
+            if value is _loaded.MISS:
+                with lake.context.open_record(record):  # verified (fetched first if only remote)
+                    pass
+                path = lake.context.blob_path(record)
+                value = get_format(returned.kind).load(path, returned.value_kind)
+                _loaded.remember(memo, path, value)
+            return value
         except RemoteError:
             raise  # the network, not the record: the next call may load it
         except Exception as e:  # any reader's refusal of the bytes: pyarrow, numpy, json, a missing name
@@ -396,9 +406,12 @@ class Stage:
         done.write_record()
         assert done.record_path is not None
         with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
-            bind_outputs(lake.context, [(done.record_name, done.record_path, True)], done.record_meta)
+            bound_record = bind_outputs(
+                lake.context, [(done.record_name, done.record_path, True)], done.record_meta
+            )
+            _remember(lake, [done], bound_record)
 
-    def check_record(self, data: bytes, record_name: str) -> None:
+    def check_record(self, data: bytes, record_name: str) -> RunRecord:
         """Refuse to bind a run record the readers would refuse: every later call would run the
         stage again and bind yet another generation. Raises InvalidArgumentError."""
         if len(data) > MAX_RUN_RECORD_BYTES:
@@ -408,7 +421,7 @@ class Stage:
                 "(lakelet.raw or lakelet.File), not as parameters"
             )
         try:
-            parse_run_record(data, record_name)
+            return parse_run_record(data, record_name)
         except CorruptRecordError as e:  # a bug of lakelet's: say so rather than bind it
             raise InvalidArgumentError(
                 f"stage {self.qualname}: lakelet would not read back the run record it made, so it "
@@ -497,14 +510,6 @@ def _unknown_options(func: Any, unknown: dict[str, Any]) -> str:
     return f"unknown stage options {sorted(unknown)}: use {sorted(_OPTIONS)}"
 
 
-def _verified_blob(lake: Lake, name: str) -> Path:
-    """The local object bound to ``name``, verified (fetched first if only on the remote)."""
-    record = lake.file(name).record
-    with lake.context.open_record(record):
-        pass
-    return lake.context.blob_path(record)
-
-
 def _check_unique(stage: Stage, names: list[str]) -> None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -528,6 +533,7 @@ class Computed:
     outputs: list[tuple[str, Path, bool]] = field(default_factory=list)  # (name, path, move it in)
     record: dict[str, Any] = field(default_factory=dict)
     record_path: Path | None = None
+    run: RunRecord | None = None  # ``record`` as the readers parse it
 
     def meta_of(self, name: str) -> dict[str, Any]:
         """The record meta of output ``name``: the user's keys of a file it wrote (``File.open(
@@ -540,7 +546,7 @@ class Computed:
 
     def write_record(self) -> None:
         data = json.dumps(self.record, sort_keys=True, indent=1).encode()
-        self.stage.check_record(data, self.record_name)
+        self.run = self.stage.check_record(data, self.record_name)
         if self.record_path is None:
             self.record_path = new_temp_path(self.encoded.parent)
         self.record_path.write_bytes(data)
@@ -566,9 +572,11 @@ def commit(lake: Lake, runs: list[Computed]) -> None:
         alone = runs
     elif outputs:
         try:
-            bind_outputs(lake.context, outputs, {}, metas)
+            bound = bind_outputs(lake.context, outputs, {}, metas)
         except NameExistsError:
             alone = runs  # each alone: the one whose names another machine took adopts its outputs
+        else:
+            _remember_values(lake, runs, bound)
     for done in alone:
         done.stage.commit_alone(lake, done)
     grouped = [done for done in runs if done not in alone]
@@ -577,11 +585,33 @@ def commit(lake: Lake, runs: list[Computed]) -> None:
     if not records:
         return
     try:
-        bind_outputs(lake.context, records, {}, record_metas)
+        _remember(lake, grouped, bind_outputs(lake.context, records, {}, record_metas))
     except NameExistsError:  # another machine bound one first: the same key, so its result stands
         for record in records:
             with contextlib.suppress(NameExistsError):
                 bind_outputs(lake.context, [record], {}, record_metas)
+
+
+def _remember(lake: Lake, runs: list[Computed], bound: list[NameRecord]) -> None:
+    """Hand the run records just bound, as their writer parsed them, to the cached calls."""
+    by_name = {r.name: r for r in bound}
+    for done in runs:
+        if done.run is not None and done.record_name in by_name:
+            remember_run(lake.context, by_name[done.record_name], done.run)
+
+
+def _remember_values(lake: Lake, runs: list[Computed], bound: list[NameRecord]) -> None:
+    """Hand the values the runs returned to the cached calls, where their format stores them
+    exactly (``_loaded``): a first run returns its value, not one loaded back."""
+    by_name = {r.name: r for r in bound}
+    for done in runs:
+        returned = done.record.get("returned", {})
+        names = returned.get("names") or []
+        if returned.get("kind") in ("files", "path") or len(names) != 1 or names[0] not in by_name:
+            continue
+        record = by_name[names[0]]
+        memo = (str(lake.root), record.digest, returned["kind"], returned["type"])
+        _loaded.remember_written(memo, lake.context.blob_path(record), done.value)
 
 
 def _unique(files: list[File]) -> list[File]:

@@ -37,7 +37,7 @@ from lakelet.core.errors import (
     InvalidNameError,
     NotFoundError,
 )
-from lakelet.datasets import _commits, _delta_log, _delta_schema, _merge, _upgrade
+from lakelet.datasets import _commits, _delta_checkpoint, _delta_log, _delta_schema, _merge, _upgrade
 from lakelet.datasets._dataset import Dataset, snapshot_schema
 from lakelet.datasets._delta_log import AddFile, Snapshot
 from lakelet.datasets._files import Written, staging_dir, write_files
@@ -126,12 +126,12 @@ class Datasets:
     def _checkpoint(self, name: str, version: int) -> Snapshot | None:
         return self.mirrored.read_immutable(
             _delta_log.checkpoint_key(name, version),
-            parse=lambda data, copy: _delta_log.parse_checkpoint(data, name, version, copy),
+            parse=lambda data, copy: _delta_checkpoint.parse_checkpoint(data, name, version, copy),
         )
 
     def _last_checkpoint(self, name: str) -> int | None:
         data = self.mirrored.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
-        return _delta_log.parse_last_checkpoint(data) if data is not None else None
+        return _delta_checkpoint.parse_last_checkpoint(data) if data is not None else None
 
     def create_commit(self, name: str, version: int, body: bytes) -> bool:
         """Create Delta version ``version`` of ``name``; False if another writer got there first."""

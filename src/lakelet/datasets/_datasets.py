@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,11 @@ _MAX_COMMIT_ATTEMPTS = 50
 CHECKPOINT_INTERVAL = 10
 _MODES = ("append", "overwrite", "merge")
 _MAX_MERGE_ATTEMPTS = 10
+# The latest table this process read or committed, per lake and dataset, with the stat of the
+# files it was built from: the next write (or open) of a table of many commits then reads
+# only the commits after it, not the checkpoint and the commits since.
+_LATEST: dict[tuple[str, str], tuple[tuple[Any, ...], Snapshot]] = {}
+_LATEST_TABLES = 64
 
 
 def _reader(data: Any) -> pa.RecordBatchReader:
@@ -158,8 +164,59 @@ class Datasets:
         return Dataset(self, name, self.snapshot(name, wanted - 1))
 
     def snapshot(self, name: str, delta_version: int) -> Snapshot:
-        """The table at ``delta_version``: from the nearest checkpoint at or before it (or the
-        first commit), then each commit after it through the parser."""
+        """The table at ``delta_version``: from the table this process last built if that is at
+        most that version (and its files are unchanged), else from the nearest checkpoint at or
+        before it (or the first commit), then each commit after it through the parser."""
+        snapshot = self._remembered(name, delta_version)
+        if snapshot is not None and snapshot.version == delta_version:
+            return snapshot
+        if snapshot is not None:
+            for v in range(snapshot.version + 1, delta_version + 1):
+                applied = self.read_commit(name, v, snapshot)
+                if applied is None:
+                    break
+                snapshot = applied
+            if snapshot.version == delta_version:
+                self._remember(name, snapshot)
+                return snapshot
+        snapshot = self._read_snapshot(name, delta_version)
+        self._remember(name, snapshot)
+        return snapshot
+
+    def _signature(self, name: str, version: int) -> tuple[Any, ...] | None:
+        """The stat of what a fresh read of ``version`` parses here (the checkpoint before it,
+        and each commit since); None if one of them is not local."""
+        start = version - version % CHECKPOINT_INTERVAL
+        keys = [_delta_log.commit_key(name, v) for v in range(start, version + 1)]
+        if start:
+            keys.append(_delta_log.checkpoint_key(name, start))
+        try:
+            stats = [os.stat(self.context.root / key) for key in keys]
+        except OSError:
+            return None
+        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+
+    def _remember(self, name: str, snapshot: Snapshot) -> None:
+        signature = self._signature(name, snapshot.version)
+        key = (str(self.context.root), name)
+        _LATEST.pop(key, None)
+        if signature is not None:
+            _LATEST[key] = (signature, snapshot)
+            while len(_LATEST) > _LATEST_TABLES:
+                del _LATEST[next(iter(_LATEST))]
+
+    def _remembered(self, name: str, delta_version: int) -> Snapshot | None:
+        """The table remembered for ``name`` if at most ``delta_version``, fewer than a
+        checkpoint interval before it, and built from files still as they were."""
+        entry = _LATEST.get((str(self.context.root), name))
+        if entry is None:
+            return None
+        signature, snapshot = entry
+        if not 0 <= delta_version - snapshot.version < CHECKPOINT_INTERVAL:
+            return None
+        return snapshot if self._signature(name, snapshot.version) == signature else None
+
+    def _read_snapshot(self, name: str, delta_version: int) -> Snapshot:
         snapshot, start = None, 0
         hint = self._last_checkpoint(name)
         for at in dict.fromkeys(c for c in (hint, delta_version - delta_version % CHECKPOINT_INTERVAL) if c):
@@ -377,6 +434,7 @@ class Datasets:
                 snapshot = _delta_log.apply(base, commit, name)
                 if version % CHECKPOINT_INTERVAL == 0 and version > 0:
                     self._write_checkpoint(name, version)
+                self._remember(name, snapshot)
                 _note_in_stage(name, version + 1, new.rows)
                 return Dataset(self, name, snapshot)
         return None

@@ -393,6 +393,6 @@ def _untagged(value: Any, depth: int = 0) -> Any:
         if value.keys() == {"float"} and value["float"] in ("nan", "inf", "-inf"):
             return float(value["float"])
         return {k: _untagged(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list) and depth < 4:
-        return [_untagged(v, depth + 1) for v in value]
+    if isinstance(value, list) and depth < 4:  # a sample: mostly scalars, kept as they are
+        return [_untagged(v, depth + 1) if isinstance(v, (dict, list)) else v for v in value]
     return value

@@ -116,10 +116,10 @@ def child(kind: str, work: Path, rows: int, reps: int) -> dict:
         lake = lakelet.open(work / "lake")
         target = NAME if kind == "read" else "bench/log"
         path = folder if kind == "read" else work / "lake" / "datasets" / "bench" / "log"
-        from lakelet.datasets import _datasets
+        from lakelet.datasets import _remembered
 
         def cold() -> int:  # what a new process pays: nothing of the table remembered
-            _datasets._LATEST.clear()
+            _remembered.forget_all()
             return int(lake.dataset(target).num_rows)
 
         sides = {

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,15 @@ from lakelet.core.errors import (
     InvalidNameError,
     NotFoundError,
 )
-from lakelet.datasets import _commits, _delta_checkpoint, _delta_log, _delta_schema, _merge, _upgrade
+from lakelet.datasets import (
+    _commits,
+    _delta_checkpoint,
+    _delta_log,
+    _delta_schema,
+    _merge,
+    _remembered,
+    _upgrade,
+)
 from lakelet.datasets._dataset import Dataset, snapshot_schema
 from lakelet.datasets._delta_log import AddFile, Snapshot
 from lakelet.datasets._files import Written, staging_dir, write_files
@@ -56,11 +63,6 @@ _MAX_COMMIT_ATTEMPTS = 50
 CHECKPOINT_INTERVAL = 10
 _MODES = ("append", "overwrite", "merge")
 _MAX_MERGE_ATTEMPTS = 10
-# The latest table this process read or committed, per lake and dataset, with the stat of the
-# files it was built from: the next write (or open) of a table of many commits then reads
-# only the commits after it, not the checkpoint and the commits since.
-_LATEST: dict[tuple[str, str], tuple[tuple[Any, ...], Snapshot]] = {}
-_LATEST_TABLES = 64
 
 
 def _reader(data: Any) -> pa.RecordBatchReader:
@@ -167,7 +169,7 @@ class Datasets:
         """The table at ``delta_version``: from the table this process last built if that is at
         most that version (and its files are unchanged), else from the nearest checkpoint at or
         before it (or the first commit), then each commit after it through the parser."""
-        snapshot = self._remembered(name, delta_version)
+        snapshot = _remembered.recall(self.context.root, name, delta_version, CHECKPOINT_INTERVAL)
         if snapshot is not None and snapshot.version == delta_version:
             return snapshot
         if snapshot is not None:
@@ -177,44 +179,11 @@ class Datasets:
                     break
                 snapshot = applied
             if snapshot.version == delta_version:
-                self._remember(name, snapshot)
+                _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
                 return snapshot
         snapshot = self._read_snapshot(name, delta_version)
-        self._remember(name, snapshot)
+        _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
         return snapshot
-
-    def _signature(self, name: str, version: int) -> tuple[Any, ...] | None:
-        """The stat of what a fresh read of ``version`` parses here (the checkpoint before it,
-        and each commit since); None if one of them is not local."""
-        start = version - version % CHECKPOINT_INTERVAL
-        keys = [_delta_log.commit_key(name, v) for v in range(start, version + 1)]
-        if start:
-            keys.append(_delta_log.checkpoint_key(name, start))
-        try:
-            stats = [os.stat(self.context.root / key) for key in keys]
-        except OSError:
-            return None
-        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
-
-    def _remember(self, name: str, snapshot: Snapshot) -> None:
-        signature = self._signature(name, snapshot.version)
-        key = (str(self.context.root), name)
-        _LATEST.pop(key, None)
-        if signature is not None:
-            _LATEST[key] = (signature, snapshot)
-            while len(_LATEST) > _LATEST_TABLES:
-                del _LATEST[next(iter(_LATEST))]
-
-    def _remembered(self, name: str, delta_version: int) -> Snapshot | None:
-        """The table remembered for ``name`` if at most ``delta_version``, fewer than a
-        checkpoint interval before it, and built from files still as they were."""
-        entry = _LATEST.get((str(self.context.root), name))
-        if entry is None:
-            return None
-        signature, snapshot = entry
-        if not 0 <= delta_version - snapshot.version < CHECKPOINT_INTERVAL:
-            return None
-        return snapshot if self._signature(name, snapshot.version) == signature else None
 
     def _read_snapshot(self, name: str, delta_version: int) -> Snapshot:
         snapshot, start = None, 0
@@ -434,7 +403,7 @@ class Datasets:
                 snapshot = _delta_log.apply(base, commit, name)
                 if version % CHECKPOINT_INTERVAL == 0 and version > 0:
                     self._write_checkpoint(name, version)
-                self._remember(name, snapshot)
+                _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
                 _note_in_stage(name, version + 1, new.rows)
                 return Dataset(self, name, snapshot)
         return None

@@ -425,3 +425,52 @@ def test_fsck_removes_the_staging_folder_of_a_killed_dataset_write(lake) -> None
     again = subprocess.run([sys.executable, "-c", WRITE, str(lake.root)], capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
     assert sorted(lakelet.open(lake.root).dataset("orders").to_arrow().column("id").to_pylist()) == [1, 3]
+
+
+CHECKPOINT_10 = "datasets/orders/_delta_log/00000000000000000010.checkpoint.parquet"
+
+
+def _forge_checkpoint(remote, column: str, value) -> None:
+    """The peer rewrites one field of the first ``add`` row of the checkpoint at Delta version 10."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(_peer_get(remote, CHECKPOINT_10)))
+    rows = table.to_pylist()
+    first = next(r for r in rows if r["add"] is not None)
+    first["add"][column] = value
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), out)
+    _peer_put(remote, CHECKPOINT_10, out.getvalue())
+
+
+@ON_FOLDER_REMOTE
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        pytest.param("path", "../../../evil.parquet", id="up the tree"),
+        pytest.param("path", "%2E%2E/%2E%2E/%2E%2E/evil.parquet", id="encoded"),
+        pytest.param("path", "/tmp/evil.parquet", id="absolute"),
+        pytest.param("path", "file:///tmp/evil.parquet", id="url"),
+        pytest.param("path", "_delta_log/00000000000000000003.parquet", id="in the log"),
+        pytest.param("path", "dt=2025-01-20/evil.txt", id="not parquet"),
+        pytest.param("size", -5, id="negative size"),
+        pytest.param("partitionValues", [("region", "eu")], id="not the partition columns"),
+    ],
+)
+def test_a_forged_checkpoint_row_is_refused(remote, machine, tmp_path, column, value) -> None:
+    """A checkpoint stands for every commit before it: a row in it is checked as the same
+    ``add`` in a commit file is, and a bad one is refused in one line naming the checkpoint."""
+    a = _shared(machine)
+    for i in range(10):  # Delta version 10: lakelet writes the checkpoint
+        a.write_dataset("orders", _orders("2025-01-20", [10 + i]))
+    _forge_checkpoint(remote, column, value)
+    victim = machine("victim/lake")
+    with pytest.raises(lakelet.CorruptRecordError) as raised:
+        victim.dataset("orders")
+    message = str(raised.value)
+    assert "\n" not in message and CHECKPOINT_10 in message and "'orders'" in message
+    assert sorted(p.name for p in (tmp_path / "victim").iterdir()) == ["lake"]  # nothing beside it
+    assert not (victim.root / CHECKPOINT_10).exists()  # a refused copy is not kept
+    assert victim.dataset("orders", version=10).num_rows == 12  # before the checkpoint: read

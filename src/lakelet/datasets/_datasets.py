@@ -37,7 +37,15 @@ from lakelet.core.errors import (
     InvalidNameError,
     NotFoundError,
 )
-from lakelet.datasets import _commits, _delta_log, _delta_schema, _merge, _upgrade
+from lakelet.datasets import (
+    _commits,
+    _delta_checkpoint,
+    _delta_log,
+    _delta_schema,
+    _merge,
+    _remembered,
+    _upgrade,
+)
 from lakelet.datasets._dataset import Dataset, snapshot_schema
 from lakelet.datasets._delta_log import AddFile, Snapshot
 from lakelet.datasets._files import Written, staging_dir, write_files
@@ -126,12 +134,12 @@ class Datasets:
     def _checkpoint(self, name: str, version: int) -> Snapshot | None:
         return self.mirrored.read_immutable(
             _delta_log.checkpoint_key(name, version),
-            parse=lambda data, copy: _delta_log.parse_checkpoint(data, name, version, copy),
+            parse=lambda data, copy: _delta_checkpoint.parse_checkpoint(data, name, version, copy),
         )
 
     def _last_checkpoint(self, name: str) -> int | None:
         data = self.mirrored.read(_delta_log.last_checkpoint_key(name), limit=1 << 16)
-        return _delta_log.parse_last_checkpoint(data) if data is not None else None
+        return _delta_checkpoint.parse_last_checkpoint(data) if data is not None else None
 
     def create_commit(self, name: str, version: int, body: bytes) -> bool:
         """Create Delta version ``version`` of ``name``; False if another writer got there first."""
@@ -158,8 +166,26 @@ class Datasets:
         return Dataset(self, name, self.snapshot(name, wanted - 1))
 
     def snapshot(self, name: str, delta_version: int) -> Snapshot:
-        """The table at ``delta_version``: from the nearest checkpoint at or before it (or the
-        first commit), then each commit after it through the parser."""
+        """The table at ``delta_version``: from the table this process last built if that is at
+        most that version (and its files are unchanged), else from the nearest checkpoint at or
+        before it (or the first commit), then each commit after it through the parser."""
+        snapshot = _remembered.recall(self.context.root, name, delta_version, CHECKPOINT_INTERVAL)
+        if snapshot is not None and snapshot.version == delta_version:
+            return snapshot
+        if snapshot is not None:
+            for v in range(snapshot.version + 1, delta_version + 1):
+                applied = self.read_commit(name, v, snapshot)
+                if applied is None:
+                    break
+                snapshot = applied
+            if snapshot.version == delta_version:
+                _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
+                return snapshot
+        snapshot = self._read_snapshot(name, delta_version)
+        _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
+        return snapshot
+
+    def _read_snapshot(self, name: str, delta_version: int) -> Snapshot:
         snapshot, start = None, 0
         hint = self._last_checkpoint(name)
         for at in dict.fromkeys(c for c in (hint, delta_version - delta_version % CHECKPOINT_INTERVAL) if c):
@@ -377,6 +403,7 @@ class Datasets:
                 snapshot = _delta_log.apply(base, commit, name)
                 if version % CHECKPOINT_INTERVAL == 0 and version > 0:
                     self._write_checkpoint(name, version)
+                _remembered.remember(self.context.root, name, snapshot, CHECKPOINT_INTERVAL)
                 _note_in_stage(name, version + 1, new.rows)
                 return Dataset(self, name, snapshot)
         return None

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
-
-import pyarrow as pa
 
 from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError, UnsupportedFeatureError
@@ -71,9 +68,7 @@ __all__ = [
     "commit_key",
     "is_commit_file",
     "last_checkpoint_key",
-    "parse_checkpoint",
     "parse_commit",
-    "parse_last_checkpoint",
     "quarantine_invalid",
 ]
 
@@ -398,58 +393,6 @@ def _untagged(value: Any, depth: int = 0) -> Any:
         if value.keys() == {"float"} and value["float"] in ("nan", "inf", "-inf"):
             return float(value["float"])
         return {k: _untagged(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list) and depth < 4:
-        return [_untagged(v, depth + 1) for v in value]
-    return value
-
-
-# checkpoints
-
-
-def parse_last_checkpoint(data: bytes) -> int | None:
-    """The version ``_last_checkpoint`` points to; None if it is not one lakelet can use (it is
-    only a hint: the commits are read instead)."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict) or obj.get("parts") is not None or "v2Checkpoint" in obj:
-        return None
-    version = obj.get("version")
-    return version if type(version) is int and 0 <= version < 2**62 else None
-
-
-def parse_checkpoint(data: bytes, name: str, version: int, copy: str = "") -> Snapshot:
-    """The table at ``version`` from the bytes of its single-file Parquet checkpoint, each row
-    checked as the same action in a commit file would be."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    key = checkpoint_key(name, version)
-    try:
-        try:
-            rows = pq.read_table(io.BytesIO(data)).to_pylist()
-        except (pa.ArrowException, OSError, ValueError) as e:
-            raise Invalid(f"not a Parquet checkpoint ({e})") from None
-        actions = [{k: _plain_maps(v)} for row in rows for k, v in row.items() if v is not None]
-        commit = _commit(actions, name, version) if actions else None
-        if commit is None:
-            raise Invalid("it holds no action")
-        return _apply(None, replace(commit, info=None), name)
-    except Invalid as e:
-        raise CorruptRecordError(
-            f"dataset {name!r}: invalid checkpoint {key} ({copy}): {e}", record=key
-        ) from None
-
-
-_MAPS = frozenset({"partitionValues", "tags", "configuration", "options"})
-
-
-def _plain_maps(value: Any, key: str = "") -> Any:
-    """A checkpoint's Parquet maps (lists of pairs) as the JSON objects of a commit file."""
-    if isinstance(value, dict):
-        return {k: _plain_maps(v, k) for k, v in value.items() if v is not None}
-    if key in _MAPS and isinstance(value, list):
-        return {p[0]: p[1] for p in value if isinstance(p, tuple) and len(p) == 2}
+    if isinstance(value, list) and depth < 4:  # a sample: mostly scalars, kept as they are
+        return [_untagged(v, depth + 1) if isinstance(v, (dict, list)) else v for v in value]
     return value

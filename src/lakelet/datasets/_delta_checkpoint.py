@@ -1,0 +1,222 @@
+"""A Delta table's Parquet checkpoint read back, each row held to the checks a commit file's
+action gets (``_delta_log``), with the ``add`` rows checked column by column.
+
+A checkpoint holds one ``add`` row per file of the version: thousands in a table of many
+small commits. Checking each row as a Python object cost ~0.15 ms a file, most of the time
+it takes to open such a table. So the ``add`` column is checked with ``pyarrow.compute``
+first: a row whose path is plainly inside the table (a strict pattern: no ``%``, ``:``,
+``\\``, ``.`` or ``..`` segment, no ``_delta_log/``, a ``.parquet`` name, short segments),
+whose size and time are in range, with no deletion vector and exactly the table's partition
+columns is built directly. Every other row goes through the commit file's parser
+(``_delta_log._add``), which refuses it or accepts it exactly as before: the fast path only
+ever accepts rows that parser accepts, so the refusals are the same.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakelet.core.errors import CorruptRecordError
+from lakelet.datasets import _delta_schema
+from lakelet.datasets._delta_actions import DIGEST_TAG, AddFile, Metadata, Snapshot, checkpoint_key
+from lakelet.datasets._delta_log import (
+    _add,
+    _check_partition,
+    _check_protocol,
+    _commit,
+    _digest,
+)
+from lakelet.datasets._manifest import Invalid, count, short
+
+__all__ = ["parse_checkpoint", "parse_last_checkpoint"]
+
+_MAX_COUNT = 2**63 - 1
+_MAX_PATH_BYTES = 4096
+# a path that _delta_log._path accepts unchanged (nothing to decode, nothing to refuse)
+_PLAIN_PATH = r"^([A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,254}/)*[A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,246}\.parquet$"
+_MAPS = frozenset({"partitionValues", "tags", "configuration", "options"})
+
+
+def parse_last_checkpoint(data: bytes) -> int | None:
+    """The version ``_last_checkpoint`` points to; None if it is not one lakelet can use (it is
+    only a hint: the commits are read instead)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or obj.get("parts") is not None or "v2Checkpoint" in obj:
+        return None
+    version = obj.get("version")
+    return version if type(version) is int and 0 <= version < 2**62 else None
+
+
+def parse_checkpoint(data: bytes, name: str, version: int, copy: str = "") -> Snapshot:
+    """The table at ``version`` from the bytes of its single-file Parquet checkpoint, each row
+    checked as the same action in a commit file would be."""
+    import pyarrow.parquet as pq
+
+    key = checkpoint_key(name, version)
+    try:
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise Invalid(f"not a Parquet checkpoint ({e})") from None
+        return _snapshot(table, name, version)
+    except Invalid as e:
+        raise CorruptRecordError(
+            f"dataset {name!r}: invalid checkpoint {key} ({copy}): {e}", record=key
+        ) from None
+
+
+def _snapshot(table: pa.Table, name: str, version: int) -> Snapshot:
+    others = [
+        {column: _plain_maps(value)}
+        for column in table.column_names
+        if column != "add"
+        for value in _valid(table.column(column)).to_pylist()
+    ]
+    adds = _valid(table.column("add")) if "add" in table.column_names else pa.array([])
+    if not others and not len(adds):
+        raise Invalid("it holds no action")
+    commit = _commit(others, name, version)  # protocol, metaData, tombstones: few rows
+    if commit.protocol is None or commit.metadata is None:
+        raise Invalid("the table has no protocol or no metaData at this version")
+    _check_protocol(commit.protocol, name)
+    files = {a.path: a for a in _adds(adds, commit.metadata)}
+    return Snapshot(version, commit.protocol, commit.metadata, files, None, commit.timestamp)
+
+
+def _valid(column: pa.ChunkedArray) -> pa.Array:
+    array = column.combine_chunks()
+    return array.filter(array.is_valid())
+
+
+def _adds(adds: pa.Array, metadata: Metadata) -> list[AddFile]:
+    """The files of the ``add`` rows, in order; Invalid for the first row the parser refuses."""
+    if not len(adds):
+        return []
+    fast = _plain_rows(adds, metadata)
+    columns = {f.name: adds.field(f.name) for f in adds.type} if pa.types.is_struct(adds.type) else {}
+    lists = {k: columns[k].to_pylist() for k in ("path", "size", "modificationTime", "stats", "tags")}
+    values = columns["partitionValues"].to_pylist() if "partitionValues" in columns else None
+    out = []
+    for i, plain in enumerate(fast):
+        if plain:
+            out.append(_plain_add(i, lists, values))
+        else:  # anything unusual: the commit file's parser, refusal and all
+            add = _add(_plain_maps(adds[i].as_py()))
+            _check_partition(add, metadata)
+            out.append(add)
+    return out
+
+
+def _plain_add(i: int, lists: dict[str, list[Any]], values: list[Any] | None) -> AddFile:
+    path: str = lists["path"][i]
+    stats = lists["stats"][i]
+    rows = None
+    if stats is not None:
+        try:
+            parsed = json.loads(stats)
+        except (ValueError, RecursionError):
+            raise Invalid(f"add.stats of {short(path)} is not JSON") from None
+        if isinstance(parsed, dict) and "numRecords" in parsed:
+            rows = count(parsed["numRecords"], "add.stats.numRecords")
+    tags = dict(lists["tags"][i] or ())
+    digest = _digest(tags[DIGEST_TAG], path) if DIGEST_TAG in tags else None
+    partition = dict(values[i]) if values is not None and values[i] is not None else {}
+    return AddFile(path, partition, lists["size"][i], rows, digest, lists["modificationTime"][i] or 0, stats)
+
+
+def _plain_rows(adds: pa.Array, metadata: Metadata) -> list[bool]:
+    """Which rows are plainly valid (see the module's note); False sends a row to the parser."""
+    n = len(adds)
+    if not _plain_types(adds.type, metadata):
+        return [False] * n
+    path = adds.field("path")
+    ok = pc.and_kleene(
+        pc.match_substring_regex(path, _PLAIN_PATH),
+        pc.invert(pc.starts_with(path, "_delta_log/")),
+    )
+    ok = pc.and_kleene(ok, pc.less_equal(pc.binary_length(path), _MAX_PATH_BYTES))
+    size = adds.field("size")
+    ok = pc.and_kleene(ok, pc.and_kleene(size.is_valid(), pc.greater_equal(size, 0)))
+    stamp = adds.field("modificationTime")
+    ok = pc.and_kleene(ok, pc.or_kleene(stamp.is_null(), pc.greater_equal(stamp, 0)))
+    if "deletionVector" in {f.name for f in adds.type}:
+        ok = pc.and_kleene(ok, adds.field("deletionVector").is_null())
+    mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return (mask & _partition_rows(adds, metadata)).tolist()  # type: ignore[no-any-return]
+
+
+def _plain_types(type_: pa.DataType, metadata: Metadata) -> bool:
+    """Whether the ``add`` column has the types a Delta writer gives it (a forged checkpoint
+    may give it any: then every row goes to the parser)."""
+    if not pa.types.is_struct(type_):
+        return False
+    fields = {f.name: f.type for f in type_}
+    string_map = pa.map_(pa.string(), pa.string())
+    return (
+        pa.types.is_string(fields.get("path", pa.null()))
+        and pa.types.is_signed_integer(fields.get("size", pa.null()))
+        and pa.types.is_signed_integer(fields.get("modificationTime", pa.null()))
+        and pa.types.is_string(fields.get("stats", pa.string()))
+        and fields.get("tags", string_map).equals(string_map)
+        and fields.get("partitionValues", string_map).equals(string_map)
+        and ("partitionValues" in fields or not metadata.partition_columns)
+        and "stats" in fields
+        and "tags" in fields
+    )
+
+
+def _partition_rows(adds: pa.Array, metadata: Metadata) -> Any:
+    """Rows whose partition values name each partition column once and convert to its type."""
+    n = len(adds)
+    columns = list(metadata.partition_columns)
+    if "partitionValues" not in {f.name for f in adds.type}:
+        return np.full(n, not columns)
+    pairs = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+    values = adds.field("partitionValues").cast(pa.list_(pairs))  # the list kernels take no map
+    lengths = pc.fill_null(pc.list_value_length(values), -1).to_numpy(zero_copy_only=False)
+    ok = lengths == len(columns)
+    if not columns:
+        return ok | (lengths == -1)  # no map at all: no partition values
+    flat = pc.list_flatten(values)
+    keys, items = flat.field("key"), flat.field("value")
+    owner = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    # each column a distinct bit: k keys summing to 2**k - 1 are the k columns, once each
+    # (the float sums of bincount stay exact up to 30 columns)
+    bit = np.zeros(len(keys), dtype=np.int64)
+    types = {f.name: f.type for f in metadata.schema}
+    for index, column in enumerate(columns):
+        mine = pc.equal(keys, column).to_numpy(zero_copy_only=False)
+        bit[mine] = 1 << index
+        for value in pc.unique(items.filter(pc.equal(keys, column))).to_pylist():
+            if not _converts(value, types.get(column)):
+                return np.zeros(n, dtype=bool)  # the parser names the row and the value
+    sums = np.bincount(owner, weights=bit, minlength=n) if len(owner) else np.zeros(n)
+    return ok & (sums == (1 << len(columns)) - 1) if len(columns) <= 30 else np.zeros(n, dtype=bool)
+
+
+def _converts(value: str | None, type_: pa.DataType | None) -> bool:
+    if type_ is None:
+        return False
+    try:
+        _delta_schema.partition_scalar(value, type_)
+    except ValueError:
+        return False
+    return True
+
+
+def _plain_maps(value: Any, key: str = "") -> Any:
+    """A checkpoint's Parquet maps (lists of pairs) as the JSON objects of a commit file."""
+    if isinstance(value, dict):
+        return {k: _plain_maps(v, k) for k, v in value.items() if v is not None}
+    if key in _MAPS and isinstance(value, list):
+        return {p[0]: p[1] for p in value if isinstance(p, tuple) and len(p) == 2}
+    return value

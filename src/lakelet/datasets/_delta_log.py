@@ -47,6 +47,7 @@ from lakelet.datasets._manifest import (
     Invalid,
     arrow_schema,
     column_stats,
+    confinement_problem,
     count,
     json_object,
     short,
@@ -72,10 +73,7 @@ __all__ = [
     "quarantine_invalid",
 ]
 
-_MAX_PATH_BYTES = 4096
-_MAX_SEGMENT_BYTES = 255
 _MAX_LINE = 64 << 20
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _LAKELET_FILE = re.compile(r"part-([0-9a-f]{32})\.parquet")
 _DIGEST = re.compile(r"(blake3|sha256):([0-9a-f]{64})")
@@ -321,17 +319,10 @@ def _path(value: Any, where: str) -> str:
 
 
 def _path_problem(path: str) -> str | None:
-    if len(path.encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
-        return "is too long"
-    if _CONTROL.search(path):
-        return "holds NUL or a control character"
-    if "\\" in path:
-        return "holds a backslash"
+    problem = confinement_problem(path)
+    if problem:
+        return problem
     segments = path.split("/")
-    if path.startswith("/") or any(s in ("", ".", "..") for s in segments):
-        return "names a path outside the table"
-    if any(len(s.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES for s in segments):
-        return "has a segment longer than a file name"
     if segments[0] == "_delta_log" or not segments[-1].endswith(".parquet"):
         return "is not a Parquet data file"
     return None

@@ -32,6 +32,7 @@ __all__ = [
     "Invalid",
     "arrow_schema",
     "column_stats",
+    "confinement_problem",
     "count",
     "json_object",
     "json_value",
@@ -289,7 +290,9 @@ def _relative(value: Any, where: str) -> str:
     return value
 
 
-def _path_problem(path: str) -> str | None:
+def confinement_problem(path: str) -> str | None:
+    """What stops ``path`` (relative, decoded) from naming a file under its folder, if
+    anything: the checks every record path of a dataset goes through, whatever its format."""
     if len(path.encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
         return "is too long"
     if _CONTROL.search(path):
@@ -303,6 +306,14 @@ def _path_problem(path: str) -> str | None:
         return "has an empty, '.' or '..' segment"
     if any(len(s.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES for s in segments):
         return "has a segment longer than a file name"
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    problem = confinement_problem(path)
+    if problem:
+        return problem
+    segments = path.split("/")
     if any(s.startswith("=") or "=" not in s for s in segments[:-1]):
         return "has a folder that is not <column>=<value>"
     if _DATA_FILE.fullmatch(segments[-1]) is None:

@@ -658,6 +658,11 @@ class Catalog:
             "WHERE n.scope = ? AND n.name > ? AND n.removed_at IS NULL AND r.name IS NULL "
             "ORDER BY n.name LIMIT ?"
         )
+        return self._record_pages(query, scope)
+
+    def _record_pages(self, query: str, scope: str) -> Iterator[list[NameRecord]]:
+        """The records ``query`` selects (its parameters: scope, the name to start after, a
+        limit), a page of ``batch_size`` at a time, by name: never all of them held."""
         after = ""
         while True:
             page = batch_size()
@@ -817,14 +822,8 @@ class Catalog:
             "ON r.scope = n.scope AND r.name = n.name AND r.digest = n.digest WHERE n.scope = ? "
             "AND n.name > ? ORDER BY n.name LIMIT ?"
         )
-        after = ""
-        while True:
-            page = batch_size()
-            rows = self._db().execute(query, (scope, after, page)).fetchall()
-            yield from map(_row_to_record, rows)
-            if len(rows) < page:
-                return
-            after = rows[-1][1]
+        for page in self._record_pages(query, scope):
+            yield from page
 
     def get_state(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

@@ -193,3 +193,12 @@ def test_a_forged_bookmark_stops_the_run_in_one_line(jsonl, lake) -> None:
     assert out.returncode == 1 and len(err.strip().splitlines()) == 1
     assert "invalid pipeline state state/pipeline/state.json" in err
     assert lake.dataset("raw/jsonl/customers").version == 1
+
+
+def test_ingest_draws_a_bar_on_a_terminal_while_it_writes(jsonl) -> None:
+    from .test_progress import _run_on_terminal
+
+    env = {**jsonl["env"], "LAKELET_PROGRESS_DELAY": "0"}
+    code, screen = _run_on_terminal("ingest", str(jsonl["yaml"]), env=env)
+    assert code == 0, screen
+    assert b"writing pipeline.yaml" in screen and b"ingested customers: 2 rows" in screen

@@ -148,3 +148,46 @@ def test_library_progress_is_on_for_a_terminal_and_off_for_a_pipe(tmp_path) -> N
     script.write_text(LIBRARY_ADD.format(progress="False"))
     code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "c.bin"])
     assert code == 0 and b"adding" not in screen
+
+
+@pytest.mark.parametrize("remote", ["s3"], indirect=True)
+@pytest.mark.parametrize("mode", ["append", "merge"])
+def test_write_dataset_counts_the_data_then_each_uploaded_byte_once(machine, mode) -> None:
+    """A dataset write tells the table's bytes as the writer takes them, then, to a remote, the
+    files' bytes as they are uploaded: each step from zero, each adding up to its total."""
+    import pyarrow as pa
+
+    lake = machine("a")
+    table = pa.table({"k": list(range(2000)), "dt": ["2025-01-20", "2025-01-21"] * 1000})
+    steps = _Phases()
+    keys = ["k"] if mode == "merge" else None
+    ds = lake.write_dataset("sales/orders", table, partition_by=["dt"], mode=mode, keys=keys, progress=steps)
+    files = sum(os.path.getsize(f) for f in ds.files)
+    assert len(ds.files) == 2 and steps.steps == [
+        ["", table.nbytes, table.nbytes],
+        ["uploading", files, files],
+    ]
+
+
+LIBRARY_WRITE = """
+import sys, lakelet, pyarrow as pa
+lake = lakelet.open(sys.argv[1])
+lake.write_dataset(sys.argv[2], pa.table({{"x": list(range(1000))}}), progress={progress})
+"""
+
+
+def test_write_dataset_draws_a_bar_for_a_person_and_nothing_in_a_pipe(tmp_path) -> None:
+    lake = lakelet.init(tmp_path / "lake")
+    env = {"LAKELET_PROGRESS_DELAY": "0"}
+    script = tmp_path / "write.py"
+    script.write_text(LIBRARY_WRITE.format(progress="None"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a/one"])
+    assert code == 0, screen
+    assert b"writing a/one" in screen and b"kB" in screen  # interactive: the default draws a bar
+    piped = subprocess.run(
+        [sys.executable, str(script), str(lake.root), "a/two"], capture_output=True, env={**os.environ, **env}
+    )
+    assert piped.returncode == 0 and piped.stderr == b""
+    script.write_text(LIBRARY_WRITE.format(progress="False"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a/three"])
+    assert code == 0 and b"writing" not in screen

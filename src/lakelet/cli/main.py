@@ -378,7 +378,8 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def ingest(ctx: click.Context, pipeline: Path) -> None:
     """Run the Singer tap of PIPELINE.yaml into partitioned Parquet datasets, incrementally."""
-    log = lake_of(ctx).ingest(pipeline)
+    with DelayedBar(f"ingesting {pipeline.name}") as bar:
+        log = lake_of(ctx).ingest(pipeline, progress=bar)
     rows = ", ".join(f"{stream}: {n:,}" for stream, n in log["rows"].items()) or "no streams"
     stdout.print(f"ingested {rows} rows ({log['files_written']} files)", highlight=False)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ import pyarrow as pa
 
 from lakelet.core import _faults
 from lakelet.core._names import validate_path_name
+from lakelet.core._progress import SILENT, Progress, begin_phase
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
     CorruptRecordError,
@@ -65,9 +67,11 @@ _MODES = ("append", "overwrite", "merge")
 _MAX_MERGE_ATTEMPTS = 10
 
 
-def _reader(data: Any) -> pa.RecordBatchReader:
+def _reader(data: Any) -> tuple[pa.RecordBatchReader, int | None]:
+    """``data`` as a stream of batches, and its size in memory when it is known before reading
+    (a stream's is not)."""
     if isinstance(data, pa.RecordBatchReader):
-        return data
+        return data, None
     kind = kind_of(data)
     if kind == "pandas":
         table = pa.Table.from_pandas(data, preserve_index=False)
@@ -82,7 +86,23 @@ def _reader(data: Any) -> pa.RecordBatchReader:
             f"write_dataset takes a pandas or Polars DataFrame, a pyarrow Table or a "
             f"RecordBatchReader, not {type(data).__module__}.{type(data).__qualname__}"
         )
-    return table.to_reader()
+    return table.to_reader(), table.nbytes
+
+
+def _counted(reader: pa.RecordBatchReader, total: int | None, progress: Progress) -> pa.RecordBatchReader:
+    """``reader``, telling ``progress`` the bytes of each batch as the writer takes it: the
+    batches as given, before any cast, so that they add up to ``total`` (a table's nbytes)."""
+    if progress is SILENT:
+        return reader
+    if total is not None:
+        progress.add_total(total)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield batch
+            progress.advance(batch.nbytes)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 _LOGICAL = {
@@ -270,7 +290,11 @@ class Datasets:
         lineage: dict[str, Any] | None = None,
         keys: list[str] | None = None,
         meta: dict[str, Any] | None = None,
+        progress: Progress = SILENT,
     ) -> Dataset:
+        """``progress`` is told the bytes of the data as they are written (the table's size in
+        memory; a stream's total is not known), then, in a lake with a remote, the bytes of the
+        files as they are uploaded (a new phase, counted from zero)."""
         validate_path_name(name, "dataset name")
         if mode not in _MODES:
             raise InvalidArgumentError(f'mode must be "append", "overwrite" or "merge", not {mode!r}')
@@ -280,8 +304,9 @@ class Datasets:
                 if mode == "merge"
                 else 'keys=[...] go with mode="merge" only'
             )
-        reader = _normalized(_reader(data))
+        raw, total = _reader(data)
         if mode == "merge":
+            reader = _normalized(raw)
             return self._merge(
                 name,
                 reader.read_all(),
@@ -290,14 +315,16 @@ class Datasets:
                 compression,
                 lineage,
                 meta,
+                progress,
             )
+        reader = _normalized(_counted(raw, total, progress))
         # everything is checked before a byte is written
         latest, base = self._base(name)
         partition_by = self._checked(name, base, reader.schema, partition_by, mode)
         written, stats, rows = write_files(
             reader, staging_dir(self.context.root), self.root / name, partition_by, compression
         )
-        self._upload(name, written)
+        self._upload(name, written, progress)
         new = _commits.Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {}, meta)
         done = self._commit(name, new, latest, base, _MAX_COMMIT_ATTEMPTS)
         if done is None:
@@ -343,12 +370,15 @@ class Datasets:
         compression: str,
         lineage: dict[str, Any] | None,
         meta: dict[str, Any] | None = None,
+        progress: Progress = SILENT,
     ) -> Dataset:
         """Replace the rows whose keys match and append the rest, as one commit removing the
         files it rewrote. A writer that committed meanwhile may have added rows with these keys
         or rewritten these files: the merge is then computed again on top of it, never rebased."""
         _merge.check_unique(table, keys, name)
-        for _ in range(_MAX_MERGE_ATTEMPTS):
+        for attempt in range(_MAX_MERGE_ATTEMPTS):
+            if attempt:
+                begin_phase(progress, "writing")  # the merge computed again: counted from zero
             latest, base = self._base(name)
             if base is not None:
                 _merge.checked_keys(keys, snapshot_schema(base), name)
@@ -360,9 +390,13 @@ class Datasets:
                 replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
             combined = _merge.combined(kept, table, schema)
             written, stats, rows = write_files(
-                combined.to_reader(), staging_dir(self.context.root), self.root / name, parts, compression
+                _counted(combined.to_reader(), combined.nbytes, progress),
+                staging_dir(self.context.root),
+                self.root / name,
+                parts,
+                compression,
             )
-            self._upload(name, written)
+            self._upload(name, written, progress)
             new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {}, meta)
             new.replaces, new.replaced = replaces, replaced
             done = self._commit(name, new, latest, base, 1)
@@ -373,16 +407,19 @@ class Datasets:
             "attempts; nothing was merged, try again"
         )
 
-    def _upload(self, name: str, written: list[Written]) -> None:
+    def _upload(self, name: str, written: list[Written], progress: Progress = SILENT) -> None:
         sync_filesystem(self.context.root)  # the files are durable before a commit names them
         syncer = self.context.syncer()
         if syncer is None:
             return
-        parallel(
-            lambda w: syncer.remote.upload(self.root / name / w.relative, f"datasets/{name}/{w.relative}"),
-            written,
-            syncer.remote.transfers,
-        )
+        begin_phase(progress, "uploading")
+        progress.add_total(sum(w.size for w in written))
+
+        def upload(w: Written) -> None:
+            syncer.remote.upload(self.root / name / w.relative, f"datasets/{name}/{w.relative}")
+            progress.advance(w.size)  # a file at a time: the store takes it whole
+
+        parallel(upload, written, syncer.remote.transfers)
 
     def _commit(
         self, name: str, new: _commits.Write, latest: int, base: Snapshot | None, attempts: int

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakelet.core._names import validate_name, validate_segment
+from lakelet.core._progress import SILENT, Progress, begin_phase
 from lakelet.core.errors import ConfigError, SourceError
 from lakelet.datasets._datasets import Datasets
 from lakelet.datasets._state import State, write_run_log
@@ -239,7 +240,9 @@ def _select(catalog: dict[str, Any], select: list[Any]) -> tuple[dict[str, Any],
     return catalog, keys
 
 
-def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str, Any]:
+def run(
+    context: LakeContext, pipeline_file: str | os.PathLike[str], progress: Progress = SILENT
+) -> dict[str, Any]:
     path = Path(pipeline_file)
     spec = _load_spec(path)
     source, destination = spec["source"], spec.get("destination") or {}
@@ -282,6 +285,7 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
                 buffer.discard()
                 continue
             dataset = f"{base}/{source_name}/{stream}"
+            begin_phase(progress, "writing")  # each stream's bytes from zero, not one running sum
             if buffer.keys:
                 written = datasets.write(
                     dataset,
@@ -291,6 +295,7 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
                     compression=compression,
                     lineage={**lineage, "stream": stream},
                     keys=buffer.keys,
+                    progress=progress,
                 )
             else:
                 mode = "append" if incremental else "overwrite"
@@ -301,6 +306,7 @@ def run(context: LakeContext, pipeline_file: str | os.PathLike[str]) -> dict[str
                     mode,
                     compression,
                     lineage={**lineage, "stream": stream},
+                    progress=progress,
                 )
             files += written.commit_info["write"]["files"]
         if last_state is not None:

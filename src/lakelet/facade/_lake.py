@@ -329,17 +329,21 @@ class Lake:
         keys: list[str] | None = None,
         *,
         meta: Mapping[str, Any] | None = None,
+        progress: ProgressOption = None,
     ) -> Dataset:
         """Write a DataFrame, Arrow table or RecordBatchReader (streamed) as a new version of
         the Delta table ``name``: ``mode`` "append", "overwrite", or "merge" (rows whose
         ``keys`` match are replaced, the others appended); returns that version. ``meta``: your
-        own JSON keys for this version (``Dataset.meta``), checked before anything is written."""
+        own JSON keys for this version (``Dataset.meta``), checked before anything is written.
+        ``progress``: as for ``add``; told the data's bytes in memory as they are written, then
+        the files' bytes as they are uploaded."""
         from lakelet.datasets._datasets import Datasets
 
         checked = check_user_meta(meta)
-        return Datasets(self.context).write(
-            name, data, list(partition_by), mode, compression, keys=keys, meta=checked
-        )
+        with chosen(progress, f"writing {name}") as shown:
+            return Datasets(self.context).write(
+                name, data, list(partition_by), mode, compression, keys=keys, meta=checked, progress=shown
+            )
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """The latest version of dataset ``name``, or ``version``."""
@@ -426,12 +430,16 @@ class Lake:
 
         return list_reports(self.context)
 
-    def ingest(self, pipeline_file: str | os.PathLike[str]) -> dict[str, Any]:
+    def ingest(
+        self, pipeline_file: str | os.PathLike[str], progress: ProgressOption = None
+    ) -> dict[str, Any]:
         """Run the Singer tap of a DataSpoc pipeline YAML into partitioned datasets, resuming from
-        its bookmark; returns the run's log (rows per stream, files written, state)."""
+        its bookmark; returns the run's log (rows per stream, files written, state).
+        ``progress``: as for ``write_dataset``, over each stream's dataset in turn."""
         from lakelet.datasets._singer import run
 
-        return run(self.context, pipeline_file)
+        with chosen(progress, f"ingesting {os.path.basename(os.fspath(pipeline_file))}") as shown:
+            return run(self.context, pipeline_file, shown)
 
     # maintenance
 

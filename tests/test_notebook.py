@@ -3,6 +3,8 @@ form (``_repr_pretty_``). Names, creators, meta and columns are anyone's text: e
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -67,3 +69,57 @@ def test_use_shows_the_lake_it_made_current(lake: lakelet.Lake) -> None:
     used = lakelet.use(lake)
     assert repr(used) == f"lakelet.use(<Lake {lake.root}>)"
     assert str(lake.root) in used._repr_html_()
+
+
+@lakelet.stage
+def counted() -> int:
+    return 1
+
+
+@lakelet.stage(n=counted)
+def broken(n: int) -> int:
+    raise ValueError(f"{HOSTILE} after {n}")
+
+
+def test_a_run_report_shows_its_stages_failures_first(lake: lakelet.Lake) -> None:
+    seen: list[lakelet.RunReport] = []
+
+    class Keep(lakelet.RunObserver):
+        def finished(self, report: lakelet.RunReport) -> None:
+            seen.append(report)
+
+    with lakelet.use(lake), pytest.raises(lakelet.RunError):
+        lakelet.run(broken, run_id="shown-run", observer=Keep())
+    (saved,) = lake.runs()
+    assert json.loads(json.dumps(saved)) == saved  # still the plain dict it was
+    for report in (saved, seen[0]):
+        html = report._repr_html_()  # type: ignore[union-attr]
+        assert "lakelet run shown-run" in html and "1 ran, 0 skipped, 1 failed, 0 not run" in html
+        assert html.index(broken.qualname) < html.index(counted.qualname)  # the failure first
+        assert "<script>" not in html and "ValueError: &lt;script&gt;alert(1)&lt;/script&gt; after 1" in html
+        text = _pretty(report)
+        assert text.startswith("lakelet run shown-run") and "duration" in text and "failed" in text
+
+
+def test_a_peer_s_run_report_cannot_bring_markup_or_a_link(lake: lakelet.Lake) -> None:
+    """A report on the remote is anyone's: its stage ids and reasons reach the page as text."""
+    link = '<a href="javascript:alert(document.cookie)">see the log</a>'
+    forged = {
+        "run_id": "forged",
+        "started_at": "2025-01-20T10:00:00+00:00",
+        "ended_at": "2025-01-20T10:00:02+00:00",
+        "ran": [HOSTILE],
+        "failed": ["x.y"],
+        "stages": {
+            HOSTILE: {"status": "ran", "duration_s": 1.5, "why": link, "key": "ab" * 32},
+            "x.y": {"status": "failed", "duration_s": 0.5, "why": f"[link=javascript:alert(1)]{link}[/link]"},
+        },
+    }
+    (lake.root / "runs").mkdir(exist_ok=True)
+    (lake.root / "runs" / "forged.json").write_text(json.dumps(forged))
+    (report,) = lake.runs()
+    html = report._repr_html_()  # type: ignore[attr-defined]
+    assert "<script>" not in html and "<a " not in html and 'href="' not in html  # only as text:
+    assert "&lt;a href=&quot;javascript:alert(document.cookie)&quot;&gt;see the log&lt;/a&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "abababababab…" in html and "1.5 s" in html
+    assert "2.0 s" in html and "2025-01-20 10:00:00 UTC" in html

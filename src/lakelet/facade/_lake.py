@@ -425,7 +425,8 @@ class Lake:
         return _graph.around(self, validate_name(name), depth, direction)
 
     def runs(self) -> list[dict[str, Any]]:
-        """The report of every ``lakelet.run`` on this lake (or its remote), oldest first."""
+        """The report of every ``lakelet.run`` on this lake (or its remote), oldest first: dicts
+        that a notebook shows as a card."""
         from lakelet.lake._run_reports import list_reports
 
         return list_reports(self.context)

@@ -13,21 +13,34 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lakelet.core._display import Pretty
 from lakelet.core._names import validate_segment
 from lakelet.core.errors import CorruptRecordError
 from lakelet.lake import _json_checks as check
+from lakelet.lake._display import report_card
 from lakelet.lake._mirror import MirroredFiles
 
 if TYPE_CHECKING:
     from lakelet.lake._context import LakeContext
 
-__all__ = ["MAX_RUN_REPORT_BYTES", "STATUSES", "list_reports", "parse_report", "save_report"]
+__all__ = ["MAX_RUN_REPORT_BYTES", "STATUSES", "SavedReport", "list_reports", "parse_report", "save_report"]
 
 MAX_RUN_REPORT_BYTES = 16 << 20  # some 50,000 stages
 STATUSES = ("ran", "skipped", "failed", "not run")  # runner._events.StageStatus
 _LISTS = {"ran": "ran", "skipped": "skipped", "failed": "failed", "not_run": "not run"}  # field: status
 _FAILURE_TEXT = 1 << 20  # characters of a stage's ``why`` (a failure's last line, or why it ran)
 _logger = logging.getLogger("lakelet.records")
+
+
+class SavedReport(dict[str, Any]):
+    """A run report read back: its checked fields, as a plain dict (``json.dumps`` takes it),
+    that a notebook shows as a card (``_repr_html_``, and IPython's text form)."""
+
+    def _repr_html_(self) -> str:
+        return report_card(self).html()
+
+    def _repr_pretty_(self, p: Pretty, cycle: bool) -> None:
+        report_card(self).pretty(p, cycle)
 
 
 def save_report(context: LakeContext, run_id: str, report: dict[str, Any]) -> None:
@@ -42,13 +55,13 @@ def list_reports(context: LakeContext) -> list[dict[str, Any]]:
     """Every run report that passes the checks, oldest first; each other one is reported in one
     warning and left out."""
     files = MirroredFiles(context)
-    reports = []
+    reports: list[dict[str, Any]] = []  # SavedReport each: a notebook shows it
     for key in files.keys("runs/", ".json"):
         data = files.read(key, prefer_local=True, limit=MAX_RUN_REPORT_BYTES)
         if data is None:  # removed since it was listed
             continue
         try:
-            reports.append(parse_report(data, key))
+            reports.append(SavedReport(parse_report(data, key)))
         except CorruptRecordError as e:
             _logger.warning("%s; left out", e)
     return sorted(reports, key=lambda r: r["started_at"])

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from lakelet.core._display import Pretty
+from lakelet.lake._display import report_card
+
 if TYPE_CHECKING:
     from lakelet.runner._graph import StageGraph
 
@@ -35,6 +38,12 @@ class RunReport:
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # descendants of a failure
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> status, duration_s, why, key
+
+    def _repr_html_(self) -> str:
+        return report_card(self.__dict__).html()
+
+    def _repr_pretty_(self, p: Pretty, cycle: bool) -> None:
+        report_card(self.__dict__).pretty(p, cycle)
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,29 @@ def test_write_dataset_draws_a_bar_for_a_person_and_nothing_in_a_pipe(tmp_path) 
     script.write_text(LIBRARY_WRITE.format(progress="False"))
     code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a/three"])
     assert code == 0 and b"writing" not in screen
+
+
+WRITING_PIPELINE = """
+import sys
+
+import pyarrow as pa
+
+import lakelet
+
+@lakelet.stage
+def orders():
+    lakelet.current_lake().write_dataset("sales/orders", pa.table({"x": list(range(1000))}))
+    return 1
+
+lakelet.use(lakelet.init(sys.argv[1]))
+print(lakelet.run(orders, run_id="quiet"))
+"""
+
+
+def test_a_write_inside_a_stage_draws_no_bar_of_its_own(tmp_path) -> None:
+    """A run prints nothing (an observer follows it); a stage's dataset write adds no bar."""
+    script = tmp_path / "run_writing.py"
+    script.write_text(WRITING_PIPELINE)
+    env = {"LAKELET_PROGRESS_DELAY": "0"}
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(tmp_path / "lake")])
+    assert code == 0 and screen == b"1\r\n", screen

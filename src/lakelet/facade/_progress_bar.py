@@ -2,8 +2,10 @@
 
 A ``Progress`` object is told the bytes; ``False`` shows nothing; ``True`` draws a bar on
 stderr; ``None`` (the default) draws one only in an interactive session — stderr is a
-terminal, or the code runs in a Jupyter kernel — so scripts, pipes and CI logs stay quiet.
-The bar appears once the work has lasted half a second, and is gone when it ends.
+terminal, or the code runs in a Jupyter kernel — so scripts, pipes and CI logs stay quiet —
+and never inside a stage's body: a run prints nothing of its own (an ``observer=`` follows
+it), and a bar per write would fight with ``lakelet run``'s line. The bar appears once the
+work has lasted half a second, and is gone when it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakelet.core._config import progress_delay
 from lakelet.core._progress import SILENT, Progress
+from lakelet.lake._pending import CURRENT
 
 if TYPE_CHECKING:  # rich is imported when a bar is first drawn
     from rich.progress import Progress as RichProgress
@@ -40,7 +43,7 @@ def interactive() -> bool:
 def chosen(progress: ProgressOption, description: str) -> Iterator[Progress]:
     """The Progress to report to for ``progress`` (see the module), closed at the end."""
     if progress is None:
-        progress = interactive()
+        progress = interactive() and CURRENT.get() is None
     if progress is False:
         yield SILENT
         return

@@ -280,6 +280,8 @@ def stages(work: Path, lake: lakelet.Lake) -> None:
     result = lakelet.run(pipeline.report, executor="processes", max_workers=2, run_id="demo-run")
     console.print(f"  → {result!r}")
     shell(lake.root, "runs")
+    console.print("what a notebook cell ending in `lake.runs()[-1]` shows (as text; HTML in Jupyter):")
+    console.print(notebook_view(lake.runs()[-1]), markup=False, soft_wrap=True)
     os.environ.pop("LAKELET_EXPLAIN")
     days = [f for f in lake.ls("raw/orders/") if f.is_local]  # step 7's rotten file is quarantined
     console.print(

@@ -487,3 +487,47 @@ def test_a_second_machine_reads_a_name_it_never_fetched(remote, machine, make_fi
     with pytest.raises(lakelet.IntegrityError):
         fs.cat("raw/b.bin")
     assert not b.file("raw/b.bin").is_local
+
+
+# --- datasets: the latest version's files ------------------------------------------------------
+
+
+def _three_versions(lake: lakelet.Lake) -> None:
+    """append, append, overwrite: 6 rows in the folder's files, 3 in the latest version."""
+    for mode, ids in (("append", [1, 2]), ("append", [3, 4]), ("overwrite", [5, 6, 7])):
+        table = pa.table({"id": ids, "dt": ["2025-01-20"] * (len(ids) - 1) + ["2025-01-21"]})
+        lake.write_dataset("sales/orders", table, partition_by=["dt"], mode=mode)
+
+
+def test_a_dataset_folder_lists_and_reads_only_its_latest_version(lake, fs) -> None:
+    _three_versions(lake)
+    latest = lake.dataset("sales/orders")
+    expected = sorted(f"datasets/sales/orders/{d['relative']}" for d in latest.file_details)
+    assert len(list((lake.dataset("sales/orders").folder).rglob("*.parquet"))) > len(expected)
+    assert fs.glob("datasets/sales/orders/**/*.parquet") == expected
+    assert fs.find("datasets") == expected
+    assert fs.ls("datasets/sales", detail=False) == ["datasets/sales/orders"]
+    assert fs.isdir("datasets/sales/orders/dt=2025-01-21")
+    assert fs.info(expected[0])["size"] == os.path.getsize(latest.folder / expected[0].split("orders/")[1])
+
+    dataset = pads.dataset("datasets/sales/orders", filesystem=fs, format="parquet", partitioning="hive")
+    assert sorted(dataset.to_table().column("id").to_pylist()) == [5, 6, 7]
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    rows = con.sql("SELECT sum(id) FROM read_parquet('lakelet://datasets/sales/orders/*/*.parquet')")
+    assert rows.fetchall() == [(18,)]
+    older = next(p for p in latest.folder.rglob("*.parquet") if str(p) not in latest.files)
+    with pytest.raises(FileNotFoundError):  # a file of an older version is not there
+        fs.cat(f"datasets/sales/orders/{older.relative_to(latest.folder).as_posix()}")
+
+
+@pytest.mark.parametrize("remote", ["s3"], indirect=True)
+def test_a_second_machine_reads_a_dataset_through_lakelet_urls(remote, machine) -> None:
+    a, b = machine("a"), machine("b")
+    _three_versions(a)
+    b.sync()
+    fs = fsspec.filesystem("lakelet", lake=str(b.root))
+    paths = fs.glob("datasets/sales/orders/**/*.parquet")
+    assert len(paths) == len(a.dataset("sales/orders").files)
+    ids = pads.dataset(paths, filesystem=fs, format="parquet").to_table().column("id").to_pylist()
+    assert sorted(ids) == [5, 6, 7]  # each file fetched from the bucket on first read, verified

@@ -114,7 +114,8 @@ class Dataset:
 
     @property
     def file_details(self) -> list[dict[str, Any]]:
-        """Per file: path (under the folder), digest (lakelet's files), size, rows, partition."""
+        """Per file: path (under the folder), digest (lakelet's files), size, rows, partition,
+        modification time."""
         return [
             {
                 "relative": f.path,
@@ -122,6 +123,7 @@ class Dataset:
                 "size": f.size,
                 "rows": f.rows,
                 "partition": dict(f.partition),
+                "modified": f.modification_time,  # ms since the epoch, as Delta says
             }
             for f in self.snapshot.files.values()
         ]
@@ -216,6 +218,16 @@ class Dataset:
         paths = [str(self.folder / f.path) for f in files]
         expressions = [_partition_expression(f.partition, types) for f in files]
         return _fragments(paths, expressions, self.schema).scanner(columns=columns)
+
+    def local_file(self, relative: str) -> Path:
+        """The path on this machine of this version's file ``relative`` (as ``file_details``
+        name it), fetched from the remote and verified first if it is only there."""
+        entry = self.snapshot.files.get(relative)
+        if entry is None:
+            raise NotFoundError(f"dataset {self.name!r} v{self.version} has no file {relative!r}")
+        path = self.folder / entry.path
+        self._ensure_local(entry, path)
+        return path
 
     def materialize(self) -> list[str]:
         """Fetch every file of this version that is only on the remote, so that any Delta reader

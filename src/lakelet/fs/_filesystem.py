@@ -32,6 +32,7 @@ from lakelet.core.errors import InvalidArgumentError, NameExistsError, NotFoundE
 from lakelet.facade._current import current_lake
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake, open_lake
+from lakelet.fs import _datasets
 from lakelet.fs._writer import NewFile
 from lakelet.lake._pending import CURRENT
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
@@ -148,7 +149,10 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
         if f is None:
             if self._is_folder(lake, path):
                 return _directory(path)
-            if self._scope == LAKE:  # bound on another machine since the last sync?
+            if self._scope == LAKE:  # a dataset's file, or bound on another machine since the last sync?
+                found = _datasets.dataset_file(lake, path)
+                if found is not None:
+                    return _file_entry(*found[1])
                 f = self._bound(lake, path, ask_remote=True)
         if f is None:
             raise _not_found(path, f"no name {path!r} in {self._where()}")
@@ -167,19 +171,28 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
 
     def _is_folder(self, lake: Lake, path: str) -> bool:
         if self._scope == LAKE:
-            return lake.context.catalog.has_prefix(LAKE, f"{path}/")
+            return lake.context.catalog.has_prefix(LAKE, f"{path}/") or bool(
+                _datasets.dataset_entries(lake, f"{path}/")
+            )
         return bool(lake.ls(f"{path}/", self._scope))
 
-    def _listing(self, prefix: str) -> list[tuple[str, str, int, str]]:
+    def _listing(self, prefix: str) -> list[_datasets.Entry]:
         """(name, digest, size, created_at) of every live name under ``prefix``, as ``Lake.ls``
         finds them; from the index alone where that is what ``Lake.ls`` reads, since decoding
-        each name's metadata would cost most of a 10,000-name listing."""
+        each name's metadata would cost most of a 10,000-name listing. In the lake scope, the
+        latest version's files of the datasets under ``prefix`` too (``_datasets``)."""
         lake = self.lake
         if self._scope != LAKE and lake.remote is not None:  # the remote holds every machine's puts
             return [(f.name, f.digest, f.size, f.record.created_at) for f in lake.ls(prefix, self._scope)]
-        if self._scope == LAKE:  # names bound by a process killed before it indexed them
-            _bind.catch_up(lake.context.catalog, lake.context.refs)
-        return lake.context.catalog.listing(self._scope, prefix)
+        if self._scope != LAKE:
+            return list(lake.context.catalog.listing(self._scope, prefix))
+        _bind.catch_up(lake.context.catalog, lake.context.refs)  # names bound by a killed process
+        names: list[_datasets.Entry] = list(lake.context.catalog.listing(LAKE, prefix))
+        datasets = _datasets.dataset_entries(lake, prefix)
+        if datasets:
+            bound = {n[0] for n in names}
+            names.extend(e for e in datasets if e[0] not in bound)
+        return names
 
     def _open(
         self,
@@ -193,7 +206,7 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
         path = validate_name(self._strip_protocol(path))
         if mode == "rb":
             with _lakelet_errors(path):
-                return _Opened(self.lake.file(path, self._scope).open("rb"))
+                return _Opened(self._reader(path))
         if mode == "xb" and self.exists(path):
             raise FileExistsError(errno.EEXIST, f"{path!r} is bound already", path)
         if mode in ("wb", "xb"):
@@ -202,6 +215,17 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
         raise InvalidArgumentError(
             f"lakelet:// opens files with 'rb', or 'wb' and 'xb' to bind a new name, not {mode!r}"
         )
+
+    def _reader(self, path: str) -> IO[bytes]:
+        """The verified content of the name ``path``, or of the dataset file there."""
+        lake = self.lake
+        try:
+            return lake.file(path, self._scope).open("rb")
+        except NotFoundError:
+            found = _datasets.dataset_file(lake, path) if self._scope == LAKE else None
+            if found is None:
+                raise
+            return open(_datasets.local_path(*found), "rb")  # noqa: SIM115  # the caller closes it
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         with self.open(path, "rb") as f:
@@ -336,7 +360,7 @@ def _directory(path: str) -> dict[str, Any]:
     return {"name": path, "size": 0, "type": "directory"}
 
 
-def _file_entry(path: str, digest: str, size: int, created_at: str) -> dict[str, Any]:
+def _file_entry(path: str, digest: str | None, size: int, created_at: str) -> dict[str, Any]:
     created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
     return {
         "name": path,

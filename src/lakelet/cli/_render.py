@@ -97,7 +97,7 @@ class DelayedBar:
             )
 
             bar = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),  # names, never markup
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
@@ -108,10 +108,7 @@ class DelayedBar:
             bar.start()
             self._bar = (
                 bar,
-                bar.add_task(
-                    escape(self._description),  # a name, never markup
-                    total=self._total or None,
-                ),
+                bar.add_task(self._description, total=self._total or None),
             )
         bar, task = self._bar
         bar.update(task, completed=self._done)

@@ -50,6 +50,8 @@ _LOAD = (
     "AND excluded.removed_at IS NOT NULL"
 )
 _BY_DIGEST = "CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (digest)"
+_BY_PACK = "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)"
+_STAGED = "CREATE TEMP TABLE load_packed (digest BLOB, pack INTEGER, offset INTEGER, size INTEGER)"
 _REMOTE_DIGESTS = (
     f"SELECT name, digest FROM name_rows WHERE scope = {SCOPE} AND name >= ? AND name < ? AND remote "
     f"UNION ALL SELECT name, digest FROM remote_other WHERE scope = {SCOPE} AND name >= ? AND name < ?"
@@ -144,12 +146,14 @@ def _first_bindings(
     return kept, refused
 
 
-def _apply_packs_and_sweeps(db: sqlite3.Connection, packs: Iterable[Pack], sweeps: Iterable[Sweep]) -> None:
+def _apply_packs_and_sweeps(
+    db: sqlite3.Connection, packs: Iterable[Pack], sweeps: Iterable[Sweep], into: str = "packed"
+) -> None:
     for p in packs:
         db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(p.digest),))
         pack = db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(p.digest),)).fetchone()[0]
         db.executemany(
-            "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {into} VALUES (?, ?, ?, ?)",
             ((digest_blob(m.digest), pack, m.offset, m.size) for m in p.members),
         )
     for sweep in sweeps:
@@ -191,6 +195,12 @@ def _load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPi
     empty = db.execute("SELECT 1 FROM name_rows LIMIT 1").fetchone() is None
     if empty:
         db.execute("DROP INDEX IF EXISTS names_by_digest")
+    no_packs = db.execute("SELECT 1 FROM packed LIMIT 1").fetchone() is None
+    if no_packs:
+        db.execute("DROP INDEX IF EXISTS packed_by_pack")
+    # Pack members come in no order of their digests, the key of ``packed``: they are kept in
+    # a table of their own and put in by digest at the end (then each insert appends too).
+    db.execute(_STAGED)
     batches: dict[int, tuple[int, str, str, dict[str, Any]]] = {}
     scopes: dict[str, int] = {}
     loaded = 0
@@ -226,10 +236,15 @@ def _load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPi
         if not empty:
             rows = _apply_where_bound(db, seq, piece, rows, batches)
         db.executemany(_LOAD, rows)
-        _apply_packs_and_sweeps(db, piece.packs, piece.sweeps)
+        _apply_packs_and_sweeps(db, piece.packs, piece.sweeps, into="temp.load_packed")
         loaded += len(piece.names)
     if empty:
         db.execute(_BY_DIGEST)
+    # (by rowid too: of two lines placing one digest, the later wins, as in apply_remote)
+    db.execute("INSERT OR REPLACE INTO packed SELECT * FROM temp.load_packed ORDER BY digest, rowid")
+    db.execute("DROP TABLE temp.load_packed")
+    if no_packs:
+        db.execute(_BY_PACK)
     db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
     return loaded
 

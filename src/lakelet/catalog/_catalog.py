@@ -5,6 +5,10 @@ The index is derived data. The records under ``names/`` are the truth and
 one operation (the next write or ``fsck`` repairs it) but never disagrees in
 a way that loses a name. For lake names it also remembers the last segment
 it applied, so that a lag is found with one ``stat`` (see ``_bind``).
+
+``Catalog`` is cut in parts: its tables (``_schema``), reading names (``_names``), the
+remote's side (``_remote_state``, written by ``_apply``); here, opening, transactions,
+writing local records, and fingerprints of verified blobs.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lakelet.catalog._remote_state import COLUMNS, IN_CHUNK, RemoteState, row_to_record, stored_rows
+from lakelet.catalog._apply import stored_rows
+from lakelet.catalog._names import NameQueries, row_to_record
+from lakelet.catalog._remote_state import RemoteState
 from lakelet.catalog._schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SCOPE,
-    digest_blob,
-    digest_text,
     upgrade,
     verified_key,
 )
@@ -116,13 +120,8 @@ def _settle(db: sqlite3.Connection) -> None:
     db.executemany("DELETE FROM remote_other WHERE scope = ? AND name = ?", settled)
 
 
-def _prefix_bounds(prefix: str) -> tuple[str, str]:
-    # SQLite compares TEXT bytewise (UTF-8); no valid name character sorts above U+10FFFF.
-    return prefix, prefix + "\U0010ffff"
-
-
 @_guard_public_methods
-class Catalog(RemoteState):
+class Catalog(NameQueries, RemoteState):
     """Names, scopes and verified-blob fingerprints of one local lake.
 
     An index SQLite cannot read (damaged, truncated, not a database) does not stop the lake
@@ -259,159 +258,6 @@ class Catalog(RemoteState):
         if db is not None:
             db.close()
             self._local.db = None
-
-    # names
-
-    def get(self, scope: str, name: str) -> NameRecord | None:
-        row = (
-            self._db()
-            .execute(f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name = ?", (scope, name))
-            .fetchone()
-        )
-        return row_to_record(row) if row else None
-
-    def records(self, scope: str, prefix: str = "", include_removed: bool = False) -> list[NameRecord]:
-        return list(self.iter_records(scope, prefix, include_removed))
-
-    def iter_records(
-        self,
-        scope: str,
-        prefix: str = "",
-        include_removed: bool = False,
-        *,
-        after: str = "",
-        limit: int | None = None,
-    ) -> Iterator[NameRecord]:
-        """The records of ``scope`` whose names start with ``prefix``, by name, from the first
-        name past ``after``, at most ``limit`` of them. Read a batch at a time (``batch_size``),
-        each page by one query that starts where the last ended: no read transaction stays
-        open between pages, so writers and checkpoints go on while a caller iterates."""
-        low, high = _prefix_bounds(prefix)
-        live = "" if include_removed else "AND removed_at IS NULL "
-        query = (
-            f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ? AND name > ? "
-            f"{live}ORDER BY name LIMIT ?"
-        )
-        left = limit
-        while left is None or left > 0:
-            page = batch_size() if left is None else min(left, batch_size())
-            rows = self._db().execute(query, (scope, low, high, after, page)).fetchall()
-            yield from map(row_to_record, rows)
-            if len(rows) < page:
-                return
-            after = rows[-1][1]
-            left = None if left is None else left - len(rows)
-
-    def names(self, scope: str, prefix: str = "") -> list[str]:
-        low, high = _prefix_bounds(prefix)
-        rows = self._db().execute(
-            f"SELECT name FROM name_rows WHERE scope = {SCOPE} AND name >= ? AND name < ? "
-            "AND removed_at IS NULL ORDER BY name",
-            (scope, low, high),
-        )
-        return [row[0] for row in rows]
-
-    def listing(self, scope: str, prefix: str = "") -> list[tuple[str, str, int, str]]:
-        """(name, digest, size, created_at) of the live names starting with ``prefix``, by name:
-        what a file listing shows, without decoding each name's metadata."""
-        low, high = _prefix_bounds(prefix)
-        rows = self._db().execute(
-            "SELECT name, digest, size, created_at FROM names WHERE scope = ? AND name >= ? AND name < ? "
-            "AND removed_at IS NULL ORDER BY name",
-            (scope, low, high),
-        )
-        return [(name, digest_text(digest), size, created_at) for name, digest, size, created_at in rows]
-
-    def totals(self, scope: str) -> tuple[int, int]:
-        """(live names, their bytes) of ``scope``: what a notebook shows of a lake."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM names WHERE scope = ? AND removed_at IS NULL",
-                (scope,),
-            )
-            .fetchone()
-        )
-        return int(row[0]), int(row[1])
-
-    def recent(self, scope: str, limit: int) -> list[NameRecord]:
-        """The ``limit`` live names of ``scope`` bound last, newest first."""
-        rows = self._db().execute(
-            f"SELECT {COLUMNS} FROM names WHERE scope = ? AND removed_at IS NULL "
-            "ORDER BY created_at DESC, name LIMIT ?",
-            (scope, limit),
-        )
-        return [row_to_record(row) for row in rows]
-
-    def first_with_digest(self, scope: str, digest: str) -> NameRecord | None:
-        """The live name of ``scope`` bound to ``digest`` first (then by name), if any."""
-        row = (
-            self._db()
-            .execute(
-                f"SELECT {COLUMNS} FROM names WHERE digest = ? AND +scope = ? AND removed_at IS NULL "
-                "ORDER BY created_at, name LIMIT 1",
-                (digest_blob(digest), scope),
-            )
-            .fetchone()
-        )
-        return row_to_record(row) if row else None
-
-    def has_prefix(self, scope: str, prefix: str) -> bool:
-        """Whether a live name of ``scope`` starts with ``prefix`` (one index probe)."""
-        low, high = _prefix_bounds(prefix)
-        row = (
-            self._db()
-            .execute(
-                f"SELECT 1 FROM name_rows WHERE scope = {SCOPE} AND name >= ? AND name < ? "
-                "AND removed_at IS NULL LIMIT 1",
-                (scope, low, high),
-            )
-            .fetchone()
-        )
-        return row is not None
-
-    def scopes(self) -> list[str]:
-        query = "SELECT name FROM scopes s WHERE EXISTS (SELECT 1 FROM name_rows WHERE scope = s.id)"
-        return [row[0] for row in self._db().execute(query)]
-
-    def get_many(self, scope: str, names: Iterable[str]) -> dict[str, NameRecord]:
-        """The records of those ``names`` that the index holds, by name."""
-        names = list(names)
-        db = self._db()
-        found: dict[str, NameRecord] = {}
-        for i in range(0, len(names), IN_CHUNK):
-            chunk = names[i : i + IN_CHUNK]
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name IN ({','.join('?' * len(chunk))})",
-                (scope, *chunk),
-            )
-            found.update((row[1], row_to_record(row)) for row in rows)
-        return found
-
-    def live_holders(self, scope: str, digests: Iterable[str]) -> Iterator[tuple[str, str]]:
-        """(digest, name) of each live name of ``scope`` holding one of ``digests``."""
-        db = self._db()
-        blobs = [digest_blob(d) for d in digests]
-        for i in range(0, len(blobs), IN_CHUNK):
-            chunk = blobs[i : i + IN_CHUNK]
-            rows = db.execute(
-                f"SELECT digest, name FROM name_rows WHERE digest IN ({','.join('?' * len(chunk))}) "
-                f"AND +scope = {SCOPE} AND removed_at IS NULL",
-                (*chunk, scope),
-            ).fetchall()
-            yield from ((digest_text(digest), name) for digest, name in rows)
-
-    def with_digests(self, scope: str, digests: Iterable[str]) -> Iterator[NameRecord]:
-        """Every record of ``scope`` (tombstones too) holding one of ``digests``."""
-        db = self._db()
-        blobs = [digest_blob(d) for d in digests]
-        for i in range(0, len(blobs), IN_CHUNK):
-            chunk = blobs[i : i + IN_CHUNK]
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM names WHERE digest IN ({','.join('?' * len(chunk))}) AND +scope = ?",
-                (*chunk, scope),
-            ).fetchall()
-            yield from map(row_to_record, rows)
 
     def upsert(self, records: Iterable[NameRecord]) -> None:
         with self._transaction() as db:

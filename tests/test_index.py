@@ -232,3 +232,18 @@ def test_an_index_of_schema_5_is_upgraded_in_place_and_lists_syncs_and_fetches(m
     assert machine("c").sync().new_names == 6 and b.fsck().ok
     with sqlite3.connect(b.root / "index.sqlite") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+
+
+@pytest.mark.parametrize("blob", [b"\x09" + bytes(32), b"\x01short", "blake3:not a blob"])
+def test_a_digest_in_the_index_no_lakelet_wrote_is_one_error_until_fsck_rebuilds_it(
+    lake, make_file, blob
+) -> None:
+    lake.add(make_file("a.txt", "alpha"), "a.txt")
+    lake.close()
+    with sqlite3.connect(lake.root / "index.sqlite") as db:
+        db.execute("UPDATE name_rows SET digest = ?", (blob,))
+    damaged = lakelet.open(lake.root)
+    with pytest.raises(lakelet.StorageError, match="damaged digest: run `lakelet fsck`"):
+        damaged.ls()
+    assert damaged.fsck().names_indexed == 1
+    assert [f.name for f in damaged.ls()] == ["a.txt"] and damaged.file("a.txt").read_text() == "alpha"

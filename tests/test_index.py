@@ -247,3 +247,12 @@ def test_a_digest_in_the_index_no_lakelet_wrote_is_one_error_until_fsck_rebuilds
         damaged.ls()
     assert damaged.fsck().names_indexed == 1
     assert [f.name for f in damaged.ls()] == ["a.txt"] and damaged.file("a.txt").read_text() == "alpha"
+
+
+def test_a_piece_naming_a_batch_no_piece_gave_is_corrupt_and_loads_nothing(tmp_path) -> None:
+    catalog = _catalog(tmp_path / "index.sqlite", local=False)
+    first, second = _pieces()
+    orphan = SnapshotPiece(**{**vars(second), "shared": [], "batches": [99] * len(second.names)})
+    with pytest.raises(CorruptRecordError, match="refers to no batch"):
+        catalog.load_snapshot(12, [first, orphan])
+    assert catalog.records("lake") == [] and catalog.get_state("log_seq") is None

@@ -50,6 +50,8 @@ _BY_PACK = "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)"
 _STAGED = "CREATE TEMP TABLE load_packed (digest BLOB, pack INTEGER, offset INTEGER, size INTEGER)"
 # a row of ``name_rows``: scope id, name, digest blob, size, batch, removed_at
 StoredRow = tuple[int, str, bytes, int, int, str | None]
+# a snapshot's batch of shared facts: its id in ``batches``, created_at, creator, meta
+_Batch = tuple[int, str, str, dict[str, Any]]
 
 
 def batch_id(db: sqlite3.Connection, created_at: str, creator: str, meta: str) -> int:
@@ -169,8 +171,8 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
     ).fetchone():
         raise ValueError("load_snapshot needs an index that holds no remote state yet")
     # Into an empty index, the rows go in by name (a snapshot is sorted: each insert appends
-    # to the B-tree) and the index by digest is built once, after them: ~3x faster than
-    # keeping it up to date row by row (bench/README.md, "scale").
+    # to the B-tree) and the indexes are built once, after them, rather than kept up to date
+    # row by row at random keys (bench/index_load.py: half apply_remote's time at 1 M names).
     empty = db.execute("SELECT 1 FROM name_rows LIMIT 1").fetchone() is None
     if empty:
         db.execute("DROP INDEX IF EXISTS names_by_digest")
@@ -180,38 +182,11 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
     # Pack members come in no order of their digests, the key of ``packed``: they are kept in
     # a table of their own and put in by digest at the end (then each insert appends too).
     db.execute(_STAGED)
-    batches: dict[int, tuple[int, str, str, dict[str, Any]]] = {}
+    batches: dict[int, _Batch] = {}
     scopes: dict[str, int] = {}
     loaded = 0
     for piece in pieces:
-        for number, created_at, creator, meta in piece.shared:
-            shared = json.loads(meta)  # (one per add, not per name) stored as apply_remote does
-            batches[number] = (
-                batch_id(db, created_at, creator, json.dumps(shared, sort_keys=True)),
-                created_at,
-                creator,
-                shared,
-            )
-        for scope in set(piece.scopes) - scopes.keys():
-            scopes[scope] = scope_id(db, scope)
-        ids = list(map(scopes.__getitem__, piece.scopes))
-        blobs = list(map(digest_blob, piece.digests))
-        try:
-            rows = list(
-                zip(
-                    ids,
-                    piece.names,
-                    blobs,
-                    piece.sizes,
-                    [batches[b][0] for b in piece.batches],
-                    piece.removed_at,
-                    strict=True,
-                )
-            )
-        except (KeyError, ValueError) as e:
-            raise CorruptRecordError(
-                f"snapshot {seq}: a piece refers to no batch or is not whole ({e})"
-            ) from None
+        rows = _piece_rows(db, seq, piece, batches, scopes)
         if not empty:
             rows = _apply_where_bound(db, seq, piece, rows, batches)
         db.executemany(_LOAD, rows)
@@ -228,15 +203,35 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
     return loaded
 
 
+def _piece_rows(
+    db: sqlite3.Connection, seq: int, piece: SnapshotPiece, batches: dict[int, _Batch], scopes: dict[str, int]
+) -> list[StoredRow]:
+    """The rows of ``piece``, its batches of shared facts (and scopes) made or found first."""
+    for number, created_at, creator, meta in piece.shared:
+        shared = json.loads(meta)  # (one per add, not per name) stored as apply_remote does
+        key = batch_id(db, created_at, creator, json.dumps(shared, sort_keys=True))
+        batches[number] = (key, created_at, creator, shared)
+    for scope in set(piece.scopes) - scopes.keys():
+        scopes[scope] = scope_id(db, scope)
+    try:
+        ids = [batches[b][0] for b in piece.batches]
+        columns = (piece.names, list(map(digest_blob, piece.digests)), piece.sizes, ids, piece.removed_at)
+        return list(zip(map(scopes.__getitem__, piece.scopes), *columns, strict=True))
+    except (KeyError, ValueError) as e:
+        raise CorruptRecordError(
+            f"snapshot {seq}: a piece refers to no batch or is not whole ({e})"
+        ) from None
+
+
 def _apply_where_bound(
     db: sqlite3.Connection,
     seq: int,
     piece: SnapshotPiece,
     rows: list[StoredRow],
-    batches: dict[int, tuple[int, str, str, dict[str, Any]]],
+    batches: dict[int, _Batch],
 ) -> list[StoredRow]:
     """The rows of names with no row yet and no binding elsewhere (what ``_LOAD`` may take);
-    the others' records applied through ``_apply_remote`` now (a local row of theirs decides)."""
+    the others' records applied through ``apply_remote`` now (a local row of theirs decides)."""
     taken: set[tuple[int, str]] = set()
     for scope in {row[0] for row in rows}:
         names = [row[1] for row in rows if row[0] == scope]

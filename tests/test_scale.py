@@ -21,6 +21,7 @@ import pytest
 import lakelet
 from lakelet.remote import _sync
 from lakelet.remote._log import snapshot_key
+from tests.test_index import back_to_schema_5
 
 pytestmark = pytest.mark.parametrize("remote", ["file"], indirect=True)
 
@@ -142,7 +143,7 @@ def test_the_index_keeps_what_the_names_of_an_add_share_once(remote, tmp_path) -
 
 
 # what a lakelet of index schema 4 made of the tables of schema 5 (names and pack digests
-# in every row): a lake it left behind
+# in every row): a lake it left behind (from schema 6 to 5 first: tests/test_index.py)
 _BACK_TO_SCHEMA_4 = """
 CREATE TABLE names4 AS SELECT * FROM names;
 DROP VIEW names; DROP TABLE name_rows; DROP TABLE batches;
@@ -172,6 +173,7 @@ def test_an_index_of_schema_4_is_upgraded_in_place(machine, make_file) -> None:
     before = {f.name: (f.digest, f.meta, f.created_at) for f in b.ls()}
     last_sync = b.status()["last_sync"]
     b.context.catalog.close()
+    back_to_schema_5(b.root)
     db = sqlite3.connect(b.root / "index.sqlite")
     db.executescript(_BACK_TO_SCHEMA_4)
     db.close()

@@ -40,11 +40,14 @@ from lakelet.core._durable import fsync_dir, publish_file
 from lakelet.core._names import MAX_NAME_BYTES, name_key, validate_name
 from lakelet.core._records import MAX_COUNT, check_count, parse_json_line, shown
 from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, NameExistsError
+from lakelet.storage._packs import Pack
+from lakelet.storage._sweeps import Sweep
 
 __all__ = [
     "NameRecord",
     "RECORD_FORMAT",
     "RefStore",
+    "SnapshotPiece",
     "SEGMENTS",
     "check_same_content",
     "parse_lines",
@@ -388,3 +391,20 @@ def check_same_content(existing: NameRecord, wanted: NameRecord) -> None:
             "lake names are write-once: choose another name",
             name=existing.name,
         )
+
+
+@dataclass(frozen=True)
+class SnapshotPiece:
+    """A piece of a snapshot, column by column, every value already validated by the log's
+    parser: what ``Catalog.load_snapshot`` bulk-loads without a record object per name."""
+
+    # (batch number local to this snapshot, created_at, creator, meta as canonical JSON text)
+    shared: list[tuple[int, str, str, str]]
+    scopes: list[str]
+    names: list[str]
+    digests: list[str]  # "blake3:<hex>" text
+    sizes: list[int]
+    batches: list[int]  # parallel lists, one item per name
+    removed_at: list[str | None]
+    packs: list[Pack]
+    sweeps: list[Sweep]

@@ -1,0 +1,213 @@
+"""What the index knows of the remote: the names its log binds, its packs and sweeps (a part
+of ``Catalog``; see _schema for how a binding is stored, _apply for how it is written)."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from lakelet.catalog import _apply
+from lakelet.catalog._apply import IN_CHUNK
+from lakelet.catalog._names import COLUMNS, prefix_bounds
+from lakelet.catalog._schema import SCOPE, digest_blob, digest_text
+from lakelet.storage._packs import Member, Pack
+from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._sweeps import Sweep
+
+__all__ = ["RemoteState"]
+
+_REMOTE_DIGESTS = (
+    f"SELECT name, digest FROM name_rows WHERE scope = {SCOPE} AND name >= ? AND name < ? AND remote "
+    f"UNION ALL SELECT name, digest FROM remote_other WHERE scope = {SCOPE} AND name >= ? AND name < ?"
+)
+# Catalog.apply_remote's work inside an open transaction: (seq, records, packs, sweeps) -> refused
+_ApplyRemote = Callable[
+    [int, Iterable[NameRecord], Iterable[Pack], Iterable[Sweep]], list[tuple[NameRecord, str]]
+]
+
+
+class RemoteState:
+    """The remote's side of the index (a part of ``Catalog``)."""
+
+    def _db(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _record_pages(self, query: str, scope: str) -> Iterator[list[NameRecord]]:
+        raise NotImplementedError
+
+    def remote_digests(self, scope: str, prefix: str = "") -> dict[str, str]:
+        low, high = prefix_bounds(prefix)
+        rows = self._db().execute(_REMOTE_DIGESTS, (scope, low, high, scope, low, high))
+        return {name: digest_text(digest) for name, digest in rows}
+
+    def not_on_remote(self, scope: str) -> list[NameRecord]:
+        """Live names whose record the remote is not known to hold: what ``push`` sends."""
+        return [r for batch in self.unpushed_batches(scope) for r in batch]
+
+    def unpushed_batches(self, scope: str) -> Iterator[list[NameRecord]]:
+        """``not_on_remote``, a batch (``batch_size``) at a time, by name."""
+        query = (
+            f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name > ? AND removed_at IS NULL "
+            "AND NOT remote ORDER BY name LIMIT ?"
+        )
+        return self._record_pages(query, scope)
+
+    def count_not_on_remote(self, scope: str) -> int:
+        count: int = (
+            self._db()
+            .execute(
+                f"SELECT count(*) FROM name_rows WHERE scope = {SCOPE} AND removed_at IS NULL AND NOT remote",
+                (scope,),
+            )
+            .fetchone()[0]
+        )
+        return count
+
+    def unpushed_digests(self, scope: str, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that a live name not known to be on the remote holds."""
+        db = self._db()
+        blobs = [digest_blob(d) for d in digests]
+        found: set[str] = set()
+        for i in range(0, len(blobs), IN_CHUNK):
+            chunk = blobs[i : i + IN_CHUNK]
+            rows = db.execute(
+                f"SELECT DISTINCT digest FROM name_rows WHERE +scope = {SCOPE} AND removed_at IS NULL "
+                f"AND digest IN ({','.join('?' * len(chunk))}) AND NOT remote",
+                (scope, *chunk),
+            )
+            found.update(digest_text(row[0]) for row in rows)
+        return found
+
+    def apply_remote(
+        self, seq: int, records: Iterable[NameRecord], packs: Iterable[Pack], sweeps: Iterable[Sweep] = ()
+    ) -> list[tuple[NameRecord, str]]:
+        """Index records, pack and sweep lines of the remote's log up to entry ``seq``, in one
+        transaction. Returns the records refused: (record, the digest the remote binds its
+        name to).
+
+        A name is bound by the first record that holds it (docs/remote-layout.md): a later
+        record of that name applies only as a tombstone of the same content; one binding it
+        to other content (a forged entry or snapshot) is refused, so a name never changes
+        content here, and every machine agrees on it whatever the order it learned the log in.
+        A name bound here but not on the remote (a deferred push that lost a race) keeps its
+        local record, so it stays visible as unpushed; ``remote_other`` holds the remote's digest.
+        """
+        with self.applying_remote() as apply:
+            return apply(seq, records, packs, sweeps)
+
+    @contextmanager
+    def applying_remote(self) -> Iterator[_ApplyRemote]:
+        """One transaction over many calls of ``apply_remote``'s work (a run of log entries):
+        all of them apply, or, when the block raises, none."""
+        # (SQLite's page cache stays at its 2 MiB default: raised to 256 MiB for a first sync it
+        # halved the time, but the peak RSS grew with the lake, 685 MiB at 1 M names, 1.3 GiB
+        # at 2 M, where it stays at ~90 MiB at its default: bench/README.md)
+        with self._transaction() as db:
+            yield functools.partial(_apply.apply_remote, db)
+
+    def load_snapshot(self, seq: int, pieces: Iterable[SnapshotPiece]) -> int:
+        """Load the snapshot taken after log entry ``seq`` into an index that holds no remote
+        state yet (a first sync, or a rebuild), piece by piece, in one transaction; returns
+        the names loaded. The state is that of ``apply_remote`` of the same records, packs and
+        sweeps; an exception from ``pieces`` (CorruptRecordError) rolls it all back."""
+        with self._transaction() as db:
+            return _apply.load_snapshot(db, seq, pieces)
+
+    def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """name -> (digest, removed) as the remote binds it, for the names it binds."""
+        db = self._db()
+        query = (
+            f"SELECT digest, removed_at IS NOT NULL FROM name_rows WHERE scope = {SCOPE} AND name = ? "
+            f"AND remote UNION ALL SELECT digest, 0 FROM remote_other WHERE scope = {SCOPE} AND name = ?"
+        )
+        out = {}
+        for name in names:
+            row = db.execute(query, (scope, name, scope, name)).fetchone()
+            if row is not None:
+                out[name] = (digest_text(row[0]), bool(row[1]))
+        return out
+
+    def pack_locations(self, digests: Iterable[str]) -> dict[str, tuple[str, Member]]:
+        """digest -> (pack digest, where in it) for the digests the remote keeps in packs."""
+        db = self._db()
+        out = {}
+        for d in digests:
+            row = db.execute(
+                "SELECT p.digest, m.offset, m.size FROM packed m JOIN packs p ON p.id = m.pack "
+                "WHERE m.digest = ?",
+                (digest_blob(d),),
+            ).fetchone()
+            if row is not None:
+                out[d] = (digest_text(row[0]), Member(d, row[1], row[2]))
+        return out
+
+    def packs(self) -> Iterator[Pack]:
+        """Every pack the remote's log mentions, with its members, one pack at a time."""
+        query = "SELECT digest, offset, size FROM packed WHERE pack = ? ORDER BY offset"
+        db = self._db()
+        # the packs first (one per ~1,000 members), then each pack's members
+        for pack, digest in db.execute("SELECT id, digest FROM packs ORDER BY digest").fetchall():
+            members = tuple(
+                Member(digest_text(d), offset, size) for d, offset, size in db.execute(query, (pack,))
+            )
+            if members:  # (every member since placed in a newer pack)
+                yield Pack(digest_text(digest), members)
+
+    def pack_members(self, pack: str) -> list[str]:
+        """The digests the log places in ``pack``."""
+        rows = self._db().execute(
+            "SELECT m.digest FROM packed m JOIN packs p ON p.id = m.pack WHERE p.digest = ?",
+            (digest_blob(pack),),
+        )
+        return [digest_text(row[0]) for row in rows]
+
+    def swept(self, keys: Iterable[str], since: int) -> set[str]:
+        """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
+        one not done yet, or done in a later entry."""
+        db = self._db()
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), IN_CHUNK):
+            chunk = keys[i : i + IN_CHUNK]
+            rows = db.execute(
+                "SELECT DISTINCT s.key FROM sweeps s LEFT JOIN sweeps_done d ON d.seq = s.seq "
+                f"WHERE s.key IN ({','.join('?' * len(chunk))}) AND (d.done_at IS NULL OR d.done_at > ?)",
+                (*chunk, since),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def open_sweeps(self) -> list[Sweep]:
+        """The sweeps not known to be done, with their keys (for a snapshot)."""
+        keys: dict[int, list[str]] = {}
+        for seq, key in self._db().execute(
+            "SELECT seq, key FROM sweeps WHERE seq NOT IN (SELECT seq FROM sweeps_done) ORDER BY seq, key"
+        ):
+            keys.setdefault(seq, []).append(key)
+        return [Sweep(seq, tuple(ks)) for seq, ks in keys.items()]
+
+    def remote_differs(self, scope: str) -> bool:
+        """Whether a name bound here is bound to other content on the remote (its record here
+        is not the remote's)."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM remote_other r JOIN name_rows n ON n.scope = r.scope AND n.name = r.name "
+                f"WHERE r.scope = {SCOPE} LIMIT 1",
+                (scope,),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def remote_records(self, scope: str) -> Iterator[NameRecord]:
+        """The records the remote binds, as this index knows them, by name, a batch at a time
+        (see ``remote_differs``)."""
+        query = f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name > ? AND remote ORDER BY name LIMIT ?"
+        for page in self._record_pages(query, scope):
+            yield from page

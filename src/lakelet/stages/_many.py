@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lakelet.lake._run_record import current_run
+from lakelet.stages._loaded import exact
 from lakelet.stages._stage import Computed, commit
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class ItemDone:
     key: str = ""
     record: str = ""
     error: str = ""  # a failure's traceback text
+    # the run's return value, when its format reads it back exactly (``_loaded.exact``): what
+    # loading it from the lake would give, without a reader reading the record and object again
+    value: Any = None
+    returned: bool = False
 
 
 def call_many(
@@ -79,7 +84,9 @@ def call_many(
                 tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
         else:
             for index, done in pending:
-                tell(ItemDone(index, "ran", done.record["key"], done.record_name))
+                kept = exact(done.record["returned"]["kind"], done.value)
+                value = done.value if kept else None
+                tell(ItemDone(index, "ran", done.record["key"], done.record_name, value=value, returned=kept))
         finally:
             for _, done in pending:
                 done.discard()

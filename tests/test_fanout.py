@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import sys
@@ -193,6 +194,16 @@ def _segments(lake: lakelet.Lake) -> list[Path]:
     return sorted((lake.root / "names" / "segments").glob("*"))
 
 
+def test_a_lone_call_binds_its_outputs_and_run_record_in_one_segment(fanout) -> None:
+    module, lake, _ = fanout
+    before = _segments(lake)
+    module.square(4)
+    (written,) = [p for p in _segments(lake) if p not in before]
+    names = {json.loads(line)["name"] for line in written.read_text().splitlines()}
+    record = f"stages/{module.__name__}.square/{module.square.key(lake, (4,))[0][:40]}.json"
+    assert record in names and any("/output." in n for n in names), names
+
+
 def test_a_power_cut_that_drops_unsynced_segments_reruns_the_stage(fanout) -> None:
     """Stage outputs are bound without fsync: a power cut may lose their segments. Simulated:
     the run's segments lose their lines (as unsynced data does), the index is rebuilt."""
@@ -200,7 +211,7 @@ def test_a_power_cut_that_drops_unsynced_segments_reruns_the_stage(fanout) -> No
     before = _segments(lake)
     assert module.square(5)["square"] == 25 and ran() == ["square5"]
     written = [p for p in _segments(lake) if p not in before]
-    assert len(written) == 2  # its outputs, then its run record
+    assert len(written) == 1  # its outputs and its run record
     for path in written:
         path.chmod(0o644)
         path.write_bytes(b"")

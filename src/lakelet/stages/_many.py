@@ -3,8 +3,8 @@ process and in each worker.
 
 Each call is keyed as ``stage(*args)`` is. A cached one is reported, not loaded (the caller
 loads the results it needs). The others run one after another, and every ``_BATCH`` runs (or
-``_BATCH_S`` seconds) their outputs are bound in one segment and their run records in a second
-(``_stage.commit``), not two segments per call. A call that raises is reported with its
+``_BATCH_S`` seconds) their outputs and run records are bound in one segment (``_stage.commit``),
+not one per call. A call that raises is reported with its
 traceback; the others go on. A process killed mid-batch loses the runs not yet committed, never
 binds half of one.
 

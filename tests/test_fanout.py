@@ -4,11 +4,13 @@ files as parameters, cache=False once per call, and a power cut on derived data.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import json
 import logging
 import os
 import sys
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -234,3 +236,20 @@ def test_a_power_cut_that_tears_an_unsynced_output_reruns_the_stage(fanout) -> N
     assert module.square(6)["square"] == 36
     assert ran() == ["square6"]
     assert lake.fsck().ok  # the run wrote the object whole again
+
+
+def test_what_a_map_leaves_remembered_is_small_per_item(fanout) -> None:
+    """A process remembers parsed run records for cached calls, but not their lineage (source,
+    environment, packages: most of a record): what stays after a map grows by little per item."""
+    module, _, _ = fanout
+    module.add.map(range(5), range(5))  # the fixed costs: imports, statements, git state
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        module.add.map(range(5, 405), range(400))
+        gc.collect()
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / 400
+    finally:
+        tracemalloc.stop()
+    assert per_item < 4096, f"{per_item:.0f} bytes per item"

@@ -20,11 +20,18 @@ fresh process <= 20 ms over the plain call; the CPU map >= 1.8x serial and withi
 joblib.Parallel; peak memory flat in the number of items.
 
     .venv/bin/python bench/fanout.py [--quick]
+    .venv/bin/python bench/fanout.py --child cpu - ITEMS ROUNDS   # (c) alone, tools alternating
+
+(c) also reports the CPU seconds of every process a case started (the fork server and its
+workers, loky's): on a loaded machine the wall time of a pool says little (Linux shares the CPU
+between sessions, so two workers get no more than a serial loop), its CPU still says what the
+work and lakelet's overhead cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -119,7 +126,30 @@ def child(case: str, work: Path, n: int, burn_n: int) -> dict:
     return out
 
 
+def _adopt_orphans() -> None:
+    """Become the parent of our children's orphans (a fork server and its workers, loky's
+    workers), so that waiting for them counts their CPU in RUSAGE_CHILDREN (Linux only)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap() -> None:
+    """Wait for every orphan adopted: they exit when the child that made them has."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.wait()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(case: str, n: int, burn_n: int = 0) -> dict:
+    """The child's figures, and ``cpu_s``: the CPU of the child and every process it started."""
+    cpu0 = _children_cpu()
     with scratch(f"fanout-{case}") as work:
         proc = subprocess.run(
             [sys.executable, __file__, "--child", case, str(work), str(n), str(burn_n)],
@@ -127,9 +157,10 @@ def run_child(case: str, n: int, burn_n: int = 0) -> dict:
             text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH.parent / "src"), str(BENCH)])},
         )
+        _reap()
     if proc.returncode != 0:
         raise SystemExit(f"{case} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"cpu_s": _children_cpu() - cpu0}
 
 
 def main() -> None:
@@ -139,8 +170,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         case, work, n, burn_n = args.child
+        if case == "cpu":  # only the CPU map, each tool in turn: fanout.py --child cpu - ITEMS ROUNDS
+            _cpu_rounds(int(n), int(burn_n))
+            return
         print(json.dumps(child(case, Path(work), int(n), int(burn_n))))
         return
+    _adopt_orphans()
     n = 1_000 if args.quick else 10_000
     cpu_items = 200 if args.quick else 1_000
     joblib = _have("joblib")
@@ -182,13 +217,39 @@ def main() -> None:
         *(["cpu-joblib"] if joblib else []),
         *(["cpu-dask"] if dask else []),
     ]
-    times = {c: run_child(c, cpu_items, burn_n)["s"] for c in cases}
-    serial = times["cpu-serial"]
-    print(f"\n(c) {cpu_items:,} items of ~10 ms CPU on 2 workers (serial loop: {serial:.2f} s)")
-    cpu_rows = [[c, f"{t:.2f}", f"{serial / t:.2f}x"] for c, t in times.items()]
-    print(table(["case", "seconds", "speed-up over serial"], cpu_rows))
-    if joblib:
-        print(f"lakelet / joblib.Parallel: {times['cpu-lakelet'] / times['cpu-joblib']:.2f}x the time")
+    print(f"\n(c) {cpu_items:,} items of ~10 ms CPU on 2 workers")
+    _cpu_table(cases, [{c: run_child(c, cpu_items, burn_n) for c in cases}])
+
+
+def _cpu_table(cases: list[str], rounds: list[dict[str, dict]]) -> None:
+    """Medians over rounds: wall seconds, speed-up over the serial loop, and the CPU seconds of
+    every process (what the work and its overhead cost, whatever else the machine runs)."""
+    wall = {c: median([r[c]["s"] for r in rounds]) for c in cases}
+    cpu = {c: median([r[c]["cpu_s"] for r in rounds]) for c in cases}
+    serial = wall["cpu-serial"]
+    rows = [[c, f"{wall[c]:.2f}", f"{serial / wall[c]:.2f}x", f"{cpu[c]:.2f}"] for c in cases]
+    print(table(["case", "seconds", "speed-up over serial", "CPU s (all processes)"], rows))
+    if "cpu-joblib" in wall:
+        print(
+            f"lakelet / joblib.Parallel: {wall['cpu-lakelet'] / wall['cpu-joblib']:.2f}x the time, "
+            f"{cpu['cpu-lakelet'] / cpu['cpu-joblib']:.2f}x the CPU"
+        )
+
+
+def _cpu_rounds(items: int, rounds: int) -> None:
+    """The CPU map alone, the tools alternating, ``rounds`` times."""
+    sys.path.insert(0, str(BENCH))
+    import _fanout_work as w
+
+    _adopt_orphans()
+    burn_n = w.calibrate()
+    cases = ["cpu-serial", "cpu-lakelet", *(["cpu-joblib"] if _have("joblib") else [])]
+    print(f"# {items:,} items of ~10 ms CPU on 2 workers, {rounds} rounds; {load_note()}")
+    results = [{c: run_child(c, items, burn_n) for c in cases} for _ in range(rounds)]
+    for c in cases:
+        print(f"# {c}: " + ", ".join(f"{r[c]['s']:.2f} s / {r[c]['cpu_s']:.2f} CPU-s" for r in results))
+    _cpu_table(cases, results)
+    print(f"# {load_note()}")
 
 
 if __name__ == "__main__":

@@ -138,11 +138,12 @@ print(two_files(), flush=True)
 """
 
 
-# objects-stored: before any name is bound; names-bound: after the first segment of the run
+# objects-stored: before any name is bound; names-bound: after the run's segment is written,
+# before the index has it
 @pytest.mark.parametrize("point, every", [("objects-stored", False), ("names-bound", True)])
 def test_kill_while_a_stage_binds_its_outputs(lake, tmp_path, point, every) -> None:
-    """A stage's outputs are one segment: a kill leaves none or all of them, never the run record,
-    and the next run completes it."""
+    """A stage's outputs and run record are one segment: a kill leaves none or all of them, and
+    the next call runs it again or finds it."""
     script = tmp_path / "stage_script.py"  # a file, not -c: the key is of the same source both times
     script.write_text(STAGE_SCRIPT)
 
@@ -157,9 +158,10 @@ def test_kill_while_a_stage_binds_its_outputs(lake, tmp_path, point, every) -> N
     crashed = run(point)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     names = [f.name for f in lakelet.open(lake.root).ls()]
-    assert not [n for n in names if n.endswith(".json")]  # no run record
+    records = [n for n in names if n.endswith(".json")]
     outputs = ["out/a.txt", "out/b.txt", "stages/__main__.two_files/"]  # the last: the returned value's
     assert [any(n.startswith(o) for n in names) for o in outputs] == [every] * 3, names
+    assert len(records) == every, names  # the run record with them, or nothing
     again = run("")
     assert again.returncode == 0 and again.stdout == b"done\n", again.stderr.decode()
     reopened = lakelet.open(lake.root)

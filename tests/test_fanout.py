@@ -4,10 +4,13 @@ files as parameters, cache=False once per call, and a power cut on derived data.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
+import json
 import logging
 import os
 import sys
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -193,6 +196,16 @@ def _segments(lake: lakelet.Lake) -> list[Path]:
     return sorted((lake.root / "names" / "segments").glob("*"))
 
 
+def test_a_lone_call_binds_its_outputs_and_run_record_in_one_segment(fanout) -> None:
+    module, lake, _ = fanout
+    before = _segments(lake)
+    module.square(4)
+    (written,) = [p for p in _segments(lake) if p not in before]
+    names = {json.loads(line)["name"] for line in written.read_text().splitlines()}
+    record = f"stages/{module.__name__}.square/{module.square.key(lake, (4,))[0][:40]}.json"
+    assert record in names and any("/output." in n for n in names), names
+
+
 def test_a_power_cut_that_drops_unsynced_segments_reruns_the_stage(fanout) -> None:
     """Stage outputs are bound without fsync: a power cut may lose their segments. Simulated:
     the run's segments lose their lines (as unsynced data does), the index is rebuilt."""
@@ -200,7 +213,7 @@ def test_a_power_cut_that_drops_unsynced_segments_reruns_the_stage(fanout) -> No
     before = _segments(lake)
     assert module.square(5)["square"] == 25 and ran() == ["square5"]
     written = [p for p in _segments(lake) if p not in before]
-    assert len(written) == 2  # its outputs, then its run record
+    assert len(written) == 1  # its outputs and its run record
     for path in written:
         path.chmod(0o644)
         path.write_bytes(b"")
@@ -223,3 +236,20 @@ def test_a_power_cut_that_tears_an_unsynced_output_reruns_the_stage(fanout) -> N
     assert module.square(6)["square"] == 36
     assert ran() == ["square6"]
     assert lake.fsck().ok  # the run wrote the object whole again
+
+
+def test_what_a_map_leaves_remembered_is_small_per_item(fanout) -> None:
+    """A process remembers parsed run records for cached calls, but not their lineage (source,
+    environment, packages: most of a record): what stays after a map grows by little per item."""
+    module, _, _ = fanout
+    module.add.map(range(5), range(5))  # the fixed costs: imports, statements, git state
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        module.add.map(range(5, 405), range(400))
+        gc.collect()
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / 400
+    finally:
+        tracemalloc.stop()
+    assert per_item < 4096, f"{per_item:.0f} bytes per item"

@@ -93,9 +93,12 @@ def bind_outputs(
     outputs: list[tuple[str, Path, bool]],
     meta: dict[str, Any],
     metas: dict[str, dict[str, Any]] | None = None,
+    apart: Collection[str] = (),
 ) -> list[NameRecord]:
     """Bind stage outputs (name, path, whether to move it in): all in one segment, or none.
     ``metas``: the metadata of some names, in place of ``meta`` (one segment for many runs).
+    ``apart``: names a write-through remote is sent in a batch of their own (run records: a
+    remote packs the small objects of a batch together, and a record outlives its outputs).
 
     What a stage derived is recomputable, so its objects are not fsynced (docs/local-layout.md,
     "Durability by kind"): the segment that binds them is. A power cut may then leave a name on
@@ -103,7 +106,7 @@ def bind_outputs(
     stage runs again under the key's next generation."""
     items = [(validate_name(name), resolve(path)[0]) for name, path, _ in outputs]
     moved = [name for name, _, move in outputs if move]
-    return ingest(context, items, meta, moved, SILENT, derived=True, metas=metas)
+    return ingest(context, items, meta, moved, SILENT, derived=True, metas=metas, apart=apart)
 
 
 def ingest(
@@ -115,13 +118,14 @@ def ingest(
     *,
     derived: bool = False,
     metas: dict[str, dict[str, Any]] | None = None,
+    apart: Collection[str] = (),
 ) -> list[NameRecord]:
     """Bind ``items`` (name, source) in one segment; ``move``: every source is moved in, or
     only those of these names (a stage's temp files beside a file it returned, which is copied).
     ``derived``: stage outputs, whose objects need not be durable (``bind_outputs``).
     Raises StorageError when the lake's disk refuses a write (nothing is bound here then)."""
     try:
-        return _ingest(lake, items, meta, move, progress, derived, metas or {})
+        return _ingest(lake, items, meta, move, progress, derived, metas or {}, set(apart))
     except OSError as e:  # the full disk of C1 was a raw traceback
         where = e.filename if isinstance(e.filename, str) else os.fspath(lake.root)
         raise StorageError(f"cannot add: {e.strerror or e} ({where})", path=where) from None
@@ -135,6 +139,7 @@ def _ingest(
     progress: Progress,
     derived: bool,
     metas: dict[str, dict[str, Any]],
+    apart: set[str],
 ) -> list[NameRecord]:
     moved = {n for n, _ in items} if move is True else set(move or ())
     progress.add_total(sum(s.size or 0 for _, s in items))
@@ -176,7 +181,9 @@ def _ingest(
         syncer = lake.syncer() if lake.config.upload == "write-through" else None
         if syncer is not None and wanted:
             begin_phase(progress, "uploading")
-            wanted = syncer.publish(wanted, progress)  # the remote decides who owns a name
+            # the remote decides who owns a name; ``apart`` goes in a second batch
+            batches = [[r for r in wanted if r.name not in apart], [r for r in wanted if r.name in apart]]
+            wanted = [r for batch in batches if batch for r in syncer.publish(batch, progress)]
         root = len(os.fspath(lake.root)) + 1  # blobs are under the root: cut, not relative_to
         verified = [
             (b.location[root:], fp)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -159,27 +159,30 @@ def current_run(
 
 
 _parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
+_LEFT_OUT: dict[str, Any] = {}  # the lineage of a remembered record (shared: nobody writes to it)
 _PARSED_MAX = 1 << 14
 
 
 def read_run_cached(context: LakeContext, found: NameRecord) -> RunRecord:
     """``read_run_record``, remembered by the record's name and digest: its bytes are immutable,
     so a cached call (one lookup per call, 10,000 calls in a map) need not open, verify and
-    parse them again. Only for stage calls, which read the record and never hand it out."""
+    parse them again. Only for stage calls, which read the record and never hand it out: its
+    ``lineage`` is left out (empty), which is most of a record and which no call reads, so
+    what a process remembers does not grow by a whole record per item (``read_run_record``
+    returns it whole)."""
     run = _parsed.get((str(context.root), found.name, found.digest))
-    if run is None:
-        run = read_run_record(context, found)
-        remember_run(context, found, run)
-    return run
+    return remember_run(context, found, read_run_record(context, found)) if run is None else run
 
 
-def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> None:
-    """Remember ``run`` as the parsed content of the record ``found`` this process just bound:
-    the writer parsed those very bytes before binding them (``Stage.check_record``), so the
-    first cached call need not read them back and parse them a second time."""
+def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> RunRecord:
+    """Remember ``run`` as the parsed content of the record ``found`` (this process just bound
+    it: the writer parsed those very bytes before binding them, ``Stage.check_record``, so the
+    first cached call need not read them back and parse them a second time); returns what is
+    remembered: ``run`` without its lineage."""
     if len(_parsed) >= _PARSED_MAX:
         _parsed.clear()
-    _parsed[(str(context.root), found.name, found.digest)] = run
+    kept = _parsed[(str(context.root), found.name, found.digest)] = replace(run, lineage=_LEFT_OUT)
+    return kept
 
 
 def run_records(context: LakeContext) -> list[RunRecord]:

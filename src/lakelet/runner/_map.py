@@ -98,7 +98,11 @@ def map_stage(
     loaded: dict[str, Any] = {}
     out = []
     for i, (args, kwargs) in enumerate(calls):
-        record = by_index[i].record
+        item = by_index[i]
+        if item.returned:  # the run handed its value back: no need to load it
+            out.append(item.value)
+            continue
+        record = item.record
         if record not in loaded:
             hit = hits.get(digests[i])
             loaded[record] = _load(lake, stage, record, args, kwargs, hit[1] if hit else None)
@@ -115,12 +119,16 @@ def _on_pool(
     tell: Any,
 ) -> None:
     workers = max_workers or os.cpu_count() or 1
-    size = max(1, min(_CHUNK_MAX, math.ceil(len(todo) / (4 * workers))))
     spec = lake_spec(lake)
     futures = {}
-    for start in range(0, len(todo), size):
+    start = 0
+    while start < len(todo):
+        # chunks shrink as the items left do (guided scheduling): a worker that ends early
+        # finds small ones left rather than waiting on a peer's last 64 items
+        size = max(1, min(_CHUNK_MAX, math.ceil((len(todo) - start) / (4 * workers))))
         chunk = [(i, to_wire(call)) for i, call in todo[start : start + size]]
         futures[pool.submit(run_items, *where, spec, chunk)] = chunk
+        start += size
     for future in cf.as_completed(futures):
         error = future.exception()
         if error is None:

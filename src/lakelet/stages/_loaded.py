@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISS", "Memo", "recall", "remember", "remember_written"]
+__all__ = ["MISS", "Memo", "exact", "recall", "remember", "remember_written"]
 
 MISS = object()  # recall's answer when the value must be loaded
 _IMMUTABLE = (int, float, str, bytes, bool, type(None))  # exact types: a subclass may be mutable
@@ -57,10 +57,15 @@ def remember(memo: Memo, path: Path, value: Any) -> None:
     _values[memo] = (str(path), stamp, value)
 
 
+def exact(fmt: str, value: Any) -> bool:
+    """Whether ``value``, stored in ``fmt``, reads back as an equal value of the same type."""
+    return (fmt, type(value)) in _EXACT
+
+
 def remember_written(memo: Memo, path: Path, value: Any) -> None:
     """Remember the value a run returned and stored at ``path`` in the format ``memo`` names,
     if the format reads it back exactly (else the first cached call decodes it)."""
-    if (memo[2], type(value)) in _EXACT:
+    if exact(memo[2], value):
         remember(memo, path, value)
 
 

@@ -3,8 +3,8 @@ process and in each worker.
 
 Each call is keyed as ``stage(*args)`` is. A cached one is reported, not loaded (the caller
 loads the results it needs). The others run one after another, and every ``_BATCH`` runs (or
-``_BATCH_S`` seconds) their outputs are bound in one segment and their run records in a second
-(``_stage.commit``), not two segments per call. A call that raises is reported with its
+``_BATCH_S`` seconds) their outputs and run records are bound in one segment (``_stage.commit``),
+not one per call. A call that raises is reported with its
 traceback; the others go on. A process killed mid-batch loses the runs not yet committed, never
 binds half of one.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lakelet.lake._run_record import current_run
+from lakelet.stages._loaded import exact
 from lakelet.stages._stage import Computed, commit
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class ItemDone:
     key: str = ""
     record: str = ""
     error: str = ""  # a failure's traceback text
+    # the run's return value, when its format reads it back exactly (``_loaded.exact``): what
+    # loading it from the lake would give, without a reader reading the record and object again
+    value: Any = None
+    returned: bool = False
 
 
 def call_many(
@@ -79,7 +84,9 @@ def call_many(
                 tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
         else:
             for index, done in pending:
-                tell(ItemDone(index, "ran", done.record["key"], done.record_name))
+                kept = exact(done.record["returned"]["kind"], done.value)
+                value = done.value if kept else None
+                tell(ItemDone(index, "ran", done.record["key"], done.record_name, value=value, returned=kept))
         finally:
             for _, done in pending:
                 done.discard()

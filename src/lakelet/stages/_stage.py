@@ -3,14 +3,13 @@
 A call first computes the key (``_stage_key``: cheap, no upstream runs), and
 only on a miss loads its inputs, which runs the upstream stages that miss.
 
-Each run binds its outputs, write-once like any other lake name, all in one
-segment (all or none): the files it wrote and its return value
+Each run binds its outputs, write-once like any other lake name, and its run
+record (``…/<key>.json``, which holds the lineage and is what a later call looks
+for) all in one segment (all or none): the files it wrote and its return value
 (``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
-otherwise). Then it binds the run record beside them (``…/<key>.json``),
-which holds the lineage and is what a later call looks for: a run killed
-before its record leaves outputs that the next run binds again, which is a
-no-op for the same content. Two machines that run the same
-key bind the same run record name: one wins, the other adopts its result.
+otherwise). A run killed before that binds nothing. Two machines that run the same
+key bind the same run record name: one wins, the other adopts its result (its
+outputs bound first, then its record: ``_commit_apart``).
 After ``gc`` retires an expired run (``ttl=``), the key binds a new
 generation of names (``_expiry``).
 """
@@ -559,11 +558,34 @@ class Computed:
 
 
 def commit(lake: Lake, runs: list[Computed]) -> None:
-    """Bind the outputs of ``runs`` in one segment, then their run records in a second (a group
-    commit: two catalog transactions, no fsync, as for all derived data). Records apart from
-    outputs: a remote packs small objects bound together, and a run record outlives its
-    outputs (gc keeps it as lineage), which must not keep their pack. Two runs naming one
-    output, or a name another machine bound first, fall back to binding each run alone."""
+    """Bind the outputs and run records of ``runs`` in one segment (a group commit: one catalog
+    transaction, no fsync, as for all derived data), so a kill leaves every run bound or none.
+    Two runs naming one output, or a name another machine bound first, fall back to
+    ``_commit_apart``."""
+    outputs = [o for done in runs for o in done.outputs]
+    records = [(d.record_name, d.record_path, True) for d in runs if d.record_path is not None]
+    names = [n for n, _, _ in [*outputs, *records]]
+    if len(set(names)) == len(names):
+        metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
+        metas |= {d.record_name: d.record_meta for d in runs}
+        try:
+            bound = bind_outputs(
+                lake.context, [*outputs, *records], {}, metas, apart={n for n, _, _ in records}
+            )
+        except NameExistsError:
+            pass  # nothing of it is bound: sort it out run by run
+        else:
+            _remember_values(lake, runs, bound)
+            _remember(lake, runs, bound)
+            return
+    _commit_apart(lake, runs)
+
+
+def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
+    """Bind the outputs of ``runs`` in one segment, then their run records in a second: runs whose
+    names clash, among themselves (each is bound alone) or with a name another machine bound to
+    other bytes (the run whose names it took adopts its outputs; a record it bound under the same
+    key stands)."""
     outputs = [o for done in runs for o in done.outputs]
     metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
     names = [n for n, _, _ in outputs]

@@ -89,15 +89,33 @@ def test_lakelet_run_shows_stage_progress_on_a_terminal(tmp_path) -> None:
     assert b"run shown: 2 ran, 0 skipped, 0 failed" in screen  # the summary, once the line is gone
 
 
-def test_a_library_run_draws_nothing_even_on_a_terminal(tmp_path) -> None:
-    """Only an observer draws (`lakelet run` passes one): the library itself never prints."""
+def test_a_library_run_and_map_draw_one_bar_for_a_person_and_nothing_else(tmp_path) -> None:
+    """`lakelet.run` and `Stage.map` draw one bar of stages (items) on a terminal, never a line
+    per call; `progress=False`, or a pipe, draws nothing."""
     script = tmp_path / "run_quietly.py"
     script.write_text(
-        PIPELINE + "\nimport sys\nlakelet.use(lakelet.init(sys.argv[1]))\n"
-        "print(lakelet.run(two, run_id='quiet'))\n"
+        PIPELINE + "\n@lakelet.stage\ndef square(n):\n    return n * n\n\n"
+        "import sys\nlakelet.use(lakelet.init(sys.argv[1]))\nshow = {'None': None, 'False': False}[sys.argv[2]]\n"
+        "print(lakelet.run(two, run_id='quiet', progress=show))\n"
+        "print(sum(square.map(range(30), progress=show)))\n"
     )
-    code, screen = _run_on_terminal(argv=[sys.executable, str(script), str(tmp_path / "lake")])
-    assert code == 0 and screen == b"2\r\n"
+    env = {"LAKELET_PROGRESS_DELAY": "0"}
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(tmp_path / "a"), "None"])
+    assert code == 0, screen
+    assert b"running " in screen and b"2/2" in screen  # the run's bar: both stages ran
+    assert b"30/30" in screen  # the map's bar, one for its 30 calls
+    assert (
+        b"lakelet:" not in screen and b"2\r\n" in screen and screen.endswith(b"8555\r\n")
+    )  # no line per call
+
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(tmp_path / "b"), "False"])
+    assert code == 0 and screen == b"2\r\n8555\r\n"
+    piped = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "c"), "None"],
+        capture_output=True,
+        env={**os.environ, **env},
+    )
+    assert piped.returncode == 0 and piped.stderr == b"" and piped.stdout == b"2\n8555\n"
 
 
 class _Phases:
@@ -211,9 +229,10 @@ print(lakelet.run(orders, run_id="quiet"))
 
 
 def test_a_write_inside_a_stage_draws_no_bar_of_its_own(tmp_path) -> None:
-    """A run prints nothing (an observer follows it); a stage's dataset write adds no bar."""
+    """A run draws its one bar of stages; a stage's dataset write adds no bar of its own."""
     script = tmp_path / "run_writing.py"
     script.write_text(WRITING_PIPELINE)
     env = {"LAKELET_PROGRESS_DELAY": "0"}
     code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(tmp_path / "lake")])
-    assert code == 0 and screen == b"1\r\n", screen
+    assert code == 0 and screen.endswith(b"1\r\n"), screen
+    assert b"1/1" in screen and b"writing" not in screen

@@ -58,7 +58,14 @@ def run(
         if ctx.obj.get("lake") is not None:  # else the lake the pipeline chose, or the default one
             stack.enter_context(lakelet.use(lake_of(ctx)))
         stack.callback(display.close)  # the line goes, also when the run fails or is interrupted
-        lakelet.run(*stages, executor=executor, max_workers=max_workers, run_id=run_id, observer=display)
+        lakelet.run(
+            *stages,
+            executor=executor,
+            max_workers=max_workers,
+            run_id=run_id,
+            observer=display,
+            progress=False,
+        )
     report = display.report
     assert report is not None  # a run that returns has told its observer it finished
     if as_json:

@@ -1,11 +1,12 @@
-"""What ``progress=`` means on ``Lake.add``, ``push``, ``pull`` and ``sync``.
+"""What ``progress=`` means on ``Lake.add``, ``push``, ``pull``, ``sync``, ``write_dataset``,
+``lakelet.run`` and ``Stage.map``.
 
-A ``Progress`` object is told the bytes; ``False`` shows nothing; ``True`` draws a bar on
-stderr; ``None`` (the default) draws one only in an interactive session — stderr is a
-terminal, or the code runs in a Jupyter kernel — so scripts, pipes and CI logs stay quiet —
-and never inside a stage's body: a run prints nothing of its own (an ``observer=`` follows
-it), and a bar per write would fight with ``lakelet run``'s line. The bar appears once the
-work has lasted half a second, and is gone when it ends.
+A ``Progress`` object is told the bytes (the stages, the items, for a run or a map);
+``False`` shows nothing; ``True`` draws a bar on stderr; ``None`` (the default) draws one
+only in an interactive session — stderr is a terminal, or the code runs in a Jupyter kernel —
+so scripts, pipes and CI logs stay quiet — and never inside a stage's body: a bar per write
+would fight with the run's own bar (or ``lakelet run``'s line). The bar appears once the work
+has lasted half a second, and is gone when it ends.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ def interactive() -> bool:
 
 
 @contextlib.contextmanager
-def chosen(progress: ProgressOption, description: str) -> Iterator[Progress]:
-    """The Progress to report to for ``progress`` (see the module), closed at the end."""
+def chosen(progress: ProgressOption, description: str, unit: str = "bytes") -> Iterator[Progress]:
+    """The Progress to report to for ``progress`` (see the module), closed at the end; a bar
+    drawn counts ``unit``: 'bytes', or 'items' (stages, calls)."""
     if progress is None:
         progress = interactive() and CURRENT.get() is None
     if progress is False:
         yield SILENT
         return
     if progress is True:
-        bar = _Bar(description)
+        bar = _Bar(description, unit)
         try:
             yield bar
         finally:
@@ -58,10 +60,12 @@ def chosen(progress: ProgressOption, description: str) -> Iterator[Progress]:
 
 
 class _Bar:
-    """A rich bar of bytes; ``phase`` starts the count again for a new step (the upload)."""
+    """A rich bar of bytes (or items); ``phase`` starts the count again for a new step (the
+    upload)."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, unit: str = "bytes") -> None:
         self._description = description
+        self._unit = unit
         self._started = time.monotonic()
         self._delay = progress_delay(0.5)
         self._total = self._done = 0
@@ -89,13 +93,26 @@ class _Bar:
 
     def _draw(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
 
+        counts: list[ProgressColumn] = (
+            [DownloadColumn(), TransferSpeedColumn()]
+            if self._unit == "bytes"
+            else [MofNCompleteColumn(), TimeElapsedColumn()]
+        )
         bar = Progress(
             TextColumn("{task.description}", markup=False),  # a name is anyone's text
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            *counts,
             console=Console(stderr=True),
             transient=True,
         )

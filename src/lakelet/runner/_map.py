@@ -6,8 +6,9 @@ its items and binds them in group commits (``stages._many``), so a worker pays n
 nor two segments per item. Results are loaded from the run records, in input order. Failed
 items do not stop the others; ``RunError`` names them at the end.
 
-What a map tells: ``progress`` (the library's ``Progress`` callback: ``add_total`` with the
-number of items, ``advance(1)`` per item done), and one INFO line on the ``lakelet.stage``
+What a map tells: ``progress`` (one bar of items when a person watches, or the library's
+``Progress`` callback: ``add_total`` with the number of items, ``advance(1)`` per item done),
+and one INFO line on the ``lakelet.stage``
 logger ("1,000 items: 12 ran, 988 cached, 0 failed"), not a line per call.
 """
 
@@ -24,6 +25,7 @@ from lakelet.core._progress import Progress
 from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgumentError, RunError
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
+from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake._run_record import RunRecord, ignore, read_run_cached
 from lakelet.runner._executors import Call, address, lake_spec, open_executor, run_items, to_wire
 from lakelet.stages import _stage
@@ -39,11 +41,18 @@ _logger = logging.getLogger("lakelet.stage")
 
 
 def map_stage(
-    stage: Stage, iterables: tuple[Any, ...], executor: Any, max_workers: int | None, progress: Progress
+    stage: Stage, iterables: tuple[Any, ...], executor: Any, max_workers: int | None, progress: ProgressOption
 ) -> list[Any]:
     """See ``Stage.map``."""
     if not iterables:
         raise InvalidArgumentError(f"{stage.qualname}.map() takes at least one iterable of arguments")
+    with chosen(progress, stage.qualname, unit="items") as shown:
+        return _map(stage, iterables, executor, max_workers, shown)
+
+
+def _map(
+    stage: Stage, iterables: tuple[Any, ...], executor: Any, max_workers: int | None, progress: Progress
+) -> list[Any]:
     lake = current_lake()
     calls: list[Call] = [(tuple(item), {}) for item in zip(*iterables, strict=False)]
     progress.add_total(len(calls))

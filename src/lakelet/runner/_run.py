@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lakelet.core._names import validate_segment
+from lakelet.core._progress import Progress
 from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgumentError, RunError
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
+from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake._run_record import RunRecord, ignore, read_run_record
 from lakelet.lake._run_reports import save_report
 from lakelet.runner import _map  # noqa: F401  (fills Stage.map's hook)
-from lakelet.runner._events import RunObserver, RunReport, RunStarted
+from lakelet.runner._events import RunObserver, RunReport, RunStarted, StageFinished, StageStarted
 from lakelet.runner._executors import Call, address, open_executor, run_stage
 from lakelet.runner._graph import build_graph
 from lakelet.runner._schedule import Schedule, plan
@@ -35,7 +37,33 @@ _OBSERVER_METHODS = ("started", "stage_started", "stage_finished", "finished")
 
 
 class _Silent(RunObserver):
-    """No observer: a run draws and prints nothing."""
+    """No observer: a run prints nothing (a bar of stages aside, ``progress=``)."""
+
+
+class _Counted(RunObserver):
+    """The observer asked for, and a progress of stages: told how many will run, advanced by
+    one as each of those finishes (ran, failed, or not run because an upstream one failed)."""
+
+    def __init__(self, inner: RunObserver, progress: Progress) -> None:
+        self._inner = inner
+        self._progress = progress
+        self._to_run: set[str] = set()
+
+    def started(self, run: RunStarted) -> None:
+        self._to_run = set(run.to_run)
+        self._progress.add_total(len(self._to_run))
+        self._inner.started(run)
+
+    def stage_started(self, event: StageStarted) -> None:
+        self._inner.stage_started(event)
+
+    def stage_finished(self, event: StageFinished) -> None:
+        if event.stage in self._to_run:
+            self._progress.advance(1)
+        self._inner.stage_finished(event)
+
+    def finished(self, report: RunReport) -> None:
+        self._inner.finished(report)
 
 
 def run(
@@ -44,16 +72,33 @@ def run(
     max_workers: int | None = None,
     run_id: str | None = None,
     observer: RunObserver | None = None,
+    progress: ProgressOption = None,
 ) -> Any:
     """Run ``targets`` and whatever they need that is not cached; returns their outputs
     (one value, or a tuple for several targets). A target may be ``functools.partial(stage,
     *args, **kwargs)``: the stage called with those arguments, keyed as that call is.
-    ``observer`` is told what the run does."""
+    ``observer`` is told what the run does. ``progress``: one bar of the stages that run
+    when a person watches (None, the default: stderr a terminal, or Jupyter), none (False),
+    always (True), or a Progress told the number of stages to run and each one done."""
     stage_targets, calls = _targets(targets)
     missing = [m for m in _OBSERVER_METHODS if not callable(getattr(observer, m, None))]
     if observer is not None and missing:
         raise InvalidArgumentError(f"observer= lacks {', '.join(missing)}: see lakelet.RunObserver")
-    observer = observer or _Silent()
+    names = ", ".join(s.qualname for s in stage_targets)
+    with chosen(progress, f"running {names}", unit="items") as shown:
+        return _run(
+            stage_targets, calls, executor, max_workers, run_id, _Counted(observer or _Silent(), shown)
+        )
+
+
+def _run(
+    stage_targets: tuple[Stage, ...],
+    calls: dict[Stage, Call],
+    executor: Any,
+    max_workers: int | None,
+    run_id: str | None,
+    observer: RunObserver,
+) -> Any:
     lake = current_lake()
     # it names the report's file and the run's scoped store: checked before anything runs
     run_id = validate_segment(run_id, "run id") if run_id is not None else _new_run_id()

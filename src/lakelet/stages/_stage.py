@@ -34,7 +34,6 @@ from typing import Any
 from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
-from lakelet.core._progress import SILENT, Progress
 from lakelet.core._values import kind_of
 from lakelet.core.errors import (
     CorruptRecordError,
@@ -46,6 +45,7 @@ from lakelet.core.errors import (
 from lakelet.facade._current import current_lake
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake
+from lakelet.facade._progress_bar import ProgressOption
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import expiry_fields, stage_ttl
@@ -71,7 +71,7 @@ from lakelet.storage._scopes import LAKE
 __all__ = ["MAPPER", "Computed", "Outcome", "Stage", "commit", "stage"]
 
 # Stage.map runs on lakelet.run's executors, a layer above: lakelet.runner fills this in
-MAPPER: Callable[[Stage, tuple[Any, ...], Any, int | None, Progress], list[Any]] | None = None
+MAPPER: Callable[[Stage, tuple[Any, ...], Any, int | None, ProgressOption], list[Any]] | None = None
 
 _OPTIONS = {"cache", "format", "name", "version", "secrets", "ttl", "explain", "meta"}
 _Args = tuple[Any, ...]  # the positional arguments of a call
@@ -119,13 +119,14 @@ class Stage:
         *iterables: Any,
         executor: Any = None,
         max_workers: int | None = None,
-        progress: Progress = SILENT,
+        progress: ProgressOption = None,
     ) -> list[Any]:
         """Call the stage once per item (several iterables zip into positional arguments, as the
         builtin ``map``), each keyed as ``stage(*item)`` is; returns the results in input order.
 
-        ``executor``: as ``lakelet.run``'s. ``progress`` is told the number of items
-        (``add_total``) and advanced by one as each is done. Items that fail do not stop the
+        ``executor``: as ``lakelet.run``'s. ``progress``: one bar of items when a person
+        watches (None, the default), none (False), always (True), or a Progress told the number
+        of items (``add_total``) and advanced by one as each is done. Items that fail do not stop the
         others, which are kept; then raises RunError naming the failed items (``.failures``:
         their tracebacks, by ``module.qualname[index]``).
         """

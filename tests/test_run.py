@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pickle
 import sys
 import uuid
@@ -28,6 +29,21 @@ def busy(seconds):
     return [start, time.time()]
 
 
+def meet(me, other):
+    """With $BARRIER set (a folder): say `me` has started, then wait (at most a minute) for
+    `other` to say so too; True if it did. Two stages run one after the other never meet."""
+    folder = os.environ.get("BARRIER")
+    if not folder:
+        return None
+    open(os.path.join(folder, me), "w").close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(os.path.join(folder, other)):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 @lakelet.stage
 def source():
     return {"values": [1, 2, 3]}
@@ -35,14 +51,14 @@ def source():
 
 @lakelet.stage(src=source)
 def left(src):
-    return {"sum": sum(src["values"]), "when": busy(WORK), "pid": os.getpid()}
+    return {"sum": sum(src["values"]), "when": busy(WORK), "pid": os.getpid(), "met": meet("left", "right")}
 
 
 @lakelet.stage(src=source)
 def right(src):
     if os.environ.get("FAIL_RIGHT") == "1":
         raise ValueError("right branch broke")
-    return {"max": max(src["values"]), "when": busy(WORK), "pid": os.getpid()}
+    return {"max": max(src["values"]), "when": busy(WORK), "pid": os.getpid(), "met": meet("right", "left")}
 
 
 @lakelet.stage(a=left, b=right)
@@ -73,10 +89,6 @@ def diamond(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
 
 
-def _overlap(a: list[float], b: list[float]) -> bool:
-    return a[0] < b[1] and b[0] < a[1]
-
-
 @pytest.fixture(scope="module")
 def dask_client():
     import dask
@@ -93,8 +105,10 @@ def dask_client():
 
 
 @pytest.mark.parametrize("executor", ["dask", "processes"])
-def test_independent_stages_run_in_parallel(diamond, executor, request) -> None:
+def test_independent_stages_run_in_parallel(diamond, executor, request, tmp_path, monkeypatch) -> None:
     module, lake = diamond
+    (tmp_path / "barrier").mkdir()
+    monkeypatch.setenv("BARRIER", str(tmp_path / "barrier"))  # workers inherit it (dask: below)
     runner = "processes"
     if executor == "dask":
         runner = request.getfixturevalue("dask_client")
@@ -102,11 +116,13 @@ def test_independent_stages_run_in_parallel(diamond, executor, request) -> None:
         # a worker's first import of lakelet and pyarrow takes longer than a stage here
         runner.run(sys.path.insert, 0, str(Path(module.__file__).parent))
         runner.run(importlib.import_module, module.__name__)
+        runner.run(os.environ.__setitem__, "BARRIER", str(tmp_path / "barrier"))
     result = lakelet.run(module.join, executor=runner, max_workers=2, run_id=f"r-{executor}")
     assert result == {"total": 9, "run": f"r-{executor}"}
     left, right = module.left(), module.right()  # cached now
     assert left["pid"] != right["pid"]
-    assert _overlap(left["when"], right["when"]), "independent stages on two workers ran one by one"
+    # each waited for the other to start: they ran at the same time, whatever the machine's load
+    assert left["met"] and right["met"], "independent stages on two workers ran one by one"
     runs = [json.loads(p.read_bytes()) for p in (lake.root / "runs").glob("*.json")]
     assert [sorted(r["ran"]) for r in runs] == [
         sorted([f"{module.__name__}.{s}" for s in ("source", "left", "right", "join")])

@@ -295,7 +295,7 @@ class Datasets:
         latest, base = self._base(name)
         partition_by = self._checked(name, base, reader.schema, partition_by, mode)
         written, stats, rows = write_files(
-            reader, staging_dir(self.context.root), self.root / name, partition_by, compression
+            reader, staging_dir(self.context.root), self.root / name, partition_by, compression, name
         )
         self._upload(name, written)
         new = _commits.Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {}, meta)
@@ -360,7 +360,12 @@ class Datasets:
                 replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
             combined = _merge.combined(kept, table, schema)
             written, stats, rows = write_files(
-                combined.to_reader(), staging_dir(self.context.root), self.root / name, parts, compression
+                combined.to_reader(),
+                staging_dir(self.context.root),
+                self.root / name,
+                parts,
+                compression,
+                name,
             )
             self._upload(name, written)
             new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {}, meta)

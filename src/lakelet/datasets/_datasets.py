@@ -47,7 +47,7 @@ from lakelet.datasets import (
     _upgrade,
 )
 from lakelet.datasets._dataset import Dataset, snapshot_schema
-from lakelet.datasets._delta_log import AddFile, Snapshot
+from lakelet.datasets._delta_log import Snapshot
 from lakelet.datasets._files import Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
@@ -354,21 +354,20 @@ class Datasets:
                 _merge.checked_keys(keys, snapshot_schema(base), name)
             parts = self._checked(name, base, table.schema, partition_by, "merge")
             schema = _commits.merged_schema(snapshot_schema(base) if base else None, table.schema, name)
-            replaces: list[AddFile] = []
-            replaced = kept = None
-            if base is not None:
-                replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
-            combined = _merge.combined(kept, table, schema)
-            written, stats, rows = write_files(
-                combined.to_reader(),
-                staging_dir(self.context.root),
-                self.root / name,
-                parts,
-                compression,
-                name,
-            )
+            dataset = Dataset(self, name, base) if base is not None else None
+            replaces = _merge.touched(dataset, table, keys) if dataset is not None else []
+            replaced = _commits.Removed()
+            written: list[Written] = []
+            stats: dict[str, Any] = {}
+            rows = 0
+            for stream in _merge.rewritten(dataset, replaces, table, keys, schema, replaced):
+                more, more_stats, more_rows = write_files(
+                    stream, staging_dir(self.context.root), self.root / name, parts, compression, name
+                )
+                written, rows = written + more, rows + more_rows
+                stats = _commits.merged_stats(stats, rows - more_rows, more_stats, more_rows)
             self._upload(name, written)
-            new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {}, meta)
+            new = _commits.Write(written, stats, rows, schema, parts, "merge", lineage or {}, meta)
             new.replaces, new.replaced = replaces, replaced
             done = self._commit(name, new, latest, base, 1)
             if done is not None:

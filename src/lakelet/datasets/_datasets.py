@@ -233,13 +233,14 @@ class Datasets:
         return self._latest(name) + 1
 
     def _latest(self, name: str) -> int:
+        # From the checkpoint hint on, commit by commit (one stat each): listing a log of
+        # 10,000 commits cost more than the rest of a write. Only a log without the hint (fewer
+        # than ten commits, or another writer's) is listed.
+        version = self._last_checkpoint(name) or -1
         folder = self.root / name / "_delta_log"
-        local = (
-            [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
-            if folder.is_dir()
-            else []
-        )
-        version = max([*local, self._last_checkpoint(name) or -1], default=-1)
+        if version < 0 and folder.is_dir():
+            local = [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
+            version = max(local, default=-1)
         while self._exists(name, version + 1):
             version += 1
         return version

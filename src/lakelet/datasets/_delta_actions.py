@@ -202,7 +202,7 @@ class Files(Mapping[str, AddFile]):
         """``on``: the files ``build`` starts from. A writer's commits, each on the one before,
         would chain unbuilt ``Files`` without end (and build them recursively): past a few
         dozen, ``on`` is built first."""
-        self._build: Callable[[], dict[str, AddFile]] | None = build
+        self._build = build
         self._files: dict[str, AddFile] | None = None
         self.depth: int = 1 + (on.depth if isinstance(on, Files) else 0)  # unbuilt ones, itself too
         if self.depth > self._MAX_DEPTH:
@@ -210,11 +210,11 @@ class Files(Mapping[str, AddFile]):
             self.depth = 1
 
     def _built(self) -> dict[str, AddFile]:
-        if self._files is None:
-            assert self._build is not None
-            self._files, self._build = self._build(), None  # and what it held is let go
-            self.depth = 0
-        return self._files
+        files = self._files
+        if files is None:  # two threads may both build it: the same files, no lock needed
+            files = self._build()
+            self._files, self.depth = files, 0
+        return files
 
     def __getitem__(self, path: str) -> AddFile:
         return self._built()[path]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -159,6 +160,12 @@ def child(kind: str, work: Path, rows: int, reps: int) -> dict:
         elapsed = time.perf_counter() - t0
         return {"time": elapsed, "rss": _rss(), "rows": deltalake.DeltaTable(str(work / "copy")).count()}
     if kind in ("fresh-lakelet", "fresh-deltars"):  # a new process: imports done, nothing read
+        import pyarrow.compute
+        import pyarrow.dataset
+        import pyarrow.parquet  # noqa: F401
+
+        import lakelet.datasets._datasets  # noqa: F401  (what lake.dataset imports on first use)
+
         path = work / "lake" / "datasets" / "bench" / "log"
         lake = lakelet.open(work / "lake")
         t0 = time.perf_counter()
@@ -233,8 +240,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, Path(args.work), args.rows, args.reps)))
-        return
+        print(json.dumps(child(args.child, Path(args.work), args.rows, args.reps)), flush=True)
+        # no interpreter teardown: a child that used both deltalake's runtime and pyarrow's
+        # pools sometimes aborts there ("terminate called without an active exception")
+        os._exit(0)
 
     import deltalake
     import pyarrow as pa

@@ -202,7 +202,7 @@ class Files(Mapping[str, AddFile]):
         """``on``: the files ``build`` starts from. A writer's commits, each on the one before,
         would chain unbuilt ``Files`` without end (and build them recursively): past a few
         dozen, ``on`` is built first."""
-        self._build = build
+        self._build: Callable[[], dict[str, AddFile]] | None = build
         self._files: dict[str, AddFile] | None = None
         self.depth: int = 1 + (on.depth if isinstance(on, Files) else 0)  # unbuilt ones, itself too
         if self.depth > self._MAX_DEPTH:
@@ -211,9 +211,14 @@ class Files(Mapping[str, AddFile]):
 
     def _built(self) -> dict[str, AddFile]:
         files = self._files
-        if files is None:  # two threads may both build it: the same files, no lock needed
-            files = self._build()
-            self._files, self.depth = files, 0
+        if files is None:
+            build = self._build
+            if build is None:  # another thread built it meanwhile
+                return self._built()
+            files = build()  # two threads may both build it: the same files, no lock needed
+            self._files = files
+            self._build = None  # and the table before it, which it held, is let go
+            self.depth = 0
         return files
 
     def __getitem__(self, path: str) -> AddFile:

@@ -154,6 +154,10 @@ def gcs_emulator() -> Iterator[Store]:
             str(port),
             "-external-url",
             endpoint,
+            # the XML API (path-style object reads, `?list-type=2` listings) that delta-rs's
+            # object_store speaks is served on the public host only
+            "-public-host",
+            f"127.0.0.1:{port}",
             "-log-level",
             "error",
         ],

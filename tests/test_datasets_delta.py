@@ -138,3 +138,27 @@ def test_a_former_manifest_dataset_is_converted_on_its_first_write(lake) -> None
     ds = lake.write_dataset("orders", _orders("2025-01-22", [4]), partition_by=["dt"])
     assert ds.version == 3 and sorted(ds.to_arrow().column("id").to_pylist()) == [1, 2, 3, 4]
     assert deltalake.DeltaTable(str(ds.folder)).version() == 2
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([7, 2**63], pa.uint64()),
+        pa.array([[1], [2**64 - 1, None]], pa.list_(pa.uint64())),  # nested: the same long
+    ],
+    ids=["uint64", "list<uint64>"],
+)
+def test_a_uint64_value_no_delta_reader_can_read_is_one_error_and_nothing_written(lake, column) -> None:
+    # Delta has no unsigned integers: a uint64 column is a `long`, which delta-rs refuses to
+    # read past 2**63 - 1 (and others read wrapped). The second batch holds the value, so the
+    # first one has been streamed to a file already when the error comes.
+    first = lake.write_dataset("u", pa.table({"u": column.slice(0, 1)}))
+    before = sorted(p.relative_to(lake.root) for p in lake.root.rglob("*") if p.is_file())
+    schema = pa.schema([("u", column.type)])
+    batches = [pa.record_batch([column.slice(0, 1)], schema=schema), pa.record_batch([column], schema=schema)]
+    with pytest.raises(lakelet.LakeletError, match=r"column 'u' holds \d+, past .*nothing was written") as e:
+        lake.write_dataset("u", pa.RecordBatchReader.from_batches(schema, batches))
+    assert isinstance(e.value, lakelet.InvalidArgumentError) and "\n" not in str(e.value)
+    after = sorted(p.relative_to(lake.root) for p in lake.root.rglob("*") if p.is_file())
+    assert after == before and lake.dataset("u").version == first.version == 1
+    assert deltalake.DeltaTable(str(first.folder)).to_pyarrow_table().num_rows == 1

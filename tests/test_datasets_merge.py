@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import deltalake
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -128,3 +129,41 @@ def test_concurrent_merges_on_one_key_lose_no_row(tmp_path) -> None:
     assert ds.version == 9 and ids == [0, *range(110, 114), *range(120, 124)]  # key 0 once, nothing lost
     table = deltalake.DeltaTable(str(tmp_path / "remote" / "datasets" / "counters")).to_pyarrow_table()
     assert sorted(table.column("id").to_pylist()) == ids
+
+
+PEAK = """
+import sys, lakelet, numpy as np, pyarrow as pa
+lake = lakelet.open(sys.argv[1])
+ids = np.arange(0, int(sys.argv[2]), 997)  # a key in every file
+lake.write_dataset("m", pa.table({"id": ids, "value": -1.0 * ids}), mode="merge", keys=["id"])
+print(pa.default_memory_pool().max_memory())
+"""
+
+
+def test_a_merge_holds_one_rewritten_file_in_memory_not_all_it_rewrites(tmp_path) -> None:
+    # The same merge into 3 and into 12 files of 100,000 rows, each touched: Arrow's peak
+    # allocation (a fresh process each) must not grow with the number of files rewritten.
+    script = tmp_path / "peak.py"
+    script.write_text(PEAK)
+    peaks = {}
+    for files in (3, 12):
+        lake = lakelet.init(tmp_path / str(files))
+        for i in range(files):
+            ids = np.arange(i * 100_000, (i + 1) * 100_000)
+            lake.write_dataset("m", pa.table({"id": ids, "value": 0.5 * ids}))
+        run = subprocess.run(
+            [sys.executable, str(script), str(lake.root), str(files * 100_000)],
+            capture_output=True,
+            text=True,
+            env={**os.environ},
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr
+        peaks[files] = int(run.stdout.split()[-1])
+        merged = lake.dataset("m")
+        table = deltalake.DeltaTable(str(merged.folder)).to_pyarrow_table().sort_by("id")
+        ids = np.arange(files * 100_000)
+        expected = np.where(ids % 997 == 0, -1.0 * ids, 0.5 * ids)
+        assert merged.num_rows == len(ids) and table.column("id").to_pylist() == ids.tolist()
+        assert table.column("value").to_pylist() == expected.tolist()
+    assert peaks[12] < 1.5 * peaks[3], peaks  # before: every rewritten file whole, ~3x

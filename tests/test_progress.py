@@ -95,7 +95,8 @@ def test_a_library_run_and_map_draw_one_bar_for_a_person_and_nothing_else(tmp_pa
     script = tmp_path / "run_quietly.py"
     script.write_text(
         PIPELINE + "\n@lakelet.stage\ndef square(n):\n    return n * n\n\n"
-        "import sys\nlakelet.use(lakelet.init(sys.argv[1]))\nshow = {'None': None, 'False': False}[sys.argv[2]]\n"
+        "import sys\nlakelet.use(lakelet.init(sys.argv[1]))\n"
+        "show = {'None': None, 'False': False}[sys.argv[2]]\n"
         "print(lakelet.run(two, run_id='quiet', progress=show))\n"
         "print(sum(square.map(range(30), progress=show)))\n"
     )
@@ -181,10 +182,12 @@ def test_write_dataset_counts_the_data_then_each_uploaded_byte_once(machine, mod
     keys = ["k"] if mode == "merge" else None
     ds = lake.write_dataset("sales/orders", table, partition_by=["dt"], mode=mode, keys=keys, progress=steps)
     files = sum(os.path.getsize(f) for f in ds.files)
-    assert len(ds.files) == 2 and steps.steps == [
-        ["", table.nbytes, table.nbytes],
-        ["uploading", files, files],
-    ]
+    assert len(ds.files) == 2 and steps.steps[1:] == [["uploading", files, files]]
+    ((_, total, done),) = steps.steps[:1]
+    if mode == "merge":  # the rows it writes in the table's schema, known as they are read
+        assert total == done and table.nbytes <= total < 1.1 * table.nbytes
+    else:
+        assert total == done == table.nbytes
 
 
 LIBRARY_WRITE = """

@@ -4,9 +4,11 @@ protocol and metaData when they change, the files it adds and removes, and lakel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +24,7 @@ from lakelet.datasets._delta_log import AddFile, LakeletInfo, Metadata, Protocol
 from lakelet.datasets._files import NULL_PARTITION, Written
 from lakelet.lake._pending import CURRENT
 
-__all__ = ["Write", "commit_body", "merged_schema", "merged_stats", "partitioning", "without_rows"]
+__all__ = ["Removed", "Write", "commit_body", "merged_schema", "merged_stats", "partitioning", "without_rows"]
 
 
 def merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema:
@@ -50,6 +52,20 @@ def merged_schema(old: pa.Schema | None, new: pa.Schema, name: str) -> pa.Schema
     )
 
 
+@dataclass
+class Removed:
+    """How many rows, and nulls per column, the files a merge rewrites held: they leave the
+    table's counts (the rows kept are counted again as the merge writes them)."""
+
+    rows: int = 0
+    nulls: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def count(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+
+
 class Write:
     """What one write made, waiting to be committed on top of whatever version is latest."""
 
@@ -68,7 +84,7 @@ class Write:
         self.partition_by, self.mode, self.lineage = partition_by, mode, lineage
         self.meta = meta or {}  # the writer's own keys, checked by the caller
         self.replaces: list[AddFile] = []  # a merge: the files it rewrote
-        self.replaced: pa.Table | None = None  # … and the rows they held (for the statistics)
+        self.replaced: Removed | None = None  # … and the rows they held (for the statistics)
 
     def add_file(self, w: Written, when: int) -> AddFile:
         values = {c: _delta_value(w.partition.get(c)) for c in self.partition_by}
@@ -144,7 +160,7 @@ def commit_body(
     old_rows = snapshot_rows(base) if append and base is not None else 0
     old_stats = snapshot_stats(base) if append and base is not None else {}
     if new.replaced is not None:  # the rows a merge rewrote leave the counts
-        old_rows -= new.replaced.num_rows
+        old_rows -= new.replaced.rows
         old_stats = without_rows(old_stats, new.replaced)
     info = LakeletInfo(
         version=version + 1,
@@ -182,16 +198,15 @@ def merged_stats(old: dict[str, Any], old_rows: int, new: dict[str, Any], new_ro
     return out
 
 
-def without_rows(stats: dict[str, Any], rows: pa.Table) -> dict[str, Any]:
+def without_rows(stats: dict[str, Any], rows: Removed) -> dict[str, Any]:
     """Statistics once ``rows`` are gone (a merge rewrote them): counts and nulls exact; min,
     max and the sample still bound and describe the values, removed ones included."""
     out = dict(stats)
-    for column in rows.column_names:
+    for column, nulls in rows.nulls.items():
         if column in out:
-            nulls = rows.column(column).null_count
             out[column] = {
                 **out[column],
-                "count": max(0, out[column]["count"] - (rows.num_rows - nulls)),
+                "count": max(0, out[column]["count"] - (rows.rows - nulls)),
                 "nulls": max(0, out[column]["nulls"] - nulls),
             }
     return out

@@ -210,14 +210,19 @@ class Dataset:
         """The rows of some of this version's files (fetched if remote), partition columns included."""
         return self.files_scanner(files, columns).to_table()
 
-    def files_scanner(self, files: list[AddFile], columns: list[str] | None = None) -> pads.Scanner:
-        """A Scanner over some of this version's files (fetched if remote)."""
+    def files_scanner(
+        self, files: list[AddFile], columns: list[str] | None = None, sequential: bool = False
+    ) -> pads.Scanner:
+        """A Scanner over some of this version's files (fetched if remote); ``sequential``: one
+        file and a few batches read ahead at a time (pyarrow reads ahead 4 files and 16 batches),
+        for a caller that streams them and wants memory bounded by a file."""
         types = {f.name: f.type for f in self.schema}
         for f in files:
             self._ensure_local(f, self.folder / f.path)
         paths = [str(self.folder / f.path) for f in files]
         expressions = [_partition_expression(f.partition, types) for f in files]
-        return _fragments(paths, expressions, self.schema).scanner(columns=columns)
+        ahead = {"fragment_readahead": 1, "batch_readahead": 2} if sequential else {}
+        return _fragments(paths, expressions, self.schema).scanner(columns=columns, **ahead)
 
     def local_file(self, relative: str) -> Path:
         """The path on this machine of this version's file ``relative`` (as ``file_details``

@@ -49,7 +49,7 @@ from lakelet.datasets import (
     _upgrade,
 )
 from lakelet.datasets._dataset import Dataset, snapshot_schema
-from lakelet.datasets._delta_log import AddFile, Snapshot
+from lakelet.datasets._delta_log import Snapshot
 from lakelet.datasets._files import Written, staging_dir, write_files
 from lakelet.lake._mirror import MirroredFiles
 from lakelet.lake._pending import CURRENT
@@ -89,9 +89,13 @@ def _reader(data: Any) -> tuple[pa.RecordBatchReader, int | None]:
     return table.to_reader(), table.nbytes
 
 
-def _counted(reader: pa.RecordBatchReader, total: int | None, progress: Progress) -> pa.RecordBatchReader:
+def _counted(
+    reader: pa.RecordBatchReader, total: int | None, progress: Progress, growing: bool = False
+) -> pa.RecordBatchReader:
     """``reader``, telling ``progress`` the bytes of each batch as the writer takes it: the
-    batches as given, before any cast, so that they add up to ``total`` (a table's nbytes)."""
+    batches as given, before any cast, so that they add up to ``total`` (a table's nbytes).
+    ``growing``: the total grows with each batch (a merge's rows, kept and new, are known as
+    they are read)."""
     if progress is SILENT:
         return reader
     if total is not None:
@@ -99,6 +103,8 @@ def _counted(reader: pa.RecordBatchReader, total: int | None, progress: Progress
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
+            if growing:
+                progress.add_total(batch.nbytes)
             yield batch
             progress.advance(batch.nbytes)
 
@@ -253,13 +259,14 @@ class Datasets:
         return self._latest(name) + 1
 
     def _latest(self, name: str) -> int:
+        # From the checkpoint hint on, commit by commit (one stat each): listing a log of
+        # 10,000 commits cost more than the rest of a write. Only a log without the hint (fewer
+        # than ten commits, or another writer's) is listed.
+        version = self._last_checkpoint(name) or -1
         folder = self.root / name / "_delta_log"
-        local = (
-            [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
-            if folder.is_dir()
-            else []
-        )
-        version = max([*local, self._last_checkpoint(name) or -1], default=-1)
+        if version < 0 and folder.is_dir():
+            local = [int(p.name[:20]) for p in folder.glob("*.json") if _delta_log.is_commit_file(p.name)]
+            version = max(local, default=-1)
         while self._exists(name, version + 1):
             version += 1
         return version
@@ -322,7 +329,7 @@ class Datasets:
         latest, base = self._base(name)
         partition_by = self._checked(name, base, reader.schema, partition_by, mode)
         written, stats, rows = write_files(
-            reader, staging_dir(self.context.root), self.root / name, partition_by, compression
+            reader, staging_dir(self.context.root), self.root / name, partition_by, compression, name
         )
         self._upload(name, written, progress)
         new = _commits.Write(written, stats, rows, reader.schema, partition_by, mode, lineage or {}, meta)
@@ -384,20 +391,25 @@ class Datasets:
                 _merge.checked_keys(keys, snapshot_schema(base), name)
             parts = self._checked(name, base, table.schema, partition_by, "merge")
             schema = _commits.merged_schema(snapshot_schema(base) if base else None, table.schema, name)
-            replaces: list[AddFile] = []
-            replaced = kept = None
-            if base is not None:
-                replaces, replaced, kept = _merge.touched(Dataset(self, name, base), table, keys)
-            combined = _merge.combined(kept, table, schema)
-            written, stats, rows = write_files(
-                _counted(combined.to_reader(), combined.nbytes, progress),
-                staging_dir(self.context.root),
-                self.root / name,
-                parts,
-                compression,
-            )
+            dataset = Dataset(self, name, base) if base is not None else None
+            replaces = _merge.touched(dataset, table, keys) if dataset is not None else []
+            replaced = _commits.Removed()
+            written: list[Written] = []
+            stats: dict[str, Any] = {}
+            rows = 0
+            for stream in _merge.rewritten(dataset, replaces, table, keys, schema, replaced):
+                more, more_stats, more_rows = write_files(
+                    _counted(stream, None, progress, growing=True),
+                    staging_dir(self.context.root),
+                    self.root / name,
+                    parts,
+                    compression,
+                    name,
+                )
+                written, rows = written + more, rows + more_rows
+                stats = _commits.merged_stats(stats, rows - more_rows, more_stats, more_rows)
             self._upload(name, written, progress)
-            new = _commits.Write(written, stats, rows, combined.schema, parts, "merge", lineage or {}, meta)
+            new = _commits.Write(written, stats, rows, schema, parts, "merge", lineage or {}, meta)
             new.replaces, new.replaced = replaces, replaced
             done = self._commit(name, new, latest, base, 1)
             if done is not None:

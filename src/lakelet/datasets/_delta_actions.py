@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -187,6 +188,49 @@ class Commit:
     info: LakeletInfo | None  # None: a commit another Delta writer made
 
 
+class Files(Mapping[str, AddFile]):
+    """A version's files by path, built on first use. Opening a table of 10,000 files to read
+    its row count or one partition need not build 10,000 ``AddFile``s: the checks that refuse
+    a row (paths, sizes, partitions, digests) ran when the checkpoint was read; what ``build``
+    still does (each file's stats JSON for its row count) raises CorruptRecordError then."""
+
+    _MAX_DEPTH = 32
+
+    def __init__(
+        self, build: Callable[[], dict[str, AddFile]], on: Mapping[str, AddFile] | None = None
+    ) -> None:
+        """``on``: the files ``build`` starts from. A writer's commits, each on the one before,
+        would chain unbuilt ``Files`` without end (and build them recursively): past a few
+        dozen, ``on`` is built first."""
+        self._build: Callable[[], dict[str, AddFile]] | None = build
+        self._files: dict[str, AddFile] | None = None
+        self.depth: int = 1 + (on.depth if isinstance(on, Files) else 0)  # unbuilt ones, itself too
+        if self.depth > self._MAX_DEPTH:
+            len(on or {})  # builds it
+            self.depth = 1
+
+    def _built(self) -> dict[str, AddFile]:
+        files = self._files
+        if files is None:
+            build = self._build
+            if build is None:  # another thread built it meanwhile
+                return self._built()
+            files = build()  # two threads may both build it: the same files, no lock needed
+            self._files = files
+            self._build = None  # and the table before it, which it held, is let go
+            self.depth = 0
+        return files
+
+    def __getitem__(self, path: str) -> AddFile:
+        return self._built()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A table at one version: what a reader of that version sees."""
@@ -194,7 +238,7 @@ class Snapshot:
     version: int
     protocol: Protocol
     metadata: Metadata
-    files: dict[str, AddFile]  # by path, in the order they were added
+    files: Mapping[str, AddFile]  # by path, in the order they were added
     info: LakeletInfo | None  # of the commit that made this version, if lakelet's
     timestamp: int | None = None
 

@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError
 from lakelet.datasets import _delta_schema
-from lakelet.datasets._delta_actions import DIGEST_TAG, AddFile, Metadata, Snapshot, checkpoint_key
+from lakelet.datasets._delta_actions import DIGEST_TAG, AddFile, Files, Metadata, Snapshot, checkpoint_key
 from lakelet.datasets._delta_log import (
     _add,
     _check_partition,
     _check_protocol,
     _commit,
-    _digest,
 )
 from lakelet.datasets._manifest import Invalid, count, short
 
@@ -40,6 +41,9 @@ _MAX_COUNT = 2**63 - 1
 _MAX_PATH_BYTES = 4096
 # a path that _delta_log._path accepts unchanged (nothing to decode, nothing to refuse)
 _PLAIN_PATH = r"^([A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,254}/)*[A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,246}\.parquet$"
+# what _delta_log._digest accepts: the file is named after the first 32 hex of its digest
+_NAMED_PATH = r"(?:^|/)part-(?P<hex>[0-9a-f]{32})\.parquet$"
+_DIGEST_TAG_VALUE = r"^(?:blake3|sha256):(?P<hex>[0-9a-f]{32})[0-9a-f]{32}$"
 _MAPS = frozenset({"partitionValues", "tags", "configuration", "options"})
 
 
@@ -62,19 +66,23 @@ def parse_checkpoint(data: bytes, name: str, version: int, copy: str = "") -> Sn
     import pyarrow.parquet as pq
 
     key = checkpoint_key(name, version)
+
+    def refused(e: Invalid) -> CorruptRecordError:
+        return CorruptRecordError(f"dataset {name!r}: invalid checkpoint {key} ({copy}): {e}", record=key)
+
     try:
         try:
             table = pq.read_table(io.BytesIO(data))
         except (pa.ArrowException, OSError, ValueError) as e:
             raise Invalid(f"not a Parquet checkpoint ({e})") from None
-        return _snapshot(table, name, version)
+        return _snapshot(table, name, version, refused)
     except Invalid as e:
-        raise CorruptRecordError(
-            f"dataset {name!r}: invalid checkpoint {key} ({copy}): {e}", record=key
-        ) from None
+        raise refused(e) from None
 
 
-def _snapshot(table: pa.Table, name: str, version: int) -> Snapshot:
+def _snapshot(
+    table: pa.Table, name: str, version: int, refused: Callable[[Invalid], CorruptRecordError]
+) -> Snapshot:
     others = [
         {column: _plain_maps(value)}
         for column in table.column_names
@@ -88,8 +96,15 @@ def _snapshot(table: pa.Table, name: str, version: int) -> Snapshot:
     if commit.protocol is None or commit.metadata is None:
         raise Invalid("the table has no protocol or no metaData at this version")
     _check_protocol(commit.protocol, name)
-    files = {a.path: a for a in _adds(adds, commit.metadata)}
-    return Snapshot(version, commit.protocol, commit.metadata, files, None, commit.timestamp)
+    build = _adds(adds, commit.metadata)
+
+    def files() -> dict[str, AddFile]:
+        try:
+            return {a.path: a for a in build()}
+        except Invalid as e:
+            raise refused(e) from None
+
+    return Snapshot(version, commit.protocol, commit.metadata, Files(files), None, commit.timestamp)
 
 
 def _valid(column: pa.ChunkedArray) -> pa.Array:
@@ -97,23 +112,28 @@ def _valid(column: pa.ChunkedArray) -> pa.Array:
     return array.filter(array.is_valid())
 
 
-def _adds(adds: pa.Array, metadata: Metadata) -> list[AddFile]:
-    """The files of the ``add`` rows, in order; Invalid for the first row the parser refuses."""
+def _adds(adds: pa.Array, metadata: Metadata) -> Callable[[], list[AddFile]]:
+    """Every check that can refuse a row of ``adds``, now; what builds their files, in order,
+    later (``Files``). A row the column-wise checks do not pass goes through the commit file's
+    parser now: Invalid for the first one it refuses."""
     if not len(adds):
-        return []
+        return list
     fast = _plain_rows(adds, metadata)
-    columns = {f.name: adds.field(f.name) for f in adds.type} if pa.types.is_struct(adds.type) else {}
-    lists = {k: columns[k].to_pylist() for k in ("path", "size", "modificationTime", "stats", "tags")}
-    values = columns["partitionValues"].to_pylist() if "partitionValues" in columns else None
-    out = []
+    parsed = {}
     for i, plain in enumerate(fast):
-        if plain:
-            out.append(_plain_add(i, lists, values))
-        else:  # anything unusual: the commit file's parser, refusal and all
+        if not plain:  # anything unusual: the commit file's parser, refusal and all
             add = _add(_plain_maps(adds[i].as_py()))
             _check_partition(add, metadata)
-            out.append(add)
-    return out
+            parsed[i] = add
+
+    def build() -> list[AddFile]:
+        columns = {f.name: adds.field(f.name) for f in adds.type}
+        lists = {k: columns[k].to_pylist() for k in ("path", "size", "modificationTime", "stats")}
+        lists["digest"] = _digests(adds).to_pylist()
+        values = columns["partitionValues"].to_pylist() if "partitionValues" in columns else None
+        return [parsed[i] if i in parsed else _plain_add(i, lists, values) for i in range(len(fast))]
+
+    return build
 
 
 def _plain_add(i: int, lists: dict[str, list[Any]], values: list[Any] | None) -> AddFile:
@@ -127,8 +147,8 @@ def _plain_add(i: int, lists: dict[str, list[Any]], values: list[Any] | None) ->
             raise Invalid(f"add.stats of {short(path)} is not JSON") from None
         if isinstance(parsed, dict) and "numRecords" in parsed:
             rows = count(parsed["numRecords"], "add.stats.numRecords")
-    tags = dict(lists["tags"][i] or ())
-    digest = _digest(tags[DIGEST_TAG], path) if DIGEST_TAG in tags else None
+    tag = lists["digest"][i]
+    digest = Digest(*tag.split(":", 1)) if tag is not None else None  # checked in _plain_rows
     partition = dict(values[i]) if values is not None and values[i] is not None else {}
     return AddFile(path, partition, lists["size"][i], rows, digest, lists["modificationTime"][i] or 0, stats)
 
@@ -150,8 +170,37 @@ def _plain_rows(adds: pa.Array, metadata: Metadata) -> list[bool]:
     ok = pc.and_kleene(ok, pc.or_kleene(stamp.is_null(), pc.greater_equal(stamp, 0)))
     if "deletionVector" in {f.name for f in adds.type}:
         ok = pc.and_kleene(ok, adds.field("deletionVector").is_null())
+    # lakelet's digest tag: at most one, a digest, and the file named after it (_delta_log._digest)
+    digest = _digests(adds)
+    named = pc.struct_field(pc.extract_regex(path, _NAMED_PATH), [0])
+    tagged = pc.struct_field(pc.extract_regex(digest, _DIGEST_TAG_VALUE), [0])
+    ok = pc.and_kleene(ok, pc.or_kleene(digest.is_null(), pc.fill_null(pc.equal(named, tagged), False)))
     mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
-    return (mask & _partition_rows(adds, metadata)).tolist()  # type: ignore[no-any-return]
+    return (mask & _partition_rows(adds, metadata) & (_digest_tags(adds) <= 1)).tolist()  # type: ignore[no-any-return]
+
+
+def _tag_pairs(adds: pa.Array) -> tuple[pa.Array, Any]:
+    """The ``tags`` entries naming lakelet's digest, and the row each belongs to."""
+    pairs = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+    tags = adds.field("tags").cast(pa.list_(pairs))  # the list kernels take no map
+    flat = pc.list_flatten(tags)
+    mine = pc.fill_null(pc.equal(flat.field("key"), DIGEST_TAG), False)
+    owner = pc.list_parent_indices(tags).filter(mine)
+    return flat.field("value").filter(mine), owner.to_numpy(zero_copy_only=False)
+
+
+def _digest_tags(adds: pa.Array) -> Any:
+    _, owner = _tag_pairs(adds)
+    return np.bincount(owner, minlength=len(adds)) if len(owner) else np.zeros(len(adds), dtype=np.int64)
+
+
+def _digests(adds: pa.Array) -> pa.Array:
+    """Each row's digest tag, null where it has none (the last one where it has several: such a
+    row goes to the parser)."""
+    values, owner = _tag_pairs(adds)
+    out = np.full(len(adds), None, dtype=object)
+    out[owner] = values.to_numpy(zero_copy_only=False)
+    return pa.array(out, pa.string())
 
 
 def _plain_types(type_: pa.DataType, metadata: Metadata) -> bool:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -32,6 +34,7 @@ from lakelet.datasets._delta_actions import (
     LAKELET_INFO_FORMAT,
     AddFile,
     Commit,
+    Files,
     LakeletInfo,
     Metadata,
     Protocol,
@@ -119,16 +122,23 @@ def _apply(snapshot: Snapshot | None, commit: Commit, name: str) -> Snapshot:
     if protocol is None or metadata is None:
         raise Invalid("the table has no protocol or no metaData at this version")
     _check_protocol(protocol, name)
-    files = dict(snapshot.files) if snapshot else {}
-    for path in commit.removes:
-        files.pop(path, None)
     for add in commit.adds:
         _check_partition(add, metadata)
-        files[add.path] = add
+    before = snapshot.files if snapshot else {}
+    files = Files(partial(_applied, before, commit), before)
     if commit.metadata is not None and snapshot is not None:
         for add in files.values():  # a new schema must still describe every file kept
             _check_partition(add, metadata)
     return Snapshot(commit.version, protocol, metadata, files, commit.info, commit.timestamp)
+
+
+def _applied(files: Mapping[str, AddFile], commit: Commit) -> dict[str, AddFile]:
+    out = dict(files)
+    for path in commit.removes:
+        out.pop(path, None)
+    for add in commit.adds:
+        out[add.path] = add
+    return out
 
 
 def _check_protocol(protocol: Protocol, name: str) -> None:
@@ -385,5 +395,7 @@ def _untagged(value: Any, depth: int = 0) -> Any:
             return float(value["float"])
         return {k: _untagged(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list) and depth < 4:  # a sample: mostly scalars, kept as they are
+        if not set(map(type, value)) & {dict, list}:  # at C speed: 4,096 values a column
+            return value
         return [_untagged(v, depth + 1) if isinstance(v, (dict, list)) else v for v in value]
     return value

@@ -28,7 +28,7 @@ _PRIMITIVE_TO_DELTA = (
     (pa.types.is_uint8, "short"),  # the next signed type that holds every value
     (pa.types.is_uint16, "integer"),
     (pa.types.is_uint32, "long"),
-    (pa.types.is_uint64, "long"),  # Delta has no wider integer: values past 2**63 read wrapped elsewhere
+    (pa.types.is_uint64, "long"),  # Delta has no wider integer: values past 2**63 are refused (_files)
     (pa.types.is_float32, "float"),
     (pa.types.is_float64, "double"),
     (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t), "string"),

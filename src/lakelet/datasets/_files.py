@@ -22,10 +22,12 @@ from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from lakelet.core import _faults
+from lakelet.core.errors import InvalidArgumentError
 from lakelet.datasets import _stats
 from lakelet.storage._objects import adopt_file, hash_file, start_writeback
 
@@ -57,10 +59,16 @@ def _min_max_from_path(type_: pa.DataType) -> bool:
 
 
 def write_files(
-    reader: pa.RecordBatchReader, staging: Path, folder: Path, partition_by: list[str], compression: str
+    reader: pa.RecordBatchReader,
+    staging: Path,
+    folder: Path,
+    partition_by: list[str],
+    compression: str,
+    dataset: str = "",
 ) -> tuple[list[Written], dict[str, Any], int]:
     """Write ``reader`` as Parquet under ``folder`` (content-named files, Hive folders), via
     ``staging`` on the same filesystem; returns the files, the column statistics and the rows.
+    InvalidArgumentError, with nothing left behind, for a value no Delta reader can read.
 
     The files are not yet durable: the caller syncs before a manifest names them.
     """
@@ -74,6 +82,7 @@ def write_files(
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
+            _check_unsigned(batch, dataset)
             yield batch  # first: the writer encodes it while its statistics are gathered
             counted[0] += batch.num_rows
             for i, column in enumerate(batch.schema.names):
@@ -123,6 +132,38 @@ def write_files(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written, {c: s.to_json() for c, s in columns.items()}, counted[0]
+
+
+def _check_unsigned(batch: pa.RecordBatch, dataset: str) -> None:
+    """A ``uint64`` column is a Delta ``long``: delta-rs refuses to read a file holding a value
+    past 2**63 - 1 under it, and Polars or Spark would read it wrapped, so such a value is
+    refused before the commit rather than written for lakelet's reader only."""
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        for array in _uint64_arrays(column):
+            high = pc.max(array).as_py()
+            if high is not None and high >= 2**63:
+                raise InvalidArgumentError(
+                    f"dataset {dataset!r}: column {field.name!r} holds {high}, past the largest "
+                    "value of a Delta long (2**63 - 1), which Delta readers cannot read in a "
+                    "uint64 column; nothing was written (cast it to int64, decimal or string)"
+                )
+
+
+def _uint64_arrays(array: pa.Array) -> Iterator[pa.Array]:
+    """The uint64 values of ``array``, nested ones included."""
+    type_ = array.type
+    if pa.types.is_uint64(type_):
+        yield array
+    elif pa.types.is_struct(type_):
+        for i in range(type_.num_fields):
+            yield from _uint64_arrays(array.field(i))
+    elif pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        yield from _uint64_arrays(array.flatten())
+    elif pa.types.is_map(type_):
+        yield from _uint64_arrays(array.keys)
+        yield from _uint64_arrays(array.items)
+    elif pa.types.is_dictionary(type_):
+        yield from _uint64_arrays(array.dictionary)
 
 
 def _widen(bounds: tuple[Any, Any] | None, lo: Any, hi: Any) -> tuple[Any, Any]:

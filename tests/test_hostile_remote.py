@@ -230,7 +230,7 @@ def test_a_snapshot_past_the_end_of_the_log_is_refused(
     for i in range(3):
         a.add(make_file(f"more/{i}", str(i)), f"more/{i}")
     a.sync()
-    assert sorted(peer.fs.find(f"{peer.root}/snapshots"))[0].endswith(snapshot_key(6))
+    assert "/snapshots/000000000006/" in sorted(peer.fs.find(f"{peer.root}/snapshots"))[0]
     d = machine("d")  # starts from a's snapshot, not the forged one
     assert d.sync().problems == [report.problems[0]]
     assert {f.name: f.read_bytes() for f in d.pull()} == {

@@ -12,10 +12,13 @@ and a batch of any number of names is bound by one request.
 An entry is JSON lines of two kinds: name records (bindings and tombstones,
 ``NameRecord.to_json``) and pack lines ``{"pack": digest, "members": [[digest,
 offset, size], …]}`` saying where the small objects of those records lie
-(``_packs``). Entries are grouped 1,000 to a folder, so learning what changed
+(``_packs``). On a remote of format 3 the body is zstd-compressed and a record is a batch
+line (the time, creator and meta of an add, once) and a short line per name under it.
+Entries are grouped 1,000 to a folder, so learning what changed
 after entry n is one listing (one page) of n's folder and one read per new
-entry, whatever the size of the lake. ``snapshots/<seq>.jsonl.gz`` holds, in
-the same line format, the state after entry ``seq``: a new machine reads the
+entry, whatever the size of the lake. A snapshot holds the state after entry ``seq``:
+``snapshots/<seq>/`` Parquet shards (format 3, ``_snapshot``) or ``snapshots/<seq>.jsonl.gz``
+in the line format (format 2); a new machine reads the
 latest snapshot and the entries after it. A remote gc also writes sweep lines
 (``_sweeps``): what it is about to delete, and when it is done.
 

@@ -382,24 +382,16 @@ class _Checker:
             if len(values) and (pc.min(values).as_py() < 0 or pc.max(values).as_py() > MAX_COUNT):
                 raise CorruptRecordError(f"{key}: a member {column} that is not a count")
         digests = _digests(table, key)
-        packs: list[Pack] = []
-        members: list[Member] = []
-        rows = zip(
-            table.column("pack").to_pylist(),
-            digests,
-            table.column("offset").to_pylist(),
-            table.column("size").to_pylist(),
-            strict=True,
+        names: list[str] = table.column("pack").to_pylist()
+        members = list(
+            map(Member, digests, table.column("offset").to_pylist(), table.column("size").to_pylist())
         )
-        current = None
-        for pack, digest, offset, size in rows:
-            if pack != current and members:
-                packs.append(Pack(current, tuple(members)))  # type: ignore[arg-type]
-                members = []
-            current = pack
-            members.append(Member(digest, offset, size))
-        if members:
-            packs.append(Pack(current, tuple(members)))  # type: ignore[arg-type]
+        # a pack's members are rows in a run (a run cut by a piece's end goes on in the next)
+        ends = [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
+        packs, start = [], 0
+        for end in ends if names else []:
+            packs.append(Pack(names[start], tuple(members[start:end])))
+            start = end
         return SnapshotPiece([], [], [], [], [], [], [], packs, [])
 
 

@@ -405,7 +405,7 @@ def _stream_lines(raw: Any, key: str, kind: str) -> Iterator[bytes]:
     while True:
         try:
             chunk = raw.read(_CHUNK)
-        except OSError as e:  # pyarrow's codecs: not zstd, cut short
+        except (OSError, ValueError) as e:  # pyarrow's codecs (ArrowInvalid is a ValueError)
             raise CorruptRecordError(f"{key} is not whole {kind} ({shown(str(e))})", record=key) from None
         if not chunk:
             break

@@ -62,7 +62,8 @@ class Remote:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = bool(_LOCAL_PROTOCOLS & set(protocols))
         self.root = root.rstrip("/")
-        self.format = REMOTE_FORMAT  # what its marker says, once check_format has read it
+        # what its marker says, once check_format has read it; until then, what every reader reads
+        self.format = OLDEST_FORMAT
 
     def __repr__(self) -> str:
         return f"<Remote {self.url}>"
@@ -117,7 +118,7 @@ class Remote:
                         url=self.url,
                     ) from None
                 self._create_marker()
-                return
+                data = {"format": REMOTE_FORMAT}  # (or another machine's, of the same format)
         found = data.get("format", 0) if isinstance(data, dict) else None
         if not isinstance(found, int) or isinstance(found, bool):
             raise RemoteError(

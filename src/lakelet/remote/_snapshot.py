@@ -224,6 +224,8 @@ def _parse_manifest(body: bytes, seq: int) -> dict[str, Any]:
             if not isinstance(key, str) or not _SHARD_KEY.fullmatch(key) or not key.startswith(kind):
                 raise CorruptRecordError(f"a shard key {shown(key)}")  # a key chooses a path
             check_count(shard["rows"], f"the rows of {key}")
+            if kind == "names" and not (isinstance(shard["first"], str) and isinstance(shard["last"], str)):
+                raise CorruptRecordError(f"the name range of {key} is not two names")
     keys = [s["key"] for kind in ("batches", "names", "packs") for s in data[kind]]
     if len(set(keys)) != len(keys):
         raise CorruptRecordError("a snapshot manifest names a shard twice")

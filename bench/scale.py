@@ -103,6 +103,15 @@ def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -
     return time.perf_counter() - t0
 
 
+def build_apart(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
+    """``build_remote`` in a process of its own: a child forked from a process that held the
+    generated records would count them in its peak RSS (``ru_maxrss`` covers the fork)."""
+    argv = [PYTHON, __file__, "--build", str(root), "--sizes", str(n), "--batch", str(batch)]
+    argv += ["--formats", str(version), *([] if snapshot else ["--no-snapshot"])]
+    done = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
+    return float(done.stdout)
+
+
 _CHILD = r"""
 import json, os, resource, sys, time
 from pathlib import Path
@@ -188,7 +197,7 @@ def index_bytes(root: Path) -> int:
 def run_size(work: Path, n: int, version: int, args: argparse.Namespace) -> list[object]:
     remote_root, b_root = work / f"remote-{n}", work / f"machine-{n}"
     remote_root.mkdir()
-    built = build_remote(remote_root, n, args.batch, not args.no_snapshot, version)
+    built = build_apart(remote_root, n, args.batch, not args.no_snapshot, version)
     url = remote_root.as_uri()
     print(f"  {n:,} names, format {version}: remote built in {built:.1f} s", flush=True)
     synced, rss = child(b_root, url, "sync")
@@ -237,7 +246,11 @@ def main() -> None:
     parser.add_argument("--skip-cli-ls", action="store_true")
     parser.add_argument("--ls-timeout", type=float, default=120.0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default bench/.work)")
+    parser.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build is not None:  # (build_apart's child)
+        print(build_remote(args.build, args.sizes[0], args.batch, not args.no_snapshot, args.formats[0]))
+        return
     print(f"# scale: file:// remote, {args.batch:,} names a log entry")
     print(f"# {machine()}")
     print(f"# {load_note()}")

@@ -1,10 +1,11 @@
 """Scale: what a lake of N names costs a new machine, a listing, an add, fsck and gc.
 
 The remote is built by a **generator** that writes what lakelet writes, through lakelet's
-own writers: each batch of ``--batch`` names (10,000: one directory add) is one pack
+own writers, in remote format 3 (``--formats 2`` for the former one, on a remote whose
+marker says 2): each batch of ``--batch`` names (10,000: one directory add) is one pack
 holding their objects (each object is its name's bytes, so every digest is distinct),
 uploaded to ``packs/``, and one log entry (``Log.append``: its pack line and the name
-records, ``NameRecord.to_json``; the records of a batch share one creator, time and meta,
+records, in the remote's format; the records of a batch share one creator, time and meta,
 as an add's do). After the last entry it writes a snapshot (``Log.write_snapshot``), as
 the machine whose sync passes 1,000 entries would (``Syncer.maybe_snapshot``; the
 generator takes it at the end whatever the count, so that a new machine starts from it;
@@ -27,6 +28,7 @@ counts):
 * **remote**: bytes of ``log/`` + ``snapshots/`` per name.
 
     .venv/bin/python bench/scale.py                       # 100,000 and 1,000,000 names
+    .venv/bin/python bench/scale.py --formats 2 3         # the former remote format, then 3
     .venv/bin/python bench/scale.py --sizes 10000         # any sizes
     .venv/bin/python bench/scale.py --sizes 10000000 --skip-cli-ls
 """
@@ -46,7 +48,7 @@ from _common import MiB, OtherLoad, load_note, machine, median, scratch, table
 from lakelet.core._digest import digest_bytes
 from lakelet.core._version import __version__
 from lakelet.remote._log import Log
-from lakelet.remote._remote import Remote
+from lakelet.remote._remote import MARKER, REMOTE_FORMAT, Remote
 from lakelet.storage._packs import Member, Pack, key_of
 from lakelet.storage._refs import NameRecord
 
@@ -59,11 +61,15 @@ def name_of(i: int) -> str:
     return f"d{i // 1000:05d}/f{i:09d}.bin"
 
 
-def build_remote(root: Path, n: int, batch: int, snapshot: bool) -> float:
-    """Write a remote of ``n`` names as lakelet writes it; returns the seconds spent."""
+def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
+    """Write a remote of ``n`` names as lakelet writes it, in remote format ``version``;
+    returns the seconds spent."""
     t0 = time.perf_counter()
     remote = Remote(root.as_uri())
+    if version != REMOTE_FORMAT:  # an older remote: its marker says so, and lakelet writes that
+        remote.put_bytes(MARKER, json.dumps({"format": version}).encode())
     remote.check_format(create=True)
+    assert remote.format == version
     log = Log(remote)
     seq = 0
     all_records: list[NameRecord] = []
@@ -95,6 +101,15 @@ def build_remote(root: Path, n: int, batch: int, snapshot: bool) -> float:
     if snapshot:
         log.write_snapshot(seq, sorted(all_records, key=lambda r: r.name), all_packs)
     return time.perf_counter() - t0
+
+
+def build_apart(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
+    """``build_remote`` in a process of its own: a child forked from a process that held the
+    generated records would count them in its peak RSS (``ru_maxrss`` covers the fork)."""
+    argv = [PYTHON, __file__, "--build", str(root), "--sizes", str(n), "--batch", str(batch)]
+    argv += ["--formats", str(version), *([] if snapshot else ["--no-snapshot"])]
+    done = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
+    return float(done.stdout)
 
 
 _CHILD = r"""
@@ -179,12 +194,12 @@ def index_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.glob("index.sqlite*"))
 
 
-def run_size(work: Path, n: int, args: argparse.Namespace) -> list[object]:
+def run_size(work: Path, n: int, version: int, args: argparse.Namespace) -> list[object]:
     remote_root, b_root = work / f"remote-{n}", work / f"machine-{n}"
     remote_root.mkdir()
-    built = build_remote(remote_root, n, args.batch, not args.no_snapshot)
+    built = build_apart(remote_root, n, args.batch, not args.no_snapshot, version)
     url = remote_root.as_uri()
-    print(f"  {n:,} names: remote built in {built:.1f} s", flush=True)
+    print(f"  {n:,} names, format {version}: remote built in {built:.1f} s", flush=True)
     synced, rss = child(b_root, url, "sync")
     assert synced["names"] == n, synced
     print(f"  first sync {synced['seconds']:.2f} s, peak RSS {rss / MiB:.0f} MiB", flush=True)
@@ -202,9 +217,10 @@ def run_size(work: Path, n: int, args: argparse.Namespace) -> list[object]:
     print(f"  fsck {fsck['seconds']:.2f} s", flush=True)
     gc, _ = child(b_root, url, "gc")
     print(f"  gc --remote {gc['seconds']:.2f} s", flush=True)
-    metadata = folder_bytes(remote_root, "log", "snapshots")
+    log, snapshots = folder_bytes(remote_root, "log"), folder_bytes(remote_root, "snapshots")
     return [
         f"{n:,}",
+        str(version),
         f"{synced['seconds']:.2f} s",
         f"{rss / MiB:.0f} MiB",
         f"{add_ms:.1f} ms",
@@ -214,7 +230,8 @@ def run_size(work: Path, n: int, args: argparse.Namespace) -> list[object]:
         f"{fsck['seconds']:.2f} s",
         f"{gc['seconds']:.2f} s",
         f"{index / n:.0f} B",
-        f"{metadata / n:.0f} B",
+        f"{log / n:.0f} B",
+        f"{snapshots / n:.0f} B",
     ]
 
 
@@ -224,11 +241,16 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=10_000, help="names per log entry (one add)")
+    parser.add_argument("--formats", type=int, nargs="+", default=[REMOTE_FORMAT], help="remote formats")
     parser.add_argument("--no-snapshot", action="store_true", help="a new machine replays the log")
     parser.add_argument("--skip-cli-ls", action="store_true")
     parser.add_argument("--ls-timeout", type=float, default=120.0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default bench/.work)")
+    parser.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build is not None:  # (build_apart's child)
+        print(build_remote(args.build, args.sizes[0], args.batch, not args.no_snapshot, args.formats[0]))
+        return
     print(f"# scale: file:// remote, {args.batch:,} names a log entry")
     print(f"# {machine()}")
     print(f"# {load_note()}")
@@ -236,10 +258,12 @@ def main() -> None:
     rows = []
     kwargs = {} if args.work is None else {"root": args.work}
     for n in args.sizes:
-        with scratch(f"scale-{n}", **kwargs) as work:
-            rows.append(run_size(work, n, args))
+        for version in args.formats:
+            with scratch(f"scale-{n}-{version}", **kwargs) as work:
+                rows.append(run_size(work, n, version, args))
     headers = [
         "names",
+        "remote format",
         "first sync",
         "its peak RSS",
         "one-name add",
@@ -249,7 +273,8 @@ def main() -> None:
         "fsck",
         "gc --remote",
         "index / name",
-        "log+snapshots / name",
+        "log / name",
+        "snapshot / name",
     ]
     print(table(headers, rows))
     print(f"# {load.note()}")

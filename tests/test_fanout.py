@@ -59,7 +59,9 @@ def fanout(tmp_path, monkeypatch):
     """The stages above as a fresh module that worker processes import too, a lake, and a count
     of the bodies that ran."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )  # for worker processes
     marks = tmp_path / "marks"
     marks.mkdir()
     monkeypatch.setenv("FANOUT_MARKS", str(marks))

@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import lakelet
@@ -158,6 +160,67 @@ def test_a_bad_log_line_is_skipped_and_reported_and_its_entry_applies(
     assert _outside(tmp_path) == before
 
 
+def _zstd(body: bytes) -> bytes:
+    """A format-3 entry's body: its lines, zstd-compressed (pyarrow's codec, as lakelet's is)."""
+    return pa.Codec("zstd").compress(body, asbytes=True)
+
+
+def _batch(**changes) -> dict:
+    return {"batch": {"created_at": WHEN, "creator": "peer@example.com", "meta": {}} | changes}
+
+
+def _short(name: str, digest: str, size: int, **changes) -> dict:
+    return {"name": name, "digest": digest, "size": size} | changes
+
+
+# format 3: a compressed entry of batch lines and short record lines; the peer's bad line comes
+# first (line 1, or 1-2), then a good record under a batch line of its own
+BAD_COMPACT_LINES = {
+    "a name with '..'": lambda digest: [_batch(), _short("../../escaped.txt", digest, len(_OK))],
+    "a record line with no batch line above it": lambda digest: [_short("orphan.txt", digest, len(_OK))],
+    "a batch line with a bad time": lambda digest: [_batch(created_at="soon"), _short("a.txt", digest, 4)],
+    "a batch line with a field more": lambda digest: [
+        {**_batch(), "scope": "user/x"},
+        _short("b.txt", digest, 4),
+    ],
+    "a creator with an escape": lambda digest: [_batch(creator="\x1b[2J"), _short("c.txt", digest, 4)],
+    "a full record where a short one goes": lambda digest: [_batch(), record("full.txt", digest, len(_OK))],
+    "a scope in a record line": lambda digest: [_batch(), _short("s.txt", digest, 4, scope="user/x@y")],
+    "a digest with '../'": lambda digest: [_batch(), _short("dots.txt", "blake3:../../../../escaped", 4)],
+    "a huge size": lambda digest: [_batch(), _short("huge.txt", digest, 1 << 70)],
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_COMPACT_LINES))
+def test_a_bad_compact_log_line_is_skipped_and_reported_and_its_entry_applies(
+    remote, machine, make_file, tmp_path, bad
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    before = _outside(tmp_path)
+    peer = Peer(remote)
+    digest = peer.object(_OK)
+    lines = [*BAD_COMPACT_LINES[bad](digest), _batch(), _short("peer/ok.txt", digest, len(_OK))]
+    key = entry_key(peer.next_entry())
+    peer.put(key, _zstd(b"".join(_line(x) + b"\n" for x in lines)))
+
+    (problem,) = _still_usable(machine, make_file, a, {**expected, "peer/ok.txt": _OK}, key)
+    assert "skipped" in problem and "\n" not in problem and "\x1b" not in problem
+    assert _outside(tmp_path) == before
+
+
+@ON_FILE_AND_S3
+def test_a_compact_entry_that_is_not_zstd_is_skipped_and_reported(
+    remote, machine, make_file, tmp_path
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    key = entry_key(peer.next_entry())
+    peer.put(key, b"\x28\xb5\x2f\xfd" + b"\xff" * 64)  # zstd's magic number, then garbage
+    (problem,) = _still_usable(machine, make_file, a, expected, key)
+    assert "the rest skipped" in problem
+
+
 @ON_FILE_AND_S3
 def test_the_cli_reports_a_bad_log_line_in_one_line(remote, machine, make_file, tmp_path) -> None:
     _honest_lake(machine, make_file, tmp_path)
@@ -230,7 +293,7 @@ def test_a_snapshot_past_the_end_of_the_log_is_refused(
     for i in range(3):
         a.add(make_file(f"more/{i}", str(i)), f"more/{i}")
     a.sync()
-    assert sorted(peer.fs.find(f"{peer.root}/snapshots"))[0].endswith(snapshot_key(6))
+    assert "/snapshots/000000000006/" in sorted(peer.fs.find(f"{peer.root}/snapshots"))[0]
     d = machine("d")  # starts from a's snapshot, not the forged one
     assert d.sync().problems == [report.problems[0]]
     assert {f.name: f.read_bytes() for f in d.pull()} == {
@@ -260,6 +323,113 @@ def test_a_damaged_snapshot_is_refused_and_the_log_read_instead(
     problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
     assert problems[0].count("\n") == 0
     assert _outside(tmp_path) == before
+
+
+def _parquet(columns: dict[str, pa.Array]) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _columnar_snapshot(peer: Peer, seq: int, evil: str, **bad) -> None:
+    """Snapshot ``seq`` of format 3, as a peer writes it: binding x.txt (a live name) to the
+    peer's bytes, and ghost.txt; ``bad`` replaces a column, a shard or the manifest."""
+    folder = f"snapshots/{seq:012d}"
+    algo, raw = evil.split(":")
+    columns = {
+        "name": pa.array(["ghost.txt", "x.txt"]),
+        "algo": pa.array([algo, algo]),
+        "digest": pa.array([bytes.fromhex(raw)] * 2, pa.binary(32)),
+        "size": pa.array([16, 16], pa.int64()),
+        "batch": pa.array([1, 1], pa.int64()),
+        "removed_at": pa.array([None, None], pa.string()),
+    }
+    batches = {
+        "batch": pa.array([1], pa.int64()),
+        "created_at": pa.array([WHEN]),
+        "creator": pa.array(["peer@example.com"]),
+        "meta": pa.array([json.dumps({"url": "javascript:alert(1)"})]),  # data, fine as data
+    }
+    for name, value in bad.items():
+        (columns if name in columns else batches)[name] = value
+    shards = {"batches-000001.parquet": _parquet(batches), "names-000001.parquet": _parquet(columns)}
+    shards |= bad.get("shards", {})
+    for key, body in shards.items():
+        peer.put(f"{folder}/{key}", body)
+    manifest = {
+        "format": 3,
+        "seq": seq,
+        "batches": [{"key": "batches-000001.parquet", "rows": 1}],
+        "names": [{"key": "names-000001.parquet", "rows": 2, "first": "ghost.txt", "last": "x.txt"}],
+        "packs": [],
+        "sweeps": [],
+    } | bad.get("manifest", {})
+    peer.put(f"{folder}/manifest.json", json.dumps(manifest).encode())
+
+
+BAD_COLUMNAR = {
+    "a name with '..'": {"name": pa.array(["ghost.txt", "x/../../x.txt"])},
+    "names out of order": {"name": pa.array(["x.txt", "ghost.txt"])},
+    "a name twice": {"name": pa.array(["x.txt", "x.txt"])},
+    "a name that is null": {"name": pa.array(["ghost.txt", None])},
+    "an algorithm that is none": {"algo": pa.array(["md5", "md5"])},
+    "a digest that is short": {"digest": pa.array([b"ab", b"cd"], pa.binary(2))},
+    "a negative size": {"size": pa.array([16, -5], pa.int64())},
+    "a size that is text": {"size": pa.array(["16", "16"])},
+    "a batch no batch row gives": {"batch": pa.array([1, 9], pa.int64())},
+    "a removed_at that is no time": {"removed_at": pa.array([None, "soon"])},
+    "meta that is no object": {"meta": pa.array(["[1, 2]"])},
+    "a creator with an escape": {"creator": pa.array(["\x1b[2J"])},
+    "a shard key with '../'": {
+        "manifest": {"names": [{"key": "../../x.parquet", "rows": 2, "first": "", "last": ""}]}
+    },
+    "a shard that is not Parquet": {"shards": {"names-000001.parquet": b"PAR1 not parquet at all"}},
+    "more rows than the manifest says": {
+        "manifest": {"batches": [{"key": "batches-000001.parquet", "rows": 5}]}
+    },
+    "a manifest that is not JSON": {"manifest": {"format": "3\x00"}},
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_COLUMNAR))
+def test_a_columnar_snapshot_with_one_bad_row_is_refused_whole(
+    remote, machine, make_file, tmp_path, bad
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    evil = peer.object(b"the peer's bytes")
+    _columnar_snapshot(peer, 2, evil, **BAD_COLUMNAR[bad])  # at an entry the log holds
+    before = _outside(tmp_path)
+    problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
+    assert problems[0].count("\n") == 0 and "\x1b" not in problems[0]
+    assert _outside(tmp_path) == before
+
+
+@ON_FILE_AND_S3
+def test_a_columnar_snapshot_as_the_peer_writes_it_is_taken(remote, machine, make_file, tmp_path) -> None:
+    """The control of the test above: without the bad value, the same snapshot is taken (one
+    forged within the log is not detected: docs/remote-layout.md)."""
+    _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    _columnar_snapshot(peer, 2, peer.object(b"the peer's bytes"))
+    b = machine("b")
+    assert b.sync().problems == []
+    assert b.file("ghost.txt").read_bytes() == b"the peer's bytes"
+    assert b.file("ghost.txt").meta == {"url": "javascript:alert(1)"}
+
+
+@ON_FILE_AND_S3
+def test_a_forged_columnar_snapshot_past_the_end_of_the_log_is_refused(
+    remote, machine, make_file, tmp_path
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    _columnar_snapshot(peer, 1000, peer.object(b"the peer's bytes"))
+    b = machine("b")
+    report = b.sync()
+    assert {f.name: f.read_bytes() for f in b.pull()} == expected
+    assert len(report.problems) == 1 and "snapshot 1000 is past the end of the log" in report.problems[0]
 
 
 @ON_FILE_AND_S3

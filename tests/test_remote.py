@@ -194,7 +194,8 @@ def test_many_names_and_entries_across_log_folders(remote, machine, make_file) -
     report = b.sync()
     assert (report.new_names, report.entries_read) == (1000, 1000)
     assert b.file("far/1001").read_text() == "same" and len(b.ls("far/")) == 1000
-    assert fs.exists(f"{root}/snapshots/000000001001.jsonl.gz")  # b wrote one: 1,000 entries since none
+    # b wrote one (1,000 entries since none), of format 3: Parquet shards, the manifest last
+    assert fs.exists(f"{root}/snapshots/000000001001/manifest.json")
     a.add(make_file("after.txt", "after"), "after.txt")  # a appends entry 1002, in folder 1
     assert fs.exists(f"{root}/log/000000001/000000001002.jsonl")
     assert b.sync().new_names == 1 and b.file("after.txt").read_text() == "after"

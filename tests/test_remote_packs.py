@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
 import pytest
 
 import lakelet
@@ -31,9 +32,16 @@ def _keys(remote, folder: str) -> list[str]:
 def _pack_lines(remote) -> list[dict]:
     """The pack lines of every log entry, read as docs/remote-layout.md describes them."""
     fs, root = _fs(remote)
-    bodies = [fs.cat_file(key) for key in sorted(fs.find(f"{root}/log"))]
+    bodies = [_unzstd(fs.cat_file(key)) for key in sorted(fs.find(f"{root}/log"))]
     lines = [json.loads(line) for body in bodies for line in body.splitlines()]
     return [line for line in lines if "pack" in line]
+
+
+def _unzstd(body: bytes) -> bytes:
+    """An entry's lines: format 3 compresses them with zstd (its magic number first)."""
+    if not body.startswith(b"\x28\xb5\x2f\xfd"):
+        return body
+    return pa.CompressedInputStream(pa.BufferReader(body), "zstd").read()
 
 
 def _small_files(make_file, n: int, folder: str = "small") -> dict[str, bytes]:

@@ -73,7 +73,9 @@ WORK = 1.0
 def _import_source(tmp_path, monkeypatch, prefix: str, source: str):
     """``source`` as a fresh module that worker processes can import too; returns (module, name)."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for worker processes
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )  # for worker processes
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(source)
     importlib.invalidate_caches()
@@ -357,7 +359,7 @@ def report(n):
 def stage_module(tmp_path, monkeypatch):
     """Writes stage source to a module of its own, importable by worker processes too."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     names = []
 
     def write(source: str):

@@ -9,18 +9,17 @@ measured is the reading side, the same code on every store.
 
 from __future__ import annotations
 
-import gzip
-import json
 import sqlite3
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import lakelet
 from lakelet.remote import _sync
-from lakelet.remote._log import snapshot_key
 from tests.test_index import back_to_schema_5
 
 pytestmark = pytest.mark.parametrize("remote", ["file"], indirect=True)
@@ -69,18 +68,20 @@ def test_a_first_sync_loads_the_snapshot_a_batch_at_a_time(machine, remote, monk
     a = machine("a")
     _add_many(a, tmp_path)
     a.sync()
-    snapshot = Path(remote.url.removeprefix("file://")) / snapshot_key(N // 100)
-    assert snapshot.is_file()
+    snapshot = Path(remote.url.removeprefix("file://")) / f"snapshots/{N // 100:012d}"
+    assert (snapshot / "manifest.json").is_file()
 
     in_batches, at_once = _peaks(machine, monkeypatch, lambda lake: lake.sync())
     assert len(machine("again").ls()) == 0  # (a machine not synced lists nothing)
     assert in_batches < at_once / 2, (in_batches, at_once)
 
-    # Read in pieces, a snapshot is still taken whole or not at all: one whose last line is
+    # Read in pieces, a snapshot is still taken whole or not at all: one whose last row is
     # bad binds nothing of its first pieces (the log binds the names instead)
-    lines = gzip.decompress(snapshot.read_bytes()).splitlines()
-    forged = [*lines[:-1], json.dumps({**json.loads(lines[-1]), "digest": "blake3:../x"}).encode()]
-    snapshot.write_bytes(gzip.compress(b"\n".join(forged) + b"\n"))
+    (shard,) = snapshot.glob("names-*.parquet")
+    table = pq.read_table(shard)
+    names = table.column("name").to_pylist()
+    names[-1] = "~/../x"  # (still sorted last)
+    pq.write_table(table.set_column(0, "name", pa.array(names)), shard)
     monkeypatch.setenv("LAKELET_BATCH", "100")
     b = machine("b")
     report = b.sync()

@@ -12,7 +12,7 @@ from lakelet import parse_duration
 from ._context import lake_of
 from ._render import DelayedBar, human_size, stderr, stdout
 
-__all__ = ["evict", "pull", "push", "sync", "url"]
+__all__ = ["evict", "pull", "push", "remote", "sync", "url"]
 
 
 @click.command()
@@ -50,6 +50,21 @@ def sync(ctx: click.Context) -> None:
         highlight=False,
     )
     _fail_on_conflicts(report.pushed.conflicts)
+
+
+@click.group()
+def remote() -> None:
+    """The remote itself: its format."""
+
+
+@remote.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Switch the remote to the compact log (format 3) once every machine reads it."""
+    lake = lake_of(ctx)
+    changed = lake.upgrade_remote()
+    url = lake.status()["remote"]
+    stdout.print(f"remote {url}: {'now' if changed else 'already'} of format 3", highlight=False)
 
 
 @click.command()

@@ -416,6 +416,7 @@ for _command in (
     _remote_commands.pull,
     _remote_commands.evict,
     _remote_commands.url,
+    _remote_commands.remote,
     _secrets_commands.secrets,
     _maintenance_commands.gc,
     _maintenance_commands.fsck,

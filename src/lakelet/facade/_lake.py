@@ -253,6 +253,12 @@ class Lake:
         with chosen(progress, "syncing") as shown:
             return self.context.link.sync(shown)
 
+    def upgrade_remote(self) -> bool:
+        """Switch the remote to the newest format lakelet writes (3: the compact log,
+        docs/remote-layout.md), once every machine sharing it runs a lakelet that reads it: an
+        older one then refuses the remote. Returns False when it had that format already."""
+        return self.context.link.upgrade()
+
     def pull(
         self, names: Iterable[str] | None = None, *, prefix: str = "", progress: ProgressOption = None
     ) -> list[File]:

@@ -57,6 +57,11 @@ class RemoteLink:
             )
         return syncer
 
+    def upgrade(self) -> bool:
+        """Switch the remote's format marker to the newest format; whether it changed."""
+        syncer = self.require("upgrade the remote")
+        return syncer.remote.upgrade_format()
+
     def is_pushed(self, record: NameRecord) -> bool:
         """Whether the remote binds ``record``'s name to the same content (as of the last sync)."""
         return self._catalog.remote_digests(LAKE, record.name).get(record.name) == record.digest

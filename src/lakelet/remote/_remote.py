@@ -25,11 +25,15 @@ from lakelet.core._durable import publish_file
 from lakelet.core._streams import Reader
 from lakelet.core.errors import ConfigError, LakeletError, RemoteError
 
-__all__ = ["MARKER", "R", "REMOTE_FORMAT", "Remote", "T", "parallel"]
+__all__ = ["MARKER", "OLDEST_FORMAT", "R", "REMOTE_FORMAT", "Remote", "T", "parallel"]
 
 # 2: names are bound by a numbered commit log, small objects travel in packs (format 1
 # had one record per name under names/ and a journal stamped by the writers' clocks).
-REMOTE_FORMAT = 2
+# 3: the compact log: entries compressed, the facts of a batch written once, snapshots in
+# Parquet shards. Format 2 is still read, and written on a remote whose marker says 2, until
+# `lakelet remote upgrade` switches it.
+REMOTE_FORMAT = 3
+OLDEST_FORMAT = 2
 MARKER = "lakelet-remote.json"
 
 _LOCAL_PROTOCOLS = {"file", "local"}
@@ -58,6 +62,8 @@ class Remote:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = bool(_LOCAL_PROTOCOLS & set(protocols))
         self.root = root.rstrip("/")
+        # what its marker says, once check_format has read it; until then, what every reader reads
+        self.format = OLDEST_FORMAT
 
     def __repr__(self) -> str:
         return f"<Remote {self.url}>"
@@ -112,7 +118,7 @@ class Remote:
                         url=self.url,
                     ) from None
                 self._create_marker()
-                return
+                data = {"format": REMOTE_FORMAT}  # (or another machine's, of the same format)
         found = data.get("format", 0) if isinstance(data, dict) else None
         if not isinstance(found, int) or isinstance(found, bool):
             raise RemoteError(
@@ -124,15 +130,28 @@ class Remote:
                 f"understands ({REMOTE_FORMAT}): upgrade lakelet",
                 url=self.url,
             )
-        if found < REMOTE_FORMAT:
+        if found < OLDEST_FORMAT:
             raise RemoteError(
                 f"remote {self.url} has format {found}, written by an older lakelet; this one "
-                f"reads format {REMOTE_FORMAT} only: push the lake from a local copy to a new remote",
+                f"reads formats {OLDEST_FORMAT} and {REMOTE_FORMAT} only: push the lake from a local "
+                "copy to a new remote",
                 url=self.url,
             )
+        self.format = found
+
+    def upgrade_format(self) -> bool:
+        """Switch the marker to REMOTE_FORMAT (from then on every machine writes it; a lakelet
+        that reads only an older format refuses the remote). Returns whether it changed."""
+        self.check_format(create=False)
+        if self.format == REMOTE_FORMAT:
+            return False
+        with self.errors("writing the format marker"):
+            self.put_bytes(MARKER, _marker(REMOTE_FORMAT))
+        self.format = REMOTE_FORMAT
+        return True
 
     def _create_marker(self) -> None:
-        body = json.dumps({"format": REMOTE_FORMAT, "layout": "docs/remote-layout.md"}).encode()
+        body = _marker(REMOTE_FORMAT)
         try:
             self.create(MARKER, body)
         except FileExistsError:
@@ -293,6 +312,10 @@ class Remote:
             except NotImplementedError:
                 url = self.fs.unstrip_protocol(path)
             return url
+
+
+def _marker(version: int) -> bytes:
+    return json.dumps({"format": version, "layout": "docs/remote-layout.md"}).encode()
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:

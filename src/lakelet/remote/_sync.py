@@ -28,6 +28,7 @@ from lakelet.remote._fetch import Fetcher
 from lakelet.remote._log import SNAPSHOT_EVERY, Log, entry_key, snapshot_key
 from lakelet.remote._remote import Remote
 from lakelet.remote._remote import parallel as _parallel
+from lakelet.remote._snapshot import read_snapshot
 from lakelet.storage import _packs
 from lakelet.storage._objects import ObjectStore, StoredBlob
 from lakelet.storage._packs import Pack
@@ -386,10 +387,13 @@ class Syncer:
             names = 0
             refused: list[tuple[NameRecord, str]] = []
             try:
-                with self._catalog.applying_remote() as apply:
-                    for piece in self.log.read_snapshot(seq):
-                        refused += apply(seq, piece.records, piece.packs, piece.sweeps)
-                        names += len(piece.records)
+                if self.log.columnar(seq):  # format 3: loaded in bulk
+                    names = self._catalog.load_snapshot(seq, read_snapshot(self.remote, seq, self._tmp))
+                else:
+                    with self._catalog.applying_remote() as apply:
+                        for piece in self.log.read_snapshot(seq):
+                            refused += apply(seq, piece.records, piece.packs, piece.sweeps)
+                            names += len(piece.records)
             except FileNotFoundError:  # deleted since the listing (or no file): an older one will do
                 continue
             except (CorruptRecordError, RemoteError) as e:  # RemoteError: e.g. a folder by that name

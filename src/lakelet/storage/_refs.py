@@ -47,11 +47,13 @@ __all__ = [
     "NameRecord",
     "RECORD_FORMAT",
     "RefStore",
-    "SnapshotPiece",
     "SEGMENTS",
+    "SnapshotPiece",
     "check_same_content",
+    "check_time",
     "parse_lines",
     "parse_record",
+    "parse_shared",
     "utc_now",
 ]
 
@@ -134,6 +136,26 @@ class NameRecord:
         return replace(self, removed_at=when)
 
 
+@dataclass(frozen=True)
+class SnapshotPiece:
+    """A piece of a remote snapshot, every value already validated (``Catalog.load_snapshot``).
+
+    ``shared``: (batch number local to the snapshot, created_at, creator, meta as canonical
+    JSON text); the other lists are parallel, one item per name, and a name's batch number
+    refers to this piece's ``shared`` or an earlier piece's.
+    """
+
+    shared: list[tuple[int, str, str, str]]
+    scopes: list[str]
+    names: list[str]
+    digests: list[str]  # "blake3:<hex>" text
+    sizes: list[int]
+    batches: list[int]
+    removed_at: list[str | None]
+    packs: list[Pack]
+    sweeps: list[Sweep]
+
+
 def parse_record(data: object, previous: NameRecord | None = None) -> NameRecord:
     """The one validating parser of a name record (``NameRecord.to_json``), wherever it was read.
 
@@ -183,6 +205,27 @@ def parse_record(data: object, previous: NameRecord | None = None) -> NameRecord
     return NameRecord(scope, name, digest, size, created_at, creator, meta, removed_at)
 
 
+_SHARED_FIELDS = frozenset({"created_at", "creator", "meta"})
+
+
+def parse_shared(data: object) -> tuple[str, str, dict[str, Any]]:
+    """The one validating parser of the facts a batch of records shares (a compact log's batch
+    line, a snapshot's batch row): (created_at, creator, meta), checked by ``parse_record``'s
+    rules. Raises CorruptRecordError saying what is wrong."""
+    if not isinstance(data, dict) or data.keys() != _SHARED_FIELDS:
+        raise CorruptRecordError(
+            "a batch is an object of created_at, creator and meta, not "
+            f"{shown(sorted(data) if isinstance(data, dict) else data)}"
+        )
+    created_at, creator, meta = data["created_at"], data["creator"], data["meta"]
+    _check_time(created_at, "created_at", "a batch")
+    if not isinstance(creator, str) or _CONTROL.search(creator):
+        raise CorruptRecordError(f"creator {shown(creator)} of a batch is not a line of text")
+    if not isinstance(meta, dict):
+        raise CorruptRecordError("meta of a batch is not a JSON object")
+    return created_at, creator, meta
+
+
 def _check_scope(scope: object) -> None:
     # imported here: storage._scopes imports this module (for RefStore)
     from lakelet.storage._scopes import parse_scope
@@ -190,6 +233,11 @@ def _check_scope(scope: object) -> None:
     if not isinstance(scope, str) or len(scope) > 300:  # a user or run id is one 255-byte segment
         raise CorruptRecordError(f"scope {shown(scope)} is not a scope")
     parse_scope(scope)
+
+
+def check_time(value: object, what: str, name: str) -> None:
+    """CorruptRecordError unless ``value`` (``what`` of ``name``) is an ISO 8601 time."""
+    _check_time(value, what, name)
 
 
 def _check_time(value: object, what: str, name: str) -> None:
@@ -391,20 +439,3 @@ def check_same_content(existing: NameRecord, wanted: NameRecord) -> None:
             "lake names are write-once: choose another name",
             name=existing.name,
         )
-
-
-@dataclass(frozen=True)
-class SnapshotPiece:
-    """A piece of a snapshot, column by column, every value already validated by the log's
-    parser: what ``Catalog.load_snapshot`` bulk-loads without a record object per name."""
-
-    # (batch number local to this snapshot, created_at, creator, meta as canonical JSON text)
-    shared: list[tuple[int, str, str, str]]
-    scopes: list[str]
-    names: list[str]
-    digests: list[str]  # "blake3:<hex>" text
-    sizes: list[int]
-    batches: list[int]  # parallel lists, one item per name
-    removed_at: list[str | None]
-    packs: list[Pack]
-    sweeps: list[Sweep]

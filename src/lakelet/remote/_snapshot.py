@@ -1,0 +1,417 @@
+"""Format-3 snapshots: the remote's state after a log entry, as Parquet shards.
+
+A new machine loads a snapshot at a few microseconds a name: the columns are checked
+column-wise (pyarrow.compute) where the rule allows it, each name by ``validate_name`` (the
+rule), a row group (a piece) at a time, so memory holds one piece. The layout, under
+``snapshots/<seq, 12 digits>/`` (docs/remote-layout.md, "Snapshots (format 3)"):
+
+- ``batches-<k>.parquet``: the facts a batch of names shares (batch number, created_at,
+  creator, meta as JSON text);
+- ``names-<k>.parquet``: one row per name, sorted by name across shards (name, digest
+  algorithm, digest as 32 bytes, size, batch number, removed_at);
+- ``packs-<k>.parquet``: one row per pack member (pack digest, member algorithm and digest,
+  offset, size);
+- ``manifest.json``: written last, by conditional create: the shards and their row counts,
+  the first and last name of each names shard, and the sweep lines not done. A snapshot
+  folder without it is not a snapshot (yet: its writer may still be sending shards).
+
+A snapshot is a shortcut through the log, so any row that fails its check refuses the whole
+snapshot (CorruptRecordError); the caller loads it in one transaction and falls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lakelet.core._batch import batch_size, batched
+from lakelet.core._digest import is_digest
+from lakelet.core._names import validate_name
+from lakelet.core._records import MAX_COUNT, check_count, parse_json_line, shown
+from lakelet.core.errors import CorruptRecordError, InvalidArgumentError
+from lakelet.remote._remote import Remote
+from lakelet.storage._packs import Member, Pack
+from lakelet.storage._refs import NameRecord, SnapshotPiece, check_time, parse_shared
+from lakelet.storage._scopes import LAKE
+from lakelet.storage._sweeps import Sweep
+
+__all__ = ["folder_of", "read_snapshot", "write_snapshot"]
+
+_SHARD_ROWS = 1 << 20  # rows a shard: a new machine fetches shards concurrently
+_MAX_GROUP_ROWS = 1 << 20  # a row group is a piece: one a hostile writer made huge is refused
+_MAX_GROUP_BYTES = 256 << 20
+_CHUNK = 1 << 18  # bytes of a shard read at a time
+_MANIFEST = "manifest.json"
+_MANIFEST_MAX = 64 << 20
+_SHARD_KEY = re.compile(r"(batches|names|packs)-[0-9]{6}\.parquet")
+_DIGEST_BYTES = {"blake3": 32, "sha256": 32}  # the algorithms core._digest knows, in bytes
+_ENCODER = json.JSONEncoder(sort_keys=True)  # a batch's meta text, as the index keeps it
+
+
+def folder_of(seq: int) -> str:
+    return f"snapshots/{seq:012d}"
+
+
+def _schemas() -> dict[str, Any]:
+    import pyarrow as pa
+
+    digest = [("algo", pa.string()), ("digest", pa.binary(32))]
+    return {
+        "batches": pa.schema(
+            [
+                ("batch", pa.int64()),
+                ("created_at", pa.string()),
+                ("creator", pa.string()),
+                ("meta", pa.string()),
+            ]
+        ),
+        "names": pa.schema(
+            [
+                ("name", pa.string()),
+                *digest,
+                ("size", pa.int64()),
+                ("batch", pa.int64()),
+                ("removed_at", pa.string()),
+            ]
+        ),
+        "packs": pa.schema([("pack", pa.string()), *digest, ("offset", pa.int64()), ("size", pa.int64())]),
+    }
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+class _Shards:
+    """Parquet shards of one kind, ``_SHARD_ROWS`` rows each, row groups of a batch."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind, self.folder = kind, folder
+        self.schema = _schemas()[kind]
+        self.done: list[dict[str, Any]] = []
+        self._writer: Any = None
+        self._rows = 0
+        self._first = self._last = ""
+
+    def write(self, columns: dict[str, list[Any]], first: str = "", last: str = "") -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is not None and self._rows >= _SHARD_ROWS:
+            self.close()
+        if self._writer is None:
+            key = f"{self.kind}-{len(self.done) + 1:06d}.parquet"
+            self._writer = pq.ParquetWriter(
+                self.folder / key, self.schema, compression="zstd", use_dictionary=["algo", "pack"]
+            )
+            self._key, self._rows, self._first = key, 0, first
+        table = pa.table(columns, schema=self.schema)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._rows += table.num_rows
+        self._last = last
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        shard: dict[str, Any] = {"key": self._key, "rows": self._rows}
+        if self.kind == "names":
+            shard |= {"first": self._first, "last": self._last}
+        self.done.append(shard)
+        self._writer = None
+
+
+def _digest_columns(digests: list[str]) -> tuple[list[str], list[bytes]]:
+    algos, raw = [], []
+    for d in digests:
+        algo, _, hexdigest = d.partition(":")
+        algos.append(algo)
+        raw.append(bytes.fromhex(hexdigest))
+    return algos, raw
+
+
+def write_snapshot(
+    remote: Remote,
+    seq: int,
+    records: Iterable[NameRecord],
+    packs: Iterable[Pack],
+    sweeps: Iterable[Sweep],
+    tmp: Path | None,
+) -> None:
+    """Write snapshot ``seq`` of ``records`` (the remote's bindings, sorted by name), ``packs``
+    and the ``sweeps`` not done, a batch at a time through temp files; the manifest last."""
+    with tempfile.TemporaryDirectory(dir=tmp) as staging:
+        folder = Path(staging)
+        kinds = {kind: _Shards(kind, folder) for kind in ("batches", "names", "packs")}
+        numbers: dict[tuple[str, str, str], int] = {}
+        metas: dict[int, tuple[dict[str, Any], str]] = {}  # holding the dict keeps its id unique
+        for chunk in batched(records):
+            new: dict[str, list[Any]] = {"batch": [], "created_at": [], "creator": [], "meta": []}
+            batches = []
+            for r in chunk:
+                meta = metas.get(id(r.meta))
+                if meta is None:
+                    meta = metas[id(r.meta)] = (r.meta, _ENCODER.encode(r.meta))
+                key = (r.created_at, r.creator, meta[1])
+                number = numbers.get(key)
+                if number is None:
+                    number = numbers[key] = len(numbers) + 1
+                    for column, value in zip(new, (number, *key), strict=True):
+                        new[column].append(value)
+                batches.append(number)
+            if new["batch"]:
+                kinds["batches"].write(new)
+            algos, raw = _digest_columns([r.digest for r in chunk])
+            columns: dict[str, list[Any]] = {
+                "name": [r.name for r in chunk],
+                "algo": algos,
+                "digest": raw,
+                "size": [r.size for r in chunk],
+                "batch": batches,
+                "removed_at": [r.removed_at for r in chunk],
+            }
+            kinds["names"].write(columns, chunk[0].name, chunk[-1].name)
+        members = ((p.digest, m) for p in packs for m in p.members)
+        for group in batched(members):
+            algos, raw = _digest_columns([m.digest for _, m in group])
+            columns = {
+                "pack": [p for p, _ in group],
+                "algo": algos,
+                "digest": raw,
+                "offset": [m.offset for _, m in group],
+                "size": [m.size for _, m in group],
+            }
+            kinds["packs"].write(columns)
+        manifest: dict[str, Any] = {"format": 3, "seq": seq}
+        for kind, shards in kinds.items():
+            shards.close()
+            manifest[kind] = shards.done
+            for shard in shards.done:
+                # the same bytes as any other writer of this snapshot would send
+                remote.upload(folder / shard["key"], f"{folder_of(seq)}/{shard['key']}")
+        manifest["sweeps"] = [s.to_dict() for s in sweeps]
+        with contextlib.suppress(FileExistsError):  # another machine took the same one: same content
+            remote.create(f"{folder_of(seq)}/{_MANIFEST}", json.dumps(manifest).encode())
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _parse_manifest(body: bytes, seq: int) -> dict[str, Any]:
+    """The one validating parser of a snapshot manifest."""
+    data = parse_json_line(body)
+    fields = {"format", "seq", "batches", "names", "packs", "sweeps"}
+    if not isinstance(data, dict) or data.keys() != fields:
+        raise CorruptRecordError(
+            f"a snapshot manifest with the fields {shown(sorted(data) if isinstance(data, dict) else data)}"
+        )
+    if data["format"] != 3 or data["seq"] != seq:
+        raise CorruptRecordError(f"a manifest of format {shown(data['format'])}, entry {shown(data['seq'])}")
+    for kind in ("batches", "names", "packs"):
+        shards = data[kind]
+        if not isinstance(shards, list):
+            raise CorruptRecordError(f"the {kind} shards of a snapshot are not a list")
+        want = {"key", "rows", "first", "last"} if kind == "names" else {"key", "rows"}
+        for shard in shards:
+            if not isinstance(shard, dict) or shard.keys() != want:
+                raise CorruptRecordError(f"a {kind} shard {shown(shard)}")
+            key = shard["key"]
+            if not isinstance(key, str) or not _SHARD_KEY.fullmatch(key) or not key.startswith(kind):
+                raise CorruptRecordError(f"a shard key {shown(key)}")  # a key chooses a path
+            check_count(shard["rows"], f"the rows of {key}")
+            if kind == "names" and not (isinstance(shard["first"], str) and isinstance(shard["last"], str)):
+                raise CorruptRecordError(f"the name range of {key} is not two names")
+    keys = [s["key"] for kind in ("batches", "names", "packs") for s in data[kind]]
+    if len(set(keys)) != len(keys):
+        raise CorruptRecordError("a snapshot manifest names a shard twice")
+    if not isinstance(data["sweeps"], list) or not all(isinstance(s, dict) for s in data["sweeps"]):
+        raise CorruptRecordError("the sweeps of a snapshot are not a list of objects")
+    data["sweeps"] = [Sweep.from_dict(s, seq) for s in data["sweeps"]]
+    return data
+
+
+def _read_manifest(remote: Remote, seq: int) -> bytes:
+    """The manifest's bytes, read a chunk at a time up to its bound (FileNotFoundError: none)."""
+    key = f"{folder_of(seq)}/{_MANIFEST}"
+    body = b""
+    with remote.errors(f"reading {key}"), remote.open_file(key) as src:
+        while chunk := src.read(1 << 16):
+            body += chunk
+            if len(body) > _MANIFEST_MAX:
+                raise CorruptRecordError(f"{key} is longer than {_MANIFEST_MAX} bytes", record=key)
+    return body
+
+
+def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece]:
+    """Snapshot ``seq`` in pieces (a row group each), every value checked: CorruptRecordError
+    at the first that is not valid, FileNotFoundError when it has no manifest. Its shards are
+    downloaded ``remote.transfers`` at a time into ``tmp``, and each is read as it arrives."""
+    manifest = _parse_manifest(_read_manifest(remote, seq), seq)
+    shards = [(kind, s) for kind in ("batches", "packs", "names") for s in manifest[kind]]
+    check = _Checker()
+    with (
+        tempfile.TemporaryDirectory(dir=tmp) as staging,
+        ThreadPoolExecutor(max(1, remote.transfers)) as pool,
+    ):
+
+        def fetch(key: str) -> Path:
+            path = Path(staging) / key
+            source = f"{folder_of(seq)}/{key}"
+            with remote.errors(f"reading {key}"), remote.open_file(source) as src, path.open("wb") as out:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+            return path
+
+        fetched: list[Future[Path]] = [pool.submit(fetch, s["key"]) for _, s in shards]
+        try:
+            for (kind, shard), future in zip(shards, fetched, strict=True):
+                path = future.result()
+                yield from _pieces(kind, shard, path, check)
+                path.unlink()
+        finally:
+            for future in fetched:
+                future.cancel()
+    yield SnapshotPiece([], [], [], [], [], [], [], [], manifest["sweeps"])
+
+
+def _pieces(kind: str, shard: dict[str, Any], path: Path, check: _Checker) -> Iterator[SnapshotPiece]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    key = shard["key"]
+    try:
+        file = pq.ParquetFile(path)
+        meta = file.metadata
+        if not file.schema_arrow.equals(_schemas()[kind]) or meta.num_rows != shard["rows"]:
+            raise CorruptRecordError(f"{key} is not a {kind} shard of {shard['rows']} rows")
+        if kind == "names" and meta.num_rows and shard["first"] > shard["last"]:
+            raise CorruptRecordError(f"{key}: its first name sorts after its last")
+        for i in range(meta.num_rows and meta.num_row_groups):
+            group = meta.row_group(i)
+            if group.num_rows > _MAX_GROUP_ROWS or group.total_byte_size > _MAX_GROUP_BYTES:
+                raise CorruptRecordError(f"{key}: row group {i} is bigger than a piece can be")
+            table = file.read_row_group(i)  # columnar: compact; its Python values are not
+            size = batch_size()
+            for start in range(0, table.num_rows, size):
+                yield getattr(check, kind)(table.slice(start, size), key, shard)
+    except (pa.ArrowException, OSError) as e:  # not Parquet, cut short, a column it cannot read
+        raise CorruptRecordError(
+            f"{key} is not a whole Parquet shard ({shown(str(e))})", record=key
+        ) from None
+
+
+class _Checker:
+    """The one validating parser of snapshot rows, a row group at a time, with what rows of
+    earlier groups decide (the batches given, the last name)."""
+
+    def __init__(self) -> None:
+        self.given: set[int] = set()
+        self.last_name: str | None = None
+
+    def batches(self, table: Any, key: str, shard: dict[str, Any]) -> SnapshotPiece:
+        shared = []
+        for number, created_at, creator, meta in zip(
+            *(table.column(c).to_pylist() for c in table.column_names), strict=True
+        ):
+            if number is None or number in self.given:
+                raise CorruptRecordError(f"{key}: batch number {shown(number)} missing or given twice")
+            try:
+                parsed = parse_shared(
+                    {"created_at": created_at, "creator": creator, "meta": parse_json_line(meta or "")}
+                )
+            except CorruptRecordError as e:
+                raise CorruptRecordError(f"{key}: batch {number}: {e}") from None
+            self.given.add(number)
+            shared.append((number, parsed[0], parsed[1], _ENCODER.encode(parsed[2])))
+        return SnapshotPiece(shared, [], [], [], [], [], [], [], [])
+
+    def names(self, table: Any, key: str, shard: dict[str, Any]) -> SnapshotPiece:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        _no_nulls(table, key, ("name", "algo", "digest", "size", "batch"))
+        names: list[str] = table.column("name").to_pylist()
+        for name in names:
+            try:
+                validate_name(name)
+            except InvalidArgumentError as e:  # InvalidNameError is one
+                raise CorruptRecordError(f"{key}: {e}") from None
+        column = table.column("name")
+        if len(names) > 1 and not pc.all(pc.less(column.slice(0, len(names) - 1), column.slice(1))).as_py():
+            raise CorruptRecordError(f"{key}: names not sorted, or one given twice")
+        if names and self.last_name is not None and not self.last_name < names[0]:
+            raise CorruptRecordError(f"{key}: names not sorted across pieces")
+        if names and not shard["first"] <= names[0] <= names[-1] <= shard["last"]:
+            raise CorruptRecordError(f"{key}: names outside the range its manifest gives")
+        self.last_name = names[-1] if names else self.last_name
+        digests = _digests(table, key)
+        sizes = table.column("size")
+        if len(sizes) and (pc.min(sizes).as_py() < 0 or pc.max(sizes).as_py() > MAX_COUNT):
+            raise CorruptRecordError(f"{key}: a size that is not a count of 0 or more")
+        given = pa.array(sorted(self.given), pa.int64())
+        if not pc.all(pc.is_in(table.column("batch"), value_set=given)).as_py() and len(names):
+            raise CorruptRecordError(f"{key}: a batch number no batches shard gives")
+        removed = table.column("removed_at").to_pylist()
+        for name, when in zip(names, removed, strict=True):
+            if when is not None:
+                check_time(when, "removed_at", name)
+        return SnapshotPiece(
+            [],
+            [LAKE] * len(names),
+            names,
+            digests,
+            sizes.to_pylist(),
+            table.column("batch").to_pylist(),
+            removed,
+            [],
+            [],
+        )
+
+    def packs(self, table: Any, key: str, shard: dict[str, Any]) -> SnapshotPiece:
+        import pyarrow.compute as pc
+
+        _no_nulls(table, key, ("pack", "algo", "digest", "offset", "size"))
+        for pack in pc.unique(table.column("pack")).to_pylist():
+            if not is_digest(pack):
+                raise CorruptRecordError(f"{key}: not a digest: {shown(pack)}")
+        for column in ("offset", "size"):
+            values = table.column(column)
+            if len(values) and (pc.min(values).as_py() < 0 or pc.max(values).as_py() > MAX_COUNT):
+                raise CorruptRecordError(f"{key}: a member {column} that is not a count")
+        digests = _digests(table, key)
+        names: list[str] = table.column("pack").to_pylist()
+        members = list(
+            map(Member, digests, table.column("offset").to_pylist(), table.column("size").to_pylist())
+        )
+        # a pack's members are rows in a run (a run cut by a piece's end goes on in the next)
+        ends = [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
+        packs, start = [], 0
+        for end in ends if names else []:
+            packs.append(Pack(names[start], tuple(members[start:end])))
+            start = end
+        return SnapshotPiece([], [], [], [], [], [], [], packs, [])
+
+
+def _no_nulls(table: Any, key: str, columns: tuple[str, ...]) -> None:
+    for column in columns:
+        if table.column(column).null_count:
+            raise CorruptRecordError(f"{key}: a {column} that is null")
+
+
+def _digests(table: Any, key: str) -> list[str]:
+    """The digest text of each row: a known algorithm, and bytes of its length."""
+    import pyarrow.compute as pc
+
+    algos = pc.unique(table.column("algo")).to_pylist()
+    if any(_DIGEST_BYTES.get(a) != 32 for a in algos):
+        raise CorruptRecordError(f"{key}: a digest algorithm that is none: {shown(algos)}")
+    raw = table.column("digest").to_pylist()
+    if len(algos) == 1:
+        prefix = f"{algos[0]}:"
+        return [prefix + d.hex() for d in raw]
+    return [f"{a}:{d.hex()}" for a, d in zip(table.column("algo").to_pylist(), raw, strict=True)]

@@ -1,0 +1,107 @@
+"""The compact remote format 3 (docs/remote-layout.md): compressed log entries with the facts of a
+batch written once, Parquet snapshots loaded in bulk (``Catalog.load_snapshot``), format-2
+remotes still read and written until ``lakelet remote upgrade``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pyarrow as pa
+import pytest
+
+from lakelet.core.errors import NameExistsError
+from lakelet.remote import _sync
+
+from .conftest import run_lakelet
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _fs(remote):
+    fs, root = fsspec.core.url_to_fs(
+        remote.url, skip_instance_cache=True, use_listings_cache=False, **remote.storage_options
+    )
+    return fs, root.rstrip("/")
+
+
+def _entry(fs, root: str, seq: int) -> bytes:
+    return fs.cat_file(f"{root}/log/{seq // 1000:09d}/{seq:012d}.jsonl")
+
+
+def _unzstd(body: bytes) -> bytes:
+    return pa.CompressedInputStream(pa.BufferReader(body), "zstd").read()
+
+
+@pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
+def test_a_new_remote_writes_the_compact_log(remote, machine, make_file, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 2)
+    a = machine("a")
+    fs, root = _fs(remote)
+    assert json.loads(fs.cat_file(f"{root}/lakelet-remote.json"))["format"] == 3
+    for i in range(3):
+        make_file(f"dir/{i}.txt", f"file {i}")
+    a.add(tmp_path / "src" / "dir", "dir")  # entry 1: a pack line, one batch line, three records
+    body = _entry(fs, root, 1)
+    assert body.startswith(ZSTD_MAGIC)
+    lines = [json.loads(line) for line in _unzstd(body).splitlines()]
+    assert [next(iter(line)) for line in lines] == ["members", "batch", "digest", "digest", "digest"]
+    assert lines[1]["batch"]["meta"]["source"].endswith("dir") and set(lines[2]) == {"name", "digest", "size"}
+    a.add(make_file("x.txt", "x"), "x.txt")
+    a.rm("x.txt", force=True)  # entry 3: a tombstone, a short line with removed_at
+    assert "removed_at" in _unzstd(_entry(fs, root, 3)).splitlines()[-1].decode()
+    a.sync()  # 3 entries since none: a snapshot, in Parquet shards
+    assert fs.exists(f"{root}/snapshots/000000000003/manifest.json")
+
+    b = machine("b")  # a new machine: the snapshot, loaded in bulk
+    report = b.sync()
+    assert report.problems == [] and report.entries_read == 0
+    assert {f.name: f.read_bytes() for f in b.pull()} == {
+        f"dir/{i}.txt": f"file {i}".encode() for i in range(3)
+    }
+    assert b.file("dir/1.txt").creator == a.file("dir/1.txt").creator
+    assert b.file("dir/1.txt").meta == a.file("dir/1.txt").meta
+    b.add(make_file("later.txt", "later"), "later.txt")
+    with pytest.raises(NameExistsError):
+        b.add(make_file("x2.txt", "other"), "x.txt")  # removed: never rebound
+    assert a.sync().new_names == 1 and a.file("later.txt").read_text() == "later"
+
+
+@pytest.mark.parametrize("remote", ["file", "s3"], indirect=True)
+def test_a_format_2_remote_is_read_written_and_upgraded(remote, machine, make_file, monkeypatch) -> None:
+    monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 2)
+    fs, root = _fs(remote)
+    if remote.kind == "file":
+        fs.makedirs(root, exist_ok=True)
+    fs.pipe_file(f"{root}/lakelet-remote.json", json.dumps({"format": 2}).encode())  # an old remote
+    a = machine("a")
+    a.add(make_file("one.txt", "one"), "one.txt")
+    a.add(make_file("two.txt", "two"), "two.txt")
+    assert json.loads(_entry(fs, root, 1))["name"] == "one.txt"  # format 2: plain JSON lines
+    a.sync()
+    assert fs.exists(f"{root}/snapshots/000000000002.jsonl.gz")  # format 2's snapshot
+
+    out = run_lakelet("remote", "upgrade", env={**remote.env, "LAKELET_HOME": str(a.root)})
+    assert out.returncode == 0, out.stderr
+    assert b"now of format 3" in out.stdout
+    assert json.loads(fs.cat_file(f"{root}/lakelet-remote.json"))["format"] == 3
+    a = machine("a2")  # (a process that reads the marker again)
+    a.add(make_file("three.txt", "three"), "three.txt")  # entry 3: format 3, after two of format 2
+    assert _entry(fs, root, 3).startswith(ZSTD_MAGIC)
+
+    b = machine("b")  # format 2's snapshot, then a format-3 entry
+    report = b.sync()
+    assert report.problems == [] and report.entries_read == 1
+    assert {f.name: f.read_bytes() for f in b.pull()} == {
+        "one.txt": b"one",
+        "two.txt": b"two",
+        "three.txt": b"three",
+    }
+    b.add(make_file("four.txt", "four"), "four.txt")
+    b.sync()  # 2 entries since the last snapshot: a format-3 one
+    assert fs.exists(f"{root}/snapshots/000000000004/manifest.json")
+    c = machine("c")
+    assert c.sync().problems == [] and len(c.ls()) == 4
+    out = run_lakelet("remote", "upgrade", env={**remote.env, "LAKELET_HOME": str(c.root)})
+    assert out.returncode == 0 and b"already of format 3" in out.stdout

@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from _common import MiB, OtherLoad, load_note, machine, median, scratch, table
@@ -61,6 +62,30 @@ def name_of(i: int) -> str:
     return f"d{i // 1000:05d}/f{i:09d}.bin"
 
 
+def _batches(n: int, batch: int) -> Iterator[tuple[int, list[NameRecord], Pack, bytes]]:
+    """The generated lake a log entry at a time: (seq, its records, its pack, the pack's bytes).
+    The same every time it is called, so the snapshot is written from a second pass rather
+    than from every record held in memory (at 10 M names that would be gigabytes)."""
+    for seq, start in enumerate(range(0, n, batch), start=1):
+        meta = {
+            "source": f"/data/batch-{seq}",
+            "host": "bench-host",
+            "lakelet": __version__,
+            "python": "3.11.7",
+        }
+        created = f"2026-12-01T{seq // 3600 % 24:02d}:{seq // 60 % 60:02d}:{seq % 60:02d}.000000Z"
+        records, members, body, offset = [], [], bytearray(), 0
+        for i in range(start, min(n, start + batch)):
+            name = name_of(i)
+            content = name.encode()
+            digest = str(digest_bytes(content))
+            records.append(NameRecord("lake", name, digest, len(content), created, "bench", meta))
+            members.append(Member(digest, offset, len(content)))
+            body += content
+            offset += len(content)
+        yield seq, records, Pack(str(digest_bytes(bytes(body))), tuple(members)), bytes(body)
+
+
 def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
     """Write a remote of ``n`` names as lakelet writes it, in remote format ``version``;
     returns the seconds spent."""
@@ -72,34 +97,15 @@ def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -
     assert remote.format == version
     log = Log(remote)
     seq = 0
-    all_records: list[NameRecord] = []
-    all_packs: list[Pack] = []
-    for start in range(0, n, batch):
-        seq += 1
-        meta = {
-            "source": f"/data/batch-{seq}",
-            "host": "bench-host",
-            "lakelet": __version__,
-            "python": "3.11.7",
-        }
-        created = f"2026-12-01T00:{seq // 60 % 60:02d}:{seq % 60:02d}.000000Z"
-        records, members, body, offset = [], [], bytearray(), 0
-        for i in range(start, min(n, start + batch)):
-            name = name_of(i)
-            content = name.encode()
-            digest = str(digest_bytes(content))
-            records.append(NameRecord("lake", name, digest, len(content), created, "bench", meta))
-            members.append(Member(digest, offset, len(content)))
-            body += content
-            offset += len(content)
-        pack = Pack(str(digest_bytes(bytes(body))), tuple(members))
-        remote.put_bytes(key_of(pack.digest), bytes(body))
+    for seq, records, pack, body in _batches(n, batch):
+        remote.put_bytes(key_of(pack.digest), body)
         log.append(seq, records, [pack])
-        if snapshot:
-            all_records += records
-            all_packs.append(pack)
-    if snapshot:
-        log.write_snapshot(seq, sorted(all_records, key=lambda r: r.name), all_packs)
+    if snapshot:  # names are made in name order: the records come sorted
+        log.write_snapshot(
+            seq,
+            (r for _, records, _, _ in _batches(n, batch) for r in records),
+            (pack for _, _, pack, _ in _batches(n, batch)),
+        )
     return time.perf_counter() - t0
 
 

@@ -105,3 +105,23 @@ def test_a_format_2_remote_is_read_written_and_upgraded(remote, machine, make_fi
     assert c.sync().problems == [] and len(c.ls()) == 4
     out = run_lakelet("remote", "upgrade", env={**remote.env, "LAKELET_HOME": str(c.root)})
     assert out.returncode == 0 and b"already of format 3" in out.stdout
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_snapshot_whose_writer_died_before_its_manifest_is_taken_again(
+    remote, machine, make_file, monkeypatch
+):
+    """A writer killed while sending a snapshot's shards leaves a folder with no manifest:
+    readers skip it, and the next machine past it writes the snapshot (it used to count it,
+    so no snapshot was taken until another SNAPSHOT_EVERY entries)."""
+    monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 2)
+    a = machine("a")
+    fs, root = _fs(remote)
+    for i in range(3):
+        a.add(make_file(f"{i}.txt", f"file {i}"), f"{i}.txt")
+    fs.makedirs(f"{root}/snapshots/000000000003", exist_ok=True)
+    fs.pipe_file(f"{root}/snapshots/000000000003/names-000000.parquet", b"PAR1 cut short")
+    a.sync()
+    assert fs.exists(f"{root}/snapshots/000000000003/manifest.json")
+    report = machine("b").sync()
+    assert report.problems == [] and report.entries_read == 0 and report.new_names == 3

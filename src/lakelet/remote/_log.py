@@ -330,6 +330,12 @@ class Log:
         self._columnar = set(_numbers(listed, ""))
         return sorted(self._columnar | set(_numbers(listed, ".jsonl.gz")))
 
+    def finished(self, seq: int) -> bool:
+        """Whether snapshot ``seq`` (of the last ``snapshots`` listing) was written to its end:
+        format 3 writes its manifest last, so a writer killed before it leaves shards only (a
+        format-2 snapshot is one file, created whole)."""
+        return not self.columnar(seq) or self.remote.size(_snapshot.manifest_key(seq)) is not None
+
     def columnar(self, seq: int) -> bool:
         """Whether snapshot ``seq`` (of the last ``snapshots`` listing) is of format 3."""
         return seq in self._columnar

@@ -41,7 +41,7 @@ from lakelet.storage._refs import NameRecord, SnapshotPiece, check_time, parse_s
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 
-__all__ = ["folder_of", "read_snapshot", "write_snapshot"]
+__all__ = ["folder_of", "manifest_key", "read_snapshot", "write_snapshot"]
 
 _SHARD_ROWS = 1 << 20  # rows a shard: a new machine fetches shards concurrently
 _MAX_GROUP_ROWS = 1 << 20  # a row group is a piece: one a hostile writer made huge is refused
@@ -56,6 +56,10 @@ _ENCODER = json.JSONEncoder(sort_keys=True)  # a batch's meta text, as the index
 
 def folder_of(seq: int) -> str:
     return f"snapshots/{seq:012d}"
+
+
+def manifest_key(seq: int) -> str:
+    return f"{folder_of(seq)}/{_MANIFEST}"
 
 
 def _schemas() -> dict[str, Any]:
@@ -196,7 +200,7 @@ def write_snapshot(
                 remote.upload(folder / shard["key"], f"{folder_of(seq)}/{shard['key']}")
         manifest["sweeps"] = [s.to_dict() for s in sweeps]
         with contextlib.suppress(FileExistsError):  # another machine took the same one: same content
-            remote.create(f"{folder_of(seq)}/{_MANIFEST}", json.dumps(manifest).encode())
+            remote.create(manifest_key(seq), json.dumps(manifest).encode())
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ def _parse_manifest(body: bytes, seq: int) -> dict[str, Any]:
 
 def _read_manifest(remote: Remote, seq: int) -> bytes:
     """The manifest's bytes, read a chunk at a time up to its bound (FileNotFoundError: none)."""
-    key = f"{folder_of(seq)}/{_MANIFEST}"
+    key = manifest_key(seq)
     body = b""
     with remote.errors(f"reading {key}"), remote.open_file(key) as src:
         while chunk := src.read(1 << 16):

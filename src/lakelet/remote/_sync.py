@@ -426,8 +426,10 @@ class Syncer:
         if cursor - seen < SNAPSHOT_EVERY:
             return False
         # one numbered past this machine's last entry is no snapshot (a peer's forgery, refused by
-        # pull_metadata): counting it would stop every machine from taking one again
-        latest = max((n for n in self.log.snapshots() if n <= cursor), default=0)
+        # pull_metadata), nor is one whose writer died before its end: counting either would
+        # stop every machine from taking one again
+        taken = sorted((n for n in self.log.snapshots() if n <= cursor), reverse=True)
+        latest = next((n for n in taken if self.log.finished(n)), 0)
         if cursor - latest < SNAPSHOT_EVERY:
             self._catalog.set_state(_SNAPSHOT_SEEN, str(latest))
             return False

@@ -457,6 +457,11 @@ def _forge_checkpoint(remote, column: str, value) -> None:
         pytest.param("path", "dt=2025-01-20/evil.txt", id="not parquet"),
         pytest.param("size", -5, id="negative size"),
         pytest.param("partitionValues", [("region", "eu")], id="not the partition columns"),
+        pytest.param("tags", [("lakelet.digest", "blake3:" + "0" * 64)], id="not named after its digest"),
+        pytest.param("tags", [("lakelet.digest", "blake3:../../x")], id="digest not hex"),
+        pytest.param(
+            "tags", [("lakelet.digest", "blake3:" + "0" * 64), ("lakelet.digest", "x")], id="two digests"
+        ),
     ],
 )
 def test_a_forged_checkpoint_row_is_refused(remote, machine, tmp_path, column, value) -> None:

@@ -42,8 +42,9 @@ _MAX_PATH_BYTES = 4096
 # a path that _delta_log._path accepts unchanged (nothing to decode, nothing to refuse)
 _PLAIN_PATH = r"^([A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,254}/)*[A-Za-z0-9_][A-Za-z0-9_=+.,-]{0,246}\.parquet$"
 # what _delta_log._digest accepts: the file is named after the first 32 hex of its digest
-_NAMED_PATH = r"(?:^|/)part-(?P<hex>[0-9a-f]{32})\.parquet$"
-_DIGEST_TAG_VALUE = r"^(?:blake3|sha256):(?P<hex>[0-9a-f]{32})[0-9a-f]{32}$"
+# (matched, then compared by slices: the path's last 40 characters but 8, the tag's 7th to 39th)
+_NAMED_PATH = r"(?:^|/)part-[0-9a-f]{32}\.parquet$"
+_DIGEST_TAG_VALUE = r"^(?:blake3|sha256):[0-9a-f]{64}$"
 _MAPS = frozenset({"partitionValues", "tags", "configuration", "options"})
 
 
@@ -118,7 +119,9 @@ def _adds(adds: pa.Array, metadata: Metadata) -> Callable[[], list[AddFile]]:
     parser now: Invalid for the first one it refuses."""
     if not len(adds):
         return list
-    fast = _plain_rows(adds, metadata)
+    # a forged checkpoint may give the column any types: then every row goes to the parser
+    tags = _Tags(adds) if _plain_types(adds.type, metadata) else None
+    fast = _plain_rows(adds, metadata, tags) if tags is not None else [False] * len(adds)
     parsed = {}
     for i, plain in enumerate(fast):
         if not plain:  # anything unusual: the commit file's parser, refusal and all
@@ -129,7 +132,7 @@ def _adds(adds: pa.Array, metadata: Metadata) -> Callable[[], list[AddFile]]:
     def build() -> list[AddFile]:
         columns = {f.name: adds.field(f.name) for f in adds.type}
         lists = {k: columns[k].to_pylist() for k in ("path", "size", "modificationTime", "stats")}
-        lists["digest"] = _digests(adds).to_pylist()
+        lists["digest"] = tags.digests.to_pylist() if tags is not None else [None] * len(fast)
         values = columns["partitionValues"].to_pylist() if "partitionValues" in columns else None
         return [parsed[i] if i in parsed else _plain_add(i, lists, values) for i in range(len(fast))]
 
@@ -153,11 +156,9 @@ def _plain_add(i: int, lists: dict[str, list[Any]], values: list[Any] | None) ->
     return AddFile(path, partition, lists["size"][i], rows, digest, lists["modificationTime"][i] or 0, stats)
 
 
-def _plain_rows(adds: pa.Array, metadata: Metadata) -> list[bool]:
-    """Which rows are plainly valid (see the module's note); False sends a row to the parser."""
-    n = len(adds)
-    if not _plain_types(adds.type, metadata):
-        return [False] * n
+def _plain_rows(adds: pa.Array, metadata: Metadata, tags: _Tags) -> list[bool]:
+    """Which rows of an ``add`` column of the plain types are plainly valid (see the module's
+    note); False sends a row to the parser."""
     path = adds.field("path")
     ok = pc.and_kleene(
         pc.match_substring_regex(path, _PLAIN_PATH),
@@ -171,36 +172,32 @@ def _plain_rows(adds: pa.Array, metadata: Metadata) -> list[bool]:
     if "deletionVector" in {f.name for f in adds.type}:
         ok = pc.and_kleene(ok, adds.field("deletionVector").is_null())
     # lakelet's digest tag: at most one, a digest, and the file named after it (_delta_log._digest)
-    digest = _digests(adds)
-    named = pc.struct_field(pc.extract_regex(path, _NAMED_PATH), [0])
-    tagged = pc.struct_field(pc.extract_regex(digest, _DIGEST_TAG_VALUE), [0])
-    ok = pc.and_kleene(ok, pc.or_kleene(digest.is_null(), pc.fill_null(pc.equal(named, tagged), False)))
+    digest = tags.digests
+    named = pc.and_kleene(
+        pc.match_substring_regex(path, _NAMED_PATH), pc.match_substring_regex(digest, _DIGEST_TAG_VALUE)
+    )
+    same = pc.equal(pc.utf8_slice_codeunits(path, -40, -8), pc.utf8_slice_codeunits(digest, 7, 39))
+    ok = pc.and_kleene(ok, pc.or_kleene(digest.is_null(), pc.fill_null(pc.and_kleene(named, same), False)))
     mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
-    return (mask & _partition_rows(adds, metadata) & (_digest_tags(adds) <= 1)).tolist()  # type: ignore[no-any-return]
+    return (mask & _partition_rows(adds, metadata) & (tags.counts <= 1)).tolist()  # type: ignore[no-any-return]
 
 
-def _tag_pairs(adds: pa.Array) -> tuple[pa.Array, Any]:
-    """The ``tags`` entries naming lakelet's digest, and the row each belongs to."""
-    pairs = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
-    tags = adds.field("tags").cast(pa.list_(pairs))  # the list kernels take no map
-    flat = pc.list_flatten(tags)
-    mine = pc.fill_null(pc.equal(flat.field("key"), DIGEST_TAG), False)
-    owner = pc.list_parent_indices(tags).filter(mine)
-    return flat.field("value").filter(mine), owner.to_numpy(zero_copy_only=False)
+class _Tags:
+    """lakelet's digest tags of the ``add`` rows, found once: ``digests``, each row's tag (null
+    where it has none; the last one where it has several: such a row goes to the parser), and
+    ``counts``, how many each row has."""
 
-
-def _digest_tags(adds: pa.Array) -> Any:
-    _, owner = _tag_pairs(adds)
-    return np.bincount(owner, minlength=len(adds)) if len(owner) else np.zeros(len(adds), dtype=np.int64)
-
-
-def _digests(adds: pa.Array) -> pa.Array:
-    """Each row's digest tag, null where it has none (the last one where it has several: such a
-    row goes to the parser)."""
-    values, owner = _tag_pairs(adds)
-    out = np.full(len(adds), None, dtype=object)
-    out[owner] = values.to_numpy(zero_copy_only=False)
-    return pa.array(out, pa.string())
+    def __init__(self, adds: pa.Array) -> None:
+        pairs = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+        tags = adds.field("tags").cast(pa.list_(pairs))  # the list kernels take no map
+        flat = pc.list_flatten(tags)
+        mine = pc.fill_null(pc.equal(flat.field("key"), DIGEST_TAG), False)
+        owner = pc.list_parent_indices(tags).filter(mine).to_numpy(zero_copy_only=False)
+        n = len(adds)
+        self.counts = np.bincount(owner, minlength=n) if len(owner) else np.zeros(n, dtype=np.int64)
+        out = np.full(n, None, dtype=object)
+        out[owner] = flat.field("value").filter(mine).to_numpy(zero_copy_only=False)
+        self.digests = pa.array(out, pa.string())
 
 
 def _plain_types(type_: pa.DataType, metadata: Metadata) -> bool:

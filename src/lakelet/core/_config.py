@@ -36,6 +36,7 @@ __all__ = [
     "LAYOUT_FORMAT",
     "LakeConfig",
     "UPLOAD_MODES",
+    "ask_user_ahead",
     "current_user",
     "find_root",
     "load",
@@ -277,14 +278,50 @@ def _checked_user(user: str, source: str) -> str:
     return user
 
 
-@cache
-def _default_user() -> str:
+# git's answer for user.email, asked ahead (``ask_user_ahead``), and the folder it was asked in
+_asked: tuple[subprocess.Popen[str], str] | None = None
+
+
+def ask_user_ahead() -> None:
+    """Start asking git for user.email in the background, unless $LAKELET_USER says who, or
+    the answer is known: ``stage`` does it when a function is decorated, so that the first
+    call, which records its user, does not wait for a git process (~8 ms)."""
+    global _asked
+    if _asked is not None or os.environ.get("LAKELET_USER") or _default_user.cache_info().currsize:
+        return
     try:
-        email = subprocess.run(
+        proc = subprocess.Popen(
+            ["git", "config", "user.email"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+    except OSError:
+        return
+    _asked = (proc, os.getcwd())
+
+
+def _git_email() -> str:
+    global _asked
+    asked, _asked = _asked, None
+    if asked is not None:
+        proc, folder = asked
+        try:
+            out: str | None = proc.communicate(timeout=5)[0]
+        except subprocess.SubprocessError:
+            proc.kill()
+            proc.wait()
+            out = None
+        if out is not None and folder == os.getcwd():  # else a repository's own config may differ
+            return out.strip() if proc.returncode == 0 else ""
+    try:
+        return subprocess.run(
             ["git", "config", "user.email"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        email = ""
+        return ""
+
+
+@cache
+def _default_user() -> str:
+    email = _git_email()
     if email:
         return email
     try:

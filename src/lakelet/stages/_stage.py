@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lakelet.core._config import ask_user_ahead
 from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
@@ -107,6 +108,7 @@ class Stage:
         self._signature = inspect.signature(func)  # built once: key() runs on every call
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
+        ask_user_ahead()  # the first call records who ran it: git's answer is ready by then
 
     def __repr__(self) -> str:
         return f"<lakelet.stage {self.qualname}>"

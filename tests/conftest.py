@@ -149,3 +149,19 @@ class WhenDone:
         self.done += nbytes
         if self.result is None and self.done >= self.total:
             self.result = self.then()
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A real Dask LocalCluster of two single-threaded worker processes, one per test module."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    # one task per worker thread: with the default 1.1 the scheduler may send both branches to
+    # one single-threaded worker (docs/running.md)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()

@@ -82,19 +82,6 @@ def fanout(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    import dask
-    from distributed import Client, LocalCluster
-
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 def _executor(kind: str, request, module) -> object:
     if kind != "dask":
         return None if kind == "none" else kind

@@ -152,21 +152,41 @@ lake.add(os.urandom(8 << 20), sys.argv[2], progress={progress})
 """
 
 
-def test_library_progress_is_on_for_a_terminal_and_off_for_a_pipe(tmp_path) -> None:
+LIBRARY_WRITE = """
+import sys, lakelet, pyarrow as pa
+lake = lakelet.open(sys.argv[1])
+lake.write_dataset(sys.argv[2], pa.table({{"x": list(range(1000))}}), progress={progress})
+"""
+
+
+@pytest.mark.parametrize(
+    ("script_text", "names", "drawn", "unit"),
+    [
+        pytest.param(LIBRARY_ADD, ("a.bin", "b.bin", "c.bin"), b"adding a.bin", b"MB", id="add"),
+        pytest.param(
+            LIBRARY_WRITE, ("a/one", "a/two", "a/three"), b"writing a/one", b"kB", id="write_dataset"
+        ),
+    ],
+)
+def test_library_progress_is_on_for_a_terminal_and_off_for_a_pipe(
+    tmp_path, script_text, names, drawn, unit
+) -> None:
     lake = lakelet.init(tmp_path / "lake")
     env = {"LAKELET_PROGRESS_DELAY": "0"}
-    script = tmp_path / "add.py"
-    script.write_text(LIBRARY_ADD.format(progress="None"))
-    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a.bin"])
+    script = tmp_path / "library.py"
+    script.write_text(script_text.format(progress="None"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), names[0]])
     assert code == 0, screen
-    assert b"adding a.bin" in screen and b"MB" in screen  # interactive: the default draws a bar
+    assert drawn in screen and unit in screen  # interactive: the default draws a bar
     piped = subprocess.run(
-        [sys.executable, str(script), str(lake.root), "b.bin"], capture_output=True, env={**os.environ, **env}
+        [sys.executable, str(script), str(lake.root), names[1]],
+        capture_output=True,
+        env={**os.environ, **env},
     )
     assert piped.returncode == 0 and piped.stderr == b""  # a pipe: nothing
-    script.write_text(LIBRARY_ADD.format(progress="False"))
-    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "c.bin"])
-    assert code == 0 and b"adding" not in screen
+    script.write_text(script_text.format(progress="False"))
+    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), names[2]])
+    assert code == 0 and drawn.split()[0] not in screen
 
 
 @pytest.mark.parametrize("remote", ["s3"], indirect=True)
@@ -188,30 +208,6 @@ def test_write_dataset_counts_the_data_then_each_uploaded_byte_once(machine, mod
         assert total == done and table.nbytes <= total < 1.1 * table.nbytes
     else:
         assert total == done == table.nbytes
-
-
-LIBRARY_WRITE = """
-import sys, lakelet, pyarrow as pa
-lake = lakelet.open(sys.argv[1])
-lake.write_dataset(sys.argv[2], pa.table({{"x": list(range(1000))}}), progress={progress})
-"""
-
-
-def test_write_dataset_draws_a_bar_for_a_person_and_nothing_in_a_pipe(tmp_path) -> None:
-    lake = lakelet.init(tmp_path / "lake")
-    env = {"LAKELET_PROGRESS_DELAY": "0"}
-    script = tmp_path / "write.py"
-    script.write_text(LIBRARY_WRITE.format(progress="None"))
-    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a/one"])
-    assert code == 0, screen
-    assert b"writing a/one" in screen and b"kB" in screen  # interactive: the default draws a bar
-    piped = subprocess.run(
-        [sys.executable, str(script), str(lake.root), "a/two"], capture_output=True, env={**os.environ, **env}
-    )
-    assert piped.returncode == 0 and piped.stderr == b""
-    script.write_text(LIBRARY_WRITE.format(progress="False"))
-    code, screen = _run_on_terminal(env=env, argv=[sys.executable, str(script), str(lake.root), "a/three"])
-    assert code == 0 and b"writing" not in screen
 
 
 WRITING_PIPELINE = """

@@ -91,21 +91,6 @@ def diamond(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    import dask
-    from distributed import Client, LocalCluster
-
-    # one task per worker thread: with the default 1.1 the scheduler may send both branches to
-    # one single-threaded worker (docs/running.md)
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.mark.parametrize("executor", ["dask", "processes"])
 def test_independent_stages_run_in_parallel(diamond, executor, request, tmp_path, monkeypatch) -> None:
     module, lake = diamond

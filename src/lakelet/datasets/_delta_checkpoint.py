@@ -32,8 +32,9 @@ from lakelet.datasets._delta_log import (
     _check_partition,
     _check_protocol,
     _commit,
+    _stats_rows,
 )
-from lakelet.datasets._manifest import Invalid, count, short
+from lakelet.datasets._manifest import Invalid
 
 __all__ = ["parse_checkpoint", "parse_last_checkpoint"]
 
@@ -142,14 +143,7 @@ def _adds(adds: pa.Array, metadata: Metadata) -> Callable[[], list[AddFile]]:
 def _plain_add(i: int, lists: dict[str, list[Any]], values: list[Any] | None) -> AddFile:
     path: str = lists["path"][i]
     stats = lists["stats"][i]
-    rows = None
-    if stats is not None:
-        try:
-            parsed = json.loads(stats)
-        except (ValueError, RecursionError):
-            raise Invalid(f"add.stats of {short(path)} is not JSON") from None
-        if isinstance(parsed, dict) and "numRecords" in parsed:
-            rows = count(parsed["numRecords"], "add.stats.numRecords")
+    rows = _stats_rows(stats, path)  # the column is text (_plain_types)
     tag = lists["digest"][i]
     digest = Digest(*tag.split(":", 1)) if tag is not None else None  # checked in _plain_rows
     partition = dict(values[i]) if values is not None and values[i] is not None else {}

@@ -271,6 +271,19 @@ def _metadata(obj: dict[str, Any]) -> Metadata:
     )
 
 
+def _stats_rows(stats: str | None, path: str) -> int | None:
+    """The row count an ``add``'s stats JSON gives (``numRecords``), None if it gives none."""
+    if stats is None:
+        return None
+    try:
+        parsed = json.loads(stats)
+    except (ValueError, RecursionError):
+        raise Invalid(f"add.stats of {short(path)} is not JSON") from None
+    if isinstance(parsed, dict) and "numRecords" in parsed:
+        return count(parsed["numRecords"], "add.stats.numRecords")
+    return None
+
+
 def _add(obj: dict[str, Any]) -> AddFile:
     path = _path(obj.get("path"), "add.path")
     if obj.get("deletionVector") is not None:
@@ -279,16 +292,9 @@ def _add(obj: dict[str, Any]) -> AddFile:
     if not all(v is None or isinstance(v, str) for v in values.values()):
         raise Invalid(f"add.partitionValues of {short(path)} holds a value that is not text")
     stats = obj.get("stats")
-    rows = None
-    if stats is not None:
-        if not isinstance(stats, str):
-            raise Invalid(f"add.stats of {short(path)} is not text")
-        try:
-            parsed = json.loads(stats)
-        except (ValueError, RecursionError):
-            raise Invalid(f"add.stats of {short(path)} is not JSON") from None
-        if isinstance(parsed, dict) and "numRecords" in parsed:
-            rows = count(parsed["numRecords"], "add.stats.numRecords")
+    if stats is not None and not isinstance(stats, str):
+        raise Invalid(f"add.stats of {short(path)} is not text")
+    rows = _stats_rows(stats, path)
     tags = obj.get("tags") or {}
     digest = None
     if isinstance(tags, dict) and DIGEST_TAG in tags:

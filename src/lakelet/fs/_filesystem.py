@@ -217,15 +217,16 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
         )
 
     def _reader(self, path: str) -> IO[bytes]:
-        """The verified content of the name ``path``, or of the dataset file there."""
+        """The verified content of the name ``path``, or of the dataset file there. As ``info``
+        looks: a name this machine knows, then a dataset's file, then a name the remote knows (a
+        dataset file read on a lake with a remote asks the remote nothing)."""
         lake = self.lake
-        try:
-            return lake.file(path, self._scope).open("rb")
-        except NotFoundError:
-            found = _datasets.dataset_file(lake, path) if self._scope == LAKE else None
-            if found is None:
-                raise
-            return open(_datasets.local_path(*found), "rb")  # noqa: SIM115  # the caller closes it
+        in_datasets = self._scope == LAKE and path.startswith(_datasets.PREFIX)
+        if in_datasets and self._bound(lake, path, ask_remote=False) is None:
+            found = _datasets.dataset_file(lake, path)
+            if found is not None:
+                return open(_datasets.local_path(*found), "rb")  # noqa: SIM115  # the caller closes it
+        return lake.file(path, self._scope).open("rb")
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         with self.open(path, "rb") as f:

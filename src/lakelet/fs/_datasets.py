@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from lakelet.datasets._dataset import Dataset
 from lakelet.facade._lake import Lake
@@ -30,16 +31,17 @@ def _overlapping(lake: Lake, prefix: str) -> list[str]:
     return [n for n in lake.datasets() if f"{n}/".startswith(inside) or inside.startswith(f"{n}/")]
 
 
+def _entry(name: str, detail: dict[str, Any]) -> Entry:
+    created = datetime.fromtimestamp(detail["modified"] / 1000, UTC).isoformat()
+    return f"{PREFIX}{name}/{detail['relative']}", detail["digest"], detail["size"], created
+
+
 def dataset_entries(lake: Lake, prefix: str) -> list[Entry]:
     """Every file under ``prefix`` of the latest version of each dataset there."""
-    entries = []
-    for name in _overlapping(lake, prefix):
-        for detail in lake.dataset(name).file_details:
-            path = f"{PREFIX}{name}/{detail['relative']}"
-            if path.startswith(prefix):
-                created = datetime.fromtimestamp(detail["modified"] / 1000, UTC).isoformat()
-                entries.append((path, detail["digest"], detail["size"], created))
-    return entries
+    entries = (
+        _entry(name, d) for name in _overlapping(lake, prefix) for d in lake.dataset(name).file_details
+    )
+    return [e for e in entries if e[0].startswith(prefix)]
 
 
 def dataset_file(lake: Lake, path: str) -> tuple[Dataset, Entry] | None:
@@ -52,8 +54,7 @@ def dataset_file(lake: Lake, path: str) -> tuple[Dataset, Entry] | None:
         ds = lake.dataset(name)
         for detail in ds.file_details:
             if detail["relative"] == relative:
-                created = datetime.fromtimestamp(detail["modified"] / 1000, UTC).isoformat()
-                return ds, (path, detail["digest"], detail["size"], created)
+                return ds, _entry(name, detail)
     return None
 
 

@@ -295,6 +295,25 @@ def test_reads_are_verified_against_the_digest(lake, fs, make_file) -> None:
         pd.read_csv("lakelet://a.txt", storage_options=_options(lake))
 
 
+def test_an_opened_name_hands_out_its_bytes_as_views_where_it_stands(lake, fs) -> None:
+    # pyarrow reads an fsspec file through read_buffer when it has one (no copy, no lock)
+    lake.add(bytes(range(256)) * 4, "blob.bin")
+    with fs.open("blob.bin", "rb") as f:
+        assert bytes(f.read_buffer(3)) == b"\x00\x01\x02" and f.tell() == 3
+        assert f.read(2) == b"\x03\x04"
+        f.seek(1020)
+        assert bytes(f.read_buffer(100)) == bytes([252, 253, 254, 255]) and f.tell() == 1024
+        assert bytes(f.read_buffer()) == b"" and bytes(f.read_buffer(5)) == b""
+        f.seek(0)
+        held = f.read_buffer()
+    assert bytes(held[-2:]) == b"\xfe\xff"  # closing while a view is held: the view stays good
+    with pa.PythonFile(fs.open("blob.bin", "rb"), mode="r") as f:
+        assert f.read_buffer(4).to_pybytes() == b"\x00\x01\x02\x03"
+    lake.add(b"", "empty.bin")
+    with fs.open("empty.bin", "rb") as f:
+        assert bytes(f.read_buffer()) == b""
+
+
 # --- other engines ---------------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@ import pty
 import subprocess
 import sys
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 import lakelet
 
@@ -117,6 +119,43 @@ def test_a_library_run_and_map_draw_one_bar_for_a_person_and_nothing_else(tmp_pa
         env={**os.environ, **env},
     )
     assert piped.returncode == 0 and piped.stderr == b"" and piped.stdout == b"2\n8555\n"
+
+
+NOTEBOOK_CELLS = [
+    """import os, lakelet
+os.environ["LAKELET_PROGRESS_DELAY"] = "0"
+lake = lakelet.init({root!r})
+lakelet.use(lake)
+lake.add(os.urandom(8 << 20), "raw/<b>big</b>.bin").size""",
+    """@lakelet.stage
+def square(n):
+    return n * n
+
+sum(square.map(range(30)))""",
+    """lake.add(b"quiet", "quiet.txt", progress=False).size""",
+]
+
+
+def test_a_jupyter_kernel_shows_one_bar_in_the_cell_without_ipywidgets(tmp_path) -> None:
+    """In a real kernel (nbclient): the bar is HTML in the cell's output, updated in place and
+    left at its end with the right count; rich's bar needed ipywidgets and, without them,
+    printed a warning into the cell instead."""
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_code_cell(c.format(root=str(tmp_path / "lake"))) for c in NOTEBOOK_CELLS]
+    NotebookClient(book, timeout=120, kernel_name="python3").execute()
+    added, mapped, quiet = (cell.outputs for cell in book.cells)
+
+    assert all(o.output_type != "stream" for o in added + mapped + quiet), added + mapped  # no warning
+    assert "ipywidgets" not in str(added + mapped)
+    bars = [o for o in added if o.output_type == "display_data"]
+    assert len(bars) == 1, added
+    html = bars[0].data["text/html"]
+    assert '<progress value="8388608" max="8388608">' in html and "8.0 MiB of 8.0 MiB in " in html
+    assert "&lt;b&gt;big&lt;/b&gt;" in html and "<b>" not in html  # a name is anyone's text
+    assert added[-1].data["text/plain"] == str(8 << 20)
+    (bar,) = (o for o in mapped if o.output_type == "display_data")
+    assert "30 of 30 items" in bar.data["text/plain"] and mapped[-1].data["text/plain"] == "8555"
+    assert [o.output_type for o in quiet] == ["execute_result"]
 
 
 class _Phases:

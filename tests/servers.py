@@ -7,8 +7,10 @@ them), never a skip.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -36,6 +38,13 @@ class Store:
     def url(self, prefix: str) -> str:
         scheme = {"s3": "s3", "azure": "az", "gcs": "gs"}[self.kind]
         return f"{scheme}://{self.bucket}/{prefix}"
+
+
+def _die_with_parent() -> None:
+    """In the server's process before it starts: the kernel ends it when the test process
+    ends, even by SIGKILL (a killed pytest left its servers running)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -115,6 +124,7 @@ def azurite(tmp: Path) -> Iterator[Store]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     connection = (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -163,6 +173,7 @@ def gcs_emulator() -> Iterator[Store]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     env = {
         "STORAGE_EMULATOR_HOST": endpoint,

@@ -44,7 +44,14 @@ def test_add_ls_info_cat_get(home, make_file, tmp_path) -> None:
     )
     listing = _ok("ls", "raw/", env=home)
     assert "raw/orders.csv" in listing and "local" in listing
-    entries = json.loads(_ok("ls", "--json", env=home))
+    header, *rows = listing.splitlines()
+    assert header.split() == ["name", "size", "created", "creator", "state"] and len(rows) == 3
+    sizes = {line.index(" B ") for line in rows}  # right-aligned: every size ends in one column
+    assert len(sizes) == 1 and header.index("size") + 4 == sizes.pop() + 2
+    assert rows[2].split()[:3] == ["raw/orders.csv", "16", "B"] and rows[2].endswith("local")
+    listed_json = _ok("ls", "--json", env=home)
+    assert listed_json.splitlines()[1].startswith('  {"name": "raw/dir/a.txt", ')  # an entry a line
+    entries = json.loads(listed_json)
     assert [e["name"] for e in entries] == ["raw/dir/a.txt", "raw/dir/b.txt", "raw/orders.csv"]
     assert entries[2]["digest"].startswith("blake3:") and entries[2]["local"] is True
     info = json.loads(_ok("info", "raw/orders.csv", "--json", env=home))

@@ -31,6 +31,15 @@ counts):
     .venv/bin/python bench/scale.py --formats 2 3         # the former remote format, then 3
     .venv/bin/python bench/scale.py --sizes 10000         # any sizes
     .venv/bin/python bench/scale.py --sizes 10000000 --skip-cli-ls
+
+``--s3`` runs the same generated remote on moto S3 (bench/remote.py's server, in a child
+process), where the figures that matter are requests, counted from the server's log:
+the **first sync** of a new machine (time, peak RSS, requests), the **second sync** after
+another machine added 10 names (requests, time), **gc --remote** (requests, time), and the
+remote's metadata bytes per name. moto is not S3 (~6-8 ms a request here, serialized), so
+its times are moto's; the request counts are the store's.
+
+    .venv/bin/python bench/scale.py --s3 --sizes 1000000
 """
 
 from __future__ import annotations
@@ -86,11 +95,11 @@ def _batches(n: int, batch: int) -> Iterator[tuple[int, list[NameRecord], Pack, 
         yield seq, records, Pack(str(digest_bytes(bytes(body))), tuple(members)), bytes(body)
 
 
-def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
-    """Write a remote of ``n`` names as lakelet writes it, in remote format ``version``;
-    returns the seconds spent."""
+def build_remote(root: Path | str, n: int, batch: int, snapshot: bool, version: int) -> float:
+    """Write a remote of ``n`` names (at a folder or a URL) as lakelet writes it, in remote
+    format ``version``; returns the seconds spent."""
     t0 = time.perf_counter()
-    remote = Remote(root.as_uri())
+    remote = Remote(root.as_uri() if isinstance(root, Path) else root)
     if version != REMOTE_FORMAT:  # an older remote: its marker says so, and lakelet writes that
         remote.put_bytes(MARKER, json.dumps({"format": version}).encode())
     remote.check_format(create=True)
@@ -109,7 +118,7 @@ def build_remote(root: Path, n: int, batch: int, snapshot: bool, version: int) -
     return time.perf_counter() - t0
 
 
-def build_apart(root: Path, n: int, batch: int, snapshot: bool, version: int) -> float:
+def build_apart(root: Path | str, n: int, batch: int, snapshot: bool, version: int) -> float:
     """``build_remote`` in a process of its own: a child forked from a process that held the
     generated records would count them in its peak RSS (``ru_maxrss`` covers the fork)."""
     argv = [PYTHON, __file__, "--build", str(root), "--sizes", str(n), "--batch", str(batch)]
@@ -147,6 +156,16 @@ elif step == "fsck":
     lake = lakelet.open(root)
     t = time.perf_counter(); report = lake.fsck(); out["seconds"] = time.perf_counter() - t
     out["indexed"] = report.names_indexed
+elif step == "add10":
+    lakelet.init(root, remote=url)
+    lake = lakelet.open(root)
+    for k in range(10):
+        lake.add(b"new %d" % k, f"new/{k}.txt")
+elif step == "second":
+    lake = lakelet.open(root)
+    report = lake.sync()
+    out["seconds"] = time.perf_counter() - t0
+    out["names"] = report.new_names
 elif step == "gc":
     lake = lakelet.open(root)
     t = time.perf_counter(); report = lake.gc(remote=True); out["seconds"] = time.perf_counter() - t
@@ -241,6 +260,83 @@ def run_size(work: Path, n: int, version: int, args: argparse.Namespace) -> list
     ]
 
 
+def run_s3(server: object, work: Path, n: int, args: argparse.Namespace) -> list[object]:
+    """One size on moto S3: build, then count each step's requests in the server's log."""
+    from remote import BUCKET
+
+    url = f"s3://{BUCKET}/scale-{n}-{os.getpid()}"
+    built = build_apart(url, n, args.batch, not args.no_snapshot, REMOTE_FORMAT)
+    print(f"  {n:,} names on moto S3: remote built in {built:.1f} s", flush=True)
+    b_root, c_root = work / "b", work / "c"
+
+    def step(root: Path, name: str) -> tuple[dict[str, object], int, int]:
+        mark = server.mark()  # type: ignore[attr-defined]
+        out, rss = child(root, url, name)
+        return out, rss, server.since(mark)[0]  # type: ignore[attr-defined]
+
+    synced, rss, first_requests = step(b_root, "sync")
+    assert synced["names"] == n, synced
+    print(f"  first sync {synced['seconds']:.2f} s, {rss / MiB:.0f} MiB, {first_requests} requests")
+    step(c_root, "add10")
+    second, _, second_requests = step(b_root, "second")
+    assert second["names"] == 10, second
+    print(f"  second sync (10 new names) {second['seconds']:.2f} s, {second_requests} requests")
+    gc, _, gc_requests = step(b_root, "gc")
+    print(f"  gc --remote {gc['seconds']:.2f} s, {gc_requests} requests", flush=True)
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    prefix = url.removeprefix("s3://")
+    log, snapshots = (fs.du(f"{prefix}/{folder}") for folder in ("log", "snapshots"))
+    return [
+        f"{n:,}",
+        f"{synced['seconds']:.2f} s",
+        f"{rss / MiB:.0f} MiB",
+        str(first_requests),
+        f"{second['seconds']:.2f} s",
+        str(second_requests),
+        f"{gc['seconds']:.2f} s",
+        str(gc_requests),
+        f"{log / n:.0f} B",
+        f"{snapshots / n:.0f} B",
+    ]
+
+
+def main_s3(args: argparse.Namespace) -> None:
+    from remote import MotoServer
+
+    from lakelet.core._environ import patched_environ
+
+    print(f"# scale: moto S3 remote, {args.batch:,} names a log entry")
+    print(f"# {machine()}")
+    print(f"# {load_note()}")
+    load = OtherLoad()
+    rows = []
+    with scratch("scale-s3", **({} if args.work is None else {"root": args.work})) as work:
+        server = MotoServer(work)
+        try:
+            with patched_environ(server.env):
+                for n in args.sizes:
+                    (work / str(n)).mkdir()
+                    rows.append(run_s3(server, work / str(n), n, args))
+        finally:
+            server.stop()
+    headers = [
+        "names",
+        "first sync",
+        "its peak RSS",
+        "its requests",
+        "second sync (10 new)",
+        "its requests",
+        "gc --remote",
+        "its requests",
+        "log / name",
+        "snapshot / name",
+    ]
+    print(table(headers, rows))
+    print(f"# {load.note()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,10 +348,15 @@ def main() -> None:
     parser.add_argument("--skip-cli-ls", action="store_true")
     parser.add_argument("--ls-timeout", type=float, default=120.0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default bench/.work)")
-    parser.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--s3", action="store_true", help="on moto S3, requests counted (see above)")
+    parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build is not None:  # (build_apart's child)
-        print(build_remote(args.build, args.sizes[0], args.batch, not args.no_snapshot, args.formats[0]))
+        where = args.build if "://" in args.build else Path(args.build)
+        print(build_remote(where, args.sizes[0], args.batch, not args.no_snapshot, args.formats[0]))
+        return
+    if args.s3:
+        main_s3(args)
         return
     print(f"# scale: file:// remote, {args.batch:,} names a log entry")
     print(f"# {machine()}")

@@ -265,3 +265,26 @@ def test_init_against_a_bad_remote_changes_nothing(tmp_path, remote, monkeypatch
         lakelet.init(tmp_path / "lake", remote=url, storage_options=remote.storage_options)
     assert "\n" not in str(info.value) and url.split("://")[0] in str(info.value)
     assert not (tmp_path / "lake" / "lakelet.toml").exists()
+
+
+@pytest.mark.parametrize("remote", ["s3"], indirect=True)
+def test_a_second_sync_on_s3_reads_each_new_entry_with_one_request(machine, monkeypatch) -> None:
+    """s3fs reads an object of unknown size with a HEAD first; the log's entries and marker
+    are small, so each is one GET: a sync after 3 adds is 4 requests, not 7."""
+    import s3fs
+
+    a, b = machine("a"), machine("b")
+    a.add(b"first", "first.txt")
+    b.sync()
+    for k in range(3):  # three adds: three log entries
+        a.add(b"new %d" % k, f"new/{k}.txt")
+    calls: list[str] = []
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(method)
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)  # (s3fs's, observed, not ours)
+    assert b.sync().new_names == 3
+    assert sorted(calls) == ["get_object"] * 3 + ["list_objects_v2"], calls  # a listing, 3 entries

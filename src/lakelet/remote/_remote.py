@@ -62,6 +62,9 @@ class Remote:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = bool(_LOCAL_PROTOCOLS & set(protocols))
         self.root = root.rstrip("/")
+        # s3fs reads a whole object of unknown size with a HEAD first (to split a big one over
+        # several GETs): for the log's entries and markers, all small, one GET is the read
+        self._small_read = {"max_concurrency": 1} if "s3" in protocols else {}
         # what its marker says, once check_format has read it; until then, what every reader reads
         self.format = OLDEST_FORMAT
 
@@ -109,7 +112,7 @@ class Remote:
         marker = self.path(MARKER)
         with self.errors("reading the format marker"):
             try:
-                data = json.loads(self.fs.cat_file(marker))
+                data = json.loads(self.fs.cat_file(marker, **self._small_read))
             except FileNotFoundError:
                 if not create:
                     raise RemoteError(
@@ -212,7 +215,8 @@ class Remote:
         """The bytes at ``relative`` (or [start, end) of them); None if there is nothing."""
         with self.errors(f"reading {relative}"):
             try:
-                data: bytes = self.fs.cat_file(self.path(relative), start=start, end=end)
+                small = self._small_read if start is None and end is None else {}
+                data: bytes = self.fs.cat_file(self.path(relative), start=start, end=end, **small)
             except FileNotFoundError:
                 return None
             except OSError:
@@ -236,7 +240,9 @@ class Remote:
             return {}
         doing = f"reading {keys[0].rsplit('/', 1)[0]}"
         with self.errors(doing):
-            raw = self.fs.cat([self.path(k) for k in keys], on_error="return", **self._batch())
+            raw = self.fs.cat(
+                [self.path(k) for k in keys], on_error="return", **self._batch(), **self._small_read
+            )
         by_path = {self.path(k): k for k in keys}
         out: dict[str, bytes | None] = {}
         for path, body in raw.items():

@@ -112,7 +112,7 @@ def ls(ctx: click.Context, prefix: str, scope: str, as_json: bool, show_all: boo
         _print_json_array(_file_json(f) for page in pages for f in page)
     else:
         listed = False
-        widths = [0, 10, 19, 0]  # name, size, created, creator: at least the first page's
+        widths = [4, 10, 19, 7]  # name, size, created, creator: at least their headers and the first page
         for page in pages:
             rows = [
                 (f.name, human_size(f.size), f.record.created_at[:19].replace("T", " "), f.creator, f.state)

@@ -109,10 +109,20 @@ def build_remote(root: Path | str, n: int, batch: int, snapshot: bool, version: 
     for seq, records, pack, body in _batches(n, batch):
         remote.put_bytes(key_of(pack.digest), body)
         log.append(seq, records, [pack])
-    if snapshot:  # names are made in name order: the records come sorted
+    if snapshot and log.places_records:  # names are made in name order: the records come sorted
         log.write_snapshot(
             seq,
-            (r for _, records, _, _ in _batches(n, batch) for r in records),
+            (
+                (r, (pack.digest, m.offset))
+                for _, records, pack, _ in _batches(n, batch)
+                for r, m in zip(records, pack.members, strict=True)
+            ),
+            (),  # every member is a name's
+        )
+    elif snapshot:
+        log.write_snapshot(
+            seq,
+            ((r, None) for _, records, _, _ in _batches(n, batch) for r in records),
             (pack for _, _, pack, _ in _batches(n, batch)),
         )
     return time.perf_counter() - t0

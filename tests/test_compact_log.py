@@ -6,9 +6,11 @@ remotes still read and written until ``lakelet remote upgrade``.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lakelet.core.errors import NameExistsError
@@ -125,3 +127,36 @@ def test_a_snapshot_whose_writer_died_before_its_manifest_is_taken_again(
     assert fs.exists(f"{root}/snapshots/000000000003/manifest.json")
     report = machine("b").sync()
     assert report.problems == [] and report.entries_read == 0 and report.new_names == 3
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_snapshot_places_each_packed_name_in_its_row_and_a_new_machine_keeps_it_there(
+    remote, machine, make_file, tmp_path, monkeypatch
+) -> None:
+    """A names row gives its content's pack and offset: no member row repeats the digest
+    (docs/remote-layout.md, "Snapshots (format 3)"), and the new machine's index holds the
+    location on the name's row, not in a table keyed by the digest again."""
+    monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 1)
+    a = machine("a")
+    for i in range(3):
+        make_file(f"dir/{i}.txt", f"file {i}")
+    a.add(tmp_path / "src" / "dir", "dir")  # one pack of three
+    a.add(make_file("alone.bin", b"x" * (3 << 20)), "alone.bin")  # too big for a pack: loose
+    a.sync()
+    fs, root = _fs(remote)
+    folder = f"{root}/snapshots/000000000002"
+    manifest = json.loads(fs.cat_file(f"{folder}/manifest.json"))
+    assert manifest["located"] is True and manifest["packs"] == []  # every member is a name's
+    names = pq.read_table(fs.open(f"{folder}/{manifest['names'][0]['key']}")).to_pydict()
+    assert [p is not None for p in names["pack"]] == [False, True, True, True]  # alone.bin, dir/*
+    assert len(set(names["pack"][1:])) == 1 and sorted(names["offset"][1:]) == [0, 6, 12]
+
+    b = machine("b")
+    assert b.sync().problems == []
+    assert {f.name: f.read_bytes() for f in b.pull()} == {
+        **{f"dir/{i}.txt": f"file {i}".encode() for i in range(3)},
+        "alone.bin": b"x" * (3 << 20),
+    }
+    with sqlite3.connect(b.root / "index.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM name_rows WHERE pack IS NOT NULL").fetchone()[0] == 3
+        assert db.execute("SELECT count(*) FROM packed").fetchone()[0] == 0

@@ -22,6 +22,7 @@ import pytest
 import lakelet
 from lakelet.core._digest import digest_bytes
 from lakelet.remote._log import entry_key
+from lakelet.storage._packs import key_of
 
 from .conftest import run_lakelet
 
@@ -331,9 +332,11 @@ def _parquet(columns: dict[str, pa.Array]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _columnar_snapshot(peer: Peer, seq: int, evil: str, **bad) -> None:
+def _columnar_snapshot(peer: Peer, seq: int, evil: str, located: str | None = None, **bad) -> None:
     """Snapshot ``seq`` of format 3, as a peer writes it: binding x.txt (a live name) to the
-    peer's bytes, and ghost.txt; ``bad`` replaces a column, a shard or the manifest."""
+    peer's bytes, and ghost.txt; ``located``: a pack that holds them at offset 0, which the
+    names' rows give (the manifest says ``located``); ``bad`` replaces a column, a shard or
+    the manifest."""
     folder = f"snapshots/{seq:012d}"
     algo, raw = evil.split(":")
     columns = {
@@ -344,6 +347,8 @@ def _columnar_snapshot(peer: Peer, seq: int, evil: str, **bad) -> None:
         "batch": pa.array([1, 1], pa.int64()),
         "removed_at": pa.array([None, None], pa.string()),
     }
+    if located is not None:
+        columns |= {"pack": pa.array([located] * 2), "offset": pa.array([0, 0], pa.int64())}
     batches = {
         "batch": pa.array([1], pa.int64()),
         "created_at": pa.array([WHEN]),
@@ -351,19 +356,25 @@ def _columnar_snapshot(peer: Peer, seq: int, evil: str, **bad) -> None:
         "meta": pa.array([json.dumps({"url": "javascript:alert(1)"})]),  # data, fine as data
     }
     for name, value in bad.items():
-        (columns if name in columns else batches)[name] = value
+        if name not in ("manifest", "shards"):
+            (columns if name in columns else batches)[name] = value
     shards = {"batches-000001.parquet": _parquet(batches), "names-000001.parquet": _parquet(columns)}
     shards |= bad.get("shards", {})
     for key, body in shards.items():
         peer.put(f"{folder}/{key}", body)
-    manifest = {
-        "format": 3,
-        "seq": seq,
-        "batches": [{"key": "batches-000001.parquet", "rows": 1}],
-        "names": [{"key": "names-000001.parquet", "rows": 2, "first": "ghost.txt", "last": "x.txt"}],
-        "packs": [],
-        "sweeps": [],
-    } | bad.get("manifest", {})
+    manifest = (
+        {
+            "format": 3,
+            "seq": seq,
+            "batches": [{"key": "batches-000001.parquet", "rows": 1}],
+            "names": [{"key": "names-000001.parquet", "rows": 2, "first": "ghost.txt", "last": "x.txt"}],
+            "packs": [],
+            "sweeps": [],
+        }
+        | ({"located": True} if located is not None else {})
+        | bad.get("manifest", {})
+    )
+    manifest = {k: v for k, v in manifest.items() if v is not None}  # (None: a field left out)
     peer.put(f"{folder}/manifest.json", json.dumps(manifest).encode())
 
 
@@ -404,6 +415,73 @@ def test_a_columnar_snapshot_with_one_bad_row_is_refused_whole(
     problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
     assert problems[0].count("\n") == 0 and "\x1b" not in problems[0]
     assert _outside(tmp_path) == before
+
+
+def _peer_pack(peer: Peer, data: bytes) -> str:
+    """Uploads a pack holding ``data`` alone, at offset 0; returns its digest."""
+    pack = str(digest_bytes(data + b"\0"))  # (a pack's digest names its key; these bytes differ)
+    peer.put(key_of(pack), data)
+    return pack
+
+
+# the new columns of a names shard that places each name's content in a pack (by the
+# digest of the peer's bytes: what to change)
+BAD_LOCATED = {
+    "a pack that is no digest": lambda d: {"pack": pa.array(["../../x", "../../x"])},
+    "a negative offset": lambda d: {"offset": pa.array([0, -1], pa.int64())},
+    "a pack and no offset": lambda d: {"offset": pa.array([0, None], pa.int64())},
+    "an offset and no pack": lambda d: {"pack": pa.array([None, "blake3:" + "0" * 64], pa.string())},
+    "an offset that is text": lambda d: {"offset": pa.array(["0", "0"])},
+    "a manifest that says located, shards that do not": lambda d: {
+        "shards": {"names-000001.parquet": _parquet(_names_columns(d))}
+    },
+    "shards that place names, a manifest that does not say": lambda d: {"manifest": {"located": None}},
+    "a located that is not true or false": lambda d: {"manifest": {"located": "yes"}},
+}
+
+
+@ON_FILE_AND_S3
+@pytest.mark.parametrize("bad", list(BAD_LOCATED))
+def test_a_located_snapshot_with_one_bad_location_is_refused_whole(
+    remote, machine, make_file, tmp_path, bad
+) -> None:
+    a, expected = _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    evil = peer.object(b"the peer's bytes")
+    pack = _peer_pack(peer, b"the peer's bytes")
+    _columnar_snapshot(peer, 2, evil, located=pack, **BAD_LOCATED[bad](evil))
+    before = _outside(tmp_path)
+    problems = _still_usable(machine, make_file, a, expected, "snapshot 2 ignored", a_reads_it=False)
+    assert problems[0].count("\n") == 0 and "\x1b" not in problems[0]
+    assert _outside(tmp_path) == before
+
+
+def _names_columns(evil: str) -> dict[str, pa.Array]:
+    algo, raw = evil.split(":")
+    return {
+        "name": pa.array(["ghost.txt", "x.txt"]),
+        "algo": pa.array([algo, algo]),
+        "digest": pa.array([bytes.fromhex(raw)] * 2, pa.binary(32)),
+        "size": pa.array([16, 16], pa.int64()),
+        "batch": pa.array([1, 1], pa.int64()),
+        "removed_at": pa.array([None, None], pa.string()),
+    }
+
+
+@ON_FILE_AND_S3
+def test_a_located_snapshot_as_the_peer_writes_it_is_taken_and_fetched_from_its_pack(
+    remote, machine, make_file, tmp_path
+) -> None:
+    """The control of the test above: the names' content is read from the pack their rows
+    give (the peer sent no loose object of it)."""
+    _honest_lake(machine, make_file, tmp_path)
+    peer = Peer(remote)
+    data = b"the peer's bytes"
+    pack = _peer_pack(peer, data)
+    _columnar_snapshot(peer, 2, str(digest_bytes(data)), located=pack)
+    b = machine("b")
+    assert b.sync().problems == []
+    assert b.file("ghost.txt").read_bytes() == data
 
 
 @ON_FILE_AND_S3

@@ -1,10 +1,12 @@
-"""The index (schema 6): a snapshot bulk-loaded gives exactly the state its records applied one
+"""The index (schema 7): a snapshot bulk-loaded gives exactly the state its records applied one
 by one give, all or nothing; an index of schema 5 left by an older lakelet is upgraded in
 place and goes on listing, syncing and fetching."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +162,25 @@ def _path(key: bytes | str) -> str:
     return f"objects/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}"
 
 
+# what a lakelet of index schema 6 made of the tables of schema 7: every pack location in
+# packed, by digest, and the digest index on the whole digest
+BACK_TO_SCHEMA_6 = """
+DROP INDEX names_by_digest;
+INSERT OR REPLACE INTO packed SELECT digest, pack, offset, size FROM name_rows WHERE pack IS NOT NULL;
+ALTER TABLE name_rows DROP COLUMN pack;
+ALTER TABLE name_rows DROP COLUMN offset;
+CREATE INDEX names_by_digest ON name_rows (digest);
+CREATE INDEX packed_by_pack ON packed (pack);
+PRAGMA user_version = 6;
+"""
+
+
+def back_to_schema_6(root: Path) -> None:
+    db = sqlite3.connect(root / "index.sqlite")
+    db.executescript(BACK_TO_SCHEMA_6)
+    db.close()
+
+
 # what a lakelet of index schema 5 made of the tables of schema 6 (digests as text, scopes by
 # name, what the remote binds in on_remote)
 BACK_TO_SCHEMA_5 = """
@@ -196,6 +217,7 @@ PRAGMA user_version = 5;
 
 
 def back_to_schema_5(root: Path) -> None:
+    back_to_schema_6(root)
     db = sqlite3.connect(root / "index.sqlite")
     db.create_function("text_of", 1, _text)
     db.create_function("path_of", 1, _path)
@@ -231,7 +253,7 @@ def test_an_index_of_schema_5_is_upgraded_in_place_and_lists_syncs_and_fetches(m
     assert b.file("f.txt").read_text() == "four"  # learned from the log on the way
     assert machine("c").sync().new_names == 6 and b.fsck().ok
     with sqlite3.connect(b.root / "index.sqlite") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7
 
 
 @pytest.mark.parametrize("blob", [b"\x09" + bytes(32), b"\x01short", "blake3:not a blob"])
@@ -256,3 +278,123 @@ def test_a_piece_naming_a_batch_no_piece_gave_is_corrupt_and_loads_nothing(tmp_p
     with pytest.raises(CorruptRecordError, match="refers to no batch"):
         catalog.load_snapshot(12, [first, orphan])
     assert catalog.records("lake") == [] and catalog.get_state("log_seq") is None
+
+
+# --- schema 7: a pack member's location on its name's row, the digest index on a prefix ------
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_an_index_of_schema_6_is_upgraded_in_place_and_fetches_from_packs_and_collects(
+    machine, make_file, tmp_path
+) -> None:
+    a = machine("a")
+    make_file("e/3.txt", "three")
+    a.add(make_file("e/2.txt", "two").parent, "e")  # two small files: one pack
+    b = machine("b")
+    b.sync()
+    before = {f.name: f.digest for f in b.ls()}
+    b.context.catalog.close()
+    back_to_schema_6(b.root)
+
+    b = lakelet.open(b.root)
+    assert {f.name: f.digest for f in b.ls()} == before
+    assert b.file("e/2.txt").read_bytes() == b"two"  # fetched from its pack, as the index placed it
+    with sqlite3.connect(b.root / "index.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7
+        located = db.execute("SELECT count(*) FROM name_rows WHERE pack IS NOT NULL").fetchone()[0]
+        assert located == 2 and db.execute("SELECT count(*) FROM packed").fetchone()[0] == 0
+    (pack,) = (tmp_path / "remote" / "packs").rglob("*.pack")
+    os.utime(pack, (1, 1))  # old enough for gc: only its members, held by names, keep it
+    assert b.gc(remote=True).remote_objects == [] and pack.exists()
+
+
+def _forged(prefix_of: str, tail: str) -> str:
+    """A digest sharing the first 8 bytes of ``prefix_of`` (what a hostile peer can make)."""
+    return prefix_of[: len("blake3:") + 16] + tail * 48
+
+
+def test_digests_that_share_the_index_prefix_find_each_its_own_names_and_pack_location(tmp_path) -> None:
+    catalog = Catalog(tmp_path / "index.sqlite")
+    one = _d("one")
+    two, three = _forged(one, "a"), _forged(one, "b")
+    records = [
+        NameRecord("lake", "one", one, 3, T1, "ann", {}),
+        NameRecord("lake", "two", two, 3, T1, "ann", {}),
+        NameRecord("lake", "three", three, 5, T1, "ann", {}),
+    ]
+    packs = [Pack(_d("pack"), (Member(one, 0, 3), Member(two, 3, 3), Member(_forged(one, "c"), 6, 2)))]
+    catalog.apply_remote(1, records, packs)
+
+    assert catalog.pack_locations([one, two, three]) == {
+        one: (_d("pack"), Member(one, 0, 3)),
+        two: (_d("pack"), Member(two, 3, 3)),
+    }
+    assert [r.name for r in catalog.with_digests("lake", [two])] == ["two"]
+    assert catalog.first_with_digest("lake", three).name == "three"
+    assert sorted(catalog.live_holders("lake", [one, three])) == sorted([(one, "one"), (three, "three")])
+    assert catalog.pack_members([_d("pack")]) == {_d("pack"): sorted([one, two, _forged(one, "c")])}
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_damaged_pack_location_in_the_index_is_one_error(machine, make_file) -> None:
+    a = machine("a")
+    make_file("e/3.txt", "three")
+    a.add(make_file("e/2.txt", "two").parent, "e")
+    b = machine("b")
+    b.sync()
+    b.context.catalog.close()
+    with sqlite3.connect(b.root / "index.sqlite") as db:
+        for table in ("name_rows", "packed"):  # wherever this schema keeps it
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute(f"UPDATE {table} SET offset = 'x' WHERE offset IS NOT NULL")
+    b = lakelet.open(b.root)
+    with pytest.raises(lakelet.StorageError, match="damaged pack location: run `lakelet fsck`"):
+        b.file("e/2.txt").read_bytes()
+    assert not (b.root / "objects").exists() or not any((b.root / "objects").rglob("*"))
+
+
+N_SMALL = 20_000  # names of 21 characters, as bench/scale.py makes them; small files in packs
+
+
+def _packed_lake(located: bool) -> Iterator[SnapshotPiece]:
+    names = [f"d{i // 1000:05d}/f{i:09d}.bin" for i in range(N_SMALL)]
+    digests = [_d(name) for name in names]
+    pack = _d("the pack")
+    members = tuple(Member(d, 21 * i, 21) for i, d in enumerate(digests))
+    yield SnapshotPiece([(1, T1, "ann", '{"source":"/data"}')], [], [], [], [], [], [], [], [])
+    yield SnapshotPiece(
+        [],
+        ["lake"] * N_SMALL,
+        names,
+        digests,
+        [21] * N_SMALL,
+        [1] * N_SMALL,
+        [None] * N_SMALL,
+        [] if located else [Pack(pack, members)],
+        [],
+        [(pack, m.offset) for m in members] if located else [],
+    )
+
+
+@pytest.mark.parametrize("how", ["snapshot", "log"])
+def test_the_index_holds_a_packed_name_in_at_most_150_bytes(tmp_path, how) -> None:
+    """Issue 19's bound for the index, at a small size (bytes a name barely depend on it):
+    a first sync from a snapshot that places names in their pack, and the log applied."""
+    catalog = Catalog(tmp_path / "index.sqlite")
+    if how == "snapshot":
+        catalog.load_snapshot(1, _packed_lake(located=True))
+    else:
+        _, piece = _packed_lake(located=False)
+        records = [
+            NameRecord("lake", n, d, 21, T1, "ann", {"source": "/data"})
+            for n, d in zip(piece.names, piece.digests, strict=True)
+        ]
+        catalog.apply_remote(1, records, piece.packs)
+    assert catalog.pack_locations([_d("d00007/f000007000.bin")]) == {
+        _d("d00007/f000007000.bin"): (_d("the pack"), Member(_d("d00007/f000007000.bin"), 21 * 7000, 21))
+    }
+    catalog.close()
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        db.execute("VACUUM")  # (pages as a long-lived index packs them; no free pages)
+        used = sum(size for (size,) in db.execute("SELECT pgsize FROM dbstat"))
+    assert used / N_SMALL <= 150, used / N_SMALL

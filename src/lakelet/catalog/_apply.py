@@ -9,26 +9,45 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from lakelet.catalog._schema import digest_blob, digest_text, scope_id
+from lakelet.catalog._schema import by_digest, digest_blob, digest_params, digest_text, scope_id
 from lakelet.core._batch import batched
 from lakelet.core.errors import CorruptRecordError
 from lakelet.storage._packs import Pack
 from lakelet.storage._refs import NameRecord, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
 
-__all__ = ["IN_CHUNK", "StoredRow", "apply_remote", "batch_id", "load_snapshot", "stored_rows"]
+__all__ = [
+    "IN_CHUNK",
+    "KEEP_LOCATION",
+    "SPILL",
+    "StoredRow",
+    "apply_remote",
+    "batch_id",
+    "load_snapshot",
+    "stored_rows",
+]
 
 IN_CHUNK = 500  # names per IN (...) query, well under SQLite's bound-parameter limit
 _STORED = "scope, name, digest, size, batch, removed_at"
+# A row's pack location goes with its content: a row that goes, or takes other content, first
+# leaves it in ``packed`` (SPILL + which rows), as another row of the digest may not hold it
+SPILL = (
+    "INSERT OR REPLACE INTO packed SELECT digest, pack, offset, size FROM name_rows "
+    "WHERE pack IS NOT NULL AND "
+)
+# ...and an upsert's SET keeps it only over the same content
+_SAME = "name_rows.digest = excluded.digest AND name_rows.size = excluded.size"
+KEEP_LOCATION = f"pack = iif({_SAME}, name_rows.pack, NULL), offset = iif({_SAME}, name_rows.offset, NULL)"
 # a remote record: bound as the first binding, or over a row of the same content (a local
 # row, or a tombstone over the remote's own row); another content's row stays (see
 # apply_remote) and the remote's binding goes to remote_other
 _BIND_REMOTE = (
     f"INSERT INTO name_rows ({_STORED}, remote) VALUES (?, ?, ?, ?, ?, ?, 1) "
-    "ON CONFLICT (scope, name) DO UPDATE SET digest = excluded.digest, size = excluded.size, "
-    "batch = excluded.batch, removed_at = excluded.removed_at, remote = 1 "
+    f"ON CONFLICT (scope, name) DO UPDATE SET {KEEP_LOCATION}, digest = excluded.digest, "
+    "size = excluded.size, batch = excluded.batch, removed_at = excluded.removed_at, remote = 1 "
     "WHERE name_rows.digest = excluded.digest OR name_rows.remote"
 )
+_SPILL_CHANGED = SPILL + "scope = ? AND name = ? AND (digest != ? OR size != ?)"
 _ELSEWHERE = (  # the remote binds the name to what no row holds
     "INSERT OR REPLACE INTO remote_other SELECT ?1, ?2, ?3 WHERE NOT EXISTS "
     "(SELECT 1 FROM name_rows WHERE scope = ?1 AND name = ?2 AND remote)"
@@ -39,15 +58,17 @@ _SETTLED = (
 )
 # a snapshot's record over a row of this load: only a tombstone of the same content applies
 # (load_snapshot sends names that had a row, or a binding elsewhere, through apply_remote)
+# (with where the snapshot says the remote keeps its content, if it says)
 _LOAD = (
-    f"INSERT INTO name_rows ({_STORED}, remote) VALUES (?, ?, ?, ?, ?, ?, 1) "
+    f"INSERT INTO name_rows ({_STORED}, remote, pack, offset) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) "
     "ON CONFLICT (scope, name) DO UPDATE SET size = excluded.size, batch = excluded.batch, "
-    "removed_at = excluded.removed_at WHERE name_rows.digest = excluded.digest "
-    "AND excluded.removed_at IS NOT NULL"
+    "removed_at = excluded.removed_at, pack = excluded.pack, offset = excluded.offset "
+    "WHERE name_rows.digest = excluded.digest AND excluded.removed_at IS NOT NULL"
 )
-_BY_DIGEST = "CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (digest)"
-_BY_PACK = "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)"
+_BY_DIGEST = "CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (substr(digest, 1, 9))"
 _STAGED = "CREATE TEMP TABLE load_packed (digest BLOB, pack INTEGER, offset INTEGER, size INTEGER)"
+# a line placing a digest: onto every row of it (of its size), else into packed
+_PLACE = f"UPDATE name_rows SET pack = ?, offset = ? WHERE {by_digest('digest')} AND size = ?"
 # a row of ``name_rows``: scope id, name, digest blob, size, batch, removed_at
 StoredRow = tuple[int, str, bytes, int, int, str | None]
 # a snapshot's batch of shared facts: its id in ``batches``, created_at, creator, meta
@@ -127,16 +148,25 @@ def _first_bindings(
     return kept, refused
 
 
-def _packs_and_sweeps(
-    db: sqlite3.Connection, packs: Iterable[Pack], sweeps: Iterable[Sweep], into: str = "packed"
-) -> None:
+def _member_rows(db: sqlite3.Connection, packs: Iterable[Pack]) -> Iterator[tuple[bytes, int, int, int]]:
+    """(digest, pack id, offset, size) of each member of ``packs``, the packs made when new."""
     for p in packs:
         db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(p.digest),))
         pack = db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(p.digest),)).fetchone()[0]
-        db.executemany(
-            f"INSERT OR REPLACE INTO {into} VALUES (?, ?, ?, ?)",
-            ((digest_blob(m.digest), pack, m.offset, m.size) for m in p.members),
-        )
+        yield from ((digest_blob(m.digest), pack, m.offset, m.size) for m in p.members)
+
+
+def _place(db: sqlite3.Connection, packs: Iterable[Pack]) -> None:
+    """Pack lines applied: each member's location onto the rows holding its digest, or (none
+    does) into ``packed``; a former location of the digest in ``packed`` goes."""
+    for digest, pack, offset, size in _member_rows(db, packs):
+        if db.execute(_PLACE, (pack, offset, *digest_params([digest]), size)).rowcount:
+            db.execute("DELETE FROM packed WHERE digest = ?", (digest,))
+        else:
+            db.execute("INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)", (digest, pack, offset, size))
+
+
+def _sweeps(db: sqlite3.Connection, sweeps: Iterable[Sweep]) -> None:
     for sweep in sweeps:
         if sweep.done_at is None:
             db.executemany(
@@ -156,10 +186,12 @@ def apply_remote(
     """``Catalog.apply_remote`` inside the transaction of ``db``."""
     kept, refused = _first_bindings(db, list(records))
     for rows in stored_rows(db, kept):
+        db.executemany(_SPILL_CHANGED, (row[:4] for row in rows))
         db.executemany(_BIND_REMOTE, rows)
         db.executemany(_ELSEWHERE, (row[:3] for row in rows))
         db.executemany(_SETTLED, (row[:2] for row in rows))
-    _packs_and_sweeps(db, packs, sweeps)
+    _place(db, packs)
+    _sweeps(db, sweeps)
     db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
     return refused
 
@@ -176,31 +208,60 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
     empty = db.execute("SELECT 1 FROM name_rows LIMIT 1").fetchone() is None
     if empty:
         db.execute("DROP INDEX IF EXISTS names_by_digest")
-    no_packs = db.execute("SELECT 1 FROM packed LIMIT 1").fetchone() is None
-    if no_packs:
-        db.execute("DROP INDEX IF EXISTS packed_by_pack")
-    # Pack members come in no order of their digests, the key of ``packed``: they are kept in
-    # a table of their own and put in by digest at the end (then each insert appends too).
+    # A snapshot that says where each name's content is packed gives its location with its
+    # row; the pack members it lists apart (those no name holds), or all of them in a snapshot
+    # that does not say, go into ``packed``: they come in no order of their digests, its key,
+    # so they are kept in a table of their own and put in by digest at the end (then each
+    # insert appends too). (Finding each member's rows instead is a look-up at random per
+    # name, which doubled the load's time at 1 M names: bench/README.md, "scale".)
     db.execute(_STAGED)
     batches: dict[int, _Batch] = {}
     scopes: dict[str, int] = {}
+    pack_ids: dict[str, int] = {}
     loaded = 0
     for piece in pieces:
         rows = _piece_rows(db, seq, piece, batches, scopes)
+        at = _locations(db, piece, pack_ids)
         if not empty:
-            rows = _apply_where_bound(db, seq, piece, rows, batches)
-        db.executemany(_LOAD, rows)
-        _packs_and_sweeps(db, piece.packs, piece.sweeps, into="temp.load_packed")
+            rows, apart = _apply_where_bound(db, seq, piece, rows, at, batches)
+            db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", apart)
+        db.executemany(_LOAD, (row + where for row, where in zip(rows, at, strict=True)))
+        db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", _member_rows(db, piece.packs))
+        _sweeps(db, piece.sweeps)
         loaded += len(piece.names)
     if empty:
         db.execute(_BY_DIGEST)
     # (by rowid too: of two lines placing one digest, the later wins, as in apply_remote)
     db.execute("INSERT OR REPLACE INTO packed SELECT * FROM temp.load_packed ORDER BY digest, rowid")
     db.execute("DROP TABLE temp.load_packed")
-    if no_packs:
-        db.execute(_BY_PACK)
     db.execute("INSERT OR REPLACE INTO state VALUES ('log_seq', ?)", (str(seq),))
     return loaded
+
+
+_Location = tuple[int, int] | tuple[None, None]  # pack id, offset (or none)
+
+
+def _locations(db: sqlite3.Connection, piece: SnapshotPiece, pack_ids: dict[str, int]) -> list[_Location]:
+    """(pack id, offset) of each name of ``piece`` (None, None where it has none); the packs
+    made when new. ``pack_ids`` caches their ids: a pack's names come in runs."""
+    if not piece.located:
+        return [(None, None)] * len(piece.names)
+    if len(piece.located) != len(piece.names):
+        raise CorruptRecordError("a snapshot piece that places some of its names and not others")
+    out: list[_Location] = []
+    for where in piece.located:
+        if where is None:
+            out.append((None, None))
+            continue
+        pack, offset = where
+        if pack not in pack_ids:
+            if len(pack_ids) >= IN_CHUNK:  # (bounded: a lake of tiny adds has millions of packs)
+                pack_ids.clear()
+            blob = digest_blob(pack)
+            db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (blob,))
+            pack_ids[pack] = db.execute("SELECT id FROM packs WHERE digest = ?", (blob,)).fetchone()[0]
+        out.append((pack_ids[pack], offset))
+    return out
 
 
 def _piece_rows(
@@ -228,10 +289,12 @@ def _apply_where_bound(
     seq: int,
     piece: SnapshotPiece,
     rows: list[StoredRow],
+    at: list[_Location],
     batches: dict[int, _Batch],
-) -> list[StoredRow]:
+) -> tuple[list[StoredRow], list[tuple[bytes, int, int, int]]]:
     """The rows of names with no row yet and no binding elsewhere (what ``_LOAD`` may take);
-    the others' records applied through ``apply_remote`` now (a local row of theirs decides)."""
+    the others' records applied through ``apply_remote`` now (a local row of theirs decides),
+    their locations returned as pack members (digest, pack id, offset, size) for ``packed``."""
     taken: set[tuple[int, str]] = set()
     for scope in {row[0] for row in rows}:
         names = [row[1] for row in rows if row[0] == scope]
@@ -245,7 +308,7 @@ def _apply_where_bound(
             )
             taken.update((scope, name) for (name,) in found)
     if not taken:
-        return rows
+        return rows, []
     columns = (piece.scopes, piece.names, piece.digests, piece.sizes, piece.batches, piece.removed_at, rows)
     records = [
         NameRecord(s, n, d, size, *batches[b][1:], removed)
@@ -253,4 +316,11 @@ def _apply_where_bound(
         if (row[0], row[1]) in taken
     ]
     apply_remote(db, seq, records, ())
-    return [row for row in rows if (row[0], row[1]) not in taken]
+    mine = [(row[0], row[1]) in taken for row in rows]
+    apart = [
+        (row[2], where[0], where[1], row[3])
+        for row, where, m in zip(rows, at, mine, strict=True)
+        if m and where[0] is not None
+    ]
+    at[:] = [where for where, m in zip(at, mine, strict=True) if not m]
+    return [row for row, m in zip(rows, mine, strict=True) if not m], apart

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lakelet.catalog._apply import stored_rows
+from lakelet.catalog._apply import KEEP_LOCATION, SPILL, stored_rows
 from lakelet.catalog._names import NameQueries, row_to_record
 from lakelet.catalog._remote_state import RemoteState
 from lakelet.catalog._schema import (
@@ -48,13 +48,14 @@ _STORED = "scope, name, digest, size, batch, removed_at"  # the columns of name_
 # moves the remote's binding aside first when it does not)
 _PUT = (
     f"INSERT INTO name_rows ({_STORED}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, name) DO UPDATE SET "
-    "digest = excluded.digest, size = excluded.size, batch = excluded.batch, "
+    f"{KEEP_LOCATION}, digest = excluded.digest, size = excluded.size, batch = excluded.batch, "
     "removed_at = excluded.removed_at, remote = name_rows.remote AND name_rows.digest = excluded.digest"
 )
 _KEEP_REMOTE = (
     "INSERT OR IGNORE INTO remote_other SELECT scope, name, digest FROM name_rows "
     "WHERE scope = ? AND name = ? AND remote AND digest != ?"
 )
+_SPILL_CHANGED = SPILL + "scope = ? AND name = ? AND (digest != ? OR size != ?)"
 
 
 # SQLite's result codes for a disk that refuses a write; others (a damaged file) are not ours
@@ -105,6 +106,7 @@ def _put(db: sqlite3.Connection, records: Iterable[NameRecord]) -> None:
     """Index local ``records`` over whatever rows their names had."""
     for rows in stored_rows(db, records):
         db.executemany(_KEEP_REMOTE, ((scope, name, digest) for scope, name, digest, *_ in rows))
+        db.executemany(_SPILL_CHANGED, (row[:4] for row in rows))
         db.executemany(_PUT, rows)
     _settle(db)
 
@@ -145,7 +147,7 @@ class Catalog(NameQueries, RemoteState):
         with self._disk_errors():
             db = self._db()
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version in (4, 5):
+            if version in (4, 5, 6):
                 version = self._upgrade(version)
             # The index is derived data: an index of another version is dropped and
             # rebuilt from the records by the Lake (``fresh`` tells it to).
@@ -191,7 +193,7 @@ class Catalog(NameQueries, RemoteState):
         return target
 
     def _upgrade(self, version: int) -> int:
-        """Move an index of schema 4 or 5 to SCHEMA_VERSION in place, in one transaction;
+        """Move an index of schema 4, 5 or 6 to SCHEMA_VERSION in place, in one transaction;
         returns the version now (the old one if its rows are not what a lakelet writes: then it
         is rebuilt).
 
@@ -301,6 +303,7 @@ class Catalog(NameQueries, RemoteState):
                     f"WHERE scope = {SCOPE} AND name = ? AND remote",
                     (scope, name),
                 )
+                db.execute(f"{SPILL}scope = {SCOPE} AND name = ?", (scope, name))
                 db.execute(f"DELETE FROM name_rows WHERE scope = {SCOPE} AND name = ?", (scope, name))
 
     def drop_scope(self, scope: str) -> None:
@@ -310,6 +313,7 @@ class Catalog(NameQueries, RemoteState):
                 f"WHERE scope = {SCOPE} AND remote",
                 (scope,),
             )
+            db.execute(f"{SPILL}scope = {SCOPE}", (scope,))
             db.execute(f"DELETE FROM name_rows WHERE scope = {SCOPE}", (scope,))
 
     def rebuild(self, records: Iterable[NameRecord], segments_applied: int) -> int:
@@ -320,6 +324,7 @@ class Catalog(NameQueries, RemoteState):
         (the remote holds their record, and a sync re-reads it).
         """
         with self._transaction() as db:
+            db.execute(f"{SPILL}NOT remote")
             db.execute("DELETE FROM name_rows WHERE NOT remote")
             db.execute("DELETE FROM verified")
             _put(db, records)

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from lakelet.catalog._apply import IN_CHUNK
-from lakelet.catalog._schema import SCOPE, digest_blob, digest_text
+from lakelet.catalog._schema import SCOPE, by_digest, digest_blob, digest_params, digest_text
 from lakelet.core._batch import batch_size
 from lakelet.storage._refs import NameRecord
 
@@ -123,9 +123,9 @@ class NameQueries:
         row = (
             self._db()
             .execute(
-                f"SELECT {COLUMNS} FROM names WHERE digest = ? AND +scope = ? AND removed_at IS NULL "
-                "ORDER BY created_at, name LIMIT 1",
-                (digest_blob(digest), scope),
+                f"SELECT {COLUMNS} FROM names WHERE {by_digest('digest')} AND +scope = ? "
+                "AND removed_at IS NULL ORDER BY created_at, name LIMIT 1",
+                (*digest_params([digest_blob(digest)]), scope),
             )
             .fetchone()
         )
@@ -170,9 +170,9 @@ class NameQueries:
         for i in range(0, len(blobs), IN_CHUNK):
             chunk = blobs[i : i + IN_CHUNK]
             rows = db.execute(
-                f"SELECT digest, name FROM name_rows WHERE digest IN ({','.join('?' * len(chunk))}) "
+                f"SELECT digest, name FROM name_rows WHERE {by_digest('digest', len(chunk))} "
                 f"AND +scope = {SCOPE} AND removed_at IS NULL",
-                (*chunk, scope),
+                (*digest_params(chunk), scope),
             ).fetchall()
             yield from ((digest_text(digest), name) for digest, name in rows)
 
@@ -183,7 +183,7 @@ class NameQueries:
         for i in range(0, len(blobs), IN_CHUNK):
             chunk = blobs[i : i + IN_CHUNK]
             rows = db.execute(
-                f"SELECT {COLUMNS} FROM names WHERE digest IN ({','.join('?' * len(chunk))}) AND +scope = ?",
-                (*chunk, scope),
+                f"SELECT {COLUMNS} FROM names WHERE {by_digest('digest', len(chunk))} AND +scope = ?",
+                (*digest_params(chunk), scope),
             ).fetchall()
             yield from map(row_to_record, rows)

@@ -4,14 +4,18 @@ of ``Catalog``; see _schema for how a binding is stored, _apply for how it is wr
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from lakelet.catalog import _apply
 from lakelet.catalog._apply import IN_CHUNK
-from lakelet.catalog._names import COLUMNS, prefix_bounds
-from lakelet.catalog._schema import SCOPE, digest_blob, digest_text
+from lakelet.catalog._names import COLUMNS, prefix_bounds, row_to_record
+from lakelet.catalog._schema import SCOPE, by_digest, digest_blob, digest_params, digest_text
+from lakelet.core._batch import batch_size
+from lakelet.core.errors import StorageError
 from lakelet.storage._packs import Member, Pack
 from lakelet.storage._refs import NameRecord, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
@@ -21,6 +25,28 @@ __all__ = ["RemoteState"]
 _REMOTE_DIGESTS = (
     f"SELECT name, digest FROM name_rows WHERE scope = {SCOPE} AND name >= ? AND name < ? AND remote "
     f"UNION ALL SELECT name, digest FROM remote_other WHERE scope = {SCOPE} AND name >= ? AND name < ?"
+)
+# where the remote keeps a digest: on a row holding it, else in packed (see _schema)
+_LOCATION = (
+    "SELECT p.digest, n.offset, n.size FROM name_rows n JOIN packs p ON p.id = n.pack "
+    f"WHERE {by_digest('n.digest')} LIMIT 1"
+)
+_LOCATION_APART = (
+    "SELECT p.digest, m.offset, m.size FROM packed m JOIN packs p ON p.id = m.pack WHERE m.digest = ?"
+)
+# every member of every pack, by pack: a scan of name_rows (no index by pack: it would cost
+# ~25 B a name, and only writing a snapshot and gc ask by pack); {rows}: which rows' say
+_MEMBERS = (
+    "SELECT p.digest, m.digest, m.offset, m.size FROM (SELECT pack, offset, digest, size FROM name_rows "
+    "WHERE pack IS NOT NULL{rows} UNION SELECT pack, offset, digest, size FROM packed) m "
+    "JOIN packs p ON p.id = m.pack"
+)
+# the records the remote binds in a scope, with where each one's content is packed
+_LOCATED = (
+    "SELECT s.name, n.name, n.digest, n.size, b.created_at, b.creator, b.meta, n.removed_at, p.digest, "
+    "n.offset FROM name_rows n JOIN batches b ON b.id = n.batch JOIN scopes s ON s.id = n.scope "
+    f"LEFT JOIN packs p ON p.id = n.pack WHERE n.scope = {SCOPE} AND n.name > ? AND n.remote "
+    "ORDER BY n.name LIMIT ?"
 )
 # Catalog.apply_remote's work inside an open transaction: (seq, records, packs, sweeps) -> refused
 _ApplyRemote = Callable[
@@ -77,8 +103,8 @@ class RemoteState:
             chunk = blobs[i : i + IN_CHUNK]
             rows = db.execute(
                 f"SELECT DISTINCT digest FROM name_rows WHERE +scope = {SCOPE} AND removed_at IS NULL "
-                f"AND digest IN ({','.join('?' * len(chunk))}) AND NOT remote",
-                (scope, *chunk),
+                f"AND {by_digest('digest', len(chunk))} AND NOT remote",
+                (scope, *digest_params(chunk)),
             )
             found.update(digest_text(row[0]) for row in rows)
         return found
@@ -137,34 +163,47 @@ class RemoteState:
         db = self._db()
         out = {}
         for d in digests:
-            row = db.execute(
-                "SELECT p.digest, m.offset, m.size FROM packed m JOIN packs p ON p.id = m.pack "
-                "WHERE m.digest = ?",
-                (digest_blob(d),),
-            ).fetchone()
+            blob = digest_blob(d)
+            row = db.execute(_LOCATION, digest_params([blob])).fetchone()
+            if row is None:
+                row = db.execute(_LOCATION_APART, (blob,)).fetchone()
             if row is not None:
-                out[d] = (digest_text(row[0]), Member(d, row[1], row[2]))
+                out[d] = (digest_text(row[0]), _member(d, row[1], row[2]))
         return out
 
-    def packs(self) -> Iterator[Pack]:
-        """Every pack the remote's log mentions, with its members, one pack at a time."""
-        query = "SELECT digest, offset, size FROM packed WHERE pack = ? ORDER BY offset"
-        db = self._db()
-        # the packs first (one per ~1,000 members), then each pack's members
-        for pack, digest in db.execute("SELECT id, digest FROM packs ORDER BY digest").fetchall():
-            members = tuple(
-                Member(digest_text(d), offset, size) for d, offset, size in db.execute(query, (pack,))
-            )
-            if members:  # (every member since placed in a newer pack)
-                yield Pack(digest_text(digest), members)
+    def packs(self, apart_from: str | None = None) -> Iterator[Pack]:
+        """Every pack the remote's log mentions, with its members, one pack at a time (SQLite
+        sorts them, spilling to a temp file past its cache: memory stays bounded).
+        ``apart_from``: a scope; leave out the members whose location a row the remote binds
+        in it holds (``remote_located`` gives them)."""
+        rows_of = "" if apart_from is None else f" AND NOT (scope = {SCOPE} AND remote)"
+        query = f"{_MEMBERS.format(rows=rows_of)} ORDER BY p.digest, m.offset"
+        rows = self._db().execute(query, () if apart_from is None else (apart_from,))
+        for pack, members in itertools.groupby(rows, key=lambda row: row[0]):
+            yield Pack(digest_text(pack), tuple(_member(digest_text(d), o, s) for _, d, o, s in members))
 
-    def pack_members(self, pack: str) -> list[str]:
-        """The digests the log places in ``pack``."""
-        rows = self._db().execute(
-            "SELECT m.digest FROM packed m JOIN packs p ON p.id = m.pack WHERE p.digest = ?",
-            (digest_blob(pack),),
-        )
-        return [digest_text(row[0]) for row in rows]
+    def pack_members(self, packs: Iterable[str]) -> dict[str, list[str]]:
+        """pack -> the digests the log places in it, for those of ``packs`` it places any in
+        (one scan of the index, whatever their number)."""
+        db = self._db()
+        blobs = [digest_blob(p) for p in set(packs)]
+        ids: list[int] = []
+        for i in range(0, len(blobs), IN_CHUNK):
+            chunk = blobs[i : i + IN_CHUNK]
+            ids += (
+                row[0]
+                for row in db.execute(
+                    f"SELECT id FROM packs WHERE digest IN ({','.join('?' * len(chunk))})", chunk
+                )
+            )
+        if not ids:
+            return {}
+        query = f"{_MEMBERS.format(rows='')} WHERE m.pack IN (SELECT value FROM json_each(?))"
+        rows = db.execute(query, (json.dumps(ids),))
+        out: dict[str, list[str]] = {}
+        for pack, digest, _, _ in rows:
+            out.setdefault(digest_text(pack), []).append(digest_text(digest))
+        return out
 
     def swept(self, keys: Iterable[str], since: int) -> set[str]:
         """Those of ``keys`` that a sweep deletes, or may still delete, after log entry ``since``:
@@ -205,9 +244,36 @@ class RemoteState:
         )
         return row is not None
 
+    def remote_located(self, scope: str) -> Iterator[tuple[NameRecord, tuple[str, int] | None]]:
+        """``remote_records``, each with where the remote keeps its content if in a pack and
+        the index has it on the name's row: (pack digest, offset). Read a page at a time."""
+        after = ""
+        while True:
+            page = batch_size()
+            rows = self._db().execute(_LOCATED, (scope, after, page)).fetchall()
+            for row in rows:
+                pack, offset = row[8], row[9]
+                where = None if pack is None else (digest_text(pack), _count(offset))
+                yield row_to_record(row[:8]), where
+            if len(rows) < page:
+                return
+            after = rows[-1][1]
+
     def remote_records(self, scope: str) -> Iterator[NameRecord]:
         """The records the remote binds, as this index knows them, by name, a batch at a time
         (see ``remote_differs``)."""
         query = f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name > ? AND remote ORDER BY name LIMIT ?"
         for page in self._record_pages(query, scope):
             yield from page
+
+
+def _member(digest: str, offset: object, size: object) -> Member:
+    """A pack member's location read back from the index, which is input too."""
+    return Member(digest, _count(offset), _count(size))
+
+
+def _count(value: object) -> int:
+    """An offset or size of a pack location read back from the index."""
+    if type(value) is not int or value < 0:
+        raise StorageError("the lake's index holds a damaged pack location: run `lakelet fsck` to rebuild it")
+    return value

@@ -1,11 +1,18 @@
-"""The index's tables (schema 6), the in-place upgrades from schemas 4 and 5, and how a digest
-and a scope are stored in them.
+"""The index's tables (schema 7), the in-place upgrades from schemas 4, 5 and 6, and how a
+digest and a scope are stored in them.
 
 Digests are stored as blobs: one byte naming the algorithm, then the raw digest (33 bytes,
 not 71 characters of text); scopes as a small integer (``scopes``). What the remote binds
 is a flag on the name's row (``name_rows.remote``) when it binds the name to that row's
 content, and a row of ``remote_other`` in the rare case it binds it to other content (a
 deferred push that lost a race) or the index holds no row of the name.
+
+Where the remote keeps a name's content in a pack is on the name's row (``pack``,
+``offset``; its size is the row's), not in a table keyed by the digest again: ``packed``
+holds only the locations of digests no row holds. The digest index is on the digest's
+first 9 bytes (the algorithm byte and 8 of the digest): every query by digest compares the
+whole digest too (``by_digest``), so a prefix two digests share (a hostile peer can make
+one) costs a row more to read, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "SCOPE",
+    "by_digest",
     "digest_blob",
+    "digest_params",
     "digest_text",
     "scope_id",
     "upgrade",
@@ -31,8 +40,10 @@ __all__ = [
 # 5: the facts a batch of names shares (time, creator, meta) in ``batches``, once, not per
 # name; pack digests in ``packs``, once, not per member.
 # 6: digests as blobs, scopes as integers, ``on_remote`` folded into ``name_rows``.
-# An index of 4 or 5 is upgraded in place; an older one is rebuilt.
-SCHEMA_VERSION = 6
+# 7: a pack member's location in the row of a name holding it (``packed`` only for the rest),
+# the digest index on a prefix of the digest, no index of members by pack (gc scans).
+# An index of 4, 5 or 6 is upgraded in place; an older one is rebuilt.
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scopes (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 -- the facts a batch of names shares (an add's time, creator, source and environment), once
@@ -43,7 +54,9 @@ CREATE TABLE IF NOT EXISTS batches (
     meta TEXT NOT NULL,
     UNIQUE (created_at, creator, meta)
 );
--- remote: 1 when the remote binds the name to this row's content (see remote_other)
+-- remote: 1 when the remote binds the name to this row's content (see remote_other);
+-- pack, offset: where the remote keeps this row's content, if in a pack (the newest pack
+-- line placing the digest; every row of the digest whose size is the member's holds it)
 CREATE TABLE IF NOT EXISTS name_rows (
     scope INTEGER NOT NULL,
     name TEXT NOT NULL,
@@ -52,9 +65,11 @@ CREATE TABLE IF NOT EXISTS name_rows (
     batch INTEGER NOT NULL,
     removed_at TEXT,
     remote INTEGER NOT NULL DEFAULT 0,
+    pack INTEGER,
+    offset INTEGER,
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (digest);
+CREATE INDEX IF NOT EXISTS names_by_digest ON name_rows (substr(digest, 1, 9));
 -- what readers see: a record per row (the digest still a blob)
 CREATE VIEW IF NOT EXISTS names AS SELECT s.name AS scope, n.name, n.digest, n.size, b.created_at,
     b.creator, b.meta, n.removed_at, n.remote FROM name_rows n JOIN batches b ON b.id = n.batch
@@ -67,7 +82,8 @@ CREATE TABLE IF NOT EXISTS remote_other (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 -- where the remote keeps small objects: inside which pack, at which offset (see _packs);
--- the newest pack line for a digest wins (an older pack may have been deleted by gc)
+-- the newest pack line for a digest wins (an older pack may have been deleted by gc).
+-- packed: only for a digest no row of name_rows holds the location of (see name_rows)
 CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS packed (
     digest BLOB PRIMARY KEY,
@@ -75,7 +91,6 @@ CREATE TABLE IF NOT EXISTS packed (
     offset INTEGER NOT NULL,
     size INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack);
 -- the remote gc sweeps the log announced: the keys each is deleting, and the entry that said
 -- it was done (none yet: it may still be deleting them)
 CREATE TABLE IF NOT EXISTS sweeps (seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (seq, key))
@@ -152,7 +167,21 @@ _UPGRADE_FROM_5 = [
     "DROP TABLE verified",
     "ALTER TABLE verified_6 RENAME TO verified",
 ]
-_UPGRADES = {4: _UPGRADE_FROM_4, 5: _UPGRADE_FROM_5}
+# schema 6 -> 7: each location by digest onto the rows holding that digest (of its size), the
+# rest stays in packed
+_UPGRADE_FROM_6 = [
+    "DROP INDEX IF EXISTS names_by_digest",
+    "DROP INDEX IF EXISTS packed_by_pack",
+    "ALTER TABLE name_rows ADD COLUMN pack INTEGER",
+    "ALTER TABLE name_rows ADD COLUMN offset INTEGER",
+    "CREATE INDEX names_by_digest ON name_rows (substr(digest, 1, 9))",
+    "UPDATE name_rows SET pack = m.pack, offset = m.offset FROM packed m "
+    "WHERE m.digest = name_rows.digest AND m.size = name_rows.size",
+    "DELETE FROM packed WHERE EXISTS (SELECT 1 FROM name_rows n WHERE substr(n.digest, 1, 9) = "
+    "substr(packed.digest, 1, 9) AND n.digest = packed.digest AND n.pack = packed.pack "
+    "AND n.offset = packed.offset)",
+]
+_UPGRADES = {4: _UPGRADE_FROM_4, 5: _UPGRADE_FROM_5, 6: _UPGRADE_FROM_6}
 
 
 def digest_blob(digest: str) -> bytes:
@@ -161,6 +190,18 @@ def digest_blob(digest: str) -> bytes:
         return b"\x01" + bytes.fromhex(digest[7:])
     algorithm, _, hexdigest = digest.partition(":")
     return _CODES[algorithm] + bytes.fromhex(hexdigest)
+
+
+def by_digest(column: str, count: int = 1) -> str:
+    """A condition that ``column`` (a digest blob of name_rows) is one of ``count`` digests,
+    through the index on its prefix; its parameters are ``digest_params`` of them."""
+    marks = ",".join("?" * count)
+    return f"substr({column}, 1, 9) IN ({marks}) AND {column} IN ({marks})"
+
+
+def digest_params(blobs: list[bytes]) -> list[bytes]:
+    """The parameters of ``by_digest`` for ``blobs``: their prefixes, then themselves."""
+    return [b[:9] for b in blobs] + blobs
 
 
 def digest_text(blob: bytes) -> str:
@@ -187,7 +228,7 @@ def scope_id(db: sqlite3.Connection, scope: str) -> int:
 
 
 def upgrade(db: sqlite3.Connection, version: int) -> int:
-    """Upgrade an index of ``version`` (4 or 5) in place to SCHEMA_VERSION, inside the
+    """Upgrade an index of ``version`` (4, 5 or 6) in place to SCHEMA_VERSION, inside the
     caller's transaction; returns the version now (``version`` itself if none applies)."""
     db.create_function("lakelet_blob", 1, digest_blob, deterministic=True)
     db.create_function("lakelet_verified_key", 1, verified_key, deterministic=True)

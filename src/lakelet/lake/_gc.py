@@ -373,16 +373,18 @@ class _Unreferenced:
     def __call__(self, keys: list[str]) -> list[str]:
         out = []
         for batch in batched(keys):
-            holds = {k: self._holds(k) for k in batch}
+            members = self._catalog.pack_members(_digest_of(k) for k in batch if k.startswith("packs/"))
+            holds = {k: self._holds(k, members) for k in batch}
             held = self._referenced(d for ds in holds.values() for d in ds)
             out += [k for k in batch if not any(d in held for d in holds[k])]
         return out
 
-    def _holds(self, key: str) -> list[str]:
+    @staticmethod
+    def _holds(key: str, members: dict[str, list[str]]) -> list[str]:
         # A pack goes only when none of its members is referenced: packs are never rewritten,
         # so a partly referenced one stays whole (docs/remote-layout.md). One that no pack
         # line lists (left by an interrupted push) holds nothing anyone can reach.
-        return self._catalog.pack_members(_digest_of(key)) if key.startswith("packs/") else [_digest_of(key)]
+        return members.get(_digest_of(key), []) if key.startswith("packs/") else [_digest_of(key)]
 
 
 def _digest_of(key: str) -> str:

@@ -357,18 +357,26 @@ class Log:
                     f"{key} is not gzip ({type(e).__name__}: {shown(str(e))})", record=key
                 ) from None
 
+    @property
+    def places_records(self) -> bool:
+        """Whether a snapshot on this remote says where each record's content is packed."""
+        return self.remote.format >= 3
+
     def write_snapshot(
         self,
         seq: int,
-        records: Iterable[NameRecord],
+        records: Iterable[tuple[NameRecord, tuple[str, int] | None]],
         packs: Iterable[Pack],
         sweeps: Iterable[Sweep] = (),
         tmp: Path | None = None,
     ) -> None:
         """``sweeps``: those not done by entry ``seq`` (a push after it must still see them).
-        ``records``: sorted by name. Compressed a batch at a time into temp files in ``tmp``,
-        so that the records need not be held at once: Parquet shards on a remote of format 3
-        (``_snapshot``), else one gzip file."""
+        ``records``: sorted by name, each with where its content is packed (pack digest,
+        offset) or None; ``packs``: the members no record places. Compressed a batch at a
+        time into temp files in ``tmp``, so that the records need not be held at once:
+        Parquet shards on a remote of format 3 (``_snapshot``), else one gzip file, whose
+        lines cannot place a record (``places_records`` is False: give every member in
+        ``packs`` and no location)."""
         if self.remote.format >= 3:
             _snapshot.write_snapshot(self.remote, seq, records, packs, sweeps, tmp)
             return
@@ -377,7 +385,9 @@ class Log:
             with gzip.GzipFile(fileobj=staging, mode="wb", mtime=0) as out:
                 out.write(encode((), packs, sweeps))
                 for chunk in batched(records):
-                    out.write(NameRecord.lines(chunk))
+                    if any(at is not None for _, at in chunk):
+                        raise ValueError("a snapshot of format 2 cannot place a record in a pack")
+                    out.write(NameRecord.lines([r for r, _ in chunk]))
             staging.seek(0)
             body = staging.read()  # compressed: a snapshot takes ~30 bytes a name
         with contextlib.suppress(FileExistsError):  # another machine took the same one: same content

@@ -8,9 +8,10 @@ rule), a row group (a piece) at a time, so memory holds one piece. The layout, u
 - ``batches-<k>.parquet``: the facts a batch of names shares (batch number, created_at,
   creator, meta as JSON text);
 - ``names-<k>.parquet``: one row per name, sorted by name across shards (name, digest
-  algorithm, digest as 32 bytes, size, batch number, removed_at);
+  algorithm, digest as 32 bytes, size, batch number, removed_at; and where its content is
+  packed, pack digest and offset, when the manifest says ``"located": true``);
 - ``packs-<k>.parquet``: one row per pack member (pack digest, member algorithm and digest,
-  offset, size);
+  offset, size): in a located snapshot, only the members no name's row places;
 - ``manifest.json``: written last, by conditional create: the shards and their row counts,
   the first and last name of each names shard, and the sweep lines not done. A snapshot
   folder without it is not a snapshot (yet: its writer may still be sending shards).
@@ -62,7 +63,9 @@ def manifest_key(seq: int) -> str:
     return f"{folder_of(seq)}/{_MANIFEST}"
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(located: bool = True) -> dict[str, Any]:
+    """The shards' schemas; ``located``: a names shard says where each name's content is
+    packed (a snapshot written before it did not: its manifest has no ``located``)."""
     import pyarrow as pa
 
     digest = [("algo", pa.string()), ("digest", pa.binary(32))]
@@ -82,6 +85,7 @@ def _schemas() -> dict[str, Any]:
                 ("size", pa.int64()),
                 ("batch", pa.int64()),
                 ("removed_at", pa.string()),
+                *([("pack", pa.string()), ("offset", pa.int64())] if located else []),
             ]
         ),
         "packs": pa.schema([("pack", pa.string()), *digest, ("offset", pa.int64()), ("size", pa.int64())]),
@@ -142,19 +146,22 @@ def _digest_columns(digests: list[str]) -> tuple[list[str], list[bytes]]:
 def write_snapshot(
     remote: Remote,
     seq: int,
-    records: Iterable[NameRecord],
+    records: Iterable[tuple[NameRecord, tuple[str, int] | None]],
     packs: Iterable[Pack],
     sweeps: Iterable[Sweep],
     tmp: Path | None,
 ) -> None:
-    """Write snapshot ``seq`` of ``records`` (the remote's bindings, sorted by name), ``packs``
-    and the ``sweeps`` not done, a batch at a time through temp files; the manifest last."""
+    """Write snapshot ``seq`` of ``records`` (the remote's bindings, sorted by name, each with
+    where its content is packed, if it is: pack digest, offset), ``packs`` (the members no
+    record places) and the ``sweeps`` not done, a batch at a time through temp files; the
+    manifest last."""
     with tempfile.TemporaryDirectory(dir=tmp) as staging:
         folder = Path(staging)
         kinds = {kind: _Shards(kind, folder) for kind in ("batches", "names", "packs")}
         numbers: dict[tuple[str, str, str], int] = {}
         metas: dict[int, tuple[dict[str, Any], str]] = {}  # holding the dict keeps its id unique
-        for chunk in batched(records):
+        for located in batched(records):
+            chunk = [r for r, _ in located]
             new: dict[str, list[Any]] = {"batch": [], "created_at": [], "creator": [], "meta": []}
             batches = []
             for r in chunk:
@@ -178,6 +185,8 @@ def write_snapshot(
                 "size": [r.size for r in chunk],
                 "batch": batches,
                 "removed_at": [r.removed_at for r in chunk],
+                "pack": [None if at is None else at[0] for _, at in located],
+                "offset": [None if at is None else at[1] for _, at in located],
             }
             kinds["names"].write(columns, chunk[0].name, chunk[-1].name)
         members = ((p.digest, m) for p in packs for m in p.members)
@@ -191,7 +200,7 @@ def write_snapshot(
                 "size": [m.size for _, m in group],
             }
             kinds["packs"].write(columns)
-        manifest: dict[str, Any] = {"format": 3, "seq": seq}
+        manifest: dict[str, Any] = {"format": 3, "seq": seq, "located": True}
         for kind, shards in kinds.items():
             shards.close()
             manifest[kind] = shards.done
@@ -210,7 +219,13 @@ def _parse_manifest(body: bytes, seq: int) -> dict[str, Any]:
     """The one validating parser of a snapshot manifest."""
     data = parse_json_line(body)
     fields = {"format", "seq", "batches", "names", "packs", "sweeps"}
-    if not isinstance(data, dict) or data.keys() != fields:
+    if isinstance(data, dict) and data.keys() == fields:
+        data["located"] = False  # written before names said where their content is packed
+    if (
+        not isinstance(data, dict)
+        or data.keys() != fields | {"located"}
+        or data["located"] not in (True, False)
+    ):
         raise CorruptRecordError(
             f"a snapshot manifest with the fields {shown(sorted(data) if isinstance(data, dict) else data)}"
         )
@@ -275,7 +290,7 @@ def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece
         try:
             for (kind, shard), future in zip(shards, fetched, strict=True):
                 path = future.result()
-                yield from _pieces(kind, shard, path, check)
+                yield from _pieces(kind, shard, path, check, manifest["located"])
                 path.unlink()
         finally:
             for future in fetched:
@@ -283,7 +298,9 @@ def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece
     yield SnapshotPiece([], [], [], [], [], [], [], [], manifest["sweeps"])
 
 
-def _pieces(kind: str, shard: dict[str, Any], path: Path, check: _Checker) -> Iterator[SnapshotPiece]:
+def _pieces(
+    kind: str, shard: dict[str, Any], path: Path, check: _Checker, located: bool
+) -> Iterator[SnapshotPiece]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -291,7 +308,7 @@ def _pieces(kind: str, shard: dict[str, Any], path: Path, check: _Checker) -> It
     try:
         file = pq.ParquetFile(path)
         meta = file.metadata
-        if not file.schema_arrow.equals(_schemas()[kind]) or meta.num_rows != shard["rows"]:
+        if not file.schema_arrow.equals(_schemas(located)[kind]) or meta.num_rows != shard["rows"]:
             raise CorruptRecordError(f"{key} is not a {kind} shard of {shard['rows']} rows")
         if kind == "names" and meta.num_rows and shard["first"] > shard["last"]:
             raise CorruptRecordError(f"{key}: its first name sorts after its last")
@@ -374,6 +391,7 @@ class _Checker:
             removed,
             [],
             [],
+            _located(table, key) if "pack" in table.column_names else [],
         )
 
     def packs(self, table: Any, key: str, shard: dict[str, Any]) -> SnapshotPiece:
@@ -399,6 +417,27 @@ class _Checker:
             packs.append(Pack(names[start], tuple(members[start:end])))
             start = end
         return SnapshotPiece([], [], [], [], [], [], [], packs, [])
+
+
+def _located(table: Any, key: str) -> list[tuple[str, int] | None]:
+    """Where each name's content is packed (pack digest, offset), or None: both or neither
+    given, a pack digest strict, an offset a count."""
+    import pyarrow.compute as pc
+
+    packs, offsets = table.column("pack"), table.column("offset")
+    if not pc.all(pc.equal(pc.is_null(packs), pc.is_null(offsets))).as_py() and len(packs):
+        raise CorruptRecordError(f"{key}: a name with a pack and no offset, or an offset and no pack")
+    for pack in pc.unique(packs).drop_null().to_pylist():
+        if not is_digest(pack):
+            raise CorruptRecordError(f"{key}: not a digest: {shown(pack)}")
+    if offsets.null_count < len(offsets) and (
+        pc.min(offsets).as_py() < 0 or pc.max(offsets).as_py() > MAX_COUNT
+    ):
+        raise CorruptRecordError(f"{key}: a pack offset that is not a count")
+    return [
+        None if pack is None else (pack, offset)
+        for pack, offset in zip(packs.to_pylist(), offsets.to_pylist(), strict=True)
+    ]
 
 
 def _no_nulls(table: Any, key: str, columns: tuple[str, ...]) -> None:

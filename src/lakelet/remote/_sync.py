@@ -435,13 +435,12 @@ class Syncer:
             return False
         if self._catalog.remote_differs(LAKE):  # a name here lost a race: leave it to another machine
             return False
-        self.log.write_snapshot(
-            cursor,
-            self._catalog.remote_records(LAKE),
-            self._catalog.packs(),
-            self._catalog.open_sweeps(),
-            tmp=self._tmp,
-        )
+        if self.log.places_records:  # each name's pack location in its row: packs hold the rest
+            records: Iterable[tuple[NameRecord, tuple[str, int] | None]] = self._catalog.remote_located(LAKE)
+            packs = self._catalog.packs(apart_from=LAKE)
+        else:
+            records, packs = ((r, None) for r in self._catalog.remote_records(LAKE)), self._catalog.packs()
+        self.log.write_snapshot(cursor, records, packs, self._catalog.open_sweeps(), tmp=self._tmp)
         self._catalog.set_state(_SNAPSHOT_SEEN, str(cursor))
         return True
 

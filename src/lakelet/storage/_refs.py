@@ -154,6 +154,9 @@ class SnapshotPiece:
     removed_at: list[str | None]
     packs: list[Pack]
     sweeps: list[Sweep]
+    # where the remote keeps each name's content, if in a pack: (pack digest, offset; the
+    # member's size is the name's), one per name; empty when the snapshot does not say
+    located: list[tuple[str, int] | None] = field(default_factory=list)
 
 
 def parse_record(data: object, previous: NameRecord | None = None) -> NameRecord:

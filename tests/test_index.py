@@ -351,6 +351,28 @@ def test_a_damaged_pack_location_in_the_index_is_one_error(machine, make_file) -
     with pytest.raises(lakelet.StorageError, match="damaged pack location: run `lakelet fsck`"):
         b.file("e/2.txt").read_bytes()
     assert not (b.root / "objects").exists() or not any((b.root / "objects").rglob("*"))
+    assert b.fsck().index_set_aside  # what it learned from the remote is learned again
+    assert b.file("e/2.txt").read_text() == "two" and b.file("e/3.txt").read_text() == "three"
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+@pytest.mark.parametrize("blob", [b"\x09" + bytes(32), b"\x01short", "blake3:not a blob"])
+def test_a_damaged_digest_of_a_name_learned_from_the_remote_is_learned_again_by_fsck(
+    machine, make_file, blob
+) -> None:
+    """A name this machine only learned from the remote has no local record to rebuild its row
+    from: fsck, which the error names, sets the index aside and reads the remote again."""
+    machine("a").add(make_file("a.txt", "alpha"), "a.txt")
+    b = machine("b")
+    b.sync()
+    b.close()
+    with sqlite3.connect(b.root / "index.sqlite") as db:
+        db.execute("UPDATE name_rows SET digest = ?", (blob,))
+    b = lakelet.open(b.root)
+    with pytest.raises(lakelet.StorageError, match="damaged digest: run `lakelet fsck`"):
+        b.ls()
+    assert b.fsck().index_set_aside
+    assert [f.name for f in b.ls()] == ["a.txt"] and b.file("a.txt").read_text() == "alpha"
 
 
 N_SMALL = 20_000  # names of 21 characters, as bench/scale.py makes them; small files in packs

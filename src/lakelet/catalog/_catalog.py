@@ -122,6 +122,27 @@ def _settle(db: sqlite3.Connection) -> None:
     db.executemany("DELETE FROM remote_other WHERE scope = ? AND name = ?", settled)
 
 
+_BAD_DIGEST = "(typeof({0}) != 'blob' OR length({0}) != 33 OR substr({0}, 1, 1) NOT IN (x'01', x'02'))"
+_BAD_COUNT = "(typeof({0}) != 'integer' OR {0} < 0)"
+# what the readers of these values refuse (digest_text, _remote_state._count), a table at a time
+_DAMAGED = [
+    ("digest", f"SELECT 1 FROM name_rows WHERE {_BAD_DIGEST.format('digest')} LIMIT 1"),
+    ("digest", f"SELECT 1 FROM remote_other WHERE {_BAD_DIGEST.format('digest')} LIMIT 1"),
+    ("digest", f"SELECT 1 FROM packs WHERE {_BAD_DIGEST.format('digest')} LIMIT 1"),
+    ("digest", f"SELECT 1 FROM packed WHERE {_BAD_DIGEST.format('digest')} LIMIT 1"),
+    (
+        "pack location",
+        f"SELECT 1 FROM name_rows WHERE pack IS NOT NULL AND ({_BAD_COUNT.format('offset')} "
+        "OR pack NOT IN (SELECT id FROM packs)) LIMIT 1",
+    ),
+    (
+        "pack location",
+        f"SELECT 1 FROM packed WHERE {_BAD_COUNT.format('offset')} OR {_BAD_COUNT.format('size')} "
+        "OR pack NOT IN (SELECT id FROM packs) LIMIT 1",
+    ),
+]
+
+
 @_guard_public_methods
 class Catalog(NameQueries, RemoteState):
     """Names, scopes and verified-blob fingerprints of one local lake.
@@ -179,6 +200,8 @@ class Catalog(NameQueries, RemoteState):
                     raise
                 problem = str(e)
             if problem == "ok":
+                problem = self._damaged_value() or "ok"
+            if problem == "ok":
                 return None
             self.unreadable = problem
         self.close()
@@ -191,6 +214,16 @@ class Catalog(NameQueries, RemoteState):
         self.unreadable = None
         self._open()
         return target
+
+    def _damaged_value(self) -> str | None:
+        """What the index holds that no lakelet wrote (a value SQLite reads fine), or None.
+        The rows of names learned from the remote have no local record to be rebuilt from:
+        an index holding one is set aside whole, and the remote read again."""
+        db = self._db()
+        for what, query in _DAMAGED:
+            if db.execute(query).fetchone():
+                return f"it holds a damaged {what}"
+        return None
 
     def _upgrade(self, version: int) -> int:
         """Move an index of schema 4, 5 or 6 to SCHEMA_VERSION in place, in one transaction;

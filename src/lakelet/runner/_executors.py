@@ -238,15 +238,20 @@ def run_stage(
 
 
 def run_items(
-    module: str, attribute: str, spec: dict[str, Any], items: list[tuple[int, Call]]
+    module: str,
+    attribute: str,
+    spec: dict[str, Any],
+    items: list[tuple[int, Call]],
+    looked_up: dict[int, tuple[str, str]] | None = None,
 ) -> list[ItemDone]:
-    """Run a chunk of a map's items in a worker, in group commits (``_many``); a failed item's
-    traceback comes back with the secret values lakelet handed the stage masked."""
+    """Run a chunk of a map's items in a worker, in group commits (``_many``, which says what
+    ``looked_up`` is); a failed item's traceback comes back with the secret values lakelet
+    handed the stage masked."""
     stage = _imported(module, attribute)
     lake = _worker_lake(spec)
     calls = [(index, from_wire(call, lake)) for index, call in items]
     with handed_secrets() as handed:
-        done = call_many(stage, lake, calls)
+        done = call_many(stage, lake, calls, looked_up=looked_up)
     return [replace(d, error=mask_secrets(d.error, handed)) if d.error else d for d in done]
 
 

@@ -27,7 +27,15 @@ from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake._run_record import RunRecord, ignore, read_run_cached
-from lakelet.runner._executors import Call, address, lake_spec, open_executor, run_items, to_wire
+from lakelet.runner._executors import (
+    Call,
+    address,
+    lake_spec,
+    open_executor,
+    run_items,
+    to_wire,
+    warm_up,
+)
 from lakelet.stages import _stage
 from lakelet.stages._many import ItemDone, call_many
 from lakelet.stages._stage import Stage
@@ -55,6 +63,8 @@ def _map(
 ) -> list[Any]:
     lake = current_lake()
     calls: list[Call] = [(tuple(item), {}) for item in zip(*iterables, strict=False)]
+    if calls:
+        warm_up(executor)  # the pool's fork server starts while the items are keyed
     progress.add_total(len(calls))
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Any] = {}

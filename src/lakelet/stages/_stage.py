@@ -109,6 +109,7 @@ class Stage:
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
         ask_user_ahead()  # the first call records who ran it: git's answer is ready by then
+        _provenance.ask_git_ahead(func)  # and its commit
 
     def __repr__(self) -> str:
         return f"<lakelet.stage {self.qualname}>"

@@ -96,8 +96,8 @@ _GIT_STATE_TTL_S = 2.0
 _git_states: dict[Path, tuple[tuple[Any, ...], float, str | None, bool]] = {}
 _remotes: dict[Path, str | None] = {}  # a repository's origin, asked once per process
 # git's status (and origin) asked when a stage was decorated (``ask_git_ahead``), by repository:
-# (the fingerprint then, when it was asked, the status process, the origin process or None)
-_ahead: dict[Path, tuple[tuple[Any, ...], float, _Started]] = {}
+# (the process that asked, the fingerprint then, when it was asked, [status, origin?] processes)
+_ahead: dict[Path, tuple[int, tuple[Any, ...], float, _Started]] = {}
 _STATUS = ["status", "--porcelain=v2", "--branch", "--untracked-files=no"]
 _ORIGIN = ["remote", "get-url", "origin"]
 
@@ -141,7 +141,7 @@ def ask_git_ahead(func: Any) -> None:
         return
     root: Path = repo["root"]
     started = _start(root, _STATUS, *([] if root in _remotes else [_ORIGIN]))
-    _ahead[root] = (_fingerprint(repo, source), time.monotonic(), started)
+    _ahead[root] = (os.getpid(), _fingerprint(repo, source), time.monotonic(), started)
 
 
 def _git_state(repo: dict[str, Any], source: Path) -> tuple[str | None, bool]:
@@ -169,9 +169,9 @@ def _git_state(repo: dict[str, Any], source: Path) -> tuple[str | None, bool]:
 def _asked_ahead(root: Path, fingerprint: tuple[Any, ...], now: float) -> tuple[str | None, float] | None:
     """(git's status asked ahead, when it was asked), if it still holds; its origin is kept."""
     ahead = _ahead.pop(root, None)
-    if ahead is None:
+    if ahead is None or ahead[0] != os.getpid():  # a forked child shares the pipes: not its answer
         return None
-    then, asked, (status, *origin) = ahead
+    _, then, asked, (status, *origin) = ahead
     if origin:
         _remotes[root] = _output(origin[0])
     if then != fingerprint or now - asked >= _GIT_STATE_TTL_S:

@@ -21,6 +21,10 @@ joblib.Parallel; peak memory flat in the number of items.
 
     .venv/bin/python bench/fanout.py [--quick]
     .venv/bin/python bench/fanout.py --child cpu - ITEMS ROUNDS   # (c) alone, tools alternating
+    .venv/bin/python bench/fanout.py --child map-overhead DIR ITEMS 0  # a map's own CPU per item
+
+``map-overhead`` times an in-process map of ITEMS items that do ~no work (``time.process_time``,
+after 100 items to warm up): what lakelet adds to each item of (c), whatever the load.
 
 (c) also reports the CPU seconds of every process a case started (the fork server and its
 workers, loky's): on a loaded machine the wall time of a pool says little (Linux shares the CPU
@@ -93,6 +97,17 @@ def child(case: str, work: Path, n: int, burn_n: int) -> dict:
         t0 = time.perf_counter()
         w.trivial_stage(3)
         out["over_ms"] = (time.perf_counter() - t0 - plain) * 1000
+    elif case == "map-overhead":
+        # what a map costs per item beyond the stage's work: an in-process map (the parent's
+        # keying and lookups, and what a worker does: run, record, group commit) of items that
+        # do ~no work, CPU seconds of this process only
+        import lakelet
+
+        lakelet.use(lakelet.init(work / "lake"))
+        w.burn_stage.map(range(-100, 0), [1] * 100)  # warm: imports, first git status, first segment
+        t0 = time.process_time()
+        w.burn_stage.map(range(n), [1] * n)
+        out["ms_per_item"] = (time.process_time() - t0) / n * 1000
     elif case == "cpu-serial":
         t0 = time.perf_counter()
         [w.burn(i, burn_n) for i in range(n)]

@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "run_stage",
     "start",
     "to_wire",
+    "warm_up",
 ]
 
 
@@ -74,12 +76,7 @@ def _choose(executor: Any, max_workers: int | None, modules: list[str]) -> tuple
         # parent's sys.path, so scripts need the usual `if __name__ == "__main__":` guard.
         # The server was started once, with the environment of that moment: each worker takes
         # the parent's environment of now, as a forked one would (secrets, credentials, flags).
-        context = multiprocessing.get_context("forkserver")
-        # The server imports lakelet's worker side once, so each worker forks with it imported
-        # (~0.2 s of CPU a worker otherwise, on the cores the stage's work needs). Only lakelet:
-        # the user's modules may do anything when imported. Read when the server starts, i.e.
-        # by the first pool of the process; "__main__" is the default the list replaces.
-        context.set_forkserver_preload(["__main__", __name__])
+        context = _fork_server()
         pool = cf.ProcessPoolExecutor(
             max_workers=max_workers,
             mp_context=context,
@@ -105,6 +102,25 @@ def _choose(executor: Any, max_workers: int | None, modules: list[str]) -> tuple
         'executor must be None, "processes", a concurrent.futures.Executor, a dask Client '
         f'or "dask://host:port", not {executor!r}'
     )
+
+
+def _fork_server() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    # The server imports lakelet's worker side once, so each worker forks with it imported
+    # (~0.2 s of CPU a worker otherwise, on the cores the stage's work needs). Only lakelet:
+    # the user's modules may do anything when imported. Read when the server starts, i.e.
+    # by the first pool of the process; "__main__" is the default the list replaces.
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
+def warm_up(executor: Any) -> None:
+    """Start the fork server a ``"processes"`` pool forks its workers from, without waiting for
+    it: it imports lakelet (~0.15 s) on another core while the caller works out what to run
+    (``Stage.map`` keys and looks up every item first). Started once per process, then kept."""
+    if executor == "processes":
+        _fork_server()
+        forkserver.ensure_running()
 
 
 def _ready(modules: list[str]) -> None:
@@ -238,15 +254,20 @@ def run_stage(
 
 
 def run_items(
-    module: str, attribute: str, spec: dict[str, Any], items: list[tuple[int, Call]]
+    module: str,
+    attribute: str,
+    spec: dict[str, Any],
+    items: list[tuple[int, Call]],
+    looked_up: dict[int, tuple[str, str]] | None = None,
 ) -> list[ItemDone]:
-    """Run a chunk of a map's items in a worker, in group commits (``_many``); a failed item's
-    traceback comes back with the secret values lakelet handed the stage masked."""
+    """Run a chunk of a map's items in a worker, in group commits (``_many``, which says what
+    ``looked_up`` is); a failed item's traceback comes back with the secret values lakelet
+    handed the stage masked."""
     stage = _imported(module, attribute)
     lake = _worker_lake(spec)
     calls = [(index, from_wire(call, lake)) for index, call in items]
     with handed_secrets() as handed:
-        done = call_many(stage, lake, calls)
+        done = call_many(stage, lake, calls, looked_up=looked_up)
     return [replace(d, error=mask_secrets(d.error, handed)) if d.error else d for d in done]
 
 

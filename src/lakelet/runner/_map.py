@@ -27,7 +27,15 @@ from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.facade._progress_bar import ProgressOption, chosen
 from lakelet.lake._run_record import RunRecord, ignore, read_run_cached
-from lakelet.runner._executors import Call, address, lake_spec, open_executor, run_items, to_wire
+from lakelet.runner._executors import (
+    Call,
+    address,
+    lake_spec,
+    open_executor,
+    run_items,
+    to_wire,
+    warm_up,
+)
 from lakelet.stages import _stage
 from lakelet.stages._many import ItemDone, call_many
 from lakelet.stages._stage import Stage
@@ -55,6 +63,8 @@ def _map(
 ) -> list[Any]:
     lake = current_lake()
     calls: list[Call] = [(tuple(item), {}) for item in zip(*iterables, strict=False)]
+    if calls:
+        warm_up(executor)  # the pool's fork server starts while the items are keyed
     progress.add_total(len(calls))
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Any] = {}
@@ -62,11 +72,15 @@ def _map(
     # one run per distinct key (a cache=False stage runs every call), found cached here or run
     first = {d: i for i, d in reversed(list(enumerate(digests)))} if cache else {}
     hits: dict[str, tuple[str, RunRecord]] = {}
+    free: dict[str, str] = {}  # a missing key's run record name: the runs need not look again
     for digest in first:
         name, found = stage.current_run(lake, digest)
         if found is not None:
             hits[digest] = (name, found)
+        else:
+            free[digest] = name
     todo = [(i, calls[i]) for i in (first.values() if cache else range(len(calls))) if digests[i] not in hits]
+    looked_up = {i: (digests[i], free[digests[i]]) for i, _ in todo if digests[i] in free}
     sharing = Counter(digests)  # items per key: each advances the progress
     where = None if executor is None else address(stage, stage.qualname)  # refused before any runs
     done: dict[int, ItemDone] = {}
@@ -79,12 +93,12 @@ def _map(
         tell(ItemDone(first[digest], "skipped", digest, name))
 
     if executor is None:
-        call_many(stage, lake, sorted(todo), tell)
+        call_many(stage, lake, sorted(todo), tell, looked_up)
     elif todo:
         assert where is not None
         with open_executor(executor, max_workers, [where[0]]) as pool:
             assert pool is not None
-            _on_pool(pool, where, lake, todo, max_workers, tell)
+            _on_pool(pool, where, lake, todo, looked_up, max_workers, tell)
     failures = {f"{stage.qualname}[{i}]": d.error for i, d in sorted(done.items()) if d.status == "failed"}
     ran = sum(d.status == "ran" for d in done.values())
     _logger.info(
@@ -124,6 +138,7 @@ def _on_pool(
     where: tuple[str, str],
     lake: Lake,
     todo: list[tuple[int, Call]],
+    looked_up: dict[int, tuple[str, str]],
     max_workers: int | None,
     tell: Any,
 ) -> None:
@@ -136,7 +151,8 @@ def _on_pool(
         # finds small ones left rather than waiting on a peer's last 64 items
         size = max(1, min(_CHUNK_MAX, math.ceil((len(todo) - start) / (4 * workers))))
         chunk = [(i, to_wire(call)) for i, call in todo[start : start + size]]
-        futures[pool.submit(run_items, *where, spec, chunk)] = chunk
+        known = {i: looked_up[i] for i, _ in chunk if i in looked_up}
+        futures[pool.submit(run_items, *where, spec, chunk, known)] = chunk
         start += size
     for future in cf.as_completed(futures):
         error = future.exception()

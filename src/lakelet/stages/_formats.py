@@ -109,7 +109,9 @@ def _json_text(value: Any) -> str:
 
 
 def _dump_json(value: Any, path: Path) -> None:
-    path.write_text(_json_text(value), encoding="utf-8")  # as it is read back, whatever the locale
+    # UTF-8 as it is read back, whatever the locale; bytes, not text mode: a text file's codec
+    # set-up cost more than the write for a map's small values
+    path.write_bytes(_json_text(value).encode())
 
 
 def _dump_pickle(value: Any, path: Path) -> None:

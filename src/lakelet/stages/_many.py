@@ -58,13 +58,17 @@ def call_many(
     lake: Lake,
     calls: list[tuple[int, Call]],
     on_done: Callable[[ItemDone], None] = lambda done: None,
+    looked_up: dict[int, tuple[str, str]] | None = None,
 ) -> list[ItemDone]:
     """Run the calls ``(index, (args, kwargs))`` of ``stage`` that miss; ``on_done`` is told of
-    each as it is committed (or found cached, or failed)."""
+    each as it is committed (or found cached, or failed). ``looked_up``: by index, (key, the
+    run record name it binds) of calls the caller found missing moments ago (``Stage.map`` looks
+    every key up before it runs any), which are run without looking their key up again."""
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Key] = {}  # upstream keys, worked out once for the batch
     results: list[ItemDone] = []
     pending: list[tuple[int, Computed]] = []
+    provenance: dict[str, Any] = {}  # the runs of one group commit share it (``Stage.compute``)
     since = time.monotonic()
 
     def tell(done: ItemDone) -> None:
@@ -74,6 +78,7 @@ def call_many(
     def flush() -> None:
         nonlocal since
         since = time.monotonic()
+        provenance.clear()  # each group commit asks git and the user afresh: a map may be long
         if not pending:
             return
         try:
@@ -95,14 +100,20 @@ def call_many(
     for index, (args, kwargs) in calls:
         try:
             key = stage.key_for(lake, args, kwargs, keys)
-            if cache:
+            known = (looked_up or {}).get(index)
+            if cache and known is not None and known[0] == key.digest:
+                # A run bound since by another process is found when this one binds: it then
+                # adopts that run's result (``_stage.commit``), as two machines do. A lookup per
+                # item cost a tenth of a mapped item's overhead, for a race that rare.
+                name = known[1]
+            elif cache:
                 name, found = current_run(lake.context, stage.qualname, key.digest)
                 if found is not None:
                     tell(ItemDone(index, "skipped", key.digest, name))
                     continue
             else:  # each call its own generation, distinct from those the batch holds
                 name = stage.free_generation(lake, key.digest, {d.record_name for _, d in pending})
-            pending.append((index, stage.compute(lake, key, name, args, kwargs)))
+            pending.append((index, stage.compute(lake, key, name, args, kwargs, provenance)))
         except Exception as error:  # the others go on; the caller reports it
             tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
         if len(pending) >= _BATCH or time.monotonic() - since >= _BATCH_S:

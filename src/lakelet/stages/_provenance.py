@@ -23,7 +23,7 @@ from typing import Any
 from lakelet.core import _config
 from lakelet.lake._add import add_environment
 
-__all__ = ["browsable_base", "environment", "source_location", "source_text"]
+__all__ = ["ask_git_ahead", "browsable_base", "environment", "source_location", "source_text"]
 
 _FORGES = {
     "github.com": "{base}/blob/{commit}/{path}#L{line}",
@@ -32,10 +32,17 @@ _FORGES = {
 }
 
 
+_Started = list["subprocess.Popen[str] | None"]
+
+
 def _git(cwd: Path, *commands: list[str]) -> list[str | None]:
     """The output of each git command (None where it failed), run side by side: a fresh
     process's first stage call waits for one git process, not one after another."""
-    started: list[subprocess.Popen[str] | None] = []
+    return [_output(proc) for proc in _start(cwd, *commands)]
+
+
+def _start(cwd: Path, *commands: list[str]) -> _Started:
+    started: _Started = []
     for args in commands:
         try:
             started.append(
@@ -45,7 +52,7 @@ def _git(cwd: Path, *commands: list[str]) -> list[str | None]:
             )
         except OSError:
             started.append(None)
-    return [_output(proc) for proc in started]
+    return started
 
 
 def _output(proc: subprocess.Popen[str] | None) -> str | None:
@@ -88,6 +95,11 @@ def _git_dir(root: Path) -> str | None:
 _GIT_STATE_TTL_S = 2.0
 _git_states: dict[Path, tuple[tuple[Any, ...], float, str | None, bool]] = {}
 _remotes: dict[Path, str | None] = {}  # a repository's origin, asked once per process
+# git's status (and origin) asked when a stage was decorated (``ask_git_ahead``), by repository:
+# (the process that asked, the fingerprint then, when it was asked, [status, origin?] processes)
+_ahead: dict[Path, tuple[int, tuple[Any, ...], float, _Started]] = {}
+_STATUS = ["status", "--porcelain=v2", "--branch", "--untracked-files=no"]
+_ORIGIN = ["remote", "get-url", "origin"]
 
 
 def _stat_of(path: Path) -> tuple[int, int] | None:
@@ -117,6 +129,21 @@ def _fingerprint(repo: dict[str, Any], source: Path) -> tuple[Any, ...]:
     )
 
 
+def ask_git_ahead(func: Any) -> None:
+    """Start asking git for the status and origin of the repository of ``func``'s file, in the
+    background: ``stage`` does it when a function is decorated, so that the first call, which
+    records the commit, does not wait for git (~8 ms). The answer is used as one asked at that
+    call would be: only if nothing the fingerprint watches changed since and it is fresh
+    (``_GIT_STATE_TTL_S``)."""
+    source = _source_file(func)
+    repo = _repository(source.parent) if source is not None else None
+    if source is None or repo is None or repo["root"] in _git_states or repo["root"] in _ahead:
+        return
+    root: Path = repo["root"]
+    started = _start(root, _STATUS, *([] if root in _remotes else [_ORIGIN]))
+    _ahead[root] = (os.getpid(), _fingerprint(repo, source), time.monotonic(), started)
+
+
 def _git_state(repo: dict[str, Any], source: Path) -> tuple[str | None, bool]:
     """(HEAD's commit, whether tracked files differ from it), asked again only when needed."""
     root: Path = repo["root"]
@@ -125,14 +152,34 @@ def _git_state(repo: dict[str, Any], source: Path) -> tuple[str | None, bool]:
     known = _git_states.get(root)
     if known is not None and known[0] == fingerprint and now - known[1] < _GIT_STATE_TTL_S:
         return known[2], known[3]
-    status = ["status", "--porcelain=v2", "--branch", "--untracked-files=no"]
-    if root in _remotes:
-        (out,) = _git(root, status)
+    ahead = _asked_ahead(root, fingerprint, now)
+    if ahead is not None:
+        out, asked = ahead
     else:
-        out, _remotes[root] = _git(root, status, ["remote", "get-url", "origin"])
+        asked = now
+        if root in _remotes:
+            (out,) = _git(root, _STATUS)
+        else:
+            out, _remotes[root] = _git(root, _STATUS, _ORIGIN)
     commit, dirty = _status(out)
-    _git_states[root] = (fingerprint, now, commit, dirty)
+    _git_states[root] = (fingerprint, asked, commit, dirty)
     return commit, dirty
+
+
+def _asked_ahead(root: Path, fingerprint: tuple[Any, ...], now: float) -> tuple[str | None, float] | None:
+    """(git's status asked ahead, when it was asked), if it still holds; its origin is kept."""
+    ahead = _ahead.pop(root, None)
+    if ahead is None or ahead[0] != os.getpid():  # a forked child shares the pipes: not its answer
+        return None
+    _, then, asked, (status, *origin) = ahead
+    if origin:
+        _remotes[root] = _output(origin[0])
+    if then != fingerprint or now - asked >= _GIT_STATE_TTL_S:
+        if status is not None:  # stale: not waited for
+            status.kill()
+            status.wait()
+        return None
+    return _output(status), asked
 
 
 def _status(out: str | None) -> tuple[str | None, bool]:
@@ -164,6 +211,15 @@ def _where(func: Any) -> tuple[Path, int] | None:
         return Path(inspect.getsourcefile(func) or "").resolve(), inspect.getsourcelines(func)[1]
     except (OSError, TypeError):
         return None
+
+
+def _source_file(func: Any) -> Path | None:
+    """The file ``func`` was defined in, as ``_where`` names it (without reading it)."""
+    try:
+        path = Path(inspect.getsourcefile(func) or "").resolve()
+    except (OSError, TypeError):
+        return None
+    return path if path.name else None
 
 
 def source_location(func: Any) -> dict[str, Any]:

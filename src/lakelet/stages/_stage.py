@@ -109,6 +109,7 @@ class Stage:
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
         ask_user_ahead()  # the first call records who ran it: git's answer is ready by then
+        _provenance.ask_git_ahead(func)  # and its commit
 
     def __repr__(self) -> str:
         return f"<lakelet.stage {self.qualname}>"
@@ -342,11 +343,20 @@ class Stage:
         return done.value
 
     def compute(
-        self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]
+        self,
+        lake: Lake,
+        key: Key,
+        record_name: str,
+        args: _Args,
+        kwargs: dict[str, Any],
+        provenance: dict[str, Any] | None = None,
     ) -> Computed:
         """Run the function and prepare what to bind (its outputs and run record, in temp files),
         binding nothing: ``commit`` binds one or many of these in one segment. The caller
-        discards it once committed (or not)."""
+        discards it once committed (or not). ``provenance``: the record's source location and
+        environment, filled in by the first run that finds it empty and shared by the runs of
+        one group commit (asking git's files and the user again for each of 64 runs made them a
+        tenth of a mapped item's cost)."""
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -380,8 +390,7 @@ class Stage:
                 "datasets_written": pending.datasets,
                 "code_digest": identity_of(self.func).digest,
                 "code_source": _provenance.source_text(self.func),
-                "source": _provenance.source_location(self.func),
-                "environment": _provenance.environment(),
+                **_provenance_of(self.func, {} if provenance is None else provenance),
                 "packages": module_packages(self.func)
                 | {
                     k.removeprefix("package:"): v
@@ -496,6 +505,14 @@ class Stage:
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
 
 
+def _provenance_of(func: Any, known: dict[str, Any]) -> dict[str, Any]:
+    """A run record's "source" and "environment", worked out into ``known`` if it has none."""
+    if not known:
+        known["source"] = _provenance.source_location(func)
+        known["environment"] = _provenance.environment()
+    return known
+
+
 def _unknown_options(func: Any, unknown: dict[str, Any]) -> str:
     """What to say of decorator arguments that are no option: an input given as a plain path
     (LWDP's ``@stage(raw_file="raw/input.csv")``) is told to use ``lakelet.raw``."""
@@ -547,7 +564,7 @@ class Computed:
         return {"stage": self.stage.qualname}
 
     def write_record(self) -> None:
-        data = json.dumps(self.record, sort_keys=True, indent=1).encode()
+        data = json.dumps(self.record, sort_keys=True).encode()
         self.run = self.stage.check_record(data, self.record_name)
         if self.record_path is None:
             self.record_path = new_temp_path(self.encoded.parent)

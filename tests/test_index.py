@@ -13,10 +13,11 @@ import pytest
 
 import lakelet
 from lakelet.catalog._catalog import Catalog
+from lakelet.catalog._schema import digest_blob
 from lakelet.core._digest import digest_bytes
 from lakelet.core.errors import CorruptRecordError
 from lakelet.storage._packs import Member, Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
 
 T1, T2 = "2026-01-01T00:00:00.000000Z", "2026-01-02T00:00:00.000000Z"
@@ -70,14 +71,22 @@ def _pieces(fail_after: int | None = None) -> Iterator[SnapshotPiece]:
             shared=shared,
             scopes=[r.scope for r in records],
             names=[r.name for r in records],
-            digests=[r.digest for r in records],
+            digests=[digest_blob(r.digest) for r in records],
             sizes=[r.size for r in records],
             batches=[
                 numbers[(r.created_at, r.creator, json.dumps(r.meta, sort_keys=True, separators=(",", ":")))]
                 for r in records
             ],
             removed_at=[r.removed_at for r in records],
-            packs=PACKS[i],
+            packs=[
+                PackMembers(
+                    p.digest,
+                    [digest_blob(m.digest) for m in p.members],
+                    [m.offset for m in p.members],
+                    [m.size for m in p.members],
+                )
+                for p in PACKS[i]
+            ],
             sweeps=SWEEPS[i],
         )
 

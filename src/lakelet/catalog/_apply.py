@@ -13,7 +13,7 @@ from lakelet.catalog._schema import digest_blob, digest_text, scope_id
 from lakelet.core._batch import batched
 from lakelet.core.errors import CorruptRecordError
 from lakelet.storage._packs import Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
 
 __all__ = ["IN_CHUNK", "StoredRow", "apply_remote", "batch_id", "load_snapshot", "stored_rows"]
@@ -127,14 +127,16 @@ def _first_bindings(
     return kept, refused
 
 
-def _packs_and_sweeps(
-    db: sqlite3.Connection, packs: Iterable[Pack], sweeps: Iterable[Sweep], into: str = "packed"
-) -> None:
+def _pack_id(db: sqlite3.Connection, digest: str) -> int:
+    db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(digest),))
+    return int(db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(digest),)).fetchone()[0])
+
+
+def _packs_and_sweeps(db: sqlite3.Connection, packs: Iterable[Pack], sweeps: Iterable[Sweep]) -> None:
     for p in packs:
-        db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(p.digest),))
-        pack = db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(p.digest),)).fetchone()[0]
+        pack = _pack_id(db, p.digest)
         db.executemany(
-            f"INSERT OR REPLACE INTO {into} VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
             ((digest_blob(m.digest), pack, m.offset, m.size) for m in p.members),
         )
     for sweep in sweeps:
@@ -144,6 +146,12 @@ def _packs_and_sweeps(
             )
         else:
             db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
+
+
+def _stage_members(db: sqlite3.Connection, packs: Iterable[PackMembers]) -> None:
+    for p in packs:
+        rows = zip(p.digests, [_pack_id(db, p.pack)] * len(p.digests), p.offsets, p.sizes, strict=True)
+        db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", rows)
 
 
 def apply_remote(
@@ -190,7 +198,8 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
         if not empty:
             rows = _apply_where_bound(db, seq, piece, rows, batches)
         db.executemany(_LOAD, rows)
-        _packs_and_sweeps(db, piece.packs, piece.sweeps, into="temp.load_packed")
+        _stage_members(db, piece.packs)
+        _packs_and_sweeps(db, (), piece.sweeps)
         loaded += len(piece.names)
     if empty:
         db.execute(_BY_DIGEST)
@@ -215,7 +224,7 @@ def _piece_rows(
         scopes[scope] = scope_id(db, scope)
     try:
         ids = [batches[b][0] for b in piece.batches]
-        columns = (piece.names, list(map(digest_blob, piece.digests)), piece.sizes, ids, piece.removed_at)
+        columns = (piece.names, piece.digests, piece.sizes, ids, piece.removed_at)
         return list(zip(map(scopes.__getitem__, piece.scopes), *columns, strict=True))
     except (KeyError, ValueError) as e:
         raise CorruptRecordError(
@@ -248,7 +257,7 @@ def _apply_where_bound(
         return rows
     columns = (piece.scopes, piece.names, piece.digests, piece.sizes, piece.batches, piece.removed_at, rows)
     records = [
-        NameRecord(s, n, d, size, *batches[b][1:], removed)
+        NameRecord(s, n, digest_text(d), size, *batches[b][1:], removed)
         for s, n, d, size, b, removed, row in zip(*columns, strict=True)
         if (row[0], row[1]) in taken
     ]

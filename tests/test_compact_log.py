@@ -11,11 +11,19 @@ import fsspec
 import pyarrow as pa
 import pytest
 
+from lakelet.catalog._schema import digest_blob
+from lakelet.core._digest import digest_bytes
 from lakelet.core.errors import NameExistsError
 from lakelet.remote import _sync
+from lakelet.remote._log import Log
+from lakelet.remote._remote import Remote
+from lakelet.remote._snapshot import read_snapshot
+from lakelet.storage._packs import Member, Pack
+from lakelet.storage._refs import NameRecord
 
 from .conftest import run_lakelet
 
+WHEN = "2026-12-01T00:00:00.000000Z"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -125,3 +133,28 @@ def test_a_snapshot_whose_writer_died_before_its_manifest_is_taken_again(
     assert fs.exists(f"{root}/snapshots/000000000003/manifest.json")
     report = machine("b").sync()
     assert report.problems == [] and report.entries_read == 0 and report.new_names == 3
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_snapshot_of_both_digest_algorithms_reads_back_as_the_index_stores_them(
+    remote, tmp_path, monkeypatch
+) -> None:
+    """The reader hands the index 33-byte digests (no text made to be parsed back), a piece of
+    LAKELET_BATCH rows at a time, whichever algorithm each row names."""
+    monkeypatch.setenv("LAKELET_BATCH", "3")
+    store = Remote(remote.url)
+    store.check_format(create=True)
+    digests = [str(digest_bytes(b"%d" % i, "sha256" if i % 3 else "blake3")) for i in range(8)]
+    records = [NameRecord("lake", f"n/{i}", d, 1, WHEN, "ann", {}) for i, d in enumerate(digests)]
+    pack = Pack(str(digest_bytes(b"pack")), tuple(Member(d, i, 1) for i, d in enumerate(reversed(digests))))
+    Log(store).write_snapshot(8, records, [pack], tmp=tmp_path)
+
+    pieces = list(read_snapshot(store, 8, tmp_path))
+
+    assert [d for p in pieces for d in p.digests] == [digest_blob(d) for d in digests]
+    assert {p.pack for piece in pieces for p in piece.packs} == {pack.digest}
+    members = [
+        m for piece in pieces for p in piece.packs for m in zip(p.digests, p.offsets, p.sizes, strict=True)
+    ]
+    assert members == [(digest_blob(m.digest), m.offset, m.size) for m in pack.members]
+    assert max(len(p.names) for p in pieces) == 3

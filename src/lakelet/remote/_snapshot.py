@@ -419,14 +419,26 @@ def _no_nulls(table: Any, key: str, columns: tuple[str, ...]) -> None:
 
 def _digest_blobs(table: Any, key: str) -> list[bytes]:
     """Each row's digest as the index stores it (``BLOB_ALGORITHMS``): a known algorithm, and
-    its bytes (the schema holds them to 32)."""
+    its bytes (the schema holds them to 32). Made as one buffer of 33-byte rows by strided
+    copies, then cut: half the time of a bytes object from pyarrow and another per row."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    algos = pc.unique(table.column("algo")).to_pylist()
+    algo = table.column("algo")
+    algos = pc.unique(algo).to_pylist()
     if any(a not in _CODES for a in algos):
         raise CorruptRecordError(f"{key}: a digest algorithm that is none: {shown(algos)}")
-    raw = table.column("digest").to_pylist()
+    digests = table.column("digest").combine_chunks()
+    n = len(digests)
+    if n == 0:
+        return []
+    raw = digests.buffers()[1].to_pybytes()[digests.offset * 32 : (digests.offset + n) * 32]
+    rows = bytearray(33 * n)
     if len(algos) == 1:
-        code = _CODES[algos[0]]
-        return [code + d for d in raw]
-    return [_CODES[a] + d for a, d in zip(table.column("algo").to_pylist(), raw, strict=True)]
+        rows[0::33] = _CODES[algos[0]] * n
+    else:
+        rows[0::33] = bytes(i + 1 for i in pc.index_in(algo, value_set=pa.array(BLOB_ALGORITHMS)).to_pylist())
+    for i in range(32):
+        rows[i + 1 :: 33] = raw[i::32]
+    data = bytes(rows)
+    return [data[i : i + 33] for i in range(0, len(data), 33)]

@@ -432,7 +432,8 @@ def _digest_blobs(table: Any, key: str) -> list[bytes]:
     n = len(digests)
     if n == 0:
         return []
-    raw = digests.buffers()[1].to_pybytes()[digests.offset * 32 : (digests.offset + n) * 32]
+    # (its rows only, should the array be a slice of a row group's whole buffer)
+    raw = digests.buffers()[1].slice(digests.offset * 32, n * 32).to_pybytes()
     rows = bytearray(33 * n)
     if len(algos) == 1:
         rows[0::33] = _CODES[algos[0]] * n

@@ -1,8 +1,9 @@
 """Format-3 snapshots: the remote's state after a log entry, as Parquet shards.
 
 A new machine loads a snapshot at a few microseconds a name: the columns are checked
-column-wise (pyarrow.compute) where the rule allows it, each name by ``validate_name`` (the
-rule), a row group (a piece) at a time, so memory holds one piece. The layout, under
+column-wise (pyarrow.compute), the names too (``check_names``: ``validate_name``'s rule), a
+slice of a row group (a piece) at a time, read in a worker thread one piece ahead of the load,
+so memory holds two pieces. The layout, under
 ``snapshots/<seq, 12 digits>/`` (docs/remote-layout.md, "Snapshots (format 3)"):
 
 - ``batches-<k>.parquet``: the facts a batch of names shares (batch number, created_at,

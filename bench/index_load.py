@@ -35,10 +35,10 @@ _CHILD = r"""
 import json, sys, time, sqlite3
 from pathlib import Path
 from lakelet.catalog._catalog import Catalog
-from lakelet.catalog._schema import digest_blob
+from lakelet.catalog._schema import digest_blob, digest_text
 from lakelet.core._digest import digest_bytes
 from lakelet.storage._packs import Member, Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece
 
 path, n, step = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 PER_ADD, PIECE = 10_000, 50_000
@@ -48,15 +48,15 @@ META = '{"host":"bench-host","lakelet":"0.1","python":"3.11.7","source":"/data/b
 def pieces():
     for start in range(0, n, PIECE):
         names = [f"d{i // 1000:05d}/f{i:09d}.bin" for i in range(start, min(n, start + PIECE))]
-        digests = [str(digest_bytes(name.encode())) for name in names]
+        digests = [digest_blob(str(digest_bytes(name.encode()))) for name in names]
         adds = range(start // PER_ADD, (start + len(names) - 1) // PER_ADD + 1)
         shared = [(a, f"2026-12-01T00:00:{a % 60:02d}.000000Z", "bench", META % a) for a in adds]
-        packs = [
-            Pack(str(digest_bytes(b"pack %d" % a)), tuple(
-                Member(d, 40 * k, 40) for k, (d, i) in enumerate(zip(digests, range(start, n)))
-                if i // PER_ADD == a))
-            for a in adds
-        ]
+        packs = []
+        for a in adds:
+            members = [(d, 40 * k) for k, (d, i) in enumerate(zip(digests, range(start, n)))
+                       if i // PER_ADD == a]
+            packs.append(PackMembers(str(digest_bytes(b"pack %d" % a)), [d for d, _ in members],
+                                     [offset for _, offset in members], [40] * len(members)))
         batches = [(start + k) // PER_ADD for k in range(len(names))]
         yield SnapshotPiece(shared, ["lake"] * len(names), names, digests, [28] * len(names),
                             batches, [None] * len(names), packs, [])
@@ -76,7 +76,7 @@ elif step == "floor":
     db.execute("BEGIN")
     for p in pieces():
         db.executemany("INSERT INTO t VALUES (1, ?, ?, ?, ?, NULL, 1)",
-                       zip(p.names, map(digest_blob, p.digests), p.sizes, p.batches))
+                       zip(p.names, p.digests, p.sizes, p.batches))
     db.execute("CREATE INDEX t_by_digest ON t (digest)")
     db.execute("COMMIT")
 elif step == "replay":
@@ -84,8 +84,10 @@ elif step == "replay":
     with catalog.applying_remote() as apply:
         for p in pieces():
             shared = {b: (c, who, json.loads(meta)) for b, c, who, meta in p.shared}
-            apply(n, [NameRecord("lake", name, d, size, *shared[b])
-                      for name, d, size, b in zip(p.names, p.digests, p.sizes, p.batches)], p.packs, [])
+            packs = [Pack(m.pack, tuple(map(Member, map(digest_text, m.digests), m.offsets, m.sizes)))
+                     for m in p.packs]
+            apply(n, [NameRecord("lake", name, digest_text(d), size, *shared[b])
+                      for name, d, size, b in zip(p.names, p.digests, p.sizes, p.batches)], packs, [])
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds}))
 """

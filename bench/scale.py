@@ -40,6 +40,7 @@ remote's metadata bytes per name. moto is not S3 (~6-8 ms a request here, serial
 its times are moto's; the request counts are the store's.
 
     .venv/bin/python bench/scale.py --s3 --sizes 1000000
+    .venv/bin/python bench/scale.py --sizes 1000000 --against /tmp/old/src   # first syncs, old vs this
 """
 
 from __future__ import annotations
@@ -184,16 +185,46 @@ print(json.dumps(out))
 """
 
 
-def child(root: Path, url: str, step: str) -> tuple[dict[str, object], int]:
-    """Run ``step`` in a fresh interpreter; returns its output and its peak RSS in bytes."""
-    proc = subprocess.Popen([PYTHON, "-c", _CHILD, str(root), url, step], stdout=subprocess.PIPE, text=True)
+def child(root: Path, url: str, step: str, src: Path | None = None) -> tuple[dict[str, object], int]:
+    """Run ``step`` in a fresh interpreter (on lakelet from ``src``, when given); returns its
+    output, with its CPU seconds (user + system, every thread) as "cpu", and its peak RSS in
+    bytes."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    argv = [PYTHON, "-c", _CHILD, str(root), url, step]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     text = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"child {step} failed ({proc.returncode})")
-    return json.loads(text), usage.ru_maxrss * 1024
+    return json.loads(text) | {"cpu": usage.ru_utime + usage.ru_stime}, usage.ru_maxrss * 1024
+
+
+def first_syncs(work: Path, n: int, url: str, against: Path, rounds: int) -> list[list[object]]:
+    """The first sync of the remote at ``url`` by lakelet from ``against`` (another checkout's
+    ``src``) and by this one, alternately, ``rounds`` times each: medians and this one's ratio."""
+    runs: dict[str, list[tuple[float, float, int]]] = {"against": [], "this": []}
+    for k in range(rounds):
+        for label, src in (("against", against), ("this", None)):
+            synced, rss = child(work / f"first-{label}-{k}", url, "sync", src)
+            assert synced["names"] == n, synced
+            runs[label].append((float(synced["seconds"]), float(synced["cpu"]), rss))  # type: ignore[arg-type]
+            print(
+                f"  {label}: first sync {synced['seconds']:.2f} s, CPU {synced['cpu']:.2f} s, "
+                f"peak RSS {rss / MiB:.0f} MiB ({load_note()})",
+                flush=True,
+            )
+    medians = {label: [median([r[i] for r in rs]) for i in range(3)] for label, rs in runs.items()}
+    rows: list[list[object]] = [
+        [f"{n:,}", label, f"{m[0]:.2f} s", f"{m[1]:.2f} s", f"{m[2] / MiB:.0f} MiB"]
+        for label, m in medians.items()
+    ]
+    this, old = medians["this"], medians["against"]
+    rows.append(
+        [f"{n:,}", "ratio this / against", f"{this[0] / old[0]:.2f}x", f"{this[1] / old[1]:.2f}x", ""]
+    )
+    return rows
 
 
 def cli_ls(root: Path, timeout: float) -> tuple[float, float | None]:
@@ -360,6 +391,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default bench/.work)")
     parser.add_argument("--s3", action="store_true", help="on moto S3, requests counted (see above)")
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--against", type=Path, default=None, help="first syncs only: another checkout's src")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: syncs of each")
     args = parser.parse_args()
     if args.build is not None:  # (build_apart's child)
         where = args.build if "://" in args.build else Path(args.build)
@@ -367,6 +400,9 @@ def main() -> None:
         return
     if args.s3:
         main_s3(args)
+        return
+    if args.against is not None:
+        compare_first_syncs(args)
         return
     print(f"# scale: file:// remote, {args.batch:,} names a log entry")
     print(f"# {machine()}")
@@ -394,6 +430,24 @@ def main() -> None:
         "snapshot / name",
     ]
     print(table(headers, rows))
+    print(f"# {load.note()}")
+
+
+def compare_first_syncs(args: argparse.Namespace) -> None:
+    print(f"# first sync: this checkout against {args.against}, alternately, medians of {args.rounds}")
+    print(f"# {machine()}")
+    print(f"# {load_note()}")
+    load = OtherLoad()
+    rows = []
+    kwargs = {} if args.work is None else {"root": args.work}
+    for n in args.sizes:
+        with scratch(f"scale-first-{n}", **kwargs) as work:
+            remote_root = work / "remote"
+            remote_root.mkdir()
+            built = build_apart(remote_root, n, args.batch, not args.no_snapshot, args.formats[0])
+            print(f"  {n:,} names: remote built in {built:.1f} s", flush=True)
+            rows += first_syncs(work, n, remote_root.as_uri(), args.against, args.rounds)
+    print(table(["names", "lakelet", "first sync", "its CPU", "its peak RSS"], rows))
     print(f"# {load.note()}")
 
 

@@ -13,11 +13,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lakelet.catalog._schema import digest_blob
+from lakelet.core._digest import digest_bytes
 from lakelet.core.errors import NameExistsError
 from lakelet.remote import _sync
+from lakelet.remote._log import Log
+from lakelet.remote._remote import Remote
+from lakelet.remote._snapshot import read_snapshot
+from lakelet.storage._packs import Member, Pack
+from lakelet.storage._refs import NameRecord
 
 from .conftest import run_lakelet
 
+WHEN = "2026-12-01T00:00:00.000000Z"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -160,3 +168,31 @@ def test_a_snapshot_places_each_packed_name_in_its_row_and_a_new_machine_keeps_i
     with sqlite3.connect(b.root / "index.sqlite") as db:
         assert db.execute("SELECT count(*) FROM name_rows WHERE pack IS NOT NULL").fetchone()[0] == 3
         assert db.execute("SELECT count(*) FROM packed").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_snapshot_of_both_digest_algorithms_reads_back_as_the_index_stores_them(
+    remote, tmp_path, monkeypatch
+) -> None:
+    """The reader hands the index 33-byte digests (no text made to be parsed back), a piece of
+    LAKELET_BATCH rows at a time (a slice of a row group), whichever algorithm each row names."""
+    monkeypatch.setenv("LAKELET_BATCH", "3")
+    store = Remote(remote.url)
+    store.check_format(create=True)
+    digests = [str(digest_bytes(b"%d" % i, "sha256" if i % 3 else "blake3")) for i in range(8)]
+    records = [NameRecord("lake", f"n/{i}", d, 1, WHEN, "ann", {}) for i, d in enumerate(digests)]
+    # members no name holds: a located snapshot lists only those in its packs shards
+    held_apart = [str(digest_bytes(b"o%d" % i, "blake3" if i % 2 else "sha256")) for i in range(5)]
+    pack = Pack(str(digest_bytes(b"pack")), tuple(Member(d, i, 1) for i, d in enumerate(held_apart)))
+    Log(store).write_snapshot(8, [(r, None) for r in records], [pack], tmp=tmp_path)  # row groups of 3
+    monkeypatch.setenv("LAKELET_BATCH", "2")  # read in slices of 2: a slice may start mid-group
+
+    pieces = list(read_snapshot(store, 8, tmp_path))
+
+    assert [d for p in pieces for d in p.digests] == [digest_blob(d) for d in digests]
+    assert {p.pack for piece in pieces for p in piece.packs} == {pack.digest}
+    members = [
+        m for piece in pieces for p in piece.packs for m in zip(p.digests, p.offsets, p.sizes, strict=True)
+    ]
+    assert members == [(digest_blob(m.digest), m.offset, m.size) for m in pack.members]
+    assert [len(p.names) for p in pieces if p.names] == [2, 1, 2, 1, 2]

@@ -378,8 +378,19 @@ def _columnar_snapshot(peer: Peer, seq: int, evil: str, located: str | None = No
     peer.put(f"{folder}/manifest.json", json.dumps(manifest).encode())
 
 
+def _not_utf8(*values: bytes) -> pa.Array:
+    """A string column holding ``values`` as they are: Parquet stores bytes, UTF-8 or not."""
+    offsets = [0]
+    for value in values:
+        offsets.append(offsets[-1] + len(value))
+    buffers = [None, pa.py_buffer(pa.array(offsets, pa.int32()).buffers()[1]), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+
 BAD_COLUMNAR = {
     "a name with '..'": {"name": pa.array(["ghost.txt", "x/../../x.txt"])},
+    "a name that is not UTF-8": {"name": _not_utf8(b"ghost.txt", b"x\xff\xfe.txt")},
+    "a creator that is not UTF-8": {"creator": _not_utf8(b"peer\xc0@example.com")},
     "names out of order": {"name": pa.array(["x.txt", "ghost.txt"])},
     "a name twice": {"name": pa.array(["x.txt", "x.txt"])},
     "a name that is null": {"name": pa.array(["ghost.txt", None])},

@@ -15,10 +15,11 @@ import pytest
 
 import lakelet
 from lakelet.catalog._catalog import Catalog
+from lakelet.catalog._schema import digest_blob
 from lakelet.core._digest import digest_bytes
 from lakelet.core.errors import CorruptRecordError
 from lakelet.storage._packs import Member, Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
 
 T1, T2 = "2026-01-01T00:00:00.000000Z", "2026-01-02T00:00:00.000000Z"
@@ -72,14 +73,22 @@ def _pieces(fail_after: int | None = None) -> Iterator[SnapshotPiece]:
             shared=shared,
             scopes=[r.scope for r in records],
             names=[r.name for r in records],
-            digests=[r.digest for r in records],
+            digests=[digest_blob(r.digest) for r in records],
             sizes=[r.size for r in records],
             batches=[
                 numbers[(r.created_at, r.creator, json.dumps(r.meta, sort_keys=True, separators=(",", ":")))]
                 for r in records
             ],
             removed_at=[r.removed_at for r in records],
-            packs=PACKS[i],
+            packs=[
+                PackMembers(
+                    p.digest,
+                    [digest_blob(m.digest) for m in p.members],
+                    [m.offset for m in p.members],
+                    [m.size for m in p.members],
+                )
+                for p in PACKS[i]
+            ],
             sweeps=SWEEPS[i],
         )
 
@@ -378,23 +387,27 @@ def test_a_damaged_digest_of_a_name_learned_from_the_remote_is_learned_again_by_
 N_SMALL = 20_000  # names of 21 characters, as bench/scale.py makes them; small files in packs
 
 
-def _packed_lake(located: bool) -> Iterator[SnapshotPiece]:
+def _packed_lake() -> tuple[list[str], list[str], Pack]:
+    """The names, their digests and the one pack holding them all."""
     names = [f"d{i // 1000:05d}/f{i:09d}.bin" for i in range(N_SMALL)]
     digests = [_d(name) for name in names]
-    pack = _d("the pack")
-    members = tuple(Member(d, 21 * i, 21) for i, d in enumerate(digests))
+    return names, digests, Pack(_d("the pack"), tuple(Member(d, 21 * i, 21) for i, d in enumerate(digests)))
+
+
+def _located_snapshot() -> Iterator[SnapshotPiece]:
+    names, digests, pack = _packed_lake()
     yield SnapshotPiece([(1, T1, "ann", '{"source":"/data"}')], [], [], [], [], [], [], [], [])
     yield SnapshotPiece(
         [],
         ["lake"] * N_SMALL,
         names,
-        digests,
+        [digest_blob(d) for d in digests],
         [21] * N_SMALL,
         [1] * N_SMALL,
         [None] * N_SMALL,
-        [] if located else [Pack(pack, members)],
         [],
-        [(pack, m.offset) for m in members] if located else [],
+        [],
+        [(pack.digest, m.offset) for m in pack.members],
     )
 
 
@@ -404,14 +417,14 @@ def test_the_index_holds_a_packed_name_in_at_most_150_bytes(tmp_path, how) -> No
     a first sync from a snapshot that places names in their pack, and the log applied."""
     catalog = Catalog(tmp_path / "index.sqlite")
     if how == "snapshot":
-        catalog.load_snapshot(1, _packed_lake(located=True))
+        catalog.load_snapshot(1, _located_snapshot())
     else:
-        _, piece = _packed_lake(located=False)
+        names, digests, pack = _packed_lake()
         records = [
             NameRecord("lake", n, d, 21, T1, "ann", {"source": "/data"})
-            for n, d in zip(piece.names, piece.digests, strict=True)
+            for n, d in zip(names, digests, strict=True)
         ]
-        catalog.apply_remote(1, records, piece.packs)
+        catalog.apply_remote(1, records, [pack])
     assert catalog.pack_locations([_d("d00007/f000007000.bin")]) == {
         _d("d00007/f000007000.bin"): (_d("the pack"), Member(_d("d00007/f000007000.bin"), 21 * 7000, 21))
     }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import pyarrow as pa
 import pytest
 
 import lakelet
-from lakelet.core._names import validate_name
+from lakelet.core._names import check_names, validate_name
 
 from .conftest import run_lakelet, snapshot
 
@@ -26,6 +29,58 @@ BAD_NAMES = [
     "é" * 513,  # 1026 bytes in UTF-8
 ]
 GOOD_NAMES = ["a", "raw/orders.csv", "a b/ünïcode ✓.txt", "x" * 1024, ".hidden/file", "a..b"]
+# each rule's edge, on both sides of it
+NEAR_MISSES = [
+    *[".", "..", "./a", "a/.", "a/..", "../", "/", "//", "a/", "\\", "a\\"],
+    *["...", "a/.../b", ".a/..b", "a./b", "a/.b", "a /b", " ", "\x1f", "\x20", "~", "\x80", "\u0085"],
+    *["é" * 512, "é" * 511 + "xx", "x" * 1023 + "é", "✓" * 341 + "x", "✓" * 342, "\U0001f600" * 256],
+    *["a\u2028b", "\ufeff", "a/\u200b/b", "\U0001f600" * 257],
+]
+
+
+def _one_by_one(name: str) -> str | None:
+    try:
+        validate_name(name)
+    except lakelet.InvalidNameError as e:
+        return str(e)
+    return None
+
+
+def _column_wise(names: list[str]) -> str | None:
+    try:
+        check_names(pa.chunked_array([pa.array(names, pa.string())]))
+    except lakelet.InvalidNameError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("name", BAD_NAMES + GOOD_NAMES + NEAR_MISSES)
+def test_the_column_check_of_names_gives_validate_names_answer(name: str) -> None:
+    assert _column_wise(["ok", name, "ok/too"]) == _one_by_one(name)
+
+
+def test_the_column_check_of_names_gives_validate_names_answer_on_random_names() -> None:
+    rng = random.Random(19)
+    alphabet = [*"ab./\\ é✓", "\x00", "\x01", "\t", "\n", "\x1f", "\x7f", "\x85", "\u2028", "\U0001f600"]
+    names = ["".join(rng.choices(alphabet, k=rng.randint(0, 7))) for _ in range(3000)]
+    names += [
+        "".join(rng.choices(["x", "é", "✓", "\U0001f600"], k=rng.randint(250, 1030))) for _ in range(300)
+    ]
+    verdicts = [_one_by_one(n) for n in names]
+    assert sum(v is None for v in verdicts) > 300 and sum(v is not None for v in verdicts) > 300
+    assert [_column_wise([n]) for n in names] == verdicts
+    # a whole column: the message of its first bad name
+    assert _column_wise(names) == next(v for v in verdicts if v is not None)
+    assert _column_wise([n for n, v in zip(names, verdicts, strict=True) if v is None]) is None
+
+
+def test_a_column_of_names_that_is_not_utf8_is_refused() -> None:
+    data = b"good" + b"ab\xff\xfe"
+    column = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.py_buffer(bytes([0, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0])), pa.py_buffer(data)]
+    )
+    with pytest.raises(lakelet.InvalidNameError, match="not UTF-8"):
+        check_names(column)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)

@@ -65,10 +65,13 @@ def _peaks(
 
 def test_a_first_sync_loads_the_snapshot_a_batch_at_a_time(machine, remote, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(_sync, "SNAPSHOT_EVERY", 1)  # a snapshot after every entry
+    # twice the other tests' lake: a name costs a piece ~250 B (its digest a 33-byte blob), and
+    # the whole lake's piece must stand well clear of what a sync holds whatever its size
+    n = 2 * N
     a = machine("a")
-    _add_many(a, tmp_path)
+    _add_many(a, tmp_path, n)
     a.sync()
-    snapshot = Path(remote.url.removeprefix("file://")) / f"snapshots/{N // 100:012d}"
+    snapshot = Path(remote.url.removeprefix("file://")) / f"snapshots/{n // 100:012d}"
     assert (snapshot / "manifest.json").is_file()
 
     in_batches, at_once = _peaks(machine, monkeypatch, lambda lake: lake.sync())
@@ -85,8 +88,8 @@ def test_a_first_sync_loads_the_snapshot_a_batch_at_a_time(machine, remote, monk
     monkeypatch.setenv("LAKELET_BATCH", "100")
     b = machine("b")
     report = b.sync()
-    assert len(report.problems) == 1 and f"snapshot {N // 100} ignored" in report.problems[0]
-    assert report.entries_read == N // 100 and len(b.ls()) == N
+    assert len(report.problems) == 1 and f"snapshot {n // 100} ignored" in report.problems[0]
+    assert report.entries_read == n // 100 and len(b.ls()) == n
 
 
 def test_gc_asks_the_index_a_batch_of_objects_at_a_time(machine, monkeypatch, tmp_path) -> None:

@@ -13,7 +13,7 @@ from lakelet.catalog._schema import by_digest, digest_blob, digest_params, diges
 from lakelet.core._batch import batched
 from lakelet.core.errors import CorruptRecordError
 from lakelet.storage._packs import Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece
 from lakelet.storage._sweeps import Sweep
 
 __all__ = [
@@ -148,11 +148,15 @@ def _first_bindings(
     return kept, refused
 
 
+def _pack_id(db: sqlite3.Connection, digest: str) -> int:
+    db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(digest),))
+    return int(db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(digest),)).fetchone()[0])
+
+
 def _member_rows(db: sqlite3.Connection, packs: Iterable[Pack]) -> Iterator[tuple[bytes, int, int, int]]:
     """(digest, pack id, offset, size) of each member of ``packs``, the packs made when new."""
     for p in packs:
-        db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (digest_blob(p.digest),))
-        pack = db.execute("SELECT id FROM packs WHERE digest = ?", (digest_blob(p.digest),)).fetchone()[0]
+        pack = _pack_id(db, p.digest)
         yield from ((digest_blob(m.digest), pack, m.offset, m.size) for m in p.members)
 
 
@@ -174,6 +178,12 @@ def _sweeps(db: sqlite3.Connection, sweeps: Iterable[Sweep]) -> None:
             )
         else:
             db.execute("INSERT OR IGNORE INTO sweeps_done VALUES (?, ?)", (sweep.seq, sweep.done_at))
+
+
+def _stage_members(db: sqlite3.Connection, packs: Iterable[PackMembers]) -> None:
+    for p in packs:
+        rows = zip(p.digests, [_pack_id(db, p.pack)] * len(p.digests), p.offsets, p.sizes, strict=True)
+        db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", rows)
 
 
 def apply_remote(
@@ -226,7 +236,7 @@ def load_snapshot(db: sqlite3.Connection, seq: int, pieces: Iterable[SnapshotPie
             rows, apart = _apply_where_bound(db, seq, piece, rows, at, batches)
             db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", apart)
         db.executemany(_LOAD, (row + where for row, where in zip(rows, at, strict=True)))
-        db.executemany("INSERT INTO temp.load_packed VALUES (?, ?, ?, ?)", _member_rows(db, piece.packs))
+        _stage_members(db, piece.packs)
         _sweeps(db, piece.sweeps)
         loaded += len(piece.names)
     if empty:
@@ -257,9 +267,7 @@ def _locations(db: sqlite3.Connection, piece: SnapshotPiece, pack_ids: dict[str,
         if pack not in pack_ids:
             if len(pack_ids) >= IN_CHUNK:  # (bounded: a lake of tiny adds has millions of packs)
                 pack_ids.clear()
-            blob = digest_blob(pack)
-            db.execute("INSERT OR IGNORE INTO packs (digest) VALUES (?)", (blob,))
-            pack_ids[pack] = db.execute("SELECT id FROM packs WHERE digest = ?", (blob,)).fetchone()[0]
+            pack_ids[pack] = _pack_id(db, pack)
         out.append((pack_ids[pack], offset))
     return out
 
@@ -276,7 +284,7 @@ def _piece_rows(
         scopes[scope] = scope_id(db, scope)
     try:
         ids = [batches[b][0] for b in piece.batches]
-        columns = (piece.names, list(map(digest_blob, piece.digests)), piece.sizes, ids, piece.removed_at)
+        columns = (piece.names, piece.digests, piece.sizes, ids, piece.removed_at)
         return list(zip(map(scopes.__getitem__, piece.scopes), *columns, strict=True))
     except (KeyError, ValueError) as e:
         raise CorruptRecordError(
@@ -311,7 +319,7 @@ def _apply_where_bound(
         return rows, []
     columns = (piece.scopes, piece.names, piece.digests, piece.sizes, piece.batches, piece.removed_at, rows)
     records = [
-        NameRecord(s, n, d, size, *batches[b][1:], removed)
+        NameRecord(s, n, digest_text(d), size, *batches[b][1:], removed)
         for s, n, d, size, b, removed, row in zip(*columns, strict=True)
         if (row[0], row[1]) in taken
     ]

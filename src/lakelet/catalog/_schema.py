@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from lakelet.core._digest import BLOB_ALGORITHMS
 from lakelet.core.errors import StorageError
 
 __all__ = [
@@ -107,7 +108,7 @@ CREATE TABLE IF NOT EXISTS verified (
 """
 SCOPE = "(SELECT id FROM scopes WHERE name = ?)"  # a scope's id in a query, by its name
 
-_ALGORITHMS = ("blake3", "sha256")  # a digest blob's first byte: 1 + the index here
+_ALGORITHMS = BLOB_ALGORITHMS  # a digest blob's first byte: 1 + the index here
 _CODES = {name: bytes([i + 1]) for i, name in enumerate(_ALGORITHMS)}
 _OBJECT_PATH = re.compile(r"objects/([a-z0-9]+)/([0-9a-f]{2})/([0-9a-f]{62})")
 

@@ -13,7 +13,16 @@ import blake3
 from lakelet.core._records import shown
 from lakelet.core.errors import InvalidArgumentError
 
-__all__ = ["CHUNK_SIZE", "DEFAULT_ALGORITHM", "Digest", "Hasher", "digest_bytes", "is_digest", "new_hasher"]
+__all__ = [
+    "BLOB_ALGORITHMS",
+    "CHUNK_SIZE",
+    "DEFAULT_ALGORITHM",
+    "Digest",
+    "Hasher",
+    "digest_bytes",
+    "is_digest",
+    "new_hasher",
+]
 
 DEFAULT_ALGORITHM = "blake3"  # chosen by bench/hashing.py: fastest cryptographic hash here
 CHUNK_SIZE = 4 << 20
@@ -37,6 +46,9 @@ _ALGORITHMS: dict[str, Callable[[], Hasher]] = {
 # one read back from a record must be exactly this, never '../' or an empty rest
 _HEX_LENGTHS = {"blake3": 64, "sha256": 64}
 _LOWER_HEX = re.compile("[0-9a-f]+")
+# A digest as 33 bytes (what the index stores, and what a snapshot is loaded as): one byte naming
+# the algorithm, 1 + its place here, then the raw digest. Stored: append, never reorder.
+BLOB_ALGORITHMS = ("blake3", "sha256")
 
 
 @dataclass(frozen=True, slots=True)

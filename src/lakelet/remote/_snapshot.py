@@ -1,8 +1,9 @@
 """Format-3 snapshots: the remote's state after a log entry, as Parquet shards.
 
 A new machine loads a snapshot at a few microseconds a name: the columns are checked
-column-wise (pyarrow.compute) where the rule allows it, each name by ``validate_name`` (the
-rule), a row group (a piece) at a time, so memory holds one piece. The layout, under
+column-wise (pyarrow.compute), the names too (``check_names``: ``validate_name``'s rule), a
+slice of a row group (a piece) at a time, read in a worker thread one piece ahead of the load,
+so memory holds two pieces. The layout, under
 ``snapshots/<seq, 12 digits>/`` (docs/remote-layout.md, "Snapshots (format 3)"):
 
 - ``batches-<k>.parquet``: the facts a batch of names shares (batch number, created_at,
@@ -23,6 +24,7 @@ snapshot (CorruptRecordError); the caller loads it in one transaction and falls 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import tempfile
@@ -31,14 +33,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lakelet.core._ahead import read_ahead
 from lakelet.core._batch import batch_size, batched
-from lakelet.core._digest import is_digest
-from lakelet.core._names import validate_name
+from lakelet.core._digest import BLOB_ALGORITHMS, is_digest
+from lakelet.core._names import check_names
 from lakelet.core._records import MAX_COUNT, check_count, parse_json_line, shown
 from lakelet.core.errors import CorruptRecordError, InvalidArgumentError
 from lakelet.remote._remote import Remote
-from lakelet.storage._packs import Member, Pack
-from lakelet.storage._refs import NameRecord, SnapshotPiece, check_time, parse_shared
+from lakelet.storage._packs import Pack
+from lakelet.storage._refs import NameRecord, PackMembers, SnapshotPiece, check_time, parse_shared
 from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 
@@ -51,7 +54,8 @@ _CHUNK = 1 << 18  # bytes of a shard read at a time
 _MANIFEST = "manifest.json"
 _MANIFEST_MAX = 64 << 20
 _SHARD_KEY = re.compile(r"(batches|names|packs)-[0-9]{6}\.parquet")
-_DIGEST_BYTES = {"blake3": 32, "sha256": 32}  # the algorithms core._digest knows, in bytes
+# a digest blob's first byte, by algorithm (each algorithm core._digest knows makes 32 bytes)
+_CODES = {algorithm: bytes([i + 1]) for i, algorithm in enumerate(BLOB_ALGORITHMS)}
 _ENCODER = json.JSONEncoder(sort_keys=True)  # a batch's meta text, as the index keeps it
 
 
@@ -269,8 +273,14 @@ def _read_manifest(remote: Remote, seq: int) -> bytes:
 def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece]:
     """Snapshot ``seq`` in pieces (a row group each), every value checked: CorruptRecordError
     at the first that is not valid, FileNotFoundError when it has no manifest. Its shards are
-    downloaded ``remote.transfers`` at a time into ``tmp``, and each is read as it arrives."""
+    downloaded ``remote.transfers`` at a time into ``tmp``, and each is read as it arrives,
+    a piece ahead of the caller, in a worker thread (the caller loads one meanwhile)."""
     manifest = _parse_manifest(_read_manifest(remote, seq), seq)
+    yield from read_ahead(_shard_pieces(remote, seq, manifest, tmp))
+    yield SnapshotPiece([], [], [], [], [], [], [], [], manifest["sweeps"])
+
+
+def _shard_pieces(remote: Remote, seq: int, manifest: dict[str, Any], tmp: Path) -> Iterator[SnapshotPiece]:
     shards = [(kind, s) for kind in ("batches", "packs", "names") for s in manifest[kind]]
     check = _Checker()
     with (
@@ -295,7 +305,6 @@ def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece
         finally:
             for future in fetched:
                 future.cancel()
-    yield SnapshotPiece([], [], [], [], [], [], [], [], manifest["sweeps"])
 
 
 def _pieces(
@@ -317,6 +326,7 @@ def _pieces(
             if group.num_rows > _MAX_GROUP_ROWS or group.total_byte_size > _MAX_GROUP_BYTES:
                 raise CorruptRecordError(f"{key}: row group {i} is bigger than a piece can be")
             table = file.read_row_group(i)  # columnar: compact; its Python values are not
+            table.validate(full=True)  # Parquet holds bytes: text that is not UTF-8 is refused
             size = batch_size()
             for start in range(0, table.num_rows, size):
                 yield getattr(check, kind)(table.slice(start, size), key, shard)
@@ -356,39 +366,38 @@ class _Checker:
         import pyarrow.compute as pc
 
         _no_nulls(table, key, ("name", "algo", "digest", "size", "batch"))
-        names: list[str] = table.column("name").to_pylist()
-        for name in names:
-            try:
-                validate_name(name)
-            except InvalidArgumentError as e:  # InvalidNameError is one
-                raise CorruptRecordError(f"{key}: {e}") from None
         column = table.column("name")
-        if len(names) > 1 and not pc.all(pc.less(column.slice(0, len(names) - 1), column.slice(1))).as_py():
+        try:
+            check_names(column)  # validate_name's rule, column-wise
+        except InvalidArgumentError as e:  # InvalidNameError is one
+            raise CorruptRecordError(f"{key}: {e}") from None
+        n = len(column)
+        if n > 1 and not pc.all(pc.less(column.slice(0, n - 1), column.slice(1))).as_py():
             raise CorruptRecordError(f"{key}: names not sorted, or one given twice")
+        names: list[str] = column.to_pylist()
         if names and self.last_name is not None and not self.last_name < names[0]:
             raise CorruptRecordError(f"{key}: names not sorted across pieces")
         if names and not shard["first"] <= names[0] <= names[-1] <= shard["last"]:
             raise CorruptRecordError(f"{key}: names outside the range its manifest gives")
         self.last_name = names[-1] if names else self.last_name
-        digests = _digests(table, key)
+        digests = _digest_blobs(table, key)
         sizes = table.column("size")
-        if len(sizes) and (pc.min(sizes).as_py() < 0 or pc.max(sizes).as_py() > MAX_COUNT):
+        if n and (pc.min(sizes).as_py() < 0 or pc.max(sizes).as_py() > MAX_COUNT):
             raise CorruptRecordError(f"{key}: a size that is not a count of 0 or more")
         given = pa.array(sorted(self.given), pa.int64())
-        if not pc.all(pc.is_in(table.column("batch"), value_set=given)).as_py() and len(names):
+        if n and not pc.all(pc.is_in(table.column("batch"), value_set=given)).as_py():
             raise CorruptRecordError(f"{key}: a batch number no batches shard gives")
-        removed = table.column("removed_at").to_pylist()
-        for name, when in zip(names, removed, strict=True):
-            if when is not None:
-                check_time(when, "removed_at", name)
+        removed = table.column("removed_at")
+        for i in pc.indices_nonzero(pc.is_valid(removed)).to_pylist():  # (few: tombstones)
+            check_time(removed[i].as_py(), "removed_at", names[i])
         return SnapshotPiece(
             [],
-            [LAKE] * len(names),
+            [LAKE] * n,
             names,
             digests,
             sizes.to_pylist(),
             table.column("batch").to_pylist(),
-            removed,
+            removed.to_pylist(),
             [],
             [],
             _located(table, key) if "pack" in table.column_names else [],
@@ -398,24 +407,26 @@ class _Checker:
         import pyarrow.compute as pc
 
         _no_nulls(table, key, ("pack", "algo", "digest", "offset", "size"))
-        for pack in pc.unique(table.column("pack")).to_pylist():
+        column = table.column("pack")
+        for pack in pc.unique(column).to_pylist():
             if not is_digest(pack):
                 raise CorruptRecordError(f"{key}: not a digest: {shown(pack)}")
-        for column in ("offset", "size"):
-            values = table.column(column)
+        for name in ("offset", "size"):
+            values = table.column(name)
             if len(values) and (pc.min(values).as_py() < 0 or pc.max(values).as_py() > MAX_COUNT):
-                raise CorruptRecordError(f"{key}: a member {column} that is not a count")
-        digests = _digests(table, key)
-        names: list[str] = table.column("pack").to_pylist()
-        members = list(
-            map(Member, digests, table.column("offset").to_pylist(), table.column("size").to_pylist())
-        )
+                raise CorruptRecordError(f"{key}: a member {name} that is not a count")
+        digests = _digest_blobs(table, key)
+        offsets, sizes = table.column("offset").to_pylist(), table.column("size").to_pylist()
         # a pack's members are rows in a run (a run cut by a piece's end goes on in the next)
-        ends = [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
-        packs, start = [], 0
-        for end in ends if names else []:
-            packs.append(Pack(names[start], tuple(members[start:end])))
-            start = end
+        n = len(column)
+        cuts = [0]
+        if n:
+            changes = pc.indices_nonzero(pc.not_equal(column.slice(0, n - 1), column.slice(1)))
+            cuts += [i + 1 for i in changes.to_pylist()] + [n]
+        packs = [
+            PackMembers(column[start].as_py(), digests[start:end], offsets[start:end], sizes[start:end])
+            for start, end in itertools.pairwise(cuts)
+        ]
         return SnapshotPiece([], [], [], [], [], [], [], packs, [])
 
 
@@ -446,15 +457,29 @@ def _no_nulls(table: Any, key: str, columns: tuple[str, ...]) -> None:
             raise CorruptRecordError(f"{key}: a {column} that is null")
 
 
-def _digests(table: Any, key: str) -> list[str]:
-    """The digest text of each row: a known algorithm, and bytes of its length."""
+def _digest_blobs(table: Any, key: str) -> list[bytes]:
+    """Each row's digest as the index stores it (``BLOB_ALGORITHMS``): a known algorithm, and
+    its bytes (the schema holds them to 32). Made as one buffer of 33-byte rows by strided
+    copies, then cut: half the time of a bytes object from pyarrow and another per row."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    algos = pc.unique(table.column("algo")).to_pylist()
-    if any(_DIGEST_BYTES.get(a) != 32 for a in algos):
+    algo = table.column("algo")
+    algos = pc.unique(algo).to_pylist()
+    if any(a not in _CODES for a in algos):
         raise CorruptRecordError(f"{key}: a digest algorithm that is none: {shown(algos)}")
-    raw = table.column("digest").to_pylist()
+    digests = table.column("digest").combine_chunks()
+    n = len(digests)
+    if n == 0:
+        return []
+    # (its rows only, should the array be a slice of a row group's whole buffer)
+    raw = digests.buffers()[1].slice(digests.offset * 32, n * 32).to_pybytes()
+    rows = bytearray(33 * n)
     if len(algos) == 1:
-        prefix = f"{algos[0]}:"
-        return [prefix + d.hex() for d in raw]
-    return [f"{a}:{d.hex()}" for a, d in zip(table.column("algo").to_pylist(), raw, strict=True)]
+        rows[0::33] = _CODES[algos[0]] * n
+    else:
+        rows[0::33] = bytes(i + 1 for i in pc.index_in(algo, value_set=pa.array(BLOB_ALGORITHMS)).to_pylist())
+    for i in range(32):
+        rows[i + 1 :: 33] = raw[i::32]
+    data = bytes(rows)
+    return [data[i : i + 33] for i in range(0, len(data), 33)]

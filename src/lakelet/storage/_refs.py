@@ -40,11 +40,11 @@ from lakelet.core._durable import fsync_dir, publish_file
 from lakelet.core._names import MAX_NAME_BYTES, name_key, validate_name
 from lakelet.core._records import MAX_COUNT, check_count, parse_json_line, shown
 from lakelet.core.errors import CorruptRecordError, InvalidArgumentError, NameExistsError
-from lakelet.storage._packs import Pack
 from lakelet.storage._sweeps import Sweep
 
 __all__ = [
     "NameRecord",
+    "PackMembers",
     "RECORD_FORMAT",
     "RefStore",
     "SEGMENTS",
@@ -137,22 +137,34 @@ class NameRecord:
 
 
 @dataclass(frozen=True)
+class PackMembers:
+    """Members of one pack, as columns (a snapshot holds millions: no object each): the pack's
+    digest text, then each member's digest blob (``BLOB_ALGORITHMS``), offset and size."""
+
+    pack: str
+    digests: list[bytes]
+    offsets: list[int]
+    sizes: list[int]
+
+
+@dataclass(frozen=True)
 class SnapshotPiece:
     """A piece of a remote snapshot, every value already validated (``Catalog.load_snapshot``).
 
     ``shared``: (batch number local to the snapshot, created_at, creator, meta as canonical
     JSON text); the other lists are parallel, one item per name, and a name's batch number
-    refers to this piece's ``shared`` or an earlier piece's.
+    refers to this piece's ``shared`` or an earlier piece's. A digest is a 33-byte blob, as
+    the index stores it (``BLOB_ALGORITHMS``): no text made to be turned back into bytes.
     """
 
     shared: list[tuple[int, str, str, str]]
     scopes: list[str]
     names: list[str]
-    digests: list[str]  # "blake3:<hex>" text
+    digests: list[bytes]
     sizes: list[int]
     batches: list[int]
     removed_at: list[str | None]
-    packs: list[Pack]
+    packs: list[PackMembers]
     sweeps: list[Sweep]
     # where the remote keeps each name's content, if in a pack: (pack digest, offset; the
     # member's size is the name's), one per name; empty when the snapshot does not say

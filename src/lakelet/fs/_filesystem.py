@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
-import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ from lakelet.facade._current import current_lake
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake, open_lake
 from lakelet.fs import _datasets
+from lakelet.fs._reader import Opened
 from lakelet.fs._writer import NewFile
 from lakelet.lake._pending import CURRENT
 from lakelet.storage._scopes import LAKE, parse_scope, scope_id
@@ -207,7 +206,7 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
         path = validate_name(self._strip_protocol(path))
         if mode == "rb":
             with _lakelet_errors(path):
-                return _Opened(self._reader(path))
+                return Opened(self._reader(path))
         if mode == "xb" and self.exists(path):
             raise FileExistsError(errno.EEXIST, f"{path!r} is bound already", path)
         if mode in ("wb", "xb"):
@@ -345,41 +344,6 @@ class LakeFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec ships 
     def _where(self) -> str:
         lake = self.lake
         return f"the lake at {lake.root}" + ("" if self._scope == LAKE else f" (scope {self._scope})")
-
-
-class _Opened(io.BufferedReader):
-    """A verified reader that also tells its ``size``, as fsspec's own code asks its files,
-    and hands out its bytes without a copy (``read_buffer``)."""
-
-    def __init__(self, verified: IO[bytes]) -> None:
-        assert isinstance(verified, io.BufferedReader)  # what File.open("rb") returns
-        raw = verified.detach()  # verified and rewound: read from the start again
-        raw.seek(0)
-        super().__init__(raw)
-        self.size = os.fstat(self.fileno()).st_size
-        self._map: mmap.mmap | None = None
-
-    def read_buffer(self, nbytes: int | None = -1) -> memoryview:
-        """The next ``nbytes`` (all the rest when negative) as a view of the file mapped in
-        memory. pyarrow reads every fsspec file through a wrapper that holds a lock and
-        copies what ``read`` returns (a Parquet read through ``lakelet://`` took 1.1-1.2x a
-        plain path's time); it asks ``read_buffer`` instead when a file has one, and takes
-        the view as it is. The mapping is safe: a lake object is written whole under a
-        temporary name and renamed, never changed in place (evict unlinks; the map stays)."""
-        start = self.tell()
-        end = self.size if nbytes is None or nbytes < 0 else min(self.size, start + nbytes)
-        if end <= start:
-            return memoryview(b"")
-        if self._map is None:
-            self._map = mmap.mmap(self.fileno(), 0, access=mmap.ACCESS_READ)
-        self.seek(end)
-        return memoryview(self._map)[start:end]
-
-    def close(self) -> None:
-        if self._map is not None:
-            with contextlib.suppress(BufferError):  # a view still held: unmapped when it goes
-                self._map.close()
-        super().close()
 
 
 def _directory(path: str) -> dict[str, Any]:

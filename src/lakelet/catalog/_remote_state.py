@@ -136,13 +136,36 @@ class RemoteState:
         with self._transaction() as db:
             yield functools.partial(_apply.apply_remote, db)
 
-    def load_snapshot(self, seq: int, pieces: Iterable[SnapshotPiece]) -> int:
+    def load_snapshot(self, seq: int, pieces: Iterable[SnapshotPiece], partial: str | None = None) -> int:
         """Load the snapshot taken after log entry ``seq`` into an index that holds no remote
         state yet (a first sync, or a rebuild), piece by piece, in one transaction; returns
         the names loaded. The state is that of ``apply_remote`` of the same records, packs and
-        sweeps; an exception from ``pieces`` (CorruptRecordError) rolls it all back."""
+        sweeps; an exception from ``pieces`` (CorruptRecordError) rolls it all back.
+        ``partial``: the pieces hold only the names under this prefix; the index says so in
+        the same transaction (``partial_prefix``), so that it is never taken for whole."""
         with self._transaction() as db:
-            return _apply.load_snapshot(db, seq, pieces)
+            loaded = _apply.load_snapshot(db, seq, pieces)
+            if partial is not None:
+                db.execute("INSERT OR REPLACE INTO state VALUES ('partial_prefix', ?)", (partial,))
+            return loaded
+
+    def partial_prefix(self) -> str | None:
+        """The prefix a first sync learned the remote's names under, if it learned no others
+        (``Lake.sync(prefix=...)``); None when the index knows every name the remote binds."""
+        row = self._db().execute("SELECT value FROM state WHERE key = 'partial_prefix'").fetchone()
+        return None if row is None else str(row[0])
+
+    def forget_remote(self) -> None:
+        """Drop what the index learned from the remote, in one transaction, so that the next
+        sync learns it all again from the start (a partial index being completed). Names
+        with no binding on the remote, this machine's own, stay."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM name_rows WHERE remote")
+            for table in ("remote_other", "packed", "sweeps", "sweeps_done"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute(
+                "DELETE FROM state WHERE key IN ('log_seq', 'partial_prefix', 'snapshot_seq', 'last_sync')"
+            )
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""

@@ -39,11 +39,14 @@ def _fail_on_conflicts(conflicts: list[str]) -> None:
 
 
 @click.command()
+@click.argument("prefix", default="")
 @click.pass_context
-def sync(ctx: click.Context) -> None:
-    """Push pending names, then learn the names bound elsewhere (content is fetched lazily)."""
+def sync(ctx: click.Context, prefix: str) -> None:
+    """Push pending names, then learn the names bound elsewhere (content is fetched lazily).
+    With PREFIX, a machine that has not synced yet learns only the names under it from the
+    remote's snapshot; whatever needs the others (a bind, a push, gc) learns them first."""
     with DelayedBar("pushing") as bar:
-        report = lake_of(ctx).sync(progress=bar)
+        report = lake_of(ctx).sync(progress=bar, prefix=prefix)
     stdout.print(
         f"pushed {report.pushed.names} names; {report.new_names} records from "
         f"{report.entries_read} new log entries",

@@ -209,6 +209,11 @@ def _warn_out_of_sync(lake: Lake) -> None:
         return
     if status["unpushed"]:
         warn(f"{status['unpushed']} names are not on {status['remote']} yet: run `lakelet push`")
+    if status["synced_only"] is not None:
+        warn(
+            f"synced only the names under {status['synced_only']!r} from {status['remote']}: "
+            "run `lakelet sync` to list the others"
+        )
     last = status["last_sync"]
     if last is None:
         warn(

@@ -246,12 +246,19 @@ class Lake:
         with chosen(progress, "pushing") as shown:
             return self.context.link.push(shown)
 
-    def sync(self, progress: ProgressOption = None) -> SyncReport:
+    def sync(self, progress: ProgressOption = None, *, prefix: str = "") -> SyncReport:
         """Push what is pending, then learn every name bound elsewhere since the last sync.
         Downloads no content: files are fetched when first opened (or by ``pull``).
-        ``progress``: as for ``add``."""
+        ``progress``: as for ``add``.
+
+        ``prefix``: on a machine that has not synced yet, learn from the remote's snapshot
+        only the names under ``prefix`` (reading only the parts of it that hold them), and
+        everything bound since. Anything that needs the other names (a bind, a push, a look-up
+        of a name outside the prefix, ``gc(remote=True)``, a sync without the prefix) learns
+        them first (docs/remote-layout.md, "A sync of one prefix")."""
+        prefix = validate_prefix(prefix) if prefix else ""
         with chosen(progress, "syncing") as shown:
-            return self.context.link.sync(shown)
+            return self.context.link.sync(shown, prefix)
 
     def upgrade_remote(self) -> bool:
         """Switch the remote to the newest format lakelet writes (3: the compact log,

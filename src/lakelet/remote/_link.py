@@ -80,11 +80,11 @@ class RemoteLink:
             report.conflicts += pushed.conflicts
         return report
 
-    def sync(self, progress: Progress = SILENT) -> SyncReport:
+    def sync(self, progress: Progress = SILENT, prefix: str = "") -> SyncReport:
         syncer = self.require("sync")
         reported = len(syncer.problems)
         pushed = self._push(syncer, progress)
-        names, entries = syncer.pull_metadata()
+        names, entries = syncer.pull_metadata(prefix)
         syncer.maybe_snapshot()
         return SyncReport(pushed, names, entries, syncer.problems[reported:])
 
@@ -93,11 +93,12 @@ class RemoteLink:
 
     def status(self) -> dict[str, object]:
         if self._remote is None:
-            return {"remote": None, "unpushed": 0, "last_sync": None}
+            return {"remote": None, "unpushed": 0, "last_sync": None, "synced_only": None}
         # unchecked: a listing warns from the local catalog and must not wait on the network
         syncer = self._checked or Syncer(self._remote, self._catalog, self._objects, self._tmp)
         return {
             "remote": self._remote.url,
             "unpushed": self._catalog.count_not_on_remote(LAKE),
             "last_sync": syncer.last_sync(),
+            "synced_only": self._catalog.partial_prefix(),
         }

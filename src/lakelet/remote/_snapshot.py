@@ -270,17 +270,29 @@ def _read_manifest(remote: Remote, seq: int) -> bytes:
     return body
 
 
-def read_snapshot(remote: Remote, seq: int, tmp: Path) -> Iterator[SnapshotPiece]:
+def read_snapshot(remote: Remote, seq: int, tmp: Path, prefix: str = "") -> Iterator[SnapshotPiece]:
     """Snapshot ``seq`` in pieces (a row group each), every value checked: CorruptRecordError
     at the first that is not valid, FileNotFoundError when it has no manifest. Its shards are
     downloaded ``remote.transfers`` at a time into ``tmp``, and each is read as it arrives,
-    a piece ahead of the caller, in a worker thread (the caller loads one meanwhile)."""
+    a piece ahead of the caller, in a worker thread (the caller loads one meanwhile).
+    ``prefix``: only the names under it, from only the names shards whose first and last
+    name (the manifest's) can hold one; every batches and packs shard is read."""
     manifest = _parse_manifest(_read_manifest(remote, seq), seq)
-    yield from read_ahead(_shard_pieces(remote, seq, manifest, tmp))
+    if prefix:
+        manifest = {**manifest, "names": [s for s in manifest["names"] if _may_hold(s, prefix)]}
+    yield from read_ahead(_shard_pieces(remote, seq, manifest, tmp, prefix))
     yield SnapshotPiece([], [], [], [], [], [], [], [], manifest["sweeps"])
 
 
-def _shard_pieces(remote: Remote, seq: int, manifest: dict[str, Any], tmp: Path) -> Iterator[SnapshotPiece]:
+def _may_hold(shard: dict[str, Any], prefix: str) -> bool:
+    """Whether a names shard of names from ``first`` to ``last`` may hold one under ``prefix``
+    (a first name past the prefix that does not start with it sorts after all that do)."""
+    return bool(shard["last"] >= prefix and (shard["first"] <= prefix or shard["first"].startswith(prefix)))
+
+
+def _shard_pieces(
+    remote: Remote, seq: int, manifest: dict[str, Any], tmp: Path, prefix: str = ""
+) -> Iterator[SnapshotPiece]:
     shards = [(kind, s) for kind in ("batches", "packs", "names") for s in manifest[kind]]
     check = _Checker()
     with (
@@ -300,7 +312,7 @@ def _shard_pieces(remote: Remote, seq: int, manifest: dict[str, Any], tmp: Path)
         try:
             for (kind, shard), future in zip(shards, fetched, strict=True):
                 path = future.result()
-                yield from _pieces(kind, shard, path, check, manifest["located"])
+                yield from _pieces(kind, shard, path, check, manifest["located"], prefix)
                 path.unlink()
         finally:
             for future in fetched:
@@ -308,7 +320,7 @@ def _shard_pieces(remote: Remote, seq: int, manifest: dict[str, Any], tmp: Path)
 
 
 def _pieces(
-    kind: str, shard: dict[str, Any], path: Path, check: _Checker, located: bool
+    kind: str, shard: dict[str, Any], path: Path, check: _Checker, located: bool, prefix: str = ""
 ) -> Iterator[SnapshotPiece]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -327,6 +339,10 @@ def _pieces(
                 raise CorruptRecordError(f"{key}: row group {i} is bigger than a piece can be")
             table = file.read_row_group(i)  # columnar: compact; its Python values are not
             table.validate(full=True)  # Parquet holds bytes: text that is not UTF-8 is refused
+            if prefix and kind == "names":
+                import pyarrow.compute as pc
+
+                table = table.filter(pc.starts_with(table.column("name"), prefix))
             size = batch_size()
             for start in range(0, table.num_rows, size):
                 yield getattr(check, kind)(table.slice(start, size), key, shard)

@@ -338,7 +338,7 @@ class Syncer:
         self.pull_metadata()
         return self._catalog.get(LAKE, name)
 
-    def pull_metadata(self) -> tuple[int, int]:
+    def pull_metadata(self, prefix: str = "") -> tuple[int, int]:
         """Apply the log entries this machine has not read; returns (names, entries).
 
         The cost is one listing (one more per 1,000 entries) and one read per new
@@ -346,12 +346,22 @@ class Syncer:
         that has read nothing yet starts from the latest snapshot that the log
         vouches for. Lines that are not valid records are skipped and reported
         (``problems``); the rest applies.
+
+        ``prefix``: a machine that has read nothing yet learns, of that snapshot, only the
+        names under ``prefix`` (the entries after it whole), and its index says so. Every
+        other call on such an index (a sync of another prefix or of all, and so every bind,
+        push, look-up and remote gc, which all start here) first learns everything again:
+        a bind checked against part of the names could bind one bound elsewhere, and a
+        remote gc would delete what the names it does not know still need.
         """
+        partial = self._catalog.partial_prefix()
+        if partial is not None and not (prefix and prefix.startswith(partial)):
+            self._catalog.forget_remote()
         cursor = self.cursor()
         names = 0
         listed: dict[int, list[int]] = {}  # log folder listings, shared by the snapshot check
         if cursor == 0:
-            taken = self._load_snapshot(listed)
+            taken = self._load_snapshot(listed, prefix)
             if taken is not None:
                 names, cursor = taken
         numbers = self.log.entries_after(cursor, listed)
@@ -368,7 +378,7 @@ class Syncer:
         self._catalog.set_state(_LAST_SYNC, datetime.now(UTC).isoformat())
         return names, len(numbers)
 
-    def _load_snapshot(self, listed: dict[int, list[int]]) -> tuple[int, int] | None:
+    def _load_snapshot(self, listed: dict[int, list[int]], prefix: str = "") -> tuple[int, int] | None:
         """Index the newest snapshot that is whole and taken after an entry the log holds,
         streamed in pieces; returns (its names, its entry number), or None to read the log
         from its first entry.
@@ -387,8 +397,9 @@ class Syncer:
             names = 0
             refused: list[tuple[NameRecord, str]] = []
             try:
-                if self.log.columnar(seq):  # format 3: loaded in bulk
-                    names = self._catalog.load_snapshot(seq, read_snapshot(self.remote, seq, self._tmp))
+                if self.log.columnar(seq):  # format 3: loaded in bulk (only a prefix: partial)
+                    pieces = read_snapshot(self.remote, seq, self._tmp, prefix)
+                    names = self._catalog.load_snapshot(seq, pieces, partial=prefix or None)
                 else:
                     with self._catalog.applying_remote() as apply:
                         for piece in self.log.read_snapshot(seq):
@@ -423,8 +434,8 @@ class Syncer:
         machine reads one file and at most a few folders of entries."""
         cursor = self.cursor()
         seen = int(self._catalog.get_state(_SNAPSHOT_SEEN) or 0)
-        if cursor - seen < SNAPSHOT_EVERY:
-            return False
+        if cursor - seen < SNAPSHOT_EVERY or self._catalog.partial_prefix() is not None:
+            return False  # (an index that knows the names under a prefix only has no snapshot to give)
         # one numbered past this machine's last entry is no snapshot (a peer's forgery, refused by
         # pull_metadata), nor is one whose writer died before its end: counting either would
         # stop every machine from taking one again

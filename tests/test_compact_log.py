@@ -246,9 +246,11 @@ def test_whatever_needs_the_other_names_learns_them_first(
     names, _ = _prefixed_lake(machine, make_file, tmp_path, monkeypatch)
     binder = machine("binder")
     binder.sync(prefix="other/")
+    binder.user.puts("notes/a.txt", b"mine")  # another scope: learning the lake again keeps it
     with pytest.raises(NameExistsError):
         binder.add(b"other content", "raw/1.txt")
     assert [f.name for f in binder.ls()] == names and binder.status()["synced_only"] is None
+    assert binder.user.list("notes/") == ["notes/a.txt"] and binder.user.gets("notes/a.txt") == b"mine"
 
     reader = machine("reader")
     reader.sync(prefix="other/")

@@ -18,6 +18,7 @@ from lakelet.core._batch import batch_size
 from lakelet.core.errors import StorageError
 from lakelet.storage._packs import Member, Pack
 from lakelet.storage._refs import NameRecord, SnapshotPiece
+from lakelet.storage._scopes import LAKE
 from lakelet.storage._sweeps import Sweep
 
 __all__ = ["RemoteState"]
@@ -159,9 +160,10 @@ class RemoteState:
         """Drop what the index learned from the remote, in one transaction, so that the next
         sync learns it all again from the start (a partial index being completed). Names
         with no binding on the remote, this machine's own, stay."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM name_rows WHERE remote")
-            for table in ("remote_other", "packed", "sweeps", "sweeps_done"):
+        with self._transaction() as db:  # (the log binds lake names only: other scopes stay)
+            db.execute(f"DELETE FROM name_rows WHERE remote AND scope = {SCOPE}", (LAKE,))
+            db.execute(f"DELETE FROM remote_other WHERE scope = {SCOPE}", (LAKE,))
+            for table in ("packed", "sweeps", "sweeps_done"):
                 db.execute(f"DELETE FROM {table}")
             db.execute(
                 "DELETE FROM state WHERE key IN ('log_seq', 'partial_prefix', 'snapshot_seq', 'last_sync')"

@@ -301,6 +301,19 @@ def run_size(work: Path, n: int, version: int, args: argparse.Namespace) -> list
     ]
 
 
+def _start(title: str) -> OtherLoad:
+    """Print the run's header (what, the machine, its load); returns the load's watch."""
+    print(title)
+    print(f"# {machine()}")
+    print(f"# {load_note()}")
+    return OtherLoad()
+
+
+def _where(args: argparse.Namespace) -> dict[str, Path]:
+    """``scratch``'s keyword for ``--work``, if given."""
+    return {} if args.work is None else {"root": args.work}
+
+
 def run_s3(server: object, work: Path, n: int, args: argparse.Namespace) -> list[object]:
     """One size on moto S3: build, then count each step's requests in the server's log."""
     from remote import BUCKET
@@ -348,12 +361,9 @@ def main_s3(args: argparse.Namespace) -> None:
 
     from lakelet.core._environ import patched_environ
 
-    print(f"# scale: moto S3 remote, {args.batch:,} names a log entry")
-    print(f"# {machine()}")
-    print(f"# {load_note()}")
-    load = OtherLoad()
+    load = _start(f"# scale: moto S3 remote, {args.batch:,} names a log entry")
     rows = []
-    with scratch("scale-s3", **({} if args.work is None else {"root": args.work})) as work:
+    with scratch("scale-s3", **_where(args)) as work:
         server = MotoServer(work)
         try:
             with patched_environ(server.env):
@@ -404,12 +414,9 @@ def main() -> None:
     if args.against is not None:
         compare_first_syncs(args)
         return
-    print(f"# scale: file:// remote, {args.batch:,} names a log entry")
-    print(f"# {machine()}")
-    print(f"# {load_note()}")
-    load = OtherLoad()
+    load = _start(f"# scale: file:// remote, {args.batch:,} names a log entry")
     rows = []
-    kwargs = {} if args.work is None else {"root": args.work}
+    kwargs = _where(args)
     for n in args.sizes:
         for version in args.formats:
             with scratch(f"scale-{n}-{version}", **kwargs) as work:
@@ -434,12 +441,11 @@ def main() -> None:
 
 
 def compare_first_syncs(args: argparse.Namespace) -> None:
-    print(f"# first sync: this checkout against {args.against}, alternately, medians of {args.rounds}")
-    print(f"# {machine()}")
-    print(f"# {load_note()}")
-    load = OtherLoad()
+    load = _start(
+        f"# first sync: this checkout against {args.against}, alternately, medians of {args.rounds}"
+    )
     rows = []
-    kwargs = {} if args.work is None else {"root": args.work}
+    kwargs = _where(args)
     for n in args.sizes:
         with scratch(f"scale-first-{n}", **kwargs) as work:
             remote_root = work / "remote"

@@ -265,15 +265,20 @@ def test_an_index_of_schema_5_is_upgraded_in_place_and_lists_syncs_and_fetches(m
         assert db.execute("PRAGMA user_version").fetchone()[0] == 7
 
 
+def _with_digest(lake: lakelet.Lake, blob: object) -> lakelet.Lake:
+    """``lake`` reopened after every row of its index was given ``blob`` as its digest."""
+    lake.close()
+    with sqlite3.connect(lake.root / "index.sqlite") as db:
+        db.execute("UPDATE name_rows SET digest = ?", (blob,))
+    return lakelet.open(lake.root)
+
+
 @pytest.mark.parametrize("blob", [b"\x09" + bytes(32), b"\x01short", "blake3:not a blob"])
 def test_a_digest_in_the_index_no_lakelet_wrote_is_one_error_until_fsck_rebuilds_it(
     lake, make_file, blob
 ) -> None:
     lake.add(make_file("a.txt", "alpha"), "a.txt")
-    lake.close()
-    with sqlite3.connect(lake.root / "index.sqlite") as db:
-        db.execute("UPDATE name_rows SET digest = ?", (blob,))
-    damaged = lakelet.open(lake.root)
+    damaged = _with_digest(lake, blob)
     with pytest.raises(lakelet.StorageError, match="damaged digest: run `lakelet fsck`"):
         damaged.ls()
     assert damaged.fsck().names_indexed == 1
@@ -374,10 +379,7 @@ def test_a_damaged_digest_of_a_name_learned_from_the_remote_is_learned_again_by_
     machine("a").add(make_file("a.txt", "alpha"), "a.txt")
     b = machine("b")
     b.sync()
-    b.close()
-    with sqlite3.connect(b.root / "index.sqlite") as db:
-        db.execute("UPDATE name_rows SET digest = ?", (blob,))
-    b = lakelet.open(b.root)
+    b = _with_digest(b, blob)
     with pytest.raises(lakelet.StorageError, match="damaged digest: run `lakelet fsck`"):
         b.ls()
     assert b.fsck().index_set_aside

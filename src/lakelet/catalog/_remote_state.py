@@ -165,9 +165,7 @@ class RemoteState:
             db.execute(f"DELETE FROM remote_other WHERE scope = {SCOPE}", (LAKE,))
             for table in ("packed", "sweeps", "sweeps_done"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute(
-                "DELETE FROM state WHERE key IN ('log_seq', 'partial_prefix', 'snapshot_seq', 'last_sync')"
-            )
+            db.execute("DELETE FROM state WHERE key IN ('log_seq', 'partial_prefix')")
 
     def remote_bindings(self, scope: str, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """name -> (digest, removed) as the remote binds it, for the names it binds."""

@@ -265,3 +265,25 @@ def test_whatever_needs_the_other_names_learns_them_first(
     assert {f.name: f.read_text() for f in fresh.pull()} == {
         n: ("tail" if n == "tail/x.txt" else n.replace("/", " ").removesuffix(".txt")) for n in names
     }
+
+
+@pytest.mark.parametrize("remote", ["file"], indirect=True)
+def test_a_manifest_that_lies_about_a_range_only_makes_a_prefix_sync_miss_names(
+    remote, machine, make_file, tmp_path, monkeypatch
+) -> None:
+    """A peer's manifest gives the shards holding other/ a range elsewhere: the prefix sync
+    skips them, and the first look-up learns everything (the forged snapshot is then refused
+    whole, for the names outside its range, and the log read instead)."""
+    names, folder = _prefixed_lake(machine, make_file, tmp_path, monkeypatch)
+    fs, root = _fs(remote)
+    manifest = json.loads(fs.cat_file(f"{root}/{folder}/manifest.json"))
+    for shard in manifest["names"]:
+        if shard["first"] <= "other0" and shard["last"] >= "other/":
+            shard["first"], shard["last"] = "zzz/9", "zzz/99"
+    fs.pipe_file(f"{root}/{folder}/manifest.json", json.dumps(manifest).encode())
+
+    b = machine("b")
+    b.sync(prefix="other/")
+    assert [f.name for f in b.ls()] == ["tail/x.txt"]  # missed, not wrong
+    assert b.file("other/1.txt").read_text() == "other 1"
+    assert [f.name for f in b.ls()] == names and b.status()["synced_only"] is None

@@ -26,7 +26,9 @@ from lakelet.core._values import kind_of
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.lake._run_record import INFERRED_FORMATS
 
-__all__ = ["FORMATS", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
+__all__ = ["FORMATS", "IN_MEMORY_MAX", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
+
+IN_MEMORY_MAX = 1 << 20  # a value encoded in memory up to this size is stored from there
 
 
 def _to_arrow(value: Any) -> Any:
@@ -108,13 +110,12 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-def _dump_json(value: Any, path: Path) -> None:
-    # UTF-8 as it is read back, whatever the locale; bytes, not text mode: a text file's codec
-    # set-up cost more than the write for a map's small values
-    path.write_bytes(_json_text(value).encode())
+def _encode_json(value: Any) -> bytes:
+    return _json_text(value).encode()  # UTF-8 as it is read back, whatever the locale
 
 
 def _dump_pickle(value: Any, path: Path) -> None:
+    # to the file, in frames: a large value is not held twice in memory
     with open(path, "wb") as f:
         pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -158,12 +159,16 @@ def _is_json(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Format:
+    """A way to store a value: table formats write a file (``dump``), the others encode it in
+    memory (``encode``), so that a map's small values reach the lake without a temp file."""
+
     name: str
     extension: str
     takes: str  # what it stores, for error messages
     accepts: Callable[[Any], bool]  # stores the value and loads back the same kind of value
-    dump: Callable[[Any, Path], object]  # what it returns is ignored
     load: Callable[[Path, str], Any]  # (path, kind) -> value
+    dump: Callable[[Any, Path], object] | None = None  # what it returns is ignored
+    encode: Callable[[Any], bytes] | None = None
     # what the encoder raises for a value it cannot encode (a function: pyarrow is imported lazily),
     # and what to do about it
     refusals: Callable[[], tuple[type[BaseException], ...]] = lambda: ()
@@ -195,33 +200,51 @@ FORMATS = {
             "parquet",
             _TABLES,
             _is_table,
-            _dump_parquet,
             _load_parquet,
-            _arrow_refusals,
-            _TABLE_FIX,
+            dump=_dump_parquet,
+            refusals=_arrow_refusals,
+            fix=_TABLE_FIX,
         ),
-        Format("arrow", "arrow", _TABLES, _is_table, _dump_arrow, _load_arrow, _arrow_refusals, _TABLE_FIX),
-        Format("csv", "csv", _TABLES, _is_table, _dump_csv, _load_csv, _arrow_refusals, _TABLE_FIX),
-        Format("npy", "npy", "a numpy array (not of objects)", _is_array, _dump_npy, _load_npy),
+        Format(
+            "arrow",
+            "arrow",
+            _TABLES,
+            _is_table,
+            _load_arrow,
+            dump=_dump_arrow,
+            refusals=_arrow_refusals,
+            fix=_TABLE_FIX,
+        ),
+        Format(
+            "csv",
+            "csv",
+            _TABLES,
+            _is_table,
+            _load_csv,
+            dump=_dump_csv,
+            refusals=_arrow_refusals,
+            fix=_TABLE_FIX,
+        ),
+        Format("npy", "npy", "a numpy array (not of objects)", _is_array, _load_npy, dump=_dump_npy),
         Format(
             "json",
             "json",
             "JSON-able values",
             _is_json,
-            _dump_json,
             lambda p, k: json.loads(p.read_text(encoding="utf-8")),
-            _utf8_refusals,
-            _UTF8_FIX,
+            encode=_encode_json,
+            refusals=_utf8_refusals,
+            fix=_UTF8_FIX,
         ),
         Format(
             "text",
             "txt",
             "a str",
             lambda v: isinstance(v, str),
-            lambda v, p: p.write_text(v, encoding="utf-8"),
             lambda p, k: p.read_text(encoding="utf-8"),
-            _utf8_refusals,
-            _UTF8_FIX,
+            encode=lambda v: v.encode("utf-8"),
+            refusals=_utf8_refusals,
+            fix=_UTF8_FIX,
         ),
         # not what bytes() takes: bytes(5) is five zero bytes, and a list would come back as bytes
         Format(
@@ -229,18 +252,18 @@ FORMATS = {
             "bin",
             "bytes",
             lambda v: isinstance(v, bytes | bytearray | memoryview),
-            lambda v, p: p.write_bytes(bytes(v)),
             lambda p, k: p.read_bytes(),
+            encode=bytes,
         ),
         Format(
             "pickle",
             "pkl",
             "any picklable value",
             lambda v: True,
-            _dump_pickle,
             _load_pickle,
-            lambda: _PICKLE_REFUSALS,
-            "return a value pickle can store (no locks, open files, "
+            dump=_dump_pickle,
+            refusals=lambda: _PICKLE_REFUSALS,
+            fix="return a value pickle can store (no locks, open files, "
             "lambdas or functions defined inside functions)",
         ),
     ]
@@ -278,13 +301,22 @@ def choose_format(value: Any, declared: Format | None, stage: str) -> Format:
     )
 
 
-def dump(fmt: Format, value: Any, path: Path, stage: str) -> None:
-    """Write a stage's return value to ``path`` in ``fmt``.
+def dump(fmt: Format, value: Any, path: Path, stage: str) -> bytes | Path:
+    """A stage's return value in ``fmt``: its bytes, when the format encodes in memory and they
+    are at most ``IN_MEMORY_MAX``, else written to ``path``.
 
     Raises InvalidArgumentError, naming the encoder's reason, when ``fmt`` cannot encode the value.
     """
     try:
-        fmt.dump(value, path)
+        if fmt.encode is None:
+            assert fmt.dump is not None
+            fmt.dump(value, path)
+            return path
+        data = fmt.encode(value)
+        if len(data) <= IN_MEMORY_MAX:
+            return data
+        path.write_bytes(data)
+        return path
     except fmt.refusals() as e:
         raise InvalidArgumentError(
             f'stage {stage} returned a {_type_name(value)} that format="{fmt.name}" cannot store '

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lakelet.core._config import ask_user_ahead
+from lakelet.core._digest import Digest, digest_bytes
 from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
@@ -372,11 +373,11 @@ class Stage:
         done = Computed(self, value, record_name, prefix, meta, pending, new_temp_path(lake.root / "tmp"))
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
-            fmt = self._encode(lake, value, done.encoded, pending)
-            returned, from_value = self._returned(value, fmt, done.encoded, prefix)
+            fmt, body = self._encode(lake, value, done.encoded, pending)
+            returned, from_value = self._returned(value, fmt, body, prefix)
             done.outputs = [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value]
             _check_unique(self, [n for n, _, _ in done.outputs])
-            written = {n: str(hash_file(path)[0]) for n, path, _ in done.outputs}
+            written = {n: str(_digest_of(body)) for n, body, _ in done.outputs}
             passed_through = {n: lake.file(n).digest for n in returned["names"] if n not in written}
             done.record = {
                 "kind": "stage",
@@ -415,10 +416,10 @@ class Stage:
         returned = [lake.file(n) for n in done.record["returned"]["names"]]
         done.record["outputs"] = [{"name": f.name, "digest": f.digest} for f in _unique([*bound, *returned])]
         done.write_record()
-        assert done.record_path is not None
+        assert done.record_data is not None
         with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
             bound_record = bind_outputs(
-                lake.context, [(done.record_name, done.record_path, True)], done.record_meta
+                lake.context, [(done.record_name, done.record_data, True)], done.record_meta
             )
             _remember(lake, [done], bound_record)
 
@@ -439,8 +440,11 @@ class Stage:
                 f"binds none (please report this): {e}"
             ) from None
 
-    def _encode(self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs) -> Format | None:
-        """Write the return value to ``path`` in its format; None for files and paths, bound as they are.
+    def _encode(
+        self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs
+    ) -> tuple[Format | None, bytes | Path | None]:
+        """The return value's format and its encoding (bytes, or written to ``path``: ``dump``);
+        (None, None) for files and paths, bound as they are.
 
         Raises NotFoundError for a returned File or Path that does not exist.
         """
@@ -452,24 +456,24 @@ class Stage:
                         f"stage {self.qualname} returned lakelet.File({f.name!r}), which it did not write "
                         'and the lake does not have: write it (File(...).open("w")) before returning it'
                     )
-            return None
+            return None, None
         if isinstance(value, Path) and self.format is None:
             if not value.is_file():
                 raise NotFoundError(
                     f"stage {self.qualname} returned the path {value}, which is not a file: "
                     "return the path of a file the stage wrote"
                 )
-            return None
+            return None, None
         fmt = choose_format(value, self.format, self.qualname)
-        dump(fmt, value, path, self.qualname)
-        return fmt
+        return fmt, dump(fmt, value, path, self.qualname)
 
     def _returned(
-        self, value: Any, fmt: Format | None, encoded: Path, prefix: str
-    ) -> tuple[dict[str, Any], list[tuple[str, Path, bool]]]:
+        self, value: Any, fmt: Format | None, encoded: bytes | Path | None, prefix: str
+    ) -> tuple[dict[str, Any], list[tuple[str, Path | bytes, bool]]]:
         """How to load the return value back (``encoded`` in ``fmt``), and what of it to bind:
-        (name, path, whether to move it in)."""
+        (name, path or bytes, whether to move the path in)."""
         if fmt is not None:
+            assert encoded is not None
             name = self.options.get("name") or f"{prefix}output.{fmt.extension}"
             return {"kind": fmt.name, "names": [name], "type": kind_of(value)}, [(name, encoded, True)]
         if isinstance(value, Path):
@@ -482,7 +486,7 @@ class Stage:
     def _bind(
         self,
         lake: Lake,
-        outputs: list[tuple[str, Path, bool]],
+        outputs: list[tuple[str, Path | bytes, bool]],
         prefix: str,
         meta: dict[str, Any],
         meta_of: dict[str, dict[str, Any]],
@@ -539,8 +543,8 @@ def _check_unique(stage: Stage, names: list[str]) -> None:
 
 @dataclass
 class Computed:
-    """One run of a stage, done but not bound yet: its value, and its outputs and run record in
-    temp files."""
+    """One run of a stage, done but not bound yet: its value, and its outputs (in temp files or
+    in memory) and run record."""
 
     stage: Stage
     value: Any
@@ -548,10 +552,11 @@ class Computed:
     prefix: str  # the generation's folder
     meta: dict[str, Any]  # of its outputs (lakelet's keys and the stage's meta=)
     pending: _pending.PendingOutputs
-    encoded: Path  # the return value in its format (a temp file)
-    outputs: list[tuple[str, Path, bool]] = field(default_factory=list)  # (name, path, move it in)
+    encoded: Path  # the temp file of the return value, if its format writes one
+    # (name, path or bytes, move the path in)
+    outputs: list[tuple[str, Path | bytes, bool]] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
-    record_path: Path | None = None
+    record_data: bytes | None = None
     run: RunRecord | None = None  # ``record`` as the readers parse it
 
     def meta_of(self, name: str) -> dict[str, Any]:
@@ -566,15 +571,11 @@ class Computed:
     def write_record(self) -> None:
         data = json.dumps(self.record, sort_keys=True).encode()
         self.run = self.stage.check_record(data, self.record_name)
-        if self.record_path is None:
-            self.record_path = new_temp_path(self.encoded.parent)
-        self.record_path.write_bytes(data)
+        self.record_data = data
 
     def discard(self) -> None:
         self.pending.discard()
         self.encoded.unlink(missing_ok=True)
-        if self.record_path is not None:
-            self.record_path.unlink(missing_ok=True)
 
 
 def commit(lake: Lake, runs: list[Computed]) -> None:
@@ -583,7 +584,9 @@ def commit(lake: Lake, runs: list[Computed]) -> None:
     Two runs naming one output, or a name another machine bound first, fall back to
     ``_commit_apart``."""
     outputs = [o for done in runs for o in done.outputs]
-    records = [(d.record_name, d.record_path, True) for d in runs if d.record_path is not None]
+    records: list[tuple[str, Path | bytes, bool]] = [
+        (d.record_name, d.record_data, True) for d in runs if d.record_data is not None
+    ]
     names = [n for n, _, _ in [*outputs, *records]]
     if len(set(names)) == len(names):
         metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
@@ -622,7 +625,9 @@ def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
     for done in alone:
         done.stage.commit_alone(lake, done)
     grouped = [done for done in runs if done not in alone]
-    records = [(d.record_name, d.record_path, True) for d in grouped if d.record_path is not None]
+    records: list[tuple[str, Path | bytes, bool]] = [
+        (d.record_name, d.record_data, True) for d in grouped if d.record_data is not None
+    ]
     record_metas = {d.record_name: d.record_meta for d in grouped}
     if not records:
         return
@@ -654,6 +659,10 @@ def _remember_values(lake: Lake, runs: list[Computed], bound: list[NameRecord]) 
         record = by_name[names[0]]
         memo = (str(lake.root), record.digest, returned["kind"], returned["type"])
         _loaded.remember_written(memo, lake.context.blob_path(record), done.value)
+
+
+def _digest_of(body: bytes | Path) -> Digest:
+    return digest_bytes(body) if isinstance(body, bytes) else hash_file(body)[0]
 
 
 def _unique(files: list[File]) -> list[File]:

@@ -33,13 +33,19 @@ class Source:
     """One file to ingest. ``relative`` is '' for a single file, else its path under a directory.
 
     A local file is known by ``location``, its path as a string (a directory add lists
-    10,000 of these and builds a ``Path`` for few of them); any other source by ``opener``.
+    10,000 of these and builds a ``Path`` for few of them); content the caller holds by ``held``;
+    any other source by ``opener``.
     """
 
     relative: str
     location: str | None
     size: int | None
     opener: Callable[[], Reader] | None = None
+    held: bytes | None = None
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Source:
+        return cls("", None, len(data), lambda: io.BytesIO(data), data)
 
     @property
     def local_path(self) -> Path | None:
@@ -307,8 +313,8 @@ def from_memory(data: object) -> tuple[Source, str] | None:
     if isinstance(data, str | os.PathLike):
         return None
     if isinstance(data, bytes | bytearray | memoryview):
-        content = bytes(data)  # a copy: the caller may change a bytearray while we store it
-        return Source("", None, len(content), lambda: io.BytesIO(content)), "<bytes>"
+        # a copy: the caller may change a bytearray while we store it
+        return Source.of_bytes(bytes(data)), "<bytes>"
     if isinstance(data, io.TextIOBase):
         raise InvalidArgumentError("add() takes a binary file object: open the file with 'rb', not 'r'")
     if callable(getattr(data, "read", None)):

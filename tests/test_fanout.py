@@ -51,6 +51,15 @@ def stamp(label):
 @lakelet.stage
 def sizes(files):
     return [f.size for f in files]
+
+
+@lakelet.stage
+def noted(x):
+    # writes a file, then returns a value no format takes when x is 2: found only when its run
+    # is prepared for the group commit, after the function returned
+    with lakelet.File(f"notes/{x}.txt").open("w") as o:
+        o.write(f"note {x}")
+    return {x, -x} if x == 2 else x
 """
 
 
@@ -124,6 +133,20 @@ def test_failed_items_do_not_stop_the_others_and_run_again_alone(fanout, kind, m
     monkeypatch.setenv("FANOUT_FAIL", "")
     assert [r["square"] for r in module.square.map(range(5))] == [0, 1, 4, 9, 16]
     assert ran() == ["square2", "square4"]
+
+
+@pytest.mark.parametrize("kind", ["none", "processes"])
+def test_an_item_whose_value_cannot_be_stored_fails_alone_and_leaves_nothing(fanout, kind) -> None:
+    module, lake, _ = fanout
+    executor = None if kind == "none" else kind
+    with pytest.raises(lakelet.RunError, match=r"1 of 4 items .*returned a set") as info:
+        module.noted.map(range(4), executor=executor, max_workers=2)
+    assert list(info.value.failures) == [f"{module.__name__}.noted[2]"]
+    # a worker's stage writes into the map's lake, whatever lake the worker finds by itself
+    assert [f.read_text() for f in lake.ls("notes/")] == ["note 0", "note 1", "note 3"]
+    assert list((lake.root / "tmp").iterdir()) == []  # nor left behind
+    assert module.noted.map([0, 1, 3], executor=executor) == [0, 1, 3]  # bound: all cached
+    assert len(lake.ls("notes/")) == 3
 
 
 def test_map_reports_progress_by_item(fanout) -> None:

@@ -3,10 +3,10 @@ process and in each worker.
 
 Each call is keyed as ``stage(*args)`` is. A cached one is reported, not loaded (the caller
 loads the results it needs). The others run one after another, and every ``_BATCH`` runs (or
-``_BATCH_S`` seconds) their outputs and run records are bound in one segment (``_stage.commit``),
-not one per call. A call that raises is reported with its
-traceback; the others go on. A process killed mid-batch loses the runs not yet committed, never
-binds half of one.
+``_BATCH_S`` seconds) they are prepared (values encoded, run records made) and their outputs and
+run records bound in one segment (``_stage.commit``), not one per call. A call that raises is
+reported with its traceback; the others go on. A process killed mid-batch loses the runs not yet
+committed, never binds half of one.
 
 Unlike a single call, a batch takes no per-key lock: two processes mapping the same new item at
 once both run it, and the second to bind finds the first's names (the same bytes: a no-op; other
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lakelet.lake._run_record import current_run
 from lakelet.stages._loaded import exact
-from lakelet.stages._stage import Computed, commit
+from lakelet.stages._stage import Computed, Ran, commit
 
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake
@@ -67,8 +67,8 @@ def call_many(
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Key] = {}  # upstream keys, worked out once for the batch
     results: list[ItemDone] = []
-    pending: list[tuple[int, Computed]] = []
-    provenance: dict[str, Any] = {}  # the runs of one group commit share it (``Stage.compute``)
+    ran: list[tuple[int, Ran]] = []  # since the last group commit
+    provenance: dict[str, Any] = {}  # the runs of one group commit share it (``Stage.prepare``)
     since = time.monotonic()
 
     def tell(done: ItemDone) -> None:
@@ -79,6 +79,14 @@ def call_many(
         nonlocal since
         since = time.monotonic()
         provenance.clear()  # each group commit asks git and the user afresh: a map may be long
+        pending: list[tuple[int, Computed]] = []
+        for index, run in ran:  # prepared together: see ``Stage.prepare``
+            try:
+                pending.append((index, stage.prepare(lake, run, provenance)))
+            except Exception as error:
+                run.discard()
+                tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
+        ran.clear()
         if not pending:
             return
         try:
@@ -95,16 +103,17 @@ def call_many(
         finally:
             for _, done in pending:
                 done.discard()
-            pending.clear()
 
+    # every call keyed first, then run: each pass keeps its own code and data in the CPU's caches
+    todo: list[tuple[int, Key, str, Call]] = []
     for index, (args, kwargs) in calls:
         try:
             key = stage.key_for(lake, args, kwargs, keys)
             known = (looked_up or {}).get(index)
             if cache and known is not None and known[0] == key.digest:
                 # A run bound since by another process is found when this one binds: it then
-                # adopts that run's result (``_stage.commit``), as two machines do. A lookup per
-                # item cost a tenth of a mapped item's overhead, for a race that rare.
+                # adopts that run's result (``_stage.commit``), as two machines do. A lookup
+                # per item cost a tenth of a mapped item's overhead, for a race that rare.
                 name = known[1]
             elif cache:
                 name, found = current_run(lake.context, stage.qualname, key.digest)
@@ -112,11 +121,20 @@ def call_many(
                     tell(ItemDone(index, "skipped", key.digest, name))
                     continue
             else:  # each call its own generation, distinct from those the batch holds
-                name = stage.free_generation(lake, key.digest, {d.record_name for _, d in pending})
-            pending.append((index, stage.compute(lake, key, name, args, kwargs, provenance)))
+                name = stage.free_generation(lake, key.digest, {name for _, _, name, _ in todo})
+            todo.append((index, key, name, (args, kwargs)))
         except Exception as error:  # the others go on; the caller reports it
             tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
-        if len(pending) >= _BATCH or time.monotonic() - since >= _BATCH_S:
-            flush()
-    flush()
+    try:
+        for index, key, name, (args, kwargs) in todo:
+            try:
+                ran.append((index, stage.call_body(lake, key, name, args, kwargs)))
+            except Exception as error:
+                tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
+            if len(ran) >= _BATCH or time.monotonic() - since >= _BATCH_S:
+                flush()
+        flush()
+    finally:
+        for _, run in ran:  # a KeyboardInterrupt, say: what the runs wrote goes
+            run.discard()
     return results

@@ -352,20 +352,40 @@ class Stage:
         kwargs: dict[str, Any],
         provenance: dict[str, Any] | None = None,
     ) -> Computed:
-        """Run the function and prepare what to bind (its outputs and run record, in temp files),
-        binding nothing: ``commit`` binds one or many of these in one segment. The caller
-        discards it once committed (or not). ``provenance``: the record's source location and
-        environment, filled in by the first run that finds it empty and shared by the runs of
-        one group commit (asking git's files and the user again for each of 64 runs made them a
-        tenth of a mapped item's cost)."""
+        """Run the function and prepare what to bind (its outputs and run record), binding
+        nothing: ``commit`` binds one or many of these in one segment. The caller discards it
+        once committed (or not). ``provenance``: see ``prepare``."""
+        return self.prepare(lake, self.call_body(lake, key, record_name, args, kwargs), provenance)
+
+    def call_body(self, lake: Lake, key: Key, record_name: str, args: _Args, kwargs: dict[str, Any]) -> Ran:
+        """Run the function: what it returned and wrote, nothing stored or bound yet (an
+        exception propagates, and what the function wrote is discarded)."""
         inputs = {arg: r.load() for arg, r in key.inputs.items()}
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
         secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
         with _pending.collecting(prefix) as pending, secret_environment(secret_values):
-            value = self.func(*args, **kwargs, **inputs)  # an exception propagates; nothing is bound
+            value = self.func(*args, **kwargs, **inputs)
         duration = time.perf_counter() - t0
+        return Ran(key, record_name, prefix, value, pending, started, datetime.now(UTC), duration)
+
+    def prepare(self, lake: Lake, ran: Ran, provenance: dict[str, Any] | None = None) -> Computed:
+        """A run's outputs and run record, ready to bind: its value encoded, its record made and
+        checked. Raises (and discards what the run wrote) when the value cannot be stored.
+        ``provenance``: the record's source location and environment, filled in by the first
+        run that finds it empty and shared by the runs of one group commit (asking git's files
+        and the user again for each of 64 runs made them a tenth of a mapped item's cost).
+        ``Stage.map`` prepares its runs together at each group commit rather than each after
+        its own: the code and data this takes stay in the CPU's caches, where the function's
+        own work between two runs evicted them (a third of a mapped item's overhead)."""
+        key, record_name, prefix, value, pending = (
+            ran.key,
+            ran.record_name,
+            ran.prefix,
+            ran.value,
+            ran.pending,
+        )
         meta = {**self.meta, "stage": self.qualname, "run": record_name}
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
@@ -398,9 +418,9 @@ class Stage:
                     for k, v in key.parts["code"].items()
                     if k.startswith("package:")
                 },
-                "started_at": started.isoformat(),
-                "ended_at": datetime.now(UTC).isoformat(),
-                "duration_s": round(duration, 6),
+                "started_at": ran.started.isoformat(),
+                "ended_at": ran.ended.isoformat(),
+                "duration_s": round(ran.duration, 6),
                 **expiry,
             }
             done.write_record()
@@ -539,6 +559,23 @@ def _check_unique(stage: Stage, names: list[str]) -> None:
         raise InvalidArgumentError(
             f"stage {stage.qualname} has two outputs named {twice}: give each output its own name"
         )
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A call of a stage's function that returned: what ``Stage.prepare`` makes a run of."""
+
+    key: Key
+    record_name: str
+    prefix: str  # the generation's folder
+    value: Any
+    pending: _pending.PendingOutputs  # the files it wrote
+    started: datetime
+    ended: datetime
+    duration: float
+
+    def discard(self) -> None:
+        self.pending.discard()
 
 
 @dataclass

@@ -26,6 +26,9 @@ joblib.Parallel; peak memory flat in the number of items.
 ``map-overhead`` times an in-process map of ITEMS items that do ~no work (``time.process_time``,
 after 100 items to warm up): what lakelet adds to each item of (c), whatever the load.
 
+lakelet's modules are compiled to bytecode first (``_common.compile_lakelet``), as a wheel's are
+when it is installed: the peer tools are.
+
 (c) also reports the CPU seconds of every process a case started (the fork server and its
 workers, loky's): on a loaded machine the wall time of a pool says little (Linux shares the CPU
 between sessions, so two workers get no more than a serial loop), its CPU still says what the
@@ -44,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import load_note, machine, median, scratch, table
+from _common import compile_lakelet, load_note, machine, median, scratch, table
 
 BENCH = Path(__file__).resolve().parent
 
@@ -186,11 +189,13 @@ def main() -> None:
     if args.child:
         case, work, n, burn_n = args.child
         if case == "cpu":  # only the CPU map, each tool in turn: fanout.py --child cpu - ITEMS ROUNDS
+            compile_lakelet()
             _cpu_rounds(int(n), int(burn_n))
             return
         print(json.dumps(child(case, Path(work), int(n), int(burn_n))))
         return
     _adopt_orphans()
+    compile_lakelet()
     n = 1_000 if args.quick else 10_000
     cpu_items = 200 if args.quick else 1_000
     joblib = _have("joblib")

@@ -228,8 +228,18 @@ def start(
 def _worker_lake(spec: dict[str, Any]) -> Lake:
     """The parent's lake when this worker shares its disk, else a cache root on the same remote."""
     root = Path(spec["root"])
-    if (root / "lakelet.toml").is_file():
-        return open_lake(root)
+    try:
+        st = os.stat(root / "lakelet.toml")
+    except OSError:
+        pass
+    else:
+        # opened once per worker, not once per task (a map sends ~20 a worker), and again
+        # when its configuration file may have changed
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        kept = _opened.get(spec["root"])
+        if kept is None or kept[0] != seen:
+            kept = _opened[spec["root"]] = (seen, open_lake(root))
+        return kept[1]
     if not spec["remote"]:
         raise InvalidArgumentError(
             f"a worker cannot see the lake at {root} and the lake has no remote to share results through"
@@ -237,6 +247,9 @@ def _worker_lake(spec: dict[str, Any]) -> Lake:
     digest = hashlib.sha256(spec["remote"].encode()).hexdigest()[:16]
     cache = Path(os.environ.get("LAKELET_WORKER_ROOT", Path.home() / ".cache" / "lakelet" / digest))
     return init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
+
+
+_opened: dict[str, tuple[tuple[int, int, int], Lake]] = {}  # by root: (its config file's stat, the lake)
 
 
 def _imported(module: str, attribute: str) -> Stage:

@@ -364,7 +364,8 @@ class Stage:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         prefix = record_name.removesuffix(".json") + "/"  # the generation's folder
-        secret_values = lake.secrets.values(list(self.options.get("secrets") or ()))
+        declared = self.options.get("secrets")
+        secret_values = lake.secrets.values(list(declared)) if declared else {}
         with _pending.collecting(prefix) as pending, secret_environment(secret_values):
             value = self.func(*args, **kwargs, **inputs)
         duration = time.perf_counter() - t0

@@ -76,10 +76,12 @@ _Batch = tuple[int, str, str, dict[str, Any]]
 
 
 def batch_id(db: sqlite3.Connection, created_at: str, creator: str, meta: str) -> int:
-    db.execute(
+    made = db.execute(
         "INSERT OR IGNORE INTO batches (created_at, creator, meta) VALUES (?, ?, ?)",
         (created_at, creator, meta),
     )
+    if made.rowcount == 1 and made.lastrowid is not None:  # new: no need to look it up
+        return made.lastrowid
     row = db.execute(
         "SELECT id FROM batches WHERE created_at = ? AND creator = ? AND meta = ?",
         (created_at, creator, meta),
@@ -90,8 +92,10 @@ def batch_id(db: sqlite3.Connection, created_at: str, creator: str, meta: str) -
 def stored_rows(db: sqlite3.Connection, records: Iterable[NameRecord]) -> Iterator[list[StoredRow]]:
     """The rows of ``records``, a batch at a time, each pointing at its batch of shared facts
     (made when new). The records of one add share one meta dict: it is encoded once, not once
-    per name (the key holds the dict, so its id cannot be reused meanwhile)."""
+    per name (the key holds the dict, so its id cannot be reused meanwhile); records with equal
+    metas (a group commit's run records) share one batch, looked up once."""
     ids: dict[tuple[str, str, int], tuple[dict[str, Any], int]] = {}
+    by_text: dict[tuple[str, str, str], int] = {}
     scopes: dict[str, int] = {}
     for chunk in batched(records):
         rows = []
@@ -99,10 +103,11 @@ def stored_rows(db: sqlite3.Connection, records: Iterable[NameRecord]) -> Iterat
             key = (r.created_at, r.creator, id(r.meta))
             hit = ids.get(key)
             if hit is None:
-                hit = ids[key] = (
-                    r.meta,
-                    batch_id(db, r.created_at, r.creator, json.dumps(r.meta, sort_keys=True)),
-                )
+                facts = (r.created_at, r.creator, json.dumps(r.meta, sort_keys=True))
+                batch = by_text.get(facts)
+                if batch is None:
+                    batch = by_text[facts] = batch_id(db, *facts)
+                hit = ids[key] = (r.meta, batch)
             scope = scopes.get(r.scope)
             if scope is None:
                 scope = scopes[r.scope] = scope_id(db, r.scope)

@@ -71,7 +71,10 @@ def obj(value: object, where: str) -> dict[str, Any]:
     return value
 
 
-def text(value: object, where: str, limit: int = 1 << 20) -> str:
+_TEXT_MAX = 1 << 20
+
+
+def text(value: object, where: str, limit: int = _TEXT_MAX) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{where} is not a string: {shown(value)}")
     if len(value) > limit:
@@ -79,7 +82,7 @@ def text(value: object, where: str, limit: int = 1 << 20) -> str:
     return value
 
 
-def optional_text(value: object, where: str, limit: int = 1 << 20) -> str | None:
+def optional_text(value: object, where: str, limit: int = _TEXT_MAX) -> str | None:
     return None if value is None else text(value, where, limit)
 
 
@@ -95,7 +98,8 @@ def str_map(value: object, where: str) -> dict[str, str | None]:
     """An object whose values are strings (or null)."""
     checked = obj(value, where)
     for k, v in checked.items():
-        optional_text(v, f"{where}[{shown(k)}]")
+        if not (v is None or (isinstance(v, str) and len(v) <= _TEXT_MAX)):
+            optional_text(v, f"{where}[{shown(k)}]")  # raises, naming the entry
     return checked
 
 
@@ -123,9 +127,12 @@ def timestamp(value: object, where: str) -> datetime:
     return parsed
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def hex_text(value: object, where: str, length: int) -> str:
     checked = text(value, where, length)
-    if len(checked) != length or any(c not in "0123456789abcdef" for c in checked):
+    if len(checked) != length or not _HEX_DIGITS.issuperset(checked):
         raise Invalid(f"{where} is not {length} hex digits: {shown(value)}")
     return checked
 

@@ -301,20 +301,23 @@ def choose_format(value: Any, declared: Format | None, stage: str) -> Format:
     )
 
 
-def dump(fmt: Format, value: Any, path: Path, stage: str) -> bytes | Path:
+def dump(fmt: Format, value: Any, new_path: Callable[[], Path], stage: str) -> bytes | Path:
     """A stage's return value in ``fmt``: its bytes, when the format encodes in memory and they
-    are at most ``IN_MEMORY_MAX``, else written to ``path``.
+    are at most ``IN_MEMORY_MAX``, else written to a file ``new_path()`` names (the caller
+    removes it if this raises).
 
     Raises InvalidArgumentError, naming the encoder's reason, when ``fmt`` cannot encode the value.
     """
     try:
         if fmt.encode is None:
             assert fmt.dump is not None
+            path = new_path()
             fmt.dump(value, path)
             return path
         data = fmt.encode(value)
         if len(data) <= IN_MEMORY_MAX:
             return data
+        path = new_path()
         path.write_bytes(data)
         return path
     except fmt.refusals() as e:

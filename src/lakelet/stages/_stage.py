@@ -391,10 +391,12 @@ class Stage:
         expiry = expiry_fields(self.ttl)  # in the run record and the outputs: every machine knows
         if expiry:
             meta["expires_at"] = expiry["expires_at"]
-        done = Computed(self, value, record_name, prefix, meta, pending, new_temp_path(lake.root / "tmp"))
+        done = Computed(self, value, record_name, prefix, meta, pending)
         try:
             # before binding anything: a value its format cannot store must leave the lake as it was
-            fmt, body = self._encode(lake, value, done.encoded, pending)
+            fmt, body = self._encode(
+                lake, value, functools.partial(done.encoded_path, lake.context.tmp), pending
+            )
             returned, from_value = self._returned(value, fmt, body, prefix)
             done.outputs = [*((n, tmp, True) for n, tmp in pending.written.items()), *from_value]
             _check_unique(self, [n for n, _, _ in done.outputs])
@@ -462,9 +464,9 @@ class Stage:
             ) from None
 
     def _encode(
-        self, lake: Lake, value: Any, path: Path, pending: _pending.PendingOutputs
+        self, lake: Lake, value: Any, new_path: Callable[[], Path], pending: _pending.PendingOutputs
     ) -> tuple[Format | None, bytes | Path | None]:
-        """The return value's format and its encoding (bytes, or written to ``path``: ``dump``);
+        """The return value's format and its encoding (bytes, or written to a ``new_path()``: ``dump``);
         (None, None) for files and paths, bound as they are.
 
         Raises NotFoundError for a returned File or Path that does not exist.
@@ -486,7 +488,7 @@ class Stage:
                 )
             return None, None
         fmt = choose_format(value, self.format, self.qualname)
-        return fmt, dump(fmt, value, path, self.qualname)
+        return fmt, dump(fmt, value, new_path, self.qualname)
 
     def _returned(
         self, value: Any, fmt: Format | None, encoded: bytes | Path | None, prefix: str
@@ -590,12 +592,17 @@ class Computed:
     prefix: str  # the generation's folder
     meta: dict[str, Any]  # of its outputs (lakelet's keys and the stage's meta=)
     pending: _pending.PendingOutputs
-    encoded: Path  # the temp file of the return value, if its format writes one
     # (name, path or bytes, move the path in)
     outputs: list[tuple[str, Path | bytes, bool]] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
     record_data: bytes | None = None
+    encoded: Path | None = None  # the temp file of the return value, if its format writes one
     run: RunRecord | None = None  # ``record`` as the readers parse it
+
+    def encoded_path(self, tmp_dir: Path) -> Path:
+        """A temp file for the return value, made only by a format that writes one."""
+        self.encoded = new_temp_path(tmp_dir)
+        return self.encoded
 
     def meta_of(self, name: str) -> dict[str, Any]:
         """The record meta of output ``name``: the user's keys of a file it wrote (``File.open(
@@ -613,7 +620,8 @@ class Computed:
 
     def discard(self) -> None:
         self.pending.discard()
-        self.encoded.unlink(missing_ok=True)
+        if self.encoded is not None:
+            self.encoded.unlink(missing_ok=True)
 
 
 def commit(lake: Lake, runs: list[Computed]) -> None:

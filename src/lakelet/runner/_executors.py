@@ -282,7 +282,7 @@ def run_items(
     lake = _worker_lake(spec)
     calls = [(index, from_wire(call, lake)) for index, call in items]
     with handed_secrets() as handed, use(lake):  # as in run_stage
-        done = call_many(stage, lake, calls, looked_up=looked_up)
+        done = call_many(stage, lake, calls, looked_up=looked_up, remember=False)
     return [replace(d, error=mask_secrets(d.error, handed)) if d.error else d for d in done]
 
 

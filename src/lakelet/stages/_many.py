@@ -59,11 +59,14 @@ def call_many(
     calls: list[tuple[int, Call]],
     on_done: Callable[[ItemDone], None] = lambda done: None,
     looked_up: dict[int, tuple[str, str]] | None = None,
+    remember: bool = True,
 ) -> list[ItemDone]:
     """Run the calls ``(index, (args, kwargs))`` of ``stage`` that miss; ``on_done`` is told of
     each as it is committed (or found cached, or failed). ``looked_up``: by index, (key, the
     run record name it binds) of calls the caller found missing moments ago (``Stage.map`` looks
-    every key up before it runs any), which are run without looking their key up again."""
+    every key up before it runs any), which are run without looking their key up again.
+    ``remember``: keep what was bound for this process's later calls (``_stage.commit``); a
+    pool's worker, whose calls the parent makes, need not."""
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Key] = {}  # upstream keys, worked out once for the batch
     results: list[ItemDone] = []
@@ -90,7 +93,7 @@ def call_many(
         if not pending:
             return
         try:
-            commit(lake, [done for _, done in pending])
+            commit(lake, [done for _, done in pending], remember)
         except Exception as error:  # the batch's bind failed: each of its runs failed
             text = "".join(traceback.format_exception(error))
             for index, done in pending:

@@ -624,11 +624,12 @@ class Computed:
             self.encoded.unlink(missing_ok=True)
 
 
-def commit(lake: Lake, runs: list[Computed]) -> None:
+def commit(lake: Lake, runs: list[Computed], remember: bool = True) -> None:
     """Bind the outputs and run records of ``runs`` in one segment (a group commit: one catalog
     transaction, no fsync, as for all derived data), so a kill leaves every run bound or none.
     Two runs naming one output, or a name another machine bound first, fall back to
-    ``_commit_apart``."""
+    ``_commit_apart``. ``remember``: hand the records and values to this process's later
+    cached calls (``_remember``, ``_remember_values``)."""
     outputs = [o for done in runs for o in done.outputs]
     records: list[tuple[str, Path | bytes, bool]] = [
         (d.record_name, d.record_data, True) for d in runs if d.record_data is not None
@@ -644,8 +645,9 @@ def commit(lake: Lake, runs: list[Computed]) -> None:
         except NameExistsError:
             pass  # nothing of it is bound: sort it out run by run
         else:
-            _remember_values(lake, runs, bound)
-            _remember(lake, runs, bound)
+            if remember:
+                _remember_values(lake, runs, bound)
+                _remember(lake, runs, bound)
             return
     _commit_apart(lake, runs)
 

@@ -45,13 +45,15 @@ class Source:
 
     @classmethod
     def of_bytes(cls, data: bytes) -> Source:
-        return cls("", None, len(data), lambda: io.BytesIO(data), data)
+        return cls("", None, len(data), held=data)
 
     @property
     def local_path(self) -> Path | None:
         return None if self.location is None else Path(self.location)
 
     def open(self) -> Reader:
+        if self.held is not None:
+            return io.BytesIO(self.held)
         if self.opener is not None:
             return self.opener()
         assert self.location is not None

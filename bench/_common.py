@@ -17,7 +17,6 @@ REPO = BENCH_DIR.parent
 WORK = BENCH_DIR / ".work"
 
 
-
 def compile_lakelet() -> None:
     """Compile lakelet's modules to bytecode (``__pycache__``, ignored by git), as installing
     its wheel does: a checkout installed in editable mode where PYTHONDONTWRITEBYTECODE is set

@@ -107,35 +107,42 @@ def call_many(
             for _, done in pending:
                 done.discard()
 
-    # every call keyed first, then run: each pass keeps its own code and data in the CPU's caches
-    todo: list[tuple[int, Key, str, Call]] = []
-    for index, (args, kwargs) in calls:
-        try:
-            key = stage.key_for(lake, args, kwargs, keys)
-            known = (looked_up or {}).get(index)
-            if cache and known is not None and known[0] == key.digest:
-                # A run bound since by another process is found when this one binds: it then
-                # adopts that run's result (``_stage.commit``), as two machines do. A lookup
-                # per item cost a tenth of a mapped item's overhead, for a race that rare.
-                name = known[1]
-            elif cache:
-                name, found = current_run(lake.context, stage.qualname, key.digest)
-                if found is not None:
-                    tell(ItemDone(index, "skipped", key.digest, name))
-                    continue
-            else:  # each call its own generation, distinct from those the batch holds
-                name = stage.free_generation(lake, key.digest, {name for _, _, name, _ in todo})
-            todo.append((index, key, name, (args, kwargs)))
-        except Exception as error:  # the others go on; the caller reports it
-            tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
-    try:
-        for index, key, name, (args, kwargs) in todo:
+    def keyed(group: list[tuple[int, Call]]) -> list[tuple[int, Key, str, Call]]:
+        """The calls of ``group`` to run, each with its key and run record name."""
+        todo: list[tuple[int, Key, str, Call]] = []
+        for index, (args, kwargs) in group:
             try:
-                ran.append((index, stage.call_body(lake, key, name, args, kwargs)))
-            except Exception as error:
+                key = stage.key_for(lake, args, kwargs, keys)
+                known = (looked_up or {}).get(index)
+                if cache and known is not None and known[0] == key.digest:
+                    # A run bound since by another process is found when this one binds: it then
+                    # adopts that run's result (``_stage.commit``), as two machines do. A lookup
+                    # per item cost a tenth of a mapped item's overhead, for a race that rare.
+                    name = known[1]
+                elif cache:
+                    name, found = current_run(lake.context, stage.qualname, key.digest)
+                    if found is not None:
+                        tell(ItemDone(index, "skipped", key.digest, name))
+                        continue
+                else:  # each call its own generation, distinct from those not bound yet
+                    taken = {r.record_name for _, r in ran} | {t[2] for t in todo}
+                    name = stage.free_generation(lake, key.digest, taken)
+                todo.append((index, key, name, (args, kwargs)))
+            except Exception as error:  # the others go on; the caller reports it
                 tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
-            if len(ran) >= _BATCH or time.monotonic() - since >= _BATCH_S:
-                flush()
+        return todo
+
+    try:
+        # a group keyed, then run: each pass keeps its code and data in the CPU's caches; a
+        # group at a time, so that what a map holds does not grow with its items
+        for start in range(0, len(calls), _BATCH):
+            for index, key, name, (args, kwargs) in keyed(calls[start : start + _BATCH]):
+                try:
+                    ran.append((index, stage.call_body(lake, key, name, args, kwargs)))
+                except Exception as error:
+                    tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
+                if len(ran) >= _BATCH or time.monotonic() - since >= _BATCH_S:
+                    flush()
         flush()
     finally:
         for _, run in ran:  # a KeyboardInterrupt, say: what the runs wrote goes

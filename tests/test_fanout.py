@@ -258,10 +258,17 @@ def test_what_a_map_leaves_remembered_is_small_per_item(fanout) -> None:
     gc.collect()
     tracemalloc.start()
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        module.add.map(range(5, 405), range(400))
-        gc.collect()
-        per_item = (tracemalloc.get_traced_memory()[0] - before) / 400
+        # The smaller growth of two maps: one may happen to grow a table of the interpreter's
+        # own (the interned strings pathlib adds to: 3.7 MB at once, after enough other tests in
+        # this process), which is no memory a map keeps, and the next such growth is twice as
+        # far off.
+        growths = []
+        for start in (5, 405):
+            before = tracemalloc.get_traced_memory()[0]
+            module.add.map(range(start, start + 400), range(400))
+            gc.collect()
+            growths.append((tracemalloc.get_traced_memory()[0] - before) / 400)
+        per_item = min(growths)
     finally:
         tracemalloc.stop()
     assert per_item < 4096, f"{per_item:.0f} bytes per item"

@@ -26,6 +26,17 @@ def compile_lakelet() -> None:
     compileall.compile_dir(REPO / "src" / "lakelet", quiet=1)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), in MiB. Not ``ru_maxrss``: Linux keeps that
+    across ``exec``, so a child started by a bench process that holds 60 MB reported at least
+    60 MB whatever it used."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 MB = 1_000_000  # throughputs are decimal: MB/s = 10^6 bytes/s, GB/s = 10^9 bytes/s
 MiB = 1 << 20
 GiB = 1 << 30

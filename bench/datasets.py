@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import OtherLoad, du_bytes, fs_type, load_note, machine, median, scratch, table
+from _common import OtherLoad, du_bytes, fs_type, load_note, machine, median, peak_rss_mib, scratch, table
 
 BATCH = 1 << 20
 DAYS = [f"2025-01-{d:02d}" for d in range(1, 31)]
@@ -107,10 +107,6 @@ def _source(src: Path):
     return pa.ipc.open_stream(pa.OSFile(str(src), "rb"))
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -118,7 +114,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
     import lakelet
     from lakelet.storage._objects import sync_filesystem
 
-    result: dict = {"rss_before_mib": _peak_rss_mib()}
+    result: dict = {"rss_before_mib": peak_rss_mib()}
     zstd = pads.ParquetFileFormat().make_write_options(compression="zstd")
     flt = pads.field("dt") == PICK
 
@@ -177,7 +173,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
                 t0 = time.perf_counter()
                 sides[name]()
                 result[name]["times"].append(time.perf_counter() - t0)
-        result["peak_rss_mib"] = _peak_rss_mib()
+        result["peak_rss_mib"] = peak_rss_mib()
         return result
     else:
         raise SystemExit(f"unknown child {kind}")
@@ -213,7 +209,7 @@ def child(kind: str, src: Path, out: Path, reps: int, profile: bool) -> dict:
         result["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / reps
         if kind in ("drain", "write-lakelet"):
             result["rows"] = value
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     return result
 
 

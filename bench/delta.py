@@ -24,21 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import load_note, machine, median, scratch, table
+from _common import load_note, machine, median, peak_rss_mib, scratch, table
 
 NAME = "bench/events"
 DAYS = [f"2025-01-{d:02d}" for d in range(1, 31)]
-
-
-def _rss() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _data(rows: int, seed: int = 0):
@@ -133,13 +128,18 @@ def child(kind: str, work: Path, rows: int, reps: int) -> dict:
         real = time.perf_counter() - t0
         t0 = time.perf_counter()
         _generate_commits(lake, "bench/log", range(20, commits))
-        return {"wrote": wrote, "committed": real, "generated": time.perf_counter() - t0, "rss": _rss()}
+        return {
+            "wrote": wrote,
+            "committed": real,
+            "generated": time.perf_counter() - t0,
+            "rss": peak_rss_mib(),
+        }
     if kind == "merge-lakelet":
         lake = lakelet.open(work / "lake")
         changes = _changes(rows)
         t0 = time.perf_counter()
         ds = lake.write_dataset(NAME, changes, mode="merge", keys=["id"])
-        return {"time": time.perf_counter() - t0, "rss": _rss(), "rows": ds.num_rows}
+        return {"time": time.perf_counter() - t0, "rss": peak_rss_mib(), "rows": ds.num_rows}
     if kind == "merge-deltars":
         changes = _changes(rows)
         t0 = time.perf_counter()
@@ -158,7 +158,11 @@ def child(kind: str, work: Path, rows: int, reps: int) -> dict:
             .execute()
         )
         elapsed = time.perf_counter() - t0
-        return {"time": elapsed, "rss": _rss(), "rows": deltalake.DeltaTable(str(work / "copy")).count()}
+        return {
+            "time": elapsed,
+            "rss": peak_rss_mib(),
+            "rows": deltalake.DeltaTable(str(work / "copy")).count(),
+        }
     if kind in ("fresh-lakelet", "fresh-deltars"):  # a new process: imports done, nothing read
         import pyarrow.compute
         import pyarrow.dataset
@@ -206,7 +210,7 @@ def child(kind: str, work: Path, rows: int, reps: int) -> dict:
                 t0 = time.perf_counter()
                 sides[side]()
                 out[side]["times"].append(time.perf_counter() - t0)
-        out["rss"] = _rss()
+        out["rss"] = peak_rss_mib()
         return out
     raise SystemExit(f"unknown child {kind}")
 

@@ -4,8 +4,10 @@ Each case runs in a fresh process with a fresh lake / cache directory under benc
 
 (a) trivial calls: a stage returning i*i, called for i in range(N) (10,000; 1,000 with
     --quick): first run and cached, per call (ms), as a loop of direct calls and as one
-    in-process ``stage.map``; joblib.Memory's ``cache(f)`` called the same way. Peak RSS
-    (ru_maxrss) of the map run at 1,000 and at N items.
+    in-process ``stage.map``; joblib.Memory's ``cache(f)`` called the same way; "cached, new
+    process": the cached calls again in a process of their own (a pipeline run again), which
+    has not remembered the runs it made. Peak RSS (VmHWM: ``_common.peak_rss_mib``) of the map
+    run at 1,000 and at N items.
 (b) the first stage call in a fresh process: ``import lakelet`` done, then the time of the first
     call of a trivial stage in a new lake, against the plain call (median of 5 processes).
 (c) CPU map: 1,000 items (200 with --quick) of ~10 ms CPU each (the loop count calibrated once
@@ -48,7 +50,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from _common import compile_lakelet, load_note, machine, median, scratch, table
+from _common import compile_lakelet, load_note, machine, median, peak_rss_mib, scratch, table
 
 BENCH = Path(__file__).resolve().parent
 
@@ -61,37 +63,45 @@ def _have(module: str) -> bool:
     return True
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(case: str, work: Path, n: int, burn_n: int) -> dict:
     sys.path.insert(0, str(BENCH))
     import _fanout_work as w
 
     out: dict = {}
-    if case in ("lakelet-loop", "lakelet-map"):
+    tool, _, again = case.partition("+")  # "+again": the cached calls alone, in a new process
+    phases = ("cached",) if again else ("first", "cached")
+    if tool in ("lakelet-loop", "lakelet-map"):
         import lakelet
 
-        lakelet.use(lakelet.init(work / "lake"))
+        lakelet.use(lakelet.open(work / "lake") if again else lakelet.init(work / "lake"))
         stage = w.trivial_stage
-        for phase in ("first", "cached"):
+        for phase in phases:
             t0 = time.perf_counter()
-            values = stage.map(range(n)) if case == "lakelet-map" else [stage(i) for i in range(n)]
+            values = stage.map(range(n)) if tool == "lakelet-map" else [stage(i) for i in range(n)]
             out[phase] = (time.perf_counter() - t0) / n * 1000
             assert values[-1] == (n - 1) ** 2
-        out["peak_mb"] = _peak_mb()
-    elif case == "joblib-memory":
+        out["peak_mb"] = peak_rss_mib()
+    elif tool == "joblib-memory":
         import joblib
 
         f = joblib.Memory(work / "joblib", verbose=0).cache(w.trivial)
-        for phase in ("first", "cached"):
+        for phase in phases:
             t0 = time.perf_counter()
             values = [f(i) for i in range(n)]
             out[phase] = (time.perf_counter() - t0) / n * 1000
             assert values[-1] == (n - 1) ** 2
-        out["peak_mb"] = _peak_mb()
-    elif case == "first-call":
+        out["peak_mb"] = peak_rss_mib()
+    if tool in ("lakelet-loop", "lakelet-map", "joblib-memory"):
+        if not again:  # what a cached call costs in a process that did not make the results
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", f"{case}+again", str(work), str(n), "0"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out["cached_new_process"] = json.loads(proc.stdout.strip().splitlines()[-1])["cached"]
+        return out
+    if case == "first-call":
         import lakelet
 
         lakelet.use(lakelet.init(work / "lake"))
@@ -241,13 +251,21 @@ def _all(quick: bool) -> None:
     peaks = {}
     for case in ("lakelet-loop", "lakelet-map", *(["joblib-memory"] if joblib else [])):
         r = run_child(case, n)
-        rows.append([case, f"{r['first']:.3f}", f"{r['cached']:.3f}", f"{r['peak_mb']:.0f}"])
+        rows.append(
+            [
+                case,
+                f"{r['first']:.3f}",
+                f"{r['cached']:.3f}",
+                f"{r['cached_new_process']:.3f}",
+                f"{r['peak_mb']:.0f}",
+            ]
+        )
         if case == "lakelet-map":
             peaks[n] = r["peak_mb"]
     if n != 1_000:
         peaks[1_000] = run_child("lakelet-map", 1_000)["peak_mb"]
     print(f"\n(a) {n:,} trivial calls, ms per call")
-    print(table(["case", "first run", "cached", f"peak RSS MB ({n:,})"], rows))
+    print(table(["case", "first run", "cached", "cached, new process", f"peak RSS MB ({n:,})"], rows))
     print("lakelet-map peak RSS: " + ", ".join(f"{k:,} items {v:.0f} MB" for k, v in sorted(peaks.items())))
 
     over = [run_child("first-call", 1)["over_ms"] for _ in range(5)]

@@ -4,7 +4,7 @@ process and in each worker.
 Each call is keyed as ``stage(*args)`` is. A cached one is reported, not loaded (the caller
 loads the results it needs). The others run one after another, and every ``_BATCH`` runs (or
 ``_BATCH_S`` seconds) they are prepared (values encoded, run records made) and their outputs and
-run records bound in one segment (``_stage.commit``), not one per call. A call that raises is
+run records bound in one segment (``_commit.commit``), not one per call. A call that raises is
 reported with its traceback; the others go on. A process killed mid-batch loses the runs not yet
 committed, never binds half of one.
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lakelet.lake._run_record import current_run
+from lakelet.stages._commit import Computed, Ran, commit
 from lakelet.stages._loaded import exact
-from lakelet.stages._stage import Computed, Ran, commit
 
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake
@@ -65,7 +65,7 @@ def call_many(
     each as it is committed (or found cached, or failed). ``looked_up``: by index, (key, the
     run record name it binds) of calls the caller found missing moments ago (``Stage.map`` looks
     every key up before it runs any), which are run without looking their key up again.
-    ``remember``: keep what was bound for this process's later calls (``_stage.commit``); a
+    ``remember``: keep what was bound for this process's later calls (``_commit.commit``); a
     pool's worker, whose calls the parent makes, need not."""
     cache = stage.options.get("cache", True)
     keys: dict[Stage, Key] = {}  # upstream keys, worked out once for the batch
@@ -116,7 +116,7 @@ def call_many(
                 known = (looked_up or {}).get(index)
                 if cache and known is not None and known[0] == key.digest:
                     # A run bound since by another process is found when this one binds: it then
-                    # adopts that run's result (``_stage.commit``), as two machines do. A lookup
+                    # adopts that run's result (``_commit.commit``), as two machines do. A lookup
                     # per item cost a tenth of a mapped item's overhead, for a race that rare.
                     name = known[1]
                 elif cache:

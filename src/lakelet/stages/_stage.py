@@ -5,11 +5,11 @@ only on a miss loads its inputs, which runs the upstream stages that miss.
 
 Each run binds its outputs, write-once like any other lake name, and its run
 record (``…/<key>.json``, which holds the lineage and is what a later call looks
-for) all in one segment (all or none): the files it wrote and its return value
-(``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
+for) all in one segment (all or none: ``_commit``): the files it wrote and its return
+value (``stages/<module>.<function>/<key>/output.<ext>`` unless ``name=`` says
 otherwise). A run killed before that binds nothing. Two machines that run the same
 key bind the same run record name: one wins, the other adopts its result (its
-outputs bound first, then its record: ``_commit_apart``).
+outputs bound first, then its record: ``Stage.commit_alone``).
 After ``gc`` retires an expired run (``ttl=``), the key binds a new
 generation of names (``_expiry``).
 """
@@ -20,20 +20,18 @@ import contextlib
 import fcntl
 import functools
 import inspect
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lakelet.core._config import ask_user_ahead
 from lakelet.core._digest import Digest, digest_bytes
-from lakelet.core._durable import new_temp_path
 from lakelet.core._meta import check_user_meta
 from lakelet.core._names import validate_name
 from lakelet.core._values import kind_of
@@ -59,18 +57,17 @@ from lakelet.lake._run_record import (
     ignore,
     output_kinds,
     parse_run_record,
-    remember_run,
 )
 from lakelet.stages import _loaded, _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
+from lakelet.stages._commit import Computed, Ran, commit, remember_bound
 from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
 from lakelet.storage._objects import hash_file
-from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
-__all__ = ["MAPPER", "Computed", "Outcome", "Stage", "commit", "stage"]
+__all__ = ["MAPPER", "Outcome", "Stage", "stage"]
 
 # Stage.map runs on lakelet.run's executors, a layer above: lakelet.runner fills this in
 MAPPER: Callable[[Stage, tuple[Any, ...], Any, int | None, ProgressOption], list[Any]] | None = None
@@ -444,7 +441,7 @@ class Stage:
             bound_record = bind_outputs(
                 lake.context, [(done.record_name, done.record_data, True)], done.record_meta
             )
-            _remember(lake, [done], bound_record)
+            remember_bound(lake, [done], bound_record)
 
     def check_record(self, data: bytes, record_name: str) -> RunRecord:
         """Refuse to bind a run record the readers would refuse: every later call would run the
@@ -562,151 +559,6 @@ def _check_unique(stage: Stage, names: list[str]) -> None:
         raise InvalidArgumentError(
             f"stage {stage.qualname} has two outputs named {twice}: give each output its own name"
         )
-
-
-@dataclass(frozen=True)
-class Ran:
-    """A call of a stage's function that returned: what ``Stage.prepare`` makes a run of."""
-
-    key: Key
-    record_name: str
-    prefix: str  # the generation's folder
-    value: Any
-    pending: _pending.PendingOutputs  # the files it wrote
-    started: datetime
-    ended: datetime
-    duration: float
-
-    def discard(self) -> None:
-        self.pending.discard()
-
-
-@dataclass
-class Computed:
-    """One run of a stage, done but not bound yet: its value, and its outputs (in temp files or
-    in memory) and run record."""
-
-    stage: Stage
-    value: Any
-    record_name: str
-    prefix: str  # the generation's folder
-    meta: dict[str, Any]  # of its outputs (lakelet's keys and the stage's meta=)
-    pending: _pending.PendingOutputs
-    # (name, path or bytes, move the path in)
-    outputs: list[tuple[str, Path | bytes, bool]] = field(default_factory=list)
-    record: dict[str, Any] = field(default_factory=dict)
-    record_data: bytes | None = None
-    encoded: Path | None = None  # the temp file of the return value, if its format writes one
-    run: RunRecord | None = None  # ``record`` as the readers parse it
-
-    def encoded_path(self, tmp_dir: Path) -> Path:
-        """A temp file for the return value, made only by a format that writes one."""
-        self.encoded = new_temp_path(tmp_dir)
-        return self.encoded
-
-    def meta_of(self, name: str) -> dict[str, Any]:
-        """The record meta of output ``name``: the user's keys of a file it wrote (``File.open(
-        "wb", meta=...)``) under lakelet's own, which they cannot override."""
-        return {**self.pending.meta.get(name, {}), **self.meta}
-
-    @property
-    def record_meta(self) -> dict[str, str]:
-        return {"stage": self.stage.qualname}
-
-    def write_record(self) -> None:
-        data = json.dumps(self.record, sort_keys=True).encode()
-        self.run = self.stage.check_record(data, self.record_name)
-        self.record_data = data
-
-    def discard(self) -> None:
-        self.pending.discard()
-        if self.encoded is not None:
-            self.encoded.unlink(missing_ok=True)
-
-
-def commit(lake: Lake, runs: list[Computed], remember: bool = True) -> None:
-    """Bind the outputs and run records of ``runs`` in one segment (a group commit: one catalog
-    transaction, no fsync, as for all derived data), so a kill leaves every run bound or none.
-    Two runs naming one output, or a name another machine bound first, fall back to
-    ``_commit_apart``. ``remember``: hand the records and values to this process's later
-    cached calls (``_remember``, ``_remember_values``)."""
-    outputs = [o for done in runs for o in done.outputs]
-    records: list[tuple[str, Path | bytes, bool]] = [
-        (d.record_name, d.record_data, True) for d in runs if d.record_data is not None
-    ]
-    names = [n for n, _, _ in [*outputs, *records]]
-    if len(set(names)) == len(names):
-        metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
-        metas |= {d.record_name: d.record_meta for d in runs}
-        try:
-            bound = bind_outputs(
-                lake.context, [*outputs, *records], {}, metas, apart={n for n, _, _ in records}
-            )
-        except NameExistsError:
-            pass  # nothing of it is bound: sort it out run by run
-        else:
-            if remember:
-                _remember_values(lake, runs, bound)
-                _remember(lake, runs, bound)
-            return
-    _commit_apart(lake, runs)
-
-
-def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
-    """Bind the outputs of ``runs`` in one segment, then their run records in a second: runs whose
-    names clash, among themselves (each is bound alone) or with a name another machine bound to
-    other bytes (the run whose names it took adopts its outputs; a record it bound under the same
-    key stands)."""
-    outputs = [o for done in runs for o in done.outputs]
-    metas = {n: done.meta_of(n) for done in runs for n, _, _ in done.outputs}
-    names = [n for n, _, _ in outputs]
-    alone: list[Computed] = []
-    if len(set(names)) != len(names):
-        alone = runs
-    elif outputs:
-        try:
-            bound = bind_outputs(lake.context, outputs, {}, metas)
-        except NameExistsError:
-            alone = runs  # each alone: the one whose names another machine took adopts its outputs
-        else:
-            _remember_values(lake, runs, bound)
-    for done in alone:
-        done.stage.commit_alone(lake, done)
-    grouped = [done for done in runs if done not in alone]
-    records: list[tuple[str, Path | bytes, bool]] = [
-        (d.record_name, d.record_data, True) for d in grouped if d.record_data is not None
-    ]
-    record_metas = {d.record_name: d.record_meta for d in grouped}
-    if not records:
-        return
-    try:
-        _remember(lake, grouped, bind_outputs(lake.context, records, {}, record_metas))
-    except NameExistsError:  # another machine bound one first: the same key, so its result stands
-        for record in records:
-            with contextlib.suppress(NameExistsError):
-                bind_outputs(lake.context, [record], {}, record_metas)
-
-
-def _remember(lake: Lake, runs: list[Computed], bound: list[NameRecord]) -> None:
-    """Hand the run records just bound, as their writer parsed them, to the cached calls."""
-    by_name = {r.name: r for r in bound}
-    for done in runs:
-        if done.run is not None and done.record_name in by_name:
-            remember_run(lake.context, by_name[done.record_name], done.run)
-
-
-def _remember_values(lake: Lake, runs: list[Computed], bound: list[NameRecord]) -> None:
-    """Hand the values the runs returned to the cached calls, where their format stores them
-    exactly (``_loaded``): a first run returns its value, not one loaded back."""
-    by_name = {r.name: r for r in bound}
-    for done in runs:
-        returned = done.record.get("returned", {})
-        names = returned.get("names") or []
-        if returned.get("kind") in ("files", "path") or len(names) != 1 or names[0] not in by_name:
-            continue
-        record = by_name[names[0]]
-        memo = (str(lake.root), record.digest, returned["kind"], returned["type"])
-        _loaded.remember_written(memo, lake.context.blob_path(record), done.value)
 
 
 def _digest_of(body: bytes | Path) -> Digest:

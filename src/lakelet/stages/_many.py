@@ -83,27 +83,32 @@ def call_many(
         since = time.monotonic()
         provenance.clear()  # each group commit asks git and the user afresh: a map may be long
         pending: list[tuple[int, Computed]] = []
-        for index, run in ran:  # prepared together: see ``Stage.prepare``
-            try:
-                pending.append((index, stage.prepare(lake, run, provenance)))
-            except Exception as error:
-                run.discard()
-                tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
-        ran.clear()
-        if not pending:
-            return
         try:
-            commit(lake, [done for _, done in pending], remember)
-        except Exception as error:  # the batch's bind failed: each of its runs failed
-            text = "".join(traceback.format_exception(error))
-            for index, done in pending:
-                tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
-        else:
-            for index, done in pending:
-                kept = exact(done.record["returned"]["kind"], done.value)
-                value = done.value if kept else None
-                tell(ItemDone(index, "ran", done.record["key"], done.record_name, value=value, returned=kept))
-        finally:
+            for index, run in ran:  # prepared together: see ``Stage.prepare``
+                try:
+                    pending.append((index, stage.prepare(lake, run, provenance)))
+                except Exception as error:
+                    run.discard()
+                    tell(ItemDone(index, "failed", error="".join(traceback.format_exception(error))))
+            ran.clear()
+            if not pending:
+                return
+            try:
+                commit(lake, [done for _, done in pending], remember)
+            except Exception as error:  # the batch's bind failed: each of its runs failed
+                text = "".join(traceback.format_exception(error))
+                for index, done in pending:
+                    tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
+            else:
+                for index, done in pending:
+                    kept = exact(done.record["returned"]["kind"], done.value)
+                    value = done.value if kept else None
+                    tell(
+                        ItemDone(
+                            index, "ran", done.record["key"], done.record_name, value=value, returned=kept
+                        )
+                    )
+        finally:  # bound or not, interrupted or not, a prepared run's temp files go
             for _, done in pending:
                 done.discard()
 

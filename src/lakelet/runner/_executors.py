@@ -234,10 +234,12 @@ def _worker_lake(spec: dict[str, Any]) -> Lake:
         pass
     else:
         # opened once per worker, not once per task (a map sends ~20 a worker), and again
-        # when its configuration file may have changed
+        # when its configuration file may have changed; only the last lake is kept (its
+        # index connection stays open), the one the tasks of a map share
         seen = (st.st_ino, st.st_mtime_ns, st.st_size)
         kept = _opened.get(spec["root"])
         if kept is None or kept[0] != seen:
+            _opened.clear()
             kept = _opened[spec["root"]] = (seen, open_lake(root))
         return kept[1]
     if not spec["remote"]:
@@ -249,7 +251,7 @@ def _worker_lake(spec: dict[str, Any]) -> Lake:
     return init(cache, remote=spec["remote"], storage_options=spec["storage_options"] or None)
 
 
-_opened: dict[str, tuple[tuple[int, int, int], Lake]] = {}  # by root: (its config file's stat, the lake)
+_opened: dict[str, tuple[tuple[int, int, int], Lake]] = {}  # root: (its config file's stat, the lake)
 
 
 def _imported(module: str, attribute: str) -> Stage:

@@ -27,6 +27,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LAKELET_USER", "tester@example.com")
     monkeypatch.chdir(tmp_path)
     _current._used.clear()
+    _current._task_lake.set(None)
     _current._opened.clear()
 
 

@@ -19,7 +19,9 @@ import pytest
 import lakelet
 
 FANOUT = """
-import os, lakelet
+import os, threading, lakelet
+
+BOTH_IN = threading.Barrier(2, timeout=60)
 
 
 def _mark(tag):
@@ -51,6 +53,12 @@ def stamp(label):
 @lakelet.stage
 def sizes(files):
     return [f.size for f in files]
+
+
+@lakelet.stage
+def read_in(tag):
+    BOTH_IN.wait()  # two maps' items at once, each in its own lake
+    return lakelet.File("in").read_text()
 
 
 @lakelet.stage
@@ -147,6 +155,37 @@ def test_an_item_whose_value_cannot_be_stored_fails_alone_and_leaves_nothing(fan
     assert list((lake.root / "tmp").iterdir()) == []  # nor left behind
     assert module.noted.map([0, 1, 3], executor=executor) == [0, 1, 3]  # bound: all cached
     assert len(lake.ls("notes/")) == 3
+
+
+def test_two_threads_mapping_over_two_lakes_each_see_their_own(fanout, tmp_path) -> None:
+    """Each thread maps over its own lake (``with lakelet.use(lake)``) on one shared thread pool;
+    the items of both run at once (a barrier holds each until the other has started), and each
+    reads "in" from the lake its map runs over. With one current lake per process, both read
+    the lake made current last."""
+    import concurrent.futures as cf
+    import threading
+
+    module, _, _ = fanout
+    lakes = {}
+    for tag in ("A", "B"):
+        lakes[tag] = lakelet.init(tmp_path / tag)
+        lakes[tag].add(tag.encode(), "in")
+    out: dict[str, object] = {}
+
+    def go(tag: str) -> None:
+        try:
+            with lakelet.use(lakes[tag]):
+                out[tag] = module.read_in.map([tag], executor=pool)
+        except Exception as e:  # reported below, in the test's thread
+            out[tag] = e
+
+    with cf.ThreadPoolExecutor(2) as pool:
+        threads = [threading.Thread(target=go, args=(tag,)) for tag in lakes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert out == {"A": ["A"], "B": ["B"]}
 
 
 def test_map_reports_progress_by_item(fanout) -> None:

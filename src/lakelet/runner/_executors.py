@@ -28,7 +28,7 @@ from typing import Any
 
 from lakelet.core._environ import patched_environ
 from lakelet.core.errors import InvalidArgumentError
-from lakelet.facade._current import use
+from lakelet.facade._current import running_in
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake, init, open_lake
 from lakelet.stages._codehash import adopt_distributions, known_distributions
@@ -266,7 +266,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run one stage in a worker (a separate process or machine); returns how long and why it ran."""
     lake = _worker_lake(spec)
-    with use(lake):  # the lake of what the stage calls and writes (File(), other stages)
+    with running_in(lake):  # the lake of what the stage calls and writes (File(), other stages)
         return _run_here(_imported(module, attribute), lake, run_id, from_wire(call, lake))
 
 
@@ -283,7 +283,7 @@ def run_items(
     stage = _imported(module, attribute)
     lake = _worker_lake(spec)
     calls = [(index, from_wire(call, lake)) for index, call in items]
-    with handed_secrets() as handed, use(lake):  # as in run_stage
+    with handed_secrets() as handed, running_in(lake):  # as in run_stage
         done = call_many(stage, lake, calls, looked_up=looked_up, remember=False)
     return [replace(d, error=mask_secrets(d.error, handed)) if d.error else d for d in done]
 

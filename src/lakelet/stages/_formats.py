@@ -26,7 +26,7 @@ from lakelet.core._values import kind_of
 from lakelet.core.errors import InvalidArgumentError
 from lakelet.lake._run_record import INFERRED_FORMATS
 
-__all__ = ["FORMATS", "IN_MEMORY_MAX", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
+__all__ = ["FORMATS", "Format", "choose_format", "dump", "get_format", "is_jsonable"]
 
 IN_MEMORY_MAX = 1 << 20  # a value encoded in memory up to this size is stored from there
 
@@ -159,8 +159,9 @@ def _is_json(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Format:
-    """A way to store a value: table formats write a file (``dump``), the others encode it in
-    memory (``encode``), so that a map's small values reach the lake without a temp file."""
+    """A way to store a value: json, text and bytes encode it in memory (``encode``), so that a
+    map's small values reach the lake without a temp file; tables, arrays and pickles are written
+    to a file (``dump``), which needs no second copy in memory."""
 
     name: str
     extension: str

@@ -421,6 +421,41 @@ def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> N
     assert log.read_text().count("ran") == 1
 
 
+EXACT_VALUES = """
+import json, sys, lakelet
+lakelet.use(lakelet.open(sys.argv[1]))
+
+@lakelet.stage
+def values(n: int):
+    with open(sys.argv[2], "a") as log:
+        log.write("ran\\n")
+    return ["line\\r\\nnext\\rlast\\n", b"\\r\\n\\x00", {"k": [1.5, None, "\\r\\n"]}][n]
+
+print(json.dumps([repr(values(n)) for n in range(3)]))
+"""
+
+
+def test_small_values_read_back_in_another_process_are_the_values_returned(lake, tmp_path) -> None:
+    # The second process decodes what the first stored (a text file read in text mode turned
+    # "\r\n" into "\n"); the first returns what its runs returned.
+    script = tmp_path / "exact_values.py"
+    script.write_text(EXACT_VALUES)
+    log = tmp_path / "runs.log"
+    outs = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, str(script), str(lake.root), str(log)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        outs.append(json.loads(out.stdout))
+    assert log.read_text().count("ran") == 3  # the second process ran nothing
+    expected = [repr("line\r\nnext\rlast\n"), repr(b"\r\n\x00"), repr({"k": [1.5, None, "\r\n"]})]
+    assert outs == [expected, expected]
+
+
 def test_why_reads_only_run_records(lake, make_file, capsys, monkeypatch) -> None:
     lakelet.use(lake)
 

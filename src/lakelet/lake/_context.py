@@ -163,6 +163,17 @@ class LakeContext:
             return "unpushed"
         return "local" if self.blob_path(record).is_file() else "remote"
 
+    def read(self, record: NameRecord) -> bytes:
+        """The whole content of a small ``record`` (a run record, a stage's small value),
+        verified; fetched from the remote first when it is not held here."""
+        digest = Digest.parse(record.digest)
+        path = self.scope_layout(record.scope).blob_path_name(record.name, digest)
+        try:
+            return self.reader.read(path, digest, record.size)
+        except FileNotFoundError:
+            with self.open_record(record) as f:
+                return f.read()
+
     def open_record(self, record: NameRecord) -> io.BufferedReader:
         """The content of ``record``, verified against its digest; fetched from the remote first
         when it is not held here."""

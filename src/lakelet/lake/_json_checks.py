@@ -53,12 +53,17 @@ def _no_constant(value: str) -> None:
     raise ValueError(f"{value} is not JSON")
 
 
+# NaN and Infinity are not JSON. One decoder for every record: json.loads with an option builds a
+# new one per call, a third of the cost of loading a small record
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def load_json(data: bytes, limit: int, what: str) -> Any:
-    """The JSON value in ``data``, at most ``limit`` bytes of it."""
+    """The JSON value in ``data`` (UTF-8, as lakelet writes it), at most ``limit`` bytes of it."""
     if len(data) > limit:
         raise Invalid(f"it is more than {limit >> 20} MiB, the most a {what} may have")
     try:
-        return json.loads(data, parse_constant=_no_constant)  # NaN and Infinity are not JSON
+        return _DECODER.decode(data.decode("utf-8"))
     except RecursionError:
         raise Invalid("not JSON: nested too deep") from None
     except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes that are no text

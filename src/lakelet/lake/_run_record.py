@@ -130,9 +130,7 @@ def read_run_record(context: LakeContext, record: NameRecord) -> RunRecord:
         raise _refused(record.name, "its name is not a run record's (stages/<stage>/<key>.json)")
     if record.size > MAX_RUN_RECORD_BYTES:  # its size is checked on open: no need to fetch it
         raise _refused(record.name, f"it is more than {MAX_RUN_RECORD_BYTES >> 20} MiB")
-    with context.open_record(record) as f:
-        data = f.read(MAX_RUN_RECORD_BYTES + 1)
-    return parse_run_record(data, record.name)
+    return parse_run_record(context.read(record), record.name)
 
 
 def current_run(

@@ -114,6 +114,15 @@ def _encode_json(value: Any) -> bytes:
     return _json_text(value).encode()  # UTF-8 as it is read back, whatever the locale
 
 
+def _decode_json(data: bytes, kind: str) -> Any:
+    return json.loads(data.decode("utf-8"))
+
+
+def _decode_text(data: bytes, kind: str) -> str:
+    # the bytes as they are: a text file read in text mode would turn "\r\n" into "\n"
+    return data.decode("utf-8")
+
+
 def _dump_pickle(value: Any, path: Path) -> None:
     # to the file, in frames: a large value is not held twice in memory
     with open(path, "wb") as f:
@@ -170,10 +179,16 @@ class Format:
     load: Callable[[Path, str], Any]  # (path, kind) -> value
     dump: Callable[[Any, Path], object] | None = None  # what it returns is ignored
     encode: Callable[[Any], bytes] | None = None
+    decode: Callable[[bytes, str], Any] | None = None  # (content, kind) -> value: encode's inverse
     # what the encoder raises for a value it cannot encode (a function: pyarrow is imported lazily),
     # and what to do about it
     refusals: Callable[[], tuple[type[BaseException], ...]] = lambda: ()
     fix: str = ""
+
+    def reads_from_memory(self, size: int) -> bool:
+        """Whether a stored value of ``size`` bytes is read whole and decoded (``decode``)
+        rather than loaded from its file."""
+        return self.decode is not None and size <= IN_MEMORY_MAX
 
 
 def _arrow_refusals() -> tuple[type[BaseException], ...]:
@@ -232,8 +247,9 @@ FORMATS = {
             "json",
             "JSON-able values",
             _is_json,
-            lambda p, k: json.loads(p.read_text(encoding="utf-8")),
+            lambda p, k: _decode_json(p.read_bytes(), k),
             encode=_encode_json,
+            decode=_decode_json,
             refusals=_utf8_refusals,
             fix=_UTF8_FIX,
         ),
@@ -242,8 +258,9 @@ FORMATS = {
             "txt",
             "a str",
             lambda v: isinstance(v, str),
-            lambda p, k: p.read_text(encoding="utf-8"),
+            lambda p, k: _decode_text(p.read_bytes(), k),
             encode=lambda v: v.encode("utf-8"),
+            decode=_decode_text,
             refusals=_utf8_refusals,
             fix=_UTF8_FIX,
         ),
@@ -255,6 +272,7 @@ FORMATS = {
             lambda v: isinstance(v, bytes | bytearray | memoryview),
             lambda p, k: p.read_bytes(),
             encode=bytes,
+            decode=lambda data, k: data,
         ),
         Format(
             "pickle",

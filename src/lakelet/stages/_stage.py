@@ -316,11 +316,16 @@ class Stage:
             memo = (str(lake.root), record.digest, returned.kind, returned.value_kind)
             value = _loaded.recall(memo)
             if value is _loaded.MISS:
-                with lake.context.open_record(record):  # verified (fetched first if only remote)
-                    pass
-                path = lake.context.blob_path(record)
-                value = get_format(returned.kind).load(path, returned.value_kind)
-                _loaded.remember(memo, path, value)
+                fmt = get_format(returned.kind)
+                if fmt.reads_from_memory(record.size):
+                    assert fmt.decode is not None
+                    # verified from the bytes decoded: the object is opened once
+                    value = fmt.decode(lake.context.read(record), returned.value_kind)
+                else:
+                    with lake.context.open_record(record):  # verified (fetched first if only remote)
+                        pass
+                    value = fmt.load(lake.context.blob_path(record), returned.value_kind)
+                _loaded.remember(memo, lake.context.blob_path(record), value)
             return value
         except RemoteError:
             raise  # the network, not the record: the next call may load it

@@ -496,11 +496,7 @@ class VerifiedReader:
     def check(self, f: io.BufferedReader, path: Path, digest: Digest, size: int) -> None:
         st = os.fstat(f.fileno())
         if st.st_size != size:
-            raise IntegrityError(
-                f"stored object {digest} is {st.st_size} bytes, expected {size}: "
-                "it was altered on disk; run `lakelet fsck`",
-                digest=str(digest),
-            )
+            raise _altered_size(digest, st.st_size, size)
         cached = is_fingerprinted(size)
         key = self._key(path) if cached else ""
         fingerprint = fingerprint_of(st)
@@ -509,13 +505,31 @@ class VerifiedReader:
         actual, _ = hash_stream(f, digest.algorithm)
         f.seek(0)
         if actual != digest:
-            raise IntegrityError(
-                f"stored object {digest} does not match its digest (found {actual}): "
-                "it was altered on disk; run `lakelet fsck`",
-                digest=str(digest),
-            )
+            raise _altered_content(digest, actual)
         if cached:
             self._cache.record_verified(key, fingerprint)
+
+    @staticmethod
+    def read(path: str, digest: Digest, size: int) -> bytes:
+        """The whole content of a small blob, read at once and hashed from memory (a run record,
+        a stage's small value: no buffered file object, no fingerprint row, ~3x cheaper than
+        ``open`` and a read). Raises IntegrityError, FileNotFoundError."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            found = os.fstat(fd).st_size
+            if found != size:  # checked before reading: an altered blob may be any size
+                raise _altered_size(digest, found, size)
+            data = os.read(fd, size)
+            while len(data) < size and (more := os.read(fd, size - len(data))):
+                data += more
+        finally:
+            os.close(fd)
+        if len(data) != size:  # cut while read
+            raise _altered_size(digest, len(data), size)
+        actual = digest_bytes(data, digest.algorithm)
+        if actual != digest:
+            raise _altered_content(digest, actual)
+        return data
 
     def remember(self, blob: StoredBlob) -> None:
         if blob.fingerprint is not None and is_fingerprinted(blob.size):
@@ -523,6 +537,22 @@ class VerifiedReader:
 
     def _key(self, path: Path) -> str:
         return path.relative_to(self._root).as_posix()
+
+
+def _altered_size(digest: Digest, found: int, size: int) -> IntegrityError:
+    return IntegrityError(
+        f"stored object {digest} is {found} bytes, expected {size}: "
+        "it was altered on disk; run `lakelet fsck`",
+        digest=str(digest),
+    )
+
+
+def _altered_content(digest: Digest, found: Digest) -> IntegrityError:
+    return IntegrityError(
+        f"stored object {digest} does not match its digest (found {found}): "
+        "it was altered on disk; run `lakelet fsck`",
+        digest=str(digest),
+    )
 
 
 class ObjectStore:

@@ -68,3 +68,10 @@ class ScopeLayout:
             return self.objects.path(digest)
         key = name_key(name)
         return self.directory / "blobs" / key[:2] / key / f"{digest.algorithm}-{digest.hexdigest}"
+
+    def blob_path_name(self, name: str, digest: Digest) -> str:
+        """``blob_path`` as a string: a cached stage call reads two blobs, and a ``Path`` costs
+        more to build than reading a small one does."""
+        if self.objects is not None:
+            return self.objects.path_name(digest)
+        return str(self.blob_path(name, digest))

@@ -21,9 +21,21 @@ _Row = tuple[str, str, bytes, int, str, str, str, str | None]
 
 def row_to_record(row: _Row) -> NameRecord:
     scope, name, digest, size, created_at, creator, meta, removed_at = row
-    return NameRecord(
-        scope, name, digest_text(digest), size, created_at, creator, json.loads(meta), removed_at
-    )
+    return NameRecord(scope, name, digest_text(digest), size, created_at, creator, _meta(meta), removed_at)
+
+
+_parsed_meta: dict[str, dict[str, object]] = {}  # a batch's meta text -> parsed (the records of a
+# batch share it: a cached stage call looks up its run record and then its output, one batch)
+_PARSED_META_MAX = 256
+
+
+def _meta(text: str) -> dict[str, object]:
+    parsed = _parsed_meta.get(text)
+    if parsed is None:
+        if len(_parsed_meta) >= _PARSED_META_MAX:
+            _parsed_meta.clear()
+        parsed = _parsed_meta[text] = json.loads(text)
+    return dict(parsed)  # each record its own copy
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str]:

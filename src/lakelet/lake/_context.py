@@ -7,6 +7,7 @@ add, fsck, gc, datasets, state and run take a context instead of reaching into
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, overload
@@ -128,6 +129,26 @@ class LakeContext:
         syncer = self.syncer() if ask_remote and scope == LAKE else None
         return syncer.lookup(name) if syncer is not None else None
 
+    def lookup_many(self, scope: str, names: Collection[str]) -> dict[str, NameRecord]:
+        """``lookup`` of each of ``names``, by name (those found): each step done once for all
+        of them, the remote's log read once, not once per missing name."""
+        found = self.catalog.get_many(scope, names)
+        missing = [n for n in names if n not in found]
+        if missing and scope == LAKE:
+            _bind.catch_up(self.catalog, self.refs)
+            found |= self.catalog.get_many(scope, missing)
+            missing = [n for n in missing if n not in found]
+        refs = self.scope_layout(scope).refs
+        repaired = [r for r in map(refs.read, missing) if r is not None]
+        if repaired:
+            self.catalog.upsert(repaired)
+            found |= {r.name: r for r in repaired}
+        syncer = self.syncer() if scope == LAKE and len(found) < len(names) else None
+        if syncer is not None:
+            syncer.pull_metadata()
+            found |= self.catalog.get_many(scope, [n for n in names if n not in found])
+        return found
+
     def record(self, scope: str, name: str) -> NameRecord:
         """The live record of ``name``; raises NotFoundError if it is unbound or removed."""
         record = self.lookup(scope, name)
@@ -157,6 +178,10 @@ class LakeContext:
     def blob_path(self, record: NameRecord) -> Path:
         return self.scope_layout(record.scope).blob_path(record.name, Digest.parse(record.digest))
 
+    def blob_path_name(self, record: NameRecord) -> str:
+        """``blob_path`` as a string (see ``ScopeLayout.blob_path_name``)."""
+        return self.scope_layout(record.scope).blob_path_name(record.name, Digest.parse(record.digest))
+
     def state_of(self, record: NameRecord) -> str:
         """'local', 'remote' (only there: fetched on first open) or 'unpushed'."""
         if self.link.url is not None and record.scope == LAKE and not self.link.is_pushed(record):
@@ -166,10 +191,8 @@ class LakeContext:
     def read(self, record: NameRecord) -> bytes:
         """The whole content of a small ``record`` (a run record, a stage's small value),
         verified; fetched from the remote first when it is not held here."""
-        digest = Digest.parse(record.digest)
-        path = self.scope_layout(record.scope).blob_path_name(record.name, digest)
         try:
-            return self.reader.read(path, digest, record.size)
+            return self.reader.read(self.blob_path_name(record), Digest.parse(record.digest), record.size)
         except FileNotFoundError:
             with self.open_record(record) as f:
                 return f.read()

@@ -17,6 +17,7 @@ the stage runs again; lineage and gc leave it out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ __all__ = [
     "Returned",
     "RunRecord",
     "current_run",
+    "current_runs",
     "ignore",
     "key_of",
     "output_kinds",
@@ -101,7 +103,7 @@ class Output:
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run record that passed every check. ``lineage`` is its body as ``File.lineage()``
-    returns it: the checked fields only."""
+    returns it: the checked fields only (empty when parsed for a stage call, ``lineage=False``)."""
 
     name: str  # the lake name it is bound under
     stage: str  # module.qualname
@@ -115,22 +117,25 @@ class RunRecord:
     lineage: dict[str, Any]
 
 
-def parse_run_record(data: bytes, name: str) -> RunRecord:
-    """The run record bound as ``name`` with content ``data``; raises CorruptRecordError."""
+def parse_run_record(data: bytes, name: str, lineage: bool = True) -> RunRecord:
+    """The run record bound as ``name`` with content ``data``; raises CorruptRecordError.
+    ``lineage=False``: every field is checked, but the record's ``lineage`` is left empty
+    (a stage call reads the rest, and need not build it)."""
     try:
-        return _parse(check.load_json(data, MAX_RUN_RECORD_BYTES, "run record"), name)
+        return _parse(check.load_json(data, MAX_RUN_RECORD_BYTES, "run record"), name, lineage)
     except check.Invalid as e:
         raise _refused(name, str(e)) from None
 
 
-def read_run_record(context: LakeContext, record: NameRecord) -> RunRecord:
-    """The content of the run record ``record``, parsed; raises CorruptRecordError, and what
-    reading any name raises (NotFoundError, IntegrityError, RemoteError)."""
+def read_run_record(context: LakeContext, record: NameRecord, lineage: bool = True) -> RunRecord:
+    """The content of the run record ``record``, parsed (``parse_run_record``); raises
+    CorruptRecordError, and what reading any name raises (NotFoundError, IntegrityError,
+    RemoteError)."""
     if not is_run_record(record.name):
         raise _refused(record.name, "its name is not a run record's (stages/<stage>/<key>.json)")
     if record.size > MAX_RUN_RECORD_BYTES:  # its size is checked on open: no need to fetch it
         raise _refused(record.name, f"it is more than {MAX_RUN_RECORD_BYTES >> 20} MiB")
-    return parse_run_record(context.read(record), record.name)
+    return parse_run_record(context.read(record), record.name, lineage)
 
 
 def current_run(
@@ -156,9 +161,32 @@ def current_run(
         generation += 1
 
 
+def current_runs(
+    context: LakeContext, stage: str, keys: Collection[str]
+) -> dict[str, tuple[str, RunRecord | None]]:
+    """``current_run`` of each of ``keys``, by key: their first generations are looked up
+    together (``LakeContext.lookup_many``: one query, and the remote's log read once, where a
+    map's 10,000 items paid a query each, and each new one a read of the log); a key whose first
+    generation is there but removed or refused goes on through ``current_run``."""
+    names = {record_name(stage, key): key for key in keys}
+    known = context.lookup_many(LAKE, names)
+    out: dict[str, tuple[str, RunRecord | None]] = {}
+    for name, key in names.items():
+        found = known.get(name)
+        if found is None:  # no generation: the key was never run
+            out[key] = (name, None)
+            continue
+        if found.removed_at is None:
+            with contextlib.suppress(CorruptRecordError, IntegrityError):  # current_run reports it
+                out[key] = (name, read_run_cached(context, found))
+                continue
+        out[key] = current_run(context, stage, key)
+    return out
+
+
 _parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
 _LEFT_OUT: dict[str, Any] = {}  # the lineage of a remembered record (shared: nobody writes to it)
-_PARSED_MAX = 1 << 14
+_PARSED_MAX = 1 << 10
 
 
 def read_run_cached(context: LakeContext, found: NameRecord) -> RunRecord:
@@ -168,8 +196,11 @@ def read_run_cached(context: LakeContext, found: NameRecord) -> RunRecord:
     ``lineage`` is left out (empty), which is most of a record and which no call reads, so
     what a process remembers does not grow by a whole record per item (``read_run_record``
     returns it whole)."""
-    run = _parsed.get((str(context.root), found.name, found.digest))
-    return remember_run(context, found, read_run_record(context, found)) if run is None else run
+    key = (str(context.root), found.name, found.digest)
+    run = _parsed.get(key)
+    if run is None:
+        run = _remember(key, read_run_record(context, found, lineage=False))
+    return run
 
 
 def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> RunRecord:
@@ -177,10 +208,14 @@ def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> Run
     it: the writer parsed those very bytes before binding them, ``Stage.check_record``, so the
     first cached call need not read them back and parse them a second time); returns what is
     remembered: ``run`` without its lineage."""
+    return _remember((str(context.root), found.name, found.digest), replace(run, lineage=_LEFT_OUT))
+
+
+def _remember(key: tuple[str, str, str], run: RunRecord) -> RunRecord:
     if len(_parsed) >= _PARSED_MAX:
         _parsed.clear()
-    kept = _parsed[(str(context.root), found.name, found.digest)] = replace(run, lineage=_LEFT_OUT)
-    return kept
+    _parsed[key] = run
+    return run
 
 
 def run_records(context: LakeContext) -> list[RunRecord]:
@@ -218,7 +253,7 @@ def _refused(name: str, reason: str) -> CorruptRecordError:
 # the checks
 
 
-def _parse(value: object, name: str) -> RunRecord:
+def _parse(value: object, name: str, keep_lineage: bool) -> RunRecord:
     body = check.obj(value, "the record")
     if body.get("kind") != "stage":
         raise check.Invalid(f"its kind is {check.shown(body.get('kind'))}, not 'stage'")
@@ -248,27 +283,34 @@ def _parse(value: object, name: str) -> RunRecord:
     check.timestamp(body.get("started_at"), "started_at")
     check.timestamp(body.get("ended_at"), "ended_at")
     check.number(body.get("duration_s"), "duration_s")
-    lineage = {
-        "kind": "stage",
-        "stage": stage,
-        "key": key,
-        "parts": parts,
-        "returned": {"kind": returned.kind, "names": list(returned.names), "type": returned.value_kind}
-        | ({"single": True} if returned.single else {}),
-        "outputs": [{"name": o.name, "digest": str(o.digest)} for o in outputs],
-        "inputs": parts["inputs"],
-        "datasets_written": datasets,
-        "code_digest": check.line(body.get("code_digest"), "code_digest", 200),
-        "code_source": check.optional_text(body.get("code_source"), "code_source", _SOURCE_TEXT),
-        "source": _source(body.get("source")),
-        "environment": check.str_map(body.get("environment"), "environment"),
-        "packages": _packages(body.get("packages")),
-        "started_at": body["started_at"],
-        "ended_at": body["ended_at"],
-        "duration_s": body["duration_s"],
-    }
-    if expires_at is not None:
-        lineage |= {"ttl_s": body["ttl_s"], "expires_at": body["expires_at"]}
+    code_digest = check.line(body.get("code_digest"), "code_digest", 200)
+    code_source = check.optional_text(body.get("code_source"), "code_source", _SOURCE_TEXT)
+    source = _source(body.get("source"))
+    environment = check.str_map(body.get("environment"), "environment")
+    packages = _packages(body.get("packages"))
+    lineage = _LEFT_OUT
+    if keep_lineage:
+        lineage = {
+            "kind": "stage",
+            "stage": stage,
+            "key": key,
+            "parts": parts,
+            "returned": {"kind": returned.kind, "names": list(returned.names), "type": returned.value_kind}
+            | ({"single": True} if returned.single else {}),
+            "outputs": [{"name": o.name, "digest": str(o.digest)} for o in outputs],
+            "inputs": parts["inputs"],
+            "datasets_written": datasets,
+            "code_digest": code_digest,
+            "code_source": code_source,
+            "source": source,
+            "environment": environment,
+            "packages": packages,
+            "started_at": body["started_at"],
+            "ended_at": body["ended_at"],
+            "duration_s": body["duration_s"],
+        }
+        if expires_at is not None:
+            lineage |= {"ttl_s": body["ttl_s"], "expires_at": body["expires_at"]}
     return RunRecord(
         name,
         stage,

@@ -15,6 +15,7 @@ logger ("1,000 items: 12 ran, 988 cached, 0 failed"), not a line per call.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgum
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.facade._progress_bar import ProgressOption, chosen
-from lakelet.lake._run_record import RunRecord, ignore, read_run_cached
+from lakelet.lake._run_record import current_runs, ignore, read_run_cached
 from lakelet.runner._executors import (
     Call,
     address,
@@ -44,6 +45,7 @@ from lakelet.storage._scopes import LAKE
 __all__ = ["map_stage"]
 
 _CHUNK_MAX = 64  # items per task: few tasks, yet progress and balance between workers
+_WINDOW = 1024  # items keyed, looked up (in one query), run and loaded together
 
 _logger = logging.getLogger("lakelet.stage")
 
@@ -66,41 +68,32 @@ def _map(
     if calls:
         warm_up(executor)  # the pool's fork server starts while the items are keyed
     progress.add_total(len(calls))
-    cache = stage.options.get("cache", True)
-    keys: dict[Stage, Any] = {}
-    digests = [stage.key_for(lake, args, kwargs, keys).digest for args, kwargs in calls]
-    # one run per distinct key (a cache=False stage runs every call), found cached here or run
-    first = {d: i for i, d in reversed(list(enumerate(digests)))} if cache else {}
-    hits: dict[str, tuple[str, RunRecord]] = {}
-    free: dict[str, str] = {}  # a missing key's run record name: the runs need not look again
-    for digest in first:
-        name, found = stage.current_run(lake, digest)
-        if found is not None:
-            hits[digest] = (name, found)
-        else:
-            free[digest] = name
-    todo = [(i, calls[i]) for i in (first.values() if cache else range(len(calls))) if digests[i] not in hits]
-    looked_up = {i: (digests[i], free[digests[i]]) for i, _ in todo if digests[i] in free}
-    sharing = Counter(digests)  # items per key: each advances the progress
     where = None if executor is None else address(stage, stage.qualname)  # refused before any runs
-    done: dict[int, ItemDone] = {}
+    keys: dict[Stage, Any] = {}  # upstream stages' keys, worked out once for the map
+    out: list[Any] = []
+    failures: dict[str, str] = {}
+    ran = 0
+    with contextlib.ExitStack() as stack:
+        opened: list[cf.Executor] = []
 
-    def tell(item: ItemDone) -> None:
-        done[item.index] = item
-        progress.advance(sharing[digests[item.index]] if cache else 1)
+        def run(todo: list[tuple[int, Call]], looked_up: dict[int, tuple[str, str]], tell: Any) -> None:
+            if executor is None:
+                call_many(stage, lake, todo, tell, looked_up)
+                return
+            assert where is not None
+            if not opened:  # the pool starts when the first window has items to run
+                pool = stack.enter_context(open_executor(executor, max_workers, [where[0]]))
+                assert pool is not None
+                opened.append(pool)
+            _on_pool(opened[0], where, lake, todo, looked_up, max_workers, tell)
 
-    for digest, (name, _) in hits.items():
-        tell(ItemDone(first[digest], "skipped", digest, name))
-
-    if executor is None:
-        call_many(stage, lake, sorted(todo), tell, looked_up)
-    elif todo:
-        assert where is not None
-        with open_executor(executor, max_workers, [where[0]]) as pool:
-            assert pool is not None
-            _on_pool(pool, where, lake, todo, looked_up, max_workers, tell)
-    failures = {f"{stage.qualname}[{i}]": d.error for i, d in sorted(done.items()) if d.status == "failed"}
-    ran = sum(d.status == "ran" for d in done.values())
+        for start in range(0, len(calls), _WINDOW):
+            window = _Window(stage, lake, calls[start : start + _WINDOW], progress)
+            window.run(keys, run)
+            ran += window.ran
+            failures |= {f"{stage.qualname}[{start + i}]": error for i, error in window.failures.items()}
+            if not failures:
+                out.extend(window.results())
     _logger.info(
         "%s: %s items: %s ran, %s cached, %s failed",
         stage.qualname,
@@ -117,20 +110,85 @@ def _map(
             "map again to run only the failed ones",
             failures,
         )
-    by_index = {i: done[first[d] if cache else i] for i, d in enumerate(digests)}
-    loaded: dict[str, Any] = {}
-    out = []
-    for i, (args, kwargs) in enumerate(calls):
-        item = by_index[i]
-        if item.returned:  # the run handed its value back: no need to load it
-            out.append(item.value)
-            continue
-        record = item.record
-        if record not in loaded:
-            hit = hits.get(digests[i])
-            loaded[record] = _load(lake, stage, record, args, kwargs, hit[1] if hit else None)
-        out.append(loaded[record])
     return out
+
+
+class _Window:
+    """Up to ``_WINDOW`` items of a map: keyed, looked up, the misses run, every result loaded.
+    A window at a time, so that what a map holds beyond its results does not grow with its
+    items; a key already run in an earlier window is found cached."""
+
+    def __init__(self, stage: Stage, lake: Lake, calls: list[Call], progress: Progress) -> None:
+        self.stage, self.lake, self.calls, self.progress = stage, lake, calls, progress
+        self.cache = stage.options.get("cache", True)
+        self.digests: list[str] = []
+        self.first: dict[str, int] = {}  # one run per distinct key (a cache=False stage runs each call)
+        self.sharing: Counter[str] = Counter()  # items per key: each advances the progress
+        # the cached keys' values, by the index of their first item; what could not be loaded
+        # (damaged since its record was found) is loaded again at the end, or run
+        self.values: dict[int, Any] = {}
+        self.unloaded: dict[int, str] = {}  # index -> the run record that failed to load
+        self.done: dict[int, ItemDone] = {}
+        self.ran = 0
+        self.failures: dict[int, str] = {}
+
+    def run(self, keys: dict[Stage, Any], run: Any) -> None:
+        stage, lake, calls = self.stage, self.lake, self.calls
+        self.digests = [stage.key_for(lake, args, kwargs, keys).digest for args, kwargs in calls]
+        self.sharing = Counter(self.digests)
+        if self.cache:
+            self.first = {d: i for i, d in reversed(list(enumerate(self.digests)))}
+        free = self._look_up() if self.cache else {}
+        todo = [
+            (i, calls[i])
+            for i in (self.first.values() if self.cache else range(len(calls)))
+            if i not in self.values and i not in self.unloaded
+        ]
+        looked_up = {i: (self.digests[i], free[self.digests[i]]) for i, _ in todo if self.digests[i] in free}
+        if todo:
+            run(sorted(todo), looked_up, self._tell)
+        self.ran = sum(d.status == "ran" for d in self.done.values())
+        self.failures = {i: d.error for i, d in sorted(self.done.items()) if d.status == "failed"}
+
+    def _look_up(self) -> dict[str, str]:
+        """Find the cached keys and load their values; returns the run record name each missing
+        key binds (its runs need not look again)."""
+        stage, lake = self.stage, self.lake
+        free: dict[str, str] = {}
+        runs = current_runs(lake.context, stage.qualname, self.first)
+        outputs = lake.context.catalog.get_many(
+            LAKE, [n for _, run in runs.values() if run is not None for n in run.returned.names[:1]]
+        )
+        for digest, (name, found) in runs.items():
+            if found is None:
+                free[digest] = name
+                continue
+            index = self.first[digest]
+            try:
+                self.values[index] = stage.load_output(lake, found, outputs)
+            except (CorruptRecordError, IntegrityError):
+                self.unloaded[index] = name
+            self.progress.advance(self.sharing[digest])
+        return free
+
+    def _tell(self, item: ItemDone) -> None:
+        self.done[item.index] = item
+        self.progress.advance(self.sharing[self.digests[item.index]] if self.cache else 1)
+
+    def results(self) -> list[Any]:
+        """Every item's result, in order (after ``run``, with no failures)."""
+        out = []
+        for i, (args, kwargs) in enumerate(self.calls):
+            j = self.first[self.digests[i]] if self.cache else i
+            if j not in self.values:
+                item = self.done.get(j)
+                if item is not None and item.returned:  # the run handed its value back
+                    self.values[j] = item.value
+                else:
+                    record = self.unloaded[j] if item is None else item.record
+                    self.values[j] = _load(self.lake, self.stage, record, args, kwargs)
+            out.append(self.values[j])
+        return out
 
 
 def _on_pool(
@@ -166,24 +224,13 @@ def _on_pool(
             tell(ItemDone(index, "failed", error=text))
 
 
-def _load(
-    lake: Lake,
-    stage: Stage,
-    record: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    run: RunRecord | None,
-) -> Any:
-    """An item's result from the run record its call bound or found (``run``, when read already);
-    a record that cannot be loaded (damaged since) is passed over by a plain call, which runs
-    the item again."""
-    found = lake.context.lookup(LAKE, record) if run is None else None
-    if run is not None or (found is not None and found.removed_at is None):
+def _load(lake: Lake, stage: Stage, record: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An item's result from the run record its call bound or found; a record that cannot be
+    loaded (damaged since) is passed over by a plain call, which runs the item again."""
+    found = lake.context.lookup(LAKE, record)
+    if found is not None and found.removed_at is None:
         try:
-            if run is None:
-                assert found is not None
-                run = read_run_cached(lake.context, found)
-            return stage.load_output(lake, run)
+            return stage.load_output(lake, read_run_cached(lake.context, found))
         except (CorruptRecordError, IntegrityError) as e:  # torn by a power cut, say
             ignore(lake.context, e, "the stage runs again")
     return stage.run(lake, args, kwargs)

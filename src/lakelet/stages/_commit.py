@@ -175,4 +175,4 @@ def _remember_values(lake: Lake, runs: list[Computed], bound: list[NameRecord]) 
             continue
         record = by_name[names[0]]
         memo = (str(lake.root), record.digest, returned["kind"], returned["type"])
-        _loaded.remember_written(memo, lake.context.blob_path(record), done.value)
+        _loaded.remember_written(memo, lake.context.blob_path_name(record), done.value)

@@ -14,7 +14,6 @@ A first run also remembers its own value when the format stores it exactly as it
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 __all__ = ["MISS", "Memo", "exact", "recall", "remember", "remember_written"]
@@ -31,7 +30,7 @@ _EXACT = {
     ("text", str),
     ("bytes", bytes),
 }
-_MAX = 1 << 14
+_MAX = 1 << 10
 
 Memo = tuple[str, str, str, str]  # (lake root, object digest, format, value kind)
 _values: dict[Memo, tuple[str, tuple[int, int, int], Any]] = {}  # -> (object path, its stat, value)
@@ -45,16 +44,16 @@ def recall(memo: Memo) -> Any:
     return found[2]
 
 
-def remember(memo: Memo, path: Path, value: Any) -> None:
+def remember(memo: Memo, path: str, value: Any) -> None:
     """Remember ``value``, just decoded from the verified object at ``path``."""
     if type(value) not in _IMMUTABLE:
         return
-    stamp = _stamp(str(path))
+    stamp = _stamp(path)
     if stamp is None:
         return
     if len(_values) >= _MAX:
         _values.clear()
-    _values[memo] = (str(path), stamp, value)
+    _values[memo] = (path, stamp, value)
 
 
 def exact(fmt: str, value: Any) -> bool:
@@ -62,7 +61,7 @@ def exact(fmt: str, value: Any) -> bool:
     return (fmt, type(value)) in _EXACT
 
 
-def remember_written(memo: Memo, path: Path, value: Any) -> None:
+def remember_written(memo: Memo, path: str, value: Any) -> None:
     """Remember the value a run returned and stored at ``path`` in the format ``memo`` names,
     if the format reads it back exactly (else the first cached call decodes it)."""
     if exact(memo[2], value):

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,7 @@ from lakelet.stages._formats import Format, choose_format, dump, get_format
 from lakelet.stages._key import Key, Raw, Resolved, identity_of, make_key, resolve_raw, what_changed
 from lakelet.stages._secret_env import secret_environment
 from lakelet.storage._objects import hash_file
+from lakelet.storage._refs import NameRecord
 from lakelet.storage._scopes import LAKE
 
 __all__ = ["MAPPER", "Outcome", "Stage", "stage"]
@@ -286,8 +287,11 @@ class Stage:
         """(the run record ``key`` binds now, its checked record or None when the key is not cached)."""
         return current_run(lake.context, self.qualname, key)
 
-    def load_output(self, lake: Lake, run: RunRecord) -> Any:
+    def load_output(
+        self, lake: Lake, run: RunRecord, looked_up: Mapping[str, NameRecord] | None = None
+    ) -> Any:
         """The stored result of a run (which may be None: a hit is the record, not its value).
+        ``looked_up``: records of output names the caller looked up together (a map's).
 
         Raises CorruptRecordError when it cannot be loaded: a record that does not match this
         stage's format, or an output its format cannot read back; RemoteError when the remote is
@@ -312,7 +316,9 @@ class Stage:
                 return lake.file(returned.names[0]).path
             # the stored object itself (verified on open), not a view named with the suffix:
             # the format's loader needs none, and a view costs a link per output
-            record = lake.file(returned.names[0]).record
+            record = looked_up.get(returned.names[0]) if looked_up else None
+            if record is None or record.removed_at is not None:
+                record = lake.context.record(LAKE, returned.names[0])  # what is missing or removed raises
             memo = (str(lake.root), record.digest, returned.kind, returned.value_kind)
             value = _loaded.recall(memo)
             if value is _loaded.MISS:
@@ -325,7 +331,7 @@ class Stage:
                     with lake.context.open_record(record):  # verified (fetched first if only remote)
                         pass
                     value = fmt.load(lake.context.blob_path(record), returned.value_kind)
-                _loaded.remember(memo, lake.context.blob_path(record), value)
+                _loaded.remember(memo, lake.context.blob_path_name(record), value)
             return value
         except RemoteError:
             raise  # the network, not the record: the next call may load it

@@ -170,6 +170,27 @@ def test_parameters_are_part_of_the_key(pipeline) -> None:
     assert pipeline.ran.count("shout") == 1
 
 
+def test_an_argument_is_keyed_alike_by_position_and_by_name(lake) -> None:
+    def spread(a, b=2, /, *rest, c=3, **more):
+        return [a, b, list(rest), c, more]
+
+    def plain(a, b=2):
+        return [a, b]
+
+    lakelet.use(lake)
+    s, p = lakelet.stage(spread), lakelet.stage(plain)
+
+    def key(stage, *args, **kwargs):
+        return stage.key(lake, args, kwargs)[0]
+
+    assert key(p, 1, 5) == key(p, 1, b=5) == key(p, a=1, b=5) != key(p, 1, 6)
+    assert key(s, 1, 5) != key(s, 1, 5, 7) != key(s, 1, 5, 7, c=3)  # *rest and c enter the key
+    assert key(s, 1, 5, c=4) != key(s, 1, 5, c=3)
+    assert s(1, 5, 7, c=4, d=0) == [1, 5, [7], 4, {"d": 0}]
+    with pytest.raises(lakelet.InvalidArgumentError, match="multiple values"):
+        p(1, a=1)
+
+
 LAMBDAS = """
 
 def register(f):

@@ -71,10 +71,13 @@ _FILE_KINDS = ("files", "path")  # returned Files and Paths: bound as they are, 
 _SOURCE_TEXT = 4 << 20  # characters of a stage's source kept in its record
 
 
+# canonical JSON; one encoder for every key (json.dumps with options builds one per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def key_of(parts: Mapping[str, Any]) -> str:
     """The key a stage call's parts make: SHA-256 of their canonical JSON."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(parts).encode()).hexdigest()
 
 
 def output_kinds(fmt: str | None) -> frozenset[str]:

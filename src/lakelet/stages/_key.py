@@ -116,9 +116,12 @@ def _files_as_inputs(value: Any, label: str, identities: dict[str, Any], depth: 
     return value
 
 
+_PARAMS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)  # built once
+
+
 def _canonical_params(params: dict[str, Any], stage: str) -> str:
     try:
-        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _PARAMS.encode(params)
     except (TypeError, ValueError):
         bad = {k: type(v).__name__ for k, v in params.items() if not is_jsonable(v)}
         raise InvalidArgumentError(

@@ -105,6 +105,7 @@ class Stage:
         self.ttl = stage_ttl(self.qualname, options)
         self.meta = check_user_meta(options.get("meta"))  # the user's keys on every output; not in the key
         self._signature = inspect.signature(func)  # built once: key() runs on every call
+        self._positional = _leading_positional(self._signature)
         functools.update_wrapper(self, func)
         self.__lakelet_function__ = func
         ask_user_ahead()  # the first call records who ran it: git's answer is ready by then
@@ -170,14 +171,17 @@ class Stage:
         return keys[self]
 
     def _params(self, args: _Args, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            bound = self._signature.bind_partial(*args, **kwargs)
-        except TypeError as e:
-            raise InvalidArgumentError(f"stage {self.qualname}: {e}") from None
-        clash = set(bound.arguments) & set(self.inputs)
-        if clash:
+        if not kwargs and len(args) <= len(self._positional):
+            # what bind_partial makes of these, at a tenth of its cost (a map keys every item)
+            params = dict(zip(self._positional, args, strict=False))  # fewer args: the first ones
+        else:
+            try:
+                params = dict(self._signature.bind_partial(*args, **kwargs).arguments)
+            except TypeError as e:
+                raise InvalidArgumentError(f"stage {self.qualname}: {e}") from None
+        if self.inputs and (clash := set(params) & set(self.inputs)):
             raise InvalidArgumentError(f"stage {self.qualname}: {sorted(clash)} are bound in the decorator")
-        return dict(bound.arguments)
+        return params
 
     def _resolve(self, lake: Lake, keys: dict[Stage, Key]) -> dict[str, Resolved]:
         out = {}
@@ -538,6 +542,16 @@ class Stage:
             metas = {n: {**meta_of[n], **meta} for n, _, _ in mine if n in meta_of}
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta, metas)]
             return [*ours, *(lake.file(n) for n in sorted(theirs))]
+
+
+def _leading_positional(signature: inspect.Signature) -> tuple[str, ...]:
+    """The names of the parameters positional arguments fill, up to a ``*args`` or keyword-only one."""
+    names = []
+    for parameter in signature.parameters.values():
+        if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(parameter.name)
+    return tuple(names)
 
 
 def _provenance_of(func: Any, known: dict[str, Any]) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class Computed:
         return {"stage": self.stage.qualname}
 
     def write_record(self) -> None:
-        data = json.dumps(self.record, sort_keys=True).encode()
+        data = _RECORD.encode(self.record).encode()
         self.run = self.stage.check_record(data, self.record_name)
         self.record_data = data
 
@@ -91,6 +91,9 @@ class Computed:
         self.pending.discard()
         if self.encoded is not None:
             self.encoded.unlink(missing_ok=True)
+
+
+_RECORD = json.JSONEncoder(sort_keys=True)  # a run record's JSON; built once, not per record
 
 
 def commit(lake: Lake, runs: list[Computed], remember: bool = True) -> None:

@@ -106,8 +106,11 @@ def _load_npy(path: Path, kind: str) -> Any:
     return np.load(path, allow_pickle=False)
 
 
+_JSON_VALUE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False)  # built once
+
+
 def _json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return _JSON_VALUE.encode(value)
 
 
 def _encode_json(value: Any) -> bytes:

@@ -4,6 +4,8 @@ versions; and ``ls`` by pattern. Bad meta is refused before anything is written.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -95,3 +97,38 @@ def test_ls_by_pattern(lake: lakelet.Lake) -> None:
     assert [f.name for f in lake.ls("raw/2025/", glob="**/*.csv")] == ["raw/2025/01/c.csv", "raw/2025/b.csv"]
     listed = run_lakelet("--lake", str(lake.root), "ls", "raw/**/*.csv", "--json")
     assert [f["name"] for f in json.loads(listed.stdout)] == names("raw/**/*.csv")
+
+
+def test_a_names_meta_changed_in_memory_reaches_no_other_name_nor_the_disk(lake: lakelet.Lake) -> None:
+    # two names added with equal metas: the index parses a batch's meta once for its records,
+    # never handing two records one nested value
+    lake.add(b"one", "a.txt", meta={"cfg": {"x": 1}})
+    lake.add(b"two", "b.txt", meta={"cfg": {"x": 1}})
+    lake.file("a.txt").meta["cfg"]["x"] = 99  # the caller's copy of a's meta
+    assert lake.file("b.txt").meta["cfg"] == {"x": 1}
+    assert lake.file("a.txt").meta["cfg"] == {"x": 1}
+    lake.rm("b.txt", force=True)  # the tombstone writes b's meta as it is read
+    read_back = (
+        f"import json, lakelet; r = lakelet.open({str(lake.root)!r}).context.lookup('lake', 'b.txt'); "
+        "print(json.dumps(r.meta))"
+    )
+    out = subprocess.run([sys.executable, "-c", read_back], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["cfg"] == {"x": 1}
+
+
+@pytest.mark.parametrize("meta", ["null", '"x"', "[1]", "{"])
+def test_a_damaged_meta_in_the_index_is_one_line_saying_to_run_fsck(lake: lakelet.Lake, meta: str) -> None:
+    import sqlite3
+
+    lake.add(b"x", "a.txt", meta={"damaged": meta})  # a meta of its own: not parsed before
+    lake.context.catalog.close()
+    with sqlite3.connect(lake.root / "index.sqlite") as db:
+        db.execute(
+            "UPDATE batches SET meta = ? WHERE id = (SELECT batch FROM name_rows WHERE name = 'a.txt')",
+            (meta,),
+        )
+    out = run_lakelet("--lake", str(lake.root), "ls")
+    assert out.returncode != 0 and b"damaged meta: run `lakelet fsck`" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert run_lakelet("--lake", str(lake.root), "fsck").returncode == 0
+    assert run_lakelet("--lake", str(lake.root), "ls").returncode == 0

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from lakelet.catalog._apply import IN_CHUNK
 from lakelet.catalog._schema import SCOPE, by_digest, digest_blob, digest_params, digest_text
 from lakelet.core._batch import batch_size
+from lakelet.core.errors import StorageError
 from lakelet.storage._refs import NameRecord
 
 __all__ = ["COLUMNS", "NameQueries", "prefix_bounds", "row_to_record"]
@@ -32,10 +33,18 @@ _PARSED_META_MAX = 256
 def _meta(text: str) -> dict[str, object]:
     parsed = _parsed_meta.get(text)
     if parsed is None:
+        try:
+            parsed = json.loads(text)
+        except (TypeError, ValueError):
+            parsed = None
+        if not isinstance(parsed, dict):  # the index is input too (as in digest_text)
+            raise StorageError("the lake's index holds a damaged meta: run `lakelet fsck` to rebuild it")
+        if any(isinstance(v, dict | list) for v in parsed.values()):
+            return parsed  # nested: a copy would share its values, so each record parses its own
         if len(_parsed_meta) >= _PARSED_META_MAX:
             _parsed_meta.clear()
-        parsed = _parsed_meta[text] = json.loads(text)
-    return dict(parsed)  # each record its own copy
+        _parsed_meta[text] = parsed
+    return dict(parsed)  # each record its own copy (flat: nothing shared)
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str]:

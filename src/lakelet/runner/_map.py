@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import traceback
 from collections import Counter
 from typing import Any
 
@@ -147,6 +148,7 @@ class _Window:
         looked_up = {i: (self.digests[i], free[self.digests[i]]) for i, _ in todo if self.digests[i] in free}
         if todo:
             run(sorted(todo), looked_up, self._tell)
+        self._load_ran()
         self.ran = sum(d.status == "ran" for d in self.done.values())
         self.failures = {i: d.error for i, d in sorted(self.done.items()) if d.status == "failed"}
 
@@ -175,20 +177,29 @@ class _Window:
         self.done[item.index] = item
         self.progress.advance(self.sharing[self.digests[item.index]] if self.cache else 1)
 
+    def _load_ran(self) -> None:
+        """The values of the items run here, and of those whose cached output could not be
+        loaded (damaged since: run again now). An item that fails then is a failure of the map,
+        named with the others, and the next windows still run."""
+        for j in self.first.values() if self.cache else range(len(self.calls)):
+            if j in self.values:
+                continue
+            item = self.done.get(j)
+            if item is not None and item.status == "failed":
+                continue
+            if item is not None and item.returned:  # the run handed its value back
+                self.values[j] = item.value
+                continue
+            args, kwargs = self.calls[j]
+            try:
+                record = self.unloaded[j] if item is None else item.record
+                self.values[j] = _load(self.lake, self.stage, record, args, kwargs)
+            except Exception as error:
+                self.done[j] = ItemDone(j, "failed", error="".join(traceback.format_exception(error)))
+
     def results(self) -> list[Any]:
         """Every item's result, in order (after ``run``, with no failures)."""
-        out = []
-        for i, (args, kwargs) in enumerate(self.calls):
-            j = self.first[self.digests[i]] if self.cache else i
-            if j not in self.values:
-                item = self.done.get(j)
-                if item is not None and item.returned:  # the run handed its value back
-                    self.values[j] = item.value
-                else:
-                    record = self.unloaded[j] if item is None else item.record
-                    self.values[j] = _load(self.lake, self.stage, record, args, kwargs)
-            out.append(self.values[j])
-        return out
+        return [self.values[self.first[d] if self.cache else i] for i, d in enumerate(self.digests)]
 
 
 def _on_pool(

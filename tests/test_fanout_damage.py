@@ -1,0 +1,145 @@
+"""Stage.map over what is damaged or shared: outputs and run records torn or removed since they
+were bound, a re-run that fails in an early window, another machine's runs on the remote, two
+threads on one lake. (Written from a review's findings.)"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import uuid
+
+import pytest
+
+import lakelet
+from lakelet.lake import _run_record
+from lakelet.lake._run_record import current_run
+from lakelet.runner import _map
+from lakelet.stages import _loaded
+from lakelet.storage._scopes import LAKE
+
+STAGES = """
+import os, lakelet
+
+@lakelet.stage(format="json")
+def sq(x):
+    with open(os.path.join(os.environ["DAMAGE_MARKS"], f"{x}-{os.urandom(4).hex()}"), "w"):
+        pass
+    if str(x) in os.environ.get("DAMAGE_FAIL", "").split(","):
+        raise ValueError(f"item {x} broke")
+    return {"x": x}
+"""
+
+
+@pytest.fixture
+def stages(tmp_path, monkeypatch):
+    """The stage above in a fresh module (worker processes import it too), and the items it ran."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("DAMAGE_MARKS", str(marks))
+    name = f"damage_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(STAGES)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+
+    def ran() -> list[int]:
+        out = sorted(int(p.name.split("-")[0]) for p in marks.iterdir())
+        for p in marks.iterdir():
+            p.unlink()
+        return out
+
+    yield module, ran
+    sys.modules.pop(name, None)
+
+
+def _forget() -> None:
+    """What a new process remembers: nothing."""
+    _run_record._parsed.clear()
+    _loaded._values.clear()
+
+
+def _tear(path) -> None:
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+@pytest.mark.parametrize("executor", [None, "processes"])
+@pytest.mark.parametrize("damage", ["rm-output", "torn-output", "torn-record", "rm-record"])
+def test_a_damaged_item_runs_again_once_and_the_others_stay_cached(stages, lake, executor, damage) -> None:
+    module, ran = stages
+    lakelet.use(lake)
+    assert module.sq.map(range(4), executor=executor) == [{"x": x} for x in range(4)]
+    ran()
+    key = module.sq.key_for(lake, (1,), {}, {}).digest
+    name, run = current_run(lake.context, module.sq.qualname, key)
+    assert run is not None
+    record = lake.context.lookup(LAKE, name)
+    output = lake.context.lookup(LAKE, run.returned.names[0])
+    if damage == "rm-output":
+        lake.rm(output.name, force=True)
+    elif damage == "rm-record":
+        lake.rm(name, force=True)
+    else:
+        _tear(lake.context.blob_path(output if damage == "torn-output" else record))
+    _forget()
+    items = [0, 1, 1, 2, 3]
+    assert module.sq.map(items, executor=executor) == [{"x": x} for x in items]
+    assert ran() == [1]
+    assert module.sq.map(items, executor=executor) == [{"x": x} for x in items]
+    assert ran() == []
+
+
+def test_a_rerun_that_fails_in_an_early_window_does_not_stop_later_windows(stages, lake, monkeypatch) -> None:
+    module, ran = stages
+    lakelet.use(lake)
+    monkeypatch.setattr(_map, "_WINDOW", 4)
+    module.sq.map(range(4))
+    ran()
+    key = module.sq.key_for(lake, (0,), {}, {}).digest
+    _, run = current_run(lake.context, module.sq.qualname, key)
+    assert run is not None
+    _tear(lake.context.blob_path(lake.context.lookup(LAKE, run.returned.names[0])))
+    _forget()
+    monkeypatch.setenv("DAMAGE_FAIL", "0")
+    with pytest.raises(lakelet.RunError) as info:
+        module.sq.map([0, 1, 2, 3, 10, 11, 12, 13])
+    assert list(info.value.failures) == [f"{module.__name__}.sq[0]"]
+    assert ran() == [0, 10, 11, 12, 13]  # the second window ran
+    monkeypatch.setenv("DAMAGE_FAIL", "")
+    assert module.sq.map([0, 1, 10]) == [{"x": 0}, {"x": 1}, {"x": 10}]
+    assert ran() == [0]
+
+
+def test_a_map_finds_the_runs_another_machine_made_on_the_remote(stages, machine) -> None:
+    module, ran = stages
+    with lakelet.use(machine("a")):
+        assert module.sq.map(range(6)) == [{"x": x} for x in range(6)]
+    assert ran() == list(range(6))
+    with lakelet.use(machine("b")):
+        assert module.sq.map(list(range(8)) * 2) == [{"x": x} for x in range(8)] * 2
+    assert ran() == [6, 7]
+
+
+def test_two_threads_mapping_the_same_items_on_one_lake(stages, lake, monkeypatch) -> None:
+    module, _ = stages
+    monkeypatch.setattr(_map, "_WINDOW", 16)
+    out: dict[int, object] = {}
+    items = [x % 150 for x in range(400)]
+
+    def go(t: int) -> None:
+        try:
+            with lakelet.use(lake):
+                for _ in range(3):
+                    out[t] = module.sq.map(items)
+        except Exception as e:  # shown by the assert below
+            out[t] = e
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {0: [{"x": x} for x in items], 1: [{"x": x} for x in items]}

@@ -48,6 +48,7 @@ __all__ = [
     "current_run",
     "current_runs",
     "ignore",
+    "key_names",
     "key_of",
     "output_kinds",
     "parse_run_record",
@@ -142,18 +143,25 @@ def read_run_record(context: LakeContext, record: NameRecord, lineage: bool = Tr
 
 
 def current_run(
-    context: LakeContext, stage: str, key: str, passed: Collection[str] = ()
+    context: LakeContext,
+    stage: str,
+    key: str,
+    passed: Collection[str] = (),
+    known: Mapping[str, NameRecord] | None = None,
 ) -> tuple[str, RunRecord | None]:
     """(the run record name ``key`` binds now, its record, or None when the key is not cached).
 
     Passes over the generations gc retired (their tombstones stay as lineage), those whose
     record is refused (each reported in one warning) and those named in ``passed`` (refused by
     the caller): a run of the key binds the next generation, so no record fails a key for good.
+    ``known``: the key's names as ``key_names`` found them (a name not there is looked up).
     """
     generation = 1
     while True:
         name = record_name(stage, key, generation)
-        found = context.lookup(LAKE, name)
+        found = known.get(name) if known else None
+        if found is None:
+            found = context.lookup(LAKE, name)
         if found is None:
             return name, None
         if found.removed_at is None and name not in passed:
@@ -162,6 +170,13 @@ def current_run(
             except (CorruptRecordError, IntegrityError) as e:  # the bytes, not the network
                 ignore(context, e, "the stage runs again")
         generation += 1
+
+
+def key_names(context: LakeContext, stage: str, key: str) -> dict[str, NameRecord]:
+    """The records the index holds of every name of ``key``'s runs (each generation's run record
+    and the outputs under it, removed ones too), by name: one range of the index, where a cached
+    call looked its record and then its output up apart."""
+    return context.catalog.few_records(LAKE, record_name(stage, key).removesuffix(".json"))
 
 
 def current_runs(

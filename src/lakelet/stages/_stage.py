@@ -55,6 +55,7 @@ from lakelet.lake._run_record import (
     RunRecord,
     current_run,
     ignore,
+    key_names,
     output_kinds,
     parse_run_record,
 )
@@ -274,12 +275,13 @@ class Stage:
     def _cached(self, lake: Lake, key: Key, passed: set[str], reason: str) -> Outcome | None:
         """The stored result of ``key``, or None when it must run. A run record whose output cannot
         be loaded is reported and passed over (added to ``passed``): the run binds the next generation."""
+        known = key_names(lake.context, self.qualname, key.digest)
         while True:
-            name, run = current_run(lake.context, self.qualname, key.digest, passed)
+            name, run = current_run(lake.context, self.qualname, key.digest, passed, known)
             if run is None:
                 return None
             try:
-                value = self.load_output(lake, run)
+                value = self.load_output(lake, run, known)
             except CorruptRecordError as e:
                 ignore(lake.context, e, "the stage runs again")
                 passed.add(name)

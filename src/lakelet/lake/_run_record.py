@@ -180,12 +180,13 @@ def key_names(context: LakeContext, stage: str, key: str) -> dict[str, NameRecor
 
 
 def current_runs(
-    context: LakeContext, stage: str, keys: Collection[str]
+    context: LakeContext, stage: str, keys: Collection[str], remember: bool = True
 ) -> dict[str, tuple[str, RunRecord | None]]:
     """``current_run`` of each of ``keys``, by key: their first generations are looked up
     together (``LakeContext.lookup_many``: one query, and the remote's log read once, where a
     map's 10,000 items paid a query each, and each new one a read of the log); a key whose first
-    generation is there but removed or refused goes on through ``current_run``."""
+    generation is there but removed or refused goes on through ``current_run``. ``remember``:
+    as ``read_run_cached``'s."""
     names = {record_name(stage, key): key for key in keys}
     known = context.lookup_many(LAKE, names)
     out: dict[str, tuple[str, RunRecord | None]] = {}
@@ -196,7 +197,7 @@ def current_runs(
             continue
         if found.removed_at is None:
             with contextlib.suppress(CorruptRecordError, IntegrityError):  # current_run reports it
-                out[key] = (name, read_run_cached(context, found))
+                out[key] = (name, read_run_cached(context, found, remember))
                 continue
         out[key] = current_run(context, stage, key)
     return out
@@ -204,20 +205,23 @@ def current_runs(
 
 _parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
 _LEFT_OUT: dict[str, Any] = {}  # the lineage of a remembered record (shared: nobody writes to it)
-_PARSED_MAX = 1 << 10
+_PARSED_MAX = 1 << 14
 
 
-def read_run_cached(context: LakeContext, found: NameRecord) -> RunRecord:
+def read_run_cached(context: LakeContext, found: NameRecord, remember: bool = True) -> RunRecord:
     """``read_run_record``, remembered by the record's name and digest: its bytes are immutable,
     so a cached call (one lookup per call, 10,000 calls in a map) need not open, verify and
     parse them again. Only for stage calls, which read the record and never hand it out: its
     ``lineage`` is left out (empty), which is most of a record and which no call reads, so
     what a process remembers does not grow by a whole record per item (``read_run_record``
-    returns it whole)."""
+    returns it whole). ``remember=False``: a record already remembered is used, a new one is
+    not kept (a map, which holds no more than a window of items)."""
     key = (str(context.root), found.name, found.digest)
     run = _parsed.get(key)
     if run is None:
-        run = _remember(key, read_run_record(context, found, lineage=False))
+        run = read_run_record(context, found, lineage=False)
+        if remember:
+            _remember(key, run)
     return run
 
 

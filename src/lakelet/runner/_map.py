@@ -74,12 +74,15 @@ def _map(
     out: list[Any] = []
     failures: dict[str, str] = {}
     ran = 0
+    # A map of one window remembers its runs for this process's later calls (a notebook maps
+    # again, or calls an item); a longer one does not, so what it holds does not grow with it
+    remember = len(calls) <= _WINDOW
     with contextlib.ExitStack() as stack:
         opened: list[cf.Executor] = []
 
         def run(todo: list[tuple[int, Call]], looked_up: dict[int, tuple[str, str]], tell: Any) -> None:
             if executor is None:
-                call_many(stage, lake, todo, tell, looked_up)
+                call_many(stage, lake, todo, tell, looked_up, remember)
                 return
             assert where is not None
             if not opened:  # the pool starts when the first window has items to run
@@ -89,7 +92,7 @@ def _map(
             _on_pool(opened[0], where, lake, todo, looked_up, max_workers, tell)
 
         for start in range(0, len(calls), _WINDOW):
-            window = _Window(stage, lake, calls[start : start + _WINDOW], progress)
+            window = _Window(stage, lake, calls[start : start + _WINDOW], progress, remember)
             window.run(keys, run)
             ran += window.ran
             failures |= {f"{stage.qualname}[{start + i}]": error for i, error in window.failures.items()}
@@ -119,8 +122,11 @@ class _Window:
     A window at a time, so that what a map holds beyond its results does not grow with its
     items; a key already run in an earlier window is found cached."""
 
-    def __init__(self, stage: Stage, lake: Lake, calls: list[Call], progress: Progress) -> None:
+    def __init__(
+        self, stage: Stage, lake: Lake, calls: list[Call], progress: Progress, remember: bool
+    ) -> None:
         self.stage, self.lake, self.calls, self.progress = stage, lake, calls, progress
+        self.remember = remember
         self.cache = stage.options.get("cache", True)
         self.digests: list[str] = []
         self.first: dict[str, int] = {}  # one run per distinct key (a cache=False stage runs each call)
@@ -157,7 +163,7 @@ class _Window:
         key binds (its runs need not look again)."""
         stage, lake = self.stage, self.lake
         free: dict[str, str] = {}
-        runs = current_runs(lake.context, stage.qualname, self.first)
+        runs = current_runs(lake.context, stage.qualname, self.first, self.remember)
         outputs = lake.context.catalog.get_many(
             LAKE, [n for _, run in runs.values() if run is not None for n in run.returned.names[:1]]
         )
@@ -167,7 +173,7 @@ class _Window:
                 continue
             index = self.first[digest]
             try:
-                self.values[index] = stage.load_output(lake, found, outputs)
+                self.values[index] = stage.load_output(lake, found, outputs, self.remember)
             except (CorruptRecordError, IntegrityError):
                 self.unloaded[index] = name
             self.progress.advance(self.sharing[digest])
@@ -193,7 +199,7 @@ class _Window:
             args, kwargs = self.calls[j]
             try:
                 record = self.unloaded[j] if item is None else item.record
-                self.values[j] = _load(self.lake, self.stage, record, args, kwargs)
+                self.values[j] = _load(self.lake, self.stage, record, args, kwargs, self.remember)
             except Exception as error:
                 self.done[j] = ItemDone(j, "failed", error="".join(traceback.format_exception(error)))
 
@@ -235,13 +241,16 @@ def _on_pool(
             tell(ItemDone(index, "failed", error=text))
 
 
-def _load(lake: Lake, stage: Stage, record: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _load(
+    lake: Lake, stage: Stage, record: str, args: tuple[Any, ...], kwargs: dict[str, Any], remember: bool
+) -> Any:
     """An item's result from the run record its call bound or found; a record that cannot be
     loaded (damaged since) is passed over by a plain call, which runs the item again."""
     found = lake.context.lookup(LAKE, record)
     if found is not None and found.removed_at is None:
         try:
-            return stage.load_output(lake, read_run_cached(lake.context, found))
+            run = read_run_cached(lake.context, found, remember)
+            return stage.load_output(lake, run, remember=remember)
         except (CorruptRecordError, IntegrityError) as e:  # torn by a power cut, say
             ignore(lake.context, e, "the stage runs again")
     return stage.run(lake, args, kwargs)

@@ -121,10 +121,10 @@ def commit(lake: Lake, runs: list[Computed], remember: bool = True) -> None:
                 _remember_values(lake, runs, bound)
                 remember_bound(lake, runs, bound)
             return
-    _commit_apart(lake, runs)
+    _commit_apart(lake, runs, remember)
 
 
-def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
+def _commit_apart(lake: Lake, runs: list[Computed], remember: bool) -> None:
     """Bind the outputs of ``runs`` in one segment, then their run records in a second: runs whose
     names clash, among themselves (each is bound alone) or with a name another machine bound to
     other bytes (the run whose names it took adopts its outputs; a record it bound under the same
@@ -141,9 +141,10 @@ def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
         except NameExistsError:
             alone = runs  # each alone: the one whose names another machine took adopts its outputs
         else:
-            _remember_values(lake, runs, bound)
+            if remember:
+                _remember_values(lake, runs, bound)
     for done in alone:
-        done.stage.commit_alone(lake, done)
+        done.stage.commit_alone(lake, done, remember)
     grouped = [done for done in runs if done not in alone]
     records: list[tuple[str, Path | bytes, bool]] = [
         (d.record_name, d.record_data, True) for d in grouped if d.record_data is not None
@@ -152,11 +153,14 @@ def _commit_apart(lake: Lake, runs: list[Computed]) -> None:
     if not records:
         return
     try:
-        remember_bound(lake, grouped, bind_outputs(lake.context, records, {}, record_metas))
+        bound = bind_outputs(lake.context, records, {}, record_metas)
     except NameExistsError:  # another machine bound one first: the same key, so its result stands
         for record in records:
             with contextlib.suppress(NameExistsError):
                 bind_outputs(lake.context, [record], {}, record_metas)
+    else:
+        if remember:
+            remember_bound(lake, grouped, bound)
 
 
 def remember_bound(lake: Lake, runs: list[Computed], bound: list[NameRecord]) -> None:

@@ -30,7 +30,7 @@ _EXACT = {
     ("text", str),
     ("bytes", bytes),
 }
-_MAX = 1 << 10
+_MAX = 1 << 14
 
 Memo = tuple[str, str, str, str]  # (lake root, object digest, format, value kind)
 _values: dict[Memo, tuple[str, tuple[int, int, int], Any]] = {}  # -> (object path, its stat, value)

@@ -294,10 +294,15 @@ class Stage:
         return current_run(lake.context, self.qualname, key)
 
     def load_output(
-        self, lake: Lake, run: RunRecord, looked_up: Mapping[str, NameRecord] | None = None
+        self,
+        lake: Lake,
+        run: RunRecord,
+        looked_up: Mapping[str, NameRecord] | None = None,
+        remember: bool = True,
     ) -> Any:
         """The stored result of a run (which may be None: a hit is the record, not its value).
-        ``looked_up``: records of output names the caller looked up together (a map's).
+        ``looked_up``: records of output names the caller looked up together. ``remember``: keep
+        the value for this process's later calls (``_loaded``; a map does not).
 
         Raises CorruptRecordError when it cannot be loaded: a record that does not match this
         stage's format, or an output its format cannot read back; RemoteError when the remote is
@@ -337,7 +342,8 @@ class Stage:
                     with lake.context.open_record(record):  # verified (fetched first if only remote)
                         pass
                     value = fmt.load(lake.context.blob_path(record), returned.value_kind)
-                _loaded.remember(memo, lake.context.blob_path_name(record), value)
+                if remember:
+                    _loaded.remember(memo, lake.context.blob_path_name(record), value)
             return value
         except RemoteError:
             raise  # the network, not the record: the next call may load it
@@ -446,9 +452,10 @@ class Stage:
             raise
         return done
 
-    def commit_alone(self, lake: Lake, done: Computed) -> None:
+    def commit_alone(self, lake: Lake, done: Computed, remember: bool = True) -> None:
         """Bind one run's outputs, then its record: the way when a group commit met a name bound
-        by another machine (whose outputs, if they are under this key's names, are kept)."""
+        by another machine (whose outputs, if they are under this key's names, are kept).
+        ``remember``: as ``_commit.commit``'s."""
         bound = self._bind(lake, done.outputs, done.prefix, done.meta, done.pending.meta)
         returned = [lake.file(n) for n in done.record["returned"]["names"]]
         done.record["outputs"] = [{"name": f.name, "digest": f.digest} for f in _unique([*bound, *returned])]
@@ -458,7 +465,8 @@ class Stage:
             bound_record = bind_outputs(
                 lake.context, [(done.record_name, done.record_data, True)], done.record_meta
             )
-            remember_bound(lake, [done], bound_record)
+            if remember:
+                remember_bound(lake, [done], bound_record)
 
     def check_record(self, data: bytes, record_name: str) -> RunRecord:
         """Refuse to bind a run record the readers would refuse: every later call would run the

@@ -191,8 +191,10 @@ class LakeContext:
     def read(self, record: NameRecord) -> bytes:
         """The whole content of a small ``record`` (a run record, a stage's small value),
         verified; fetched from the remote first when it is not held here."""
+        digest = Digest.parse(record.digest)
+        path = self.scope_layout(record.scope).blob_path_name(record.name, digest)
         try:
-            return self.reader.read(self.blob_path_name(record), Digest.parse(record.digest), record.size)
+            return self.reader.read(path, digest, record.size)
         except FileNotFoundError:
             with self.open_record(record) as f:
                 return f.read()

@@ -83,9 +83,16 @@ def key_of(parts: Mapping[str, Any]) -> str:
 
 def output_kinds(fmt: str | None) -> frozenset[str]:
     """The kinds of stored output a stage declared with ``format=fmt`` (None: none) writes."""
+    known = _OUTPUT_KINDS.get(fmt)
+    if known is not None:
+        return known
     if fmt is None:  # a returned Path is ingested only when no format is declared
         return frozenset({*INFERRED_FORMATS, *_FILE_KINDS})
     return frozenset({fmt, "files"})  # a returned File is bound as it is, whatever the format
+
+
+_OUTPUT_KINDS: dict[str | None, frozenset[str]] = {}  # made once: every cached call asks twice
+_OUTPUT_KINDS.update({fmt: output_kinds(fmt) for fmt in (None, *FORMATS)})
 
 
 @dataclass(frozen=True, slots=True)

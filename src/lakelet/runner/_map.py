@@ -65,10 +65,10 @@ def _map(
     stage: Stage, iterables: tuple[Any, ...], executor: Any, max_workers: int | None, progress: Progress
 ) -> list[Any]:
     lake = current_lake()
-    calls: list[Call] = [(tuple(item), {}) for item in zip(*iterables, strict=False)]
-    if calls:
+    items = list(zip(*iterables, strict=False))  # each item's arguments; a window makes its calls
+    if items:
         warm_up(executor)  # the pool's fork server starts while the items are keyed
-    progress.add_total(len(calls))
+    progress.add_total(len(items))
     where = None if executor is None else address(stage, stage.qualname)  # refused before any runs
     keys: dict[Stage, Any] = {}  # upstream stages' keys, worked out once for the map
     out: list[Any] = []
@@ -76,7 +76,7 @@ def _map(
     ran = 0
     # A map of one window remembers its runs for this process's later calls (a notebook maps
     # again, or calls an item); a longer one does not, so what it holds does not grow with it
-    remember = len(calls) <= _WINDOW
+    remember = len(items) <= _WINDOW
     with contextlib.ExitStack() as stack:
         opened: list[cf.Executor] = []
 
@@ -91,8 +91,9 @@ def _map(
                 opened.append(pool)
             _on_pool(opened[0], where, lake, todo, looked_up, max_workers, tell)
 
-        for start in range(0, len(calls), _WINDOW):
-            window = _Window(stage, lake, calls[start : start + _WINDOW], progress, remember)
+        for start in range(0, len(items), _WINDOW):
+            calls: list[Call] = [(args, {}) for args in items[start : start + _WINDOW]]
+            window = _Window(stage, lake, calls, progress, remember)
             window.run(keys, run)
             ran += window.ran
             failures |= {f"{stage.qualname}[{start + i}]": error for i, error in window.failures.items()}
@@ -101,15 +102,15 @@ def _map(
     _logger.info(
         "%s: %s items: %s ran, %s cached, %s failed",
         stage.qualname,
-        f"{len(calls):,}",
+        f"{len(items):,}",
         f"{ran:,}",
-        f"{len(calls) - ran - len(failures):,}",
+        f"{len(items) - ran - len(failures):,}",
         f"{len(failures):,}",
     )
     if failures:
         label, text = next(iter(failures.items()))
         raise RunError(
-            f"{len(failures)} of {len(calls)} items of {stage.qualname}.map failed (the first, "
+            f"{len(failures)} of {len(items)} items of {stage.qualname}.map failed (the first, "
             f"{label}: {text.strip().splitlines()[-1]}); the others finished and are kept: "
             "map again to run only the failed ones",
             failures,

@@ -303,7 +303,10 @@ class RefStore:
     def read(self, name: str) -> NameRecord | None:
         """The record of ``name`` from its own file: its tombstone if it was force-removed,
         else a per-name record. Names bound in segments are found through the index."""
-        for path in (self._tombstone_path(name), self.path(name)):
+        key = name_key(name)
+        # strings, not Paths: a map asks this of each new item, and pathlib interns every part
+        stem = os.path.join(self.directory, key[:2], key)
+        for path in (f"{stem}.removed.json", f"{stem}.json"):
             with contextlib.suppress(FileNotFoundError):
                 record = _read_record_file(path)
                 if record is not None:
@@ -425,9 +428,10 @@ class RefStore:
                 yield _unless_removed(record, tombstones)
 
 
-def _read_record_file(path: Path) -> NameRecord | None:
+def _read_record_file(path: Path | str) -> NameRecord | None:
     """The record of a one-record file; None (reported) when it is not a valid one."""
-    raw = path.read_bytes()
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
         return parse_record(parse_json_line(raw))
     except CorruptRecordError as e:

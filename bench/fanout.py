@@ -6,8 +6,8 @@ Each case runs in a fresh process with a fresh lake / cache directory under benc
     --quick): first run and cached, per call (ms), as a loop of direct calls and as one
     in-process ``stage.map``; joblib.Memory's ``cache(f)`` called the same way; "cached, new
     process": the cached calls again in a process of their own (a pipeline run again), which
-    has not remembered the runs it made. Peak RSS (VmHWM: ``_common.peak_rss_mib``) of the map
-    run at 1,000 and at N items.
+    has not remembered the runs it made. Peak RSS (VmHWM: ``_common.peak_rss_mib``) of each
+    case's process at 1,000 and at N items.
 (b) the first stage call in a fresh process: ``import lakelet`` done, then the time of the first
     call of a trivial stage in a new lake, against the plain call (median of 5 processes).
 (c) CPU map: 1,000 items (200 with --quick) of ~10 ms CPU each (the loop count calibrated once
@@ -248,25 +248,22 @@ def _all(quick: bool) -> None:
         print("# dask.distributed is not installed: its row is skipped")
 
     rows = []
-    peaks = {}
     for case in ("lakelet-loop", "lakelet-map", *(["joblib-memory"] if joblib else [])):
         r = run_child(case, n)
+        small = r if n == 1_000 else run_child(case, 1_000)  # is the peak flat in the calls?
         rows.append(
             [
                 case,
                 f"{r['first']:.3f}",
                 f"{r['cached']:.3f}",
                 f"{r['cached_new_process']:.3f}",
+                f"{small['peak_mb']:.0f}",
                 f"{r['peak_mb']:.0f}",
             ]
         )
-        if case == "lakelet-map":
-            peaks[n] = r["peak_mb"]
-    if n != 1_000:
-        peaks[1_000] = run_child("lakelet-map", 1_000)["peak_mb"]
     print(f"\n(a) {n:,} trivial calls, ms per call")
-    print(table(["case", "first run", "cached", "cached, new process", f"peak RSS MB ({n:,})"], rows))
-    print("lakelet-map peak RSS: " + ", ".join(f"{k:,} items {v:.0f} MB" for k, v in sorted(peaks.items())))
+    header = ["case", "first run", "cached", "cached, new process", "peak RSS MB (1,000)", f"({n:,})"]
+    print(table(header, rows))
 
     over = [run_child("first-call", 1)["over_ms"] for _ in range(5)]
     print(

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -59,6 +60,15 @@ def sizes(files):
 def read_in(tag):
     BOTH_IN.wait()  # two maps' items at once, each in its own lake
     return lakelet.File("in").read_text()
+
+
+COIN_BOTH = threading.Barrier(2, timeout=60)
+
+
+@lakelet.stage
+def coin(x):
+    COIN_BOTH.wait()  # two maps run the same new item at once: one binds first
+    return os.urandom(8).hex()
 
 
 @lakelet.stage
@@ -235,6 +245,33 @@ def test_what_a_map_holds_while_it_runs_does_not_grow_with_its_items(fanout, mon
     # results, arguments: ~300 bytes an item; each item's key, record name and outcome held to
     # the end, and every run remembered, were ~3 KB
     assert per_item < 1_000, f"{per_item:.0f} bytes per item"
+
+
+@pytest.mark.parametrize("how", ["two maps", "two machines"])
+def test_two_racing_runs_of_one_new_item_both_return_the_value_the_lake_keeps(fanout, tmp_path, how) -> None:
+    # A non-deterministic stage run twice at once, by two maps (they take no key lock) or by
+    # calls on two machines sharing a remote: the run bound second adopts the first's outputs,
+    # and must return them, not the value its own body returned, which the lake does not hold.
+    module, lake, _ = fanout
+    if how == "two machines":
+        remote = (tmp_path / "remote").as_uri()
+        lakes = [lakelet.init(tmp_path / f"machine{t}", remote=remote) for t in range(2)]
+    else:
+        lakes = [lake, lake]
+    out: dict[int, object] = {}
+
+    def go(t: int) -> None:
+        with lakelet.use(lakes[t]):
+            out[t] = module.coin.map([7])[0] if how == "two maps" else module.coin(7)
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = [module.coin._outcome(lk, module.coin._key(lk, (7,), {}), (7,), {}, False) for lk in lakes]
+    assert all(not k.ran for k in kept)  # both lakes hold one run of the item
+    assert out == {0: kept[0].value, 1: kept[1].value} and kept[0].value == kept[1].value
 
 
 def test_map_reports_progress_by_item(fanout) -> None:

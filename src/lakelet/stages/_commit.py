@@ -10,7 +10,6 @@ and record are adopted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +66,9 @@ class Computed:
     record_data: bytes | None = None
     encoded: Path | None = None  # the temp file of the return value, if its format writes one
     run: RunRecord | None = None  # ``record`` as the readers parse it
+    # another run of the key (another machine's, another map's) was bound first and is what the
+    # lake keeps: ``value`` is not the result (``Stage.commit_alone``)
+    adopted: bool = False
 
     def encoded_path(self, tmp_dir: Path) -> Path:
         """A temp file for the return value, made only by a format that writes one."""
@@ -155,9 +157,13 @@ def _commit_apart(lake: Lake, runs: list[Computed], remember: bool) -> None:
     try:
         bound = bind_outputs(lake.context, records, {}, record_metas)
     except NameExistsError:  # another machine bound one first: the same key, so its result stands
-        for record in records:
-            with contextlib.suppress(NameExistsError):
-                bind_outputs(lake.context, [record], {}, record_metas)
+        for done in grouped:
+            if done.record_data is None:
+                continue
+            try:
+                bind_outputs(lake.context, [(done.record_name, done.record_data, True)], {}, record_metas)
+            except NameExistsError:
+                done.adopted = True
     else:
         if remember:
             remember_bound(lake, grouped, bound)

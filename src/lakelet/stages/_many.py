@@ -101,7 +101,8 @@ def call_many(
                     tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
             else:
                 for index, done in pending:
-                    kept = exact(done.record["returned"]["kind"], done.value)
+                    # a run that adopted another's result hands back nothing: the result is theirs
+                    kept = not done.adopted and exact(done.record["returned"]["kind"], done.value)
                     value = done.value if kept else None
                     tell(
                         ItemDone(

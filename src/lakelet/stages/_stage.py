@@ -361,6 +361,10 @@ class Stage:
             commit(lake, [done])
         finally:
             done.discard()
+        if done.adopted:  # another run of the key was bound first: its result is the one kept
+            hit = self._cached(lake, key, set(), "computed meanwhile by another machine")
+            if hit is not None:
+                return hit.value
         return done.value
 
     def compute(
@@ -456,17 +460,20 @@ class Stage:
         """Bind one run's outputs, then its record: the way when a group commit met a name bound
         by another machine (whose outputs, if they are under this key's names, are kept).
         ``remember``: as ``_commit.commit``'s."""
-        bound = self._bind(lake, done.outputs, done.prefix, done.meta, done.pending.meta)
+        bound, done.adopted = self._bind(lake, done.outputs, done.prefix, done.meta, done.pending.meta)
         returned = [lake.file(n) for n in done.record["returned"]["names"]]
         done.record["outputs"] = [{"name": f.name, "digest": f.digest} for f in _unique([*bound, *returned])]
         done.write_record()
         assert done.record_data is not None
-        with contextlib.suppress(NameExistsError):  # bound by another machine first: same key
+        try:
             bound_record = bind_outputs(
                 lake.context, [(done.record_name, done.record_data, True)], done.record_meta
             )
-            if remember:
-                remember_bound(lake, [done], bound_record)
+        except NameExistsError:  # bound by another machine first: the same key, its result stands
+            done.adopted = True
+            return
+        if remember:
+            remember_bound(lake, [done], bound_record)
 
     def check_record(self, data: bytes, record_name: str) -> RunRecord:
         """Refuse to bind a run record the readers would refuse: every later call would run the
@@ -535,13 +542,14 @@ class Stage:
         prefix: str,
         meta: dict[str, Any],
         meta_of: dict[str, dict[str, Any]],
-    ) -> list[File]:
+    ) -> tuple[list[File], bool]:
         """Bind every output of one run in one segment, so a failure or a kill leaves all or none;
-        the run record, bound after them, is what marks the run complete."""
+        the run record, bound after them, is what marks the run complete. Returns the outputs,
+        and whether some are another machine's, adopted."""
         names = [name for name, _, _ in outputs]
         try:
             metas = {n: {**meta_of[n], **meta} for n, _, _ in outputs if n in meta_of}
-            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta, metas)]
+            return [File.of(r, lake) for r in bind_outputs(lake.context, outputs, meta, metas)], False
         except NameExistsError:
             # Another machine ran this key first and bound other bytes under the key's own
             # names (a non-deterministic stage): its outputs are the ones kept, ours discarded.
@@ -551,7 +559,7 @@ class Stage:
             mine = [o for o in outputs if o[0] not in theirs]
             metas = {n: {**meta_of[n], **meta} for n, _, _ in mine if n in meta_of}
             ours = [File.of(r, lake) for r in bind_outputs(lake.context, mine, meta, metas)]
-            return [*ours, *(lake.file(n) for n in sorted(theirs))]
+            return [*ours, *(lake.file(n) for n in sorted(theirs))], True
 
 
 def _leading_positional(signature: inspect.Signature) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -57,6 +58,24 @@ def snapshot(root: Path) -> dict[str, bytes]:
         if p.is_file() and not derived and p.name != ".lock":
             out[rel] = p.read_bytes()
     return out
+
+
+def stage_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, marks_env: str
+) -> tuple[Any, Path]:
+    """``source`` as a fresh module that worker processes import too (by name, from
+    ``PYTHONPATH``), and an empty folder named in ``marks_env`` for its stages to mark runs in."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv(marks_env, str(marks))
+    name = f"stages_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(source)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, module)  # forgotten after the test
+    return module, marks
 
 
 def run_lakelet(

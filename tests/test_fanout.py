@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib
 import json
 import logging
 import os
 import sys
 import threading
 import tracemalloc
-import uuid
 from pathlib import Path
 
 import pytest
 
 import lakelet
+
+from .conftest import stage_module
 
 FANOUT = """
 import os, threading, lakelet
@@ -85,17 +85,7 @@ def noted(x):
 def fanout(tmp_path, monkeypatch):
     """The stages above as a fresh module that worker processes import too, a lake, and a count
     of the bodies that ran."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    )  # for worker processes
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    monkeypatch.setenv("FANOUT_MARKS", str(marks))
-    name = f"fanout_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(FANOUT)
-    importlib.invalidate_caches()
-    module = importlib.import_module(name)
+    module, marks = stage_module(tmp_path, monkeypatch, FANOUT, "FANOUT_MARKS")
     lake = lakelet.init(tmp_path / "lake")
     lakelet.use(lake)
 
@@ -105,8 +95,7 @@ def fanout(tmp_path, monkeypatch):
             p.unlink()
         return found
 
-    yield module, lake, ran
-    sys.modules.pop(name, None)
+    return module, lake, ran
 
 
 def _executor(kind: str, request, module) -> object:

@@ -4,11 +4,7 @@ threads on one lake. (Written from a review's findings.)"""
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 import threading
-import uuid
 
 import pytest
 
@@ -18,6 +14,8 @@ from lakelet.lake._run_record import current_run
 from lakelet.runner import _map
 from lakelet.stages import _loaded
 from lakelet.storage._scopes import LAKE
+
+from .conftest import stage_module
 
 STAGES = """
 import os, lakelet
@@ -35,15 +33,7 @@ def sq(x):
 @pytest.fixture
 def stages(tmp_path, monkeypatch):
     """The stage above in a fresh module (worker processes import it too), and the items it ran."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    monkeypatch.setenv("DAMAGE_MARKS", str(marks))
-    name = f"damage_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(STAGES)
-    importlib.invalidate_caches()
-    module = importlib.import_module(name)
+    module, marks = stage_module(tmp_path, monkeypatch, STAGES, "DAMAGE_MARKS")
 
     def ran() -> list[int]:
         out = sorted(int(p.name.split("-")[0]) for p in marks.iterdir())
@@ -51,8 +41,7 @@ def stages(tmp_path, monkeypatch):
             p.unlink()
         return out
 
-    yield module, ran
-    sys.modules.pop(name, None)
+    return module, ran
 
 
 def _forget() -> None:

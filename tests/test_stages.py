@@ -426,11 +426,14 @@ print(log_only(1), log_only(1))
 """
 
 
-def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> None:
-    script = tmp_path / "returns_none.py"
-    script.write_text(RETURNS_NONE)
+def _in_two_processes(lake, tmp_path, source: str) -> tuple[list[str], int]:
+    """Run ``source`` (given the lake and a log its stages write "ran" to) in one process, then
+    in another: what each printed, and how many times a stage ran."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
     log = tmp_path / "runs.log"
-    for _ in range(2):  # the second process finds the first one's result
+    printed = []
+    for _ in range(2):
         out = subprocess.run(
             [sys.executable, str(script), str(lake.root), str(log)],
             capture_output=True,
@@ -438,8 +441,14 @@ def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> N
             timeout=120,
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["None", "None"]
-    assert log.read_text().count("ran") == 1
+        printed.append(out.stdout)
+    return printed, log.read_text().count("ran")
+
+
+def test_a_stored_none_is_a_hit_here_and_in_another_process(lake, tmp_path) -> None:
+    printed, runs = _in_two_processes(lake, tmp_path, RETURNS_NONE)  # the second finds the first's
+    assert [p.split() for p in printed] == [["None", "None"]] * 2
+    assert runs == 1
 
 
 EXACT_VALUES = """
@@ -459,22 +468,10 @@ print(json.dumps([repr(values(n)) for n in range(3)]))
 def test_small_values_read_back_in_another_process_are_the_values_returned(lake, tmp_path) -> None:
     # The second process decodes what the first stored (a text file read in text mode turned
     # "\r\n" into "\n"); the first returns what its runs returned.
-    script = tmp_path / "exact_values.py"
-    script.write_text(EXACT_VALUES)
-    log = tmp_path / "runs.log"
-    outs = []
-    for _ in range(2):
-        out = subprocess.run(
-            [sys.executable, str(script), str(lake.root), str(log)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
-        outs.append(json.loads(out.stdout))
-    assert log.read_text().count("ran") == 3  # the second process ran nothing
+    printed, runs = _in_two_processes(lake, tmp_path, EXACT_VALUES)
+    assert runs == 3  # the second process ran nothing
     expected = [repr("line\r\nnext\rlast\n"), repr(b"\r\n\x00"), repr({"k": [1.5, None, "\r\n"]})]
-    assert outs == [expected, expected]
+    assert [json.loads(p) for p in printed] == [expected, expected]
 
 
 def test_why_reads_only_run_records(lake, make_file, capsys, monkeypatch) -> None:

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 import lakelet
-from lakelet.lake import _run_record
-from lakelet.lake._run_record import current_run
+from lakelet.lake import _run_lookup
+from lakelet.lake._run_lookup import current_run
 from lakelet.runner import _map
 from lakelet.stages import _loaded
 from lakelet.storage._scopes import LAKE
@@ -46,7 +46,7 @@ def stages(tmp_path, monkeypatch):
 
 def _forget() -> None:
     """What a new process remembers: nothing."""
-    _run_record._parsed.clear()
+    _run_lookup._parsed.clear()
     _loaded._values.clear()
 
 

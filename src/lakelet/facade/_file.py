@@ -195,7 +195,7 @@ class File:
         if "run" in meta:
             # meta is a record's too: its "run" must be a run record's name, checked like one
             run = self.lake.context.record(LAKE, validate_name(meta["run"]))
-            from lakelet.lake._run_record import read_run_record  # `lakelet ls` needs none of it
+            from lakelet.lake._run_lookup import read_run_record  # `lakelet ls` needs none of it
 
             return read_run_record(self.lake.context, run).lineage
         return {

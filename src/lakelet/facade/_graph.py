@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakelet.facade._lineage import downstream, input_labels, upstream
-from lakelet.lake._run_record import run_records
+from lakelet.lake._run_lookup import run_records
 
 if TYPE_CHECKING:
     from lakelet.facade._lake import Lake

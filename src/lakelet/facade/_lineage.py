@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lakelet.lake._run_record import current_run, run_records
+from lakelet.lake._run_lookup import current_run, run_records
 
 if TYPE_CHECKING:
     from lakelet.facade._file import File

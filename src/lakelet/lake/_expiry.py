@@ -10,7 +10,7 @@ run of the same key binds a new *generation* of names beside the old ones::
     stages/<module>.<function>/<key>-g2.json     and  <key>-g2/output.parquet   after one expiry
 
 A key's current run record is its first generation that is not removed (nor
-refused: ``_run_record.current_run``): one lookup per generation, and a key
+refused: ``_run_lookup.current_run``): one lookup per generation, and a key
 that never expired costs one, as before.
 """
 

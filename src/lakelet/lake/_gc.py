@@ -54,7 +54,8 @@ from lakelet.core._batch import batched
 from lakelet.core._digest import Digest
 from lakelet.core.errors import CorruptRecordError, IntegrityError
 from lakelet.lake._expiry import EXPIRED, holds_object, is_run_record
-from lakelet.lake._run_record import RunRecord, ignore, read_run_record
+from lakelet.lake._run_lookup import ignore, read_run_record
+from lakelet.lake._run_record import RunRecord
 from lakelet.lake._scoped import PipelineStore
 from lakelet.storage._refs import NameRecord, utc_now
 from lakelet.storage._scopes import LAKE, scope_id

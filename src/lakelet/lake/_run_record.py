@@ -10,32 +10,23 @@ with. A stage declared with no format never stores a pickle, so a record whose o
 is ``pickle`` is refused unless its stage declared ``format="pickle"``: loading one runs code.
 
 A refused record raises ``CorruptRecordError`` (one line). Where that must not make a key
-fail for good, the reader treats the record as absent and says so in one warning on the
-``lakelet.records`` logger: ``current_run`` passes over it to the key's next generation, where
-the stage runs again; lineage and gc leave it out.
+fail for good, the reader treats the record as absent (``_run_lookup``, which finds a key's
+records in a lake, reads and remembers them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lakelet.core._digest import Digest
 from lakelet.core._values import VALUE_KINDS
-from lakelet.core.errors import CorruptRecordError, IntegrityError, LakeletError
+from lakelet.core.errors import CorruptRecordError
 from lakelet.lake import _json_checks as check
-from lakelet.lake._expiry import is_run_record, record_name
-from lakelet.storage._refs import NameRecord
-from lakelet.storage._scopes import LAKE
-
-if TYPE_CHECKING:
-    from lakelet.lake._context import LakeContext
 
 __all__ = [
     "FORMATS",
@@ -45,17 +36,11 @@ __all__ = [
     "Output",
     "Returned",
     "RunRecord",
-    "current_run",
-    "current_runs",
-    "ignore",
-    "key_names",
     "key_of",
     "output_kinds",
     "parse_run_record",
-    "read_run_cached",
-    "read_run_record",
-    "remember_run",
-    "run_records",
+    "refused",
+    "without_lineage",
 ]
 
 KEY_FORMAT = 1  # bumped when the rules of the key change (stages._key)
@@ -66,7 +51,6 @@ FORMATS = ("parquet", "arrow", "csv", "npy", "json", "text", "bytes", "pickle")
 # json): never pickle, which only a stage that asks for it by name stores and loads
 INFERRED_FORMATS = ("parquet", "npy", "bytes", "text", "json")
 
-_logger = logging.getLogger("lakelet.records")
 _KEY_HEX = 64  # a key is a SHA-256
 _FILE_KINDS = ("files", "path")  # returned Files and Paths: bound as they are, in no format
 _SOURCE_TEXT = 4 << 20  # characters of a stage's source kept in its record
@@ -135,143 +119,19 @@ def parse_run_record(data: bytes, name: str, lineage: bool = True) -> RunRecord:
     try:
         return _parse(check.load_json(data, MAX_RUN_RECORD_BYTES, "run record"), name, lineage)
     except check.Invalid as e:
-        raise _refused(name, str(e)) from None
+        raise refused(name, str(e)) from None
 
 
-def read_run_record(context: LakeContext, record: NameRecord, lineage: bool = True) -> RunRecord:
-    """The content of the run record ``record``, parsed (``parse_run_record``); raises
-    CorruptRecordError, and what reading any name raises (NotFoundError, IntegrityError,
-    RemoteError)."""
-    if not is_run_record(record.name):
-        raise _refused(record.name, "its name is not a run record's (stages/<stage>/<key>.json)")
-    if record.size > MAX_RUN_RECORD_BYTES:  # its size is checked on open: no need to fetch it
-        raise _refused(record.name, f"it is more than {MAX_RUN_RECORD_BYTES >> 20} MiB")
-    return parse_run_record(context.read(record), record.name, lineage)
+def without_lineage(run: RunRecord) -> RunRecord:
+    """``run`` with its lineage left out (what ``parse_run_record(lineage=False)`` gives)."""
+    return replace(run, lineage=_LEFT_OUT)
 
 
-def current_run(
-    context: LakeContext,
-    stage: str,
-    key: str,
-    passed: Collection[str] = (),
-    known: Mapping[str, NameRecord] | None = None,
-) -> tuple[str, RunRecord | None]:
-    """(the run record name ``key`` binds now, its record, or None when the key is not cached).
-
-    Passes over the generations gc retired (their tombstones stay as lineage), those whose
-    record is refused (each reported in one warning) and those named in ``passed`` (refused by
-    the caller): a run of the key binds the next generation, so no record fails a key for good.
-    ``known``: the key's names as ``key_names`` found them (a name not there is looked up).
-    """
-    generation = 1
-    while True:
-        name = record_name(stage, key, generation)
-        found = known.get(name) if known else None
-        if found is None:
-            found = context.lookup(LAKE, name)
-        if found is None:
-            return name, None
-        if found.removed_at is None and name not in passed:
-            try:
-                return name, read_run_cached(context, found)
-            except (CorruptRecordError, IntegrityError) as e:  # the bytes, not the network
-                ignore(context, e, "the stage runs again")
-        generation += 1
+_LEFT_OUT: dict[str, Any] = {}  # a record's lineage left out (shared: nobody writes to it)
 
 
-def key_names(context: LakeContext, stage: str, key: str) -> dict[str, NameRecord]:
-    """The records the index holds of every name of ``key``'s runs (each generation's run record
-    and the outputs under it, removed ones too), by name: one range of the index, where a cached
-    call looked its record and then its output up apart."""
-    return context.catalog.few_records(LAKE, record_name(stage, key).removesuffix(".json"))
-
-
-def current_runs(
-    context: LakeContext, stage: str, keys: Collection[str], remember: bool = True
-) -> dict[str, tuple[str, RunRecord | None]]:
-    """``current_run`` of each of ``keys``, by key: their first generations are looked up
-    together (``LakeContext.lookup_many``: one query, and the remote's log read once, where a
-    map's 10,000 items paid a query each, and each new one a read of the log); a key whose first
-    generation is there but removed or refused goes on through ``current_run``. ``remember``:
-    as ``read_run_cached``'s."""
-    names = {record_name(stage, key): key for key in keys}
-    known = context.lookup_many(LAKE, names)
-    out: dict[str, tuple[str, RunRecord | None]] = {}
-    for name, key in names.items():
-        found = known.get(name)
-        if found is None:  # no generation: the key was never run
-            out[key] = (name, None)
-            continue
-        if found.removed_at is None:
-            with contextlib.suppress(CorruptRecordError, IntegrityError):  # current_run reports it
-                out[key] = (name, read_run_cached(context, found, remember))
-                continue
-        out[key] = current_run(context, stage, key)
-    return out
-
-
-_parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
-_LEFT_OUT: dict[str, Any] = {}  # the lineage of a remembered record (shared: nobody writes to it)
-_PARSED_MAX = 1 << 14
-
-
-def read_run_cached(context: LakeContext, found: NameRecord, remember: bool = True) -> RunRecord:
-    """``read_run_record``, remembered by the record's name and digest: its bytes are immutable,
-    so a cached call (one lookup per call, 10,000 calls in a map) need not open, verify and
-    parse them again. Only for stage calls, which read the record and never hand it out: its
-    ``lineage`` is left out (empty), which is most of a record and which no call reads, so
-    what a process remembers does not grow by a whole record per item (``read_run_record``
-    returns it whole). ``remember=False``: a record already remembered is used, a new one is
-    not kept (a map, which holds no more than a window of items)."""
-    key = (str(context.root), found.name, found.digest)
-    run = _parsed.get(key)
-    if run is None:
-        run = read_run_record(context, found, lineage=False)
-        if remember:
-            _remember(key, run)
-    return run
-
-
-def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> RunRecord:
-    """Remember ``run`` as the parsed content of the record ``found`` (this process just bound
-    it: the writer parsed those very bytes before binding them, ``Stage.check_record``, so the
-    first cached call need not read them back and parse them a second time); returns what is
-    remembered: ``run`` without its lineage."""
-    return _remember((str(context.root), found.name, found.digest), replace(run, lineage=_LEFT_OUT))
-
-
-def _remember(key: tuple[str, str, str], run: RunRecord) -> RunRecord:
-    if len(_parsed) >= _PARSED_MAX:
-        _parsed.clear()
-    _parsed[key] = run
-    return run
-
-
-def run_records(context: LakeContext) -> list[RunRecord]:
-    """Every live run record this lake knows that passes the checks; the others are reported
-    (one warning each) and left out."""
-    out = []
-    for found in context.run_records():
-        try:
-            out.append(read_run_record(context, found))
-        except (CorruptRecordError, IntegrityError) as e:
-            ignore(context, e, "left out")
-    return out
-
-
-def ignore(context: LakeContext, error: LakeletError, then: str) -> None:
-    """Report a record left aside: one line on the ``lakelet.records`` logger, once per process
-    and lake (a stage called in a loop would repeat it at every call)."""
-    seen = (str(context.root), str(error))
-    if seen not in _reported:
-        _reported.add(seen)
-        _logger.warning("%s; %s", error, then)
-
-
-_reported: set[tuple[str, str]] = set()  # (lake root, message) of the records reported so far
-
-
-def _refused(name: str, reason: str) -> CorruptRecordError:
+def refused(name: str, reason: str) -> CorruptRecordError:
+    """The error refusing the run record ``name``, for ``reason``."""
     return CorruptRecordError(
         f"run record {name} is invalid: {reason} (damaged, or written by a buggy or hostile peer: "
         f"`lakelet rm --force {name}` removes it)",

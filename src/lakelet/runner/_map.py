@@ -28,7 +28,7 @@ from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgum
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.facade._progress_bar import ProgressOption, chosen
-from lakelet.lake._run_record import current_runs, ignore, read_run_cached
+from lakelet.lake._run_lookup import current_runs, ignore, read_run_cached
 from lakelet.runner._executors import (
     Call,
     address,

@@ -20,7 +20,8 @@ from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgum
 from lakelet.facade._current import current_lake
 from lakelet.facade._lake import Lake
 from lakelet.facade._progress_bar import ProgressOption, chosen
-from lakelet.lake._run_record import RunRecord, ignore, read_run_record
+from lakelet.lake._run_lookup import ignore, read_run_record
+from lakelet.lake._run_record import RunRecord
 from lakelet.lake._run_reports import save_report
 from lakelet.runner import _map  # noqa: F401  (fills Stage.map's hook)
 from lakelet.runner._events import RunObserver, RunReport, RunStarted, StageFinished, StageStarted

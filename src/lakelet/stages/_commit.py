@@ -20,7 +20,8 @@ from lakelet.core._durable import new_temp_path
 from lakelet.core.errors import NameExistsError
 from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
-from lakelet.lake._run_record import RunRecord, remember_run
+from lakelet.lake._run_lookup import remember_run
+from lakelet.lake._run_record import RunRecord
 from lakelet.stages import _loaded
 
 if TYPE_CHECKING:

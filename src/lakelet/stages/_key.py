@@ -22,7 +22,8 @@ from lakelet.core.errors import CorruptRecordError, IntegrityError, InvalidArgum
 from lakelet.facade._file import File
 from lakelet.facade._lake import Lake
 from lakelet.lake._expiry import is_run_record
-from lakelet.lake._run_record import KEY_FORMAT, key_of, read_run_record
+from lakelet.lake._run_lookup import read_run_record
+from lakelet.lake._run_record import KEY_FORMAT, key_of
 from lakelet.stages._codehash import CodeIdentity, code_identity
 from lakelet.stages._formats import is_jsonable
 from lakelet.storage._objects import hash_stream

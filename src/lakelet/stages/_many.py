@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from lakelet.lake._run_record import current_run
+from lakelet.lake._run_lookup import current_run
 from lakelet.stages._commit import Computed, Ran, commit
 from lakelet.stages._loaded import exact
 

@@ -50,15 +50,8 @@ from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import expiry_fields, stage_ttl
 from lakelet.lake._expiry import record_name as generation_name
-from lakelet.lake._run_record import (
-    MAX_RUN_RECORD_BYTES,
-    RunRecord,
-    current_run,
-    ignore,
-    key_names,
-    output_kinds,
-    parse_run_record,
-)
+from lakelet.lake._run_lookup import current_run, ignore, key_names
+from lakelet.lake._run_record import MAX_RUN_RECORD_BYTES, RunRecord, output_kinds, parse_run_record
 from lakelet.stages import _loaded, _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._commit import Computed, Ran, commit, remember_bound

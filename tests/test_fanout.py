@@ -62,6 +62,11 @@ def read_in(tag):
     return lakelet.File("in").read_text()
 
 
+@lakelet.stage
+def blob(i):
+    return bytes([i]) * 200_000
+
+
 COIN_BOTH = threading.Barrier(2, timeout=60)
 
 
@@ -261,6 +266,24 @@ def test_two_racing_runs_of_one_new_item_both_return_the_value_the_lake_keeps(fa
     kept = [module.coin._outcome(lk, module.coin._key(lk, (7,), {}), (7,), {}, False) for lk in lakes]
     assert all(not k.ran for k in kept)  # both lakes hold one run of the item
     assert out == {0: kept[0].value, 1: kept[1].value} and kept[0].value == kept[1].value
+
+
+def test_large_values_are_not_remembered(fanout) -> None:
+    # a process remembers small values only: 30 calls of 200 KB values, run then cached, keep
+    # next to nothing (they kept 6 MB, up to 16,384 of them: a review found a loop at 513 MB)
+    module, _, _ = fanout
+    module.blob(255)  # the fixed costs
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2):
+            assert [len(module.blob(i)) for i in range(30)] == [200_000] * 30
+        gc.collect()
+        per_call = (tracemalloc.get_traced_memory()[0] - before) / 30
+    finally:
+        tracemalloc.stop()
+    assert per_call < 20_000, f"{per_call:.0f} bytes kept per call"
 
 
 def test_map_reports_progress_by_item(fanout) -> None:

@@ -132,3 +132,79 @@ def test_two_threads_mapping_the_same_items_on_one_lake(stages, lake, monkeypatc
     for t in threads:
         t.join()
     assert out == {0: [{"x": x} for x in items], 1: [{"x": x} for x in items]}
+
+
+RACED = """
+import os, threading, lakelet
+
+BOTH = threading.Barrier(2, timeout=60)
+RACING = {"on": False}
+
+
+@lakelet.stage(cache=False)
+def stamp(x):
+    if RACING["on"]:
+        BOTH.wait()  # two calls of the key at once: both take the same free generation
+    return os.urandom(8).hex()
+
+
+@lakelet.stage
+def many(n):
+    for i in range(n):  # n implicit outputs under the key's generation, besides the value
+        with lakelet.File().open("w") as o:
+            o.write(str(i))
+    return n
+"""
+
+
+def _race(lakes, call) -> dict[int, object]:
+    out: dict[int, object] = {}
+
+    def go(t: int) -> None:
+        with lakelet.use(lakes[t]):
+            out[t] = call()
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_cache_false_calls_racing_for_a_generation_each_return_their_own_run(tmp_path, monkeypatch) -> None:
+    # Each cache=False call is a run of its own: one that finds its generation taken by another
+    # returns its own value, never the other's nor an older call's. (Found by a review.)
+    module, _ = stage_module(tmp_path, monkeypatch, RACED, "RACED_MARKS")
+    remote = (tmp_path / "remote").as_uri()
+    machines = [lakelet.init(tmp_path / f"machine{t}", remote=remote) for t in range(2)]
+    with lakelet.use(machines[0]):
+        earlier = module.stamp(1)  # the key's first generation
+    module.RACING["on"] = True
+    by_calls = _race(machines, lambda: module.stamp(1))
+    lake = lakelet.init(tmp_path / "lake")
+    by_maps = _race([lake, lake], lambda: module.stamp.map([1])[0])
+    assert earlier not in by_calls.values() and by_calls[0] != by_calls[1]
+    assert by_maps[0] != by_maps[1]
+
+
+def test_a_cached_call_reads_only_its_own_names_of_its_key(lake, tmp_path, monkeypatch) -> None:
+    # A cached call looks up its run record and its value's name, not every name its run wrote:
+    # a damaged index row of another file of the run leaves the call a hit. (A review found a
+    # call reading all 2,000 names of a run that wrote 2,000 files.)
+    import sqlite3
+
+    module, _ = stage_module(tmp_path, monkeypatch, RACED, "RACED_MARKS")
+    lakelet.use(lake)
+    assert module.many(3) == 3
+    written = [
+        f.name for f in lake.ls("stages/") if "/output." not in f.name and not f.name.endswith(".json")
+    ]
+    assert len(written) == 3
+    lake.context.catalog.close()
+    with sqlite3.connect(lake.root / "index.sqlite") as db:
+        db.execute("UPDATE name_rows SET digest = x'00' WHERE name = ?", (written[0],))
+    _forget()
+    assert lakelet.open(lake.root).file(written[1]).size > 0  # the index still answers for others
+    with lakelet.use(lakelet.open(lake.root)):
+        assert module.many(3) == 3

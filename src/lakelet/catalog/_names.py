@@ -66,20 +66,6 @@ class NameQueries:
         )
         return row_to_record(row) if row else None
 
-    def few_records(self, scope: str, prefix: str) -> dict[str, NameRecord]:
-        """The records (removed ones too) of the few names of ``scope`` starting with ``prefix``,
-        by name, in one query: ``records`` without its paging, for a handful of names (one
-        stage key's runs and their outputs)."""
-        low, high = prefix_bounds(prefix)
-        rows = (
-            self._db()
-            .execute(
-                f"SELECT {COLUMNS} FROM names WHERE scope = ? AND name >= ? AND name < ?", (scope, low, high)
-            )
-            .fetchall()
-        )
-        return {row[1]: row_to_record(row) for row in rows}
-
     def records(self, scope: str, prefix: str = "", include_removed: bool = False) -> list[NameRecord]:
         return list(self.iter_records(scope, prefix, include_removed))
 

@@ -33,7 +33,6 @@ __all__ = [
     "current_run",
     "current_runs",
     "ignore",
-    "key_names",
     "read_run_cached",
     "read_run_record",
     "remember_run",
@@ -66,7 +65,7 @@ def current_run(
     Passes over the generations gc retired (their tombstones stay as lineage), those whose
     record is refused (each reported in one warning) and those named in ``passed`` (refused by
     the caller): a run of the key binds the next generation, so no record fails a key for good.
-    ``known``: the key's names as ``key_names`` found them (a name not there is looked up).
+    ``known``: records of the key's names the caller looked up (a name not there is looked up).
     """
     generation = 1
     while True:
@@ -82,13 +81,6 @@ def current_run(
             except (CorruptRecordError, IntegrityError) as e:  # the bytes, not the network
                 ignore(context, e, "the stage runs again")
         generation += 1
-
-
-def key_names(context: LakeContext, stage: str, key: str) -> dict[str, NameRecord]:
-    """The records the index holds of every name of ``key``'s runs (each generation's run record
-    and the outputs under it, removed ones too), by name: one range of the index, where a cached
-    call looked its record and then its output up apart."""
-    return context.catalog.few_records(LAKE, record_name(stage, key).removesuffix(".json"))
 
 
 def current_runs(
@@ -117,6 +109,7 @@ def current_runs(
 
 _parsed: dict[tuple[str, str, str], RunRecord] = {}  # (root, name, digest) -> its record, parsed
 _PARSED_MAX = 1 << 14
+_OUTPUTS_MAX = 64  # outputs of a record remembered: what each holds stays small
 
 
 def read_run_cached(context: LakeContext, found: NameRecord, remember: bool = True) -> RunRecord:
@@ -145,6 +138,8 @@ def remember_run(context: LakeContext, found: NameRecord, run: RunRecord) -> Run
 
 
 def _remember(key: tuple[str, str, str], run: RunRecord) -> RunRecord:
+    if len(run.outputs) > _OUTPUTS_MAX:  # a record of many outputs is parsed again when called
+        return run
     if len(_parsed) >= _PARSED_MAX:
         _parsed.clear()
     _parsed[key] = run

@@ -30,7 +30,10 @@ _EXACT = {
     ("text", str),
     ("bytes", bytes),
 }
-_MAX = 1 << 14
+_MAX = 1 << 14  # values remembered at most
+_VALUE_MAX = 64 << 10  # bytes of a stored value remembered (a larger one is decoded again)
+_HELD_MAX = 64 << 20  # bytes of the values remembered, all told
+_held = 0
 
 Memo = tuple[str, str, str, str]  # (lake root, object digest, format, value kind)
 _values: dict[Memo, tuple[str, tuple[int, int, int], Any]] = {}  # -> (object path, its stat, value)
@@ -49,11 +52,14 @@ def remember(memo: Memo, path: str, value: Any) -> None:
     if type(value) not in _IMMUTABLE:
         return
     stamp = _stamp(path)
-    if stamp is None:
+    if stamp is None or stamp[1] > _VALUE_MAX:
         return
-    if len(_values) >= _MAX:
+    global _held
+    if len(_values) >= _MAX or _held + stamp[1] > _HELD_MAX:
         _values.clear()
+        _held = 0
     _values[memo] = (path, stamp, value)
+    _held += stamp[1]
 
 
 def exact(fmt: str, value: Any) -> bool:

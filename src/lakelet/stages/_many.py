@@ -102,7 +102,9 @@ def call_many(
             else:
                 for index, done in pending:
                     # a run that adopted another's result hands back nothing: the result is theirs
-                    kept = not done.adopted and exact(done.record["returned"]["kind"], done.value)
+                    # (a cache=False call's result is its own run's, as in ``Stage._execute``)
+                    theirs = done.adopted and cache
+                    kept = not theirs and exact(done.record["returned"]["kind"], done.value)
                     value = done.value if kept else None
                     tell(
                         ItemDone(

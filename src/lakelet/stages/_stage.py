@@ -50,8 +50,13 @@ from lakelet.lake import _pending
 from lakelet.lake._add import bind_outputs
 from lakelet.lake._expiry import expiry_fields, stage_ttl
 from lakelet.lake._expiry import record_name as generation_name
-from lakelet.lake._run_lookup import current_run, ignore, key_names
-from lakelet.lake._run_record import MAX_RUN_RECORD_BYTES, RunRecord, output_kinds, parse_run_record
+from lakelet.lake._run_lookup import current_run, ignore
+from lakelet.lake._run_record import (
+    MAX_RUN_RECORD_BYTES,
+    RunRecord,
+    output_kinds,
+    parse_run_record,
+)
 from lakelet.stages import _loaded, _provenance
 from lakelet.stages._codehash import module_packages, qualified_name
 from lakelet.stages._commit import Computed, Ran, commit, remember_bound
@@ -268,13 +273,12 @@ class Stage:
     def _cached(self, lake: Lake, key: Key, passed: set[str], reason: str) -> Outcome | None:
         """The stored result of ``key``, or None when it must run. A run record whose output cannot
         be loaded is reported and passed over (added to ``passed``): the run binds the next generation."""
-        known = key_names(lake.context, self.qualname, key.digest)
         while True:
-            name, run = current_run(lake.context, self.qualname, key.digest, passed, known)
+            name, run = current_run(lake.context, self.qualname, key.digest, passed)
             if run is None:
                 return None
             try:
-                value = self.load_output(lake, run, known)
+                value = self.load_output(lake, run)
             except CorruptRecordError as e:
                 ignore(lake.context, e, "the stage runs again")
                 passed.add(name)
@@ -354,7 +358,9 @@ class Stage:
             commit(lake, [done])
         finally:
             done.discard()
-        if done.adopted:  # another run of the key was bound first: its result is the one kept
+        if done.adopted and self.options.get("cache", True):
+            # another run of the key was bound first: its result is the one kept (a cache=False
+            # call returns its own: each call is a run of its own, not the key's result)
             hit = self._cached(lake, key, set(), "computed meanwhile by another machine")
             if hit is not None:
                 return hit.value

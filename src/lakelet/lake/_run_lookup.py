@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from lakelet.core.errors import CorruptRecordError, IntegrityError, LakeletError
@@ -58,21 +58,17 @@ def current_run(
     stage: str,
     key: str,
     passed: Collection[str] = (),
-    known: Mapping[str, NameRecord] | None = None,
 ) -> tuple[str, RunRecord | None]:
     """(the run record name ``key`` binds now, its record, or None when the key is not cached).
 
     Passes over the generations gc retired (their tombstones stay as lineage), those whose
     record is refused (each reported in one warning) and those named in ``passed`` (refused by
     the caller): a run of the key binds the next generation, so no record fails a key for good.
-    ``known``: records of the key's names the caller looked up (a name not there is looked up).
     """
     generation = 1
     while True:
         name = record_name(stage, key, generation)
-        found = known.get(name) if known else None
-        if found is None:
-            found = context.lookup(LAKE, name)
+        found = context.lookup(LAKE, name)
         if found is None:
             return name, None
         if found.removed_at is None and name not in passed:

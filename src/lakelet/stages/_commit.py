@@ -68,7 +68,7 @@ class Computed:
     encoded: Path | None = None  # the temp file of the return value, if its format writes one
     run: RunRecord | None = None  # ``record`` as the readers parse it
     # another run of the key (another machine's, another map's) was bound first and is what the
-    # lake keeps: ``value`` is not the result (``Stage.commit_alone``)
+    # lake keeps (``Stage.commit_alone``, ``_commit_apart``)
     adopted: bool = False
 
     def encoded_path(self, tmp_dir: Path) -> Path:
@@ -80,6 +80,12 @@ class Computed:
         """The record meta of output ``name``: the user's keys of a file it wrote (``File.open(
         "wb", meta=...)``) under lakelet's own, which they cannot override."""
         return {**self.pending.meta.get(name, {}), **self.meta}
+
+    @property
+    def result_is_theirs(self) -> bool:
+        """Whether the call's result is the run the lake kept rather than ``value``: another run of
+        the key was bound first. Not for a cache=False call: each call is a run of its own."""
+        return self.adopted and self.stage.options.get("cache", True)
 
     @property
     def record_meta(self) -> dict[str, str]:

@@ -101,10 +101,8 @@ def call_many(
                     tell(ItemDone(index, "failed", done.record.get("key", ""), error=text))
             else:
                 for index, done in pending:
-                    # a run that adopted another's result hands back nothing: the result is theirs
-                    # (a cache=False call's result is its own run's, as in ``Stage._execute``)
-                    theirs = done.adopted and cache
-                    kept = not theirs and exact(done.record["returned"]["kind"], done.value)
+                    # a run whose result is another's hands back nothing: it is loaded from the lake
+                    kept = not done.result_is_theirs and exact(done.record["returned"]["kind"], done.value)
                     value = done.value if kept else None
                     tell(
                         ItemDone(

@@ -358,9 +358,7 @@ class Stage:
             commit(lake, [done])
         finally:
             done.discard()
-        if done.adopted and self.options.get("cache", True):
-            # another run of the key was bound first: its result is the one kept (a cache=False
-            # call returns its own: each call is a run of its own, not the key's result)
+        if done.result_is_theirs:
             hit = self._cached(lake, key, set(), "computed meanwhile by another machine")
             if hit is not None:
                 return hit.value
